@@ -1,0 +1,39 @@
+# METADATA
+# title: Need-to-know case binding (principle 3)
+# description: |
+#   Case work (a purpose with case_required) needs the case named by x-case-id to be open, to
+#   concern this customer, and to be assigned to the caller. Break-glass access skips this check
+#   (and is flagged and obligated instead, see consentry.breakglass).
+package consentry.cases
+
+import data.consentry.breakglass
+import data.consentry.util
+
+# METADATA
+# title: Record denials
+# description: Case reasons that deny access to one customer's record rec.
+record_deny(rec) := set() if {
+	not util.purpose.case_required
+} else := set() if {
+	breakglass.active
+} else := _case_reasons(rec)
+
+_case_reasons(rec) := {util.reason("case.missing", 403, "this purpose needs an assigned case: send x-case-id")} if {
+	object.get(input, "case_id", "") == ""
+} else := {util.reason("case.not_found", 403, sprintf("case %q does not exist", [input.case_id]))} if {
+	not rec.enrichment.case
+} else := _problems(rec.enrichment.case, rec.customer_id)
+
+_problems(c, customer_id) := (_closed(c) | _mismatch(c, customer_id)) | _unassigned(c)
+
+_closed(c) := {util.reason("case.closed", 403, sprintf("case %q is closed", [c.id]))} if {
+	c.status != "open"
+} else := set()
+
+_mismatch(c, customer_id) := {util.reason("case.customer_mismatch", 403, sprintf("case %q is not about this customer", [c.id]))} if {
+	c.customer_id != customer_id
+} else := set()
+
+_unassigned(c) := {util.reason("case.not_assigned", 403, sprintf("case %q is not assigned to the caller", [c.id]))} if {
+	not input.subject.id in c.assignees
+} else := set()

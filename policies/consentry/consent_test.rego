@@ -1,0 +1,63 @@
+# METADATA
+# title: Consent tests
+# description: Allow and deny cases for consentry.consent.
+package consentry.consent_test
+
+import data.consentry.consent
+import data.consentry.fixtures_test as fx
+
+rec(consents) := {"customer_id": "c-1", "enrichment": {"consents": consents, "customer": fx.customer}}
+
+codes(inp, consents) := x if {
+	x := {r.code | some r in consent.record_deny(rec(consents))} with input as inp
+}
+
+p := "marketing.communications.email"
+
+test_granted_consent_allows if {
+	count(codes(fx.marketing, [fx.granted(p)])) == 0
+}
+
+test_parent_purpose_consent_covers_child if {
+	count(codes(fx.marketing, [fx.granted("marketing")])) == 0
+}
+
+test_other_purpose_consent_does_not_cover if {
+	codes(fx.marketing, [fx.granted("analytics.reporting")]) == {"consent.missing"}
+}
+
+test_sibling_prefix_does_not_cover if {
+	codes(fx.marketing, [fx.granted("marketing.communications.e")]) == {"consent.missing"}
+}
+
+test_no_consent_denied if {
+	codes(fx.marketing, []) == {"consent.missing"}
+}
+
+test_withdrawn_denied if {
+	codes(fx.marketing, [{"purpose": p, "status": "withdrawn", "withdrawn_at": "2026-06-01T00:00:00Z"}]) == {"consent.withdrawn"}
+}
+
+test_expired_status_denied if {
+	codes(fx.marketing, [{"purpose": p, "status": "expired"}]) == {"consent.expired"}
+}
+
+test_expiry_in_past_denied if {
+	codes(fx.marketing, [object.union(fx.granted(p), {"expires_at": "2026-11-01T00:00:00Z"})]) == {"consent.expired"}
+}
+
+test_expiry_in_future_allowed if {
+	count(codes(fx.marketing, [object.union(fx.granted(p), {"expires_at": "2027-11-01T00:00:00Z"})])) == 0
+}
+
+test_withdrawn_wins_over_expired if {
+	codes(fx.marketing, [{"purpose": p, "status": "withdrawn"}, {"purpose": "marketing", "status": "expired"}]) == {"consent.withdrawn"}
+}
+
+test_one_valid_consent_is_enough if {
+	count(codes(fx.marketing, [{"purpose": p, "status": "withdrawn"}, fx.granted("marketing")])) == 0
+}
+
+test_not_required_for_contract_purposes if {
+	count(codes(fx.support, [])) == 0
+}

@@ -1,0 +1,112 @@
+# METADATA
+# title: consentry decision
+# description: |
+#   The one query every front door evaluates: data.consentry.decision. It combines the
+#   request-level rules (purpose, role, action, break-glass, processor agreement, writes) with
+#   the record-level rules (consent, case, customer rights, retention and erasure) and the
+#   per-field outcomes into the decision document (policies/schema/decision.json).
+#   Deny by default: allow holds only when no rule denies.
+# scope: subpackages
+# schemas:
+#   - input: schema.input
+package consentry
+
+import data.consentry.breakglass
+import data.consentry.cases
+import data.consentry.consent
+import data.consentry.minimization
+import data.consentry.processor
+import data.consentry.request
+import data.consentry.retention
+import data.consentry.rights
+import data.consentry.util
+
+# Status precedence when several reasons deny: authentication first, then malformed requests,
+# then forbidden, then legal (consent, erasure, retention).
+_status_rank := [401, 400, 422, 503, 403, 451]
+
+_request_denials := (((request.deny | breakglass.deny) | processor.deny) | rights.deny) | minimization.deny
+
+_state_denials(rec) := {util.reason("state.unavailable", 503, sprintf("customer state could not be read: %v", [rec.enrichment.errors]))} if {
+	count(object.get(rec.enrichment, "errors", [])) > 0
+} else := set()
+
+_record_denials(rec) := (((_state_denials(rec) | consent.record_deny(rec)) | cases.record_deny(rec)) | rights.record_deny(rec)) | retention.record_deny(rec)
+
+# The record a single-customer request touches.
+_single := {"customer_id": input.resource.customer_id, "enrichment": input.enrichment}
+
+_single_denials := _record_denials(_single) if {
+	object.get(input, "phase", "request") == "request"
+	object.get(input.resource, "customer_id", "") != ""
+} else := set()
+
+_denials := _request_denials | _single_denials
+
+# METADATA
+# title: Allow
+# description: True only when no request-level or record-level rule denies.
+default allow := false
+
+allow if count(_denials) == 0
+
+_info := breakglass.info | minimization.info
+
+_reasons := _denials if not allow
+
+else := _info
+
+_status := 200 if allow
+
+else := s if {
+	statuses := {r.status | some r in _denials}
+	s := [x | some x in _status_rank; x in statuses][0]
+} else := 403
+
+_public(reasons) := sort([{"code": r.code, "message": r.message} | some r in reasons])
+
+_allowed_fields := [f | some f, o in minimization.fields; o.outcome == "allow"]
+
+_list_obligations contains {"type": "filter_records", "params": {}} if {
+	input.action in {"list", "export"}
+	object.get(input.resource, "customer_id", "") == ""
+}
+
+# METADATA
+# title: Records
+# description: Per-record outcomes in the response phase of list routes, keyed by customer id.
+records[rec.customer_id] := _record_outcome(rec) if {
+	input.phase == "response"
+	some rec in input.records
+}
+
+_record_outcome(rec) := {"allow": true, "reasons": [], "fields": minimization.fields, "key_scopes": minimization.key_scopes} if {
+	allow
+	count(_record_denials(rec)) == 0
+} else := {"allow": false, "reasons": _public(_record_denials(rec) | _denials)}
+
+# METADATA
+# title: Decision
+# description: The decision document (see docs/decision.md).
+decision := {
+	"allow": allow,
+	"status": _status,
+	"reasons": _public(_reasons),
+	"fields": minimization.fields,
+	"key_scopes": _key_scopes,
+	"obligations": [o | some o in (breakglass.obligations | _list_obligations)],
+	"headers": _headers,
+	"flags": [f | some f in breakglass.flags],
+	"records": records,
+}
+
+_key_scopes := [s | some s in minimization.key_scopes] if allow
+
+else := []
+
+_headers := {
+	"x-consentry-purpose": input.purpose,
+	"x-consentry-fields": concat(",", sort(_allowed_fields)),
+} if allow
+
+else := {}

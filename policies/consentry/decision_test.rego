@@ -1,0 +1,111 @@
+# METADATA
+# title: Decision assembly tests
+# description: The combined decision document - allow, status precedence, fields, key scopes, headers, list records.
+package consentry_test
+
+import data.consentry
+import data.consentry.fixtures_test as fx
+
+test_support_with_case_allowed if {
+	d := consentry.decision with input as fx.support
+	d.allow == true
+	d.status == 200
+	d.fields["contact.email"] == {"outcome": "allow", "category": "user.contact.email", "key_scope": "contact"}
+	d.fields.date_of_birth.outcome == "mask"
+	d.fields.date_of_birth.mask == "year"
+	d.fields["payment.card_number"].outcome == "deny"
+	d.key_scopes == ["contact", "identity"]
+	d.headers["x-consentry-purpose"] == "essential.service.operations.support"
+	d.headers["x-consentry-fields"] == "contact.email,id,name"
+	d.obligations == []
+	d.flags == []
+}
+
+test_default_deny_on_empty_input if {
+	not consentry.allow with input as {}
+}
+
+test_denied_decision_releases_nothing if {
+	d := consentry.decision with input as fx.replace(fx.support, {"case_id": ""})
+	d.allow == false
+	d.key_scopes == []
+	d.headers == {}
+	d.status == 403
+	"case.missing" in fx.codes(d)
+}
+
+test_status_precedence_401_over_403 if {
+	d := consentry.decision with input as fx.replace(fx.support, {"subject": {}, "purpose": "nope"})
+	d.status == 401
+}
+
+test_status_precedence_403_over_451 if {
+	inp := fx.replace(fx.marketing, {
+		"subject": {"id": "emp-1", "type": "employee", "roles": ["analyst"]},
+		"enrichment": {"consents": [], "customer": fx.customer},
+	})
+	d := consentry.decision with input as inp
+	d.status == 403
+	"consent.missing" in fx.codes(d)
+	"role.purpose_not_allowed" in fx.codes(d)
+}
+
+test_status_451_for_consent if {
+	d := consentry.decision with input as fx.replace(fx.marketing, {"enrichment": {"consents": [], "customer": fx.customer}})
+	d.status == 451
+}
+
+test_state_errors_deny_503 if {
+	d := consentry.decision with input as fx.replace(fx.support, {"enrichment": {"errors": ["consent"]}})
+	d.allow == false
+	d.status == 503
+	"state.unavailable" in fx.codes(d)
+}
+
+test_list_request_obligates_filtering if {
+	inp := fx.replace(fx.marketing, {"action": "list", "resource": {"type": "customer", "customer_id": "", "fields": ["id", "contact.email"]}})
+	d := consentry.decision with input as inp
+	d.allow == true
+	d.obligations == [{"type": "filter_records", "params": {}}]
+}
+
+test_response_phase_filters_records_by_consent if {
+	inp := fx.replace(fx.marketing, {
+		"action": "list",
+		"phase": "response",
+		"resource": {"type": "customer", "customer_id": "", "fields": ["id", "contact.email"]},
+		"records": [
+			{"customer_id": "c-1", "enrichment": {"consents": [fx.granted("marketing.communications.email")], "customer": fx.customer}},
+			{"customer_id": "c-2", "enrichment": {"consents": [], "customer": object.union(fx.customer, {"id": "c-2"})}},
+			{"customer_id": "c-3", "enrichment": {"consents": [fx.granted("marketing.communications.email")], "customer": {"id": "c-3", "erased": true}}},
+		],
+	})
+	d := consentry.decision with input as inp
+	d.allow == true
+	d.records["c-1"].allow == true
+	d.records["c-1"].key_scopes == {"contact"}
+	d.records["c-2"].allow == false
+	d.records["c-2"].reasons[0].code == "consent.missing"
+	d.records["c-3"].allow == false
+	d.records["c-3"].reasons[0].code == "customer.erased"
+}
+
+test_response_phase_denied_request_denies_every_record if {
+	inp := fx.replace(fx.marketing, {
+		"subject": {"id": "emp-1", "type": "employee", "roles": ["analyst"]},
+		"action": "list",
+		"phase": "response",
+		"resource": {"type": "customer", "customer_id": "", "fields": ["id"]},
+		"records": [{"customer_id": "c-1", "enrichment": {"consents": [fx.granted("marketing.communications.email")], "customer": fx.customer}}],
+	})
+	d := consentry.decision with input as inp
+	d.allow == false
+	d.records["c-1"].allow == false
+}
+
+test_reasons_carry_code_and_message_only if {
+	d := consentry.decision with input as fx.replace(fx.support, {"case_id": ""})
+	every r in d.reasons {
+		object.keys(r) == {"code", "message"}
+	}
+}

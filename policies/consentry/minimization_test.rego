@@ -1,0 +1,97 @@
+# METADATA
+# title: Minimization and special category tests
+# description: Allow, mask and deny cases for consentry.minimization.
+package consentry.minimization_test
+
+import data.consentry.fixtures_test as fx
+import data.consentry.minimization
+
+fields(inp) := x if {
+	x := minimization.fields with input as inp
+}
+
+test_allowed_category if {
+	fields(fx.support)["contact.email"].outcome == "allow"
+}
+
+test_masked_category_year if {
+	fields(fx.support).date_of_birth == {"outcome": "mask", "mask": "year", "category": "user.demographic.date_of_birth", "key_scope": "identity"}
+}
+
+test_most_specific_mask_wins if {
+	inp := fx.replace(fx.marketing, {
+		"subject": {"id": "a-1", "type": "employee", "roles": ["analyst"]},
+		"purpose": "analytics.reporting",
+		"resource": {"type": "customer", "customer_id": "c-1", "fields": ["id", "name", "address", "date_of_birth", "marketing_segment"]},
+	})
+	f := fields(inp)
+	f.id.mask == "hmac"
+	f.name.mask == "redact"
+	f.address.mask == "redact"
+	f.date_of_birth.mask == "year"
+	f.marketing_segment.outcome == "allow"
+	minimization.key_scopes == {"identity"} with input as inp
+}
+
+test_category_not_listed_denied if {
+	fields(fx.marketing)["contact.phone"].outcome == "deny"
+}
+
+test_unknown_field_denied if {
+	inp := fx.replace(fx.support, {"resource": {"type": "customer", "customer_id": "c-1", "fields": ["ssn"]}})
+	fields(inp).ssn == {"outcome": "deny", "category": "unknown"}
+}
+
+test_special_category_needs_role if {
+	inp := fx.replace(fx.support, {"subject": {"id": "emp-17", "type": "employee", "roles": ["support_agent"], "mfa": true}})
+	fields(inp)["health.notes"].outcome == "deny"
+	"special_category.role_required" in {r.code | some r in minimization.info} with input as inp
+}
+
+test_special_category_needs_mfa if {
+	inp := fx.replace(fx.support, {"subject": {"id": "emp-5", "type": "employee", "roles": ["care_coordinator"]}})
+	fields(inp)["health.notes"].outcome == "deny"
+	"special_category.mfa_required" in {r.code | some r in minimization.info} with input as inp
+}
+
+test_special_category_with_role_and_mfa if {
+	inp := fx.replace(fx.support, {"subject": {"id": "emp-5", "type": "employee", "roles": ["care_coordinator"], "mfa": true}})
+	fields(inp)["health.notes"] == {"outcome": "allow", "category": "user.health_and_medical", "key_scope": "health"}
+	"health" in minimization.key_scopes with input as inp
+}
+
+test_billing_sees_card_with_mfa if {
+	inp := fx.replace(fx.support, {
+		"subject": {"id": "emp-8", "type": "employee", "roles": ["billing_agent"], "mfa": true},
+		"purpose": "essential.service.payment_processing",
+		"case_id": "",
+	})
+	fields(inp)["payment.card_number"].outcome == "allow"
+	fields(inp)["health.notes"].outcome == "deny"
+}
+
+test_redacted_mask_needs_no_key if {
+	inp := fx.replace(fx.support, {
+		"subject": {"id": "dpo-1", "type": "employee", "roles": ["dpo"]},
+		"purpose": "essential.legal",
+		"case_id": "",
+		"resource": {"type": "customer", "customer_id": "c-1", "fields": ["name", "contact.email"]},
+	})
+	fields(inp)["contact.email"].mask == "redact"
+	count(minimization.key_scopes) == 0 with input as inp
+}
+
+test_write_of_denied_field_rejected if {
+	inp := fx.replace(fx.support, {"action": "update", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["contact.email", "payment.card_number"]}})
+	{r.code | some r in minimization.deny} with input as inp == {"field.write_not_allowed"}
+}
+
+test_write_of_allowed_fields_accepted if {
+	inp := fx.replace(fx.support, {"action": "update", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["contact.email"]}})
+	count(minimization.deny) == 0 with input as inp
+}
+
+test_write_of_masked_field_rejected if {
+	inp := fx.replace(fx.support, {"action": "update", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["date_of_birth"]}})
+	count(minimization.deny) == 1 with input as inp
+}

@@ -1,0 +1,68 @@
+# METADATA
+# title: Purpose and role tests
+# description: Allow and deny cases for every rule of consentry.request.
+package consentry.request_test
+
+import data.consentry
+import data.consentry.fixtures_test as fx
+import data.consentry.request
+
+codes(inp) := {r.code | some r in request.deny with input as inp}
+
+test_known_purpose_and_role_allowed if {
+	count(codes(fx.support)) == 0
+}
+
+test_unauthenticated_missing_type if {
+	"subject.unauthenticated" in codes(fx.replace(fx.support, {"subject": {}}))
+}
+
+test_unauthenticated_empty_type if {
+	"subject.unauthenticated" in codes(fx.replace(fx.support, {"subject": {"type": "", "id": "x"}}))
+}
+
+test_unknown_subject_type if {
+	"subject.type_unknown" in codes(fx.replace(fx.support, {"subject": {"type": "robot", "id": "r2"}}))
+}
+
+test_subject_id_missing if {
+	"subject.id_missing" in codes(fx.replace(fx.support, {"subject": {"type": "employee", "roles": ["support_agent"]}}))
+}
+
+test_unknown_action if {
+	"action.unknown" in codes(fx.replace(fx.support, {"action": "teleport"}))
+}
+
+test_every_known_action_is_known if {
+	every a in ["read", "list", "create", "update", "delete", "export", "erase", "access_report"] {
+		not "action.unknown" in codes(fx.replace(fx.support, {"action": a}))
+	}
+}
+
+test_missing_purpose if {
+	"purpose.missing" in codes(fx.replace(fx.support, {"purpose": ""}))
+}
+
+test_unknown_purpose if {
+	c := codes(fx.replace(fx.support, {"purpose": "marketing.telepathy"}))
+	"purpose.unknown" in c
+	not "role.purpose_not_allowed" in c
+}
+
+test_role_not_allowed_for_purpose if {
+	"role.purpose_not_allowed" in codes(fx.replace(fx.support, {"subject": {"id": "emp-40", "type": "employee", "roles": ["marketing"]}}))
+}
+
+test_customer_type_grants_customer_role if {
+	not "role.purpose_not_allowed" in codes(fx.self_read)
+}
+
+test_action_not_allowed_for_purpose if {
+	"purpose.action_not_allowed" in codes(fx.replace(fx.marketing, {"action": "update"}))
+}
+
+test_delete_never_allowed_for_support if {
+	d := consentry.decision with input as fx.replace(fx.support, {"action": "delete"})
+	not d.allow
+	d.status == 403
+}

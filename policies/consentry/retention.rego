@@ -1,0 +1,19 @@
+# METADATA
+# title: Retention and erasure (principle 8)
+# description: |
+#   Records past their retention deadline are not served, erased customers are never served,
+#   and a customer the state store does not know is not served either (missing state denies).
+package consentry.retention
+
+import data.consentry.util
+
+# METADATA
+# title: Record denials
+# description: Lifecycle reasons that deny access to one customer's record rec.
+record_deny(rec) := {util.reason("customer.unknown", 403, "no state is known for this customer")} if {
+	not rec.enrichment.customer
+} else := {util.reason("customer.erased", 451, "the customer's data was erased")} if {
+	rec.enrichment.customer.erased == true
+} else := {util.reason("retention.expired", 451, "the record is past its retention period")} if {
+	util.ns(rec.enrichment.customer.retention_until) <= util.now_ns
+} else := set()

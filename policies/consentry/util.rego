@@ -1,0 +1,63 @@
+# METADATA
+# title: Shared helpers
+# description: |
+#   Helpers every consentry policy uses: the catalogue, the caller's effective roles, fideslang
+#   category matching and the reason constructor. Nothing here decides on its own.
+package consentry.util
+
+# METADATA
+# title: Catalogue
+# description: The policy data (purposes, roles, fields, special categories) from policies/data.
+catalog := data.consentry.catalog
+
+# METADATA
+# title: Declared purpose definition
+# description: The catalogue entry of the declared purpose; undefined when the purpose is unknown.
+purpose := catalog.purposes[input.purpose]
+
+# METADATA
+# title: Effective roles
+# description: The caller's roles; customers and processors also hold the role named by their type.
+# (A complete rule, not a partial set: complete rules are evaluated once per query.)
+roles := {r | some r in object.get(input.subject, "roles", [])} | _type_role
+
+_type_role := {input.subject.type} if input.subject.type in {"customer", "processor"}
+
+else := set()
+
+# METADATA
+# title: Now
+# description: Decision time in nanoseconds, from the input so that replay sees the original time.
+now_ns := input.time.now_ns
+
+# METADATA
+# title: Category match
+# description: True when category c is the fideslang key k or one of its descendants.
+category_matches(c, k) if c == k
+
+category_matches(c, k) if startswith(c, sprintf("%s.", [k]))
+
+# METADATA
+# title: Any category match
+# description: |
+#   True when category c is one of the fideslang keys in ks or a descendant of one. One
+#   built-in call instead of a loop: matching "c." against "k." keeps key boundaries
+#   ("user.contactless" does not match "user.contact").
+any_category_matches(c, ks) if strings.any_prefix_match(sprintf("%s.", [c]), {sprintf("%s.", [k]) | some k in ks})
+
+# METADATA
+# title: Purpose match
+# description: True when a consent or agreement given for purpose p covers the declared purpose q.
+purpose_covers(p, q) if p == q
+
+purpose_covers(p, q) if startswith(q, concat("", [p, "."]))
+
+# METADATA
+# title: Reason
+# description: A deny or information reason with the HTTP status it implies.
+reason(code, status, message) := {"code": code, "status": status, "message": message}
+
+# METADATA
+# title: Time parse
+# description: Nanoseconds of an RFC 3339 timestamp.
+ns(ts) := time.parse_rfc3339_ns(ts)

@@ -1,0 +1,188 @@
+// Package admin is the admin listener: /health (liveness), /ready (a policy is active and
+// every registered readiness check passes), /metrics (Prometheus text format), /status
+// (active policy revision and bundles, component states), and the authenticated admin API
+// under /v1 that capabilities (consent store, erasure, ...) mount their handlers on.
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// ReadinessCheck returns nil when its component is ready.
+type ReadinessCheck func(ctx context.Context) error
+
+// StatusFunc contributes a section to /status.
+type StatusFunc func() any
+
+// Authenticator decides whether an admin API request is allowed and names the actor.
+// The token check is built in; identity (JWT with an admin role) plugs in another.
+type Authenticator func(c *fiber.Ctx) (actor string, ok bool)
+
+// Server is the admin HTTP server.
+type Server struct {
+	cfg      Config
+	app      *fiber.App
+	api      fiber.Router
+	registry *prometheus.Registry
+
+	mu     sync.Mutex
+	checks map[string]ReadinessCheck
+	status map[string]StatusFunc
+	authn  []Authenticator
+}
+
+// New builds the server. registry is the Prometheus registry every component registers on.
+func New(cfg Config, registry *prometheus.Registry) *Server {
+	s := &Server{
+		cfg:      cfg.WithDefaults(),
+		registry: registry,
+		checks:   map[string]ReadinessCheck{},
+		status:   map[string]StatusFunc{},
+	}
+	s.app = fiber.New(fiber.Config{DisableStartupMessage: true, ErrorHandler: errorHandler})
+	s.app.Get("/health", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	s.app.Get("/ready", s.ready)
+	s.app.Get("/status", s.statusHandler)
+	s.app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(registry, promhttp.HandlerOpts{})))
+	if tok := strings.TrimSpace(s.cfg.Token); tok != "" {
+		s.authn = append(s.authn, tokenAuth(tok))
+	}
+	s.api = s.app.Group("/v1", s.authenticate)
+	return s
+}
+
+// App exposes the Fiber app (tests use App().Test).
+func (s *Server) App() *fiber.App { return s.app }
+
+// API is the authenticated router under /v1 where capabilities mount their handlers.
+// Handlers read the authenticated actor with Actor(c).
+func (s *Server) API() fiber.Router { return s.api }
+
+// AddAuthenticator adds a way to authenticate admin API calls (e.g. JWT with an admin role).
+func (s *Server) AddAuthenticator(a Authenticator) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.authn = append(s.authn, a)
+}
+
+// AddReadiness registers a readiness check under name.
+func (s *Server) AddReadiness(name string, check ReadinessCheck) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks[name] = check
+}
+
+// AddStatus registers a /status section.
+func (s *Server) AddStatus(name string, f StatusFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status[name] = f
+}
+
+// Serve listens on cfg.Listen until ctx is done.
+func (s *Server) Serve(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	return s.ServeListener(ctx, ln)
+}
+
+// ServeListener serves on ln until ctx is done.
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.app.Listener(ln) }()
+	select {
+	case <-ctx.Done():
+		return s.app.ShutdownWithTimeout(5e9)
+	case err := <-errc:
+		return err
+	}
+}
+
+func (s *Server) ready(c *fiber.Ctx) error {
+	s.mu.Lock()
+	checks := make(map[string]ReadinessCheck, len(s.checks))
+	for k, v := range s.checks {
+		checks[k] = v
+	}
+	s.mu.Unlock()
+	failed := fiber.Map{}
+	for name, check := range checks {
+		if err := check(c.UserContext()); err != nil {
+			failed[name] = err.Error()
+		}
+	}
+	if len(failed) > 0 {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready", "failed": failed})
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}
+
+func (s *Server) statusHandler(c *fiber.Ctx) error {
+	s.mu.Lock()
+	out := make(fiber.Map, len(s.status))
+	for name, f := range s.status {
+		out[name] = f()
+	}
+	s.mu.Unlock()
+	return c.JSON(out)
+}
+
+const actorKey = "consentry.admin.actor"
+
+// Actor returns the authenticated admin actor of a /v1 request.
+func Actor(c *fiber.Ctx) string {
+	if a, ok := c.Locals(actorKey).(string); ok {
+		return a
+	}
+	return ""
+}
+
+func (s *Server) authenticate(c *fiber.Ctx) error {
+	s.mu.Lock()
+	authn := append([]Authenticator(nil), s.authn...)
+	s.mu.Unlock()
+	for _, a := range authn {
+		if actor, ok := a(c); ok {
+			c.Locals(actorKey, actor)
+			return c.Next()
+		}
+	}
+	return c.Status(fiber.StatusUnauthorized).JSON(ErrorBody("admin.unauthenticated", "admin API needs the admin token or a JWT with an admin role"))
+}
+
+func tokenAuth(token string) Authenticator {
+	return func(c *fiber.Ctx) (string, bool) {
+		h := c.Get(fiber.HeaderAuthorization)
+		got, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			return "", false
+		}
+		return "admin-token", true
+	}
+}
+
+// ErrorBody is the JSON error shape of every admin API error: {"error": {"code", "message"}}.
+func ErrorBody(code, message string) fiber.Map {
+	return fiber.Map{"error": fiber.Map{"code": code, "message": message}}
+}
+
+func errorHandler(c *fiber.Ctx, err error) error {
+	code := fiber.StatusInternalServerError
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		code = fe.Code
+	}
+	return c.Status(code).JSON(ErrorBody("admin.error", err.Error()))
+}

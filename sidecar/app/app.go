@@ -1,0 +1,128 @@
+// Package app assembles a running sidecar from its configuration: the engine and its policy
+// source, the state store, Vault key release, the decision log, the front doors (ext_authz,
+// ext_proc, HTTP proxy) and the admin listener. It owns their lifecycles: everything starts in
+// dependency order and stops in reverse on shutdown.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/consentry/consentry/sidecar/admin"
+	"github.com/consentry/consentry/sidecar/config"
+	"github.com/consentry/consentry/sidecar/engine"
+)
+
+// Component is a long-running part of the sidecar (a listener, a poller, a log writer).
+type Component interface {
+	// Name is used in logs and in readiness output.
+	Name() string
+	// Run blocks until ctx is done or the component fails.
+	Run(ctx context.Context) error
+}
+
+// Closer is implemented by components that must flush or release resources after Run returns.
+type Closer interface{ Close() error }
+
+// App is an assembled sidecar.
+type App struct {
+	Config   *config.Config
+	Log      *slog.Logger
+	Registry *prometheus.Registry
+	Engine   *engine.Engine
+	Admin    *admin.Server
+
+	components []Component
+	closers    []Closer
+}
+
+// New assembles the sidecar described by cfg. Nothing listens until Run.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a := &App{Config: cfg, Log: log, Registry: reg}
+	a.Engine = engine.New(cfg.Engine, log)
+	a.Admin = admin.New(cfg.Admin, reg)
+	a.Admin.AddReadiness("policy", func(context.Context) error {
+		if !a.Engine.Ready() {
+			return errors.New("no policy is active")
+		}
+		return nil
+	})
+	a.Admin.AddStatus("policy", func() any {
+		rev, bundles := a.Engine.Revision()
+		return map[string]any{"revision": rev, "bundles": bundles, "ready": a.Engine.Ready()}
+	})
+	if err := a.loadPolicy(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.assemble(ctx); err != nil {
+		a.close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *App) loadPolicy(ctx context.Context) error {
+	ps, err := engine.LoadDir(a.Config.Policy.Dir, engine.LoadOptions{})
+	if err != nil {
+		return fmt.Errorf("policy.dir: %w", err)
+	}
+	return a.Engine.Load(ctx, ps)
+}
+
+// Add registers a component to run (used by assemble and by tests).
+func (a *App) Add(c Component) { a.components = append(a.components, c) }
+
+// AddCloser registers a resource to release on shutdown (reverse order).
+func (a *App) AddCloser(c Closer) { a.closers = append(a.closers, c) }
+
+// Run runs every component and the admin server until ctx is done or one fails; then it stops
+// them all and releases resources.
+func (a *App) Run(ctx context.Context) error {
+	defer a.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(a.components)+1)
+	var wg sync.WaitGroup
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				return
+			}
+			errc <- nil
+		}()
+	}
+	run("admin", a.Admin.Serve)
+	for _, c := range a.components {
+		run(c.Name(), c.Run)
+	}
+	a.Log.Info("consentry running", "admin", a.Config.Admin.Listen)
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+	}
+	cancel()
+	wg.Wait()
+	return first
+}
+
+func (a *App) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i].Close(); err != nil {
+			a.Log.Warn("close", "error", err)
+		}
+	}
+	a.closers = nil
+}

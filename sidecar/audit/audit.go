@@ -1,0 +1,63 @@
+// Package audit declares what the request pipeline hands to the decision log for every
+// decision, and the sink interface the decision log (sidecar/auditlog) implements. It is the
+// contract between front doors and the audit trail: front doors fill an Entry, the log masks,
+// pseudonymizes, hash-chains and stores it (docs/decision-log.md).
+package audit
+
+import (
+	"context"
+	"time"
+
+	"github.com/consentry/consentry/sidecar/decision"
+	"github.com/consentry/consentry/sidecar/input"
+)
+
+// Entry is one decision as the pipeline saw it, before masking. It may hold the raw input
+// (with credentials already removed by the front door) but never decrypted field values.
+type Entry struct {
+	DecisionID string
+	Timestamp  time.Time
+	// Path is the policy query, "consentry/decision" (OPA decision log style, no "data." prefix).
+	Path     string
+	Input    *input.Input
+	Decision *decision.Decision
+	// Revision and Bundles identify the policy that decided.
+	Revision string
+	Bundles  map[string]string
+	// Error is the engine or pipeline error that caused a fail-closed deny, if any.
+	Error string
+	// Enforcement is what the front door actually did with the decision.
+	Enforcement Enforcement
+	// Labels are static labels (instance id, version, front door) as in OPA's decision log.
+	Labels      map[string]string
+	TraceID     string
+	RequestedBy string
+	// Metrics are timings in nanoseconds: timer_rego_query_eval_ns, timer_server_handler_ns, ...
+	Metrics map[string]int64
+}
+
+// Enforcement records what happened after the decision. Never values, only names and counts.
+type Enforcement struct {
+	// Status is the HTTP status the caller received (0 when the front door does not know it).
+	Status int
+	// FieldsReleased / FieldsMasked / FieldsDropped name the fields in the response.
+	FieldsReleased []string
+	FieldsMasked   []string
+	FieldsDropped  []string
+	// KeyScopes are the key classes actually released from Vault for this request.
+	KeyScopes []string
+	// RecordsReturned and RecordsFiltered count list records kept and removed.
+	RecordsReturned int
+	RecordsFiltered int
+	// Withheld names fields withheld because their keys were unavailable (fail closed).
+	Withheld []string
+}
+
+// Sink stores decision log entries.
+//
+// In strict mode Append returns nil only once the entry is durable; an error means the caller
+// must not release its response (deny with 503, audit.unavailable). Implementations must be
+// safe for concurrent use and must not keep references to slices in the entry after returning.
+type Sink interface {
+	Append(ctx context.Context, e *Entry) error
+}

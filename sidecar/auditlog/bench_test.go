@@ -1,0 +1,217 @@
+package auditlog
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/consentry/consentry/sidecar/audit"
+)
+
+// processCPU returns the CPU time (user + system) this process has used. The CI machine is
+// shared and often saturated, so next to wall-clock rates the benchmarks report CPU cost per
+// event and the rate the machine's cores would sustain at that cost.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func reportCPU(b *testing.B, cpu time.Duration, n int, unit string) {
+	per := float64(cpu.Nanoseconds()) / float64(n)
+	b.ReportMetric(per/1000, "cpu-µs/"+unit)
+	b.ReportMetric(float64(runtime.GOMAXPROCS(0))*1e9/per, "cpu-capacity-"+unit+"s/s")
+}
+
+// benchEntries returns n realistic entries (the support-read example with a decision, field
+// enforcement and credentials to strip), built outside the timed region.
+func benchEntries(b *testing.B, n int) []*audit.Entry {
+	es := make([]*audit.Entry, n)
+	for i := range es {
+		es[i] = entry(b, i)
+	}
+	return es
+}
+
+// BenchmarkAppendGroupCommit is strict mode under concurrency: masking, pseudonymization,
+// canonical JSON, SHA-256 chaining and group commit with fsync, from 128 appenders.
+func BenchmarkAppendGroupCommit(b *testing.B) {
+	f := newFixture(b)
+	f.cfg.CheckpointEvery = 1000
+	l := f.open(b)
+	es := benchEntries(b, 256)
+	var n atomic.Int64
+	b.SetParallelism(64)
+	b.ResetTimer()
+	start, cpu0 := time.Now(), processCPU()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			i := n.Add(1)
+			e := *es[i%int64(len(es))]
+			e.DecisionID = fmt.Sprintf("b-%d", i)
+			if err := l.Append(ctx, &e); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	el, cpu := time.Since(start), processCPU()-cpu0
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/el.Seconds(), "events/s")
+	reportCPU(b, cpu, b.N, "event")
+	l.Close()
+}
+
+// BenchmarkAppendSerial is one appender at a time: every event waits for its own fsync.
+func BenchmarkAppendSerial(b *testing.B) {
+	f := newFixture(b)
+	l := f.open(b)
+	defer l.Close()
+	es := benchEntries(b, 64)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		e := *es[i%len(es)]
+		e.DecisionID = fmt.Sprintf("s-%d", i)
+		if err := l.Append(ctx, &e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkStrictLatencyAt4000 offers 4,000 decisions/s (open loop, one goroutine per
+// decision as a front door would) and reports the latency strict mode adds to each: the time
+// Append takes until the event is fsynced.
+func BenchmarkStrictLatencyAt4000(b *testing.B) {
+	f := newFixture(b)
+	f.cfg.CheckpointEvery = 1000
+	l := f.open(b)
+	es := benchEntries(b, 256)
+	rate := benchRate()
+	interval := time.Second / time.Duration(rate)
+	lat := make([]time.Duration, b.N)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			e := *es[i%len(es)]
+			e.DecisionID = fmt.Sprintf("l-%d", i)
+			t0 := time.Now()
+			if err := l.Append(context.Background(), &e); err != nil {
+				b.Error(err)
+			}
+			lat[i] = time.Since(t0)
+		}(i)
+	}
+	wg.Wait()
+	b.StopTimer()
+	l.Close()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+}
+
+// BenchmarkBuildRecord is the per-event preparation alone (runs on the caller's goroutine).
+func BenchmarkBuildRecord(b *testing.B) {
+	ps, _ := NewPseudonymizer(testKey)
+	bl := builder{masker: newMasker(Config{}), pseudo: ps}
+	e := entry(b, 1)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r, err := bl.build(ctx, e)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.release() // as the writer does once the record is sealed
+	}
+}
+
+var (
+	verifyOnce sync.Once
+	verifyFix  *fixture
+	verifyRecs int
+)
+
+// BenchmarkVerify verifies a 100,000-decision log (hashes, chain, signatures, checkpoint copies).
+func BenchmarkVerify(b *testing.B) {
+	verifyOnce.Do(func() {
+		// Built once and kept for the whole run (b.TempDir would vanish after the first round).
+		base, err := os.MkdirTemp("", "auditlog-verify-bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := WriteKeyPair(filepath.Join(base, "signing.pem"), "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		verifyFix = &fixture{signer: s, pub: map[string]ed25519.PublicKey{s.KeyID(): s.Public()},
+			cfg: Config{Dir: filepath.Join(base, "log"), SigningKeyFile: filepath.Join(base, "signing.pem"), CheckpointInterval: time.Hour}}
+		verifyFix.cfg.CheckpointEvery = 1000
+		verifyFix.cfg.SegmentMaxBytes = 64 << 20
+		l, err := Open(verifyFix.cfg, Options{PseudonymKey: testKey, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		es := benchEntries(b, 256)
+		var wg sync.WaitGroup
+		for g := 0; g < 100; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				for i := 0; i < 1000; i++ {
+					e := *es[(g+i)%len(es)]
+					e.DecisionID = fmt.Sprintf("v-%d-%d", g, i)
+					if err := l.Append(context.Background(), &e); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}(g)
+		}
+		wg.Wait()
+		l.Close()
+		verifyFix.dir = verifyFix.cfg.Dir
+	})
+	b.ResetTimer()
+	start, cpu0 := time.Now(), processCPU()
+	for i := 0; i < b.N; i++ {
+		rep, err := Verify(verifyFix.dir, VerifyOptions{PublicKeys: verifyFix.pub})
+		if err != nil || !rep.OK() {
+			b.Fatal(err, rep.Problems)
+		}
+		verifyRecs = rep.Records
+	}
+	b.ReportMetric(float64(verifyRecs*b.N)/time.Since(start).Seconds(), "records/s")
+	reportCPU(b, processCPU()-cpu0, verifyRecs*b.N, "record")
+}
+
+// benchRate is the offered load of BenchmarkStrictLatencyAt4000 (AUDITLOG_BENCH_RATE overrides,
+// to find where a given machine saturates).
+func benchRate() int {
+	if v, err := strconv.Atoi(os.Getenv("AUDITLOG_BENCH_RATE")); err == nil && v > 0 {
+		return v
+	}
+	return 4000
+}

@@ -1,0 +1,193 @@
+package auditlog
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Modes.
+const (
+	// ModeStrict: Append returns only after the event is fsynced (group commit). Default.
+	ModeStrict = "strict"
+	// ModeAsync: Append enqueues into a bounded buffer; the writer spills it to the segment
+	// files and fsyncs every AsyncFsyncInterval. A full buffer drops the event, counted and alarmed.
+	ModeAsync = "async"
+)
+
+// Config is the `decision_log:` section of the sidecar configuration (docs/decision-log.md).
+type Config struct {
+	// Mode is strict (default) or async.
+	Mode string `yaml:"mode" json:"mode"`
+	// Dir holds the segment files, checkpoints.jsonl and upload cursors. Required.
+	Dir string `yaml:"dir" json:"dir"`
+	// SegmentMaxBytes rotates the active segment once it reaches this size. Default 64 MiB.
+	SegmentMaxBytes int64 `yaml:"segment_max_bytes" json:"segment_max_bytes"`
+	// SegmentMaxAge rotates the active segment once it is this old. Default 24h.
+	SegmentMaxAge time.Duration `yaml:"segment_max_age" json:"segment_max_age"`
+	// RetainSegments keeps at most this many closed segments (0 = keep all). Removal is recorded
+	// in the chain (a "retention" record) so the verifier can tell retention from deletion.
+	RetainSegments int `yaml:"retain_segments" json:"retain_segments"`
+	// RetainAge removes closed segments whose newest event is older than this (0 = keep).
+	RetainAge time.Duration `yaml:"retain_age" json:"retain_age"`
+	// CheckpointEvery writes a signed checkpoint after this many records. Default 1000.
+	CheckpointEvery int `yaml:"checkpoint_every" json:"checkpoint_every"`
+	// CheckpointInterval writes a signed checkpoint at least this often, even with no events,
+	// so that a gap in time shows. Default 10s.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval" json:"checkpoint_interval"`
+	// SigningKeyFile is a PEM PKCS#8 Ed25519 private key used to sign checkpoints.
+	SigningKeyFile string `yaml:"signing_key_file" json:"signing_key_file"`
+	// SigningVaultKey names a Vault transit key ("transit/decision-log", type ed25519) that
+	// signs checkpoints instead of a key file; the caller passes the signer
+	// (vaultsign.New) in Options.Signer.
+	SigningVaultKey string `yaml:"signing_vault_key" json:"signing_vault_key"`
+	// UnsignedCheckpoints must be set explicitly to run without a signing key (development).
+	UnsignedCheckpoints bool `yaml:"unsigned_checkpoints" json:"unsigned_checkpoints"`
+	// PseudonymKeyFile holds the HMAC key for customer pseudonyms (>= 32 bytes: raw, hex or
+	// base64). Required: raw customer ids never reach the log.
+	PseudonymKeyFile string `yaml:"pseudonym_key_file" json:"pseudonym_key_file"`
+	// MaxBatch bounds one group commit. Default 4096 events.
+	MaxBatch int `yaml:"max_batch" json:"max_batch"`
+	// QueueSize bounds appends waiting for the writer (strict: callers block; async: the
+	// buffer that drops when full). Default 65536.
+	QueueSize int `yaml:"queue_size" json:"queue_size"`
+	// AsyncFsyncInterval is how often the async writer fsyncs. Default 1s.
+	AsyncFsyncInterval time.Duration `yaml:"async_fsync_interval" json:"async_fsync_interval"`
+	// Mask lists mask rules applied to every event (see MaskRule).
+	Mask []MaskRule `yaml:"mask" json:"mask"`
+	// DropHeaders are request headers removed from the logged input in addition to the
+	// built-in credential headers (authorization, proxy-authorization, cookie, set-cookie, x-api-key).
+	DropHeaders []string `yaml:"drop_headers" json:"drop_headers"`
+	// DropQuery are query parameters removed in addition to the built-in credential names
+	// (access_token, id_token, token, api_key, apikey, password, secret).
+	DropQuery []string `yaml:"drop_query" json:"drop_query"`
+	// Stdout copies every committed record to standard output as JSON lines.
+	Stdout bool `yaml:"stdout" json:"stdout"`
+	// Upload configures HTTP upload to an OPA-compatible decision-log service.
+	Upload *UploadConfig `yaml:"upload" json:"upload"`
+}
+
+// UploadConfig is `decision_log.upload`.
+type UploadConfig struct {
+	// URL receives POSTs of gzip-compressed JSON arrays of events (OPA decision-log API).
+	URL string `yaml:"url" json:"url"`
+	// BearerTokenFile, when set, is sent as Authorization: Bearer.
+	BearerTokenFile string `yaml:"bearer_token_file" json:"bearer_token_file"`
+	// MaxEvents per POST. Default 500.
+	MaxEvents int `yaml:"max_events" json:"max_events"`
+	// Interval between uploads when idle. Default 1s.
+	Interval time.Duration `yaml:"interval" json:"interval"`
+	// MinBackoff / MaxBackoff bound the exponential retry delay. Defaults 100ms / 30s.
+	MinBackoff time.Duration `yaml:"min_backoff" json:"min_backoff"`
+	MaxBackoff time.Duration `yaml:"max_backoff" json:"max_backoff"`
+	// Timeout of one POST. Default 10s.
+	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+	// Name distinguishes the cursor file when several uploads are configured. Default "http".
+	Name string `yaml:"name" json:"name"`
+}
+
+// WithDefaults returns c with zero values replaced by defaults.
+func (c Config) WithDefaults() Config {
+	if c.Mode == "" {
+		c.Mode = ModeStrict
+	}
+	if c.SegmentMaxBytes == 0 {
+		c.SegmentMaxBytes = 64 << 20
+	}
+	if c.SegmentMaxAge == 0 {
+		c.SegmentMaxAge = 24 * time.Hour
+	}
+	if c.CheckpointEvery == 0 {
+		c.CheckpointEvery = 1000
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = 10 * time.Second
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 4096
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = 65536
+	}
+	if c.AsyncFsyncInterval == 0 {
+		c.AsyncFsyncInterval = time.Second
+	}
+	if c.Upload != nil {
+		u := *c.Upload
+		if u.MaxEvents == 0 {
+			u.MaxEvents = 500
+		}
+		if u.Interval == 0 {
+			u.Interval = time.Second
+		}
+		if u.MinBackoff == 0 {
+			u.MinBackoff = 100 * time.Millisecond
+		}
+		if u.MaxBackoff == 0 {
+			u.MaxBackoff = 30 * time.Second
+		}
+		if u.Timeout == 0 {
+			u.Timeout = 10 * time.Second
+		}
+		if u.Name == "" {
+			u.Name = "http"
+		}
+		c.Upload = &u
+	}
+	return c
+}
+
+// Validate reports the first invalid key. Call it on WithDefaults() output.
+func (c Config) Validate() error {
+	switch c.Mode {
+	case ModeStrict, ModeAsync:
+	default:
+		return fmt.Errorf("decision_log.mode: must be strict or async, got %q", c.Mode)
+	}
+	if c.Dir == "" {
+		return fmt.Errorf("decision_log.dir: required")
+	}
+	if c.SegmentMaxBytes < 4096 {
+		return fmt.Errorf("decision_log.segment_max_bytes: must be at least 4096, got %d", c.SegmentMaxBytes)
+	}
+	if c.SegmentMaxAge < time.Second {
+		return fmt.Errorf("decision_log.segment_max_age: must be at least 1s, got %s", c.SegmentMaxAge)
+	}
+	if c.RetainSegments < 0 || c.RetainAge < 0 {
+		return fmt.Errorf("decision_log.retain_segments/retain_age: must not be negative")
+	}
+	if c.CheckpointEvery < 1 {
+		return fmt.Errorf("decision_log.checkpoint_every: must be positive, got %d", c.CheckpointEvery)
+	}
+	if c.CheckpointInterval < 10*time.Millisecond {
+		return fmt.Errorf("decision_log.checkpoint_interval: must be at least 10ms, got %s", c.CheckpointInterval)
+	}
+	if c.SigningKeyFile == "" && c.SigningVaultKey == "" && !c.UnsignedCheckpoints {
+		return fmt.Errorf("decision_log.signing_key_file: required, or signing_vault_key (or unsigned_checkpoints: true for development)")
+	}
+	if c.SigningKeyFile != "" && c.SigningVaultKey != "" {
+		return fmt.Errorf("decision_log.signing_vault_key: set either signing_key_file or signing_vault_key, not both")
+	}
+	if c.MaxBatch < 1 || c.QueueSize < 1 {
+		return fmt.Errorf("decision_log.max_batch/queue_size: must be positive")
+	}
+	for i, r := range c.Mask {
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("decision_log.mask[%d]: %w", i, err)
+		}
+	}
+	if u := c.Upload; u != nil {
+		p, err := url.Parse(u.URL)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("decision_log.upload.url: %q is not an http(s) URL", u.URL)
+		}
+		if u.MaxEvents < 1 {
+			return fmt.Errorf("decision_log.upload.max_events: must be positive")
+		}
+		if strings.ContainsAny(u.Name, "/\\") {
+			return fmt.Errorf("decision_log.upload.name: must not contain a path separator")
+		}
+	}
+	return nil
+}

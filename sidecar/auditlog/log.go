@@ -1,0 +1,380 @@
+// Package auditlog is consentry's decision log, the audit trail security reviewers read. It
+// implements audit.Sink: every decision becomes an event with OPA decision-log fields plus
+// consentry's (purpose, case, subject, customer pseudonym, fields, key scopes, reasons), with
+// credentials removed, mask rules applied and customer ids replaced by keyed pseudonyms.
+//
+// Events are appended to rotating JSON-lines segments as a SHA-256 hash chain over canonical
+// JSON, with signed checkpoints every N records or T seconds. In strict mode (default) Append
+// returns only after a group commit has fsynced the event, so no response is released without a
+// durable record; a write failure is an error the front door turns into 503 audit.unavailable.
+// Verify checks a log directory; Query, Report and the replay subpackage read it back. See
+// docs/decision-log.md.
+package auditlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/consentry/consentry/sidecar/audit"
+)
+
+// ReasonUnavailable is the reason code a front door answers with (503) when Append fails.
+const ReasonUnavailable = "audit.unavailable"
+
+var (
+	// ErrUnavailable wraps every Append failure: the caller must not release its response.
+	ErrUnavailable = errors.New("decision log unavailable")
+	// ErrClosed is returned by Append after Close.
+	ErrClosed = errors.New("decision log closed")
+)
+
+// Options are the non-config dependencies of a Log.
+type Options struct {
+	Logger *slog.Logger
+	// Registerer receives the log's metrics (nil: not registered).
+	Registerer prometheus.Registerer
+	// Signer overrides Config.SigningKeyFile (e.g. a Vault transit signer).
+	Signer Signer
+	// PseudonymKey overrides Config.PseudonymKeyFile (e.g. a key read from Vault).
+	PseudonymKey []byte
+	// MaskSource adds per-decision mask rules (e.g. from data.consentry.log.mask).
+	MaskSource MaskSource
+	// Stdout is where the stdout sink writes (default os.Stdout).
+	Stdout io.Writer
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// Log is the decision log writer. It is safe for concurrent use.
+type Log struct {
+	cfg    Config
+	dir    string
+	log    *slog.Logger
+	now    func() time.Time
+	signer Signer
+	build  builder
+	m      *metrics
+	stdout io.Writer
+
+	queue chan *pending
+	stop  chan struct{}
+	done  chan struct{}
+
+	mu     sync.RWMutex // guards closed against sends on queue
+	closed bool
+	broken atomic.Pointer[error]
+
+	committed atomic.Int64 // last durable seq, -1 when none
+	// rollbacks counts failed commits whose bytes were truncated away: readers following the
+	// files (the upload sink) must re-read, since those seqs will be reused.
+	rollbacks atomic.Int64
+	notify    chan struct{}
+	holdFn    atomic.Pointer[func() (uint64, bool)]
+	uploader  *Uploader
+
+	lock *os.File
+
+	// Writer state, owned by the writer goroutine after Open.
+	seq        uint64
+	head       string
+	seg        *os.File
+	segName    string
+	segSize    int64
+	segCreated time.Time
+	ckpt       *os.File
+	ckptSize   int64
+	sinceCkpt  int
+	lastCkpt   time.Time
+	dirty      bool
+	// signRetryAt holds signing attempts back after a failure, so an unreachable signer (Vault
+	// down) costs one timeout per interval instead of one per batch.
+	signRetryAt time.Time
+	buf         []byte
+	ckptBuf     []byte
+}
+
+type pending struct {
+	rec  *record
+	done chan error
+	t0   time.Time
+}
+
+var _ audit.Sink = (*Log)(nil)
+
+// Open recovers the log in cfg.Dir (truncating a torn last record), writes an "open"
+// checkpoint and starts the writer. cfg is passed through WithDefaults and Validate.
+func Open(cfg Config, opts Options) (*Log, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	l := &Log{cfg: cfg, dir: cfg.Dir, log: opts.Logger, now: opts.Now, signer: opts.Signer, stdout: opts.Stdout,
+		queue: make(chan *pending, cfg.QueueSize), stop: make(chan struct{}), done: make(chan struct{}), notify: make(chan struct{}, 1)}
+	if l.log == nil {
+		l.log = slog.Default()
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.stdout == nil {
+		l.stdout = os.Stdout
+	}
+	key := opts.PseudonymKey
+	if key == nil {
+		if cfg.PseudonymKeyFile == "" {
+			return nil, fmt.Errorf("decision_log.pseudonym_key_file: required")
+		}
+		k, err := ReadKeyFile(cfg.PseudonymKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("decision_log.pseudonym_key_file: %w", err)
+		}
+		key = k
+	}
+	ps, err := NewPseudonymizer(key)
+	if err != nil {
+		return nil, fmt.Errorf("decision_log.pseudonym_key_file: %w", err)
+	}
+	l.build = builder{masker: newMasker(cfg), pseudo: ps, source: opts.MaskSource}
+	if l.signer == nil && cfg.SigningVaultKey != "" {
+		return nil, fmt.Errorf("decision_log.signing_vault_key: needs a Vault transit signer in Options.Signer (vaultsign.New)")
+	}
+	if l.signer == nil && cfg.SigningKeyFile != "" {
+		s, err := LoadSigner(cfg.SigningKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("decision_log.signing_key_file: %w", err)
+		}
+		l.signer = s
+	}
+	l.m = newMetrics(opts.Registerer)
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("decision_log.dir: %w", err)
+	}
+	if err := l.acquireLock(); err != nil {
+		return nil, err
+	}
+	if err := l.recover(); err != nil {
+		l.lock.Close()
+		return nil, err
+	}
+	if err := l.openSegment(l.now()); err != nil {
+		l.lock.Close()
+		return nil, err
+	}
+	if err := l.commit(nil, CheckpointOpen); err != nil {
+		l.closeFiles()
+		return nil, fmt.Errorf("decision log: write open checkpoint: %w", err)
+	}
+	if cfg.Upload != nil {
+		u, err := newUploader(l, *cfg.Upload)
+		if err != nil {
+			l.closeFiles()
+			return nil, err
+		}
+		l.uploader = u
+	}
+	go l.run()
+	if l.uploader != nil {
+		go l.uploader.run()
+	}
+	return l, nil
+}
+
+func (l *Log) acquireLock() error {
+	f, err := os.OpenFile(filepath.Join(l.dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("decision log lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("decision log %s is in use by another process: %w", l.dir, err)
+	}
+	l.lock = f
+	return nil
+}
+
+// recover finds the chain head, truncating a torn tail of the last segment.
+func (l *Log) recover() error {
+	segs, err := listSegments(l.dir)
+	if err != nil {
+		return fmt.Errorf("decision log: %w", err)
+	}
+	l.seq, l.head = 0, ZeroHash
+	for i := len(segs) - 1; i >= 0; i-- {
+		var st tailState
+		path := filepath.Join(l.dir, segs[i].name)
+		cut, err := recoverSegment(path, segs[i].first, &st)
+		if err != nil {
+			return fmt.Errorf("decision log recovery: %w", err)
+		}
+		if cut > 0 {
+			l.log.Warn("decision log: truncated torn tail", "segment", segs[i].name, "bytes", cut)
+			l.m.recovered.Add(float64(cut))
+		}
+		if st.head == "" {
+			// Nothing valid in it (crash right after rotation): remove and look further back.
+			if err := os.Remove(path); err != nil {
+				return fmt.Errorf("decision log recovery: %w", err)
+			}
+			continue
+		}
+		l.seq, l.head = st.nextSeq, st.head
+		break
+	}
+	l.committed.Store(int64(l.seq) - 1)
+	if err := truncateTornLines(filepath.Join(l.dir, checkpointsFile)); err != nil {
+		return fmt.Errorf("decision log recovery: %w", err)
+	}
+	ck, err := os.OpenFile(filepath.Join(l.dir, checkpointsFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("decision log: %w", err)
+	}
+	st, err := ck.Stat()
+	if err != nil {
+		ck.Close()
+		return err
+	}
+	l.ckpt, l.ckptSize = ck, st.Size()
+	return nil
+}
+
+func (l *Log) openSegment(now time.Time) error {
+	name := segmentName(l.seq)
+	f, err := os.OpenFile(filepath.Join(l.dir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("decision log segment: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if err := syncDir(l.dir); err != nil {
+		f.Close()
+		return fmt.Errorf("decision log segment: %w", err)
+	}
+	if l.seg != nil {
+		l.seg.Close()
+	}
+	l.seg, l.segName, l.segSize, l.segCreated = f, name, st.Size(), now
+	l.m.segments.Inc()
+	return nil
+}
+
+// Append implements audit.Sink. Strict mode: returns nil only once the event is fsynced.
+func (l *Log) Append(ctx context.Context, e *audit.Entry) error {
+	if b := l.broken.Load(); b != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, *b)
+	}
+	rec, err := l.build.build(ctx, e)
+	if err != nil {
+		l.m.errors.Inc()
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	p := &pending{rec: rec, t0: time.Now()}
+	if l.cfg.Mode == ModeAsync {
+		l.mu.RLock()
+		defer l.mu.RUnlock()
+		if l.closed {
+			return ErrClosed
+		}
+		select {
+		case l.queue <- p:
+		default:
+			l.m.dropped.Inc()
+			l.log.Error("decision log: async buffer full, event dropped", "decision_id", rec.decisionID, "alarm", "decision_log_drop")
+		}
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	p.done = make(chan error, 1)
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case l.queue <- p:
+		l.mu.RUnlock()
+	case <-ctx.Done():
+		l.mu.RUnlock()
+		return fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		return nil
+	case <-ctx.Done():
+		// The event may still be written; what matters is that the caller does not release.
+		return fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	}
+}
+
+// Healthy returns nil while appends can succeed, and the write failure that broke the log
+// otherwise; wire it into readiness (admin.AddReadiness) so a broken log takes the sidecar out
+// of rotation instead of answering 503 to every request.
+func (l *Log) Healthy() error {
+	if b := l.broken.Load(); b != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, *b)
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Committed returns the last durable seq (-1 when the log is empty).
+func (l *Log) Committed() int64 { return l.committed.Load() }
+
+// Dir returns the log directory.
+func (l *Log) Dir() string { return l.dir }
+
+// Pseudonymizer returns the log's pseudonymizer (for query by customer id).
+func (l *Log) Pseudonymizer() *Pseudonymizer { return l.build.pseudo }
+
+// Close drains pending appends, writes a "close" checkpoint and stops sinks.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.done
+	if l.uploader != nil {
+		l.uploader.close()
+	}
+	return l.closeFiles()
+}
+
+func (l *Log) closeFiles() error {
+	var err error
+	if l.seg != nil {
+		err = errors.Join(err, l.seg.Close())
+	}
+	if l.ckpt != nil {
+		err = errors.Join(err, l.ckpt.Close())
+	}
+	if l.lock != nil {
+		err = errors.Join(err, l.lock.Close())
+	}
+	return err
+}

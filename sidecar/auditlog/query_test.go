@@ -1,0 +1,161 @@
+package auditlog
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/html"
+
+	"github.com/consentry/consentry/sidecar/audit"
+	"github.com/consentry/consentry/sidecar/decision"
+)
+
+// mixedLog writes decisions for two customers, purposes and outcomes.
+func mixedLog(t *testing.T) *fixture {
+	t.Helper()
+	f := newFixture(t)
+	l := f.open(t)
+	ctx := context.Background()
+	for i := 0; i < 12; i++ {
+		e := entry(t, i)
+		switch i % 3 {
+		case 1:
+			e.Input.Resource.CustomerID = "c-2002"
+			e.Input.Purpose = "marketing.communications.email"
+			e.Input.Subject.ID = "emp-<b>99</b>"
+			e.Decision = decision.Deny(403, "consent.missing", "no consent")
+			e.Enforcement = audit.Enforcement{Status: 403}
+		case 2:
+			e.Input.CaseID = "case-9"
+		}
+		e.Timestamp = time.Date(2026, 11, 20+i%3, 10, 0, 0, 0, time.UTC)
+		if err := l.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	return f
+}
+
+func TestQueryFilters(t *testing.T) {
+	f := mixedLog(t)
+	ps, _ := NewPseudonymizer(testKey)
+	count := func(fl Filter) int {
+		n := 0
+		if err := Query(context.Background(), f.dir, fl, func(*Event, []byte) error { n++; return nil }, nil); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	cases := []struct {
+		name string
+		f    Filter
+		want int
+	}{
+		{"all", Filter{}, 12},
+		{"customer", Filter{Customer: ps.Customer("c-2002")}, 4},
+		{"raw customer id never matches", Filter{Customer: "c-2002"}, 0},
+		{"subject", Filter{Subject: "emp-17"}, 8},
+		{"purpose", Filter{Purpose: "marketing.communications.email"}, 4},
+		{"case", Filter{Case: "case-9"}, 4},
+		{"outcome", Filter{Outcome: "deny"}, 4},
+		{"reason", Filter{Reason: "consent.missing"}, 4},
+		{"time range", Filter{Since: time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC), Until: time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)}, 4},
+		{"combined", Filter{Customer: ps.Customer("c-1001"), Outcome: "allow", Case: "case-7"}, 4},
+	}
+	for _, tc := range cases {
+		if got := count(tc.f); got != tc.want {
+			t.Errorf("%s: got %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	var buf bytes.Buffer
+	tw := NewTableWriter(&buf)
+	var progress []Progress
+	_ = Query(context.Background(), f.dir, Filter{Outcome: "deny"}, func(ev *Event, _ []byte) error { tw.Write(ev); return nil },
+		func(p Progress) { progress = append(progress, p) })
+	tw.Flush()
+	if !strings.HasPrefix(buf.String(), "TIME") || strings.Count(buf.String(), "consent.missing") != 4 || len(progress) == 0 {
+		t.Errorf("table:\n%s\nprogress %v", buf.String(), progress)
+	}
+}
+
+func TestCustomerReport(t *testing.T) {
+	f := mixedLog(t)
+	ps, _ := NewPseudonymizer(testKey)
+	rep, err := BuildReport(context.Background(), f.dir, ReportOptions{CustomerID: "c-2002", Pseudonymizer: ps, Now: time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Accesses) != 4 || len(rep.ByPurpose) != 1 || rep.ByPurpose[0].Denied != 4 {
+		t.Fatalf("report: %+v", rep)
+	}
+	var h bytes.Buffer
+	if err := rep.WriteHTML(&h); err != nil {
+		t.Fatal(err)
+	}
+	page := h.String()
+	if strings.Contains(page, "emp-") || !strings.Contains(page, ps.Subject("emp-<b>99</b>")) {
+		t.Error("employees are not pseudonymized in the HTML report")
+	}
+	checkSelfContained(t, page, []string{"Who accessed my data and why", "c-2002", "marketing.communications.email", "refused", "consent.missing"})
+
+	rep2, _ := BuildReport(context.Background(), f.dir, ReportOptions{CustomerID: "c-2002", Pseudonymizer: ps, NameEmployees: true})
+	h.Reset()
+	rep2.WriteHTML(&h)
+	if !strings.Contains(h.String(), "emp-&lt;b&gt;99&lt;/b&gt;") || strings.Contains(h.String(), "<b>99") {
+		t.Error("named employees missing or not escaped")
+	}
+	var c bytes.Buffer
+	rep.WriteCSV(&c)
+	rows, err := csv.NewReader(&c).ReadAll()
+	if err != nil || len(rows) != 5 || rows[1][7] != "deny" {
+		t.Errorf("csv: %v %v", err, rows)
+	}
+	var j bytes.Buffer
+	rep.WriteJSON(&j)
+	var back Report
+	if err := json.Unmarshal(j.Bytes(), &back); err != nil || len(back.Accesses) != 4 {
+		t.Errorf("json: %v", err)
+	}
+}
+
+// checkSelfContained parses the page and fails on scripts, external resources or missing text.
+func checkSelfContained(t *testing.T, page string, want []string) {
+	t.Helper()
+	doc, err := html.Parse(strings.NewReader(page))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	var walk func(n *html.Node)
+	walk = func(n *html.Node) {
+		if n.Type == html.ElementNode {
+			switch n.Data {
+			case "script", "link", "img", "iframe", "object":
+				t.Errorf("report contains <%s>", n.Data)
+			}
+			for _, a := range n.Attr {
+				if (a.Key == "src" || a.Key == "href") && a.Val != "" {
+					t.Errorf("report references %s=%q", a.Key, a.Val)
+				}
+			}
+		}
+		if n.Type == html.TextNode {
+			text.WriteString(n.Data)
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c)
+		}
+	}
+	walk(doc)
+	for _, w := range want {
+		if !strings.Contains(text.String(), w) {
+			t.Errorf("report text lacks %q", w)
+		}
+	}
+}

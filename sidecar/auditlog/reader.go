@@ -1,0 +1,192 @@
+package auditlog
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// ScanLines calls fn with every complete record line of the log in dir, in order, and the
+// segment it is in. A trailing partial line (a live writer mid-write) is ignored. The line
+// slice is only valid during the call.
+func ScanLines(dir string, fn func(segment string, line []byte) error) error {
+	segs, err := listSegments(dir)
+	if err != nil {
+		return err
+	}
+	for _, s := range segs {
+		if err := scanFile(filepath.Join(dir, s.name), func(line []byte) error { return fn(s.name, line) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func scanFile(path string, fn func(line []byte) error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 1<<20)
+	for {
+		line, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// Long record: collect it whole.
+			buf := append([]byte(nil), line...)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				line, err = r.ReadSlice('\n')
+				buf = append(buf, line...)
+			}
+			line = buf
+		}
+		if len(line) > 0 && line[len(line)-1] == '\n' {
+			if ferr := fn(line[:len(line)-1]); ferr != nil {
+				return ferr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// ScanEvents decodes every record of the log; fn receives the event and its raw line.
+func ScanEvents(dir string, fn func(ev *Event, line []byte) error) error {
+	return ScanLines(dir, func(seg string, line []byte) error {
+		var ev Event
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return fmt.Errorf("%s: seq after parse error: %w", seg, err)
+		}
+		return fn(&ev, line)
+	})
+}
+
+// tail follows the log from a seq for the upload sink: it returns committed records only and
+// resumes where it stopped, moving to the next segment once one exists (the writer rotates
+// only after a record is durable, so a segment with a successor is complete).
+type tail struct {
+	dir     string
+	seg     segInfo
+	f       *os.File
+	r       *bufio.Reader
+	partial []byte
+	held    []byte
+	heldH   lineHeader
+}
+
+// seek positions t at the first record with seq >= from.
+func (t *tail) seek(from uint64) error {
+	t.close()
+	segs, err := listSegments(t.dir)
+	if err != nil || len(segs) == 0 {
+		return err
+	}
+	i := 0
+	for j, s := range segs {
+		if s.first <= from {
+			i = j
+		}
+	}
+	if err := t.open(segs[i]); err != nil {
+		return err
+	}
+	for {
+		line, h, ok, err := t.next(^uint64(0))
+		if err != nil || !ok {
+			return err
+		}
+		if h.seq >= from {
+			t.held, t.heldH = line, h
+			return nil
+		}
+	}
+}
+
+func (t *tail) open(s segInfo) error {
+	f, err := os.Open(filepath.Join(t.dir, s.name))
+	if err != nil {
+		return err
+	}
+	t.f, t.seg, t.partial = f, s, nil
+	t.r = bufio.NewReaderSize(f, 256<<10)
+	return nil
+}
+
+func (t *tail) close() {
+	if t.f != nil {
+		t.f.Close()
+		t.f = nil
+	}
+	t.held = nil
+}
+
+// next returns the next record with seq <= limit; ok is false when there is none yet.
+func (t *tail) next(limit uint64) ([]byte, lineHeader, bool, error) {
+	if t.held != nil {
+		if t.heldH.seq > limit {
+			return nil, lineHeader{}, false, nil
+		}
+		line, h := t.held, t.heldH
+		t.held = nil
+		return line, h, true, nil
+	}
+	for t.f != nil {
+		b, err := t.r.ReadBytes('\n')
+		if len(b) > 0 {
+			if t.partial != nil {
+				b = append(t.partial, b...)
+				t.partial = nil
+			}
+			if b[len(b)-1] != '\n' {
+				t.partial = b
+			} else {
+				line := b[:len(b)-1]
+				h, perr := parseHeader(line)
+				if perr != nil {
+					return nil, h, false, fmt.Errorf("%s: %w", t.seg.name, perr)
+				}
+				if h.seq > limit {
+					t.held, t.heldH = line, h
+					return nil, lineHeader{}, false, nil
+				}
+				return line, h, true, nil
+			}
+		}
+		if err == nil {
+			continue
+		}
+		if err != io.EOF {
+			return nil, lineHeader{}, false, err
+		}
+		if t.partial != nil {
+			return nil, lineHeader{}, false, nil
+		}
+		segs, lerr := listSegments(t.dir)
+		if lerr != nil {
+			return nil, lineHeader{}, false, lerr
+		}
+		moved := false
+		for _, s := range segs {
+			if s.first > t.seg.first {
+				t.f.Close()
+				if err := t.open(s); err != nil {
+					return nil, lineHeader{}, false, err
+				}
+				moved = true
+				break
+			}
+		}
+		if !moved {
+			return nil, lineHeader{}, false, nil
+		}
+	}
+	return nil, lineHeader{}, false, nil
+}

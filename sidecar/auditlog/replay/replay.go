@@ -1,0 +1,429 @@
+// Package replay is impact analysis over the decision log: it re-evaluates the logged inputs
+// of past decisions against a candidate policy (a directory or a bundle) and reports the
+// decisions that would change, counted by purpose and reason, with examples. The logged input
+// carries the enrichment (consent, case, agreement, customer state) and the decision time as
+// of the original decision, so a replay answers "what would this policy have decided then".
+package replay
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	gojson "github.com/goccy/go-json"
+
+	"github.com/consentry/consentry/sidecar/auditlog"
+	"github.com/consentry/consentry/sidecar/bundle"
+	"github.com/consentry/consentry/sidecar/decision"
+	"github.com/consentry/consentry/sidecar/engine"
+	"github.com/consentry/consentry/sidecar/input"
+)
+
+// Options configure a replay.
+type Options struct {
+	// Filter selects which logged decisions to replay (default: all).
+	Filter auditlog.Filter
+	// Examples is the number of example changes kept (lowest seq first). Default 10.
+	Examples int
+	// Workers evaluating in parallel. Default GOMAXPROCS.
+	Workers int
+	// Engine configures evaluation. Replay is offline, so the timeout defaults to 10s instead
+	// of the hot path's 50ms: a slow machine must not report timeouts as policy changes.
+	Engine engine.Config
+	// Progress, when set, receives scan progress.
+	Progress func(auditlog.Progress)
+}
+
+// Outcome is the comparable part of a decision.
+type Outcome struct {
+	Allow     bool              `json:"allow"`
+	Status    int               `json:"status"`
+	Reasons   []string          `json:"reasons"`
+	Fields    map[string]string `json:"fields,omitempty"`
+	KeyScopes []string          `json:"key_scopes,omitempty"`
+	// Records is the per-record allow of a list response, by customer pseudonym.
+	Records map[string]bool `json:"records,omitempty"`
+}
+
+// Change is one decision that would change.
+type Change struct {
+	Seq        uint64    `json:"seq"`
+	DecisionID string    `json:"decision_id"`
+	Time       time.Time `json:"time"`
+	Purpose    string    `json:"purpose"`
+	Action     string    `json:"action"`
+	Subject    string    `json:"subject,omitempty"`
+	Customer   string    `json:"customer,omitempty"`
+	// Kinds say what changed: outcome, status, reasons, fields, key_scopes, records.
+	Kinds []string `json:"kinds"`
+	Old   Outcome  `json:"old"`
+	New   Outcome  `json:"new"`
+}
+
+// Report is the result of a replay.
+type Report struct {
+	Candidate string `json:"candidate"`
+	Replayed  int    `json:"replayed"`
+	Changed   int    `json:"changed"`
+	// AllowToDeny and DenyToAllow count outcome flips.
+	AllowToDeny int `json:"allow_to_deny"`
+	DenyToAllow int `json:"deny_to_allow"`
+	// Skipped counts logged decisions whose input was erased by masking (not replayable).
+	Skipped int `json:"skipped"`
+	// Errors counts candidate evaluations that failed (they are deny decisions, and counted as
+	// changes when the original was not the same deny).
+	Errors int `json:"errors"`
+	// ByPurpose counts changed decisions per purpose.
+	ByPurpose map[string]int `json:"by_purpose"`
+	// ByReason counts reason codes that appear (+code) or disappear (-code) in changed decisions.
+	ByReason map[string]int `json:"by_reason"`
+	// ByKind counts changes per kind.
+	ByKind   map[string]int `json:"by_kind"`
+	Examples []Change       `json:"examples"`
+	Seconds  float64        `json:"seconds"`
+	PerSec   float64        `json:"decisions_per_second"`
+}
+
+// LoadCandidate reads a candidate policy: a policy directory (rego + data/ + schema/), an OPA
+// bundle directory (with .manifest) or a bundle tarball (.tar.gz). Bundle signatures are not
+// required for a replay (it releases nothing), but a signed bundle is still read by OPA's
+// bundle reader.
+func LoadCandidate(path string) (*engine.PolicySet, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("candidate policy: %w", err)
+	}
+	if st.IsDir() {
+		if _, err := os.Stat(filepath.Join(path, ".manifest")); err == nil {
+			v, err := bundle.NewVerifier(bundle.VerificationConfig{}, false, 0)
+			if err != nil {
+				return nil, err
+			}
+			vb, err := v.ReadDir(path)
+			if err != nil {
+				return nil, fmt.Errorf("candidate bundle %s: %w", path, err)
+			}
+			return vb.PolicySet("candidate"), nil
+		}
+		ps, err := engine.LoadDir(path, engine.LoadOptions{})
+		if err != nil {
+			return nil, err
+		}
+		ps.Revision = "candidate:" + filepath.Base(filepath.Clean(path))
+		return ps, nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("candidate policy: %w", err)
+	}
+	v, err := bundle.NewVerifier(bundle.VerificationConfig{}, false, 0)
+	if err != nil {
+		return nil, err
+	}
+	vb, err := v.ReadTarball(raw)
+	if err != nil {
+		return nil, fmt.Errorf("candidate bundle %s: %w", path, err)
+	}
+	return vb.PolicySet("candidate"), nil
+}
+
+// logged is the part of a decision record replay needs, decoded in one pass.
+type logged struct {
+	Type       string             `json:"type"`
+	Seq        uint64             `json:"seq"`
+	DecisionID string             `json:"decision_id"`
+	Timestamp  time.Time          `json:"timestamp"`
+	Purpose    string             `json:"purpose"`
+	CaseID     string             `json:"case_id"`
+	Action     string             `json:"action"`
+	Subject    *auditlog.Subject  `json:"subject"`
+	Customer   string             `json:"customer"`
+	Customers  []string           `json:"customers"`
+	Outcome    string             `json:"outcome"`
+	Reasons    []string           `json:"reasons"`
+	Erased     []string           `json:"erased"`
+	Input      *input.Input       `json:"input"`
+	Result     *decision.Decision `json:"result"`
+}
+
+func (l *logged) event() *auditlog.Event {
+	return &auditlog.Event{Type: l.Type, Seq: l.Seq, DecisionID: l.DecisionID, Timestamp: l.Timestamp, Purpose: l.Purpose, CaseID: l.CaseID,
+		Action: l.Action, Subject: l.Subject, Customer: l.Customer, Customers: l.Customers, Outcome: l.Outcome, Reasons: l.Reasons, Erased: l.Erased}
+}
+
+// Run replays the decisions of the log in dir against ps. One goroutine reads lines; the
+// workers decode (one pass, goccy/go-json), filter, evaluate and compare.
+func Run(ctx context.Context, dir string, ps *engine.PolicySet, o Options) (*Report, error) {
+	if o.Examples == 0 {
+		o.Examples = 10
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.Engine.Timeout == 0 {
+		o.Engine.Timeout = 10 * time.Second
+	}
+	eng := engine.New(o.Engine, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := eng.Load(ctx, ps); err != nil {
+		return nil, fmt.Errorf("candidate policy: %w", err)
+	}
+	rev, _ := eng.Revision()
+	rep := &Report{Candidate: rev, ByPurpose: map[string]int{}, ByReason: map[string]int{}, ByKind: map[string]int{}}
+	start := time.Now()
+	jobs := make(chan []byte, 1024)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var firstErr error
+	for w := 0; w < o.Workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for line := range jobs {
+				var rec logged
+				if err := gojson.Unmarshal(line, &rec); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("decode record: %w", err)
+					}
+					mu.Unlock()
+					continue
+				}
+				if !o.Filter.Match(rec.event()) {
+					continue
+				}
+				ch, skipped, evalErr := replayOne(ctx, eng, &rec)
+				mu.Lock()
+				rep.add(ch, skipped, evalErr, o.Examples)
+				mu.Unlock()
+			}
+		}()
+	}
+	var p auditlog.Progress
+	qerr := auditlog.ScanLines(dir, func(seg string, line []byte) error {
+		if seg != p.Segment {
+			p.Segment = seg
+			if o.Progress != nil {
+				o.Progress(p)
+			}
+		}
+		if p.Scanned++; p.Scanned%100000 == 0 && o.Progress != nil {
+			o.Progress(p)
+		}
+		if !o.Filter.Prefilter(line) {
+			return nil
+		}
+		p.Matched++
+		select {
+		case jobs <- append([]byte(nil), line...):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	close(jobs)
+	wg.Wait()
+	if qerr == nil {
+		qerr = firstErr
+	}
+	if qerr != nil {
+		return nil, qerr
+	}
+	sort.Slice(rep.Examples, func(i, j int) bool { return rep.Examples[i].Seq < rep.Examples[j].Seq })
+	rep.Seconds = time.Since(start).Seconds()
+	if rep.Seconds > 0 {
+		rep.PerSec = float64(rep.Replayed) / rep.Seconds
+	}
+	return rep, nil
+}
+
+func (r *Report) add(ch *Change, skipped, evalErr bool, examples int) {
+	if skipped {
+		r.Skipped++
+		return
+	}
+	r.Replayed++
+	if evalErr {
+		r.Errors++
+	}
+	if ch == nil {
+		return
+	}
+	r.Changed++
+	r.ByPurpose[ch.Purpose]++
+	for _, k := range ch.Kinds {
+		r.ByKind[k]++
+	}
+	if ch.Old.Allow && !ch.New.Allow {
+		r.AllowToDeny++
+	}
+	if !ch.Old.Allow && ch.New.Allow {
+		r.DenyToAllow++
+	}
+	for _, c := range ch.New.Reasons {
+		if !slices.Contains(ch.Old.Reasons, c) {
+			r.ByReason["+"+c]++
+		}
+	}
+	for _, c := range ch.Old.Reasons {
+		if !slices.Contains(ch.New.Reasons, c) {
+			r.ByReason["-"+c]++
+		}
+	}
+	// Keep the lowest-seq examples, whatever order the workers finish in.
+	if len(r.Examples) < examples {
+		r.Examples = append(r.Examples, *ch)
+		return
+	}
+	worst := 0
+	for i := range r.Examples {
+		if r.Examples[i].Seq > r.Examples[worst].Seq {
+			worst = i
+		}
+	}
+	if ch.Seq < r.Examples[worst].Seq {
+		r.Examples[worst] = *ch
+	}
+}
+
+func replayOne(ctx context.Context, eng *engine.Engine, rec *logged) (*Change, bool, bool) {
+	if rec.Input == nil || rec.Result == nil || slices.Contains(rec.Erased, "/input") {
+		return nil, true, false
+	}
+	in := rec.Input
+	in.Request.FrontDoor = "replay"
+	res, err := eng.Decide(ctx, in)
+	o, n := summarize(rec.Result), summarize(res.Decision)
+	kinds := diff(o, n)
+	if len(kinds) == 0 {
+		return nil, false, err != nil
+	}
+	ch := &Change{Seq: rec.Seq, DecisionID: rec.DecisionID, Time: rec.Timestamp, Purpose: rec.Purpose, Action: rec.Action, Customer: rec.Customer, Kinds: kinds, Old: o, New: n}
+	if rec.Subject != nil {
+		ch.Subject = rec.Subject.ID
+	}
+	return ch, false, err != nil
+}
+
+func summarize(d *decision.Decision) Outcome {
+	o := Outcome{Allow: d.Allow, Status: d.Status, Reasons: d.ReasonCodes(), KeyScopes: append([]string(nil), d.KeyScopes...)}
+	sort.Strings(o.Reasons)
+	sort.Strings(o.KeyScopes)
+	if len(d.Records) > 0 {
+		o.Records = make(map[string]bool, len(d.Records))
+		for id, r := range d.Records {
+			o.Records[id] = r.Allow
+		}
+	}
+	if len(d.Fields) > 0 {
+		o.Fields = make(map[string]string, len(d.Fields))
+		for name, f := range d.Fields {
+			v := f.Outcome
+			if f.Mask != "" {
+				v += ":" + f.Mask
+			}
+			o.Fields[name] = v
+		}
+	}
+	return o
+}
+
+func diff(a, b Outcome) []string {
+	var k []string
+	if a.Allow != b.Allow {
+		k = append(k, "outcome")
+	}
+	if a.Status != b.Status {
+		k = append(k, "status")
+	}
+	if !slices.Equal(a.Reasons, b.Reasons) {
+		k = append(k, "reasons")
+	}
+	if len(a.Fields) != len(b.Fields) {
+		k = append(k, "fields")
+	} else {
+		for n, v := range a.Fields {
+			if b.Fields[n] != v {
+				k = append(k, "fields")
+				break
+			}
+		}
+	}
+	if !slices.Equal(a.KeyScopes, b.KeyScopes) {
+		k = append(k, "key_scopes")
+	}
+	if !maps.Equal(a.Records, b.Records) {
+		k = append(k, "records")
+	}
+	return k
+}
+
+// WriteText prints a human summary.
+func (r *Report) WriteText(w io.Writer) {
+	fmt.Fprintf(w, "replayed %d decisions against %s in %.2fs (%.0f/s): %d would change (%d allow->deny, %d deny->allow), %d skipped, %d evaluation errors\n",
+		r.Replayed, r.Candidate, r.Seconds, r.PerSec, r.Changed, r.AllowToDeny, r.DenyToAllow, r.Skipped, r.Errors)
+	printCounts(w, "by purpose", r.ByPurpose)
+	printCounts(w, "by reason (+ added, - removed)", r.ByReason)
+	printCounts(w, "by kind", r.ByKind)
+	if len(r.Examples) > 0 {
+		fmt.Fprintln(w, "examples:")
+		for _, c := range r.Examples {
+			fmt.Fprintf(w, "  seq %d %s %s %s %s: %s\n", c.Seq, c.Time.UTC().Format(time.RFC3339), c.DecisionID, c.Purpose, c.Action, describe(c))
+		}
+	}
+}
+
+func describe(c Change) string {
+	var parts []string
+	if slices.Contains(c.Kinds, "outcome") || slices.Contains(c.Kinds, "status") {
+		parts = append(parts, fmt.Sprintf("%s(%d) -> %s(%d)", allowWord(c.Old.Allow), c.Old.Status, allowWord(c.New.Allow), c.New.Status))
+	}
+	if slices.Contains(c.Kinds, "reasons") {
+		parts = append(parts, fmt.Sprintf("reasons [%s] -> [%s]", strings.Join(c.Old.Reasons, ","), strings.Join(c.New.Reasons, ",")))
+	}
+	if slices.Contains(c.Kinds, "fields") {
+		var fs []string
+		for n, v := range c.New.Fields {
+			if c.Old.Fields[n] != v {
+				fs = append(fs, fmt.Sprintf("%s %s->%s", n, c.Old.Fields[n], v))
+			}
+		}
+		sort.Strings(fs)
+		parts = append(parts, "fields "+strings.Join(fs, ", "))
+	}
+	if slices.Contains(c.Kinds, "key_scopes") {
+		parts = append(parts, fmt.Sprintf("key scopes [%s] -> [%s]", strings.Join(c.Old.KeyScopes, ","), strings.Join(c.New.KeyScopes, ",")))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func allowWord(b bool) string {
+	if b {
+		return "allow"
+	}
+	return "deny"
+}
+
+func printCounts(w io.Writer, title string, m map[string]int) {
+	if len(m) == 0 {
+		return
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return m[keys[i]] > m[keys[j]] || m[keys[i]] == m[keys[j]] && keys[i] < keys[j] })
+	fmt.Fprintf(w, "%s:\n", title)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %6d  %s\n", m[k], k)
+	}
+}

@@ -1,0 +1,208 @@
+package auditlog
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ReportOptions configure a per-customer access report.
+type ReportOptions struct {
+	// CustomerID is the raw customer id the report is for; it is pseudonymized to search.
+	CustomerID string
+	// Pseudonymizer must use the log's pseudonym key.
+	Pseudonymizer *Pseudonymizer
+	// NameEmployees shows employee ids as logged; by default they are pseudonymized.
+	NameEmployees bool
+	Since, Until  time.Time
+	// Now stamps the report (tests).
+	Now time.Time
+}
+
+// Report is a customer's "who accessed my data and why" report (GDPR Art. 15).
+type Report struct {
+	Customer    string         `json:"customer"`
+	Pseudonym   string         `json:"pseudonym"`
+	GeneratedAt time.Time      `json:"generated_at"`
+	Since       *time.Time     `json:"since,omitempty"`
+	Until       *time.Time     `json:"until,omitempty"`
+	Accesses    []ReportRow    `json:"accesses"`
+	ByPurpose   []PurposeCount `json:"by_purpose"`
+	Revisions   []string       `json:"policy_revisions"`
+	Employees   string         `json:"employees"` // "pseudonymized" or "named"
+	summary     map[string]*PurposeCount
+}
+
+// ReportRow is one access (or refused attempt).
+type ReportRow struct {
+	Time       time.Time `json:"time"`
+	DecisionID string    `json:"decision_id"`
+	Who        string    `json:"who"`
+	WhoType    string    `json:"who_type"`
+	Roles      []string  `json:"roles,omitempty"`
+	Purpose    string    `json:"purpose"`
+	Case       string    `json:"case,omitempty"`
+	Action     string    `json:"action"`
+	Outcome    string    `json:"outcome"`
+	Reasons    []string  `json:"reasons,omitempty"`
+	Released   []string  `json:"fields_released,omitempty"`
+	Masked     []string  `json:"fields_masked,omitempty"`
+	Withheld   []string  `json:"fields_withheld,omitempty"`
+	KeyScopes  []string  `json:"key_scopes,omitempty"`
+	Revision   string    `json:"policy_revision,omitempty"`
+}
+
+// PurposeCount summarizes accesses per purpose.
+type PurposeCount struct {
+	Purpose string `json:"purpose"`
+	Allowed int    `json:"allowed"`
+	Denied  int    `json:"denied"`
+}
+
+// BuildReport scans dir for the customer's decisions.
+func BuildReport(ctx context.Context, dir string, o ReportOptions) (*Report, error) {
+	if o.CustomerID == "" || o.Pseudonymizer == nil {
+		return nil, fmt.Errorf("report: customer id and pseudonym key are required")
+	}
+	now := o.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	r := &Report{Customer: o.CustomerID, Pseudonym: o.Pseudonymizer.Customer(o.CustomerID), GeneratedAt: now.UTC(),
+		Employees: "pseudonymized", summary: map[string]*PurposeCount{}, Accesses: []ReportRow{}}
+	if o.NameEmployees {
+		r.Employees = "named"
+	}
+	if !o.Since.IsZero() {
+		r.Since = &o.Since
+	}
+	if !o.Until.IsZero() {
+		r.Until = &o.Until
+	}
+	revs := map[string]bool{}
+	f := Filter{Customer: r.Pseudonym, Since: o.Since, Until: o.Until}
+	err := Query(ctx, dir, f, func(ev *Event, _ []byte) error {
+		row := ReportRow{Time: ev.Timestamp.UTC(), DecisionID: ev.DecisionID, Purpose: ev.Purpose, Case: ev.CaseID, Action: ev.Action,
+			Outcome: ev.Outcome, Reasons: ev.Reasons, KeyScopes: ev.KeyScopes, Revision: ev.PolicyRevision}
+		if ev.Subject != nil {
+			row.WhoType, row.Roles = ev.Subject.Type, ev.Subject.Roles
+			switch {
+			case ev.Subject.Type == "customer" && ev.Subject.ID == r.Pseudonym:
+				row.Who = "you"
+			case o.NameEmployees || ev.Subject.Type == "customer":
+				row.Who = ev.Subject.ID
+			default:
+				row.Who = o.Pseudonymizer.Subject(ev.Subject.ID)
+			}
+		}
+		if ev.Fields != nil {
+			row.Released, row.Masked = ev.Fields.Released, ev.Fields.Masked
+			row.Withheld = append(append([]string(nil), ev.Fields.Dropped...), ev.Fields.Withheld...)
+		}
+		r.Accesses = append(r.Accesses, row)
+		pc := r.summary[ev.Purpose]
+		if pc == nil {
+			pc = &PurposeCount{Purpose: ev.Purpose}
+			r.summary[ev.Purpose] = pc
+		}
+		if ev.Outcome == "allow" {
+			pc.Allowed++
+		} else {
+			pc.Denied++
+		}
+		if ev.PolicyRevision != "" {
+			revs[ev.PolicyRevision] = true
+		}
+		return nil
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, pc := range r.summary {
+		r.ByPurpose = append(r.ByPurpose, *pc)
+	}
+	sort.Slice(r.ByPurpose, func(i, j int) bool { return r.ByPurpose[i].Purpose < r.ByPurpose[j].Purpose })
+	for rev := range revs {
+		r.Revisions = append(r.Revisions, rev)
+	}
+	sort.Strings(r.Revisions)
+	return r, nil
+}
+
+// WriteJSON writes the report as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteCSV writes one row per access.
+func (r *Report) WriteCSV(w io.Writer) error {
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"time", "who", "who_type", "roles", "purpose", "case", "action", "outcome", "reasons", "fields_released", "fields_masked", "fields_withheld", "policy_revision", "decision_id"})
+	for _, a := range r.Accesses {
+		_ = cw.Write([]string{a.Time.Format(time.RFC3339), a.Who, a.WhoType, strings.Join(a.Roles, ";"), a.Purpose, a.Case, a.Action, a.Outcome,
+			strings.Join(a.Reasons, ";"), strings.Join(a.Released, ";"), strings.Join(a.Masked, ";"), strings.Join(a.Withheld, ";"), a.Revision, a.DecisionID})
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// WriteHTML writes a self-contained HTML page (inline CSS, no scripts, no external resources).
+func (r *Report) WriteHTML(w io.Writer) error { return reportTmpl.Execute(w, r) }
+
+var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
+	"join": func(l []string) string { return strings.Join(l, ", ") },
+	"date": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+	"purpose": func(p string) string {
+		if p == "" {
+			return "(none declared)"
+		}
+		return p
+	},
+	"itoa": strconv.Itoa,
+}).Parse(`<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Who accessed my data and why</title>
+<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;color:#1b1f23;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem}
+.meta{color:#57606a;font-size:.9rem}
+table{border-collapse:collapse;width:100%;margin:1rem 0;font-size:.9rem}
+th,td{border:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;vertical-align:top}
+th{background:#f6f8fa}
+.allow{color:#116329;font-weight:600}
+.deny{color:#a40e26;font-weight:600}
+.note{background:#f6f8fa;border-left:4px solid #0969da;padding:.6rem 1rem;margin:1rem 0}
+</style>
+</head>
+<body>
+<h1>Who accessed my data and why</h1>
+<p class="meta">Customer <strong>{{.Customer}}</strong> &middot; generated {{date .GeneratedAt}}{{if .Since}} &middot; from {{date .Since.UTC}}{{end}}{{if .Until}} &middot; until {{date .Until.UTC}}{{end}}</p>
+<div class="note">This report lists every request that touched your data, as recorded in our tamper-evident decision log:
+who asked (employees are shown as {{.Employees}} identifiers), for which purpose, which fields were shown, masked or withheld,
+and whether the request was allowed. Refused attempts are listed too.</div>
+<h2>Summary by purpose</h2>
+{{if .ByPurpose}}<table>
+<tr><th>Purpose</th><th>Allowed</th><th>Refused</th></tr>
+{{range .ByPurpose}}<tr><td>{{purpose .Purpose}}</td><td>{{.Allowed}}</td><td>{{.Denied}}</td></tr>
+{{end}}</table>{{else}}<p>No access to your data was recorded in this period.</p>{{end}}
+<h2>Accesses ({{itoa (len .Accesses)}})</h2>
+{{if .Accesses}}<table>
+<tr><th>When</th><th>Who</th><th>Purpose</th><th>Case</th><th>Action</th><th>Outcome</th><th>Fields shown</th><th>Fields masked</th><th>Fields withheld</th><th>Reasons</th></tr>
+{{range .Accesses}}<tr><td>{{date .Time}}</td><td>{{.Who}}{{if .WhoType}} ({{.WhoType}}{{if .Roles}}: {{join .Roles}}{{end}}){{end}}</td><td>{{purpose .Purpose}}</td><td>{{.Case}}</td><td>{{.Action}}</td><td class="{{.Outcome}}">{{if eq .Outcome "allow"}}allowed{{else}}refused{{end}}</td><td>{{join .Released}}</td><td>{{join .Masked}}</td><td>{{join .Withheld}}</td><td>{{join .Reasons}}</td></tr>
+{{end}}</table>{{end}}
+<p class="meta">Policy revisions: {{join .Revisions}}. Reference: {{.Pseudonym}}.</p>
+</body>
+</html>
+`))

@@ -1,0 +1,351 @@
+package auditlog
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+)
+
+// Problem kinds reported by Verify.
+const (
+	ProblemMalformed        = "malformed"          // not a record line
+	ProblemModified         = "modified"           // hash does not match the content
+	ProblemChain            = "chain"              // prev_hash does not link (inserted, reordered or replaced record)
+	ProblemDeleted          = "deleted"            // sequence numbers missing
+	ProblemReordered        = "reordered"          // sequence numbers go backwards or repeat
+	ProblemSegment          = "segment"            // segment name and first record disagree
+	ProblemHeadDeleted      = "head_deleted"       // the log starts after seq 0 without a retention record
+	ProblemTruncated        = "truncated"          // checkpoints.jsonl references records that are gone
+	ProblemCheckpointMiss   = "checkpoint_missing" // more records or time between checkpoints than configured
+	ProblemCheckpointForged = "checkpoint_forged"  // bad or unverifiable signature, or copy/chain mismatch
+	ProblemUnsigned         = "checkpoint_unsigned"
+	ProblemUnsealed         = "unsealed_tail" // records after the last checkpoint (only with RequireSealed)
+)
+
+// VerifyOptions tune Verify.
+type VerifyOptions struct {
+	// PublicKeys maps key id to the Ed25519 public key that signs checkpoints.
+	PublicKeys map[string]ed25519.PublicKey
+	// AllowUnsigned accepts checkpoints without signature (development logs).
+	AllowUnsigned bool
+	// RequireSealed fails when records follow the last checkpoint (a stopped log always ends
+	// with its "close" or a later checkpoint; a live one may have a short unsealed tail).
+	RequireSealed bool
+	// MaxProblems bounds the problems listed (all are counted). Default 100.
+	MaxProblems int
+}
+
+// Problem is one verification failure.
+type Problem struct {
+	Kind    string `json:"kind"`
+	Segment string `json:"segment,omitempty"`
+	Seq     uint64 `json:"seq"`
+	Message string `json:"message"`
+}
+
+// VerifyReport is the outcome of Verify.
+type VerifyReport struct {
+	Segments     int       `json:"segments"`
+	Records      int       `json:"records"`
+	Decisions    int       `json:"decisions"`
+	Checkpoints  int       `json:"checkpoints"`
+	FirstSeq     uint64    `json:"first_seq"`
+	LastSeq      uint64    `json:"last_seq"`
+	Head         string    `json:"head"`
+	UnsealedTail int       `json:"unsealed_tail"`
+	ProblemCount int       `json:"problem_count"`
+	Problems     []Problem `json:"problems"`
+}
+
+// OK reports whether the log verified.
+func (r *VerifyReport) OK() bool { return r.ProblemCount == 0 }
+
+type verifier struct {
+	opts        VerifyOptions
+	rep         *VerifyReport
+	started     bool
+	nextSeq     uint64
+	head        string
+	firstPrev   string
+	sinceCkpt   int
+	sawCkpt     bool
+	lastCkptAt  time.Time
+	lastCkptSeq uint64
+	ckpts       map[uint64]string // in-chain checkpoint seq -> hash
+	removed     []RemovedSegment
+}
+
+func (v *verifier) problem(kind, seg string, seq uint64, format string, args ...any) {
+	v.rep.ProblemCount++
+	if len(v.rep.Problems) < v.opts.MaxProblems {
+		v.rep.Problems = append(v.rep.Problems, Problem{Kind: kind, Segment: seg, Seq: seq, Message: fmt.Sprintf(format, args...)})
+	}
+}
+
+// Verify checks the log in dir: every record's hash, the chain across segments, sequence
+// numbers, checkpoint signatures and spacing, checkpoints.jsonl against the chain (truncation),
+// and the log's start against retention records. The error is for I/O only; findings are in
+// the report.
+func Verify(dir string, opts VerifyOptions) (*VerifyReport, error) {
+	if opts.MaxProblems == 0 {
+		opts.MaxProblems = 100
+	}
+	v := &verifier{opts: opts, rep: &VerifyReport{}, ckpts: map[uint64]string{}}
+	segs, err := listSegments(dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(segs) == 0 {
+		return nil, fmt.Errorf("verify: no segments in %s", dir)
+	}
+	v.rep.Segments = len(segs)
+	if err := v.scan(dir, segs); err != nil {
+		return nil, err
+	}
+	v.finish(dir)
+	return v.rep, nil
+}
+
+// vbatch is a run of lines from one segment; workers hash and parse them in parallel, the
+// verifier then checks the chain over the batches in order.
+type vbatch struct {
+	seg   segInfo
+	first bool // the batch starts its segment
+	lines [][]byte
+	hdrs  []lineHeader
+	errs  []error
+	done  chan struct{}
+}
+
+func (v *verifier) scan(dir string, segs []segInfo) error {
+	workers := runtime.GOMAXPROCS(0)
+	jobs := make(chan *vbatch, 2*workers)
+	ordered := make(chan *vbatch, 4*workers)
+	for w := 0; w < workers; w++ {
+		go func() {
+			for b := range jobs {
+				for i, l := range b.lines {
+					b.hdrs[i], b.errs[i] = parseHeader(l)
+				}
+				close(b.done)
+			}
+		}()
+	}
+	var readErr error
+	go func() {
+		defer close(ordered)
+		defer close(jobs)
+		for _, s := range segs {
+			if readErr = readBatches(filepath.Join(dir, s.name), s, func(b *vbatch) {
+				ordered <- b
+				jobs <- b
+			}); readErr != nil {
+				return
+			}
+		}
+	}()
+	for b := range ordered {
+		<-b.done
+		for i := range b.lines {
+			v.record(b.seg, b.lines[i], b.hdrs[i], b.errs[i], b.first && i == 0)
+		}
+	}
+	return readErr
+}
+
+// readBatches splits a segment into complete lines (a trailing partial line, a live writer
+// mid-write, is ignored) in batches of about 1 MiB.
+func readBatches(path string, s segInfo, emit func(*vbatch)) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var carry []byte
+	first := true
+	chunk := make([]byte, 1<<20)
+	for {
+		n, rerr := f.Read(chunk)
+		if n > 0 {
+			data := append(carry, chunk[:n]...)
+			end := bytes.LastIndexByte(data, '\n')
+			if end < 0 {
+				carry = data
+			} else {
+				b := &vbatch{seg: s, first: first, done: make(chan struct{})}
+				for _, l := range bytes.Split(data[:end], []byte{'\n'}) {
+					b.lines = append(b.lines, l)
+				}
+				b.hdrs, b.errs = make([]lineHeader, len(b.lines)), make([]error, len(b.lines))
+				carry = append([]byte(nil), data[end+1:]...)
+				first = false
+				emit(b)
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+func (v *verifier) record(s segInfo, line []byte, h lineHeader, err error, firstInSeg bool) {
+	v.rep.Records++
+	if h.hash == "" || (err != nil && !errors.Is(err, errLine)) || h.typ == "" {
+		v.problem(ProblemMalformed, s.name, v.nextSeq, "unparseable record: %v", err)
+		return
+	}
+	if err != nil {
+		v.problem(ProblemModified, s.name, h.seq, "record %d: %v", h.seq, err)
+	}
+	if firstInSeg && h.seq != s.first {
+		v.problem(ProblemSegment, s.name, h.seq, "segment %s starts with seq %d", s.name, h.seq)
+	}
+	if !v.started {
+		v.started = true
+		v.rep.FirstSeq = h.seq
+		v.firstPrev = h.prevHash
+		if h.seq == 0 && h.prevHash != ZeroHash {
+			v.problem(ProblemChain, s.name, 0, "first record does not start from the zero hash")
+		}
+	} else {
+		switch {
+		case h.seq > v.nextSeq:
+			v.problem(ProblemDeleted, s.name, h.seq, "records %d..%d are missing", v.nextSeq, h.seq-1)
+		case h.seq < v.nextSeq:
+			v.problem(ProblemReordered, s.name, h.seq, "record %d appears after record %d", h.seq, v.nextSeq-1)
+		case h.prevHash != v.head:
+			v.problem(ProblemChain, s.name, h.seq, "record %d does not link to the previous record (inserted or replaced)", h.seq)
+		}
+	}
+	v.nextSeq, v.head = h.seq+1, h.hash
+	v.rep.LastSeq, v.rep.Head = h.seq, h.hash
+	switch h.typ {
+	case TypeDecision:
+		v.rep.Decisions++
+		v.sinceCkpt++
+	case TypeCheckpoint:
+		v.checkpoint(s, h)
+	case TypeRetention:
+		var rs []RemovedSegment
+		if err := json.Unmarshal(h.removed, &rs); err != nil {
+			v.problem(ProblemMalformed, s.name, h.seq, "retention record: %v", err)
+		}
+		v.removed = append(v.removed, rs...)
+	}
+}
+
+func (v *verifier) checkpoint(s segInfo, h lineHeader) {
+	v.rep.Checkpoints++
+	v.ckpts[h.seq] = h.hash
+	var b CheckpointBody
+	if err := json.Unmarshal(h.checkpoint, &b); err != nil {
+		v.problem(ProblemMalformed, s.name, h.seq, "checkpoint %d: %v", h.seq, err)
+		return
+	}
+	at, terr := time.Parse(time.RFC3339Nano, h.timestamp)
+	if terr != nil {
+		v.problem(ProblemMalformed, s.name, h.seq, "checkpoint %d: bad timestamp", h.seq)
+	}
+	if b.Signature == "" {
+		if !v.opts.AllowUnsigned {
+			v.problem(ProblemUnsigned, s.name, h.seq, "checkpoint %d is not signed", h.seq)
+		}
+	} else {
+		pub, ok := v.opts.PublicKeys[b.KeyID]
+		sig, err := base64.StdEncoding.DecodeString(b.Signature)
+		switch {
+		case !ok:
+			v.problem(ProblemCheckpointForged, s.name, h.seq, "checkpoint %d: %v %q", h.seq, errNoKey, b.KeyID)
+		case err != nil || !ed25519.Verify(pub, CheckpointMessage(h.seq, h.prevHash, h.timestamp, b), sig):
+			v.problem(ProblemCheckpointForged, s.name, h.seq, "checkpoint %d: signature does not verify", h.seq)
+		}
+	}
+	if v.sawCkpt || v.rep.FirstSeq == 0 {
+		if b.Every > 0 && v.sinceCkpt > b.Every {
+			v.problem(ProblemCheckpointMiss, s.name, h.seq, "%d decisions before checkpoint %d, configured every %d", v.sinceCkpt, h.seq, b.Every)
+		}
+		// After a crash the "open" checkpoint cannot know the torn-off tail; its prev_hash
+		// signature still pins every earlier record.
+		if b.Events != v.sinceCkpt && b.Reason != CheckpointOpen {
+			v.problem(ProblemCheckpointMiss, s.name, h.seq, "checkpoint %d covers %d decisions, log has %d", h.seq, b.Events, v.sinceCkpt)
+		}
+	}
+	if v.sawCkpt && terr == nil && b.Reason != CheckpointOpen && b.IntervalMS > 0 {
+		limit := 2*time.Duration(b.IntervalMS)*time.Millisecond + time.Second
+		if gap := at.Sub(v.lastCkptAt); gap > limit {
+			v.problem(ProblemCheckpointMiss, s.name, h.seq, "%s without a checkpoint before %d (interval %dms)", gap.Round(time.Millisecond), h.seq, b.IntervalMS)
+		}
+	}
+	if !v.sawCkpt && v.rep.FirstSeq == 0 && h.seq != 0 {
+		v.problem(ProblemCheckpointMiss, s.name, h.seq, "the log does not start with a checkpoint")
+	}
+	v.sawCkpt, v.lastCkptAt, v.lastCkptSeq, v.sinceCkpt = true, at, h.seq, 0
+}
+
+func (v *verifier) finish(dir string) {
+	if v.rep.Records == 0 {
+		v.problem(ProblemTruncated, "", 0, "the log holds no records")
+		return
+	}
+	// Records after the last checkpoint.
+	if v.sawCkpt {
+		v.rep.UnsealedTail = int(v.rep.LastSeq - v.lastCkptSeq)
+	} else {
+		v.rep.UnsealedTail = v.rep.Records
+		v.problem(ProblemCheckpointMiss, "", v.rep.LastSeq, "no checkpoint in the log")
+	}
+	if v.opts.RequireSealed && v.rep.UnsealedTail > 0 {
+		v.problem(ProblemUnsealed, "", v.rep.LastSeq, "%d records after the last checkpoint", v.rep.UnsealedTail)
+	}
+	// The start: seq 0, or the continuation of a segment removed by retention.
+	if v.rep.FirstSeq != 0 {
+		ok := false
+		for _, r := range v.removed {
+			if r.LastSeq+1 == v.rep.FirstSeq && r.LastHash == v.firstPrev {
+				ok = true
+			}
+		}
+		if !ok {
+			v.problem(ProblemHeadDeleted, "", v.rep.FirstSeq, "log starts at seq %d but no retention record accounts for the earlier records", v.rep.FirstSeq)
+		}
+	}
+	// checkpoints.jsonl: every copy must be in the chain; copies past the end mean truncation.
+	f, err := os.Open(filepath.Join(dir, checkpointsFile))
+	if err != nil {
+		v.problem(ProblemTruncated, checkpointsFile, 0, "cannot read %s: %v", checkpointsFile, err)
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		h, err := parseHeader(sc.Bytes())
+		if err != nil || h.typ != TypeCheckpoint {
+			v.problem(ProblemCheckpointForged, checkpointsFile, h.seq, "invalid checkpoint copy: %v", err)
+			continue
+		}
+		switch {
+		case h.seq < v.rep.FirstSeq:
+			// removed by retention
+		case h.seq > v.rep.LastSeq:
+			v.problem(ProblemTruncated, checkpointsFile, h.seq, "checkpoint %d is past the end of the log (seq %d): records were removed", h.seq, v.rep.LastSeq)
+		case v.ckpts[h.seq] != h.hash:
+			v.problem(ProblemCheckpointForged, checkpointsFile, h.seq, "checkpoint %d differs from the record in the chain", h.seq)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		v.problem(ProblemMalformed, checkpointsFile, 0, "%v", err)
+	}
+}

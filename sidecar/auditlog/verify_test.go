@@ -1,0 +1,272 @@
+package auditlog
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// tamperLog builds a stopped log: open checkpoint, 35 decisions with a checkpoint every 10, close
+// checkpoint. It returns the segment path and its lines (without newlines).
+func tamperLog(t *testing.T) (*fixture, string, [][]byte) {
+	t.Helper()
+	f := newFixture(t)
+	l := f.open(t)
+	appendN(t, l, 0, 35)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rep := f.verify(t); !rep.OK() {
+		t.Fatalf("clean log does not verify: %+v", rep.Problems)
+	}
+	segs, _ := listSegments(f.dir)
+	path := filepath.Join(f.dir, segs[0].name)
+	b, _ := os.ReadFile(path)
+	lines := bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+	return f, path, lines
+}
+
+func writeLines(t *testing.T, path string, lines [][]byte) {
+	t.Helper()
+	if err := os.WriteFile(path, append(bytes.Join(lines, []byte("\n")), '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reseal recomputes seq, prev_hash and hash of every line, as an attacker without the signing
+// key would after editing the log.
+func reseal(t *testing.T, lines [][]byte) [][]byte {
+	t.Helper()
+	head := ZeroHash
+	out := make([][]byte, len(lines))
+	for i, line := range lines {
+		var m map[string]any
+		d := json.NewDecoder(bytes.NewReader(line))
+		d.UseNumber()
+		if err := d.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		delete(m, "hash")
+		m["prev_hash"], m["seq"] = head, json.Number(itoa(i))
+		body, err := appendCanonical(nil, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sealBody(body)
+		head = sum
+		out[i] = append(body[:len(body)-1], []byte(`,"hash":"`+sum+`"}`)...)
+	}
+	return out
+}
+
+func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
+
+func kindsOf(rep *VerifyReport) string {
+	var k []string
+	for _, p := range rep.Problems {
+		k = append(k, p.Kind)
+	}
+	return strings.Join(k, ",")
+}
+
+func decisionLines(t *testing.T, lines [][]byte) []int {
+	var idx []int
+	for i, l := range lines {
+		if bytes.Contains(l, []byte(`"type":"decision"`)) {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+func TestVerifyDetectsTampering(t *testing.T) {
+	cases := []struct {
+		name   string
+		tamper func(t *testing.T, f *fixture, path string, lines [][]byte)
+		want   string
+	}{
+		{"modified event", func(t *testing.T, f *fixture, path string, lines [][]byte) {
+			i := decisionLines(t, lines)[3]
+			lines[i] = bytes.Replace(lines[i], []byte(`"outcome":"allow"`), []byte(`"outcome":"deny"`), 1)
+			writeLines(t, path, lines)
+		}, ProblemModified},
+		{"modified event with recomputed chain", func(t *testing.T, f *fixture, path string, lines [][]byte) {
+			i := decisionLines(t, lines)[3]
+			lines[i] = bytes.Replace(lines[i], []byte(`"outcome":"allow"`), []byte(`"outcome":"deny"`), 1)
+			writeLines(t, path, reseal(t, lines))
+		}, ProblemCheckpointForged},
+		{"deleted event", func(t *testing.T, f *fixture, path string, lines [][]byte) {
+			i := decisionLines(t, lines)[5]
+			writeLines(t, path, append(lines[:i:i], lines[i+1:]...))
+		}, ProblemDeleted},
+		{"deleted event with recomputed chain", func(t *testing.T, f *fixture, path string, lines [][]byte) {
+			i := decisionLines(t, lines)[5]
+			writeLines(t, path, reseal(t, append(lines[:i:i], lines[i+1:]...)))
+		}, ProblemCheckpointForged},
+		{"reordered events", func(t *testing.T, f *fixture, path string, lines [][]byte) {
+			d := decisionLines(t, lines)
+			lines[d[2]], lines[d[3]] = lines[d[3]], lines[d[2]]
+			writeLines(t, path, lines)
+		}, ProblemReordered},
+		{"inserted event", func(t *testing.T, f *fixture, path string, lines [][]byte) {
+			i := decisionLines(t, lines)[4]
+			forged := bytes.Replace(lines[i], []byte("dec-000004"), []byte("dec-999999"), 1)
+			rs := reseal(t, [][]byte{forged})
+			out := append(append(append([][]byte{}, lines[:i+1]...), rs[0]), lines[i+1:]...)
+			writeLines(t, path, out)
+		}, ProblemReordered},
+		{"truncated tail", func(t *testing.T, f *fixture, path string, lines [][]byte) {
+			writeLines(t, path, lines[:len(lines)-4])
+		}, ProblemTruncated},
+		{"missing checkpoint", func(t *testing.T, f *fixture, path string, lines [][]byte) {
+			var out [][]byte
+			for i, l := range lines {
+				if i > 0 && i < len(lines)-1 && bytes.Contains(l, []byte(`"type":"checkpoint"`)) {
+					continue
+				}
+				out = append(out, l)
+			}
+			writeLines(t, path, reseal(t, out))
+			os.WriteFile(filepath.Join(f.dir, checkpointsFile), nil, 0o600)
+		}, ProblemCheckpointMiss},
+		{"forged checkpoint", func(t *testing.T, f *fixture, path string, lines [][]byte) {
+			_, other, _ := ed25519.GenerateKey(nil)
+			i := 0
+			for j, l := range lines {
+				if j > 0 && bytes.Contains(l, []byte(`"type":"checkpoint"`)) {
+					i = j
+					break
+				}
+			}
+			h, _ := parseHeader(lines[i])
+			var b CheckpointBody
+			json.Unmarshal(h.checkpoint, &b)
+			sig := base64.StdEncoding.EncodeToString(ed25519.Sign(other, CheckpointMessage(h.seq, h.prevHash, h.timestamp, b)))
+			lines[i] = bytes.Replace(lines[i], []byte(b.Signature), []byte(sig), 1)
+			writeLines(t, path, reseal(t, lines))
+		}, ProblemCheckpointForged},
+		{"deleted first segment", func(t *testing.T, f *fixture, path string, lines [][]byte) {
+			l := f.open(t)
+			appendN(t, l, 100, 3)
+			l.Close()
+			os.Remove(path)
+		}, ProblemHeadDeleted},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, path, lines := tamperLog(t)
+			tc.tamper(t, f, path, lines)
+			rep := f.verify(t)
+			if rep.OK() {
+				t.Fatalf("tampering not detected")
+			}
+			if !strings.Contains(kindsOf(rep), tc.want) {
+				t.Fatalf("want a %s problem, got %s: %+v", tc.want, kindsOf(rep), rep.Problems)
+			}
+		})
+	}
+}
+
+func TestVerifyUnknownKeyAndUnsigned(t *testing.T) {
+	f, _, _ := tamperLog(t)
+	rep, err := Verify(f.dir, VerifyOptions{})
+	if err != nil || rep.OK() || !strings.Contains(kindsOf(rep), ProblemCheckpointForged) {
+		t.Fatalf("verify without the public key: %v %+v", err, rep)
+	}
+	g := newFixture(t)
+	g.cfg.SigningKeyFile, g.cfg.UnsignedCheckpoints = "", true
+	l := g.open(t)
+	appendN(t, l, 0, 3)
+	l.Close()
+	if rep, _ := Verify(g.dir, VerifyOptions{}); rep.OK() || !strings.Contains(kindsOf(rep), ProblemUnsigned) {
+		t.Fatalf("unsigned log accepted: %+v", rep)
+	}
+	if rep, _ := Verify(g.dir, VerifyOptions{AllowUnsigned: true}); !rep.OK() {
+		t.Fatalf("unsigned log with AllowUnsigned: %+v", rep.Problems)
+	}
+}
+
+func TestEmptyCheckpointsWhenIdle(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.CheckpointInterval = 20 * time.Millisecond
+	l := f.open(t)
+	time.Sleep(300 * time.Millisecond) // ~15 intervals; at least 2 time checkpoints even on a starved machine
+	l.Close()
+	rep := f.verify(t)
+	if !rep.OK() || rep.Checkpoints < 4 || rep.Decisions != 0 {
+		t.Fatalf("idle log: %+v", rep)
+	}
+}
+
+func TestRetentionRecordedAndVerified(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.SegmentMaxBytes = 8 << 10
+	f.cfg.RetainSegments = 2
+	l := f.open(t)
+	appendN(t, l, 0, 60)
+	l.Close()
+	segs, _ := listSegments(f.dir)
+	if len(segs) > 3 || segs[0].first == 0 {
+		t.Fatalf("retention did not remove segments: %v", segs)
+	}
+	rep := f.verify(t)
+	if !rep.OK() {
+		t.Fatalf("retained log: %+v", rep.Problems)
+	}
+	// Removing the oldest retained segment as well is not retention.
+	os.Remove(filepath.Join(f.dir, segs[0].name))
+	if rep := f.verify(t); rep.OK() {
+		t.Fatal("deleting a retained segment went unnoticed")
+	}
+}
+
+// TestTimeRotationAndAgeRetention drives the writer's clock: segments rotate by age, and
+// segments older than retain_age are removed (recorded in the chain) while the log verifies.
+func TestTimeRotationAndAgeRetention(t *testing.T) {
+	f := newFixture(t)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano()) // retention compares with the files' real mtimes
+	f.cfg.SegmentMaxAge = time.Hour
+	f.cfg.CheckpointInterval = 1000 * time.Hour
+	l, err := Open(f.cfg, Options{Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for day := 0; day < 3; day++ {
+		appendN(t, l, day*10, 3)
+		clock.Add(int64(2 * time.Hour))
+	}
+	appendN(t, l, 100, 1)
+	l.Close()
+	segs, _ := listSegments(f.dir)
+	if len(segs) != 4 {
+		t.Fatalf("want 4 segments (one per 2h step), got %v", segs)
+	}
+	if rep := f.verify(t); !rep.OK() {
+		t.Fatalf("%+v", rep.Problems)
+	}
+	// Reopen with age retention: the clock is far past the files' mtimes.
+	f.cfg.RetainAge = time.Hour
+	clock.Add(int64(48 * time.Hour))
+	l, err = Open(f.cfg, Options{Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(int64(2 * time.Hour))
+	appendN(t, l, 200, 1) // triggers rotation, then retention of the aged closed segments
+	l.Close()
+	after, _ := listSegments(f.dir)
+	if len(after) >= len(segs) || after[0].first == 0 {
+		t.Fatalf("age retention removed nothing: %v", after)
+	}
+	if rep := f.verify(t); !rep.OK() {
+		t.Fatalf("after age retention: %+v", rep.Problems)
+	}
+}

@@ -1,0 +1,280 @@
+package auditlog
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// The single writer goroutine: group commit, sealing (hash chain), checkpoints.
+
+func (l *Log) run() {
+	defer close(l.done)
+	tick := min(l.cfg.CheckpointInterval, l.cfg.AsyncFsyncInterval) / 4
+	tick = max(tick, 5*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	batch := make([]*pending, 0, l.cfg.MaxBatch)
+	for {
+		select {
+		case p := <-l.queue:
+			batch = append(batch[:0], p)
+		drain:
+			for len(batch) < l.cfg.MaxBatch {
+				select {
+				case p := <-l.queue:
+					batch = append(batch, p)
+				default:
+					break drain
+				}
+			}
+			_ = l.commit(batch, "")
+		case <-t.C:
+			if l.now().Sub(l.lastCkpt) >= l.cfg.CheckpointInterval {
+				_ = l.commit(nil, CheckpointTime)
+			} else if l.dirty {
+				l.fsync()
+			}
+		case <-l.stop:
+			for {
+				batch = batch[:0]
+				for len(batch) < l.cfg.MaxBatch {
+					select {
+					case p := <-l.queue:
+						batch = append(batch, p)
+						continue
+					default:
+					}
+					break
+				}
+				if len(batch) == 0 {
+					break
+				}
+				_ = l.commit(batch, "")
+			}
+			_ = l.commit(nil, CheckpointClose)
+			return
+		}
+	}
+}
+
+func (l *Log) fsync() {
+	err := l.seg.Sync()
+	if err == nil {
+		err = l.ckpt.Sync()
+	}
+	if err != nil {
+		l.fail(err)
+		return
+	}
+	l.dirty = false
+}
+
+func (l *Log) fail(err error) {
+	l.broken.Store(&err)
+	l.m.errors.Inc()
+	l.log.Error("decision log: write failed; appends fail until restart", "err", err, "alarm", "decision_log_unavailable")
+}
+
+// commit writes batch (and a checkpoint with reason force, when set) as one group: one
+// write, one fsync. On failure it rolls the file and chain state back, so the next batch
+// continues a valid chain; if even that fails the log is marked broken.
+func (l *Log) commit(batch []*pending, force string) error {
+	now := l.now()
+	if b := l.broken.Load(); b != nil {
+		ack(batch, *b)
+		return *b
+	}
+	if len(batch) > 0 && (l.segSize >= l.cfg.SegmentMaxBytes || now.Sub(l.segCreated) >= l.cfg.SegmentMaxAge) {
+		if err := l.rotate(now); err != nil {
+			l.log.Error("decision log: rotation failed, continuing in the current segment", "err", err)
+		}
+	}
+	seq0, head0, since0, size0, ck0, cks0 := l.seq, l.head, l.sinceCkpt, l.segSize, l.lastCkpt, l.ckptSize
+	l.buf, l.ckptBuf = l.buf[:0], l.ckptBuf[:0]
+	for _, p := range batch {
+		l.appendRecord(p.rec)
+		if l.sinceCkpt >= l.cfg.CheckpointEvery {
+			l.appendCheckpoint(now, CheckpointCount)
+		}
+	}
+	if force != "" || now.Sub(l.lastCkpt) >= l.cfg.CheckpointInterval {
+		reason := force
+		if reason == "" {
+			reason = CheckpointTime
+		}
+		l.appendCheckpoint(now, reason)
+	}
+	releaseBatch(batch)
+	err := l.write()
+	if err != nil {
+		l.m.errors.Inc()
+		l.seq, l.head, l.sinceCkpt, l.lastCkpt = seq0, head0, since0, ck0
+		l.rollbacks.Add(1)
+		terr := l.seg.Truncate(size0)
+		if terr == nil {
+			terr = l.ckpt.Truncate(cks0)
+		}
+		if terr != nil {
+			l.fail(fmt.Errorf("%v; rollback: %w", err, terr))
+		}
+		l.segSize, l.ckptSize = size0, cks0
+		ack(batch, err)
+		return err
+	}
+	l.committed.Store(int64(l.seq) - 1)
+	nowDone := time.Now()
+	for _, p := range batch {
+		if p.done != nil {
+			p.done <- nil
+		}
+		l.m.latency.Observe(nowDone.Sub(p.t0).Seconds())
+	}
+	l.m.events.Add(float64(len(batch)))
+	l.m.batch.Observe(float64(len(batch)))
+	if l.cfg.Stdout {
+		_, _ = l.stdout.Write(l.buf)
+	}
+	select {
+	case l.notify <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func ack(batch []*pending, err error) {
+	for _, p := range batch {
+		if p.done != nil {
+			p.done <- err
+		}
+	}
+}
+
+// write appends the buffers; strict mode fsyncs before returning.
+func (l *Log) write() error {
+	if len(l.buf) > 0 {
+		n, err := l.seg.Write(l.buf)
+		l.segSize += int64(n)
+		if err != nil {
+			return fmt.Errorf("write segment: %w", err)
+		}
+	}
+	if len(l.ckptBuf) > 0 {
+		n, err := l.ckpt.Write(l.ckptBuf)
+		l.ckptSize += int64(n)
+		if err != nil {
+			return fmt.Errorf("write checkpoints: %w", err)
+		}
+	}
+	if l.cfg.Mode == ModeAsync {
+		l.dirty = true
+		return nil
+	}
+	if err := l.seg.Sync(); err != nil {
+		return fmt.Errorf("fsync segment: %w", err)
+	}
+	if len(l.ckptBuf) > 0 {
+		if err := l.ckpt.Sync(); err != nil {
+			return fmt.Errorf("fsync checkpoints: %w", err)
+		}
+	}
+	return nil
+}
+
+// seal appends one record line: the record's members with prev_hash and seq spliced in at their
+// sorted positions, then the hash of that canonical text as the last member.
+func (l *Log) seal(dst []byte, kvs []kv) []byte {
+	start := len(dst)
+	dst = append(dst, '{')
+	wrotePrev, wroteSeq := false, false
+	n := 0
+	member := func(key string) {
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		n++
+		dst = append(dst, '"')
+		dst = append(dst, key...)
+		dst = append(dst, '"', ':')
+	}
+	emitChain := func(before string) {
+		if !wrotePrev && (before == "" || before > "prev_hash") {
+			member("prev_hash")
+			dst = append(dst, '"')
+			dst = append(dst, l.head...)
+			dst = append(dst, '"')
+			wrotePrev = true
+		}
+		if !wroteSeq && (before == "" || before > "seq") {
+			member("seq")
+			dst = strconv.AppendUint(dst, l.seq, 10)
+			wroteSeq = true
+		}
+	}
+	for _, m := range kvs {
+		emitChain(m.key)
+		member(m.key)
+		dst = append(dst, m.val...)
+	}
+	emitChain("")
+	dst = append(dst, '}')
+	sum := sha256.Sum256(dst[start:])
+	dst = dst[:len(dst)-1]
+	dst = append(dst, `,"hash":"`...)
+	hx := hex.EncodeToString(sum[:])
+	dst = append(dst, hx...)
+	dst = append(dst, '"', '}', '\n')
+	l.head = hx
+	l.seq++
+	return dst
+}
+
+func (l *Log) appendRecord(r *record) {
+	l.buf = l.seal(l.buf, r.kvs)
+	l.sinceCkpt++
+}
+
+// releaseBatch recycles the records' arenas once they are sealed into l.buf.
+func releaseBatch(batch []*pending) {
+	for _, p := range batch {
+		p.rec.release()
+		p.rec = nil
+	}
+}
+
+func (l *Log) appendCheckpoint(now time.Time, reason string) {
+	ts := now.UTC().Format(time.RFC3339Nano)
+	body := CheckpointBody{Reason: reason, Events: l.sinceCkpt, Every: l.cfg.CheckpointEvery, IntervalMS: l.cfg.CheckpointInterval.Milliseconds()}
+	if l.signer != nil {
+		if now.Before(l.signRetryAt) && reason != CheckpointOpen && reason != CheckpointClose {
+			return
+		}
+		body.Algorithm, body.KeyID = l.signer.Algorithm(), l.signer.KeyID()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		sig, err := l.signer.Sign(ctx, CheckpointMessage(l.seq, l.head, ts, body))
+		cancel()
+		if err != nil {
+			// The events stay durable; the verifier will report the missing checkpoint.
+			l.signRetryAt = now.Add(min(l.cfg.CheckpointInterval, 10*time.Second))
+			l.m.errors.Inc()
+			l.log.Error("decision log: checkpoint signing failed", "err", err, "alarm", "decision_log_checkpoint")
+			return
+		}
+		body.Signature = base64.StdEncoding.EncodeToString(sig)
+	}
+	cb := map[string]any{"reason": body.Reason, "events": body.Events, "every": body.Every, "interval_ms": body.IntervalMS}
+	if body.Signature != "" {
+		cb["alg"], cb["key_id"], cb["signature"] = body.Algorithm, body.KeyID, body.Signature
+	}
+	cv, _ := appendCanonical(nil, cb)
+	start := len(l.buf)
+	l.buf = l.seal(l.buf, []kv{{"checkpoint", cv}, {"timestamp", appendString(nil, ts)}, {"type", appendString(nil, TypeCheckpoint)}})
+	l.ckptBuf = append(l.ckptBuf, l.buf[start:]...)
+	l.sinceCkpt = 0
+	l.lastCkpt = now
+	l.m.checkpoints.Inc()
+}

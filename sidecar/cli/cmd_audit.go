@@ -1,0 +1,378 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/consentry/consentry/sidecar/auditlog"
+	"github.com/consentry/consentry/sidecar/config"
+)
+
+// Decision-log commands: verify, query, report, keygen. The logic lives in sidecar/auditlog.
+
+func init() {
+	Register(auditVerifyCmd())
+	Register(auditQueryCmd())
+	Register(auditReportCmd())
+	Register(auditKeygenCmd())
+}
+
+// auditParseArgs parses flags that may follow positional arguments ("verify DIR --json").
+func auditParseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := ParseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// decisionLogConfig reads the decision_log section of a consentry config file.
+func decisionLogConfig(path string) (auditlog.Config, error) {
+	var lc auditlog.Config
+	if path == "" {
+		return lc, nil
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return lc, Exit(ExitConfig, err)
+	}
+	if _, err := cfg.Section("decision_log", &lc); err != nil {
+		return lc, Exit(ExitConfig, err)
+	}
+	return lc, nil
+}
+
+// logPseudonymizer loads the pseudonym key from --pseudonym-key or the config's decision_log.
+func logPseudonymizer(keyFile, configPath string) (*auditlog.Pseudonymizer, error) {
+	if keyFile == "" {
+		lc, err := decisionLogConfig(configPath)
+		if err != nil {
+			return nil, err
+		}
+		keyFile = lc.PseudonymKeyFile
+	}
+	if keyFile == "" {
+		return nil, Usagef("--pseudonym-key (or --config with decision_log.pseudonym_key_file) is needed to look a customer up")
+	}
+	k, err := auditlog.ReadKeyFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return auditlog.NewPseudonymizer(k)
+}
+
+type auditKeyList []string
+
+func (s *auditKeyList) String() string     { return strings.Join(*s, ",") }
+func (s *auditKeyList) Set(v string) error { *s = append(*s, v); return nil }
+
+func auditVerifyCmd() *Command {
+	c := &Command{Name: "audit verify", Summary: "verify a decision log: hash chain, sequence, signed checkpoints, truncation",
+		Usage: "DIR [--public-key FILE]... [--config FILE] [--allow-unsigned] [--sealed] [--json]"}
+	c.Run = func(ctx context.Context, env *Env, args []string) error {
+		fs := NewFlags(c, env)
+		var keys auditKeyList
+		fs.Var(&keys, "public-key", "Ed25519 public key (PEM) that signs checkpoints; repeatable")
+		cfgPath := fs.String("config", "", "consentry config: use decision_log.signing_key_file's public key")
+		unsigned := fs.Bool("allow-unsigned", false, "accept unsigned checkpoints (development logs)")
+		sealed := fs.Bool("sealed", false, "fail when records follow the last checkpoint (a stopped log)")
+		asJSON := fs.Bool("json", false, "print the report as JSON")
+		pos, err := auditParseArgs(fs, args)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return Usagef("exactly one log directory is required")
+		}
+		if *cfgPath != "" {
+			lc, err := decisionLogConfig(*cfgPath)
+			if err != nil {
+				return err
+			}
+			if lc.SigningKeyFile != "" {
+				keys = append(keys, lc.SigningKeyFile)
+			}
+		}
+		pubs := map[string]ed25519.PublicKey{}
+		for _, k := range keys {
+			pk, err := auditlog.LoadPublicKey(k)
+			if err != nil {
+				return Exit(ExitUsage, err)
+			}
+			pubs[auditlog.KeyIDOf(pk)] = pk
+		}
+		start := time.Now()
+		rep, err := auditlog.Verify(pos[0], auditlog.VerifyOptions{PublicKeys: pubs, AllowUnsigned: *unsigned, RequireSealed: *sealed})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(env.Stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(rep)
+		} else {
+			el := time.Since(start)
+			fmt.Fprintf(env.Stdout, "%d segments, %d records (%d decisions, %d checkpoints), seq %d..%d, head %s, %d unsealed, %s (%.0f records/s)\n",
+				rep.Segments, rep.Records, rep.Decisions, rep.Checkpoints, rep.FirstSeq, rep.LastSeq, rep.Head, rep.UnsealedTail,
+				el.Round(time.Millisecond), float64(rep.Records)/max(el.Seconds(), 1e-9))
+			for _, p := range rep.Problems {
+				fmt.Fprintf(env.Stdout, "FAIL %-18s seq %-8d %s %s\n", p.Kind, p.Seq, p.Segment, p.Message)
+			}
+		}
+		if !rep.OK() {
+			return Exit(ExitVerifyFailed, fmt.Errorf("%d problems found", rep.ProblemCount))
+		}
+		if !*asJSON {
+			fmt.Fprintln(env.Stdout, "OK")
+		}
+		return nil
+	}
+	return c
+}
+
+// logFilterFlags registers the query filters shared by query, report and replay.
+type logFilterFlags struct {
+	customer, subject, purpose, caseID, outcome, reason, action, since, until *string
+}
+
+func addLogFilterFlags(fs *flag.FlagSet) *logFilterFlags {
+	return &logFilterFlags{
+		customer: fs.String("customer", "", "customer id (pseudonymized with the log's key before matching)"),
+		subject:  fs.String("subject", "", "subject (caller) id"),
+		purpose:  fs.String("purpose", "", "purpose"),
+		caseID:   fs.String("case", "", "case id"),
+		outcome:  fs.String("outcome", "", "allow or deny"),
+		reason:   fs.String("reason", "", "reason code"),
+		action:   fs.String("action", "", "action"),
+		since:    fs.String("since", "", "from this time (RFC 3339, or a duration like 24h meaning that long ago)"),
+		until:    fs.String("until", "", "before this time (RFC 3339 or duration ago)"),
+	}
+}
+
+func parseLogTime(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse("2006-01-02", s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%q is neither RFC 3339, a date nor a duration", s)
+}
+
+func (ff *logFilterFlags) filter(ps func() (*auditlog.Pseudonymizer, error)) (auditlog.Filter, error) {
+	f := auditlog.Filter{Subject: *ff.subject, Purpose: *ff.purpose, Case: *ff.caseID, Outcome: *ff.outcome, Reason: *ff.reason, Action: *ff.action}
+	if f.Outcome != "" && f.Outcome != "allow" && f.Outcome != "deny" {
+		return f, Usagef("--outcome must be allow or deny")
+	}
+	var err error
+	now := time.Now()
+	if f.Since, err = parseLogTime(*ff.since, now); err != nil {
+		return f, Usagef("--since: %v", err)
+	}
+	if f.Until, err = parseLogTime(*ff.until, now); err != nil {
+		return f, Usagef("--until: %v", err)
+	}
+	if *ff.customer != "" {
+		p, err := ps()
+		if err != nil {
+			return f, err
+		}
+		f.Customer = p.Customer(*ff.customer)
+	}
+	return f, nil
+}
+
+func auditQueryCmd() *Command {
+	c := &Command{Name: "audit query", Summary: "search the decision log by customer, subject, purpose, case, outcome, reason, time",
+		Usage: "[--log] DIR [--customer ID --pseudonym-key FILE] [--subject ID] [--purpose P] [--case ID] [--outcome allow|deny] [--reason CODE] [--since T] [--until T] [--format table|json] [--progress]"}
+	c.Run = func(ctx context.Context, env *Env, args []string) error {
+		fs := NewFlags(c, env)
+		logDir := fs.String("log", "", "decision log directory")
+		keyFile := fs.String("pseudonym-key", "", "pseudonym key file (to look up --customer)")
+		cfgPath := fs.String("config", "", "consentry config (decision_log.dir and pseudonym_key_file)")
+		format := fs.String("format", "table", "table or json (JSON lines, the stored records)")
+		progress := fs.Bool("progress", false, "report scan progress on stderr")
+		ff := addLogFilterFlags(fs)
+		pos, err := auditParseArgs(fs, args)
+		if err != nil {
+			return err
+		}
+		dir, err := decisionLogDir(*logDir, pos, *cfgPath)
+		if err != nil {
+			return err
+		}
+		f, err := ff.filter(func() (*auditlog.Pseudonymizer, error) { return logPseudonymizer(*keyFile, *cfgPath) })
+		if err != nil {
+			return err
+		}
+		var prog func(auditlog.Progress)
+		if *progress {
+			prog = func(p auditlog.Progress) {
+				fmt.Fprintf(env.Stderr, "scanned %d records, %d matched (%s)\n", p.Scanned, p.Matched, p.Segment)
+			}
+		}
+		switch *format {
+		case "table":
+			tw := auditlog.NewTableWriter(env.Stdout)
+			n := 0
+			err = auditlog.Query(ctx, dir, f, func(ev *auditlog.Event, _ []byte) error {
+				tw.Write(ev)
+				if n++; n%1000 == 0 {
+					return tw.Flush()
+				}
+				return nil
+			}, prog)
+			if ferr := tw.Flush(); err == nil {
+				err = ferr
+			}
+		case "json":
+			err = auditlog.Query(ctx, dir, f, func(_ *auditlog.Event, line []byte) error {
+				_, werr := env.Stdout.Write(append(line, '\n'))
+				return werr
+			}, prog)
+		default:
+			return Usagef("--format must be table or json")
+		}
+		return err
+	}
+	return c
+}
+
+func decisionLogDir(flagDir string, pos []string, cfgPath string) (string, error) {
+	switch {
+	case flagDir != "" && len(pos) == 0:
+		return flagDir, nil
+	case flagDir == "" && len(pos) == 1:
+		return pos[0], nil
+	case flagDir == "" && len(pos) == 0 && cfgPath != "":
+		lc, err := decisionLogConfig(cfgPath)
+		if err != nil {
+			return "", err
+		}
+		if lc.Dir == "" {
+			return "", Exit(ExitConfig, errors.New("decision_log.dir is not set"))
+		}
+		return lc.Dir, nil
+	}
+	return "", Usagef("give the log directory once (--log DIR or DIR)")
+}
+
+func auditReportCmd() *Command {
+	c := &Command{Name: "audit report", Summary: "a customer's \"who accessed my data and why\" report (GDPR Art. 15)",
+		Usage: "--log DIR --customer ID [--pseudonym-key FILE|--config FILE] [--format html|json|csv] [--name-employees] [--since T] [--until T] [--out FILE]"}
+	c.Run = func(ctx context.Context, env *Env, args []string) error {
+		fs := NewFlags(c, env)
+		logDir := fs.String("log", "", "decision log directory")
+		keyFile := fs.String("pseudonym-key", "", "pseudonym key file")
+		cfgPath := fs.String("config", "", "consentry config (decision_log.dir and pseudonym_key_file)")
+		customer := fs.String("customer", "", "customer id")
+		format := fs.String("format", "html", "html, json or csv")
+		named := fs.Bool("name-employees", false, "show employee ids instead of pseudonyms")
+		since := fs.String("since", "", "from this time (RFC 3339, date or duration ago)")
+		until := fs.String("until", "", "before this time")
+		out := fs.String("out", "", "write to this file instead of stdout")
+		pos, err := auditParseArgs(fs, args)
+		if err != nil {
+			return err
+		}
+		if *customer == "" {
+			return Usagef("--customer is required")
+		}
+		if *format != "html" && *format != "json" && *format != "csv" {
+			return Usagef("--format must be html, json or csv")
+		}
+		dir, err := decisionLogDir(*logDir, pos, *cfgPath)
+		if err != nil {
+			return err
+		}
+		ps, err := logPseudonymizer(*keyFile, *cfgPath)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		o := auditlog.ReportOptions{CustomerID: *customer, Pseudonymizer: ps, NameEmployees: *named}
+		if o.Since, err = parseLogTime(*since, now); err != nil {
+			return Usagef("--since: %v", err)
+		}
+		if o.Until, err = parseLogTime(*until, now); err != nil {
+			return Usagef("--until: %v", err)
+		}
+		rep, err := auditlog.BuildReport(ctx, dir, o)
+		if err != nil {
+			return err
+		}
+		var w io.Writer = env.Stdout
+		if *out != "" {
+			f, err := os.Create(*out)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			w = f
+		}
+		switch *format {
+		case "json":
+			return rep.WriteJSON(w)
+		case "csv":
+			return rep.WriteCSV(w)
+		}
+		return rep.WriteHTML(w)
+	}
+	return c
+}
+
+func auditKeygenCmd() *Command {
+	c := &Command{Name: "audit keygen", Summary: "create a checkpoint signing key pair and a pseudonym key for the decision log",
+		Usage: "--out DIR"}
+	c.Run = func(_ context.Context, env *Env, args []string) error {
+		fs := NewFlags(c, env)
+		out := fs.String("out", "", "directory for signing.pem, signing.pub and pseudonym.key")
+		if err := ParseFlags(fs, args); err != nil {
+			return err
+		}
+		if *out == "" {
+			return Usagef("--out is required")
+		}
+		if err := os.MkdirAll(*out, 0o700); err != nil {
+			return err
+		}
+		for _, n := range []string{"signing.pem", "signing.pub", "pseudonym.key"} {
+			if _, err := os.Stat(filepath.Join(*out, n)); err == nil {
+				return Exit(ExitUsage, fmt.Errorf("%s exists; refusing to overwrite a key", filepath.Join(*out, n)))
+			}
+		}
+		s, err := auditlog.WriteKeyPair(filepath.Join(*out, "signing.pem"), filepath.Join(*out, "signing.pub"))
+		if err != nil {
+			return err
+		}
+		if err := auditlog.WritePseudonymKey(filepath.Join(*out, "pseudonym.key")); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "signing key %s (id %s), public key %s, pseudonym key %s\n",
+			filepath.Join(*out, "signing.pem"), s.KeyID(), filepath.Join(*out, "signing.pub"), filepath.Join(*out, "pseudonym.key"))
+		return nil
+	}
+	return c
+}

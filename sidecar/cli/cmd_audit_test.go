@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/consentry/consentry/sidecar/audit"
+	"github.com/consentry/consentry/sidecar/auditlog"
+	"github.com/consentry/consentry/sidecar/engine"
+	"github.com/consentry/consentry/sidecar/input"
+)
+
+// auditFixture logs 12 real decisions (default policies) with keys made by `audit keygen`.
+func auditFixture(t *testing.T) (logDir, keys string) {
+	t.Helper()
+	keys = t.TempDir()
+	if code, out, errs := run(t, "", "audit", "keygen", "--out", keys); code != 0 {
+		t.Fatalf("keygen: %d %s %s", code, out, errs)
+	}
+	logDir = t.TempDir()
+	l, err := auditlog.Open(auditlog.Config{Dir: logDir, SigningKeyFile: filepath.Join(keys, "signing.pem"), PseudonymKeyFile: filepath.Join(keys, "pseudonym.key")},
+		auditlog.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := engine.LoadDir(policies, engine.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := engine.New(engine.Config{Timeout: time.Second}, nil)
+	if err := eng.Load(context.Background(), ps); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(policies + "/examples/support-read.json")
+	for i := 0; i < 12; i++ {
+		var in input.Input
+		json.Unmarshal(raw, &in)
+		if i%3 == 2 {
+			in.Purpose = "marketing.communications.email"
+		}
+		res, _ := eng.Decide(context.Background(), &in)
+		if err := l.Append(context.Background(), &audit.Entry{DecisionID: fmt.Sprintf("d-%d", i), Timestamp: in.Time.Now, Input: &in, Decision: res.Decision, Revision: res.Revision}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	return logDir, keys
+}
+
+func TestAuditCommands(t *testing.T) {
+	logDir, keys := auditFixture(t)
+	pub := filepath.Join(keys, "signing.pub")
+	key := filepath.Join(keys, "pseudonym.key")
+
+	code, out, errs := run(t, "", "audit", "verify", logDir, "--public-key", pub)
+	if code != ExitOK || !strings.Contains(out, "OK") {
+		t.Fatalf("verify: %d %s %s", code, out, errs)
+	}
+	if code, _, _ := run(t, "", "audit", "verify", logDir); code != ExitVerifyFailed {
+		t.Fatalf("verify without the public key: %d", code)
+	}
+	code, out, _ = run(t, "", "audit", "query", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", key, "--outcome", "deny", "--format", "json")
+	if code != 0 || strings.Count(out, "\n") != 4 || strings.Contains(out, "c-1001") {
+		t.Fatalf("query json: %d\n%s", code, out)
+	}
+	code, out, _ = run(t, "", "audit", "query", logDir, "--purpose", "essential.service.operations.support")
+	if code != 0 || strings.Count(out, "\n") != 9 || !strings.HasPrefix(out, "TIME") {
+		t.Fatalf("query table: %d\n%s", code, out)
+	}
+	if code, _, errs := run(t, "", "audit", "query", logDir, "--customer", "c-1001"); code != ExitUsage || !strings.Contains(errs, "pseudonym-key") {
+		t.Fatalf("customer without key: %d %s", code, errs)
+	}
+	report := filepath.Join(t.TempDir(), "r.html")
+	code, _, errs = run(t, "", "audit", "report", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", key, "--out", report)
+	page, _ := os.ReadFile(report)
+	if code != 0 || !bytes.Contains(page, []byte("Who accessed my data")) || bytes.Contains(page, []byte("emp-17")) {
+		t.Fatalf("report: %d %s", code, errs)
+	}
+	code, out, _ = run(t, "", "audit", "report", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", key, "--format", "csv", "--name-employees")
+	if code != 0 || strings.Count(out, "emp-17") != 12 {
+		t.Fatalf("csv report: %d\n%s", code, out)
+	}
+
+	// Replay: same policy -> no change; a policy that denies marketing differently -> exit 7.
+	code, out, _ = run(t, "", "replay", "--log", logDir, "--policies", policies, "--fail-on-change")
+	if code != ExitOK || !strings.Contains(out, "0 would change") {
+		t.Fatalf("replay same policy: %d %s", code, out)
+	}
+	cand := t.TempDir()
+	os.WriteFile(filepath.Join(cand, "p.rego"), []byte("package consentry\n\ndecision := {\"allow\": false, \"status\": 403, \"reasons\": [{\"code\": \"closed\", \"message\": \"closed\"}], \"fields\": {}, \"key_scopes\": [], \"obligations\": [], \"headers\": {}, \"flags\": []}\n"), 0o644)
+	code, out, _ = run(t, "", "replay", "--log", logDir, "--policies", cand, "--fail-on-change")
+	if code != ExitChanged || !strings.Contains(out, "8 allow->deny") || !strings.Contains(out, "+closed") {
+		t.Fatalf("replay candidate: %d %s", code, out)
+	}
+
+	// Tampering makes verify exit 6.
+	segs, _ := filepath.Glob(filepath.Join(logDir, "segment-*.jsonl"))
+	b, _ := os.ReadFile(segs[0])
+	os.WriteFile(segs[0], bytes.Replace(b, []byte(`"outcome":"deny"`), []byte(`"outcome":"allow"`), 1), 0o600)
+	code, out, _ = run(t, "", "audit", "verify", logDir, "--public-key", pub)
+	if code != ExitVerifyFailed || !strings.Contains(out, "modified") {
+		t.Fatalf("tampered verify: %d %s", code, out)
+	}
+}

@@ -1,0 +1,294 @@
+package cli
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/consentry/consentry/sidecar/config"
+	"github.com/consentry/consentry/sidecar/consent"
+)
+
+// The consent commands talk to a running sidecar's admin API, so that the change is
+// validated once, recorded durably, and visible to decisions at once on every replica.
+
+func init() {
+	Register(&Command{Name: "consent grant", Summary: "record a customer's consent for a purpose (with its proof)",
+		Usage: "--customer ID --purpose P --notice-version V --notice-hash SHA256 --channel C [--expires RFC3339] [--captured-at T] [--event-id ID] [ADMIN FLAGS]",
+		Run:   runConsentGrant})
+	Register(&Command{Name: "consent withdraw", Summary: "record a withdrawal of consent (may trigger erasure, see state.erase_on_withdrawal)",
+		Usage: "--customer ID --purpose P [--channel C] [--reason TEXT] [--event-id ID] [ADMIN FLAGS]",
+		Run:   runConsentWithdraw})
+	Register(&Command{Name: "consent show", Summary: "show a customer's state and current consents (--history: the whole ledger)",
+		Usage: "--customer ID [--history] [--json] [ADMIN FLAGS]",
+		Run:   runConsentShow})
+	Register(&Command{Name: "consent import", Summary: "import consent records from a CRM's CSV export (--dry-run, rejected rows report)",
+		Usage: "--file FILE.csv [--dry-run] [--rejects OUT.csv] [--map COLUMN=FIELD,...] [--purpose P] [--channel C] [--notice-version V --notice-hash H] [ADMIN FLAGS]",
+		Run:   runConsentImport})
+}
+
+type adminFlags struct{ admin, tokenFile, config *string }
+
+func addAdminFlags(fs *flag.FlagSet) adminFlags {
+	return adminFlags{
+		admin:     fs.String("admin", "", "admin API base URL (default: $CONSENTRY_ADMIN_URL, admin.listen of --config, or http://127.0.0.1:9400)"),
+		tokenFile: fs.String("token-file", "", "file holding the admin token (default: $CONSENTRY_ADMIN_TOKEN, or admin.token of --config)"),
+		config:    fs.String("config", "", "sidecar configuration file to take the admin address and token from"),
+	}
+}
+
+func (a adminFlags) client() (*consent.Client, error) {
+	cl := &consent.Client{BaseURL: *a.admin, Token: os.Getenv("CONSENTRY_ADMIN_TOKEN")}
+	if *a.config != "" {
+		cfg, err := config.Load(*a.config)
+		if err != nil {
+			return nil, Exit(ExitConfig, err)
+		}
+		if cl.BaseURL == "" {
+			cl.BaseURL = "http://" + cfg.Admin.Listen
+		}
+		if cl.Token == "" {
+			cl.Token = cfg.Admin.Token
+		}
+	}
+	if cl.BaseURL == "" {
+		cl.BaseURL = os.Getenv("CONSENTRY_ADMIN_URL")
+	}
+	if cl.BaseURL == "" {
+		cl.BaseURL = "http://127.0.0.1:9400"
+	}
+	if *a.tokenFile != "" {
+		b, err := os.ReadFile(*a.tokenFile)
+		if err != nil {
+			return nil, Usagef("--token-file: %v", err)
+		}
+		cl.Token = strings.TrimSpace(string(b))
+	}
+	return cl, nil
+}
+
+func timeFlag(name, v string) (*time.Time, error) {
+	if v == "" {
+		return nil, nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return nil, Usagef("--%s: %q is not RFC 3339 (2026-12-31T00:00:00Z)", name, v)
+	}
+	return &t, nil
+}
+
+func printJSON(env *Env, v any) error {
+	enc := json.NewEncoder(env.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func consentEventFlags(fs *flag.FlagSet) (*consent.ConsentInput, *string) {
+	in := &consent.ConsentInput{}
+	fs.StringVar(&in.CustomerID, "customer", "", "customer id (required)")
+	fs.StringVar(&in.Purpose, "purpose", "", "purpose, a fideslang data-use key from the catalogue (required)")
+	fs.StringVar(&in.Channel, "channel", "", "how consent was captured: web, email, phone, paper, ...")
+	fs.StringVar(&in.EventID, "event-id", "", "client event id (idempotency: a second event with it is refused)")
+	fs.StringVar(&in.CapturedBy, "captured-by", "", "who captured it (default: the admin actor)")
+	fs.StringVar(&in.Reason, "reason", "", "free text")
+	captured := fs.String("captured-at", "", "when the customer gave/withdrew it, RFC 3339 (default now)")
+	return in, captured
+}
+
+func runConsentGrant(ctx context.Context, env *Env, args []string) error {
+	c := commands["consent grant"]
+	fs := NewFlags(c, env)
+	in, captured := consentEventFlags(fs)
+	fs.StringVar(&in.NoticeVersion, "notice-version", "", "version of the privacy notice agreed to (required)")
+	fs.StringVar(&in.NoticeHash, "notice-hash", "", "SHA-256 of the notice text (required)")
+	expires := fs.String("expires", "", "expiry, RFC 3339 (optional)")
+	af := addAdminFlags(fs)
+	if err := ParseFlags(fs, args); err != nil {
+		return err
+	}
+	return sendConsent(env, af, in, *captured, *expires, "/consents")
+}
+
+func runConsentWithdraw(ctx context.Context, env *Env, args []string) error {
+	c := commands["consent withdraw"]
+	fs := NewFlags(c, env)
+	in, captured := consentEventFlags(fs)
+	af := addAdminFlags(fs)
+	if err := ParseFlags(fs, args); err != nil {
+		return err
+	}
+	return sendConsent(env, af, in, *captured, "", "/consents/withdrawals")
+}
+
+func sendConsent(env *Env, af adminFlags, in *consent.ConsentInput, captured, expires, path string) error {
+	if in.CustomerID == "" || in.Purpose == "" {
+		return Usagef("--customer and --purpose are required")
+	}
+	var err error
+	if in.CapturedAt, err = timeFlag("captured-at", captured); err != nil {
+		return err
+	}
+	if in.ExpiresAt, err = timeFlag("expires", expires); err != nil {
+		return err
+	}
+	cl, err := af.client()
+	if err != nil {
+		return err
+	}
+	var res consent.Result
+	if err := cl.Do("POST", path, in, &res); err != nil {
+		return err
+	}
+	return printJSON(env, res)
+}
+
+func runConsentShow(ctx context.Context, env *Env, args []string) error {
+	c := commands["consent show"]
+	fs := NewFlags(c, env)
+	customer := fs.String("customer", "", "customer id (required)")
+	history := fs.Bool("history", false, "show the whole consent ledger of the customer")
+	asJSON := fs.Bool("json", false, "print JSON")
+	af := addAdminFlags(fs)
+	if err := ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if *customer == "" {
+		return Usagef("--customer is required")
+	}
+	cl, err := af.client()
+	if err != nil {
+		return err
+	}
+	id := url.PathEscape(*customer)
+	if *history {
+		var h struct {
+			Events []consent.Event `json:"events"`
+		}
+		if err := cl.Do("GET", "/customers/"+id+"/consents/history", nil, &h); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(env, h)
+		}
+		for _, e := range h.Events {
+			fmt.Fprintf(env.Stdout, "%6d  %s  %-9s  %-40s  notice=%s channel=%s by=%s event=%s\n", e.Seq, e.CapturedAt.Format(time.RFC3339),
+				e.Kind, e.Purpose, e.NoticeVersion, e.Channel, e.CapturedBy, e.EventID)
+		}
+		return nil
+	}
+	var v consent.CustomerView
+	if err := cl.Do("GET", "/customers/"+id, nil, &v); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(env, v)
+	}
+	fmt.Fprintf(env.Stdout, "customer %s  erased=%v", v.Customer.ID, v.Customer.Erased)
+	if v.Customer.RetentionUntil != nil {
+		fmt.Fprintf(env.Stdout, "  retention_until=%s", v.Customer.RetentionUntil.Format(time.RFC3339))
+	}
+	fmt.Fprintln(env.Stdout)
+	for _, c := range v.Consents {
+		exp := ""
+		if c.ExpiresAt != nil {
+			exp = " expires=" + c.ExpiresAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(env.Stdout, "  %-40s %-9s notice=%s channel=%s%s event=%s\n", c.Purpose, c.Status, c.NoticeVersion, c.Channel, exp, c.EventID)
+	}
+	return nil
+}
+
+func runConsentImport(ctx context.Context, env *Env, args []string) error {
+	c := commands["consent import"]
+	fs := NewFlags(c, env)
+	file := fs.String("file", "", "CSV export with a header row (- for stdin)")
+	dry := fs.Bool("dry-run", false, "validate every row against the catalogue and the stored state; write nothing")
+	rejects := fs.String("rejects", "", "write rejected rows (line, customer_id, code, reason) to this CSV file")
+	mapping := fs.String("map", "", "column mapping for unusual headers: COLUMN=FIELD,... (fields: customer_id, purpose, status, notice_version, notice_hash, channel, captured_at, captured_by, expires_at, event_id, retention_until, reason)")
+	purpose := fs.String("purpose", "", "purpose for rows without a purpose column")
+	channel := fs.String("channel", "", "channel for rows without one (default import)")
+	nv := fs.String("notice-version", "", "notice version for rows without one")
+	nh := fs.String("notice-hash", "", "notice hash for rows without one")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	af := addAdminFlags(fs)
+	if err := ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if *file == "" {
+		return Usagef("--file is required")
+	}
+	in := env.Stdin
+	if *file != "-" {
+		f, err := os.Open(*file)
+		if err != nil {
+			return Usagef("--file: %v", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	cl, err := af.client()
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	q.Set("dry_run", strconv.FormatBool(*dry))
+	for k, v := range map[string]string{"map": *mapping, "purpose": *purpose, "channel": *channel, "notice_version": *nv, "notice_hash": *nh} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	rep, err := cl.Import(in, q.Encode())
+	if err != nil {
+		return err
+	}
+	if *rejects != "" {
+		if err := writeRejects(*rejects, rep.Rejections); err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		if err := printJSON(env, rep); err != nil {
+			return err
+		}
+	} else {
+		mode := "imported"
+		if rep.DryRun {
+			mode = "dry run (nothing written)"
+		}
+		fmt.Fprintf(env.Stdout, "%s: %d rows, %d accepted, %d already recorded, %d rejected, %d customers' retention set\n",
+			mode, rep.Rows, rep.Accepted, rep.Duplicates, rep.Rejected, rep.Customers)
+		for _, r := range rep.Rejections {
+			fmt.Fprintf(env.Stdout, "  line %d  customer=%s  %s: %s\n", r.Line, r.CustomerID, r.Code, r.Reason)
+		}
+	}
+	if rep.Rejected > 0 {
+		return Exit(ExitFailure, fmt.Errorf("%d of %d rows rejected", rep.Rejected, rep.Rows))
+	}
+	return nil
+}
+
+func writeRejects(path string, rs []consent.Rejection) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("--rejects: %w", err)
+	}
+	w := csv.NewWriter(f)
+	_ = w.Write([]string{"line", "customer_id", "code", "reason"})
+	for _, r := range rs {
+		_ = w.Write([]string{strconv.Itoa(r.Line), r.CustomerID, r.Code, r.Reason})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("--rejects: %w", err)
+	}
+	return f.Close()
+}

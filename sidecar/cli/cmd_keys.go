@@ -1,0 +1,211 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/consentry/consentry/sidecar/auditlog"
+	"github.com/consentry/consentry/sidecar/config"
+	"github.com/consentry/consentry/vaultkeys"
+)
+
+// Key commands: `keys encrypt` migrates a CRM export to encrypted fields, `keys
+// replay-erasures` re-applies the shredded-keys ledger after a Vault restore. The logic lives
+// in vaultkeys; see docs/key-model.md.
+
+func init() {
+	Register(keysEncryptCmd())
+	Register(keysReplayCmd())
+}
+
+// keysFlags are the flags every command that talks to Vault directly shares.
+type keysFlags struct {
+	config, address, ledger *string
+}
+
+func addKeysFlags(fs *flag.FlagSet) keysFlags {
+	return keysFlags{
+		config:  fs.String("config", "consentry.yaml", "consentry configuration file (its vault: section; decision_log.pseudonym_key_file names customers when vault.pseudonym_key_file is not set)"),
+		address: fs.String("vault-addr", "", "override vault.address"),
+		ledger:  fs.String("ledger", "", "override vault.ledger_path"),
+	}
+}
+
+// openKeys loads the vault section and opens a key manager. The pseudonymizer rule is the
+// one `consentry run` must follow too: vault.pseudonym_key(_file) when set, else the decision
+// log's customer pseudonymizer, so ledger, decision log and sidecar agree on pseudonyms.
+func (k keysFlags) open(ctx context.Context, env *Env) (*vaultkeys.Manager, error) {
+	cfg, err := config.Load(*k.config)
+	if err != nil {
+		return nil, Exit(ExitConfig, err)
+	}
+	var vc vaultkeys.Config
+	if _, err := cfg.Section("vault", &vc); err != nil {
+		return nil, Exit(ExitConfig, err)
+	}
+	if *k.address != "" {
+		vc.Address = *k.address
+	}
+	if *k.ledger != "" {
+		vc.LedgerPath = *k.ledger
+	}
+	vc = vc.WithDefaults()
+	if err := vc.Validate(); err != nil {
+		return nil, Exit(ExitConfig, cfg.KeyError(err))
+	}
+	opts := vaultkeys.Options{Logger: slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	if vc.PseudonymKey == "" && vc.PseudonymKeyFile == "" {
+		var lc auditlog.Config
+		if _, err := cfg.Section("decision_log", &lc); err != nil {
+			return nil, Exit(ExitConfig, err)
+		}
+		if lc.PseudonymKeyFile == "" {
+			return nil, Exit(ExitConfig, errors.New("vault.pseudonym_key_file (or decision_log.pseudonym_key_file) is required to name customers in destruction records"))
+		}
+		key, err := auditlog.ReadKeyFile(lc.PseudonymKeyFile)
+		if err != nil {
+			return nil, Exit(ExitConfig, fmt.Errorf("decision_log.pseudonym_key_file: %w", err))
+		}
+		ps, err := auditlog.NewPseudonymizer(key)
+		if err != nil {
+			return nil, Exit(ExitConfig, fmt.Errorf("decision_log.pseudonym_key_file: %w", err))
+		}
+		opts.Pseudonymize = ps.Customer
+	}
+	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	m, err := vaultkeys.New(lctx, vc, opts)
+	if err != nil {
+		return nil, Exit(ExitConfig, err)
+	}
+	if err := m.Ready(ctx); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("vault at %s: %w", vc.Address, err)
+	}
+	return m, nil
+}
+
+func keysEncryptCmd() *Command {
+	c := &Command{
+		Name:    "keys encrypt",
+		Summary: "encrypt the sensitive fields of a CRM export (JSON lines) with each customer's Vault keys",
+		Usage:   "--config FILE [--in FILE] [--out FILE] [--fields a=contact,b=financial | --catalog data.json] [--customer-field id]",
+	}
+	c.Run = func(ctx context.Context, env *Env, args []string) error {
+		fs := NewFlags(c, env)
+		kf := addKeysFlags(fs)
+		in := fs.String("in", "-", "input JSON lines file (- = stdin)")
+		out := fs.String("out", "-", "output file (- = stdout); written to FILE.partial and renamed when complete")
+		fields := fs.String("fields", "", "field=class pairs, comma separated (dotted fields for nested objects)")
+		catalog := fs.String("catalog", "policies/data/consentry/catalog/data.json", "policy catalog whose fields' key_scope give the field map (when --fields is not given)")
+		idField := fs.String("customer-field", "id", "field holding the customer id")
+		every := fs.Int("progress-every", 10000, "report progress on stderr every N records")
+		if err := ParseFlags(fs, args); err != nil {
+			return err
+		}
+		var fieldMap map[string]string
+		var err error
+		if *fields != "" {
+			fieldMap, err = vaultkeys.ParseFieldMap(*fields)
+		} else {
+			var f *os.File
+			if f, err = os.Open(*catalog); err == nil {
+				fieldMap, err = vaultkeys.FieldMapFromCatalog(f)
+				f.Close()
+			}
+		}
+		if err != nil {
+			return Usagef("field map: %v", err)
+		}
+		var r io.Reader = env.Stdin
+		if *in != "-" {
+			f, err := os.Open(*in)
+			if err != nil {
+				return Usagef("--in: %v", err)
+			}
+			defer f.Close()
+			r = f
+		}
+		m, err := kf.open(ctx, env)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		w := env.Stdout
+		var tmp *os.File
+		if *out != "-" {
+			if tmp, err = os.Create(*out + ".partial"); err != nil {
+				return err
+			}
+			defer func() {
+				if tmp != nil {
+					tmp.Close()
+					os.Remove(tmp.Name())
+				}
+			}()
+			w = tmp
+		}
+		start := time.Now()
+		progress := func(s vaultkeys.MigrateStats) {
+			fmt.Fprintf(env.Stderr, "keys encrypt: %d records, %d fields encrypted, %d already encrypted, %d erased customers (%s)\n",
+				s.Records, s.Encrypted, s.Skipped, s.Erased, time.Since(start).Round(time.Millisecond))
+		}
+		st, err := m.EncryptJSONLines(ctx, r, w, vaultkeys.MigrateOptions{CustomerField: *idField, Fields: fieldMap,
+			Progress: progress, ProgressEvery: *every})
+		if err != nil {
+			return fmt.Errorf("after %d records: %w", st.Records, err)
+		}
+		if tmp != nil {
+			if err := tmp.Sync(); err != nil {
+				return err
+			}
+			if err := tmp.Close(); err != nil {
+				return err
+			}
+			if err := os.Rename(tmp.Name(), filepath.Clean(*out)); err != nil {
+				return err
+			}
+			tmp = nil
+		}
+		return nil
+	}
+	return c
+}
+
+func keysReplayCmd() *Command {
+	c := &Command{
+		Name:    "keys replay-erasures",
+		Summary: "destroy again every key in the shredded-keys ledger (run after restoring Vault from a snapshot)",
+		Usage:   "--config FILE [--ledger FILE]",
+	}
+	c.Run = func(ctx context.Context, env *Env, args []string) error {
+		fs := NewFlags(c, env)
+		kf := addKeysFlags(fs)
+		if err := ParseFlags(fs, args); err != nil {
+			return err
+		}
+		m, err := kf.open(ctx, env)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		rep, rerr := m.ReplayErasures(ctx)
+		if rep != nil {
+			enc := json.NewEncoder(env.Stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(rep); err != nil {
+				return err
+			}
+		}
+		return rerr
+	}
+	return c
+}

@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/consentry/consentry/sidecar/auditlog"
+	"github.com/consentry/consentry/sidecar/auditlog/replay"
+)
+
+func init() {
+	c := &Command{Name: "replay", Summary: "re-evaluate logged decisions with a candidate policy and report what would change",
+		Usage: "--log DIR --policies DIR|BUNDLE [--fail-on-change] [--format text|json] [--examples N] [filters: --purpose --customer --since ...]"}
+	c.Run = func(ctx context.Context, env *Env, args []string) error {
+		fs := NewFlags(c, env)
+		logDir := fs.String("log", "", "decision log directory")
+		policies := fs.String("policies", "", "candidate policy: a policy directory, an OPA bundle directory or a bundle .tar.gz")
+		failOnChange := fs.Bool("fail-on-change", false, "exit 7 when any decision would change (for CI)")
+		format := fs.String("format", "text", "text or json")
+		examples := fs.Int("examples", 10, "number of example changes to show")
+		keyFile := fs.String("pseudonym-key", "", "pseudonym key file (to filter by --customer)")
+		cfgPath := fs.String("config", "", "consentry config (decision_log.pseudonym_key_file)")
+		progress := fs.Bool("progress", false, "report scan progress on stderr")
+		ff := addLogFilterFlags(fs)
+		if err := ParseFlags(fs, args); err != nil {
+			return err
+		}
+		if *logDir == "" || *policies == "" {
+			return Usagef("--log and --policies are required")
+		}
+		if *format != "text" && *format != "json" {
+			return Usagef("--format must be text or json")
+		}
+		f, err := ff.filter(func() (*auditlog.Pseudonymizer, error) { return logPseudonymizer(*keyFile, *cfgPath) })
+		if err != nil {
+			return err
+		}
+		ps, err := replay.LoadCandidate(*policies)
+		if err != nil {
+			return compileOrError(err)
+		}
+		o := replay.Options{Filter: f, Examples: *examples}
+		if *progress {
+			o.Progress = func(p auditlog.Progress) {
+				fmt.Fprintf(env.Stderr, "scanned %d records, %d selected (%s)\n", p.Scanned, p.Matched, p.Segment)
+			}
+		}
+		rep, err := replay.Run(ctx, *logDir, ps, o)
+		if err != nil {
+			return compileOrError(err)
+		}
+		if *format == "json" {
+			enc := json.NewEncoder(env.Stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(rep); err != nil {
+				return err
+			}
+		} else {
+			rep.WriteText(env.Stdout)
+		}
+		if *failOnChange && rep.Changed > 0 {
+			return Exit(ExitChanged, fmt.Errorf("%d of %d decisions would change", rep.Changed, rep.Replayed))
+		}
+		return nil
+	}
+	Register(c)
+}

@@ -1,0 +1,196 @@
+// Package config loads the sidecar's single YAML configuration file. Every section is the
+// documented config struct of the package it configures (engine.Config, admin.Config, ...),
+// so the YAML is the documentation (docs/configuration.md). Unknown keys are errors, and
+// every error names the file, line and key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/consentry/consentry/sidecar/admin"
+	"github.com/consentry/consentry/sidecar/engine"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Policy says where policies come from.
+	Policy PolicyConfig `yaml:"policy"`
+	// Engine tunes evaluation (timeout, capabilities).
+	Engine engine.Config `yaml:"engine"`
+	// Admin is the admin listener (health, readiness, metrics, admin API).
+	Admin admin.Config `yaml:"admin"`
+	// Sections holds the raw sections of capabilities this package does not know (front
+	// doors, state, decision log, vault, ...); each decodes its own with Section.
+	Sections map[string]yaml.Node `yaml:",inline"`
+
+	path string
+	root *yaml.Node
+}
+
+// PolicyConfig is the `policy:` section's local-directory part. (Bundles: see docs/bundles.md.)
+type PolicyConfig struct {
+	// Dir is a policy directory (rego + data/ + schema/). Default "policies".
+	Dir string `yaml:"dir"`
+}
+
+// Load reads and validates a configuration file.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, raw)
+}
+
+// Parse decodes raw (named path in errors). Environment references ${VAR} are expanded in
+// values, so secrets need not be written into the file.
+func Parse(path string, raw []byte) (*Config, error) {
+	raw = []byte(os.Expand(string(raw), func(k string) string { return os.Getenv(k) }))
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		return nil, located(path, err)
+	}
+	c := &Config{path: path, root: &root}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, located(path, err)
+	}
+	for name, node := range c.Sections {
+		if !knownSections[name] {
+			return nil, fmt.Errorf("%s:%d: unknown section %q (known: %s)", path, node.Line-1, name, strings.Join(sortedKeys(knownSections), ", "))
+		}
+	}
+	c.Policy = c.Policy.withDefaults()
+	c.Engine = c.Engine.WithDefaults()
+	c.Admin = c.Admin.WithDefaults()
+	if err := c.Engine.Validate(); err != nil {
+		return nil, c.KeyError(err)
+	}
+	if err := c.Admin.Validate(); err != nil {
+		return nil, c.KeyError(err)
+	}
+	if c.Admin.TokenFile != "" && c.Admin.Token == "" {
+		tok, err := os.ReadFile(c.Admin.TokenFile)
+		if err != nil {
+			return nil, c.KeyError(fmt.Errorf("admin.token_file: %w", err))
+		}
+		c.Admin.Token = strings.TrimSpace(string(tok))
+	}
+	return c, nil
+}
+
+func (p PolicyConfig) withDefaults() PolicyConfig {
+	if p.Dir == "" {
+		p.Dir = "policies"
+	}
+	return p
+}
+
+// Section decodes the named top-level section into out (strictly: unknown keys are errors).
+// A missing section leaves out unchanged. ok reports whether the section was present.
+func (c *Config) Section(name string, out any) (ok bool, err error) {
+	node, present := c.Sections[name]
+	if !present {
+		return false, nil
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	if err := enc.Encode(&node); err != nil {
+		return true, err
+	}
+	dec := yaml.NewDecoder(&buf)
+	dec.KnownFields(true)
+	if err := dec.Decode(out); err != nil {
+		// Re-encoding loses line numbers; point at the section instead.
+		return true, fmt.Errorf("%s:%d: %s: %w", c.path, node.Line, name, err)
+	}
+	return true, nil
+}
+
+// KeyError adds file:line to an error that starts with a dotted key ("engine.timeout: ...").
+func (c *Config) KeyError(err error) error {
+	msg := err.Error()
+	key, _, ok := strings.Cut(msg, ":")
+	if !ok || strings.ContainsAny(key, " \t") {
+		return fmt.Errorf("%s: %w", c.path, err)
+	}
+	if line := c.LineOf(key); line > 0 {
+		return fmt.Errorf("%s:%d: %w", c.path, line, err)
+	}
+	return fmt.Errorf("%s: %w", c.path, err)
+}
+
+// LineOf returns the line of a dotted key ("a.b.c") in the file, or 0.
+func (c *Config) LineOf(key string) int {
+	if c.root == nil || len(c.root.Content) == 0 {
+		return 0
+	}
+	node := c.root.Content[0]
+	line := 0
+	for _, part := range strings.Split(key, ".") {
+		if node.Kind != yaml.MappingNode {
+			return line
+		}
+		found := false
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			if node.Content[i].Value == part {
+				line = node.Content[i].Line
+				node = node.Content[i+1]
+				found = true
+				break
+			}
+		}
+		if !found {
+			return line
+		}
+	}
+	return line
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+// located rewrites yaml.v3's "yaml: line N: msg" as "path:N: msg".
+func located(path string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		if n, convErr := strconv.Atoi(m[1]); convErr == nil {
+			msg = strings.Replace(msg, m[0]+": ", "", 1)
+			return fmt.Errorf("%s:%d: %s", path, n, msg)
+		}
+	}
+	return fmt.Errorf("%s: %s", path, msg)
+}
+
+// knownSections are the top-level sections decoded by other packages through Section.
+var knownSections = map[string]bool{
+	"identity":     true, // sidecar/identity
+	"routes":       true, // sidecar/routes
+	"pipeline":     true, // sidecar/pipeline
+	"envoy":        true, // sidecar/envoy (ext_authz, ext_proc)
+	"proxy":        true, // sidecar/proxy (Fiber reverse proxy)
+	"state":        true, // sidecar/consent (consent, cases, agreements, customers)
+	"decision_log": true, // sidecar/auditlog
+	"vault":        true, // vaultkeys
+	"bundle":       true, // sidecar/bundle
+	"enrichment":   true, // sidecar/enrich/static
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

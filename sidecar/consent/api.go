@@ -1,0 +1,365 @@
+package consent
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/consentry/consentry/sidecar/admin"
+	"github.com/gofiber/fiber/v2"
+)
+
+// Mount registers the state capability on the admin server: the API under /v1, the
+// readiness check "state" and the /status section "state".
+func (s *Store) Mount(srv *admin.Server) {
+	s.MountAPI(srv.API())
+	srv.AddReadiness("state", s.Ready)
+	srv.AddStatus("state", s.Status)
+}
+
+// MountAPI mounts the admin API handlers on r (the authenticated /v1 router; paths below
+// are relative to it). See docs/admin-api.md and docs/openapi.yaml.
+func (s *Store) MountAPI(r fiber.Router) {
+	r.Post("/consents", s.hGrant)
+	r.Post("/consents/withdrawals", s.hWithdraw)
+	r.Post("/consents/import", s.hImport)
+	r.Get("/purposes", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"purposes": s.Purposes()}) })
+	r.Get("/customers/:id", s.hCustomer)
+	r.Put("/customers/:id", s.hPutCustomer)
+	r.Get("/customers/:id/consents/history", s.hHistory)
+	r.Get("/cases/:id", s.hCase)
+	r.Put("/cases/:id", s.hPutCase)
+	r.Get("/agreements/:id", s.hAgreement)
+	r.Put("/agreements/:id", s.hPutAgreement)
+}
+
+// fail writes err as {"error":{code,message}} with its status (500 for store failures).
+func (s *Store) fail(c *fiber.Ctx, err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		body := admin.ErrorBody(e.Code, e.Message)
+		if e.Event != nil {
+			body["event"] = e.Event
+		}
+		return c.Status(e.Status).JSON(body)
+	}
+	s.log.Error("admin API state error", "path", c.Path(), "err", err)
+	return c.Status(http.StatusInternalServerError).JSON(admin.ErrorBody("state.error", err.Error()))
+}
+
+// decode reads a JSON body strictly: unknown fields and trailing data are errors, so a
+// typo in a field name is not silently a missing value.
+func decode(c *fiber.Ctx, v any) error {
+	if !strings.HasPrefix(strings.ToLower(c.Get(fiber.HeaderContentType)), fiber.MIMEApplicationJSON) {
+		return errf(http.StatusUnsupportedMediaType, "invalid.content_type", "send application/json")
+	}
+	dec := json.NewDecoder(bytes.NewReader(c.Body()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return bad("invalid.json", "request body: %v", err)
+	}
+	if dec.More() {
+		return bad("invalid.json", "request body: trailing data after the JSON object")
+	}
+	return nil
+}
+
+func (s *Store) hGrant(c *fiber.Ctx) error {
+	var in ConsentInput
+	if err := decode(c, &in); err != nil {
+		return s.fail(c, err)
+	}
+	res, err := s.Grant(c.UserContext(), in, admin.Actor(c))
+	if err != nil {
+		return s.fail(c, err)
+	}
+	return c.Status(http.StatusCreated).JSON(res)
+}
+
+func (s *Store) hWithdraw(c *fiber.Ctx) error {
+	var in ConsentInput
+	if err := decode(c, &in); err != nil {
+		return s.fail(c, err)
+	}
+	res, err := s.Withdraw(c.UserContext(), in, admin.Actor(c))
+	if err != nil {
+		var e *Error
+		if res.Event.Seq != 0 && errors.As(err, &e) {
+			// Recorded, but the erasure it triggers failed: say both.
+			body := admin.ErrorBody(e.Code, e.Message)
+			body["result"] = res
+			return c.Status(e.Status).JSON(body)
+		}
+		return s.fail(c, err)
+	}
+	return c.Status(http.StatusCreated).JSON(res)
+}
+
+func (s *Store) hImport(c *fiber.Ctx) error {
+	opts := ImportOptions{
+		DryRun:        c.QueryBool("dry_run", false),
+		Purpose:       c.Query("purpose"),
+		Channel:       c.Query("channel"),
+		NoticeVersion: c.Query("notice_version"),
+		NoticeHash:    c.Query("notice_hash"),
+	}
+	for _, m := range strings.Split(c.Query("map"), ",") {
+		if m == "" {
+			continue
+		}
+		col, field, ok := strings.Cut(m, "=")
+		if !ok {
+			return s.fail(c, bad("import.invalid_map", "map entries are column=field, got %q", m))
+		}
+		if opts.Columns == nil {
+			opts.Columns = map[string]string{}
+		}
+		opts.Columns[col] = field
+	}
+	rep, err := s.Import(c.UserContext(), bytes.NewReader(c.Body()), opts, admin.Actor(c))
+	if err != nil {
+		return s.fail(c, err)
+	}
+	return c.JSON(rep)
+}
+
+func (s *Store) hCustomer(c *fiber.Ctx) error {
+	v, err := s.Customer(c.UserContext(), c.Params("id"))
+	if err != nil {
+		return s.fail(c, err)
+	}
+	return c.JSON(v)
+}
+
+// customerBody is PUT /customers/{id}.
+type customerBody struct {
+	RetentionUntil *time.Time `json:"retention_until"`
+}
+
+func (s *Store) hPutCustomer(c *fiber.Ctx) error {
+	var b customerBody
+	if err := decode(c, &b); err != nil {
+		return s.fail(c, err)
+	}
+	out, err := s.PutCustomer(c.UserContext(), Customer{ID: c.Params("id"), RetentionUntil: b.RetentionUntil})
+	if err != nil {
+		return s.fail(c, err)
+	}
+	return c.JSON(out)
+}
+
+func (s *Store) hHistory(c *fiber.Ctx) error {
+	h, err := s.History(c.UserContext(), c.Params("id"))
+	if err != nil {
+		return s.fail(c, err)
+	}
+	return c.JSON(fiber.Map{"customer_id": c.Params("id"), "events": h})
+}
+
+// caseBody is PUT /cases/{id}.
+type caseBody struct {
+	CustomerID string   `json:"customer_id"`
+	Assignees  []string `json:"assignees"`
+	Status     string   `json:"status"`
+	Purpose    string   `json:"purpose"`
+}
+
+func (s *Store) hPutCase(c *fiber.Ctx) error {
+	var b caseBody
+	if err := decode(c, &b); err != nil {
+		return s.fail(c, err)
+	}
+	out, err := s.PutCase(c.UserContext(), Case{ID: c.Params("id"), CustomerID: b.CustomerID, Assignees: b.Assignees, Status: b.Status, Purpose: b.Purpose})
+	if err != nil {
+		return s.fail(c, err)
+	}
+	return c.JSON(out)
+}
+
+func (s *Store) hCase(c *fiber.Ctx) error {
+	out, err := s.Case(c.UserContext(), c.Params("id"))
+	if err != nil {
+		return s.fail(c, err)
+	}
+	return c.JSON(out)
+}
+
+// agreementBody is PUT /agreements/{processor_id}.
+type agreementBody struct {
+	Purposes   []string   `json:"purposes"`
+	Categories []string   `json:"categories"`
+	ValidFrom  *time.Time `json:"valid_from"`
+	ValidUntil *time.Time `json:"valid_until"`
+}
+
+func (s *Store) hPutAgreement(c *fiber.Ctx) error {
+	var b agreementBody
+	if err := decode(c, &b); err != nil {
+		return s.fail(c, err)
+	}
+	out, err := s.PutAgreement(c.UserContext(), Agreement{ProcessorID: c.Params("id"), Purposes: b.Purposes, Categories: b.Categories, ValidFrom: b.ValidFrom, ValidUntil: b.ValidUntil})
+	if err != nil {
+		return s.fail(c, err)
+	}
+	return c.JSON(out)
+}
+
+func (s *Store) hAgreement(c *fiber.Ctx) error {
+	out, err := s.Agreement(c.UserContext(), c.Params("id"))
+	if err != nil {
+		return s.fail(c, err)
+	}
+	return c.JSON(out)
+}
+
+// Client calls the admin API (the CLI uses it; so can scripts and tests).
+type Client struct {
+	// BaseURL is the admin listener, e.g. http://127.0.0.1:9400.
+	BaseURL string
+	Token   string
+	HTTP    *http.Client
+}
+
+// Do sends body (JSON-encoded unless it is an io.Reader) and decodes the answer into out.
+// An error answer becomes an *Error with the server's code and status.
+func (cl *Client) Do(method, path string, body, out any) error {
+	var rd io.Reader
+	ctype := fiber.MIMEApplicationJSON
+	switch b := body.(type) {
+	case nil:
+	case io.Reader:
+		rd, ctype = b, "text/csv"
+	default:
+		buf, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(buf)
+	}
+	req, err := http.NewRequest(method, strings.TrimRight(cl.BaseURL, "/")+"/v1"+path, rd)
+	if err != nil {
+		return err
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if cl.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+cl.Token)
+	}
+	h := cl.HTTP
+	if h == nil {
+		h = &http.Client{Timeout: 5 * time.Minute}
+	}
+	resp, err := h.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var eb struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.Unmarshal(data, &eb) != nil || eb.Error.Code == "" {
+			return &Error{Status: resp.StatusCode, Code: "http." + strconv.Itoa(resp.StatusCode), Message: strings.TrimSpace(string(data))}
+		}
+		return &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("admin API answer: %w", err)
+		}
+	}
+	return nil
+}
+
+// importChunkBytes keeps each import request well under the admin server's body limit
+// (4 MiB by default): a CRM export of millions of rows goes as many requests.
+var importChunkBytes = 1 << 20
+
+// Import sends a CSV export to POST /consents/import in chunks (each with the header row)
+// and merges the reports; rejection line numbers refer to the whole file. Rows are
+// ordered by captured_at within a chunk, chunks are applied in file order.
+func (cl *Client) Import(r io.Reader, query string) (ImportReport, error) {
+	total := ImportReport{Rejections: []Rejection{}}
+	br := bufio.NewReaderSize(r, 64<<10)
+	header, err := readCSVRecord(br)
+	if err != nil {
+		return total, err
+	}
+	if len(bytes.TrimSpace(header)) == 0 {
+		return total, bad("import.empty", "the CSV is empty: a header row is required")
+	}
+	offset := 0 // data lines sent before this chunk
+	for eof := false; !eof; {
+		var chunk bytes.Buffer
+		chunk.Write(header)
+		if !bytes.HasSuffix(header, []byte("\n")) {
+			chunk.WriteByte('\n')
+		}
+		lines := 0
+		for chunk.Len() < importChunkBytes && !eof {
+			rec, err := readCSVRecord(br)
+			if errors.Is(err, io.EOF) {
+				eof = true
+			} else if err != nil {
+				return total, err
+			}
+			if len(rec) == 0 {
+				continue
+			}
+			chunk.Write(rec)
+			if !bytes.HasSuffix(rec, []byte("\n")) {
+				chunk.WriteByte('\n')
+				lines++ // the last line of a file without a final newline
+			}
+			lines += bytes.Count(rec, []byte("\n"))
+		}
+		if lines == 0 && offset > 0 {
+			break
+		}
+		var rep ImportReport
+		if err := cl.Do(http.MethodPost, "/consents/import?"+query, &chunk, &rep); err != nil {
+			return total, err
+		}
+		total.DryRun = rep.DryRun
+		total.Rows += rep.Rows
+		total.Accepted += rep.Accepted
+		total.Duplicates += rep.Duplicates
+		total.Rejected += rep.Rejected
+		total.Customers += rep.Customers
+		for _, rj := range rep.Rejections {
+			rj.Line += offset
+			total.Rejections = append(total.Rejections, rj)
+		}
+		offset += lines
+	}
+	return total, nil
+}
+
+// readCSVRecord reads one CSV record's raw bytes (a quoted field may span lines).
+func readCSVRecord(br *bufio.Reader) ([]byte, error) {
+	var out []byte
+	quotes := 0
+	for {
+		line, err := br.ReadBytes('\n')
+		out = append(out, line...)
+		quotes += bytes.Count(line, []byte(`"`))
+		if err != nil {
+			return out, err
+		}
+		if quotes%2 == 0 {
+			return out, nil
+		}
+	}
+}

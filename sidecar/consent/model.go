@@ -1,0 +1,212 @@
+// Package consent keeps the state policies decide on - the consent ledger (append-only
+// events with proof), cases (need-to-know), processor agreements and customer lifecycle
+// state - in a durable store (embedded SQLite, or PostgreSQL shared by several replicas) and
+// serves it to the request pipeline from an in-memory view (enrich.Provider).
+//
+// Writes go to the database first, in one transaction, and only then to the view, so an
+// acknowledged change survives a crash; other replicas learn about it through PostgreSQL
+// LISTEN/NOTIFY and reload the changed entity. The admin API (api.go) and the CLI
+// (`consentry consent ...`) are the ways in.
+package consent
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Event kinds of the consent ledger.
+const (
+	KindGranted   = "granted"
+	KindWithdrawn = "withdrawn"
+	KindExpired   = "expired"
+)
+
+// Event is one entry of the append-only consent ledger, with its proof.
+type Event struct {
+	// Seq is the ledger position (assigned by the store).
+	Seq int64 `json:"seq,omitempty"`
+	// EventID identifies the event; a client-chosen id makes a retry detectable (idempotency).
+	EventID    string `json:"event_id"`
+	CustomerID string `json:"customer_id"`
+	// Purpose is a fideslang data-use key from the catalogue.
+	Purpose string `json:"purpose"`
+	// Kind is granted, withdrawn or expired.
+	Kind string `json:"kind"`
+	// NoticeVersion and NoticeHash identify the privacy notice the customer agreed to
+	// (informed consent: what was agreed). Required on grants.
+	NoticeVersion string `json:"notice_version,omitempty"`
+	NoticeHash    string `json:"notice_hash,omitempty"`
+	// Channel is how the consent was captured: web, email, phone, paper, import, ...
+	Channel string `json:"channel,omitempty"`
+	// CapturedAt is when the customer gave/withdrew consent; CapturedBy who recorded it.
+	CapturedAt time.Time `json:"captured_at"`
+	CapturedBy string    `json:"captured_by,omitempty"`
+	// ExpiresAt is when a grant lapses (optional).
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// Reason is free text (withdrawal reason, import source, ...).
+	Reason string `json:"reason,omitempty"`
+	// RecordedAt/RecordedBy: when and by which authenticated actor the store accepted it.
+	RecordedAt time.Time `json:"recorded_at"`
+	RecordedBy string    `json:"recorded_by,omitempty"`
+}
+
+// Case is a need-to-know case.
+type Case struct {
+	ID         string    `json:"id"`
+	CustomerID string    `json:"customer_id"`
+	Assignees  []string  `json:"assignees"`
+	Status     string    `json:"status"`
+	Purpose    string    `json:"purpose,omitempty"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// Case statuses.
+const (
+	CaseOpen   = "open"
+	CaseClosed = "closed"
+)
+
+// Agreement is a processor (sub-processor) agreement.
+type Agreement struct {
+	ProcessorID string     `json:"processor_id"`
+	Purposes    []string   `json:"purposes"`
+	Categories  []string   `json:"categories"`
+	ValidFrom   *time.Time `json:"valid_from,omitempty"`
+	ValidUntil  *time.Time `json:"valid_until,omitempty"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+}
+
+// Customer is a customer's lifecycle state.
+type Customer struct {
+	ID             string     `json:"id"`
+	RetentionUntil *time.Time `json:"retention_until,omitempty"`
+	Erased         bool       `json:"erased"`
+	ErasedAt       *time.Time `json:"erased_at,omitempty"`
+	UpdatedAt      time.Time  `json:"updated_at"`
+}
+
+// Current is the current consent state for one (customer, purpose): the last event.
+type Current struct {
+	CustomerID    string     `json:"customer_id"`
+	Purpose       string     `json:"purpose"`
+	Status        string     `json:"status"`
+	NoticeVersion string     `json:"notice_version,omitempty"`
+	NoticeHash    string     `json:"notice_hash,omitempty"`
+	Channel       string     `json:"channel,omitempty"`
+	CapturedBy    string     `json:"captured_by,omitempty"`
+	GrantedAt     *time.Time `json:"granted_at,omitempty"`
+	ExpiresAt     *time.Time `json:"expires_at,omitempty"`
+	WithdrawnAt   *time.Time `json:"withdrawn_at,omitempty"`
+	EventID       string     `json:"event_id"`
+	// Seq is the ledger position of EventID (orders racing updates).
+	Seq int64 `json:"seq"`
+}
+
+// apply folds ev into the current state cur (nil when there is none yet).
+func apply(cur *Current, ev Event) Current {
+	next := Current{CustomerID: ev.CustomerID, Purpose: ev.Purpose, EventID: ev.EventID}
+	if cur != nil {
+		next = *cur
+		next.EventID = ev.EventID
+	}
+	at := ev.CapturedAt
+	switch ev.Kind {
+	case KindGranted:
+		next.Status = KindGranted
+		next.NoticeVersion, next.NoticeHash, next.Channel, next.CapturedBy = ev.NoticeVersion, ev.NoticeHash, ev.Channel, ev.CapturedBy
+		next.GrantedAt, next.ExpiresAt, next.WithdrawnAt = &at, ev.ExpiresAt, nil
+	case KindWithdrawn:
+		next.Status = KindWithdrawn
+		next.WithdrawnAt = &at
+		if ev.Channel != "" {
+			next.Channel = ev.Channel
+		}
+		if ev.CapturedBy != "" {
+			next.CapturedBy = ev.CapturedBy
+		}
+	case KindExpired:
+		next.Status = KindExpired
+	}
+	return next
+}
+
+// Error is a store error with a stable code and the HTTP status the admin API answers with.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	// Event is the existing event, for duplicates.
+	Event *Event
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func errf(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Sentinel checks callers use with errors.As / Code.
+var (
+	// ErrNotFound is returned (wrapped in *Error with Code "not_found") for unknown entities.
+	ErrNotFound = errors.New("not found")
+)
+
+// CodeOf returns the *Error code of err, or "".
+func CodeOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+var (
+	// idRe is what ids (customers, cases, processors, events, assignees) may look like:
+	// CRM ids, UUIDs, emails-as-ids; no spaces, no control or path characters.
+	idRe      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$`)
+	purposeRe = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
+	// categoryRe is a fideslang data category key (user.contact.email, system.operations).
+	categoryRe = purposeRe
+	hashRe     = regexp.MustCompile(`^(sha256:)?[0-9a-f]{64}$`)
+	channelRe  = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
+	versionRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$`)
+)
+
+func validID(kind, id string) error {
+	if !idRe.MatchString(id) {
+		return errf(http.StatusBadRequest, "invalid."+kind, "%s %q is malformed (1-128 of A-Z a-z 0-9 . _ : @ + -, starting alphanumeric)", strings.ReplaceAll(kind, "_", " "), truncate(id))
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
+// normalizeHash returns the notice hash in its canonical "sha256:<hex>" form.
+func normalizeHash(h string) string {
+	h = strings.ToLower(strings.TrimSpace(h))
+	if h != "" && !strings.HasPrefix(h, "sha256:") {
+		h = "sha256:" + h
+	}
+	return h
+}
+
+// NewEventID returns a fresh, time-ordered event id.
+func NewEventID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("ev-%013x-%s", time.Now().UnixMilli(), hex.EncodeToString(b[:]))
+}
+
+// allowedClockSkew is how far in the future a captured_at may be (client clocks drift).
+const allowedClockSkew = 5 * time.Minute

@@ -1,0 +1,128 @@
+package consent
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+func init() { RegisterBackend("postgres", openPostgres) }
+
+// migrationLockID is the advisory lock replicas take while migrating, so that several
+// starting at once apply each migration exactly once.
+const migrationLockID = 0x636f6e73656e74 // "consent"
+
+func openPostgres(ctx context.Context, cfg Config) (Backend, error) {
+	raw, err := cfg.postgresURL()
+	if err != nil {
+		return nil, err
+	}
+	pcfg, err := pgx.ParseConfig(raw)
+	if err != nil {
+		return nil, fmt.Errorf("state.postgres.url: %w", err)
+	}
+	schema := cfg.Postgres.Schema
+	pcfg.RuntimeParams["search_path"] = schema
+	listenCfg := pcfg.Copy()
+	// Named so operators (and the reconnect test) can tell the LISTEN connection apart.
+	listenCfg.RuntimeParams["application_name"] = "consentry-listen-" + schema
+	db := stdlib.OpenDB(*pcfg)
+	db.SetMaxOpenConns(cfg.Postgres.MaxConns)
+	db.SetMaxIdleConns(cfg.Postgres.MaxConns)
+	channel := "consentry_" + schema
+	s := &sqlStore{db: db}
+	s.d = dialect{
+		name:   "postgres",
+		serial: "BIGSERIAL PRIMARY KEY",
+		dollar: true,
+		lockCustomer: func(ctx context.Context, tx *sql.Tx, id string) error {
+			_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, id)
+			return err
+		},
+		// NOTIFY is transactional: listeners hear it only if (and when) the write commits.
+		notify: func(ctx context.Context, tx *sql.Tx, ch Change) error {
+			_, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, channel, ch.Kind+"|"+ch.Key)
+			return err
+		},
+		beginMigrate: func(ctx context.Context, tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLockID)); err != nil {
+				return fmt.Errorf("migration lock: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
+				return fmt.Errorf("create schema %s: %w", schema, err)
+			}
+			return nil
+		},
+		appendMany: func(ctx context.Context, q querier, evs []Event) ([]AppendResult, error) {
+			return pgAppendMany(ctx, q, channel, evs)
+		},
+		watch: func(ctx context.Context, change func(Change), reset func()) error {
+			return listen(ctx, listenCfg, channel, change, reset)
+		},
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("postgres %s:%d: %w", pcfg.Host, pcfg.Port, err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	// Two workers: one batch fills while the other waits for its commit. More would
+	// only split the queue into smaller batches, each paying the WAL flush.
+	s.startGroupCommit(2)
+	return s, nil
+}
+
+// listen holds a dedicated connection LISTENing on channel and reports each change. After
+// every (re)connect it calls reset: notifications sent while not listening are lost, so the
+// caller (re)loads its whole view once the LISTEN is in place.
+func listen(ctx context.Context, cfg *pgx.ConnConfig, channel string, change func(Change), reset func()) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err == nil {
+			_, err = conn.Exec(ctx, `LISTEN `+pgx.Identifier{channel}.Sanitize())
+		}
+		if err == nil {
+			reset()
+			backoff = 100 * time.Millisecond
+			err = receive(ctx, conn, change)
+		}
+		if conn != nil {
+			closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = conn.Close(closeCtx)
+			cancel()
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	return nil
+}
+
+func receive(ctx context.Context, conn *pgx.Conn, change func(Change)) error {
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		kind, key, ok := strings.Cut(n.Payload, "|")
+		if !ok {
+			continue
+		}
+		change(Change{Kind: kind, Key: key})
+	}
+}

@@ -1,0 +1,113 @@
+package consent
+
+import "strings"
+
+// migration is one schema version. The same statements serve both dialects; the few
+// differences are spelled {{SERIAL}} (the ledger sequence column) and per-dialect extras.
+type migration struct {
+	version int
+	sql     string
+	// extra holds dialect-specific statements (dialect name -> statements, each whole:
+	// function bodies contain semicolons).
+	extra map[string][]string
+}
+
+// Times are stored as BIGINT Unix nanoseconds (NULL = none) and lists as JSON text: one
+// representation for both databases, and cheap to load a million rows into the view.
+var migrations = []migration{
+	{version: 1, sql: `
+CREATE TABLE consent_events (
+  seq {{SERIAL}},
+  event_id TEXT NOT NULL UNIQUE,
+  customer_id TEXT NOT NULL,
+  purpose TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  notice_version TEXT NOT NULL DEFAULT '',
+  notice_hash TEXT NOT NULL DEFAULT '',
+  channel TEXT NOT NULL DEFAULT '',
+  captured_at BIGINT NOT NULL,
+  captured_by TEXT NOT NULL DEFAULT '',
+  expires_at BIGINT,
+  reason TEXT NOT NULL DEFAULT '',
+  recorded_at BIGINT NOT NULL,
+  recorded_by TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX consent_events_customer ON consent_events (customer_id, seq);
+CREATE TABLE consent_current (
+  customer_id TEXT NOT NULL,
+  purpose TEXT NOT NULL,
+  status TEXT NOT NULL,
+  notice_version TEXT NOT NULL DEFAULT '',
+  notice_hash TEXT NOT NULL DEFAULT '',
+  channel TEXT NOT NULL DEFAULT '',
+  captured_by TEXT NOT NULL DEFAULT '',
+  granted_at BIGINT,
+  expires_at BIGINT,
+  withdrawn_at BIGINT,
+  event_id TEXT NOT NULL,
+  seq BIGINT NOT NULL,
+  PRIMARY KEY (customer_id, purpose)
+);
+CREATE INDEX consent_current_expiry ON consent_current (expires_at) WHERE status = 'granted';
+CREATE TABLE customers (
+  id TEXT PRIMARY KEY,
+  retention_until BIGINT,
+  erased SMALLINT NOT NULL DEFAULT 0,
+  erased_at BIGINT,
+  updated_at BIGINT NOT NULL,
+  rev BIGINT NOT NULL DEFAULT 1
+);
+CREATE TABLE cases (
+  id TEXT PRIMARY KEY,
+  customer_id TEXT NOT NULL,
+  assignees TEXT NOT NULL,
+  status TEXT NOT NULL,
+  purpose TEXT NOT NULL DEFAULT '',
+  updated_at BIGINT NOT NULL,
+  rev BIGINT NOT NULL DEFAULT 1
+);
+CREATE INDEX cases_customer ON cases (customer_id);
+CREATE TABLE agreements (
+  processor_id TEXT PRIMARY KEY,
+  purposes TEXT NOT NULL,
+  categories TEXT NOT NULL,
+  valid_from BIGINT,
+  valid_until BIGINT,
+  updated_at BIGINT NOT NULL,
+  rev BIGINT NOT NULL DEFAULT 1
+);
+CREATE TABLE expiry_notices (
+  event_id TEXT PRIMARY KEY,
+  notified_at BIGINT NOT NULL
+)`,
+		// The ledger is append-only in the database too, not just by convention.
+		extra: map[string][]string{
+			"sqlite": {
+				`CREATE TRIGGER consent_events_no_update BEFORE UPDATE ON consent_events BEGIN SELECT RAISE(ABORT, 'consent_events is append-only'); END`,
+				`CREATE TRIGGER consent_events_no_delete BEFORE DELETE ON consent_events BEGIN SELECT RAISE(ABORT, 'consent_events is append-only'); END`,
+			},
+			"postgres": {
+				`CREATE FUNCTION consent_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'consent_events is append-only'; END $$`,
+				`CREATE TRIGGER consent_events_no_change BEFORE UPDATE OR DELETE ON consent_events FOR EACH ROW EXECUTE FUNCTION consent_events_append_only()`,
+			},
+		},
+	},
+	// PostgreSQL: the one-round-trip consent write (pgappend.go). SQLite runs in-process
+	// and needs none; the version is recorded there too, so versions mean one schema.
+	{version: 2, extra: map[string][]string{"postgres": {pgAppendFunc}}},
+}
+
+// statements splits a migration's shared SQL into statements (one per ";\n") and adds
+// the dialect's own.
+func (m migration) statements(dialect, serial string) []string {
+	var out []string
+	for _, s := range strings.Split(strings.ReplaceAll(m.sql, "{{SERIAL}}", serial), ";\n") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return append(out, m.extra[dialect]...)
+}
+
+// latestVersion is the schema version this binary writes.
+func latestVersion() int { return migrations[len(migrations)-1].version }

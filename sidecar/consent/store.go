@@ -1,0 +1,378 @@
+package consent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/consentry/consentry/sidecar/enrich"
+	"github.com/consentry/consentry/sidecar/input"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Eraser destroys a customer's data cryptographically (vaultkeys implements it). The
+// consent store calls it when a withdrawal triggers erasure (state.erase_on_withdrawal).
+type Eraser interface {
+	Erase(ctx context.Context, customerID, actor, reason string) error
+}
+
+// Options are the collaborators of a Store.
+type Options struct {
+	Logger *slog.Logger
+	// Eraser is required when erase_on_withdrawal is on (may be set later with SetEraser).
+	Eraser Eraser
+	// HTTPClient sends expiry webhooks (default: a client with the configured timeout).
+	HTTPClient *http.Client
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+	// Purposes, when set, are the valid consent purposes (e.g. the keys of the active
+	// policy's data.consentry.catalog.purposes), taking precedence over state.purposes and
+	// state.purposes_file.
+	Purposes []string
+	// Registry receives the state metrics (consentry_state_*); nil: not exported.
+	Registry prometheus.Registerer
+	// NoBackground disables the expiry sweeper and periodic resync goroutines (CLI, tests
+	// that drive SweepExpiry themselves). Replica notifications are always followed.
+	NoBackground bool
+}
+
+// Store is the consent, case, agreement and customer state: durable in a Backend, served
+// from an in-memory view. It is the pipeline's enrich.Provider.
+type Store struct {
+	cfg      Config
+	be       Backend
+	view     view
+	log      *slog.Logger
+	now      func() time.Time
+	client   *http.Client
+	purposes map[string]bool
+	secret   []byte
+	metrics  *metrics
+
+	mu     sync.Mutex
+	eraser Eraser
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+var _ enrich.Provider = (*Store)(nil)
+
+// Open opens the configured backend (applying migrations), loads the view and starts
+// following changes (other replicas) and the expiry sweeper. Close stops them.
+func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(opts.Purposes) > 0 {
+		cfg.Purposes = opts.Purposes
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	purposes, err := loadPurposes(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, log: opts.Logger, now: opts.Now, client: opts.HTTPClient, purposes: purposes, eraser: opts.Eraser}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.metrics, err = newMetrics(opts.Registry, s); err != nil {
+		return nil, fmt.Errorf("state metrics: %w", err)
+	}
+	s.log = s.log.With("component", "state")
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.client == nil {
+		s.client = &http.Client{Timeout: cfg.Expiry.WebhookTimeout}
+	}
+	if cfg.Expiry.WebhookSecretFile != "" {
+		b, err := os.ReadFile(cfg.Expiry.WebhookSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("state.expiry.webhook_secret_file: %w", err)
+		}
+		s.secret = []byte(trimSpace(string(b)))
+	}
+	if s.be, err = OpenBackend(ctx, cfg); err != nil {
+		return nil, err
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	if err := s.follow(ctx, bg); err != nil {
+		cancel()
+		s.wg.Wait()
+		_ = s.be.Close()
+		return nil, err
+	}
+	if !opts.NoBackground {
+		s.wg.Add(1)
+		go s.sweepLoop(bg)
+		if cfg.Backend != "sqlite" {
+			s.wg.Add(1)
+			go s.resyncLoop(bg)
+		}
+	}
+	return s, nil
+}
+
+// follow starts watching the backend and returns once the view is loaded (the first
+// reset), so that no change between load and LISTEN can be missed.
+func (s *Store) follow(ctx, bg context.Context) error {
+	loaded := make(chan error, 1)
+	var once sync.Once
+	reset := func() {
+		first := false
+		once.Do(func() { first = true })
+		err := s.Reload(bg)
+		if first {
+			loaded <- err
+		} else if err != nil {
+			s.log.Error("state reload failed", "err", err)
+		}
+	}
+	change := func(ch Change) {
+		err := s.refresh(bg, ch)
+		s.metrics.refreshes.WithLabelValues(result(err)).Inc()
+		if err != nil {
+			s.log.Error("state refresh failed", "kind", ch.Kind, "key", ch.Key, "err", err)
+		}
+	}
+	watchDone := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(watchDone)
+		if err := s.be.Watch(bg, change, reset); err != nil {
+			s.log.Error("state watch stopped", "err", err)
+		}
+	}()
+	select {
+	case err := <-loaded:
+		if err != nil {
+			return fmt.Errorf("load state: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return errors.New("load state: no LISTEN connection within 30s")
+	}
+}
+
+// Close stops background work and closes the database.
+func (s *Store) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	return s.be.Close()
+}
+
+// Backend exposes the durable store (benchmarks, tools).
+func (s *Store) Backend() Backend { return s.be }
+
+// SetEraser sets the erasure implementation used when a withdrawal triggers erasure.
+func (s *Store) SetEraser(e Eraser) {
+	s.mu.Lock()
+	s.eraser = e
+	s.mu.Unlock()
+}
+
+// Purposes lists the purposes consent may be recorded for.
+func (s *Store) Purposes() []string {
+	out := make([]string, 0, len(s.purposes))
+	for p := range s.purposes {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Ready reports whether the view is loaded and the database answers (readiness check).
+func (s *Store) Ready(ctx context.Context) error {
+	if !s.view.loaded() {
+		return errors.New("state view not loaded")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := s.be.Ping(ctx); err != nil {
+		return fmt.Errorf("state database: %w", err)
+	}
+	return nil
+}
+
+// Status is the /status section.
+func (s *Store) Status() any {
+	out := map[string]any{"backend": s.cfg.Backend, "loaded": s.view.loaded()}
+	if snap := s.view.snap.Load(); snap != nil {
+		out["view"] = snap.stats()
+	}
+	if ss, ok := s.be.(*sqlStore); ok && ss.group != nil {
+		out["group_commit"] = map[string]int64{"commits": ss.group.batches.Load(), "events": ss.group.events.Load()}
+	}
+	return out
+}
+
+// Reload rebuilds the whole view from the database and swaps it in.
+func (s *Store) Reload(ctx context.Context) error {
+	v := &s.view
+	v.reloadMu.Lock()
+	defer v.reloadMu.Unlock()
+	v.mu.Lock()
+	v.reloading, v.pending = true, map[Change]struct{}{}
+	v.mu.Unlock()
+	l := &loader{snap: newSnapshot(), intern: newInterner()}
+	err := s.be.Load(ctx, l)
+	if s.metrics != nil {
+		s.metrics.reloads.WithLabelValues(result(err)).Inc()
+	}
+	if err == nil {
+		l.finish()
+		v.snap.Store(l.snap)
+	}
+	v.mu.Lock()
+	pending := v.pending
+	v.reloading, v.pending = false, nil
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for ch := range pending {
+		if err := s.refresh(ctx, ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refresh re-reads one entity from the database into the view.
+func (s *Store) refresh(ctx context.Context, ch Change) error {
+	switch ch.Kind {
+	case ChangeCustomer:
+		cust, cur, rev, err := s.be.Customer(ctx, ch.Key)
+		if err != nil {
+			return err
+		}
+		s.view.putCustomer(ch.Key, cust, cur, rev)
+	case ChangeCase:
+		c, rev, err := s.be.Case(ctx, ch.Key)
+		if err != nil {
+			return err
+		}
+		s.view.putCase(ch.Key, c, rev)
+	case ChangeAgreement:
+		a, rev, err := s.be.Agreement(ctx, ch.Key)
+		if err != nil {
+			return err
+		}
+		s.view.putAgreement(ch.Key, a, rev)
+	}
+	return nil
+}
+
+// Enrich implements enrich.Provider from the in-memory view. Before the view is loaded
+// every lookup is reported failed, so policies deny (fail closed).
+func (s *Store) Enrich(_ context.Context, q enrich.Query) (input.Enrichment, error) {
+	snap := s.view.snap.Load()
+	if snap == nil {
+		return input.Enrichment{Consents: []input.Consent{}, Errors: []string{"consent", "case", "agreement", "customer"}}, nil
+	}
+	var e input.Enrichment
+	if q.CustomerID != "" {
+		e.Consents, e.Customer = s.view.customer(snap, q.CustomerID, q.Purpose, s.now().UnixNano(), newArena(1))
+	} else {
+		e.Consents = []input.Consent{}
+	}
+	if q.CaseID != "" {
+		e.Case = s.view.caseByID(snap, q.CaseID)
+	}
+	if q.ProcessorID != "" {
+		e.Agreement = s.view.agreement(snap, q.ProcessorID)
+	}
+	return e, nil
+}
+
+// EnrichBatch implements enrich.Provider: one entry per id, the request's case and
+// agreement looked up once and shared.
+func (s *Store) EnrichBatch(_ context.Context, q enrich.Query, customerIDs []string) (map[string]input.Enrichment, error) {
+	out := make(map[string]input.Enrichment, len(customerIDs))
+	snap := s.view.snap.Load()
+	if snap == nil {
+		for _, id := range customerIDs {
+			out[id] = input.Enrichment{Consents: []input.Consent{}, Errors: []string{"consent", "case", "agreement", "customer"}}
+		}
+		return out, nil
+	}
+	var c *input.Case
+	var a *input.Agreement
+	if q.CaseID != "" {
+		c = s.view.caseByID(snap, q.CaseID)
+	}
+	if q.ProcessorID != "" {
+		a = s.view.agreement(snap, q.ProcessorID)
+	}
+	now := s.now().UnixNano()
+	ar := newArena(len(customerIDs))
+	for _, id := range customerIDs {
+		var e input.Enrichment
+		e.Consents, e.Customer = s.view.customer(snap, id, q.Purpose, now, ar)
+		e.Case, e.Agreement = c, a
+		out[id] = e
+	}
+	return out, nil
+}
+
+// loadPurposes returns the configured purposes or the catalogue's.
+func loadPurposes(cfg Config) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(cfg.Purposes) > 0 {
+		for _, p := range cfg.Purposes {
+			out[p] = true
+		}
+		return out, nil
+	}
+	b, err := os.ReadFile(cfg.PurposesFile)
+	if err != nil {
+		return nil, fmt.Errorf("state.purposes_file: %w (set state.purposes or state.purposes_file)", err)
+	}
+	var doc struct {
+		Purposes  map[string]json.RawMessage `json:"purposes"`
+		Consentry struct {
+			Catalog struct {
+				Purposes map[string]json.RawMessage `json:"purposes"`
+			} `json:"catalog"`
+		} `json:"consentry"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("state.purposes_file: %s: %w", cfg.PurposesFile, err)
+	}
+	ps := doc.Purposes
+	if len(ps) == 0 {
+		ps = doc.Consentry.Catalog.Purposes
+	}
+	if len(ps) == 0 {
+		return nil, fmt.Errorf("state.purposes_file: %s has no purposes", cfg.PurposesFile)
+	}
+	for p := range ps {
+		if !purposeRe.MatchString(p) {
+			return nil, fmt.Errorf("state.purposes_file: purpose %q is not a fideslang data-use key", p)
+		}
+		out[p] = true
+	}
+	return out, nil
+}
+
+func trimSpace(s string) string {
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r' || s[len(s)-1] == ' ') {
+		s = s[:len(s)-1]
+	}
+	return s
+}

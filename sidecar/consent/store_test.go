@@ -1,0 +1,423 @@
+package consent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/consentry/consentry/sidecar/enrich"
+	"github.com/consentry/consentry/sidecar/input"
+)
+
+// The same suite runs against every backend.
+func TestStoreSuite(t *testing.T) {
+	for _, backend := range testBackends {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			t.Run("ledger", func(t *testing.T) { testLedger(t, backend) })
+			t.Run("validation", func(t *testing.T) { testValidation(t, backend) })
+			t.Run("erasure", func(t *testing.T) { testErasure(t, backend) })
+			t.Run("cases_agreements", func(t *testing.T) { testCasesAgreements(t, backend) })
+			t.Run("reopen", func(t *testing.T) { testReopen(t, backend) })
+			t.Run("expiry", func(t *testing.T) { testExpiry(t, backend) })
+			t.Run("concurrent", func(t *testing.T) { testConcurrent(t, backend) })
+			t.Run("append_only", func(t *testing.T) { testAppendOnly(t, backend) })
+		})
+	}
+}
+
+func testLedger(t *testing.T, backend string) {
+	ctx := context.Background()
+	s := openStore(t, testConfig(t, backend), Options{})
+	const purpose = "marketing.communications.email"
+	exp := time.Now().Add(365 * 24 * time.Hour).UTC().Truncate(time.Second)
+	in := grantInput("cust-1", purpose)
+	in.ExpiresAt = &exp
+	in.EventID = "crm-evt-1"
+	res, err := s.Grant(ctx, in, "alice")
+	if err != nil {
+		t.Fatalf("grant: %v", err)
+	}
+	if res.Current.Status != KindGranted || res.Event.Seq == 0 || res.Event.RecordedBy != "alice" || res.Current.NoticeHash != "sha256:"+noticeHash {
+		t.Fatalf("unexpected result %+v", res)
+	}
+	// Visible to decisions at once, with proof.
+	e, err := s.Enrich(ctx, enrich.Query{CustomerID: "cust-1", Purpose: purpose})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.Consents) != 1 || e.Consents[0].Status != input.ConsentGranted || e.Consents[0].EventID != "crm-evt-1" ||
+		e.Consents[0].NoticeVersion != "2026-01" || e.Consents[0].Channel != "web" || e.Consents[0].ExpiresAt == nil || !e.Consents[0].ExpiresAt.Equal(exp) {
+		t.Fatalf("enrich after grant: %+v", e.Consents)
+	}
+	if e.Customer == nil || e.Customer.ID != "cust-1" || e.Customer.Erased {
+		t.Fatalf("customer state after grant: %+v", e.Customer)
+	}
+	// A purpose the consent does not cover sees nothing; a sub-purpose is covered.
+	if e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "cust-1", Purpose: "analytics.reporting"}); len(e.Consents) != 0 {
+		t.Fatalf("unrelated purpose got %+v", e.Consents)
+	}
+	if e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "cust-1", Purpose: purpose + ".weekly"}); len(e.Consents) != 1 {
+		t.Fatalf("sub-purpose not covered: %+v", e.Consents)
+	}
+	// Duplicate event id: refused with the existing event.
+	_, err = s.Grant(ctx, in, "alice")
+	var se *Error
+	if !errors.As(err, &se) || se.Code != "consent.duplicate_event" || se.Status != 409 || se.Event == nil || se.Event.EventID != "crm-evt-1" {
+		t.Fatalf("duplicate: %v", err)
+	}
+	// Withdraw.
+	w, err := s.Withdraw(ctx, ConsentInput{CustomerID: "cust-1", Purpose: purpose, Channel: "email", Reason: "unsubscribe link"}, "bob")
+	if err != nil {
+		t.Fatalf("withdraw: %v", err)
+	}
+	if w.Current.Status != KindWithdrawn || w.Current.WithdrawnAt == nil || w.Current.GrantedAt == nil || w.Erasure != "" {
+		t.Fatalf("withdraw result %+v", w)
+	}
+	e, _ = s.Enrich(ctx, enrich.Query{CustomerID: "cust-1", Purpose: purpose})
+	if len(e.Consents) != 1 || e.Consents[0].Status != input.ConsentWithdrawn || e.Consents[0].WithdrawnAt == nil {
+		t.Fatalf("enrich after withdraw: %+v", e.Consents)
+	}
+	h, err := s.History(ctx, "cust-1")
+	if err != nil || len(h) != 2 || h[0].Kind != KindGranted || h[1].Kind != KindWithdrawn || h[0].Seq >= h[1].Seq || h[1].Reason != "unsubscribe link" {
+		t.Fatalf("history %+v %v", h, err)
+	}
+	cv, err := s.Customer(ctx, "cust-1")
+	if err != nil || len(cv.Consents) != 1 || cv.Consents[0].Status != KindWithdrawn {
+		t.Fatalf("customer view %+v %v", cv, err)
+	}
+	// Unknown customer: no state, empty consents (policies deny customer.unknown).
+	e, _ = s.Enrich(ctx, enrich.Query{CustomerID: "nobody"})
+	if e.Customer != nil || e.Consents == nil || len(e.Consents) != 0 {
+		t.Fatalf("unknown customer: %+v", e)
+	}
+	if _, err := s.Customer(ctx, "nobody"); CodeOf(err) != "customer.not_found" {
+		t.Fatalf("unknown customer read: %v", err)
+	}
+}
+
+func testValidation(t *testing.T, backend string) {
+	ctx := context.Background()
+	s := openStore(t, testConfig(t, backend), Options{})
+	past := time.Now().Add(-time.Hour)
+	future := time.Now().Add(time.Hour)
+	tests := []struct {
+		name string
+		in   func() ConsentInput
+		code string
+	}{
+		{"unknown purpose", func() ConsentInput { return grantInput("c1", "marketing.telepathy") }, "consent.unknown_purpose"},
+		{"missing purpose", func() ConsentInput { return grantInput("c1", "") }, "consent.purpose_missing"},
+		{"malformed customer", func() ConsentInput { return grantInput("../etc/passwd", "analytics.reporting") }, "invalid.customer_id"},
+		{"empty customer", func() ConsentInput { return grantInput("", "analytics.reporting") }, "invalid.customer_id"},
+		{"malformed event id", func() ConsentInput {
+			in := grantInput("c1", "analytics.reporting")
+			in.EventID = "has space"
+			return in
+		}, "invalid.event_id"},
+		{"expiry in the past", func() ConsentInput {
+			in := grantInput("c1", "analytics.reporting")
+			in.ExpiresAt = &past
+			return in
+		}, "consent.expiry_in_past"},
+		{"captured in the future", func() ConsentInput {
+			in := grantInput("c1", "analytics.reporting")
+			f := time.Now().Add(24 * time.Hour)
+			in.CapturedAt = &f
+			return in
+		}, "consent.captured_in_future"},
+		{"no proof", func() ConsentInput {
+			return ConsentInput{CustomerID: "c1", Purpose: "analytics.reporting", Channel: "web"}
+		}, "consent.proof_missing"},
+		{"bad hash", func() ConsentInput {
+			in := grantInput("c1", "analytics.reporting")
+			in.NoticeHash = "md5:abc"
+			return in
+		}, "consent.invalid_notice_hash"},
+		{"bad channel", func() ConsentInput {
+			in := grantInput("c1", "analytics.reporting")
+			in.Channel = "Web Form!"
+			return in
+		}, "consent.invalid_channel"},
+		{"expiry before capture", func() ConsentInput {
+			in := grantInput("c1", "analytics.reporting")
+			c := future.Add(time.Hour)
+			in.CapturedAt, in.ExpiresAt = &c, &future
+			return in
+		}, "consent.captured_in_future"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.Grant(ctx, tc.in(), "alice")
+			var se *Error
+			if !errors.As(err, &se) || se.Code != tc.code || se.Status != 400 {
+				t.Fatalf("got %v, want 400 %s", err, tc.code)
+			}
+		})
+	}
+	if _, err := s.Withdraw(ctx, ConsentInput{CustomerID: "c1", Purpose: "analytics.reporting", ExpiresAt: &future}, "a"); CodeOf(err) != "consent.invalid_withdrawal" {
+		t.Fatalf("withdraw with expiry: %v", err)
+	}
+	// Nothing of the above reached the ledger.
+	if h, _ := s.History(ctx, "c1"); len(h) != 0 {
+		t.Fatalf("rejected input was recorded: %+v", h)
+	}
+}
+
+type recordingEraser struct {
+	mu    sync.Mutex
+	calls []string
+	fail  error
+}
+
+func (r *recordingEraser) Erase(_ context.Context, customerID, actor, reason string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, customerID+"|"+actor+"|"+reason)
+	return r.fail
+}
+
+func testErasure(t *testing.T, backend string) {
+	ctx := context.Background()
+	cfg := testConfig(t, backend)
+	cfg.EraseOnWithdrawal = true
+	cfg.EraseOnWithdrawalPurposes = []string{"marketing"}
+	er := &recordingEraser{}
+	s := openStore(t, cfg, Options{Eraser: er})
+	for _, p := range []string{"marketing.communications.email", "analytics.reporting"} {
+		if _, err := s.Grant(ctx, grantInput("cust-e", p), "alice"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Withdrawal of a purpose outside erase_on_withdrawal_purposes: no erasure.
+	if r, err := s.Withdraw(ctx, ConsentInput{CustomerID: "cust-e", Purpose: "analytics.reporting"}, "alice"); err != nil || r.Erasure != "" {
+		t.Fatalf("withdraw analytics: %+v %v", r, err)
+	}
+	// A failing eraser: withdrawal recorded, error says erasure failed.
+	er.fail = errors.New("vault sealed")
+	_, err := s.Withdraw(ctx, ConsentInput{CustomerID: "cust-e", Purpose: "marketing.communications.email"}, "alice")
+	if CodeOf(err) != "erasure.failed" {
+		t.Fatalf("failing eraser: %v", err)
+	}
+	if e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "cust-e"}); e.Customer.Erased || e.Consents[1].Status != KindWithdrawn {
+		t.Fatalf("after failed erasure: %+v", e)
+	}
+	er.fail = nil
+	r, err := s.Withdraw(ctx, ConsentInput{CustomerID: "cust-e", Purpose: "marketing.communications.email"}, "alice")
+	if err != nil || r.Erasure != "done" {
+		t.Fatalf("withdraw with erasure: %+v %v", r, err)
+	}
+	if len(er.calls) != 2 || !contains(er.calls[1], "cust-e|alice|consent withdrawn for marketing.communications.email") {
+		t.Fatalf("eraser calls %q", er.calls)
+	}
+	e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "cust-e"})
+	if e.Customer == nil || !e.Customer.Erased || e.Customer.ErasedAt == nil {
+		t.Fatalf("customer not erased in view: %+v", e.Customer)
+	}
+	first := *e.Customer.ErasedAt
+	// After erasure: grants refused, withdrawals recorded, erased_at kept.
+	if _, err := s.Grant(ctx, grantInput("cust-e", "analytics.reporting"), "alice"); CodeOf(err) != "customer.erased" {
+		t.Fatalf("grant after erasure: %v", err)
+	}
+	if _, err := s.Withdraw(ctx, ConsentInput{CustomerID: "cust-e", Purpose: "analytics.reporting"}, "alice"); err != nil && CodeOf(err) != "erasure.failed" {
+		t.Fatalf("withdraw after erasure: %v", err)
+	}
+	if c, err := s.MarkErased(ctx, "cust-e", time.Now().Add(time.Hour)); err != nil || !c.ErasedAt.Equal(first) {
+		t.Fatalf("second MarkErased changed erased_at: %+v %v", c, err)
+	}
+	// MarkErased for a customer the store never saw creates its erased state.
+	if c, err := s.MarkErased(ctx, "cust-unseen", time.Now()); err != nil || !c.Erased {
+		t.Fatalf("MarkErased unknown: %+v %v", c, err)
+	}
+	if e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "cust-unseen"}); e.Customer == nil || !e.Customer.Erased {
+		t.Fatalf("unseen erased customer: %+v", e.Customer)
+	}
+	// Retention update never un-erases.
+	ret := time.Now().Add(48 * time.Hour)
+	if c, err := s.PutCustomer(ctx, Customer{ID: "cust-e", RetentionUntil: &ret}); err != nil || !c.Erased {
+		t.Fatalf("put customer on erased: %+v %v", c, err)
+	}
+	// Erasure configured but no eraser: the withdrawal is recorded and the error is clear.
+	s.SetEraser(nil)
+	if _, err := s.Grant(ctx, grantInput("cust-f", "marketing.communications.email"), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Withdraw(ctx, ConsentInput{CustomerID: "cust-f", Purpose: "marketing.communications.email"}, "a"); CodeOf(err) != "erasure.unavailable" {
+		t.Fatalf("no eraser: %v", err)
+	}
+}
+
+func testCasesAgreements(t *testing.T, backend string) {
+	ctx := context.Background()
+	s := openStore(t, testConfig(t, backend), Options{})
+	c, err := s.PutCase(ctx, Case{ID: "CASE-1", CustomerID: "cust-1", Assignees: []string{"alice", "bob"}, Purpose: "essential.service.operations.support"})
+	if err != nil || c.Status != CaseOpen {
+		t.Fatalf("put case %+v %v", c, err)
+	}
+	from := time.Now().Add(-time.Hour).UTC().Truncate(time.Microsecond)
+	until := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Microsecond)
+	if _, err := s.PutAgreement(ctx, Agreement{ProcessorID: "mailer", Purposes: []string{"marketing.communications.email"},
+		Categories: []string{"user.contact.email", "user.name"}, ValidFrom: &from, ValidUntil: &until}); err != nil {
+		t.Fatal(err)
+	}
+	ret := time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Microsecond)
+	if _, err := s.PutCustomer(ctx, Customer{ID: "cust-1", RetentionUntil: &ret}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.Enrich(ctx, enrich.Query{CustomerID: "cust-1", CaseID: "CASE-1", ProcessorID: "mailer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Case == nil || e.Case.Status != "open" || len(e.Case.Assignees) != 2 || e.Case.CustomerID != "cust-1" {
+		t.Fatalf("case %+v", e.Case)
+	}
+	if e.Agreement == nil || e.Agreement.ValidUntil == nil || !e.Agreement.ValidUntil.Equal(until) || e.Agreement.Categories[0] != "user.contact.email" {
+		t.Fatalf("agreement %+v", e.Agreement)
+	}
+	if e.Customer == nil || e.Customer.RetentionUntil == nil || !e.Customer.RetentionUntil.Equal(ret) {
+		t.Fatalf("customer %+v", e.Customer)
+	}
+	// Close the case: visible at once.
+	c.Status = CaseClosed
+	if _, err := s.PutCase(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := s.Enrich(ctx, enrich.Query{CaseID: "CASE-1"}); e.Case.Status != "closed" {
+		t.Fatalf("closed case %+v", e.Case)
+	}
+	// Batch: every id has an entry; unknown ones have a nil customer; case shared.
+	b, err := s.EnrichBatch(ctx, enrich.Query{CaseID: "CASE-1"}, []string{"cust-1", "cust-x"})
+	if err != nil || len(b) != 2 || b["cust-1"].Customer == nil || b["cust-x"].Customer != nil || b["cust-x"].Case == nil {
+		t.Fatalf("batch %+v %v", b, err)
+	}
+	bad := []struct {
+		name string
+		err  error
+		code string
+	}{
+		{"case status", func() error { _, err := s.PutCase(ctx, Case{ID: "C2", CustomerID: "c", Status: "pending"}); return err }(), "case.invalid_status"},
+		{"case id", func() error { _, err := s.PutCase(ctx, Case{ID: "C 2", CustomerID: "c"}); return err }(), "invalid.case_id"},
+		{"assignee", func() error {
+			_, err := s.PutCase(ctx, Case{ID: "C2", CustomerID: "c", Assignees: []string{""}})
+			return err
+		}(), "invalid.assignee"},
+		{"agreement unbounded", func() error {
+			_, err := s.PutAgreement(ctx, Agreement{ProcessorID: "p", Purposes: []string{"third_party_sharing"}, Categories: []string{"user.name"}})
+			return err
+		}(), "agreement.unbounded"},
+		{"agreement purpose", func() error {
+			_, err := s.PutAgreement(ctx, Agreement{ProcessorID: "p", Purposes: []string{"spam"}, Categories: []string{"user.name"}, ValidUntil: &until})
+			return err
+		}(), "agreement.unknown_purpose"},
+		{"agreement period", func() error {
+			_, err := s.PutAgreement(ctx, Agreement{ProcessorID: "p", Purposes: []string{"third_party_sharing"}, Categories: []string{"user.name"}, ValidFrom: &until, ValidUntil: &from})
+			return err
+		}(), "agreement.invalid_period"},
+		{"agreement category", func() error {
+			_, err := s.PutAgreement(ctx, Agreement{ProcessorID: "p", Purposes: []string{"third_party_sharing"}, Categories: []string{"User Email"}, ValidUntil: &until})
+			return err
+		}(), "agreement.invalid_category"},
+	}
+	for _, tc := range bad {
+		if CodeOf(tc.err) != tc.code || !IsClientError(tc.err) {
+			t.Errorf("%s: got %v, want %s", tc.name, tc.err, tc.code)
+		}
+	}
+	if _, err := s.Case(ctx, "nope"); CodeOf(err) != "case.not_found" {
+		t.Fatalf("missing case: %v", err)
+	}
+	if _, err := s.Agreement(ctx, "nope"); CodeOf(err) != "agreement.not_found" {
+		t.Fatalf("missing agreement: %v", err)
+	}
+}
+
+// testReopen: everything acknowledged is there after a restart (view rebuilt from the DB).
+func testReopen(t *testing.T, backend string) {
+	ctx := context.Background()
+	cfg := testConfig(t, backend)
+	s, err := Open(ctx, cfg, Options{Logger: quietLogger(), NoBackground: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := s.Grant(ctx, grantInput(fmt.Sprintf("cust-%02d", i), "analytics.reporting"), "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Withdraw(ctx, ConsentInput{CustomerID: "cust-07", Purpose: "analytics.reporting"}, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutCase(ctx, Case{ID: "K1", CustomerID: "cust-01", Assignees: []string{"alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openStore(t, sameDB(cfg), Options{})
+	st := s2.Status().(map[string]any)["view"].(map[string]int64)
+	if st["customers"] != 20 || st["consents"] != 20 || st["cases"] != 1 {
+		t.Fatalf("reloaded view %+v", st)
+	}
+	e, _ := s2.Enrich(ctx, enrich.Query{CustomerID: "cust-07", CaseID: "K1"})
+	if len(e.Consents) != 1 || e.Consents[0].Status != KindWithdrawn || e.Case == nil {
+		t.Fatalf("after reopen %+v", e)
+	}
+	if v, err := s2.be.(*sqlStore).SchemaVersion(ctx); err != nil || v != latestVersion() {
+		t.Fatalf("schema version %d %v", v, err)
+	}
+}
+
+func testConcurrent(t *testing.T, backend string) {
+	ctx := context.Background()
+	s := openStore(t, testConfig(t, backend), Options{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 10; i++ {
+				in := grantInput("cust-c", "analytics.reporting")
+				if i%2 == 1 {
+					_, err := s.Withdraw(ctx, ConsentInput{CustomerID: "cust-c", Purpose: "analytics.reporting"}, "w")
+					errs <- err
+					continue
+				}
+				_, err := s.Grant(ctx, in, "w")
+				errs <- err
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, _ := s.History(ctx, "cust-c")
+	cv, _ := s.Customer(ctx, "cust-c")
+	e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "cust-c"})
+	last := h[len(h)-1]
+	if len(h) != 40 || cv.Consents[0].EventID != last.EventID || e.Consents[0].EventID != last.EventID {
+		t.Fatalf("current state is not the last event: history %d last %s db %s view %s", len(h), last.EventID, cv.Consents[0].EventID, e.Consents[0].EventID)
+	}
+}
+
+func testAppendOnly(t *testing.T, backend string) {
+	ctx := context.Background()
+	s := openStore(t, testConfig(t, backend), Options{})
+	if _, err := s.Grant(ctx, grantInput("cust-a", "analytics.reporting"), "a"); err != nil {
+		t.Fatal(err)
+	}
+	db := s.be.(*sqlStore).db
+	if _, err := db.ExecContext(ctx, `UPDATE consent_events SET kind = 'withdrawn'`); err == nil || !contains(err.Error(), "append-only") {
+		t.Fatalf("update of the ledger allowed: %v", err)
+	}
+	if _, err := db.ExecContext(ctx, `DELETE FROM consent_events`); err == nil || !contains(err.Error(), "append-only") {
+		t.Fatalf("delete from the ledger allowed: %v", err)
+	}
+}

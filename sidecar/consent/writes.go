@@ -1,0 +1,348 @@
+package consent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+)
+
+// ConsentInput is a consent event as clients send it (admin API, CLI, CSV import).
+type ConsentInput struct {
+	// EventID is optional; a client-chosen id makes retries detectable (a second event with
+	// the same id is refused as a duplicate).
+	EventID       string     `json:"event_id,omitempty"`
+	CustomerID    string     `json:"customer_id"`
+	Purpose       string     `json:"purpose"`
+	NoticeVersion string     `json:"notice_version,omitempty"`
+	NoticeHash    string     `json:"notice_hash,omitempty"`
+	Channel       string     `json:"channel,omitempty"`
+	CapturedAt    *time.Time `json:"captured_at,omitempty"`
+	CapturedBy    string     `json:"captured_by,omitempty"`
+	ExpiresAt     *time.Time `json:"expires_at,omitempty"`
+	Reason        string     `json:"reason,omitempty"`
+}
+
+// Result is the outcome of a recorded consent event.
+type Result struct {
+	Event   Event   `json:"event"`
+	Current Current `json:"current"`
+	// Erasure is set when the withdrawal triggered erasure: "done" or "failed".
+	Erasure string `json:"erasure,omitempty"`
+}
+
+func bad(code, format string, args ...any) *Error {
+	return errf(http.StatusBadRequest, code, format, args...)
+}
+
+// event validates in and builds the ledger event of kind.
+func (s *Store) event(kind string, in ConsentInput, actor string, now time.Time) (Event, error) {
+	if err := validID("customer_id", in.CustomerID); err != nil {
+		return Event{}, err
+	}
+	ev := Event{Kind: kind, EventID: in.EventID, CustomerID: in.CustomerID, Purpose: in.Purpose, Channel: in.Channel,
+		CapturedBy: in.CapturedBy, Reason: in.Reason, RecordedAt: now.UTC(), RecordedBy: actor}
+	if ev.EventID == "" {
+		ev.EventID = NewEventID()
+	} else if err := validID("event_id", ev.EventID); err != nil {
+		return Event{}, err
+	}
+	if in.Purpose == "" {
+		return Event{}, bad("consent.purpose_missing", "purpose is required")
+	}
+	if !s.purposes[in.Purpose] {
+		return Event{}, bad("consent.unknown_purpose", "purpose %q is not in the catalogue (known: %s)", truncate(in.Purpose), strings.Join(s.Purposes(), ", "))
+	}
+	if ev.Channel != "" && !channelRe.MatchString(ev.Channel) {
+		return Event{}, bad("consent.invalid_channel", "channel %q must be a short lowercase word (web, email, phone, paper, import, ...)", truncate(ev.Channel))
+	}
+	if ev.CapturedBy == "" {
+		ev.CapturedBy = actor
+	}
+	if len(ev.CapturedBy) > 256 || len(ev.Reason) > 2000 {
+		return Event{}, bad("consent.too_long", "captured_by (256) or reason (2000 characters) too long")
+	}
+	ev.CapturedAt = now.UTC()
+	if in.CapturedAt != nil {
+		if in.CapturedAt.After(now.Add(allowedClockSkew)) {
+			return Event{}, bad("consent.captured_in_future", "captured_at %s is in the future", in.CapturedAt.Format(time.RFC3339))
+		}
+		ev.CapturedAt = in.CapturedAt.UTC()
+	}
+	switch kind {
+	case KindGranted:
+		if in.NoticeVersion == "" || in.NoticeHash == "" || in.Channel == "" {
+			return Event{}, bad("consent.proof_missing", "a grant needs its proof: notice_version, notice_hash and channel")
+		}
+		if !versionRe.MatchString(in.NoticeVersion) {
+			return Event{}, bad("consent.invalid_notice_version", "notice_version %q is malformed", truncate(in.NoticeVersion))
+		}
+		if !hashRe.MatchString(strings.ToLower(in.NoticeHash)) {
+			return Event{}, bad("consent.invalid_notice_hash", "notice_hash must be the notice's SHA-256 (64 hex digits, optionally prefixed sha256:)")
+		}
+		ev.NoticeVersion, ev.NoticeHash = in.NoticeVersion, normalizeHash(in.NoticeHash)
+		if in.ExpiresAt != nil {
+			if !in.ExpiresAt.After(now) {
+				return Event{}, bad("consent.expiry_in_past", "expires_at %s is not in the future", in.ExpiresAt.Format(time.RFC3339))
+			}
+			if !in.ExpiresAt.After(ev.CapturedAt) {
+				return Event{}, bad("consent.expiry_before_capture", "expires_at is before captured_at")
+			}
+			t := in.ExpiresAt.UTC()
+			ev.ExpiresAt = &t
+		}
+	case KindWithdrawn:
+		if in.ExpiresAt != nil || in.NoticeHash != "" || in.NoticeVersion != "" {
+			return Event{}, bad("consent.invalid_withdrawal", "a withdrawal carries no notice or expiry")
+		}
+	}
+	return ev, nil
+}
+
+// Grant records a consent grant.
+func (s *Store) Grant(ctx context.Context, in ConsentInput, actor string) (Result, error) {
+	ev, err := s.event(KindGranted, in, actor, s.now())
+	if err != nil {
+		return Result{}, err
+	}
+	return s.record(ctx, ev)
+}
+
+// Withdraw records a withdrawal (accepted for erased customers too) and, when configured,
+// triggers erasure. When erasure fails the withdrawal stays recorded and the error says so.
+func (s *Store) Withdraw(ctx context.Context, in ConsentInput, actor string) (Result, error) {
+	ev, err := s.event(KindWithdrawn, in, actor, s.now())
+	if err != nil {
+		return Result{}, err
+	}
+	res, err := s.record(ctx, ev)
+	if err != nil || !s.erasesOn(ev.Purpose) {
+		return res, err
+	}
+	s.mu.Lock()
+	eraser := s.eraser
+	s.mu.Unlock()
+	reason := fmt.Sprintf("consent withdrawn for %s (event %s)", ev.Purpose, ev.EventID)
+	if eraser == nil {
+		res.Erasure = "failed"
+		return res, errf(http.StatusServiceUnavailable, "erasure.unavailable", "withdrawal recorded, but erase_on_withdrawal is on and no eraser is configured")
+	}
+	if err := eraser.Erase(ctx, ev.CustomerID, actor, reason); err != nil {
+		res.Erasure = "failed"
+		s.log.Error("erasure after withdrawal failed", "customer_id", ev.CustomerID, "event_id", ev.EventID, "err", err)
+		return res, errf(http.StatusBadGateway, "erasure.failed", "withdrawal recorded, but erasure failed: %v", err)
+	}
+	if _, err := s.MarkErased(ctx, ev.CustomerID, s.now()); err != nil {
+		res.Erasure = "failed"
+		return res, err
+	}
+	res.Erasure = "done"
+	return res, nil
+}
+
+func (s *Store) erasesOn(purpose string) bool {
+	if !s.cfg.EraseOnWithdrawal {
+		return false
+	}
+	if len(s.cfg.EraseOnWithdrawalPurposes) == 0 {
+		return true
+	}
+	for _, p := range s.cfg.EraseOnWithdrawalPurposes {
+		if covers(p, purpose) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Store) record(ctx context.Context, ev Event) (Result, error) {
+	res, err := s.be.Append(ctx, []Event{ev})
+	if err != nil {
+		return Result{}, fmt.Errorf("record consent: %w", err)
+	}
+	r := res[0]
+	s.metrics.writes.WithLabelValues(ev.Kind, result(r.Err)).Inc()
+	if r.Err != nil {
+		return Result{Event: r.Event}, r.Err
+	}
+	s.view.putConsent(r.Current, r.Seq, r.Customer, r.CustRev)
+	s.log.Info("consent recorded", "event_id", r.Event.EventID, "customer_id", ev.CustomerID, "purpose", ev.Purpose, "kind", ev.Kind, "seq", r.Seq, "actor", ev.RecordedBy)
+	return Result{Event: r.Event, Current: r.Current}, nil
+}
+
+// History returns a customer's consent ledger, oldest first.
+func (s *Store) History(ctx context.Context, customerID string) ([]Event, error) {
+	if err := validID("customer_id", customerID); err != nil {
+		return nil, err
+	}
+	return s.be.History(ctx, customerID, 0)
+}
+
+// CustomerView is a customer's state with its current consents, as the admin API shows it.
+type CustomerView struct {
+	Customer Customer  `json:"customer"`
+	Consents []Current `json:"consents"`
+}
+
+// Customer reads a customer's state and consents from the database.
+func (s *Store) Customer(ctx context.Context, id string) (CustomerView, error) {
+	if err := validID("customer_id", id); err != nil {
+		return CustomerView{}, err
+	}
+	c, cur, _, err := s.be.Customer(ctx, id)
+	if err != nil {
+		return CustomerView{}, err
+	}
+	if c == nil {
+		return CustomerView{}, errf(http.StatusNotFound, "customer.not_found", "customer %q is unknown", id)
+	}
+	if cur == nil {
+		cur = []Current{}
+	}
+	return CustomerView{Customer: *c, Consents: cur}, nil
+}
+
+// PutCustomer creates or updates a customer's retention deadline (it never un-erases).
+func (s *Store) PutCustomer(ctx context.Context, c Customer) (Customer, error) {
+	if err := validID("customer_id", c.ID); err != nil {
+		return Customer{}, err
+	}
+	c.UpdatedAt = s.now().UTC()
+	out, rev, err := s.be.PutCustomer(ctx, c)
+	if err != nil {
+		return Customer{}, err
+	}
+	s.applyCustomer(ctx, out.ID, rev)
+	return out, nil
+}
+
+// MarkErased records that a customer's data was erased (the erasure flow calls it after
+// destroying the keys). From then on grants are refused and decisions deny.
+func (s *Store) MarkErased(ctx context.Context, customerID string, at time.Time) (Customer, error) {
+	if err := validID("customer_id", customerID); err != nil {
+		return Customer{}, err
+	}
+	out, rev, err := s.be.MarkErased(ctx, customerID, at.UTC())
+	if err != nil {
+		return Customer{}, err
+	}
+	s.applyCustomer(ctx, customerID, rev)
+	s.log.Info("customer marked erased", "customer_id", customerID, "erased_at", out.ErasedAt)
+	return out, nil
+}
+
+// applyCustomer makes a customer state change visible on this node before returning.
+func (s *Store) applyCustomer(ctx context.Context, id string, _ int64) {
+	if err := s.refresh(ctx, Change{Kind: ChangeCustomer, Key: id}); err != nil {
+		// The write is durable; the watcher or the next resync brings the view up to date.
+		s.log.Error("state refresh after write failed", "customer_id", id, "err", err)
+	}
+}
+
+// PutCase creates or replaces a case.
+func (s *Store) PutCase(ctx context.Context, c Case) (Case, error) {
+	if err := validID("case_id", c.ID); err != nil {
+		return Case{}, err
+	}
+	if err := validID("customer_id", c.CustomerID); err != nil {
+		return Case{}, err
+	}
+	if c.Status == "" {
+		c.Status = CaseOpen
+	}
+	if c.Status != CaseOpen && c.Status != CaseClosed {
+		return Case{}, bad("case.invalid_status", "status must be open or closed, not %q", truncate(c.Status))
+	}
+	if c.Assignees == nil {
+		c.Assignees = []string{}
+	}
+	for _, a := range c.Assignees {
+		if err := validID("assignee", a); err != nil {
+			return Case{}, err
+		}
+	}
+	if c.Purpose != "" && !s.purposes[c.Purpose] {
+		return Case{}, bad("case.unknown_purpose", "purpose %q is not in the catalogue", truncate(c.Purpose))
+	}
+	c.UpdatedAt = s.now().UTC()
+	rev, err := s.be.PutCase(ctx, c)
+	if err != nil {
+		return Case{}, err
+	}
+	s.view.putCase(c.ID, &c, rev)
+	return c, nil
+}
+
+// Case reads a case from the database.
+func (s *Store) Case(ctx context.Context, id string) (Case, error) {
+	if err := validID("case_id", id); err != nil {
+		return Case{}, err
+	}
+	c, _, err := s.be.Case(ctx, id)
+	if err != nil {
+		return Case{}, err
+	}
+	if c == nil {
+		return Case{}, errf(http.StatusNotFound, "case.not_found", "case %q is unknown", id)
+	}
+	return *c, nil
+}
+
+// PutAgreement creates or replaces a processor agreement.
+func (s *Store) PutAgreement(ctx context.Context, a Agreement) (Agreement, error) {
+	if err := validID("processor_id", a.ProcessorID); err != nil {
+		return Agreement{}, err
+	}
+	if len(a.Purposes) == 0 || len(a.Categories) == 0 {
+		return Agreement{}, bad("agreement.incomplete", "an agreement names at least one purpose and one data category")
+	}
+	for _, p := range a.Purposes {
+		if !s.purposes[p] {
+			return Agreement{}, bad("agreement.unknown_purpose", "purpose %q is not in the catalogue", truncate(p))
+		}
+	}
+	for _, c := range a.Categories {
+		if !categoryRe.MatchString(c) {
+			return Agreement{}, bad("agreement.invalid_category", "data category %q is not a fideslang key (e.g. user.contact.email)", truncate(c))
+		}
+	}
+	if a.ValidUntil == nil {
+		return Agreement{}, bad("agreement.unbounded", "valid_until is required: an agreement without an end date is not accepted")
+	}
+	if a.ValidFrom != nil && !a.ValidUntil.After(*a.ValidFrom) {
+		return Agreement{}, bad("agreement.invalid_period", "valid_until must be after valid_from")
+	}
+	sort.Strings(a.Purposes)
+	sort.Strings(a.Categories)
+	a.UpdatedAt = s.now().UTC()
+	rev, err := s.be.PutAgreement(ctx, a)
+	if err != nil {
+		return Agreement{}, err
+	}
+	s.view.putAgreement(a.ProcessorID, &a, rev)
+	return a, nil
+}
+
+// Agreement reads a processor agreement from the database.
+func (s *Store) Agreement(ctx context.Context, processorID string) (Agreement, error) {
+	if err := validID("processor_id", processorID); err != nil {
+		return Agreement{}, err
+	}
+	a, _, err := s.be.Agreement(ctx, processorID)
+	if err != nil {
+		return Agreement{}, err
+	}
+	if a == nil {
+		return Agreement{}, errf(http.StatusNotFound, "agreement.not_found", "no agreement for processor %q", processorID)
+	}
+	return *a, nil
+}
+
+// IsClientError reports whether err is the caller's fault (4xx).
+func IsClientError(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status >= 400 && e.Status < 500
+}

@@ -1,0 +1,237 @@
+// Package engine evaluates consentry's single policy query (data.consentry.decision) with the
+// OPA v1 rego package. It compiles a PolicySet strictly (schema type-checked, restricted
+// capabilities), keeps one prepared query and swaps it atomically when policies change, bounds
+// every evaluation by a deadline, and turns every failure into a coded deny: an evaluation
+// error, an undefined decision or a malformed one is never an allow and never a panic.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/print"
+
+	"github.com/consentry/consentry/sidecar/decision"
+	"github.com/consentry/consentry/sidecar/input"
+)
+
+// Engine evaluates decisions. It is safe for concurrent use.
+type Engine struct {
+	cfg    Config
+	log    *slog.Logger
+	active atomic.Pointer[prepared]
+}
+
+// prepared is one compiled policy revision. In-flight evaluations keep the pointer they
+// started with, so a swap never changes the policy under a running request.
+type prepared struct {
+	query    rego.PreparedEvalQuery
+	revision string
+	bundles  map[string]string
+	loadedAt time.Time
+}
+
+// Result is one decision with the policy revision that made it.
+type Result struct {
+	Decision *decision.Decision
+	// Revision and Bundles identify the policy that decided.
+	Revision string
+	Bundles  map[string]string
+	// EvalNS is the evaluation time in nanoseconds.
+	EvalNS int64
+}
+
+// New returns an engine with no policy loaded: until Load succeeds every decision is a deny
+// with engine.not_ready (503).
+func New(cfg Config, log *slog.Logger) *Engine {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Engine{cfg: cfg.WithDefaults(), log: log}
+}
+
+// Ready reports whether a policy is active.
+func (e *Engine) Ready() bool { return e.active.Load() != nil }
+
+// Revision returns the active revision and bundles ("" when none is active).
+func (e *Engine) Revision() (string, map[string]string) {
+	p := e.active.Load()
+	if p == nil {
+		return "", nil
+	}
+	return p.revision, p.bundles
+}
+
+// Load compiles ps and, only if it compiles, makes it the active policy. A failed Load leaves
+// the previous policy active.
+func (e *Engine) Load(ctx context.Context, ps *PolicySet) error {
+	p, err := e.compile(ctx, ps)
+	if err != nil {
+		return err
+	}
+	e.active.Store(p)
+	e.log.Debug("policy activated", "revision", p.revision, "bundles", p.bundles, "modules", len(ps.Modules))
+	return nil
+}
+
+// Check compiles ps without activating it (used by `bundle build` and tests).
+func (e *Engine) Check(ctx context.Context, ps *PolicySet) error {
+	_, err := e.compile(ctx, ps)
+	return err
+}
+
+func (e *Engine) compile(ctx context.Context, ps *PolicySet) (*prepared, error) {
+	modules, err := ps.ParseModules()
+	if err != nil {
+		return nil, err
+	}
+	opts := e.regoOptions(ps, modules)
+	pq, err := rego.New(opts...).PrepareForEval(ctx)
+	if err != nil {
+		return nil, &CompileError{Errs: astErrors(err)}
+	}
+	rev := ps.Revision
+	if rev == "" {
+		rev = noRevisionID
+	}
+	return &prepared{query: pq, revision: rev, bundles: ps.Bundles, loadedAt: time.Now()}, nil
+}
+
+func (e *Engine) regoOptions(ps *PolicySet, modules map[string]*ast.Module) []func(*rego.Rego) {
+	data := ps.Data
+	if data == nil {
+		data = map[string]any{}
+	}
+	opts := []func(*rego.Rego){
+		rego.Query(decision.Query),
+		rego.SetRegoVersion(ast.RegoV1),
+		rego.Store(inmem.NewFromObject(data)),
+		rego.Capabilities(e.capabilities()),
+		rego.Strict(true),
+		rego.StrictBuiltinErrors(!e.cfg.NonStrictBuiltinErrors),
+		rego.EnablePrintStatements(true),
+		rego.PrintHook(printHook{log: e.log}),
+	}
+	if len(ps.Schemas) > 0 {
+		opts = append(opts, rego.Schemas(ps.SchemaSet()))
+	}
+	for _, m := range modules {
+		opts = append(opts, rego.ParsedModule(m))
+	}
+	return opts
+}
+
+// capabilities removes the built-ins that must not run on the hot path unless configured.
+func (e *Engine) capabilities() *ast.Capabilities {
+	return RestrictedCapabilities(e.cfg)
+}
+
+// RestrictedCapabilities returns OPA's capabilities less http.send, net.* and opa.runtime
+// (each unless allowed by cfg). Exported so `bundle build` checks against the same set.
+func RestrictedCapabilities(cfg Config) *ast.Capabilities {
+	caps := ast.CapabilitiesForThisVersion()
+	kept := caps.Builtins[:0:0]
+	for _, b := range caps.Builtins {
+		switch {
+		case b.Name == "http.send" && !cfg.AllowHTTPSend:
+			continue
+		case strings.HasPrefix(b.Name, "net.") && !cfg.AllowNet:
+			continue
+		case b.Name == "opa.runtime" && !cfg.AllowRuntime:
+			continue
+		}
+		kept = append(kept, b)
+	}
+	caps.Builtins = kept
+	return caps
+}
+
+// Decide evaluates the decision for in. It always returns a Result with a usable Decision:
+// on any failure the Decision is a deny carrying the failure's reason code, and the error
+// (an *Error) says what went wrong.
+func (e *Engine) Decide(ctx context.Context, in *input.Input) (*Result, error) {
+	res, err := e.decide(ctx, in, nil)
+	if err != nil {
+		var ce *Error
+		if !errors.As(err, &ce) {
+			ce = codedError(decision.ReasonEngineError, http.StatusServiceUnavailable, err)
+		}
+		res.Decision = denyFor(ce)
+		return res, ce
+	}
+	return res, nil
+}
+
+func (e *Engine) decide(ctx context.Context, in *input.Input, tracer topdown.QueryTracer) (res *Result, err error) {
+	res = &Result{}
+	p := e.active.Load()
+	if p == nil {
+		return res, codedError(decision.ReasonEngineNotReady, http.StatusServiceUnavailable, errors.New("no policy is active"))
+	}
+	res.Revision, res.Bundles = p.revision, p.bundles
+	if in == nil {
+		return res, codedError(decision.ReasonEngineError, http.StatusBadRequest, errors.New("no input"))
+	}
+	ctx, cancel := e.bound(ctx)
+	defer cancel()
+	// A panic inside evaluation (a bug in a built-in, say) must not take the sidecar down.
+	defer func() {
+		if r := recover(); r != nil {
+			err = codedError(decision.ReasonEngineError, http.StatusServiceUnavailable, fmt.Errorf("evaluation panicked: %v", r))
+		}
+	}()
+	evalOpts := []rego.EvalOption{rego.EvalParsedInput(in.ToValue())}
+	if tracer != nil {
+		evalOpts = append(evalOpts, rego.EvalQueryTracer(tracer))
+	}
+	start := time.Now()
+	rs, err := p.query.Eval(ctx, evalOpts...)
+	res.EvalNS = time.Since(start).Nanoseconds()
+	if err != nil {
+		if ctx.Err() != nil || topdown.IsCancel(err) {
+			return res, codedError(decision.ReasonEngineTimeout, http.StatusServiceUnavailable, fmt.Errorf("evaluation did not finish in time: %w", err))
+		}
+		return res, codedError(decision.ReasonEngineError, http.StatusServiceUnavailable, fmt.Errorf("evaluation failed: %w", err))
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return res, codedError(decision.ReasonEngineUndefined, http.StatusServiceUnavailable, fmt.Errorf("%s is undefined", decision.Query))
+	}
+	d, err := decision.FromResult(rs[0].Expressions[0].Value)
+	if err != nil {
+		return res, codedError(decision.ReasonEngineInvalid, http.StatusServiceUnavailable, err)
+	}
+	res.Decision = d
+	return res, nil
+}
+
+// bound applies the configured timeout unless the caller's deadline is earlier.
+func (e *Engine) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= e.cfg.Timeout {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, e.cfg.Timeout)
+}
+
+// printHook sends print() output to the structured log with its source location.
+type printHook struct{ log *slog.Logger }
+
+var _ print.Hook = printHook{}
+
+func (h printHook) Print(pc print.Context, msg string) error {
+	loc := ""
+	if pc.Location != nil {
+		loc = fmt.Sprintf("%s:%d", pc.Location.File, pc.Location.Row)
+	}
+	h.log.Info("policy print", "location", loc, "message", msg)
+	return nil
+}

@@ -1,0 +1,285 @@
+package envoy
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/consentry/consentry/sidecar/audit"
+	"github.com/consentry/consentry/sidecar/input"
+	"github.com/consentry/consentry/sidecar/pipeline"
+)
+
+// FrontDoor is the name this door gives itself in inputs and the decision log.
+const FrontDoor = "ext_authz"
+
+// MetadataNamespace is the dynamic metadata namespace Envoy stores the decision under (the
+// filter's own namespace, envoy.filters.http.ext_authz, when emitted by ext_authz).
+const MetadataNamespace = "consentry"
+
+// Checker is the pipeline as this door uses it.
+type Checker interface {
+	Check(ctx context.Context, req *pipeline.Request) *pipeline.Outcome
+	Record(ctx context.Context, out *pipeline.Outcome, enf audit.Enforcement) error
+}
+
+var _ Checker = (*pipeline.Pipeline)(nil)
+
+// Authz implements envoy.service.auth.v3.Authorization.
+type Authz struct {
+	authv3.UnimplementedAuthorizationServer
+	cfg     Config
+	checker Checker
+	log     *slog.Logger
+	fulfil  []string
+}
+
+var _ authv3.AuthorizationServer = (*Authz)(nil)
+
+// NewAuthz returns the Authorization service (registered by New; exported for tests and for
+// embedding on another gRPC server).
+func NewAuthz(cfg Config, checker Checker, log *slog.Logger) *Authz {
+	a := &Authz{cfg: cfg.WithDefaults(), checker: checker, log: log}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	if a.cfg.ResponsePhase {
+		a.fulfil = []string{pipeline.ObligationFilterRecords, pipeline.ObligationMinimizeFields}
+	}
+	return a
+}
+
+// Check answers one ext_authz request. It never returns an error: a failure anywhere is a
+// denied response (503), so Envoy's failure_mode_allow is never consulted.
+func (a *Authz) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, _ error) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.log.Error("ext_authz panic", "panic", r, "stack", string(debug.Stack()))
+			resp = internalDeny()
+		}
+	}()
+	preq := RequestFromCheck(req)
+	preq.CanFulfil = a.fulfil
+	out := a.checker.Check(ctx, preq)
+	// ext_authz enforces nothing after this answer: record now. A log failure turns the
+	// outcome into a 503 deny before it is sent.
+	enf := audit.Enforcement{}
+	if !out.Allowed() {
+		enf.Status = out.Status
+	}
+	_ = a.checker.Record(ctx, out, enf)
+	return ResponseFromOutcome(out), nil
+}
+
+// RequestFromCheck converts a CheckRequest into the pipeline's request. Missing parts stay
+// empty and the pipeline denies (no method, no path, no credential).
+func RequestFromCheck(req *authv3.CheckRequest) *pipeline.Request {
+	attrs := req.GetAttributes()
+	h := attrs.GetRequest().GetHttp()
+	out := &pipeline.Request{
+		FrontDoor: FrontDoor,
+		ID:        h.GetId(),
+		Method:    h.GetMethod(),
+		Target:    h.GetPath(),
+		Host:      h.GetHost(),
+		Headers:   headersOf(h),
+		Source: input.Source{
+			Address:   socketAddress(attrs.GetSource().GetAddress()),
+			Principal: attrs.GetSource().GetPrincipal(),
+		},
+	}
+	out.Body, out.BodyComplete = bodyOf(h, out.Headers)
+	return out
+}
+
+// headersOf prefers header_map (Envoy's encode_raw_headers: one entry per header line, so
+// repeated headers keep every value, raw bytes included) over the headers map (where Envoy
+// has already joined repeated headers with ",").
+func headersOf(h *authv3.AttributeContext_HttpRequest) map[string][]string {
+	if hm := h.GetHeaderMap(); hm != nil && len(hm.GetHeaders()) > 0 {
+		out := make(map[string][]string, len(hm.GetHeaders()))
+		for _, hv := range hm.GetHeaders() {
+			v := hv.GetValue()
+			if len(hv.GetRawValue()) > 0 {
+				v = string(hv.GetRawValue())
+			}
+			out[hv.GetKey()] = append(out[hv.GetKey()], v)
+		}
+		return out
+	}
+	out := make(map[string][]string, len(h.GetHeaders()))
+	for k, v := range h.GetHeaders() {
+		out[k] = []string{v}
+	}
+	return out
+}
+
+// bodyOf returns the body Envoy buffered and whether it is the whole body. Envoy marks a
+// truncated body with x-envoy-auth-partial-body: true; a missing body is complete only when
+// the request declares none.
+func bodyOf(h *authv3.AttributeContext_HttpRequest, headers map[string][]string) ([]byte, bool) {
+	body := h.GetRawBody()
+	if len(body) == 0 && h.GetBody() != "" {
+		body = []byte(h.GetBody())
+	}
+	for k, v := range headers {
+		if strings.EqualFold(k, "x-envoy-auth-partial-body") && len(v) > 0 && v[0] == "true" {
+			return body, false
+		}
+	}
+	if len(body) > 0 {
+		return body, true
+	}
+	for k, v := range headers {
+		switch strings.ToLower(k) {
+		case "content-length":
+			if len(v) == 1 && strings.TrimSpace(v[0]) == "0" {
+				return nil, true
+			}
+			return nil, false
+		case "transfer-encoding":
+			return nil, false
+		}
+	}
+	return nil, true
+}
+
+func socketAddress(a *corev3.Address) string {
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		return ""
+	}
+	return net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
+}
+
+// ResponseFromOutcome converts a pipeline outcome into the ext_authz answer.
+func ResponseFromOutcome(out *pipeline.Outcome) *authv3.CheckResponse {
+	if out.Allowed() {
+		set := make([]*corev3.HeaderValueOption, 0, len(out.UpstreamHeaders))
+		for _, k := range sortedKeys(out.UpstreamHeaders) {
+			set = append(set, overwrite(k, out.UpstreamHeaders[k]))
+		}
+		// Headers consentry sets are overwritten, not removed: Envoy may apply removals after
+		// additions, which would drop our own values.
+		var remove []string
+		for _, k := range out.RemoveHeaders {
+			if _, ours := out.UpstreamHeaders[k]; !ours {
+				remove = append(remove, k)
+			}
+		}
+		return &authv3.CheckResponse{
+			Status: &rpcstatus.Status{Code: int32(codes.OK)},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+				Headers:              set,
+				HeadersToRemove:      remove,
+				ResponseHeadersToAdd: []*corev3.HeaderValueOption{overwrite(pipeline.HeaderDecisionID, out.DecisionID)},
+			}},
+			DynamicMetadata: metadata(out),
+		}
+	}
+	code := codes.PermissionDenied
+	if out.Status == http.StatusUnauthorized {
+		code = codes.Unauthenticated
+	}
+	msg := ""
+	if len(out.Decision.Reasons) > 0 {
+		msg = out.Decision.Reasons[0].Code
+	}
+	hdrs := make([]*corev3.HeaderValueOption, 0, len(out.ResponseHeaders))
+	for _, k := range sortedKeys(out.ResponseHeaders) {
+		hdrs = append(hdrs, overwrite(k, out.ResponseHeaders[k]))
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(code), Message: msg},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			// Envoy passes the number through as the HTTP status, including 451 which the
+			// StatusCode enum does not name.
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(out.Status)},
+			Headers: hdrs,
+			Body:    string(out.Body),
+		}},
+		DynamicMetadata: metadata(out),
+	}
+}
+
+// metadata is the decision as Envoy dynamic metadata (access logs, later filters such as
+// ext_proc): decision id, allow, status, reason codes, purpose, route and field outcomes.
+func metadata(out *pipeline.Outcome) *structpb.Struct {
+	d := out.Decision
+	reasons := make([]any, 0, len(d.Reasons))
+	for _, r := range d.Reasons {
+		reasons = append(reasons, r.Code)
+	}
+	fields := make(map[string]any, len(d.Fields))
+	for name, f := range d.Fields {
+		fields[name] = f.Outcome
+	}
+	scopes := make([]any, 0, len(d.KeyScopes))
+	for _, s := range d.KeyScopes {
+		scopes = append(scopes, s)
+	}
+	m := map[string]any{
+		"decision_id": out.DecisionID,
+		"allow":       d.Allow,
+		"status":      float64(out.Status),
+		"reasons":     reasons,
+		"fields":      fields,
+		"key_scopes":  scopes,
+	}
+	if out.Input != nil {
+		m["purpose"] = out.Input.Purpose
+		m["route"] = out.Input.Request.Route
+		m["customer_id"] = out.Input.Resource.CustomerID
+	}
+	if out.Revision != "" {
+		m["revision"] = out.Revision
+	}
+	s, err := structpb.NewStruct(m)
+	if err != nil {
+		s, _ = structpb.NewStruct(map[string]any{"decision_id": out.DecisionID})
+	}
+	return s
+}
+
+func overwrite(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// internalDeny is the answer when even the pipeline's own failure handling failed.
+func internalDeny() *authv3.CheckResponse {
+	id := pipeline.NewID(time.Now())
+	body := `{"decision_id":"` + id + `","reasons":[{"code":"pipeline.internal","message":"internal error"}]}`
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(codes.Unavailable), Message: pipeline.ReasonInternal},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
+			Headers: []*corev3.HeaderValueOption{overwrite("content-type", "application/json"), overwrite(pipeline.HeaderDecisionID, id)},
+			Body:    body,
+		}},
+	}
+}

@@ -1,0 +1,197 @@
+package identity
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+// maxJWKSBytes bounds a fetched key set.
+const maxJWKSBytes = 1 << 20
+
+// keySet is one issuer's cached JWKS. Lookups are lock-free; refreshes are serialized and
+// rate-limited.
+type keySet struct {
+	cfg    IssuerConfig
+	client *http.Client
+	now    func() time.Time
+
+	keys        atomic.Pointer[jose.JSONWebKeySet]
+	fetchedAt   atomic.Int64 // unix nanos of the last successful load
+	mu          sync.Mutex   // serializes refreshes
+	lastAttempt time.Time    // guarded by mu
+	background  atomic.Bool  // a background refresh is running
+	lastErr     atomic.Pointer[string]
+}
+
+func newKeySet(cfg IssuerConfig, client *http.Client, now func() time.Time) *keySet {
+	return &keySet{cfg: cfg, client: client, now: now}
+}
+
+var errNoKeys = errors.New("no key set could be loaded")
+
+// lookup returns candidate verification keys for a token header. An unknown kid triggers a
+// refresh, at most once per MinRefreshInterval.
+func (k *keySet) lookup(ctx context.Context, kid, alg string) ([]jose.JSONWebKey, error) {
+	set := k.keys.Load()
+	if set == nil {
+		if err := k.refresh(ctx, true); err != nil {
+			return nil, err
+		}
+		set = k.keys.Load()
+	} else if k.stale() {
+		k.refreshInBackground()
+	}
+	if found := candidates(set, kid, alg); len(found) > 0 {
+		return found, nil
+	}
+	if kid == "" {
+		return nil, nil
+	}
+	// Unknown kid: the issuer may have rotated keys. Refresh once (rate-limited) and retry.
+	if err := k.refresh(ctx, false); err != nil && !errors.Is(err, errRateLimited) {
+		return nil, err
+	}
+	return candidates(k.keys.Load(), kid, alg), nil
+}
+
+func (k *keySet) stale() bool {
+	return k.now().Sub(time.Unix(0, k.fetchedAt.Load())) > k.cfg.RefreshInterval
+}
+
+func (k *keySet) refreshInBackground() {
+	if !k.background.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer k.background.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), k.cfg.FetchTimeout)
+		defer cancel()
+		_ = k.refresh(ctx, false)
+	}()
+}
+
+var errRateLimited = errors.New("key set refresh rate-limited")
+
+// refresh reloads the key set. Unless force (no keys at all yet) it honours MinRefreshInterval.
+func (k *keySet) refresh(ctx context.Context, force bool) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if force && k.keys.Load() != nil {
+		return nil // loaded by another caller while this one waited
+	}
+	now := k.now()
+	// Without any key set, retry sooner: the first fetch may have failed on a transient error
+	// (or a request deadline) and every request fails until one succeeds.
+	minGap := k.cfg.MinRefreshInterval
+	if k.keys.Load() == nil && minGap > time.Second {
+		minGap = time.Second
+	}
+	if !k.lastAttempt.IsZero() && now.Sub(k.lastAttempt) < minGap {
+		if force && k.keys.Load() == nil {
+			if p := k.lastErr.Load(); p != nil {
+				return fmt.Errorf("%w: %s", errNoKeys, *p)
+			}
+			return errNoKeys
+		}
+		return errRateLimited
+	}
+	k.lastAttempt = now
+	set, err := k.load(ctx)
+	if err != nil {
+		msg := err.Error()
+		k.lastErr.Store(&msg)
+		if k.keys.Load() == nil {
+			return fmt.Errorf("%w: %v", errNoKeys, err)
+		}
+		return err // keep serving the previous keys
+	}
+	k.keys.Store(set)
+	k.fetchedAt.Store(now.UnixNano())
+	k.lastErr.Store(nil)
+	return nil
+}
+
+func (k *keySet) load(ctx context.Context) (*jose.JSONWebKeySet, error) {
+	var raw []byte
+	if k.cfg.JWKSFile != "" {
+		b, err := os.ReadFile(k.cfg.JWKSFile)
+		if err != nil {
+			return nil, fmt.Errorf("read jwks: %w", err)
+		}
+		raw = b
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, k.cfg.FetchTimeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.cfg.JWKSURL, nil)
+		if err != nil {
+			return nil, fmt.Errorf("jwks request: %w", err)
+		}
+		req.Header.Set("Accept", "application/json")
+		resp, err := k.client.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("fetch jwks: %w", err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("fetch jwks: %s answered %d", k.cfg.JWKSURL, resp.StatusCode)
+		}
+		raw, err = io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
+		if err != nil {
+			return nil, fmt.Errorf("read jwks: %w", err)
+		}
+		if len(raw) > maxJWKSBytes {
+			return nil, fmt.Errorf("jwks larger than %d bytes", maxJWKSBytes)
+		}
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(raw, &set); err != nil {
+		return nil, fmt.Errorf("parse jwks: %w", err)
+	}
+	// Keep public signing keys only: a JWKS that accidentally carries private material must
+	// not make us hold it, and encryption keys never verify signatures.
+	out := &jose.JSONWebKeySet{}
+	for _, key := range set.Keys {
+		if key.Use == "enc" || !key.Valid() {
+			continue
+		}
+		if !key.IsPublic() {
+			key = key.Public()
+		}
+		out.Keys = append(out.Keys, key)
+	}
+	if len(out.Keys) == 0 {
+		return nil, errors.New("jwks holds no usable signing key")
+	}
+	return out, nil
+}
+
+// candidates returns the keys a token with this kid and alg may be verified with.
+func candidates(set *jose.JSONWebKeySet, kid, alg string) []jose.JSONWebKey {
+	if set == nil {
+		return nil
+	}
+	var out []jose.JSONWebKey
+	for _, key := range set.Keys {
+		if kid != "" && key.KeyID != kid {
+			continue
+		}
+		if key.Algorithm != "" && key.Algorithm != alg {
+			continue
+		}
+		out = append(out, key)
+	}
+	return out
+}
+
+// ready reports whether keys are loaded.
+func (k *keySet) ready() bool { return k.keys.Load() != nil }

@@ -1,0 +1,135 @@
+package routes
+
+import (
+	"encoding/json"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func demo(t *testing.T) *Map {
+	t.Helper()
+	m, err := Load("../../deploy/routes/democrm.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestDemoMap(t *testing.T) {
+	m := demo(t)
+	tests := []struct {
+		method, path, route string
+		params              map[string]string
+		customer, caseID    string
+	}{
+		{"GET", "/api/customers", "GET /api/customers", nil, "", ""},
+		{"GET", "/api/customers/c-1", "GET /api/customers/{customer_id}", map[string]string{"customer_id": "c-1"}, "c-1", ""},
+		{"HEAD", "/api/customers/c-1", "GET /api/customers/{customer_id}", map[string]string{"customer_id": "c-1"}, "c-1", ""},
+		{"PATCH", "/api/customers/c-1", "PATCH /api/customers/{customer_id}", map[string]string{"customer_id": "c-1"}, "c-1", ""},
+		{"GET", "/api/customers/c-1/notes", "GET /api/customers/{customer_id}/notes", map[string]string{"customer_id": "c-1"}, "c-1", ""},
+		{"GET", "/api/cases/k-9", "GET /api/cases/{case_id}", map[string]string{"case_id": "k-9"}, "", "k-9"},
+		{"GET", "/api/export", "GET /api/export", nil, "", ""},
+	}
+	for _, tt := range tests {
+		mt, ok := m.Match(tt.method, tt.path)
+		if !ok {
+			t.Errorf("%s %s: no match", tt.method, tt.path)
+			continue
+		}
+		if mt.Route.Name() != tt.route || !reflect.DeepEqual(mt.Params, tt.params) || mt.CustomerID() != tt.customer || mt.CaseID() != tt.caseID {
+			t.Errorf("%s %s: got %s %v customer=%q case=%q", tt.method, tt.path, mt.Route.Name(), mt.Params, mt.CustomerID(), mt.CaseID())
+		}
+	}
+	for _, miss := range [][2]string{{"GET", "/api"}, {"PUT", "/api/customers/c-1"}, {"GET", "/api/customers/c-1/notes/n-1"}, {"POST", "/api/export"}, {"OPTIONS", "/api/customers"}} {
+		if mt, ok := m.Match(miss[0], miss[1]); ok {
+			t.Errorf("%v matched %s", miss, mt.Route.Name())
+		}
+	}
+	r, _ := m.Match("POST", "/api/customers")
+	if r.Route.Body != BodyJSON || r.Route.Action != "create" {
+		t.Errorf("POST /api/customers: body %q action %q", r.Route.Body, r.Route.Action)
+	}
+}
+
+func TestDemoFieldsInCatalogue(t *testing.T) {
+	raw, err := os.ReadFile("../../policies/data/consentry/catalog/data.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cat struct {
+		Fields map[string]any `json:"fields"`
+	}
+	if err := json.Unmarshal(raw, &cat); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range demo(t).Routes() {
+		for _, f := range r.Fields {
+			if _, ok := cat.Fields[f]; !ok {
+				t.Errorf("%s: field %q is not in the catalogue", r.Name(), f)
+			}
+		}
+	}
+}
+
+func TestLiteralBeatsParam(t *testing.T) {
+	m, err := Parse([]byte(`
+routes:
+  - {method: GET, path: "/api/customers/{customer_id}", action: read, resource: customer, customer_param: customer_id}
+  - {method: GET, path: /api/customers/export, action: export, resource: export}
+  - {method: GET, path: /health, public: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mt, _ := m.Match("GET", "/api/customers/export"); mt.Route.Action != "export" {
+		t.Fatalf("got %s", mt.Route.Name())
+	}
+	if mt, _ := m.Match("GET", "/api/customers/c-2"); mt.Route.Action != "read" {
+		t.Fatalf("got %s", mt.Route.Name())
+	}
+	if mt, ok := m.Match("GET", "/health"); !ok || !mt.Route.Public {
+		t.Fatal("public route not matched")
+	}
+}
+
+func TestInvalidMaps(t *testing.T) {
+	tests := []struct{ name, yaml, want string }{
+		{"empty", `routes: []`, "no routes"},
+		{"unknown key", `routes: [{method: GET, path: /a, action: read, resource: x, customer_parm: id}]`, "customer_parm"},
+		{"bad action", `routes: [{method: GET, path: /a, action: peek, resource: x}]`, "action"},
+		{"no resource", `routes: [{method: GET, path: /a, action: read}]`, "resource"},
+		{"customer param not in path", `routes: [{method: GET, path: /a, action: read, resource: x, customer_param: id}]`, "customer_param"},
+		{"partial param", `routes: [{method: GET, path: "/a/x{id}", action: read, resource: x}]`, "whole-segment"},
+		{"dup param", `routes: [{method: GET, path: "/a/{id}/{id}", action: read, resource: x}]`, "twice"},
+		{"relative", `routes: [{method: GET, path: a, action: read, resource: x}]`, "start with /"},
+		{"ambiguous", `routes: [{method: GET, path: "/a/{x}", action: read, resource: x}, {method: GET, path: "/a/{y}", action: read, resource: x}]`, "ambiguous"},
+		{"bad body", `routes: [{method: POST, path: /a, action: create, resource: x, body: xml}]`, "body"},
+	}
+	for _, tt := range tests {
+		_, err := Parse([]byte(tt.yaml))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+func TestFromValue(t *testing.T) {
+	var v any
+	if err := json.Unmarshal([]byte(`{"routes":[{"method":"GET","path":"/api/customers/{id}","action":"read","resource":"customer","customer_param":"id","fields":["name"]}]}`), &v); err != nil {
+		t.Fatal(err)
+	}
+	m, err := FromValue(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt, ok := m.Match("GET", "/api/customers/x")
+	if !ok || mt.CustomerID() != "x" || !slices.Equal(mt.Route.Fields, []string{"name"}) {
+		t.Fatalf("got %+v", mt)
+	}
+	if _, err := FromValue(v.(map[string]any)["routes"]); err != nil {
+		t.Fatalf("list form: %v", err)
+	}
+}

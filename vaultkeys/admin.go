@@ -1,0 +1,62 @@
+package vaultkeys
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/consentry/consentry/sidecar/admin"
+)
+
+// Eraser is what the admin erase endpoint needs (a *Manager).
+type Eraser interface {
+	Erase(ctx context.Context, customerID, actor, reason string) (*DestructionRecord, error)
+}
+
+var _ Eraser = (*Manager)(nil)
+
+// EraseRequest is the body of POST /v1/customers/:id/erase.
+type EraseRequest struct {
+	Reason string `json:"reason"`
+}
+
+// MountAdmin mounts the crypto-shredding endpoint on the authenticated admin router
+// (admin.Server.API(), already under /v1):
+//
+//	POST /v1/customers/:id/erase  {"reason": "..."}
+//
+// 200 with the destruction record; 400 without a reason or with an invalid id; 502 when Vault
+// failed after the erasure was recorded (the ledger has it; run replay-erasures). The actor is
+// the authenticated admin (admin.Actor).
+func MountAdmin(r fiber.Router, e Eraser) {
+	r.Post("/customers/:id/erase", func(c *fiber.Ctx) error {
+		var req EraseRequest
+		if len(c.Body()) > 0 {
+			if err := c.BodyParser(&req); err != nil {
+				return c.Status(fiber.StatusBadRequest).JSON(admin.ErrorBody("erase.bad_request", "body must be JSON {\"reason\": \"...\"}"))
+			}
+		}
+		if strings.TrimSpace(req.Reason) == "" {
+			return c.Status(fiber.StatusBadRequest).JSON(admin.ErrorBody("erase.reason_required", "a reason is required"))
+		}
+		actor := admin.Actor(c)
+		if actor == "" {
+			return c.Status(fiber.StatusUnauthorized).JSON(admin.ErrorBody("admin.unauthenticated", "no admin actor"))
+		}
+		rec, err := e.Erase(c.UserContext(), c.Params("id"), actor, req.Reason)
+		switch {
+		case errors.Is(err, ErrInvalidCustomer):
+			return c.Status(fiber.StatusBadRequest).JSON(admin.ErrorBody("erase.invalid_customer", err.Error()))
+		case err != nil && rec == nil:
+			return c.Status(fiber.StatusServiceUnavailable).JSON(admin.ErrorBody("erase.failed", err.Error()))
+		case err != nil:
+			return c.Status(fiber.StatusBadGateway).JSON(fiber.Map{
+				"error":  fiber.Map{"code": "erase.incomplete", "message": err.Error()},
+				"record": rec,
+			})
+		}
+		return c.JSON(fiber.Map{"record": rec})
+	})
+}

@@ -1,0 +1,203 @@
+package vaultkeys
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// DestructionRecord is the record of one crypto-shredding: which keys of which customer were
+// destroyed, by whom, when and why. It names the customer only by pseudonym; it never holds key
+// material. The same record goes to the decision log (DestructionSink) and the ledger.
+type DestructionRecord struct {
+	// Seq is the record's position in the ledger (1-based).
+	Seq int64 `json:"seq"`
+	// Time is when the erasure was decided (UTC).
+	Time time.Time `json:"time"`
+	// CustomerPseudonym is HMAC-SHA256(pseudonym key, customer id), hex, prefixed "hmac-sha256:".
+	CustomerPseudonym string `json:"customer_pseudonym"`
+	// Keys are the customer's transit keys of every configured class.
+	Keys []DestroyedKey `json:"keys"`
+	// Actor is who asked for the erasure (admin API actor or CLI --actor).
+	Actor string `json:"actor"`
+	// Reason is the stated reason (e.g. "consent withdrawn", ticket reference).
+	Reason string `json:"reason"`
+	// Prev is the hash of the previous ledger record ("" for the first); Hash is this record's
+	// SHA-256 over its canonical JSON with Hash empty. Together they chain the ledger.
+	Prev string `json:"prev"`
+	Hash string `json:"hash"`
+}
+
+// DestroyedKey is one key named by an erasure.
+type DestroyedKey struct {
+	Name string `json:"name"`
+	// Versions are the key versions that existed in Vault when the erasure ran (empty when the
+	// key did not exist, or Vault could not be read; replay-erasures deletes it anyway).
+	Versions []int `json:"versions,omitempty"`
+	// Existed reports whether Vault had the key when the erasure ran.
+	Existed bool `json:"existed"`
+}
+
+// ErrLedgerCorrupt is returned when the ledger's hash chain does not verify: consentry refuses
+// to start rather than forget an erasure.
+var ErrLedgerCorrupt = errors.New("shredded-keys ledger is corrupt")
+
+// Ledger is the shredded-keys ledger: an append-only JSON-lines file, one DestructionRecord per
+// line, hash-chained, fsynced before Erase returns, shared by processes on one host through an
+// flock. It answers "was this customer erased?" (key creation is refused) and lists the keys
+// that `consentry keys replay-erasures` destroys again after Vault is restored from a snapshot.
+type Ledger struct {
+	path string
+
+	mu      sync.Mutex
+	offset  int64 // bytes already read
+	last    string
+	seq     int64
+	erased  map[string]struct{} // pseudonyms
+	records []DestructionRecord
+}
+
+// OpenLedger opens (creating if needed) the ledger at path and verifies its chain.
+func OpenLedger(path string) (*Ledger, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	f.Close()
+	l := &Ledger{path: path, erased: map[string]struct{}{}}
+	if _, err := l.Refresh(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Path is the ledger file.
+func (l *Ledger) Path() string { return l.path }
+
+// Refresh reads records appended since the last read (by this or another process) and returns
+// them.
+func (l *Ledger) Refresh() ([]DestructionRecord, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.refreshLocked()
+}
+
+func (l *Ledger) refreshLocked() ([]DestructionRecord, error) {
+	f, err := os.Open(l.path)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	if st.Size() == l.offset {
+		return nil, nil
+	}
+	if st.Size() < l.offset {
+		return nil, fmt.Errorf("%w: %s shrank from %d to %d bytes", ErrLedgerCorrupt, l.path, l.offset, st.Size())
+	}
+	if _, err := f.Seek(l.offset, io.SeekStart); err != nil {
+		return nil, err
+	}
+	r := bufio.NewReader(f)
+	var added []DestructionRecord
+	for {
+		line, err := r.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			// A partial last line is an append in progress (or a torn write): read it next time.
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+		var rec DestructionRecord
+		if err := json.Unmarshal(line, &rec); err != nil {
+			return nil, fmt.Errorf("%w: record %d: %v", ErrLedgerCorrupt, l.seq+1, err)
+		}
+		if rec.Seq != l.seq+1 || rec.Prev != l.last || rec.Hash != recordHash(rec) {
+			return nil, fmt.Errorf("%w: record %d does not chain (seq %d)", ErrLedgerCorrupt, l.seq+1, rec.Seq)
+		}
+		l.offset += int64(len(line))
+		l.seq, l.last = rec.Seq, rec.Hash
+		l.erased[rec.CustomerPseudonym] = struct{}{}
+		l.records = append(l.records, rec)
+		added = append(added, rec)
+	}
+	return added, nil
+}
+
+// Append chains rec after the last record, writes it and fsyncs before returning.
+func (l *Ledger) Append(rec *DestructionRecord) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	defer f.Close()
+	// The flock serializes appends of several processes (sidecar and CLI) on one host.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("ledger lock: %w", err)
+	}
+	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN) //nolint:errcheck
+	if _, err := l.refreshLocked(); err != nil {
+		return err
+	}
+	rec.Seq, rec.Prev, rec.Hash = l.seq+1, l.last, ""
+	rec.Hash = recordHash(*rec)
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	line = append(line, '\n')
+	if _, err := f.Write(line); err != nil {
+		return fmt.Errorf("ledger write: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("ledger sync: %w", err)
+	}
+	l.offset += int64(len(line))
+	l.seq, l.last = rec.Seq, rec.Hash
+	l.erased[rec.CustomerPseudonym] = struct{}{}
+	l.records = append(l.records, *rec)
+	return nil
+}
+
+// Erased reports whether the customer with this pseudonym was erased.
+func (l *Ledger) Erased(pseudonym string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.erased[pseudonym]
+	return ok
+}
+
+// Records returns a copy of every record read so far.
+func (l *Ledger) Records() []DestructionRecord {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]DestructionRecord(nil), l.records...)
+}
+
+// recordHash is SHA-256 over the record's JSON with Hash empty (Go's encoding of a struct is
+// deterministic: field order is declaration order).
+func recordHash(rec DestructionRecord) string {
+	rec.Hash = ""
+	b, _ := json.Marshal(rec)
+	sum := sha256.Sum256(bytes.TrimSpace(b))
+	return hex.EncodeToString(sum[:])
+}

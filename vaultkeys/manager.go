@@ -1,0 +1,548 @@
+// Package vaultkeys releases customer field keys from HashiCorp Vault only after, and only as
+// far as, a policy decision allows; encrypts sensitive fields on the write path; and
+// crypto-shreds a customer by destroying their keys in Vault.
+//
+// Key model (docs/key-model.md): one exportable transit key per customer and key class
+// (contact, identity, financial, health), named from Config.KeyName. A decision's key scopes
+// select which of the customer's keys are exported from Vault; the keys are cached in memory
+// (bounded, TTL, zeroed on eviction) and decrypt transit ciphertext "vault:vN:..." locally,
+// so a CRM that already stores transit ciphertext works unchanged. Erasure deletes the keys
+// from Vault and records the destruction in a hash-chained ledger that is replayed after a
+// Vault restore.
+package vaultkeys
+
+import (
+	"context"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/consentry/consentry/sidecar/decision"
+)
+
+// Options are the collaborators of a Manager.
+type Options struct {
+	// Registerer receives the Prometheus metrics (nil: not registered).
+	Registerer prometheus.Registerer
+	// Logger (nil: slog.Default()).
+	Logger *slog.Logger
+	// Destructions receives every destruction record for the decision log (nil: ledger only).
+	Destructions DestructionSink
+	// Pseudonymize names customers in destruction records and the ledger (nil: HMAC-SHA256
+	// with Config.PseudonymKey(File)). Pass the decision log's customer pseudonymizer so a
+	// reviewer can match the destruction record to the customer's decisions. It must stay the
+	// same over the ledger's lifetime: the ledger is checked by pseudonym.
+	Pseudonymize func(customerID string) string
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// Manager releases, creates and destroys customer keys.
+type Manager struct {
+	cfg     Config
+	client  *api.Client
+	auth    *authenticator
+	cache   *keyCache
+	sf      singleflight.Group
+	ledger  *Ledger
+	metrics *metrics
+	pseudo  func(string) string
+	sink    DestructionSink
+	logger  *slog.Logger
+	now     func() time.Time
+
+	ledgerMu      sync.Mutex
+	ledgerChecked time.Time
+	ledgerErr     error // last refresh error: the sidecar is not ready while the ledger is unreadable
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New builds a Manager and starts its Vault login loop. It waits for the first login attempt
+// (bounded by ctx) but does not fail when Vault is unreachable: until a login succeeds, key
+// releases fail closed with ErrUnauthenticated and Ready reports the cause.
+func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pseudo := opts.Pseudonymize
+	if pseudo == nil {
+		pkey, err := cfg.pseudonymKey()
+		if err != nil {
+			return nil, err
+		}
+		pseudo = func(id string) string {
+			h := hmac.New(sha256.New, pkey)
+			h.Write([]byte(id))
+			return "hmac-sha256:" + hex.EncodeToString(h.Sum(nil))[:32]
+		}
+	}
+	vc := api.DefaultConfig()
+	vc.Address = cfg.Address
+	// No client-level retries: a slow or failing Vault must withhold fields within the request
+	// deadline, not retry past it.
+	vc.MaxRetries = 0
+	vc.Timeout = max(cfg.Timeout, 10*time.Second)
+	if cfg.CACert != "" {
+		if err := vc.ConfigureTLS(&api.TLSConfig{CACert: cfg.CACert}); err != nil {
+			return nil, fmt.Errorf("vault.ca_cert: %w", err)
+		}
+	}
+	if t, ok := vc.HttpClient.Transport.(*http.Transport); ok {
+		// Allow one connection per concurrent class fetch without re-dialing.
+		t.MaxIdleConnsPerHost = 64
+		if t.TLSClientConfig == nil {
+			t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		// api.DefaultConfig honours $VAULT_SKIP_VERIFY; consentry never talks to an
+		// unverified Vault (use vault.ca_cert for a private CA).
+		t.TLSClientConfig.InsecureSkipVerify = false
+	}
+	client, err := api.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	client.ClearToken() // never pick up $VAULT_TOKEN implicitly; the authenticator decides
+	if cfg.Namespace != "" {
+		client.SetNamespace(cfg.Namespace)
+	}
+	ledger, err := OpenLedger(cfg.LedgerPath)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{cfg: cfg, client: client, ledger: ledger, pseudo: pseudo, sink: opts.Destructions,
+		logger: opts.Logger, now: opts.Now, done: make(chan struct{})}
+	if m.logger == nil {
+		m.logger = slog.Default()
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	m.cache = newKeyCache(cfg.Cache, nil)
+	if m.metrics, err = newMetrics(opts.Registerer, m.cache); err != nil {
+		return nil, fmt.Errorf("vaultkeys metrics: %w", err)
+	}
+	m.cache.onEvict = func(n int) { m.metrics.evictions.Add(float64(n)) }
+	for _, rec := range ledger.Records() {
+		m.cache.block(keyNames(rec))
+	}
+	m.auth = newAuthenticator(cfg.Auth, client, m.logger, m.metrics)
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	first := make(chan error, 1)
+	go func() {
+		defer close(m.done)
+		m.auth.run(runCtx, first)
+	}()
+	select {
+	case <-first:
+	case <-ctx.Done():
+	}
+	return m, nil
+}
+
+// Close stops the login loop and zeroes every cached key.
+func (m *Manager) Close() {
+	m.cancel()
+	<-m.done
+	m.cache.purge()
+}
+
+// Config returns the effective configuration.
+func (m *Manager) Config() Config { return m.cfg }
+
+// Ledger returns the shredded-keys ledger.
+func (m *Manager) Ledger() *Ledger { return m.ledger }
+
+// Ready reports nil while a valid Vault token is held and the shredded-keys ledger reads
+// (admin readiness check "vault").
+func (m *Manager) Ready(context.Context) error {
+	if ok, err := m.auth.authenticated(); !ok {
+		return fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
+	m.ledgerMu.Lock()
+	lerr := m.ledgerErr
+	m.ledgerMu.Unlock()
+	if lerr != nil {
+		return fmt.Errorf("shredded-keys ledger: %w", lerr)
+	}
+	return nil
+}
+
+// Status is the /status section "vault".
+func (m *Manager) Status() any {
+	ok, err := m.auth.authenticated()
+	entries, bytes := m.cache.stats()
+	st := map[string]any{"address": m.cfg.Address, "auth_method": m.cfg.Auth.Method, "authenticated": ok,
+		"cache_entries": entries, "cache_bytes": bytes, "erasures": len(m.ledger.Records())}
+	if err != nil {
+		st["error"] = err.Error()
+	}
+	return st
+}
+
+// Pseudonym is the keyed pseudonym of a customer id used in destruction records.
+func (m *Manager) Pseudonym(customerID string) string { return m.pseudo(customerID) }
+
+// KeyName is the transit key of customerID for class.
+func (m *Manager) KeyName(customerID, class string) (string, error) {
+	if customerID == "" {
+		return "", fmt.Errorf("%w: empty", ErrInvalidCustomer)
+	}
+	name := strings.Replace(m.cfg.KeyName, "{class}", class, 1)
+	if strings.Contains(name, "{customer}") {
+		if !validName(customerID) {
+			return "", fmt.Errorf("%w: %q (allowed: letters, digits, _ . -, at most 128)", ErrInvalidCustomer, customerID)
+		}
+		return strings.Replace(name, "{customer}", customerID, 1), nil
+	}
+	return strings.Replace(name, "{pseudonym}", pseudonymToken(m.Pseudonym(customerID)), 1), nil
+}
+
+// pseudonymToken keeps the name-safe characters of a pseudonym ("hmac-sha256:ab12" -> "ab12",
+// "cp_ab12" -> "cp_ab12").
+func pseudonymToken(p string) string {
+	if _, after, ok := strings.Cut(p, ":"); ok {
+		p = after
+	}
+	return p
+}
+
+func (m *Manager) knownClass(class string) bool {
+	for _, c := range m.cfg.Classes {
+		if c == class {
+			return true
+		}
+	}
+	return false
+}
+
+// Release returns the keys the decision allows for customerID: only the scopes in
+// d.KeyScopes, and nothing at all (without any Vault request) when d does not allow. Warm
+// scopes come from the cache; cold scopes are exported from Vault concurrently, one request
+// per scope, so a request costs one Vault round trip whatever its field count. Scopes that
+// cannot be released (Vault down, erased, no key) are recorded in the KeySet and in the
+// returned error; the other scopes stay usable.
+func (m *Manager) Release(ctx context.Context, customerID string, d *decision.Decision) (*KeySet, error) {
+	if d == nil || !d.Allow || len(d.KeyScopes) == 0 {
+		if d != nil && len(d.KeyScopes) > 0 {
+			m.metrics.releases.WithLabelValues("denied").Add(float64(len(d.KeyScopes)))
+		}
+		return emptyKeySet(customerID), nil
+	}
+	return m.release(ctx, customerID, d.KeyScopes, false)
+}
+
+// ReleaseRecord is Release for one record of a list response: the scopes of d.Records[id].
+func (m *Manager) ReleaseRecord(ctx context.Context, d *decision.Decision, customerID string) (*KeySet, error) {
+	if d == nil || !d.Allow {
+		return emptyKeySet(customerID), nil
+	}
+	rec, ok := d.Records[customerID]
+	if !ok || !rec.Allow || len(rec.KeyScopes) == 0 {
+		return emptyKeySet(customerID), nil
+	}
+	return m.release(ctx, customerID, rec.KeyScopes, false)
+}
+
+// ReleaseForWrite is Release for a create/update: it also creates the customer's missing keys
+// of the allowed scopes (refused for an erased customer), so the front door can encrypt the
+// new values with KeySet.Encrypt before they reach the CRM.
+func (m *Manager) ReleaseForWrite(ctx context.Context, customerID string, d *decision.Decision) (*KeySet, error) {
+	if d == nil || !d.Allow || len(d.KeyScopes) == 0 {
+		return emptyKeySet(customerID), nil
+	}
+	return m.release(ctx, customerID, d.KeyScopes, true)
+}
+
+// KeysForMigration releases (creating when missing) the given classes of a customer without a
+// decision. Only the offline migration (`consentry keys encrypt`) uses it.
+func (m *Manager) KeysForMigration(ctx context.Context, customerID string, classes []string) (*KeySet, error) {
+	return m.release(ctx, customerID, classes, true)
+}
+
+func (m *Manager) release(ctx context.Context, customerID string, scopes []string, create bool) (*KeySet, error) {
+	ks := emptyKeySet(customerID)
+	ks.refresh = m.refreshKey
+	m.refreshLedger(false)
+	now := m.now()
+	type miss struct{ scope, name string }
+	var misses []miss
+	for _, s := range scopes {
+		if !m.knownClass(s) {
+			ks.scopeErr(s, fmt.Errorf("%w: %q", ErrUnknownScope, s))
+			continue
+		}
+		name, err := m.KeyName(customerID, s)
+		if err != nil {
+			ks.scopeErr(s, err)
+			continue
+		}
+		// Erased keys are never in the cache (blocked), so the warm path needs no other check.
+		if k := m.cache.get(name, now); k != nil {
+			m.metrics.hits.Inc()
+			ks.keys[s] = k
+			continue
+		}
+		m.metrics.misses.Inc()
+		if m.cache.isBlocked(name) {
+			ks.scopeErr(s, fmt.Errorf("%w: key %s", ErrErased, name))
+			continue
+		}
+		misses = append(misses, miss{s, name})
+	}
+	if len(misses) > 0 && m.ledger.Erased(m.Pseudonym(customerID)) {
+		// Erased under another key name template: still never go to Vault for this customer.
+		for _, ms := range misses {
+			ks.scopeErr(ms.scope, fmt.Errorf("%w: customer %s", ErrErased, m.Pseudonym(customerID)))
+		}
+		misses = nil
+	}
+	if len(misses) > 0 {
+		if ok, aerr := m.auth.authenticated(); !ok {
+			for _, ms := range misses {
+				ks.scopeErr(ms.scope, fmt.Errorf("%w: %v", ErrUnauthenticated, aerr))
+			}
+		} else {
+			ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+			defer cancel()
+			type result struct {
+				scope string
+				key   *classKey
+				err   error
+			}
+			results := make(chan result, len(misses))
+			for _, ms := range misses {
+				go func() {
+					k, err := m.fetch(ctx, ms.name, create)
+					results <- result{ms.scope, k, err}
+				}()
+			}
+			for range misses {
+				r := <-results
+				if r.err != nil {
+					ks.scopeErr(r.scope, r.err)
+				} else {
+					ks.keys[r.scope] = r.key
+				}
+			}
+		}
+	}
+	var errs []error
+	for _, s := range scopes {
+		if ks.Has(s) {
+			m.metrics.released.Inc()
+			continue
+		}
+		err := ks.Err(s)
+		m.metrics.releases.WithLabelValues(Reason(err)).Inc()
+		errs = append(errs, fmt.Errorf("scope %s: %w", s, err))
+	}
+	return ks, errors.Join(errs...)
+}
+
+// refreshKey re-exports a released key whose cached copy is older than a ciphertext's version.
+// Only keys the decision already released reach here.
+func (m *Manager) refreshKey(scope string, old *classKey) (*classKey, error) {
+	m.cache.remove(old.name)
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Timeout)
+	defer cancel()
+	return m.fetch(ctx, old.name, false)
+}
+
+// refreshLedger picks up erasures other processes (the CLI) appended, at most once a second
+// unless forced, and blocks their keys in the cache.
+func (m *Manager) refreshLedger(force bool) {
+	m.ledgerMu.Lock()
+	now := m.now()
+	if !force && now.Sub(m.ledgerChecked) < time.Second {
+		m.ledgerMu.Unlock()
+		return
+	}
+	m.ledgerChecked = now
+	m.ledgerMu.Unlock()
+	added, err := m.ledger.Refresh()
+	m.ledgerMu.Lock()
+	m.ledgerErr = err
+	m.ledgerMu.Unlock()
+	if err != nil {
+		m.logger.Error("shredded-keys ledger refresh failed", "err", err)
+		return
+	}
+	for _, rec := range added {
+		m.cache.block(keyNames(rec))
+	}
+}
+
+// fetch exports one key from Vault (creating it first when create is set and it is missing)
+// and caches it. Concurrent misses for the same key share one Vault request; each caller
+// still gives up at its own deadline.
+func (m *Manager) fetch(ctx context.Context, name string, create bool) (*classKey, error) {
+	sfKey := name
+	if create {
+		sfKey = "create:" + name
+	}
+	ch := m.sf.DoChan(sfKey, func() (any, error) {
+		// Detached from the first caller's cancellation but bounded by the same timeout.
+		// A flight that finished between the caller's cache miss and this one filled the cache.
+		if k := m.cache.get(name, m.now()); k != nil {
+			return k, nil
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.Timeout)
+		defer cancel()
+		k, err := m.export(fctx, name)
+		if errors.Is(err, ErrNoKey) && create {
+			if err = m.createKey(fctx, name); err != nil {
+				return nil, err
+			}
+			k, err = m.export(fctx, name)
+		}
+		return k, err
+	})
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, name, ctx.Err())
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*classKey), nil
+	}
+}
+
+// export reads all versions of the key and caches them.
+func (m *Manager) export(ctx context.Context, name string) (*classKey, error) {
+	if m.cache.isBlocked(name) {
+		return nil, fmt.Errorf("%w: key %s", ErrErased, name)
+	}
+	s, err := m.call(ctx, "export", func() (*api.Secret, error) {
+		return m.client.Logical().ReadWithContext(ctx, m.cfg.TransitMount+"/export/encryption-key/"+name)
+	})
+	if err != nil {
+		var re *api.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "not exportable") {
+			return nil, fmt.Errorf("%w: %s", ErrNotExportable, name)
+		}
+		return nil, err
+	}
+	if s == nil || s.Data == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNoKey, name)
+	}
+	typ, _ := s.Data["type"].(string)
+	newAEAD, ok := aeadTypes[typ]
+	if !ok {
+		return nil, fmt.Errorf("%w: key %s has type %q; consentry reads aes256-gcm96, aes128-gcm96, chacha20-poly1305", ErrDecrypt, name, typ)
+	}
+	raw, versions, err := decodeExport(s.Data["keys"])
+	if err != nil {
+		return nil, fmt.Errorf("%w: export of %s: %v", ErrUnavailable, name, err)
+	}
+	k := &classKey{name: name, aeads: make(map[int]cipher.AEAD, len(versions))}
+	for i, v := range versions {
+		a, err := newAEAD(raw[i])
+		if err != nil {
+			zeroAll(raw)
+			return nil, fmt.Errorf("%w: key %s version %d: %v", ErrDecrypt, name, v, err)
+		}
+		k.aeads[v] = a
+		k.latest = max(k.latest, v)
+	}
+	m.cache.put(name, k, raw, m.now())
+	// An erasure may have run while the export was in flight: put refused it, and so do we.
+	if m.cache.isBlocked(name) {
+		return nil, fmt.Errorf("%w: key %s", ErrErased, name)
+	}
+	return k, nil
+}
+
+// createKey creates an exportable transit key, refusing for an erased customer.
+func (m *Manager) createKey(ctx context.Context, name string) error {
+	m.refreshLedger(true)
+	if m.cache.isBlocked(name) {
+		return fmt.Errorf("%w: refusing to create key %s again", ErrErased, name)
+	}
+	_, err := m.call(ctx, "create", func() (*api.Secret, error) {
+		return m.client.Logical().WriteWithContext(ctx, m.cfg.TransitMount+"/keys/"+name,
+			map[string]any{"type": m.cfg.KeyType, "exportable": true})
+	})
+	return err
+}
+
+// call runs one Vault request with metrics, mapping failures to ErrUnavailable and a rejected
+// token to ErrUnauthenticated (waking the login loop).
+func (m *Manager) call(ctx context.Context, op string, f func() (*api.Secret, error)) (*api.Secret, error) {
+	start := time.Now()
+	s, err := f()
+	m.metrics.vaultLatency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err == nil {
+		return s, nil
+	}
+	m.metrics.vaultErrors.WithLabelValues(op).Inc()
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		switch re.StatusCode {
+		case http.StatusForbidden:
+			m.auth.invalidate(err)
+			return nil, fmt.Errorf("%w: %s: %v", ErrUnauthenticated, op, err)
+		case http.StatusBadRequest:
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, op, ctx.Err())
+	}
+	return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, op, err)
+}
+
+// keyNames lists the key names of a destruction record.
+func keyNames(rec DestructionRecord) []string {
+	out := make([]string, len(rec.Keys))
+	for i, k := range rec.Keys {
+		out[i] = k.Name
+	}
+	return out
+}
+
+// decodeExport decodes the "keys" map of a transit export: version -> base64 key.
+func decodeExport(v any) (raw [][]byte, versions []int, err error) {
+	keys, ok := v.(map[string]any)
+	if !ok || len(keys) == 0 {
+		return nil, nil, errors.New("no keys in export")
+	}
+	for vs := range keys {
+		n, err := strconv.Atoi(vs)
+		if err != nil || n < 1 {
+			return nil, nil, fmt.Errorf("bad version %q", vs)
+		}
+		versions = append(versions, n)
+	}
+	sort.Ints(versions)
+	for _, n := range versions {
+		s, _ := keys[strconv.Itoa(n)].(string)
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil || len(b) == 0 {
+			zeroAll(raw)
+			return nil, nil, fmt.Errorf("version %d: bad key encoding", n)
+		}
+		raw = append(raw, b)
+	}
+	return raw, versions, nil
+}
