@@ -546,3 +546,8 @@ func decodeExport(v any) (raw [][]byte, versions []int, err error) {
 	}
 	return raw, versions, nil
 }
+
+// Client is the Vault client the manager authenticates (token renewed and re-acquired by its
+// login loop), for collaborators that need other Vault APIs with the same identity, such as
+// the decision log's transit checkpoint signer.
+func (m *Manager) Client() *api.Client { return m.client }

@@ -16,6 +16,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/consentry/consentry/sidecar/admin"
+	"github.com/consentry/consentry/sidecar/auditlog"
+	"github.com/consentry/consentry/sidecar/bundle"
+	"github.com/consentry/consentry/sidecar/consent"
+	"github.com/consentry/consentry/sidecar/enrich"
+	"github.com/consentry/consentry/sidecar/envoy"
+	"github.com/consentry/consentry/sidecar/pipeline"
+	"github.com/consentry/consentry/sidecar/routes"
+	"github.com/consentry/consentry/vaultkeys"
 	"github.com/consentry/consentry/sidecar/config"
 	"github.com/consentry/consentry/sidecar/engine"
 )
@@ -39,6 +47,17 @@ type App struct {
 	Engine   *engine.Engine
 	Admin    *admin.Server
 
+	// Assembled capabilities (nil when not configured).
+	Bundles   *bundle.Manager
+	Keys      *vaultkeys.Manager
+	Decisions *auditlog.Log
+	State     *consent.Store
+	Pipeline  *pipeline.Pipeline
+	Envoy     *envoy.Server
+
+	routes routes.Holder
+	enrich enrich.Provider
+
 	components []Component
 	closers    []Closer
 }
@@ -50,32 +69,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error
 	a := &App{Config: cfg, Log: log, Registry: reg}
 	a.Engine = engine.New(cfg.Engine, log)
 	a.Admin = admin.New(cfg.Admin, reg)
-	a.Admin.AddReadiness("policy", func(context.Context) error {
-		if !a.Engine.Ready() {
-			return errors.New("no policy is active")
-		}
-		return nil
-	})
-	a.Admin.AddStatus("policy", func() any {
-		rev, bundles := a.Engine.Revision()
-		return map[string]any{"revision": rev, "bundles": bundles, "ready": a.Engine.Ready()}
-	})
-	if err := a.loadPolicy(ctx); err != nil {
-		return nil, err
-	}
 	if err := a.assemble(ctx); err != nil {
 		a.close()
 		return nil, err
 	}
 	return a, nil
-}
-
-func (a *App) loadPolicy(ctx context.Context) error {
-	ps, err := engine.LoadDir(a.Config.Policy.Dir, engine.LoadOptions{})
-	if err != nil {
-		return fmt.Errorf("policy.dir: %w", err)
-	}
-	return a.Engine.Load(ctx, ps)
 }
 
 // Add registers a component to run (used by assemble and by tests).

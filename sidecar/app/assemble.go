@@ -1,10 +1,384 @@
 package app
 
-import "context"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 
-// assemble builds the optional capabilities named in the configuration (front doors, state,
-// decision log, Vault). Each is wired here and nowhere else.
+	"github.com/consentry/consentry/sidecar/auditlog"
+	"github.com/consentry/consentry/sidecar/auditlog/vaultsign"
+	"github.com/consentry/consentry/sidecar/bundle"
+	"github.com/consentry/consentry/sidecar/consent"
+	"github.com/consentry/consentry/sidecar/engine"
+	"github.com/consentry/consentry/sidecar/enrich"
+	"github.com/consentry/consentry/sidecar/enrich/static"
+	"github.com/consentry/consentry/sidecar/envoy"
+	"github.com/consentry/consentry/sidecar/identity"
+	"github.com/consentry/consentry/sidecar/pipeline"
+	"github.com/consentry/consentry/sidecar/routes"
+	"github.com/consentry/consentry/vaultkeys"
+)
+
+// assemble builds the capabilities named in the configuration, in dependency order:
+//
+//	policy (bundle manager) -> Vault keys -> decision log -> state -> identity, routes ->
+//	pipeline -> front doors (ext_authz/ext_proc gRPC, HTTP proxy)
+//
+// Each is wired here and nowhere else. Every step that fails returns an error naming its
+// config section; whatever was opened before is closed by New.
 func (a *App) assemble(ctx context.Context) error {
-	_ = ctx
+	steps := []struct {
+		name string
+		f    func(context.Context) error
+	}{
+		{"policy", a.assemblePolicy},
+		{"vault", a.assembleVault},
+		{"decision_log", a.assembleDecisionLog},
+		{"state", a.assembleState},
+		{"pipeline", a.assemblePipeline},
+		{"front doors", a.assembleFrontDoors},
+	}
+	for _, s := range steps {
+		if err := s.f(ctx); err != nil {
+			return err
+		}
+	}
 	return nil
 }
+
+// assemblePolicy starts the bundle manager on the policy source. A local policy directory is
+// also compiled right away so that `consentry run --check` and a broken start fail with the
+// compiler's message (exit code 3) instead of a sidecar that never becomes ready.
+func (a *App) assemblePolicy(ctx context.Context) error {
+	pc := a.Config.Policy
+	if pc.Dir != "" && !bundle.IsBundleDir(pc.Dir) {
+		ps, err := engine.LoadDir(pc.Dir, engine.LoadOptions{})
+		if err != nil {
+			return fmt.Errorf("policy.dir: %w", err)
+		}
+		if err := a.Engine.Check(ctx, ps); err != nil {
+			return err
+		}
+	}
+	var rc routes.Config
+	if _, err := a.Config.Section("routes", &rc); err != nil {
+		return err
+	}
+	act := &activator{eng: a.Engine, routes: &a.routes, fromBundle: rc.FromBundle}
+	mgr, err := bundle.NewManager(pc, act, a.Registry, a.Log)
+	if err != nil {
+		return err
+	}
+	a.Bundles = mgr
+	mgr.Register(a.Admin)
+	a.Add(mgr)
+	return nil
+}
+
+// activator loads a policy set into the engine and, when the route map travels with the
+// bundle (routes.from_bundle), swaps the route map too. A bundle whose route map is invalid
+// is rejected as a whole, so policy and routes never disagree about what a route is.
+type activator struct {
+	eng        *engine.Engine
+	routes     *routes.Holder
+	fromBundle bool
+}
+
+var _ bundle.Activator = (*activator)(nil)
+
+func (v *activator) Load(ctx context.Context, ps *engine.PolicySet) error {
+	var m *routes.Map
+	if v.fromBundle {
+		raw, ok := dig(ps.Data, "consentry", "routes")
+		if !ok {
+			return errors.New("routes.from_bundle: the bundle has no data.consentry.routes")
+		}
+		var err error
+		if m, err = routes.FromValue(raw); err != nil {
+			return fmt.Errorf("bundle data.consentry.routes: %w", err)
+		}
+	}
+	if err := v.eng.Load(ctx, ps); err != nil {
+		return err
+	}
+	if m != nil {
+		v.routes.Store(m)
+	}
+	return nil
+}
+
+func dig(m map[string]any, path ...string) (any, bool) {
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = mm[p]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+// assembleVault connects to Vault when the `vault:` section is present. Without it every
+// field that needs a key is withheld (fail closed) and erasure is unavailable.
+func (a *App) assembleVault(ctx context.Context) error {
+	var vc vaultkeys.Config
+	ok, err := a.Config.Section("vault", &vc)
+	if err != nil || !ok {
+		return err
+	}
+	// Destruction records and the decision log name customers by the same pseudonym, so a
+	// reviewer can match an erasure to the customer's decisions. The log opens after Vault (it
+	// may sign checkpoints with Vault transit), hence the late binding.
+	opts := vaultkeys.Options{Registerer: a.Registry, Logger: a.Log.With("component", "vaultkeys")}
+	if vc.PseudonymKey == "" && vc.PseudonymKeyFile == "" {
+		opts.Pseudonymize = func(id string) string {
+			if a.Decisions == nil {
+				return ""
+			}
+			return a.Decisions.Pseudonymizer().Customer(id)
+		}
+	}
+	opts.Destructions = vaultkeys.DestructionSinkFunc(func(ctx context.Context, rec *vaultkeys.DestructionRecord) error {
+		a.Log.Info("customer keys destroyed", "customer", rec.CustomerPseudonym, "keys", len(rec.Keys), "actor", rec.Actor, "ledger_seq", rec.Seq, "ledger_hash", rec.Hash)
+		return nil
+	})
+	km, err := vaultkeys.New(ctx, vc, opts)
+	if err != nil {
+		return fmt.Errorf("vault: %w", err)
+	}
+	a.Keys = km
+	a.AddCloser(closeFunc(func() error { km.Close(); return nil }))
+	a.Admin.AddReadiness("vault", km.Ready)
+	a.Admin.AddStatus("vault", km.Status)
+	return nil
+}
+
+// assembleDecisionLog opens the audit trail. It is not optional: without a `decision_log:`
+// section the log goes to var/decisions with a signing key generated on first start, so no
+// decision is ever unrecorded.
+func (a *App) assembleDecisionLog(context.Context) error {
+	var lc auditlog.Config
+	if _, err := a.Config.Section("decision_log", &lc); err != nil {
+		return err
+	}
+	if lc.Dir == "" {
+		lc.Dir = filepath.Join("var", "decisions")
+	}
+	keyDir := lc.Dir + ".keys"
+	if lc.SigningKeyFile == "" && lc.SigningVaultKey == "" && !lc.UnsignedCheckpoints {
+		lc.SigningKeyFile = filepath.Join(keyDir, "signing.pem")
+		if err := ensureFile(lc.SigningKeyFile, func() error {
+			_, err := auditlog.WriteKeyPair(lc.SigningKeyFile, filepath.Join(keyDir, "signing.pub"))
+			return err
+		}); err != nil {
+			return fmt.Errorf("decision_log.signing_key_file: %w", err)
+		}
+		a.Log.Warn("decision_log.signing_key_file not set: checkpoints are signed with a generated key; configure one (consentry audit keygen) so verifiers can pin it", "file", lc.SigningKeyFile)
+	}
+	if lc.PseudonymKeyFile == "" {
+		lc.PseudonymKeyFile = filepath.Join(keyDir, "pseudonym.key")
+		if err := ensureFile(lc.PseudonymKeyFile, func() error { return auditlog.WritePseudonymKey(lc.PseudonymKeyFile) }); err != nil {
+			return fmt.Errorf("decision_log.pseudonym_key_file: %w", err)
+		}
+	}
+	opts := auditlog.Options{Logger: a.Log.With("component", "decision_log"), Registerer: a.Registry}
+	if lc.SigningVaultKey != "" {
+		if a.Keys == nil {
+			return errors.New("decision_log.signing_vault_key: needs the vault section")
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), a.Keys.Config().Timeout*4)
+		s, err := vaultsign.New(sctx, a.Keys.Client(), a.Keys.Config().TransitMount, lc.SigningVaultKey)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("decision_log.signing_vault_key: %w", err)
+		}
+		opts.Signer = s
+	}
+	lg, err := auditlog.Open(lc, opts)
+	if err != nil {
+		return err
+	}
+	a.Decisions = lg
+	a.AddCloser(lg)
+	a.Admin.AddReadiness("decision_log", func(context.Context) error { return lg.Healthy() })
+	a.Admin.AddStatus("decision_log", func() any {
+		st := map[string]any{"dir": lg.Dir(), "committed": lg.Committed(), "mode": lc.WithDefaults().Mode}
+		if err := lg.Healthy(); err != nil {
+			st["error"] = err.Error()
+		}
+		return st
+	})
+	return nil
+}
+
+// assembleState opens the consent/case/agreement store (`state:`, the default: SQLite under
+// var/state) or, for fixtures, a static enrichment file (`enrichment:`).
+func (a *App) assembleState(ctx context.Context) error {
+	var sc static.Config
+	hasStatic, err := a.Config.Section("enrichment", &sc)
+	if err != nil {
+		return err
+	}
+	var cc consent.Config
+	hasState, err := a.Config.Section("state", &cc)
+	if err != nil {
+		return err
+	}
+	if hasStatic && hasState {
+		return errors.New("enrichment: set either state (the consent store) or enrichment (a static file), not both")
+	}
+	if hasStatic {
+		if err := sc.Validate(); err != nil {
+			return err
+		}
+		p, err := static.Load(sc.File)
+		if err != nil {
+			return fmt.Errorf("enrichment.file: %w", err)
+		}
+		a.enrich = p
+		return nil
+	}
+	if len(cc.Purposes) == 0 && cc.PurposesFile == "" && a.Config.Policy.Dir != "" {
+		// Consent can be recorded for exactly the purposes the policy library knows.
+		if p := filepath.Join(a.Config.Policy.Dir, "data", "consentry", "catalog", "data.json"); fileExists(p) {
+			cc.PurposesFile = p
+		}
+	}
+	opts := consent.Options{Logger: a.Log.With("component", "state"), Registry: a.Registry}
+	if a.Keys != nil {
+		opts.Eraser = vaultkeys.EraseFunc(func(ctx context.Context, id, actor, reason string) error {
+			_, err := a.Keys.Erase(ctx, id, actor, reason)
+			return err
+		})
+	}
+	st, err := consent.Open(ctx, cc, opts)
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	a.State = st
+	a.enrich = st
+	a.AddCloser(st)
+	st.Mount(a.Admin)
+	if a.Keys != nil {
+		vaultkeys.MountAdmin(a.Admin.API(), &erasure{keys: a.Keys, state: st})
+	}
+	return nil
+}
+
+// erasure is the admin API's erase: destroy the keys, then mark the customer erased so every
+// later decision denies and new grants are refused. The customer is marked erased whenever
+// the destruction was recorded, even if Vault failed part-way (replay-erasures finishes it):
+// a half-erased customer must not be served.
+type erasure struct {
+	keys  *vaultkeys.Manager
+	state *consent.Store
+}
+
+var _ vaultkeys.Eraser = (*erasure)(nil)
+
+func (e *erasure) Erase(ctx context.Context, customerID, actor, reason string) (*vaultkeys.DestructionRecord, error) {
+	rec, err := e.keys.Erase(ctx, customerID, actor, reason)
+	if rec == nil {
+		return nil, err
+	}
+	if _, merr := e.state.MarkErased(context.WithoutCancel(ctx), customerID, rec.Time); merr != nil {
+		return rec, errors.Join(err, fmt.Errorf("mark erased: %w", merr))
+	}
+	return rec, err
+}
+
+// assemblePipeline builds the shared request pipeline every front door uses.
+func (a *App) assemblePipeline(context.Context) error {
+	var ic identity.Config
+	if _, err := a.Config.Section("identity", &ic); err != nil {
+		return err
+	}
+	id, err := identity.New(ic)
+	if err != nil {
+		return err
+	}
+	a.Admin.AddReadiness("identity", func(context.Context) error { return id.Ready() })
+	var rc routes.Config
+	ok, err := a.Config.Section("routes", &rc)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("routes: section required (routes.file: the CRM's route map, or routes.from_bundle: true)")
+	}
+	if err := rc.Validate(); err != nil {
+		return err
+	}
+	if !rc.FromBundle {
+		m, err := routes.LoadConfig(rc)
+		if err != nil {
+			return fmt.Errorf("routes.file: %w", err)
+		}
+		a.routes.Store(m)
+	}
+	var pc pipeline.Config
+	if _, err := a.Config.Section("pipeline", &pc); err != nil {
+		return err
+	}
+	p, err := pipeline.New(pc, pipeline.Deps{
+		Engine:   a.Engine,
+		Routes:   &a.routes,
+		Identity: id,
+		Enrich:   a.enrich,
+		Log:      a.Decisions,
+		Logger:   a.Log.With("component", "pipeline"),
+		Metrics:  a.Registry,
+	})
+	if err != nil {
+		return err
+	}
+	a.Pipeline = p
+	return nil
+}
+
+// assembleFrontDoors starts the gRPC listener (ext_authz, and ext_proc on the same port) when
+// `envoy:` is configured and the HTTP reverse proxy when `proxy:` is.
+func (a *App) assembleFrontDoors(ctx context.Context) error {
+	var ec envoy.Config
+	hasEnvoy, err := a.Config.Section("envoy", &ec)
+	if err != nil {
+		return err
+	}
+	if hasEnvoy {
+		srv, err := envoy.New(ec, a.Pipeline, a.Log.With("component", "envoy"))
+		if err != nil {
+			return err
+		}
+		a.Envoy = srv
+		a.Add(srv)
+	}
+	return a.assembleResponseSide(ctx)
+}
+
+// closeFunc adapts a function to Closer.
+type closeFunc func() error
+
+func (f closeFunc) Close() error { return f() }
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// ensureFile runs create (which writes path) unless path already exists.
+func ensureFile(path string, create func() error) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return create()
+}
+
+var _ enrich.Provider = (*consent.Store)(nil)

@@ -281,3 +281,7 @@ func isBundleDir(dir string) bool {
 	}
 	return false
 }
+
+// IsBundleDir reports whether dir is an OPA bundle directory (it has a .manifest or
+// .signatures.json) rather than a consentry policy directory.
+func IsBundleDir(dir string) bool { return isBundleDir(dir) }

@@ -18,13 +18,15 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/consentry/consentry/sidecar/admin"
+	"github.com/consentry/consentry/sidecar/bundle"
 	"github.com/consentry/consentry/sidecar/engine"
 )
 
 // Config is the whole configuration file.
 type Config struct {
-	// Policy says where policies come from.
-	Policy PolicyConfig `yaml:"policy"`
+	// Policy says where policies come from and how they are trusted (bundle.Config: a local
+	// policy directory, a bundle tarball or a bundle server; docs/bundles.md).
+	Policy bundle.Config `yaml:"policy"`
 	// Engine tunes evaluation (timeout, capabilities).
 	Engine engine.Config `yaml:"engine"`
 	// Admin is the admin listener (health, readiness, metrics, admin API).
@@ -35,12 +37,6 @@ type Config struct {
 
 	path string
 	root *yaml.Node
-}
-
-// PolicyConfig is the `policy:` section's local-directory part. (Bundles: see docs/bundles.md.)
-type PolicyConfig struct {
-	// Dir is a policy directory (rego + data/ + schema/). Default "policies".
-	Dir string `yaml:"dir"`
 }
 
 // Load reads and validates a configuration file.
@@ -71,7 +67,13 @@ func Parse(path string, raw []byte) (*Config, error) {
 			return nil, fmt.Errorf("%s:%d: unknown section %q (known: %s)", path, node.Line-1, name, strings.Join(sortedKeys(knownSections), ", "))
 		}
 	}
-	c.Policy = c.Policy.withDefaults()
+	if c.Policy.Dir == "" && c.Policy.File == "" && c.Policy.URL == "" {
+		c.Policy.Dir = "policies"
+	}
+	c.Policy = c.Policy.WithDefaults()
+	if err := c.Policy.Validate(); err != nil {
+		return nil, c.KeyError(err)
+	}
 	c.Engine = c.Engine.WithDefaults()
 	c.Admin = c.Admin.WithDefaults()
 	if err := c.Engine.Validate(); err != nil {
@@ -88,13 +90,6 @@ func Parse(path string, raw []byte) (*Config, error) {
 		c.Admin.Token = strings.TrimSpace(string(tok))
 	}
 	return c, nil
-}
-
-func (p PolicyConfig) withDefaults() PolicyConfig {
-	if p.Dir == "" {
-		p.Dir = "policies"
-	}
-	return p
 }
 
 // Section decodes the named top-level section into out (strictly: unknown keys are errors).
@@ -182,7 +177,7 @@ var knownSections = map[string]bool{
 	"state":        true, // sidecar/consent (consent, cases, agreements, customers)
 	"decision_log": true, // sidecar/auditlog
 	"vault":        true, // vaultkeys
-	"bundle":       true, // sidecar/bundle
+	"transform":    true, // sidecar/transform (response and write-body enforcement)
 	"enrichment":   true, // sidecar/enrich/static
 }
 
