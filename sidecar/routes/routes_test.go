@@ -32,6 +32,7 @@ func TestDemoMap(t *testing.T) {
 		{"GET", "/api/customers/c-1/notes", "GET /api/customers/{customer_id}/notes", map[string]string{"customer_id": "c-1"}, "c-1", ""},
 		{"GET", "/api/cases/k-9", "GET /api/cases/{case_id}", map[string]string{"case_id": "k-9"}, "", "k-9"},
 		{"GET", "/api/export", "GET /api/export", nil, "", ""},
+		{"GET", "/api/cases", "GET /api/cases", nil, "", ""},
 	}
 	for _, tt := range tests {
 		mt, ok := m.Match(tt.method, tt.path)
@@ -51,6 +52,21 @@ func TestDemoMap(t *testing.T) {
 	r, _ := m.Match("POST", "/api/customers")
 	if r.Route.Body != BodyJSON || r.Route.Action != "create" {
 		t.Errorf("POST /api/customers: body %q action %q", r.Route.Body, r.Route.Action)
+	}
+	// Response-side enforcement needs to find the records of every list-shaped response.
+	for _, rp := range []struct{ method, path, recordPath, idField string }{
+		{"GET", "/api/customers", "items", "id"},
+		{"GET", "/api/customers/c-1/notes", "items", "id"},
+		{"GET", "/api/cases", "items", "customer_id"},
+		{"GET", "/api/export", "items", "id"},
+	} {
+		mt, _ := m.Match(rp.method, rp.path)
+		if mt.Route.RecordPath != rp.recordPath || mt.Route.CustomerIDField != rp.idField {
+			t.Errorf("%s %s: record_path %q customer_id_field %q", rp.method, rp.path, mt.Route.RecordPath, mt.Route.CustomerIDField)
+		}
+	}
+	if r, _ := m.Match("POST", "/api/customers"); !slices.Contains(r.Route.Fields, "id") {
+		t.Error("POST /api/customers must accept id: keys for a new customer's fields are the customer's")
 	}
 }
 

@@ -1,0 +1,552 @@
+// Package transform is the response (and write-request) transformer shared by consentry's
+// front doors with a response phase: the HTTP reverse proxy (sidecar/proxy) and Envoy
+// ext_proc (sidecar/envoy). Driven by the route map's field paths and the decision, it rewrites
+// JSON bodies field by field:
+//
+//   - allowed and encrypted: decrypted with keys released from Vault for this decision only;
+//   - allowed and plaintext: served as is;
+//   - masked: last four, keyed HMAC, year only, or "[redacted]";
+//   - denied: removed;
+//   - allowed but its key unavailable (Vault down, erased, ...): withheld, served as null and
+//     named in the x-consentry-withheld header. Never plaintext without a decision, never
+//     ciphertext passed off as a value.
+//
+// List routes are filtered per record: each record is decided with its own customer's state
+// (pipeline.DecideRecords, one batch lookup) and records that may not be served are removed;
+// only counts are logged. Write requests are checked again field by field and their sensitive
+// fields encrypted (vaultkeys ReleaseForWrite) before they reach the CRM. docs/response-transform.md
+// describes the rules.
+package transform
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/consentry/consentry/sidecar/audit"
+	"github.com/consentry/consentry/sidecar/decision"
+	"github.com/consentry/consentry/sidecar/pipeline"
+	"github.com/consentry/consentry/sidecar/routes"
+	"github.com/consentry/consentry/vaultkeys"
+)
+
+// Keys releases decision-gated keys (*vaultkeys.Manager). Declared here so the transformer
+// depends on the three calls it makes, and so a nil Keys means "no Vault": every field that
+// needs a key is withheld and every write that needs encryption is refused.
+type Keys interface {
+	Release(ctx context.Context, customerID string, d *decision.Decision) (*vaultkeys.KeySet, error)
+	ReleaseRecord(ctx context.Context, d *decision.Decision, customerID string) (*vaultkeys.KeySet, error)
+	ReleaseForWrite(ctx context.Context, customerID string, d *decision.Decision) (*vaultkeys.KeySet, error)
+}
+
+// RecordDecider decides the records of a list response (*pipeline.Pipeline).
+type RecordDecider interface {
+	DecideRecords(ctx context.Context, out *pipeline.Outcome, customerIDs []string) (*decision.Decision, error)
+}
+
+var (
+	_ Keys          = (*vaultkeys.Manager)(nil)
+	_ RecordDecider = (*pipeline.Pipeline)(nil)
+)
+
+// Reason codes of responses the transformer replaces (fail closed) and of refused writes.
+const (
+	ReasonNotJSON          = "response.not_json"
+	ReasonInvalidJSON      = "response.invalid_json"
+	ReasonTooLarge         = "response.too_large"
+	ReasonShape            = "response.shape_unexpected"
+	ReasonRecordsUndecided = "response.records_undecided"
+	ReasonEncoded          = "response.encoded"
+	ReasonWriteNotAllowed  = "field.write_not_allowed"
+	ReasonWriteCiphertext  = "field.ciphertext_not_accepted"
+	ReasonWriteType        = "field.type_unsupported"
+	ReasonWriteCustomer    = "write.customer_id_required"
+	ReasonWriteKeys        = "write.keys_unavailable"
+	ReasonWriteBody        = "request.body_invalid"
+)
+
+// HeaderWithheld names the fields withheld from a response (their keys were unavailable).
+const HeaderWithheld = "x-consentry-withheld"
+
+// Transformer is safe for concurrent use.
+type Transformer struct {
+	cfg     Config
+	keys    Keys
+	hmacKey []byte
+	log     *slog.Logger
+	tries   trieCache
+}
+
+// New builds a transformer. keys may be nil (no Vault configured): fields that need a key are
+// withheld and writes that need encryption are refused.
+func New(cfg Config, keys Keys, log *slog.Logger) (*Transformer, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	t := &Transformer{cfg: cfg, keys: keys, log: log}
+	if m, ok := keys.(*vaultkeys.Manager); ok && m == nil {
+		t.keys = nil // a typed nil is still "no keys"
+	}
+	if t.log == nil {
+		t.log = slog.Default()
+	}
+	if cfg.HMACKeyFile != "" {
+		k, err := readKey(cfg.HMACKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("transform.hmac_key_file: %w", err)
+		}
+		t.hmacKey = k
+	}
+	return t, nil
+}
+
+// Config returns the effective configuration.
+func (t *Transformer) Config() Config { return t.cfg }
+
+// Response is an upstream response as the door received it.
+type Response struct {
+	Status      int
+	ContentType string
+	// ContentEncoding is the upstream's Content-Encoding ("" or "identity" when plain).
+	ContentEncoding string
+	Body            []byte
+}
+
+// Result is what the door sends instead.
+type Result struct {
+	// Status is the upstream's status, or 502 when the body was replaced (fail closed).
+	Status int
+	// Body is the body to send (the upstream's when nothing changed).
+	Body []byte
+	// ContentType is set when the body was replaced by a deny document.
+	ContentType string
+	// Headers are added to the response (x-consentry-withheld).
+	Headers map[string]string
+	// Changed says Body differs from the upstream's.
+	Changed bool
+	// Enforcement is what was done, for the decision log.
+	Enforcement audit.Enforcement
+	// Err explains a replaced body (for the door's log; never sent).
+	Err error
+}
+
+// NeedsBody reports whether the door must buffer the response body of out's route (false for
+// public routes and denied requests, whose responses are passed or replaced as they are).
+func NeedsBody(out *pipeline.Outcome) bool {
+	return out != nil && out.Allowed() && out.Match != nil && !out.Match.Route.Public
+}
+
+// Response rewrites an upstream response for an allowed outcome. It never returns nil.
+func (t *Transformer) Response(ctx context.Context, rd RecordDecider, out *pipeline.Outcome, r Response) *Result {
+	res := &Result{Status: r.Status, Body: r.Body}
+	if !NeedsBody(out) {
+		return res
+	}
+	route := out.Match.Route
+	if len(bytes.TrimSpace(r.Body)) == 0 {
+		return res // 204, HEAD, empty error bodies: nothing to minimize
+	}
+	ndjson, isJSON := jsonKind(r.ContentType)
+	if !isJSON {
+		if route.Body == routes.BodyAny {
+			return res
+		}
+		return t.fail(res, out, ReasonNotJSON, fmt.Errorf("content type %q on a route that only passes JSON", r.ContentType))
+	}
+	if enc := strings.ToLower(strings.TrimSpace(r.ContentEncoding)); enc != "" && enc != "identity" {
+		return t.fail(res, out, ReasonEncoded, fmt.Errorf("content encoding %q", enc))
+	}
+	if len(r.Body) > t.cfg.MaxBodyBytes {
+		return t.fail(res, out, ReasonTooLarge, fmt.Errorf("%d bytes over transform.max_body_bytes %d", len(r.Body), t.cfg.MaxBodyBytes))
+	}
+	rep := newReport()
+	var body []byte
+	var err error
+	var code string
+	perRecord := out.Decision != nil && slices.ContainsFunc(out.Decision.Obligations, func(o decision.Obligation) bool {
+		return o.Type == pipeline.ObligationFilterRecords
+	})
+	success := r.Status >= 200 && r.Status < 300
+	switch {
+	case ndjson:
+		body, code, err = t.lines(ctx, rd, out, r.Body, perRecord, rep, &res.Enforcement)
+	case success && (route.RecordPath != "" || perRecord):
+		body, code, err = t.list(ctx, rd, out, r.Body, perRecord, rep, &res.Enforcement)
+	default:
+		// One record, or an error document: the request's decision applies to the document.
+		body, code, err = t.single(ctx, out, r.Body, rep)
+	}
+	if err != nil {
+		return t.fail(res, out, code, err)
+	}
+	res.Enforcement.FieldsReleased = sortedKeys(rep.released)
+	res.Enforcement.FieldsMasked = sortedKeys(rep.masked)
+	res.Enforcement.FieldsDropped = sortedKeys(rep.dropped)
+	res.Enforcement.Withheld = sortedKeys(rep.withheld)
+	res.Enforcement.KeyScopes = sortedKeys(rep.scopes)
+	if len(rep.withheld) > 0 {
+		res.Headers = map[string]string{HeaderWithheld: strings.Join(res.Enforcement.Withheld, ",")}
+	}
+	res.Changed = !bytes.Equal(body, r.Body)
+	res.Body = body
+	return res
+}
+
+// fail replaces the body with a deny document: a response consentry cannot enforce is never
+// passed on.
+func (t *Transformer) fail(res *Result, out *pipeline.Outcome, code string, err error) *Result {
+	t.log.Warn("response replaced", "decision_id", out.DecisionID, "code", code, "error", err)
+	res.Status = http.StatusBadGateway
+	res.Body = DenyBody(out.DecisionID, code, publicMessage(code))
+	res.ContentType = "application/json"
+	res.Changed = true
+	res.Err = err
+	res.Enforcement = audit.Enforcement{Status: res.Status}
+	return res
+}
+
+func publicMessage(code string) string {
+	switch code {
+	case ReasonNotJSON:
+		return "the CRM answered with a body this route does not pass"
+	case ReasonTooLarge:
+		return "the CRM's response is too large to enforce"
+	case ReasonEncoded:
+		return "the CRM's response is compressed and cannot be enforced"
+	case ReasonRecordsUndecided:
+		return "the records of this response could not be decided"
+	default:
+		return "the CRM's response could not be enforced"
+	}
+}
+
+// DenyBody is the JSON body of a deny, in the pipeline's format {decision_id, reasons}.
+func DenyBody(decisionID string, reasons ...string) []byte {
+	type why struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	body := struct {
+		DecisionID string `json:"decision_id"`
+		Reasons    []why  `json:"reasons"`
+	}{DecisionID: decisionID}
+	for i := 0; i+1 < len(reasons); i += 2 {
+		body.Reasons = append(body.Reasons, why{Code: reasons[i], Message: reasons[i+1]})
+	}
+	raw, _ := json.Marshal(body)
+	return raw
+}
+
+// jsonKind classifies a content type: JSON lines (ndjson) or one JSON document.
+func jsonKind(ct string) (ndjson, isJSON bool) {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false, false
+	}
+	switch {
+	case mt == "application/x-ndjson" || mt == "application/jsonl" || mt == "application/x-jsonlines" || mt == "application/jsonlines":
+		return true, true
+	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
+		return false, true
+	}
+	return false, false
+}
+
+// single applies the request's decision to the whole document (records at record_path, or the
+// document itself).
+func (t *Transformer) single(ctx context.Context, out *pipeline.Outcome, b []byte, rep *report) ([]byte, string, error) {
+	doc, err := document(b)
+	if err != nil {
+		return nil, ReasonInvalidJSON, err
+	}
+	w := &walker{t: t, b: b, rep: rep}
+	rec := &record{fields: out.Decision.Fields}
+	if err := w.descend(rec, doc, t.tries.get(out.Match.Route), 0); err != nil {
+		return nil, ReasonInvalidJSON, err
+	}
+	if rec.needsKeys() {
+		ks := t.release(ctx, out.Input.Resource.CustomerID, out.Decision)
+		w.finish(rec, ks)
+		if ks != nil {
+			ks.Close()
+		}
+	}
+	slices.SortFunc(rec.edits, func(a, b edit) int { return a.start - b.start })
+	return apply(b, rec.edits), "", nil
+}
+
+// release returns the keys of a single-customer decision (nil when none could be had).
+func (t *Transformer) release(ctx context.Context, customerID string, d *decision.Decision) *vaultkeys.KeySet {
+	if t.keys == nil || customerID == "" || len(d.KeyScopes) == 0 {
+		return nil
+	}
+	ks, err := t.keys.Release(ctx, customerID, d)
+	if err != nil {
+		t.log.Warn("key release incomplete: fields withheld", "decision_id", d.ID, "reason", vaultkeys.Reason(err), "error", err)
+	}
+	return ks
+}
+
+// listRecord is one record of a list response.
+type listRecord struct {
+	v          span
+	customerID string
+	rec        *record
+	keep       bool
+}
+
+// list filters and transforms the record array at the route's record_path.
+func (t *Transformer) list(ctx context.Context, rd RecordDecider, out *pipeline.Outcome, b []byte, perRecord bool, rep *report, enf *audit.Enforcement) ([]byte, string, error) {
+	doc, err := document(b)
+	if err != nil {
+		return nil, ReasonInvalidJSON, err
+	}
+	arr, found, err := locate(b, doc, splitPath(out.Match.Route.RecordPath))
+	if err != nil {
+		return nil, ReasonShape, err
+	}
+	if !found || kind(b, arr) == 'n' {
+		return b, "", nil // no records (absent or null): nothing to serve, nothing to filter
+	}
+	if kind(b, arr) != '[' {
+		return nil, ReasonShape, fmt.Errorf("%q is not an array", out.Match.Route.RecordPath)
+	}
+	var recs []*listRecord
+	if _, err := scanArray(b, arr.start, 1, func(v span) error {
+		recs = append(recs, &listRecord{v: v})
+		return nil
+	}); err != nil {
+		return nil, ReasonInvalidJSON, err
+	}
+	edits, code, err := t.records(ctx, rd, out, b, recs, perRecord, rep, enf)
+	if err != nil {
+		return nil, code, err
+	}
+	items := make([]span, len(recs))
+	drop := make([]bool, len(recs))
+	for i, r := range recs {
+		items[i], drop[i] = r.v, !r.keep
+	}
+	edits = append(edits, removals(items, drop)...)
+	slices.SortFunc(edits, func(a, b edit) int { return a.start - b.start })
+	return apply(b, edits), "", nil
+}
+
+// lines filters and transforms a JSON-lines body: one record per non-empty line.
+func (t *Transformer) lines(ctx context.Context, rd RecordDecider, out *pipeline.Outcome, b []byte, perRecord bool, rep *report, enf *audit.Enforcement) ([]byte, string, error) {
+	var recs []*listRecord
+	for i := 0; i < len(b); {
+		j := bytes.IndexByte(b[i:], '\n')
+		end := len(b)
+		if j >= 0 {
+			end = i + j
+		}
+		if len(bytes.TrimSpace(b[i:end])) > 0 {
+			v, err := scanValue(b[:end], i, 1)
+			if err != nil {
+				return nil, ReasonInvalidJSON, err
+			}
+			if skipWS(b[:end], v.end) != end {
+				return nil, ReasonInvalidJSON, synErr(v.end, "trailing data on a JSON line")
+			}
+			recs = append(recs, &listRecord{v: v})
+		}
+		i = end + 1
+	}
+	edits, code, err := t.records(ctx, rd, out, b, recs, perRecord, rep, enf)
+	if err != nil {
+		return nil, code, err
+	}
+	slices.SortFunc(edits, func(a, b edit) int { return a.start - b.start })
+	var buf bytes.Buffer
+	buf.Grow(len(b))
+	ei := 0
+	for _, r := range recs {
+		var mine []edit
+		for ei < len(edits) && edits[ei].start < r.v.end {
+			mine = append(mine, edit{span: span{edits[ei].start - r.v.start, edits[ei].end - r.v.start}, repl: edits[ei].repl})
+			ei++
+		}
+		if !r.keep {
+			continue
+		}
+		buf.Write(apply(b[r.v.start:r.v.end], mine))
+		buf.WriteByte('\n')
+	}
+	return buf.Bytes(), "", nil
+}
+
+// locate follows an object path from v. A path member that appears twice is an error: which
+// one a client reads is parser-dependent, so neither is trusted.
+func locate(b []byte, v span, path []string) (span, bool, error) {
+	for _, seg := range path {
+		if kind(b, v) != '{' {
+			return span{}, false, nil
+		}
+		var next span
+		n := 0
+		if _, err := scanObject(b, v.start, 0, func(m member) error {
+			if m.key == seg {
+				next = m.val
+				n++
+			}
+			return nil
+		}); err != nil {
+			return span{}, false, err
+		}
+		switch n {
+		case 0:
+			return span{}, false, nil
+		case 1:
+			v = next
+		default:
+			return span{}, false, errors.New("record path member " + seg + " appears twice")
+		}
+	}
+	return v, true, nil
+}
+
+// records decides and transforms list records; it marks each record kept or not and returns
+// the field edits of kept records.
+func (t *Transformer) records(ctx context.Context, rd RecordDecider, out *pipeline.Outcome, b []byte, recs []*listRecord, perRecord bool, rep *report, enf *audit.Enforcement) ([]edit, string, error) {
+	route := out.Match.Route
+	root := t.tries.get(route)
+	w := &walker{t: t, b: b, rep: rep}
+	d := out.Decision
+	if perRecord && len(recs) > 0 {
+		var ids []string
+		for _, r := range recs {
+			r.customerID = customerIDOf(b, r.v, route.CustomerIDField)
+			if r.customerID != "" {
+				ids = append(ids, r.customerID)
+			}
+		}
+		if len(ids) > 0 {
+			if rd == nil {
+				return nil, ReasonRecordsUndecided, errors.New("no record decider")
+			}
+			rdec, err := rd.DecideRecords(ctx, out, ids)
+			if err != nil {
+				// DecideRecords denies every record on error: serve none rather than fail the
+				// whole response? No: an empty list looks like "no customers match", which is
+				// a lie the caller cannot detect. Fail closed with a clear status instead.
+				return nil, ReasonRecordsUndecided, err
+			}
+			d = rdec
+		}
+	}
+	var need []*listRecord
+	for _, r := range recs {
+		fields := d.Fields
+		if perRecord {
+			rd, ok := d.Records[r.customerID]
+			if r.customerID == "" || !ok || !rd.Allow {
+				continue // undecided, denied, or without a customer id: removed
+			}
+			if rd.Fields != nil {
+				fields = rd.Fields
+			}
+		}
+		if kind(b, r.v) != '{' {
+			continue // a record that is not an object cannot be minimized: removed
+		}
+		r.keep = true
+		r.rec = &record{fields: fields}
+		if err := w.object(r.rec, r.v, root, 1); err != nil {
+			return nil, ReasonInvalidJSON, err
+		}
+		if r.rec.needsKeys() {
+			need = append(need, r)
+		}
+	}
+	t.releaseRecords(ctx, out, d, need, perRecord, w)
+	var edits []edit
+	for _, r := range recs {
+		if r.keep {
+			enf.RecordsReturned++
+			edits = append(edits, r.rec.edits...)
+		} else {
+			enf.RecordsFiltered++
+		}
+	}
+	return edits, "", nil
+}
+
+// releaseRecords releases each record's keys (concurrently, bounded) and finishes its values.
+func (t *Transformer) releaseRecords(ctx context.Context, out *pipeline.Outcome, d *decision.Decision, need []*listRecord, perRecord bool, w *walker) {
+	if len(need) == 0 {
+		return
+	}
+	kss := make([]*vaultkeys.KeySet, len(need))
+	if !perRecord {
+		// One customer's records (notes of a customer): one release for all of them.
+		ks := t.release(ctx, out.Input.Resource.CustomerID, d)
+		for _, r := range need {
+			w.finish(r.rec, ks)
+		}
+		if ks != nil {
+			ks.Close()
+		}
+		return
+	}
+	if t.keys != nil {
+		sem := make(chan struct{}, t.cfg.ReleaseConcurrency)
+		var wg sync.WaitGroup
+		for i, r := range need {
+			if r.customerID == "" {
+				continue
+			}
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				ks, err := t.keys.ReleaseRecord(ctx, d, r.customerID)
+				if err != nil {
+					t.log.Warn("key release incomplete: fields withheld", "decision_id", out.DecisionID, "reason", vaultkeys.Reason(err))
+				}
+				kss[i] = ks
+			}()
+		}
+		wg.Wait()
+	}
+	for i, r := range need {
+		w.finish(r.rec, kss[i])
+		if kss[i] != nil {
+			kss[i].Close()
+		}
+	}
+}
+
+// customerIDOf reads the record's customer id member (a string, or a number's text).
+func customerIDOf(b []byte, v span, field string) string {
+	if kind(b, v) != '{' {
+		return ""
+	}
+	id, n := "", 0
+	_, _ = scanObject(b, v.start, 1, func(m member) error {
+		if m.key != field {
+			return nil
+		}
+		n++
+		switch kind(b, m.val) {
+		case '"':
+			id, _ = decodeString(b[m.val.start:m.val.end])
+		case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+			id = string(b[m.val.start:m.val.end])
+		}
+		return nil
+	})
+	if n != 1 {
+		return "" // missing or ambiguous: the record is removed
+	}
+	return id
+}

@@ -1,0 +1,281 @@
+package transform
+
+import (
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/consentry/consentry/sidecar/decision"
+	"github.com/consentry/consentry/sidecar/routes"
+	"github.com/consentry/consentry/vaultkeys"
+)
+
+// trie maps JSON member paths of a record to catalogue field names.
+type trie struct {
+	field    string // catalogue name of the field that ends here ("" if none)
+	children map[string]*trie
+}
+
+func (t *trie) child(k string) *trie {
+	if t == nil || t.children == nil {
+		return nil
+	}
+	return t.children[k]
+}
+
+// buildTrie compiles a route's fields: the route's field_prefix is stripped to get the JSON
+// path inside a record ("note.body" with prefix "note." is the member "body").
+func buildTrie(r *routes.Route) *trie {
+	root := &trie{}
+	for _, f := range r.Fields {
+		p := f
+		if r.FieldPrefix != "" {
+			p = strings.TrimPrefix(f, r.FieldPrefix)
+		}
+		n := root
+		for _, seg := range splitPath(p) {
+			if n.children == nil {
+				n.children = map[string]*trie{}
+			}
+			c := n.children[seg]
+			if c == nil {
+				c = &trie{}
+				n.children[seg] = c
+			}
+			n = c
+		}
+		if n != root {
+			n.field = f
+		}
+	}
+	return root
+}
+
+// trieCache holds compiled tries per route (routes are immutable once compiled).
+type trieCache struct{ m sync.Map }
+
+func (c *trieCache) get(r *routes.Route) *trie {
+	if v, ok := c.m.Load(r); ok {
+		return v.(*trie)
+	}
+	t := buildTrie(r)
+	c.m.Store(r, t)
+	return t
+}
+
+// pending is a value that needs its plaintext: decrypted, then served or masked.
+type pending struct {
+	span
+	field string
+	f     decision.Field
+}
+
+// report collects what one response did, by field name (never values).
+type report struct {
+	released, masked, dropped map[string]bool
+	withheld                  map[string]bool
+	scopes                    map[string]bool
+}
+
+func newReport() *report {
+	return &report{released: map[string]bool{}, masked: map[string]bool{}, dropped: map[string]bool{},
+		withheld: map[string]bool{}, scopes: map[string]bool{}}
+}
+
+func sortedKeys(m map[string]bool) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// record is the work on one record (an object the route's fields describe).
+type record struct {
+	fields  map[string]decision.Field
+	edits   []edit
+	pending []pending
+}
+
+// walker applies field outcomes to one record.
+type walker struct {
+	t   *Transformer
+	b   []byte
+	rep *report
+}
+
+var redactedJSON = []byte(`"` + Redacted + `"`)
+var nullJSON = []byte("null")
+
+// object walks the object at v with the trie node n.
+func (w *walker) object(rec *record, v span, n *trie, depth int) error {
+	var items []span
+	var drop []bool
+	anyDrop := false
+	_, err := scanObject(w.b, v.start, depth, func(m member) error {
+		items = append(items, span{m.keyStart, m.val.end})
+		c := n.child(m.key)
+		d := false
+		if c != nil {
+			var err error
+			d, err = w.member(rec, m.val, c, depth+1)
+			if err != nil {
+				return err
+			}
+		}
+		drop = append(drop, d)
+		anyDrop = anyDrop || d
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if anyDrop {
+		rec.edits = append(rec.edits, removals(items, drop)...)
+	}
+	return nil
+}
+
+// member handles a value at trie node c; it reports whether the member must be removed.
+func (w *walker) member(rec *record, v span, c *trie, depth int) (bool, error) {
+	if c.field != "" {
+		f, ok := rec.fields[c.field]
+		if !ok {
+			f = decision.Field{Outcome: decision.OutcomeDeny} // not decided: fail closed
+		}
+		switch f.Outcome {
+		case decision.OutcomeAllow:
+			w.allow(rec, v, c.field, f)
+		case decision.OutcomeMask:
+			w.mask(rec, v, c.field, f)
+			return false, nil // a masked value replaces the whole subtree
+		default:
+			w.rep.dropped[c.field] = true
+			return true, nil
+		}
+	}
+	if len(c.children) == 0 {
+		return false, nil
+	}
+	return false, w.descend(rec, v, c, depth)
+}
+
+// descend walks into objects, and through arrays transparently (a path "addresses.street"
+// applies to every element of an "addresses" array).
+func (w *walker) descend(rec *record, v span, c *trie, depth int) error {
+	switch kind(w.b, v) {
+	case '{':
+		return w.object(rec, v, c, depth)
+	case '[':
+		_, err := scanArray(w.b, v.start, depth, func(e span) error {
+			return w.descend(rec, e, c, depth+1)
+		})
+		return err
+	}
+	return nil
+}
+
+// allow serves an allowed value: plaintext as is, ciphertext decrypted (pending).
+func (w *walker) allow(rec *record, v span, name string, f decision.Field) {
+	if kind(w.b, v) != '"' {
+		w.rep.released[name] = true
+		return
+	}
+	s, err := decodeString(w.b[v.start:v.end])
+	if err != nil || s == "" {
+		w.rep.released[name] = true
+		return
+	}
+	if !vaultkeys.IsCiphertext(s) {
+		// Stored in plaintext (not yet migrated, or a plaintext field): the decision allows
+		// the field, so serving it leaks nothing.
+		w.rep.released[name] = true
+		return
+	}
+	if f.KeyScope == "" {
+		// Ciphertext in a field the catalogue says is plaintext: there is no key to release,
+		// and ciphertext is never passed off as the value.
+		w.withhold(rec, v, name)
+		return
+	}
+	rec.pending = append(rec.pending, pending{span: v, field: name, f: f})
+}
+
+// mask serves a masked value; value-derived masks of ciphertext wait for the key (pending).
+func (w *walker) mask(rec *record, v span, name string, f decision.Field) {
+	if f.Mask == decision.MaskRedact || f.Mask == "" {
+		w.rep.masked[name] = true
+		rec.edits = append(rec.edits, edit{span: v, repl: redactedJSON})
+		return
+	}
+	var plain string
+	switch kind(w.b, v) {
+	case 'n':
+		w.rep.masked[name] = true
+		return // null stays null: there is nothing to mask
+	case '"':
+		s, err := decodeString(w.b[v.start:v.end])
+		if err != nil {
+			w.withhold(rec, v, name)
+			return
+		}
+		if vaultkeys.IsCiphertext(s) {
+			if f.KeyScope == "" {
+				w.withhold(rec, v, name)
+				return
+			}
+			rec.pending = append(rec.pending, pending{span: v, field: name, f: f})
+			return
+		}
+		plain = s
+	case '{', '[':
+		w.rep.masked[name] = true
+		rec.edits = append(rec.edits, edit{span: v, repl: redactedJSON})
+		return
+	default: // number, true, false
+		plain = string(w.b[v.start:v.end])
+	}
+	w.rep.masked[name] = true
+	rec.edits = append(rec.edits, edit{span: v, repl: appendString(nil, w.t.maskValue(name, f.Mask, plain))})
+}
+
+func (w *walker) withhold(rec *record, v span, name string) {
+	w.rep.withheld[name] = true
+	rec.edits = append(rec.edits, edit{span: v, repl: nullJSON})
+}
+
+// needsKeys reports whether any pending value needs a key scope.
+func (rec *record) needsKeys() bool { return len(rec.pending) > 0 }
+
+// finish decrypts the pending values with ks (nil: no keys, every pending value is withheld).
+func (w *walker) finish(rec *record, ks *vaultkeys.KeySet) {
+	for _, p := range rec.pending {
+		s, _ := decodeString(w.b[p.start:p.end])
+		var pt []byte
+		var err error
+		if ks == nil {
+			err = vaultkeys.ErrNotReleased
+		} else {
+			pt, err = ks.Decrypt(p.f.KeyScope, s)
+		}
+		if err != nil {
+			w.t.log.Debug("field withheld", "field", p.field, "reason", vaultkeys.Reason(err))
+			w.withhold(rec, p.span, p.field)
+			continue
+		}
+		w.rep.scopes[p.f.KeyScope] = true
+		if p.f.Outcome == decision.OutcomeAllow {
+			w.rep.released[p.field] = true
+			rec.edits = append(rec.edits, edit{span: p.span, repl: appendString(nil, string(pt))})
+		} else {
+			w.rep.masked[p.field] = true
+			rec.edits = append(rec.edits, edit{span: p.span, repl: appendString(nil, w.t.maskValue(p.field, p.f.Mask, string(pt)))})
+		}
+		clear(pt)
+	}
+	rec.pending = nil
+}
