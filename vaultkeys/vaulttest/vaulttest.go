@@ -521,3 +521,37 @@ func (s *Server) Unseal(tb testing.TB) {
 		tb.Fatalf("vaulttest: unseal: %v", err)
 	}
 }
+
+// Launch starts a dev server like Start, outside a test (the demo, the e2e suite's shared
+// stack): scratch files go to dir, port 0 picks a free one. The caller must Stop it.
+func Launch(dir string, port int) (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	s := &Server{bin: bin, Token: RootToken, Dir: dir, port: port}
+	s.AuditPath = filepath.Join(s.Dir, "audit.log")
+	if s.port == 0 {
+		if s.port, err = freePortPair(); err != nil {
+			return nil, err
+		}
+	}
+	s.Addr = "http://127.0.0.1:" + strconv.Itoa(s.port)
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// API returns a client authenticated with the root token (Launch users; tests use Client).
+func (s *Server) API() (*api.Client, error) {
+	c, err := s.client()
+	if err != nil {
+		return nil, err
+	}
+	c.SetToken(s.Token)
+	return c, nil
+}
