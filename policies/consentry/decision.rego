@@ -65,7 +65,7 @@ else := s if {
 
 _public(reasons) := sort([{"code": r.code, "message": r.message} | some r in reasons])
 
-_allowed_fields := [f | some f, o in minimization.fields; o.outcome == "allow"]
+_allowed_fields := minimization.allowed
 
 _list_obligations contains {"type": "filter_records", "params": {}} if {
 	input.action in {"list", "export"}

@@ -12,44 +12,105 @@ import data.consentry.util
 
 # METADATA
 # title: Field outcomes
-# description: Outcome for every requested field, keyed by field path.
-# (A complete rule: evaluated once per query however often the decision refers to it.)
-fields := {f: _outcome(f) | some f in object.get(input.resource, "fields", [])}
+# description: |
+#   Outcome for every requested field, keyed by field path. A complete rule, evaluated once per
+#   query however often the decision refers to it. Built from the per-purpose table with set
+#   built-ins (no rule evaluation per field): the purpose's outcome for each requested catalogue
+#   field, overridden by a deny for the fields the caller may not see (blocked special
+#   categories, categories a processor agreement does not cover), plus a deny for every
+#   requested field the catalogue does not know.
+fields := object.union_n([_known, _denied_fields, _unknown_fields])
 
-# Category prefixes the purpose allows, with a trailing dot so matching keeps key boundaries.
-_allow_prefixes := {sprintf("%s.", [k]) | some k in util.purpose.categories.allow}
+_requested := object.get(input.resource, "fields", [])
+
+# The table of the declared purpose; an unknown purpose allows and masks nothing.
+_purpose_table := t if {
+	t := _tables.purposes[input.purpose]
+} else := _tables.no_purpose
+
+_known := object.filter(_purpose_table.fields, _requested)
+
+# Requested catalogue fields the caller may not see whatever the purpose says.
+_denied_names := _blocked_names | _uncovered_names
+
+_denied_fields := object.filter(object.filter(_tables.denied, _requested), _denied_names)
+
+_unknown_fields := {} if {
+	# Every requested field is distinct and known (the common case): nothing to add.
+	count(_known) == count(_requested)
+} else := {f: {"outcome": "deny", "category": "unknown"} |
+	some f in _requested
+	not _tables.denied[f]
+}
 
 # Special categories the caller may not see (role or MFA condition unmet).
-_blocked_special := {sprintf("%s.", [k]) | some k, s in util.catalog.special_categories; not _special_ok(s)}
+_blocked_specials := {k | some k, s in util.catalog.special_categories; not _special_ok(s)}
 
-_outcome(f) := o if {
+_blocked_names := {f | some k in _blocked_specials; some f, _ in _tables.special_fields[k]}
+
+_uncovered_names := {f |
+	processor.active
+	some f in _requested
 	def := util.catalog.fields[f]
-	o := object.union(_base(def.category, concat("", [def.category, "."])), _scope(def))
-} else := {"outcome": "deny", "category": "unknown"}
+	not processor.category_covered(def.category)
+}
+
+# METADATA
+# title: Field tables
+# description: |
+#   Everything about field outcomes that depends on the catalogue only, not on the request:
+#   per purpose the outcome of every catalogue field before caller conditions (fields), the
+#   key scope of each field that outcome needs a key for (key_fields) and the allowed fields
+#   (allowed); the deny outcome of every field (denied); per special category its fields with
+#   the withholding messages (special_fields). The engine evaluates this rule once when it
+#   loads a policy and serves it from data.consentry.generated.minimization_tables, so a
+#   decision only looks entries up; plain `opa test` computes it here.
+tables := {
+	"purposes": {p: _table_for(def) | some p, def in util.catalog.purposes},
+	"no_purpose": _table_for({"categories": {"allow": [], "mask": {}}}),
+	"denied": {f: object.union({"outcome": "deny"}, _scope(def)) | some f, def in util.catalog.fields},
+	"special_fields": {k: _special_fields(k, s) | some k, s in util.catalog.special_categories},
+}
+
+_tables := data.consentry.generated.minimization_tables if {
+	data.consentry.generated.minimization_tables
+} else := tables
+
+_table_for(pdef) := {"fields": fs, "key_fields": kf, "allowed": al} if {
+	prefixes := {concat("", [k, "."]) | some k in pdef.categories.allow}
+	fs := {f: object.union(_static(pdef, prefixes, def.category), _scope(def)) | some f, def in util.catalog.fields}
+	kf := {f: util.catalog.fields[f].key_scope | some f, o in fs; o.key_scope; _needs_key(o)}
+	al := {f: true | some f, o in fs; o.outcome == "allow"}
+}
+
+_special_fields(k, s) := {f: m |
+	some f, def in util.catalog.fields
+	util.category_matches(def.category, k)
+	m := {
+		"mfa": sprintf("%s withheld: needs a multi-factor credential", [f]),
+		"role": sprintf("%s withheld: none of the caller's roles may see %s", [f, s.title]),
+	}
+}
 
 _scope(def) := {"category": def.category, "key_scope": def.key_scope} if def.key_scope
 
 else := {"category": def.category}
 
-# c is the category, cd the category with a trailing dot (prefix matching on key boundaries).
-_base(c, cd) := {"outcome": "deny"} if {
-	not processor.category_covered(c)
-} else := {"outcome": "deny"} if {
-	strings.any_prefix_match(cd, _blocked_special)
-} else := {"outcome": "allow"} if {
-	strings.any_prefix_match(cd, _allow_prefixes)
-} else := {"outcome": "mask", "mask": _mask(c)} if {
-	_mask(c)
+# The purpose's outcome for category c: allowed, masked (most specific mask entry) or denied.
+_static(pdef, prefixes, c) := {"outcome": "allow"} if {
+	strings.any_prefix_match(concat("", [c, "."]), prefixes)
+} else := {"outcome": "mask", "mask": m} if {
+	m := _mask(pdef, c)
 } else := {"outcome": "deny"}
 
 # The most specific mask entry wins.
-_mask(c) := m if {
-	ks := [k | some k, _ in util.purpose.categories.mask; util.category_matches(c, k)]
+_mask(pdef, c) := m if {
+	ks := [k | some k, _ in pdef.categories.mask; util.category_matches(c, k)]
 	count(ks) > 0
 	longest := max([count(k) | some k in ks])
 	some k in ks
 	count(k) == longest
-	m := util.purpose.categories.mask[k]
+	m := pdef.categories.mask[k]
 }
 
 _special_ok(s) if {
@@ -66,31 +127,31 @@ _role_in(s) if {
 	role in s.roles
 }
 
-# Special category of each requested special-category field, computed once per query.
-_field_special := {f: s |
-	some f, o in fields
-	some k, s in util.catalog.special_categories
-	util.category_matches(o.category, k)
-}
-
 # METADATA
 # title: Information reasons
 # description: Explains why special-category fields were withheld.
-info contains util.reason("special_category.mfa_required", 200, sprintf("%s withheld: needs a multi-factor credential", [f])) if {
+info contains util.reason("special_category.mfa_required", 200, m.mfa) if {
 	not input.subject.mfa == true
-	some f, s in _field_special
+	some k, s in util.catalog.special_categories
 	s.require_mfa
+	some m in object.filter(_tables.special_fields[k], _requested)
 }
 
-info contains util.reason("special_category.role_required", 200, sprintf("%s withheld: none of the caller's roles may see %s", [f, s.title])) if {
-	some f, s in _field_special
+info contains util.reason("special_category.role_required", 200, m.role) if {
+	some k, s in util.catalog.special_categories
 	not _role_in(s)
+	some m in object.filter(_tables.special_fields[k], _requested)
 }
 
 # METADATA
 # title: Key scopes
 # description: Key classes needed to serve the fields (allowed fields, and masks computed from the value).
-key_scopes := {o.key_scope | some o in fields; o.key_scope; _needs_key(o)}
+key_scopes := {s | some s in object.remove(object.filter(_purpose_table.key_fields, _requested), _denied_names)}
+
+# METADATA
+# title: Allowed fields
+# description: The requested fields served in full.
+allowed := object.keys(object.remove(object.filter(_purpose_table.allowed, _requested), _denied_names))
 
 _needs_key(o) if o.outcome == "allow"
 

@@ -95,3 +95,26 @@ test_write_of_masked_field_rejected if {
 	inp := fx.replace(fx.support, {"action": "update", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["date_of_birth"]}})
 	count(minimization.deny) == 1 with input as inp
 }
+
+# The engine serves the field tables from data.consentry.generated (evaluated once per policy
+# load); decisions must not depend on where the tables come from.
+test_materialized_tables_give_same_outcomes if {
+	t := minimization.tables
+	every inp in [fx.support, fx.marketing] {
+		computed := _outcomes with input as inp
+		served := _outcomes with input as inp with data.consentry.generated.minimization_tables as t
+		computed == served
+	}
+}
+
+_outcomes := [minimization.fields, minimization.info, minimization.key_scopes, minimization.allowed]
+
+test_unknown_purpose_denies_known_fields if {
+	inp := fx.replace(fx.support, {"purpose": "no.such.purpose", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["id", "name", "ssn", "id"]}})
+	fields(inp) == {
+		"id": {"outcome": "deny", "category": "user.unique_id"},
+		"name": {"outcome": "deny", "category": "user.name"},
+		"ssn": {"outcome": "deny", "category": "unknown"},
+	}
+	count(minimization.allowed) == 0 with input as inp
+}

@@ -9,6 +9,11 @@ import data.consentry.util
 
 _processor if input.subject.type == "processor"
 
+# METADATA
+# title: Active
+# description: True when the caller is a processor (third party).
+active if _processor
+
 _agreement := input.enrichment.agreement
 
 # METADATA

@@ -17,6 +17,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/print"
@@ -30,6 +31,8 @@ type Engine struct {
 	cfg    Config
 	log    *slog.Logger
 	active atomic.Pointer[prepared]
+	// noMaterialize skips materialize (tests compare decisions with and without it).
+	noMaterialize bool
 }
 
 // prepared is one compiled policy revision. In-flight evaluations keep the pointer they
@@ -95,10 +98,17 @@ func (e *Engine) compile(ctx context.Context, ps *PolicySet) (*prepared, error) 
 	if err != nil {
 		return nil, err
 	}
-	opts := e.regoOptions(ps, modules)
+	store := newStore(ps.Data)
+	var compiler *ast.Compiler
+	opts := append(e.regoOptions(ps, modules, store), rego.CompilerHook(func(c *ast.Compiler) { compiler = c }))
 	pq, err := rego.New(opts...).PrepareForEval(ctx)
 	if err != nil {
 		return nil, &CompileError{Errs: astErrors(err)}
+	}
+	if !e.noMaterialize && compiler != nil {
+		if err := materialize(ctx, compiler, store); err != nil {
+			return nil, err
+		}
 	}
 	rev := ps.Revision
 	if rev == "" {
@@ -107,15 +117,11 @@ func (e *Engine) compile(ctx context.Context, ps *PolicySet) (*prepared, error) 
 	return &prepared{query: pq, revision: rev, bundles: ps.Bundles, loadedAt: time.Now()}, nil
 }
 
-func (e *Engine) regoOptions(ps *PolicySet, modules map[string]*ast.Module) []func(*rego.Rego) {
-	data := ps.Data
-	if data == nil {
-		data = map[string]any{}
-	}
+func (e *Engine) regoOptions(ps *PolicySet, modules map[string]*ast.Module, store storage.Store) []func(*rego.Rego) {
 	opts := []func(*rego.Rego){
 		rego.Query(decision.Query),
 		rego.SetRegoVersion(ast.RegoV1),
-		rego.Store(inmem.NewFromObject(data)),
+		rego.Store(store),
 		rego.Capabilities(e.capabilities()),
 		rego.Strict(true),
 		rego.StrictBuiltinErrors(!e.cfg.NonStrictBuiltinErrors),
@@ -129,6 +135,16 @@ func (e *Engine) regoOptions(ps *PolicySet, modules map[string]*ast.Module) []fu
 		opts = append(opts, rego.ParsedModule(m))
 	}
 	return opts
+}
+
+// newStore builds the base-document store. Values are kept as AST values (no conversion of
+// the catalogue from Go maps on every read) and are not JSON round-tripped on write: the data
+// comes from our own loader or bundle reader, already JSON-shaped.
+func newStore(data map[string]any) storage.Store {
+	if data == nil {
+		data = map[string]any{}
+	}
+	return inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
 }
 
 // capabilities removes the built-ins that must not run on the hot path unless configured.

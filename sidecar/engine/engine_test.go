@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -303,3 +304,32 @@ func TestPrintGoesToLog(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// The materialized field tables are an optimization only: a decision is the same with the
+// tables served from data and with the library computing them itself.
+func TestMaterializedTablesSameDecision(t *testing.T) {
+	ctx := context.Background()
+	ps, err := LoadDir(policyDir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, slow := New(Config{Timeout: 10 * time.Second}, nil), New(Config{Timeout: 10 * time.Second}, nil)
+	slow.noMaterialize = true
+	for _, e := range []*Engine{fast, slow} {
+		if err := e.Load(ctx, ps); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := exampleInput(t)
+	a, err := fast.Decide(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := slow.Decide(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(a.Decision, b.Decision) {
+		t.Fatalf("materialized %+v\ncomputed %+v", a.Decision, b.Decision)
+	}
+}
