@@ -352,3 +352,39 @@ func startCRM(tb testing.TB, dir string) string {
 	}
 	return ""
 }
+
+// Capture is a decision log that keeps every entry in memory (and holds on to them, which is
+// what the proxy's no-leakage test needs: entries must stay intact after their request).
+type Capture struct {
+	mu      sync.Mutex
+	entries []*audit.Entry
+}
+
+var _ audit.Sink = (*Capture)(nil)
+
+// Append stores e.
+func (c *Capture) Append(_ context.Context, e *audit.Entry) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries = append(c.entries, e)
+	return nil
+}
+
+// Entries returns the stored entries.
+func (c *Capture) Entries() []*audit.Entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*audit.Entry(nil), c.entries...)
+}
+
+// Find returns the entry of a decision id (nil when absent).
+func (c *Capture) Find(id string) *audit.Entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.entries {
+		if e.DecisionID == id {
+			return e
+		}
+	}
+	return nil
+}

@@ -1,0 +1,504 @@
+// Package proxy is consentry's HTTP front door: a Fiber (fasthttp) reverse proxy in front of
+// the CRM. Every request goes through the shared pipeline (the same input document and policy
+// as behind Envoy); an allowed request is forwarded to the CRM with its normalized path and
+// consentry's headers; the CRM's response passes the shared response transformer (decrypt,
+// mask, drop, per-record list filtering); and the decision log records what was enforced
+// before the response leaves (no durable record, no response).
+//
+// Fiber reuses request and response memory once a handler returns: everything this package
+// keeps (the pipeline request, the outcome, the decision log entry) is built from copies,
+// never from fiber's zero-copy strings.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"github.com/consentry/consentry/sidecar/audit"
+	"github.com/consentry/consentry/sidecar/input"
+	"github.com/consentry/consentry/sidecar/pipeline"
+	"github.com/consentry/consentry/sidecar/transform"
+)
+
+// FrontDoor is the pipeline's name for this door.
+const FrontDoor = "proxy"
+
+// Reason codes the proxy adds.
+const (
+	ReasonBodyTooLarge     = "request.body_too_large"
+	ReasonUpstreamTimeout  = "upstream.timeout"
+	ReasonUpstreamDown     = "upstream.unavailable"
+	ReasonUpstreamTooLarge = "upstream.response_too_large"
+	ReasonRequestInvalid   = "request.invalid"
+)
+
+// Deps are the proxy's collaborators. Pipeline and Transform are required.
+type Deps struct {
+	Pipeline   *pipeline.Pipeline
+	Transform  *transform.Transformer
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Server is the reverse proxy.
+type Server struct {
+	cfg      Config
+	deps     Deps
+	log      *slog.Logger
+	app      *fiber.App
+	client   *fasthttp.HostClient
+	upstream *url.URL
+	trusted  []netip.Prefix
+	metrics  *metrics
+}
+
+// hopByHop are the connection-scoped headers (RFC 9110 7.6.1) never forwarded either way.
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// New validates cfg and builds the proxy (it does not listen yet).
+func New(cfg Config, deps Deps) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Pipeline == nil {
+		return nil, errors.New("proxy: a pipeline is required")
+	}
+	if deps.Transform == nil {
+		return nil, errors.New("proxy: a response transformer is required")
+	}
+	up, _ := cfg.upstream()
+	trusted, _ := parseTrusted(cfg.TrustedProxies)
+	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, upstream: up, trusted: trusted}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	m, err := newMetrics(deps.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("proxy metrics: %w", err)
+	}
+	s.metrics = m
+	addr := up.Host
+	if up.Port() == "" {
+		addr = net.JoinHostPort(up.Hostname(), map[string]string{"http": "80", "https": "443"}[up.Scheme])
+	}
+	s.client = &fasthttp.HostClient{
+		Addr:                          addr,
+		IsTLS:                         up.Scheme == "https",
+		TLSConfig:                     &tls.Config{ServerName: up.Hostname(), MinVersion: tls.VersionTLS12},
+		MaxConns:                      cfg.MaxUpstreamConns,
+		ReadTimeout:                   cfg.UpstreamTimeout,
+		WriteTimeout:                  cfg.UpstreamTimeout,
+		MaxResponseBodySize:           cfg.MaxResponseBytes,
+		DisablePathNormalizing:        true, // the path is already normalized by the pipeline
+		NoDefaultUserAgentHeader:      true,
+		DisableHeaderNamesNormalizing: false,
+		MaxIdleConnDuration:           30 * time.Second,
+	}
+	s.app = fiber.New(fiber.Config{
+		BodyLimit:             cfg.MaxBodyBytes,
+		ReadTimeout:           cfg.ReadTimeout,
+		WriteTimeout:          cfg.WriteTimeout,
+		IdleTimeout:           cfg.IdleTimeout,
+		DisableStartupMessage: true,
+		// The Date header and keep-alive handling stay fasthttp's; the server name is not sent.
+		ServerHeader:                 "",
+		ErrorHandler:                 s.errorHandler,
+		DisablePreParseMultipartForm: true,
+		// Our own strings are copies; this only protects against fiber internals we call.
+		Immutable: false,
+	})
+	s.app.Use(s.handle)
+	return s, nil
+}
+
+// Name names the component for the app's lifecycle.
+func (s *Server) Name() string { return "proxy" }
+
+// Run listens on cfg.Listen and serves until ctx ends, then drains gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy.listen %s: %w", s.cfg.Listen, err)
+	}
+	return s.ServeListener(ctx, ln)
+}
+
+// ServeListener serves on ln until ctx ends (tests, socket activation).
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.app.Listener(ln) }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			return fmt.Errorf("proxy: serve: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := s.app.ShutdownWithContext(sctx); err != nil {
+		return fmt.Errorf("proxy: shutdown: %w", err)
+	}
+	<-errc
+	return nil
+}
+
+// Close stops serving immediately and closes idle upstream connections.
+func (s *Server) Close() error {
+	s.client.CloseIdleConnections()
+	return s.app.Shutdown()
+}
+
+// errorHandler answers what fasthttp/fiber rejected before the handler ran (body over the
+// limit, malformed request): with a coded JSON body, and recorded in the decision log.
+func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
+	status, code := http.StatusBadRequest, ReasonRequestInvalid
+	var fe *fiber.Error
+	if errors.As(err, &fe) && fe.Code == http.StatusRequestEntityTooLarge || errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		status, code = http.StatusRequestEntityTooLarge, ReasonBodyTooLarge
+	} else if errors.As(err, &fe) && fe.Code >= 400 {
+		status = fe.Code
+	}
+	// Decide on what we have (no body) so the log says who tried what; then refuse anyway.
+	req := s.pipelineRequest(c.Context())
+	req.Body, req.BodyComplete = nil, false
+	out := s.deps.Pipeline.Check(c.UserContext(), req)
+	_ = s.deps.Pipeline.Record(c.UserContext(), out, audit.Enforcement{Status: status})
+	s.metrics.requests.WithLabelValues(code).Inc()
+	return s.sendDeny(c, status, out.DecisionID, code, "the request was refused before it could be decided")
+}
+
+// handle is the whole request path.
+func (s *Server) handle(c *fiber.Ctx) error {
+	ctx := c.UserContext()
+	fctx := c.Context()
+	preq := s.pipelineRequest(fctx)
+	out := s.deps.Pipeline.Check(ctx, preq)
+	if !out.Allowed() {
+		return s.deny(c, out)
+	}
+	upBody := preq.Body
+	var writeEnf audit.Enforcement
+	if transform.IsWrite(out) {
+		w := s.deps.Transform.Request(ctx, out, preq.Body)
+		if w.Status != 0 {
+			if err := s.deps.Pipeline.Record(ctx, out, w.Enforcement); err != nil {
+				return s.deny(c, out)
+			}
+			s.metrics.requests.WithLabelValues(w.Codes[0]).Inc()
+			return s.send(c, w.Status, out.ResponseHeaders, "application/json", w.DenyBody)
+		}
+		upBody, writeEnf = w.Body, w.Enforcement
+	}
+
+	ureq := fasthttp.AcquireRequest()
+	uresp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(ureq)
+	defer fasthttp.ReleaseResponse(uresp)
+	s.upstreamRequest(fctx, out, preq, upBody, ureq)
+	start := time.Now()
+	err := s.client.DoTimeout(ureq, uresp, s.cfg.UpstreamTimeout)
+	s.metrics.upstream.Observe(time.Since(start).Seconds())
+	if err != nil {
+		status, code, msg := upstreamError(err)
+		s.log.Warn("upstream failed", "decision_id", out.DecisionID, "code", code, "error", err)
+		if rerr := s.deps.Pipeline.Record(ctx, out, audit.Enforcement{Status: status}); rerr != nil {
+			return s.deny(c, out)
+		}
+		s.metrics.requests.WithLabelValues(code).Inc()
+		return s.sendDeny(c, status, out.DecisionID, code, msg)
+	}
+
+	var body []byte
+	if !fctx.IsHead() {
+		body = uresp.Body()
+	}
+	res := s.deps.Transform.Response(ctx, s.deps.Pipeline, out, transform.Response{
+		Status:          uresp.StatusCode(),
+		ContentType:     string(uresp.Header.ContentType()),
+		ContentEncoding: string(uresp.Header.ContentEncoding()),
+		Body:            body,
+	})
+	enf := res.Enforcement
+	enf.Status = res.Status
+	if len(writeEnf.KeyScopes) > 0 || len(writeEnf.FieldsReleased) > 0 {
+		enf.KeyScopes = mergeSorted(enf.KeyScopes, writeEnf.KeyScopes)
+		enf.FieldsReleased = mergeSorted(enf.FieldsReleased, writeEnf.FieldsReleased)
+	}
+	// No durable record, no response: a log failure turns the answer into a 503 deny.
+	if err := s.deps.Pipeline.Record(ctx, out, enf); err != nil {
+		return s.deny(c, out)
+	}
+	s.metrics.requests.WithLabelValues("allowed").Inc()
+	s.metrics.filtered.Add(float64(enf.RecordsFiltered))
+	s.metrics.withheld.Add(float64(len(enf.Withheld)))
+
+	resp := c.Response()
+	resp.SetStatusCode(res.Status)
+	var named []string // headers the CRM's Connection header makes hop-by-hop
+	uresp.Header.VisitAll(func(k, v []byte) {
+		if strings.EqualFold(string(k), "Connection") {
+			for _, t := range strings.Split(string(v), ",") {
+				named = append(named, strings.ToLower(strings.TrimSpace(t)))
+			}
+		}
+	})
+	uresp.Header.VisitAll(func(k, v []byte) {
+		if forwardResponseHeader(k) && !slices.Contains(named, strings.ToLower(string(k))) {
+			resp.Header.AddBytesKV(k, v)
+		}
+	})
+	if res.ContentType != "" {
+		resp.Header.SetContentType(res.ContentType)
+	}
+	for k, v := range out.ResponseHeaders {
+		resp.Header.Set(k, v)
+	}
+	for k, v := range res.Headers {
+		resp.Header.Set(k, v)
+	}
+	if fctx.IsHead() {
+		resp.SkipBody = true
+		return nil
+	}
+	resp.SetBody(res.Body) // copies: uresp goes back to its pool
+	return nil
+}
+
+// deny records (if not yet) and answers with the outcome's deny.
+func (s *Server) deny(c *fiber.Ctx, out *pipeline.Outcome) error {
+	_ = s.deps.Pipeline.Record(c.UserContext(), out, audit.Enforcement{Status: out.Status})
+	s.metrics.requests.WithLabelValues("denied").Inc()
+	return s.send(c, out.Status, out.ResponseHeaders, "application/json", out.Body)
+}
+
+func (s *Server) sendDeny(c *fiber.Ctx, status int, decisionID, code, msg string) error {
+	return s.send(c, status, map[string]string{pipeline.HeaderDecisionID: decisionID}, "application/json",
+		transform.DenyBody(decisionID, code, msg))
+}
+
+func (s *Server) send(c *fiber.Ctx, status int, headers map[string]string, ct string, body []byte) error {
+	resp := c.Response()
+	resp.Reset()
+	resp.SetStatusCode(status)
+	for k, v := range headers {
+		resp.Header.Set(k, v)
+	}
+	resp.Header.SetContentType(ct)
+	resp.SetBody(body)
+	return nil
+}
+
+// pipelineRequest converts the fasthttp request into the pipeline's request. Every string
+// and byte slice is a copy: fasthttp reuses its buffers after the handler returns, and the
+// outcome (with its input) lives on in the decision log.
+func (s *Server) pipelineRequest(fctx *fasthttp.RequestCtx) *pipeline.Request {
+	r := &fctx.Request
+	h := make(map[string][]string, r.Header.Len())
+	r.Header.VisitAll(func(k, v []byte) {
+		name := strings.ToLower(string(k))
+		h[name] = append(h[name], string(v))
+	})
+	peer := peerAddr(fctx)
+	client, chain := s.forwardedFor(peer, h["x-forwarded-for"])
+	delete(h, "x-forwarded-for")
+	if len(chain) > 0 {
+		// The policy sees only the entries consentry vouches for.
+		h["x-forwarded-for"] = []string{strings.Join(chain, ", ")}
+	}
+	src := input.Source{Address: fctx.RemoteAddr().String()}
+	if client != peer {
+		src.Address = client.String()
+	}
+	id := ""
+	if v := h["x-request-id"]; len(v) == 1 {
+		id = v[0]
+	}
+	body := append([]byte(nil), r.Body()...)
+	return &pipeline.Request{
+		FrontDoor:    FrontDoor,
+		ID:           id,
+		Method:       string(r.Header.Method()),
+		Target:       string(r.RequestURI()),
+		Host:         string(r.Host()),
+		Headers:      h,
+		Body:         body,
+		BodyComplete: true, // fasthttp read the whole body (bounded by max_body_bytes)
+		Source:       src,
+		CanFulfil:    []string{pipeline.ObligationFilterRecords, pipeline.ObligationMinimizeFields},
+	}
+}
+
+func peerAddr(fctx *fasthttp.RequestCtx) netip.Addr {
+	if ta, ok := fctx.RemoteAddr().(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			return a.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+func (s *Server) isTrusted(a netip.Addr) bool {
+	for _, p := range s.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardedFor returns the client address and the X-Forwarded-For chain to pass on. Only a
+// trusted peer's X-Forwarded-For is read, right to left, through trusted entries; the first
+// untrusted entry is the client and everything left of it is dropped (a client can put any
+// value first: the Fiber balancer CVE-2026-45045 class). A malformed entry stops the walk.
+func (s *Server) forwardedFor(peer netip.Addr, values []string) (netip.Addr, []string) {
+	client := peer
+	var kept []string
+	if peer.IsValid() && s.isTrusted(peer) {
+		var parts []string
+		for _, v := range values {
+			parts = append(parts, strings.Split(v, ",")...)
+		}
+		for i := len(parts) - 1; i >= 0; i-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(parts[i]))
+			if err != nil {
+				break
+			}
+			a = a.Unmap()
+			client = a
+			kept = append([]string{a.String()}, kept...)
+			if !s.isTrusted(a) {
+				break
+			}
+		}
+	}
+	if peer.IsValid() {
+		kept = append(kept, peer.String())
+	}
+	return client, kept
+}
+
+// upstreamRequest builds the request to the CRM: the normalized path (so the CRM serves what
+// was decided, not its own reading of a raw path), the raw query, the caller's headers minus
+// hop-by-hop and reserved ones, consentry's headers, and an identity encoding (the transformer
+// needs the plain body).
+func (s *Server) upstreamRequest(fctx *fasthttp.RequestCtx, out *pipeline.Outcome, preq *pipeline.Request, body []byte, u *fasthttp.Request) {
+	in := &fctx.Request
+	in.Header.CopyTo(&u.Header)
+	for _, name := range connectionTokens(&in.Header) {
+		u.Header.Del(name)
+	}
+	for _, name := range hopByHop {
+		u.Header.Del(name)
+	}
+	var reserved []string
+	prefix := s.deps.Pipeline.Config().Headers.ReservedPrefix
+	u.Header.VisitAll(func(k, _ []byte) {
+		if strings.HasPrefix(strings.ToLower(string(k)), prefix) {
+			reserved = append(reserved, string(k))
+		}
+	})
+	for _, k := range reserved {
+		u.Header.Del(k)
+	}
+	for k, v := range out.UpstreamHeaders {
+		u.Header.Set(k, v)
+	}
+	u.Header.Del("X-Forwarded-For")
+	if xff := preq.Headers["x-forwarded-for"]; len(xff) == 1 {
+		u.Header.Set("X-Forwarded-For", xff[0])
+	}
+	u.Header.Set("X-Forwarded-Proto", map[bool]string{true: "https", false: "http"}[fctx.IsTLS()])
+	u.Header.Set("X-Forwarded-Host", preq.Host)
+	u.Header.Set("Accept-Encoding", "identity")
+	target := (&url.URL{Path: out.Input.Request.Path}).EscapedPath()
+	if q := fctx.URI().QueryString(); len(q) > 0 {
+		target += "?" + string(q)
+	}
+	u.SetRequestURI(target)
+	u.URI().SetScheme(s.upstream.Scheme)
+	u.URI().SetHost(s.upstream.Host)
+	if s.cfg.PreserveHost {
+		u.Header.SetHost(preq.Host)
+	} else {
+		u.Header.SetHost(s.upstream.Host)
+	}
+	u.SetBody(body)
+}
+
+// connectionTokens lists the headers the caller named in Connection (hop-by-hop too).
+func connectionTokens(h *fasthttp.RequestHeader) []string {
+	var out []string
+	h.VisitAll(func(k, v []byte) {
+		if strings.EqualFold(string(k), "Connection") {
+			for _, t := range strings.Split(string(v), ",") {
+				if t = strings.TrimSpace(t); t != "" {
+					out = append(out, t)
+				}
+			}
+		}
+	})
+	return out
+}
+
+// forwardResponseHeader filters the CRM's response headers: hop-by-hop headers, the length
+// (the body may change), and consentry's reserved headers (the CRM cannot speak for consentry)
+// are dropped.
+func forwardResponseHeader(k []byte) bool {
+	name := strings.ToLower(string(k))
+	if name == "content-length" || strings.HasPrefix(name, "x-consentry-") {
+		return false
+	}
+	for _, h := range hopByHop {
+		if strings.EqualFold(h, name) {
+			return false
+		}
+	}
+	return true
+}
+
+// upstreamError maps a client error to a status and reason code.
+func upstreamError(err error) (int, string, string) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) || (errors.As(err, &ne) && ne.Timeout()):
+		return http.StatusGatewayTimeout, ReasonUpstreamTimeout, "the CRM did not answer in time"
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return http.StatusBadGateway, ReasonUpstreamTooLarge, "the CRM's response is too large to enforce"
+	default:
+		return http.StatusBadGateway, ReasonUpstreamDown, "the CRM could not be reached"
+	}
+}
+
+func mergeSorted(a, b []string) []string {
+	set := map[string]bool{}
+	for _, s := range a {
+		set[s] = true
+	}
+	for _, s := range b {
+		set[s] = true
+	}
+	out := make([]string, 0, len(set))
+	for s := range set {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
