@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/auditlog/vaultsign"
@@ -143,9 +144,16 @@ func (a *App) assembleVault(ctx context.Context) error {
 			return a.Decisions.Pseudonymizer().Customer(id)
 		}
 	}
+	// Every completed destruction also goes into the decision log's hash chain, next to the
+	// customer's decisions (the key ledger keeps the full record with key names).
 	opts.Destructions = vaultkeys.DestructionSinkFunc(func(ctx context.Context, rec *vaultkeys.DestructionRecord) error {
-		a.Log.Info("customer keys destroyed", "customer", rec.CustomerPseudonym, "keys", len(rec.Keys), "actor", rec.Actor, "ledger_seq", rec.Seq, "ledger_hash", rec.Hash)
-		return nil
+		if a.Decisions == nil {
+			return errors.New("decision log not open")
+		}
+		return a.Decisions.AppendErasure(context.WithoutCancel(ctx), rec.Time, auditlog.Erasure{
+			Customer: rec.CustomerPseudonym, Classes: keyClasses(rec, a.Keys.Config().Classes),
+			Actor: rec.Actor, Reason: rec.Reason, LedgerSeq: rec.Seq, LedgerHash: rec.Hash, Complete: true,
+		})
 	})
 	km, err := vaultkeys.New(ctx, vc, opts)
 	if err != nil {
@@ -358,6 +366,20 @@ func (a *App) assembleFrontDoors(ctx context.Context) error {
 		a.Add(srv)
 	}
 	return a.assembleResponseSide(ctx)
+}
+
+// keyClasses names the classes of the destroyed keys (key names end in "-<class>").
+func keyClasses(rec *vaultkeys.DestructionRecord, classes []string) []string {
+	var out []string
+	for _, k := range rec.Keys {
+		for _, c := range classes {
+			if strings.HasSuffix(k.Name, "-"+c) {
+				out = append(out, c)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // closeFunc adapts a function to Closer.

@@ -24,6 +24,7 @@ const (
 	TypeDecision   = "decision"
 	TypeCheckpoint = "checkpoint"
 	TypeRetention  = "retention"
+	TypeErasure    = "erasure"
 )
 
 // Event is one record of the log as read back (policies/schema/decision_log_event.json).
@@ -70,6 +71,7 @@ type Event struct {
 
 	Checkpoint *CheckpointBody  `json:"checkpoint,omitempty"`
 	Removed    []RemovedSegment `json:"removed,omitempty"`
+	Erasure    *Erasure         `json:"erasure,omitempty"`
 }
 
 // BundleInfo is OPA's bundles{name:{revision}}.

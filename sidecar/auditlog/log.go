@@ -281,6 +281,11 @@ func (l *Log) Append(ctx context.Context, e *audit.Entry) error {
 		l.m.errors.Inc()
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	return l.enqueue(ctx, rec)
+}
+
+// enqueue hands a built record to the writer; in strict mode it waits until it is durable.
+func (l *Log) enqueue(ctx context.Context, rec *record) error {
 	p := &pending{rec: rec, t0: time.Now()}
 	if l.cfg.Mode == ModeAsync {
 		l.mu.RLock()

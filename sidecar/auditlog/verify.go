@@ -57,6 +57,7 @@ type VerifyReport struct {
 	Segments     int       `json:"segments"`
 	Records      int       `json:"records"`
 	Decisions    int       `json:"decisions"`
+	Erasures     int       `json:"erasures"`
 	Checkpoints  int       `json:"checkpoints"`
 	FirstSeq     uint64    `json:"first_seq"`
 	LastSeq      uint64    `json:"last_seq"`
@@ -234,6 +235,9 @@ func (v *verifier) record(s segInfo, line []byte, h lineHeader, err error, first
 	switch h.typ {
 	case TypeDecision:
 		v.rep.Decisions++
+		v.sinceCkpt++
+	case TypeErasure:
+		v.rep.Erasures++
 		v.sinceCkpt++
 	case TypeCheckpoint:
 		v.checkpoint(s, h)
