@@ -1,0 +1,411 @@
+package envoy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/consentry/consentry/sidecar/audit"
+	"github.com/consentry/consentry/sidecar/input"
+	"github.com/consentry/consentry/sidecar/pipeline"
+	"github.com/consentry/consentry/sidecar/transform"
+)
+
+// ExtProcFrontDoor is the pipeline's name for the ext_proc door.
+const ExtProcFrontDoor = "ext_proc"
+
+// Reason codes the ext_proc door adds.
+const (
+	ReasonBodyNotBuffered = "ext_proc.body_not_buffered"
+	ReasonExtProcInternal = "ext_proc.internal"
+)
+
+// ExtProc implements envoy.service.ext_proc.v3.ExternalProcessor: request headers (and the
+// buffered request body of writes) get the pipeline's decision, a deny becomes an immediate
+// response; response bodies (buffered) pass the shared transformer, like the HTTP proxy's.
+type ExtProc struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	p   *pipeline.Pipeline
+	t   *transform.Transformer
+	log *slog.Logger
+}
+
+var _ extprocv3.ExternalProcessorServer = (*ExtProc)(nil)
+
+// NewExtProc builds the ext_proc service over the shared pipeline and transformer.
+func NewExtProc(p *pipeline.Pipeline, t *transform.Transformer, log *slog.Logger) *ExtProc {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &ExtProc{p: p, t: t, log: log}
+}
+
+// Register adds the service to a gRPC server (the ext_authz server's GRPC()).
+func (x *ExtProc) Register(s *grpc.Server) { extprocv3.RegisterExternalProcessorServer(s, x) }
+
+// exchange is the state of one HTTP request's stream.
+type exchange struct {
+	req       *pipeline.Request
+	out       *pipeline.Outcome
+	reqBody   []byte
+	respBody  []byte
+	status    int
+	ctype     string
+	cenc      string
+	writeEnf  audit.Enforcement
+	protocol  *extprocv3.ProtocolConfiguration
+	recorded  bool
+	awaitBody bool // decision waits for the request body
+}
+
+// Process serves one stream (one HTTP request). It never ends a stream with an error for a
+// policy reason: denials are immediate responses, internal failures 503 immediate responses.
+func (x *ExtProc) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err error) {
+	ctx := stream.Context()
+	ex := &exchange{}
+	defer func() {
+		if r := recover(); r != nil {
+			x.log.Error("ext_proc panic", "panic", r, "stack", string(debug.Stack()))
+			err = stream.Send(immediate(http.StatusServiceUnavailable, "", ReasonExtProcInternal, transform.DenyBody("", ReasonExtProcInternal, "internal error"), nil))
+		}
+		// A stream that ends early (client gone, Envoy reset) is still recorded.
+		if ex.out != nil && !ex.recorded {
+			_ = x.p.Record(ctx, ex.out, audit.Enforcement{})
+		}
+	}()
+	for {
+		msg, rerr := stream.Recv()
+		if errors.Is(rerr, io.EOF) {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+		if pc := msg.GetProtocolConfig(); pc != nil {
+			ex.protocol = pc
+		}
+		resp := x.handle(ctx, ex, msg)
+		if resp == nil {
+			continue
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		if resp.GetImmediateResponse() != nil {
+			return nil
+		}
+	}
+}
+
+func (x *ExtProc) handle(ctx context.Context, ex *exchange, msg *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+	switch r := msg.GetRequest().(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		return x.requestHeaders(ctx, ex, msg, r.RequestHeaders)
+	case *extprocv3.ProcessingRequest_RequestBody:
+		ex.reqBody = append(ex.reqBody, r.RequestBody.GetBody()...)
+		if !r.RequestBody.GetEndOfStream() {
+			return bodyContinue(true, nil, nil)
+		}
+		return x.requestBody(ctx, ex)
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		return x.responseHeaders(ctx, ex, r.ResponseHeaders)
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		ex.respBody = append(ex.respBody, r.ResponseBody.GetBody()...)
+		if !r.ResponseBody.GetEndOfStream() {
+			return bodyContinue(false, nil, nil)
+		}
+		return x.responseBody(ctx, ex)
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
+	}
+	return nil
+}
+
+func (x *ExtProc) requestHeaders(ctx context.Context, ex *exchange, msg *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	ex.req = requestFromHeaders(h, msg.GetAttributes())
+	write := ex.req.Method == http.MethodPost || ex.req.Method == http.MethodPut || ex.req.Method == http.MethodPatch
+	bodyMode := extprocfilterv3.ProcessingMode_BUFFERED // the shipped config; older Envoys send no protocol config
+	if ex.protocol != nil {
+		bodyMode = ex.protocol.GetRequestBodyMode()
+	}
+	if write && !h.GetEndOfStream() && bodyMode == extprocfilterv3.ProcessingMode_BUFFERED {
+		// Decide on the whole body: a support agent may correct an e-mail without being
+		// allowed to write card numbers, and the body must be encrypted before the CRM.
+		ex.awaitBody = true
+		return headersContinue(true, nil)
+	}
+	// No body (or none coming): every field the route accepts is assumed (the safe direction).
+	ex.req.BodyComplete = h.GetEndOfStream()
+	return x.decide(ctx, ex, true)
+}
+
+func (x *ExtProc) requestBody(ctx context.Context, ex *exchange) *extprocv3.ProcessingResponse {
+	if ex.req == nil {
+		return immediate(http.StatusBadRequest, "", ReasonExtProcInternal, transform.DenyBody("", ReasonExtProcInternal, "request body before headers"), nil)
+	}
+	if ex.out != nil {
+		return x.writeBody(ctx, ex) // decided on headers (no protocol config): encrypt now
+	}
+	ex.req.Body, ex.req.BodyComplete = ex.reqBody, true
+	return x.decide(ctx, ex, false)
+}
+
+// decide runs the pipeline; the answer is for the headers phase (onHeaders) or the body phase.
+func (x *ExtProc) decide(ctx context.Context, ex *exchange, onHeaders bool) *extprocv3.ProcessingResponse {
+	ex.awaitBody = false
+	ex.out = x.p.Check(ctx, ex.req)
+	if !ex.out.Allowed() {
+		return x.deny(ctx, ex)
+	}
+	if !onHeaders {
+		return x.writeBody(ctx, ex)
+	}
+	return headersContinue(true, x.upstreamMutation(ex.out))
+}
+
+// writeBody checks and encrypts a write body, answering the request body phase.
+func (x *ExtProc) writeBody(ctx context.Context, ex *exchange) *extprocv3.ProcessingResponse {
+	mut := x.upstreamMutation(ex.out)
+	if !transform.IsWrite(ex.out) {
+		return bodyContinue(true, mut, nil)
+	}
+	w := x.t.Request(ctx, ex.out, ex.reqBody)
+	if w.Status != 0 {
+		ex.recorded = true
+		if err := x.p.Record(ctx, ex.out, w.Enforcement); err != nil {
+			return x.deny(ctx, ex)
+		}
+		return immediate(w.Status, ex.out.DecisionID, w.Codes[0], w.DenyBody, ex.out.ResponseHeaders)
+	}
+	ex.writeEnf = w.Enforcement
+	mut.RemoveHeaders = append(mut.RemoveHeaders, "content-length")
+	return bodyContinue(true, mut, w.Body)
+}
+
+// deny records the denied outcome and answers with it.
+func (x *ExtProc) deny(ctx context.Context, ex *exchange) *extprocv3.ProcessingResponse {
+	if !ex.recorded {
+		ex.recorded = true
+		_ = x.p.Record(ctx, ex.out, audit.Enforcement{Status: ex.out.Status})
+	}
+	code := ""
+	if ex.out.Decision != nil && len(ex.out.Decision.Reasons) > 0 {
+		code = ex.out.Decision.Reasons[0].Code
+	}
+	return immediate(ex.out.Status, ex.out.DecisionID, code, ex.out.Body, ex.out.ResponseHeaders)
+}
+
+func (x *ExtProc) responseHeaders(ctx context.Context, ex *exchange, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	if ex.out == nil {
+		// The request body never came (Envoy not configured to buffer it): the CRM already
+		// had the request. Decide now for the response and say loudly what is wrong.
+		x.log.Error("ext_proc: request body mode is not BUFFERED; writes reach the CRM before a decision (see docs/front-doors.md)")
+		if ex.req == nil {
+			return immediate(http.StatusServiceUnavailable, "", ReasonBodyNotBuffered, transform.DenyBody("", ReasonBodyNotBuffered, "no request headers seen"), nil)
+		}
+		ex.out = x.p.Check(ctx, ex.req)
+		if !ex.out.Allowed() {
+			return x.deny(ctx, ex)
+		}
+	}
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		v := headerValue(hv)
+		switch strings.ToLower(hv.GetKey()) {
+		case ":status":
+			ex.status, _ = strconv.Atoi(v)
+		case "content-type":
+			ex.ctype = v
+		case "content-encoding":
+			ex.cenc = v
+		}
+	}
+	mut := &extprocv3.HeaderMutation{SetHeaders: setHeaders(ex.out.ResponseHeaders)}
+	if h.GetEndOfStream() || !transform.NeedsBody(ex.out) {
+		return x.finish(ctx, ex, headersContinue(false, mut), audit.Enforcement{Status: ex.status})
+	}
+	if ex.protocol != nil && ex.protocol.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
+		// A response consentry cannot see cannot be minimized: never pass it.
+		ex.recorded = true
+		_ = x.p.Record(ctx, ex.out, audit.Enforcement{Status: http.StatusBadGateway})
+		return immediate(http.StatusBadGateway, ex.out.DecisionID, ReasonBodyNotBuffered,
+			transform.DenyBody(ex.out.DecisionID, ReasonBodyNotBuffered, "the response body is not buffered to consentry"), nil)
+	}
+	mut.RemoveHeaders = []string{"content-length"}
+	return headersContinue(false, mut)
+}
+
+func (x *ExtProc) responseBody(ctx context.Context, ex *exchange) *extprocv3.ProcessingResponse {
+	if ex.out == nil {
+		return immediate(http.StatusServiceUnavailable, "", ReasonExtProcInternal, transform.DenyBody("", ReasonExtProcInternal, "response before a decision"), nil)
+	}
+	res := x.t.Response(ctx, x.p, ex.out, transform.Response{Status: ex.status, ContentType: ex.ctype, ContentEncoding: ex.cenc, Body: ex.respBody})
+	enf := res.Enforcement
+	enf.KeyScopes = union(enf.KeyScopes, ex.writeEnf.KeyScopes)
+	enf.FieldsReleased = union(enf.FieldsReleased, ex.writeEnf.FieldsReleased)
+	if res.Status != ex.status {
+		// The transformer refused the response (fail closed): replace it entirely.
+		enf.Status = res.Status
+		ex.recorded = true
+		if err := x.p.Record(ctx, ex.out, enf); err != nil {
+			return x.deny(ctx, ex)
+		}
+		return immediate(res.Status, ex.out.DecisionID, "", res.Body, nil)
+	}
+	mut := &extprocv3.HeaderMutation{SetHeaders: setHeaders(res.Headers)}
+	var body []byte
+	if res.Changed {
+		body = res.Body
+	}
+	return x.finish(ctx, ex, bodyContinue(false, mut, body), enf)
+}
+
+// finish records the enforcement before the response is released (no durable record, no
+// response) and returns resp, or a 503 deny when the log cannot store it.
+func (x *ExtProc) finish(ctx context.Context, ex *exchange, resp *extprocv3.ProcessingResponse, enf audit.Enforcement) *extprocv3.ProcessingResponse {
+	if enf.Status == 0 {
+		enf.Status = ex.status
+	}
+	ex.recorded = true
+	if err := x.p.Record(ctx, ex.out, enf); err != nil {
+		return x.deny(ctx, ex)
+	}
+	return resp
+}
+
+// upstreamMutation sets consentry's headers and removes caller-supplied reserved ones.
+func (x *ExtProc) upstreamMutation(out *pipeline.Outcome) *extprocv3.HeaderMutation {
+	return &extprocv3.HeaderMutation{SetHeaders: setHeaders(out.UpstreamHeaders), RemoveHeaders: append([]string(nil), out.RemoveHeaders...)}
+}
+
+// requestFromHeaders converts ext_proc request headers (pseudo-headers included) into the
+// pipeline's request. Every value of a repeated header is kept.
+func requestFromHeaders(h *extprocv3.HttpHeaders, attrs map[string]*structpb.Struct) *pipeline.Request {
+	req := &pipeline.Request{FrontDoor: ExtProcFrontDoor, Headers: map[string][]string{},
+		CanFulfil: []string{pipeline.ObligationFilterRecords, pipeline.ObligationMinimizeFields}}
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		k, v := strings.ToLower(hv.GetKey()), headerValue(hv)
+		switch k {
+		case ":method":
+			req.Method = v
+		case ":path":
+			req.Target = v
+		case ":authority":
+			req.Host = v
+		default:
+			if strings.HasPrefix(k, ":") {
+				continue
+			}
+			req.Headers[k] = append(req.Headers[k], v)
+		}
+	}
+	if v := req.Headers["x-request-id"]; len(v) == 1 {
+		req.ID = v[0]
+	}
+	req.Source = sourceFromAttributes(attrs)
+	return req
+}
+
+// sourceFromAttributes reads Envoy's connection attributes (request_attributes:
+// source.address, connection.mtls, connection.uri_san_peer_certificate). The principal is
+// taken only when Envoy says the connection was mutual TLS.
+func sourceFromAttributes(attrs map[string]*structpb.Struct) input.Source {
+	var src input.Source
+	for _, s := range attrs {
+		f := s.GetFields()
+		if v, ok := f["source.address"]; ok {
+			src.Address = v.GetStringValue()
+		}
+		if f["connection.mtls"].GetBoolValue() {
+			src.Principal = f["connection.uri_san_peer_certificate"].GetStringValue()
+		}
+	}
+	return src
+}
+
+func headerValue(hv *corev3.HeaderValue) string {
+	if len(hv.GetRawValue()) > 0 {
+		return string(hv.GetRawValue())
+	}
+	return hv.GetValue()
+}
+
+func setHeaders(m map[string]string) []*corev3.HeaderValueOption {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]*corev3.HeaderValueOption, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, RawValue: []byte(m[k])},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD})
+	}
+	return out
+}
+
+func headersContinue(request bool, mut *extprocv3.HeaderMutation) *extprocv3.ProcessingResponse {
+	hr := &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{HeaderMutation: mut}}
+	if request {
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: hr}}
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}}
+}
+
+func bodyContinue(request bool, mut *extprocv3.HeaderMutation, body []byte) *extprocv3.ProcessingResponse {
+	cr := &extprocv3.CommonResponse{HeaderMutation: mut}
+	if body != nil {
+		cr.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
+	}
+	br := &extprocv3.BodyResponse{Response: cr}
+	if request {
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}}
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}}
+}
+
+func immediate(status int, decisionID, code string, body []byte, headers map[string]string) *extprocv3.ProcessingResponse {
+	h := map[string]string{"content-type": "application/json"}
+	for k, v := range headers {
+		h[k] = v
+	}
+	if decisionID != "" {
+		h[pipeline.HeaderDecisionID] = decisionID
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: setHeaders(h)},
+		Body:    body,
+		Details: code,
+	}}}
+}
+
+func union(a, b []string) []string {
+	if len(b) == 0 {
+		return a
+	}
+	set := map[string]bool{}
+	for _, s := range append(append([]string(nil), a...), b...) {
+		set[s] = true
+	}
+	out := make([]string, 0, len(set))
+	for s := range set {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
