@@ -1,0 +1,257 @@
+// Package configdoc renders docs/configuration.md from the config structs themselves: every
+// section's fields, YAML keys, types and doc comments. The structs are the documentation; this
+// keeps the reference from drifting (a test fails when the file is stale; regenerate with
+// `go test ./sidecar/config/configdoc -update`).
+package configdoc
+
+import (
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+)
+
+// Section is one top-level YAML section and the struct that decodes it.
+type Section struct {
+	Key     string
+	Dir     string // package directory, relative to the repository root
+	Type    string
+	Summary string
+}
+
+// Sections lists every section `consentry run` reads, in the order it assembles them.
+var Sections = []Section{
+	{"policy", "sidecar/bundle", "Config", "where policies come from and how they are trusted (docs/bundles.md)"},
+	{"engine", "sidecar/engine", "Config", "policy evaluation"},
+	{"admin", "sidecar/admin", "Config", "the admin listener: health, readiness, metrics, status, admin API (docs/admin-api.md)"},
+	{"vault", "vaultkeys", "Config", "Vault connection and the key model (docs/key-model.md)"},
+	{"decision_log", "sidecar/auditlog", "Config", "the audit trail (docs/decision-log.md)"},
+	{"state", "sidecar/consent", "Config", "consent, cases, processor agreements, customer state (docs/admin-api.md)"},
+	{"enrichment", "sidecar/enrich/static", "Config", "a static state file instead of `state` (fixtures, tests)"},
+	{"identity", "sidecar/identity", "Config", "who is calling: JWT issuers and mTLS service identities (docs/front-doors.md)"},
+	{"routes", "sidecar/routes", "Config", "the CRM's route map (docs/route-map.md)"},
+	{"pipeline", "sidecar/pipeline", "Config", "the request pipeline every front door shares"},
+	{"envoy", "sidecar/envoy", "Config", "the gRPC listener for Envoy's ext_authz and ext_proc filters (docs/front-doors.md)"},
+	{"proxy", "sidecar/proxy", "Config", "the HTTP reverse proxy front door (docs/front-doors.md)"},
+	{"transform", "sidecar/transform", "Config", "response and write-body enforcement (docs/response-transform.md)"},
+}
+
+// Markdown renders the reference for the repository at root.
+func Markdown(root string) (string, error) {
+	var b strings.Builder
+	b.WriteString(header)
+	for _, s := range Sections {
+		fmt.Fprintf(&b, "- [`%s`](#%s): %s\n", s.Key, s.Key, s.Summary)
+	}
+	for _, s := range Sections {
+		pkg, err := parseDir(filepath.Join(root, s.Dir))
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "\n## `%s`\n\n%s. Go type: `%s.%s` (`%s`).\n\n", s.Key, upperFirst(s.Summary), filepath.Base(s.Dir), s.Type, s.Dir)
+		if doc := pkg.typeDoc(s.Type); doc != "" {
+			b.WriteString(doc + "\n\n")
+		}
+		b.WriteString("| key | type | meaning |\n|---|---|---|\n")
+		if err := pkg.fields(&b, s.Type, s.Key, map[string]bool{}); err != nil {
+			return "", fmt.Errorf("%s: %w", s.Key, err)
+		}
+	}
+	return b.String(), nil
+}
+
+const header = `# Configuration reference
+
+consentry reads one YAML file (` + "`consentry run --config FILE`" + `). Each top-level section is
+decoded strictly into the config struct of the package it configures: an unknown key is an error
+that names the file and line, and ` + "`${VAR}`" + ` in values is replaced from the environment (keep
+secrets out of the file). ` + "`consentry run --config FILE --check`" + ` validates the file and compiles
+the policies without serving.
+
+This file is generated from the structs' doc comments (` + "`go test ./sidecar/config/configdoc -update`" + `);
+a test fails when it is out of date. Durations are Go durations (` + "`50ms`, `10s`, `24h`" + `).
+Examples: ` + "`deploy/config/`" + ` and the file ` + "`make demo`" + ` writes to ` + "`var/demo/consentry.yaml`" + `.
+
+Sections:
+
+`
+
+type parsed struct {
+	types map[string]*ast.TypeSpec
+	docs  map[string]string
+}
+
+func parseDir(dir string) (*parsed, error) {
+	fset := token.NewFileSet()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	p := &parsed{types: map[string]*ast.TypeSpec{}, docs: map[string]string{}}
+	for _, e := range entries {
+		n := e.Name()
+		if e.IsDir() || !strings.HasSuffix(n, ".go") || strings.HasSuffix(n, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, filepath.Join(dir, n), nil, parser.ParseComments)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range f.Decls {
+			gd, ok := d.(*ast.GenDecl)
+			if !ok || gd.Tok != token.TYPE {
+				continue
+			}
+			for _, sp := range gd.Specs {
+				ts := sp.(*ast.TypeSpec)
+				p.types[ts.Name.Name] = ts
+				doc := ts.Doc
+				if doc == nil && len(gd.Specs) == 1 {
+					doc = gd.Doc
+				}
+				if doc != nil {
+					p.docs[ts.Name.Name] = strings.TrimSpace(doc.Text())
+				}
+			}
+		}
+	}
+	return p, nil
+}
+
+func (p *parsed) typeDoc(name string) string {
+	return oneParagraph(p.docs[name])
+}
+
+// fields writes one table row per YAML key of struct name, prefixed with prefix, recursing
+// into struct types of the same package.
+func (p *parsed) fields(b *strings.Builder, name, prefix string, seen map[string]bool) error {
+	ts, ok := p.types[name]
+	if !ok {
+		return fmt.Errorf("type %s not found", name)
+	}
+	st, ok := ts.Type.(*ast.StructType)
+	if !ok {
+		return fmt.Errorf("type %s is not a struct", name)
+	}
+	if seen[name] {
+		return nil
+	}
+	seen[name] = true
+	defer delete(seen, name)
+	for _, f := range st.Fields.List {
+		if f.Tag == nil || len(f.Names) == 0 || !f.Names[0].IsExported() {
+			continue
+		}
+		tag := reflect.StructTag(strings.Trim(f.Tag.Value, "`")).Get("yaml")
+		key, _, _ := strings.Cut(tag, ",")
+		if key == "" || key == "-" {
+			continue
+		}
+		full := prefix + "." + key
+		typ := typeString(f.Type)
+		doc := ""
+		if f.Doc != nil {
+			doc = oneParagraph(f.Doc.Text())
+		}
+		fmt.Fprintf(b, "| `%s` | %s | %s |\n", full, typ, escape(doc))
+		if inner := localStruct(f.Type); inner != "" && p.isStruct(inner) {
+			if err := p.fields(b, inner, full+elemSuffix(f.Type), seen); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (p *parsed) isStruct(name string) bool {
+	ts, ok := p.types[name]
+	if !ok {
+		return false
+	}
+	_, ok = ts.Type.(*ast.StructType)
+	return ok
+}
+
+// localStruct returns the name of a same-package type behind f (T, *T, []T), or "".
+func localStruct(e ast.Expr) string {
+	switch x := e.(type) {
+	case *ast.Ident:
+		return x.Name
+	case *ast.StarExpr:
+		return localStruct(x.X)
+	case *ast.ArrayType:
+		return localStruct(x.Elt)
+	}
+	return ""
+}
+
+func elemSuffix(e ast.Expr) string {
+	if _, ok := e.(*ast.ArrayType); ok {
+		return "[]"
+	}
+	return ""
+}
+
+func typeString(e ast.Expr) string {
+	switch x := e.(type) {
+	case *ast.Ident:
+		switch x.Name {
+		case "string", "bool", "int", "int64", "uint32", "float64":
+			return x.Name
+		}
+		return "object"
+	case *ast.StarExpr:
+		return typeString(x.X)
+	case *ast.ArrayType:
+		return "list of " + typeString(x.Elt)
+	case *ast.MapType:
+		return "map of " + typeString(x.Value)
+	case *ast.SelectorExpr:
+		if x.Sel.Name == "Duration" {
+			return "duration"
+		}
+		return "object"
+	}
+	return "value"
+}
+
+func oneParagraph(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.Index(s, "\n\n"); i >= 0 {
+		s = s[:i]
+	}
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func escape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// Keys lists every documented key (for tests that check examples use real keys).
+func Keys(root string) (map[string]bool, error) {
+	md, err := Markdown(root)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, s := range Sections {
+		out[s.Key] = true
+	}
+	for _, line := range strings.Split(md, "\n") {
+		if strings.HasPrefix(line, "| `") {
+			k := strings.TrimPrefix(line, "| `")
+			k, _, _ = strings.Cut(k, "`")
+			out[k] = true
+		}
+	}
+	return out, nil
+}
