@@ -22,7 +22,16 @@ _case_reasons(rec) := {util.reason("case.missing", 403, "this purpose needs an a
 	object.get(input, "case_id", "") == ""
 } else := {util.reason("case.not_found", 403, sprintf("case %q does not exist", [input.case_id]))} if {
 	not rec.enrichment.case
+} else := set() if {
+	# The common case in one rule: open, about this customer, assigned to the caller.
+	_case_ok(rec.enrichment.case, rec.customer_id)
 } else := _problems(rec.enrichment.case, rec.customer_id)
+
+_case_ok(c, customer_id) if {
+	c.status == "open"
+	c.customer_id == customer_id
+	input.subject.id in c.assignees
+}
 
 _problems(c, customer_id) := (_closed(c) | _mismatch(c, customer_id)) | _unassigned(c)
 
