@@ -13,7 +13,9 @@ import (
 	"github.com/consentry/consentry/sidecar/identity"
 	"github.com/consentry/consentry/sidecar/pipeline"
 	"github.com/consentry/consentry/sidecar/pipeline/pipelinetest"
+	"github.com/consentry/consentry/sidecar/proxy"
 	"github.com/consentry/consentry/sidecar/routes"
+	"github.com/consentry/consentry/sidecar/transform"
 )
 
 // TestDocumentedConfig decodes the configuration examples of docs/front-doors.md into the
@@ -44,6 +46,10 @@ func TestDocumentedConfig(t *testing.T) {
 				target = &routes.Config{}
 			case "enrichment":
 				target = &static.Config{}
+			case "proxy":
+				target = &proxy.Config{}
+			case "transform":
+				target = &transform.Config{}
 			default:
 				t.Fatalf("documented section %q is not decoded by this test", name)
 			}
@@ -62,7 +68,7 @@ func TestDocumentedConfig(t *testing.T) {
 			seen[name] = true
 		}
 	}
-	for _, want := range []string{"envoy", "pipeline", "identity", "routes", "enrichment"} {
+	for _, want := range []string{"envoy", "pipeline", "identity", "routes", "enrichment", "proxy", "transform"} {
 		if !seen[want] {
 			t.Errorf("docs/front-doors.md has no %s example", want)
 		}
@@ -83,6 +89,11 @@ func validateWithDefaults(c any) error {
 	case *routes.Config:
 		return v.WithDefaults().Validate()
 	case *static.Config:
+		return v.WithDefaults().Validate()
+	case *proxy.Config:
+		return v.WithDefaults().Validate()
+	case *transform.Config:
+		v.HMACKeyFile = "" // a path on the reader's machine
 		return v.WithDefaults().Validate()
 	}
 	return nil
