@@ -213,6 +213,11 @@ func (e *Engine) decide(ctx context.Context, in *input.Input, tracer topdown.Que
 	start := time.Now()
 	rs, err := p.query.Eval(ctx, evalOpts...)
 	res.EvalNS = time.Since(start).Nanoseconds()
+	if err == nil && ctx.Err() != nil {
+		// OPA notices cancellation asynchronously; an evaluation quicker than that must not
+		// turn a request that was already cancelled or past its deadline into an allow.
+		err = ctx.Err()
+	}
 	if err != nil {
 		if ctx.Err() != nil || topdown.IsCancel(err) {
 			return res, codedError(decision.ReasonEngineTimeout, http.StatusServiceUnavailable, fmt.Errorf("evaluation did not finish in time: %w", err))
