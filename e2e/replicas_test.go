@@ -1,0 +1,169 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/consentry/consentry/e2e/harness"
+	"github.com/consentry/consentry/sidecar/identity/identitytest"
+)
+
+func pgURL() string {
+	if u := os.Getenv("CONSENTRY_PG_URL"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+}
+
+type replica struct {
+	proc  *harness.Proc
+	admin string
+	grpc  string
+}
+
+// TestReplicasShareStateWithinOneSecond runs two consentry processes on one PostgreSQL schema:
+// a case opened through one replica's admin API changes the other replica's ext_authz answer
+// within a second, and closing it on the second changes the first's.
+func TestReplicasShareStateWithinOneSecond(t *testing.T) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgURL())
+	if err != nil {
+		t.Fatalf("PostgreSQL at %s is required (make test starts one): %v", pgURL(), err)
+	}
+	schema := fmt.Sprintf("e2e_replicas_%d", time.Now().UnixNano())
+	t.Cleanup(func() {
+		_, _ = conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+		conn.Close(context.Background())
+	})
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	is, err := identitytest.New("https://idp.e2e", "consentry")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, err := is.WriteJWKS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(name string) *replica {
+		r := &replica{admin: freeAddr(t), grpc: freeAddr(t)}
+		cfg := fmt.Sprintf(`
+policy: {dir: %[1]s/policies, require_signatures: false}
+admin: {listen: %[2]s, token: e2e-admin}
+identity:
+  issuers: [{issuer: %[3]s, audiences: [consentry], jwks_file: %[4]s}]
+routes: {file: %[1]s/deploy/routes/democrm.yaml}
+state:
+  backend: postgres
+  postgres: {url: %[5]q, schema: %[6]s}
+decision_log: {dir: %[7]s/%[8]s-decisions}
+envoy: {listen: %[9]s}
+`, root, r.admin, is.Name, jwks, pgURL(), schema, dir, name, r.grpc)
+		path := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r.proc, err = harness.Start(name, dir, filepath.Join(binDir, "consentry"), []string{"run", "--config", path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.proc.Stop() })
+		if err := r.proc.WaitHTTP(ctx, "http://"+r.admin+"/ready", 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a, b := start("replica-a"), start("replica-b")
+
+	claims := is.Claims("emp-17")
+	claims["subject_type"], claims["roles"] = "employee", []any{"support_agent"}
+	tok, err := is.Sign(jose.ES256, claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := func(r *replica) (bool, string) {
+		cc, err := grpc.NewClient(r.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		resp, err := authv3.NewAuthorizationClient(cc).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+				SocketAddress: &corev3.SocketAddress{Address: "10.0.0.8", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 4000}}}}},
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Method: "GET", Path: "/api/customers/c-900001", Host: "crm", Scheme: "http",
+				Headers: map[string]string{"authorization": "Bearer " + tok, "x-purpose": "essential.service.operations.support", "x-case-id": "case-900"}}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return codes.Code(resp.GetStatus().GetCode()) == codes.OK, resp.GetDeniedResponse().GetBody()
+	}
+	admin := func(r *replica, method, path, body string) {
+		req, _ := http.NewRequest(method, "http://"+r.admin+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer e2e-admin")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+	}
+	// waitFor polls r until its answer is want and returns how long that took.
+	waitFor := func(r *replica, want bool) time.Duration {
+		t0 := time.Now()
+		for {
+			got, body := allowed(r)
+			if got == want {
+				return time.Since(t0)
+			}
+			if time.Since(t0) > 5*time.Second {
+				t.Fatalf("replica did not converge to allowed=%v within 5s (last: %s)", want, body)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	admin(a, "PUT", "/v1/customers/c-900001", `{"retention_until": "2035-01-01T00:00:00Z"}`)
+	if ok, _ := allowed(b); ok {
+		t.Fatal("allowed before any case exists")
+	}
+	admin(a, "PUT", "/v1/cases/case-900", `{"customer_id": "c-900001", "assignees": ["emp-17"], "status": "open", "purpose": "essential.service.operations.support"}`)
+	if d := waitFor(b, true); d > time.Second {
+		t.Errorf("case opened on replica A took %s to reach replica B (want <= 1s)", d)
+	} else {
+		t.Logf("A -> B: %s", d)
+	}
+	var body bytes.Buffer
+	body.WriteString(`{"customer_id": "c-900001", "assignees": ["emp-17"], "status": "closed"}`)
+	admin(b, "PUT", "/v1/cases/case-900", body.String())
+	if d := waitFor(a, false); d > time.Second {
+		t.Errorf("case closed on replica B took %s to reach replica A (want <= 1s)", d)
+	} else {
+		t.Logf("B -> A: %s", d)
+	}
+}
