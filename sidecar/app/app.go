@@ -22,6 +22,8 @@ import (
 	"github.com/consentry/consentry/sidecar/enrich"
 	"github.com/consentry/consentry/sidecar/envoy"
 	"github.com/consentry/consentry/sidecar/pipeline"
+	"github.com/consentry/consentry/sidecar/proxy"
+	"github.com/consentry/consentry/sidecar/transform"
 	"github.com/consentry/consentry/sidecar/routes"
 	"github.com/consentry/consentry/vaultkeys"
 	"github.com/consentry/consentry/sidecar/config"
@@ -54,6 +56,8 @@ type App struct {
 	State     *consent.Store
 	Pipeline  *pipeline.Pipeline
 	Envoy     *envoy.Server
+	Proxy     *proxy.Server
+	Transform *transform.Transformer
 
 	routes routes.Holder
 	enrich enrich.Provider
