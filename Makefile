@@ -33,7 +33,9 @@ $(OPA):
 vault:
 	@if [ -x "$(VAULT)" ]; then echo ">> vault: $(VAULT)"; else \
 	  echo ">> building a real Vault server (v1.21.0) from the Go module into bin/vault - first time ~8 min"; \
-	  mkdir -p $(BIN); cd deploy/vault/server && GOFLAGS=-mod=mod $(GO) build -o $(BIN)/vault . ; fi
+	  mkdir -p $(BIN); set -o pipefail; cd deploy/vault/server && GOFLAGS=-mod=mod $(GO) build -v -o $(BIN)/vault.tmp . 2>&1 \
+	    | awk '/^(go: |#|[a-z]+\.go:)/ {print; next} {n++; if (n % 20 == 0) {printf "\r   %d packages compiled", n; fflush()}} END {print ""}' \
+	  && mv $(BIN)/vault.tmp $(BIN)/vault; fi
 
 postgres:
 	@bash .ci/ensure-postgres.sh
