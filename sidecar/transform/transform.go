@@ -448,12 +448,12 @@ func (t *Transformer) records(ctx context.Context, rd RecordDecider, out *pipeli
 	for _, r := range recs {
 		fields := d.Fields
 		if perRecord {
-			rd, ok := d.Records[r.customerID]
-			if r.customerID == "" || !ok || !rd.Allow {
+			rec, ok := d.Records[r.customerID]
+			if r.customerID == "" || !ok || !rec.Allow {
 				continue // undecided, denied, or without a customer id: removed
 			}
-			if rd.Fields != nil {
-				fields = rd.Fields
+			if rec.Fields != nil {
+				fields = rec.Fields
 			}
 		}
 		if kind(b, r.v) != '{' {
