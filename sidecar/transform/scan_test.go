@@ -114,7 +114,7 @@ var fuzzDecision = map[string]decision.Field{
 // of key-scoped fields never come out unchanged without a key.
 func FuzzWalk(f *testing.F) {
 	for _, s := range []string{`{"a":1,"b":{"c":"x"},"d":2}`, `[{"a":1},{"e":[{"f":"4111111111111111"}]}]`,
-		`{"a":1,"a":2}`, `{"g":"vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`, `{"b":[{"c":{"a":1}}]}`, `"a"`, `{"e":{"f":12345678}}`} {
+		`{"a":1,"a":2}`, `{"g":"vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`, `{"x":["vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]}`, `{"x":"vault\u003av1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`, `{"b":[{"c":{"a":1}}]}`, `"a"`, `{"e":{"f":12345678}}`} {
 		f.Add([]byte(s))
 	}
 	tr := &Transformer{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -172,6 +172,7 @@ func check(t *testing.T, v any, n *trie, in, out []byte) {
 		for k, val := range x {
 			c := n.child(k)
 			if c == nil {
+				noCiphertext(t, val, in, out)
 				continue
 			}
 			switch c.field {
@@ -188,6 +189,23 @@ func check(t *testing.T, v any, n *trie, in, out []byte) {
 				}
 			}
 			check(t, val, c, in, out)
+		}
+	}
+}
+
+func noCiphertext(t *testing.T, v any, in, out []byte) {
+	switch x := v.(type) {
+	case string:
+		if vaultkeys.IsCiphertext(x) {
+			t.Fatalf("ciphertext in an unlisted member: %q -> %q", in, out)
+		}
+	case []any:
+		for _, e := range x {
+			noCiphertext(t, e, in, out)
+		}
+	case map[string]any:
+		for _, e := range x {
+			noCiphertext(t, e, in, out)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package transform
 
 import (
+	"bytes"
 	"sort"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 // trie maps JSON member paths of a record to catalogue field names.
 type trie struct {
 	field    string // catalogue name of the field that ends here ("" if none)
+	path     string // JSON path of this node inside a record ("" for the record itself)
 	children map[string]*trie
 }
 
@@ -39,7 +41,7 @@ func buildTrie(r *routes.Route) *trie {
 			}
 			c := n.children[seg]
 			if c == nil {
-				c = &trie{}
+				c = &trie{path: joinPath(n.path, seg)}
 				n.children[seg] = c
 			}
 			n = c
@@ -124,6 +126,12 @@ func (w *walker) object(rec *record, v span, n *trie, depth int) error {
 			var err error
 			d, err = w.member(rec, m.val, c, depth+1)
 			if err != nil {
+				return err
+			}
+		} else if mayHoldCiphertext(w.b[m.val.start:m.val.end]) {
+			// A member the route map does not list is passed as is, except ciphertext: it
+			// is never passed off as a value (the route map should list the field).
+			if err := w.scrub(rec, m.val, joinPath(n.path, m.key), depth+1); err != nil {
 				return err
 			}
 		}
@@ -278,4 +286,38 @@ func (w *walker) finish(rec *record, ks *vaultkeys.KeySet) {
 		clear(pt)
 	}
 	rec.pending = nil
+}
+
+func joinPath(prefix, key string) string {
+	if prefix == "" {
+		return key
+	}
+	return prefix + "." + key
+}
+
+// mayHoldCiphertext is a cheap pre-check before scrub: transit ciphertext starts with
+// "vault:v", possibly written with \u escapes.
+func mayHoldCiphertext(b []byte) bool {
+	return bytes.Contains(b, []byte("vault:v")) || bytes.Contains(b, []byte(`\u`))
+}
+
+// scrub withholds every ciphertext string under v (an unlisted member) as path.
+func (w *walker) scrub(rec *record, v span, path string, depth int) error {
+	switch kind(w.b, v) {
+	case '"':
+		if s, err := decodeString(w.b[v.start:v.end]); err == nil && vaultkeys.IsCiphertext(s) {
+			w.withhold(rec, v, path)
+		}
+	case '{':
+		_, err := scanObject(w.b, v.start, depth, func(m member) error {
+			return w.scrub(rec, m.val, joinPath(path, m.key), depth+1)
+		})
+		return err
+	case '[':
+		_, err := scanArray(w.b, v.start, depth, func(e span) error {
+			return w.scrub(rec, e, path, depth+1)
+		})
+		return err
+	}
+	return nil
 }

@@ -283,7 +283,7 @@ func (e *Env) Analyst() string {
 }
 func (e *Env) DPO() string { return e.Fixture.Token("emp-50", "employee", []string{"dpo"}, nil) }
 func (e *Env) Customer(id string) string {
-	return e.Fixture.Token(id, "customer", []string{"customer"}, map[string]any{"amr": []any{"pwd", "mfa"}})
+	return e.Fixture.Token(id, "customer", []string{"customer"}, map[string]any{"amr": []any{"pwd", "mfa"}, "customer_id": id})
 }
 func (e *Env) Biller() string {
 	return e.Fixture.Token("emp-60", "employee", []string{"billing_agent"}, map[string]any{"amr": []any{"pwd", "mfa"}})
