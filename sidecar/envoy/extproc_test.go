@@ -1,0 +1,278 @@
+package envoy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/consentry/consentry/sidecar/envoy"
+	"github.com/consentry/consentry/sidecar/pipeline"
+	"github.com/consentry/consentry/sidecar/transform"
+	tt "github.com/consentry/consentry/sidecar/transform/transformtest"
+	"github.com/consentry/consentry/vaultkeys"
+)
+
+// envoySim plays Envoy's ext_proc filter (request headers, buffered request body, response
+// headers, buffered response body) against a real gRPC server, and the CRM call in between.
+type envoySim struct {
+	client   extprocv3.ExternalProcessorClient
+	upstream string
+	protocol *extprocv3.ProtocolConfiguration
+}
+
+type simResult struct {
+	status int
+	header map[string]string
+	body   []byte
+	// crmCalled says whether the request reached the CRM.
+	crmCalled bool
+}
+
+func startExtProc(t testing.TB, p *pipeline.Pipeline, tr *transform.Transformer) extprocv3.ExternalProcessorClient {
+	t.Helper()
+	gs, _, err := envoy.NewGRPCServer(envoy.Config{Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	envoy.NewExtProc(p, tr, nil).Register(gs)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return extprocv3.NewExternalProcessorClient(conn)
+}
+
+func hdrs(kv map[string]string, eos bool) *extprocv3.HttpHeaders {
+	hm := &corev3.HeaderMap{}
+	keys := make([]string, 0, len(kv))
+	for k := range kv {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(kv[k])})
+	}
+	return &extprocv3.HttpHeaders{Headers: hm, EndOfStream: eos}
+}
+
+func applyMutation(h map[string]string, m *extprocv3.HeaderMutation) {
+	for _, r := range m.GetRemoveHeaders() {
+		delete(h, strings.ToLower(r))
+	}
+	for _, s := range m.GetSetHeaders() {
+		h[strings.ToLower(s.GetHeader().GetKey())] = string(s.GetHeader().GetRawValue())
+	}
+}
+
+func immediateResult(ir *extprocv3.ImmediateResponse, crm bool) simResult {
+	h := map[string]string{}
+	applyMutation(h, ir.GetHeaders())
+	return simResult{status: int(ir.GetStatus().GetCode()), header: h, body: ir.GetBody(), crmCalled: crm}
+}
+
+func (s *envoySim) do(t *testing.T, method, path string, reqHeaders map[string]string, body string) simResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := s.client.Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.CloseSend()
+	h := map[string]string{":method": method, ":path": path, ":authority": "crm.test", ":scheme": "http"}
+	for k, v := range reqHeaders {
+		h[strings.ToLower(k)] = v
+	}
+	exchange := func(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := exchange(&extprocv3.ProcessingRequest{ProtocolConfig: s.protocol,
+		Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs(h, body == "")}})
+	if ir := resp.GetImmediateResponse(); ir != nil {
+		return immediateResult(ir, false)
+	}
+	applyMutation(h, resp.GetRequestHeaders().GetResponse().GetHeaderMutation())
+	reqBody := []byte(body)
+	if body != "" {
+		resp = exchange(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: reqBody, EndOfStream: true}}})
+		if ir := resp.GetImmediateResponse(); ir != nil {
+			return immediateResult(ir, false)
+		}
+		cr := resp.GetRequestBody().GetResponse()
+		applyMutation(h, cr.GetHeaderMutation())
+		if b := cr.GetBodyMutation().GetBody(); b != nil {
+			reqBody = b
+		}
+	}
+	// The CRM call Envoy would make.
+	req, _ := http.NewRequest(method, s.upstream+path, bytes.NewReader(reqBody))
+	for k, v := range h {
+		if !strings.HasPrefix(k, ":") && k != "content-length" {
+			req.Header.Set(k, v)
+		}
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upBody, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	rh := map[string]string{":status": strconv.Itoa(res.StatusCode)}
+	for k := range res.Header {
+		rh[strings.ToLower(k)] = res.Header.Get(k)
+	}
+	resp = exchange(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: hdrs(rh, len(upBody) == 0)}})
+	if ir := resp.GetImmediateResponse(); ir != nil {
+		return immediateResult(ir, true)
+	}
+	applyMutation(rh, resp.GetResponseHeaders().GetResponse().GetHeaderMutation())
+	out := upBody
+	if len(upBody) > 0 {
+		resp = exchange(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: upBody, EndOfStream: true}}})
+		if ir := resp.GetImmediateResponse(); ir != nil {
+			return immediateResult(ir, true)
+		}
+		cr := resp.GetResponseBody().GetResponse()
+		applyMutation(rh, cr.GetHeaderMutation())
+		if b := cr.GetBodyMutation().GetBody(); b != nil {
+			out = b
+		}
+	}
+	status, _ := strconv.Atoi(rh[":status"])
+	return simResult{status: status, header: rh, body: out, crmCalled: true}
+}
+
+var buffered = &extprocv3.ProtocolConfiguration{RequestBodyMode: extprocfilterv3.ProcessingMode_BUFFERED, ResponseBodyMode: extprocfilterv3.ProcessingMode_BUFFERED}
+
+func TestExtProc(t *testing.T) {
+	capture := &tt.Capture{}
+	e := tt.Start(t, tt.Options{ListCustomers: 10, Sink: capture})
+	sim := &envoySim{client: startExtProc(t, e.Pipeline, e.Transformer), upstream: e.CRM, protocol: buffered}
+	ada := e.Plain["c-1001"]
+	auth := func(tok, purpose, caseID string) map[string]string {
+		h := map[string]string{"authorization": "Bearer " + tok, "x-purpose": purpose}
+		if caseID != "" {
+			h["x-case-id"] = caseID
+		}
+		return h
+	}
+
+	t.Run("support read decrypts, masks and drops", func(t *testing.T) {
+		r := sim.do(t, "GET", "/api/customers/c-1001", auth(e.Agent(), tt.Support, "case-7"), "")
+		if r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(r.body, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["contact"].(map[string]any)["email"] != ada.Contact.Email || m["date_of_birth"] != "1815" || m["payment"] != nil && len(m["payment"].(map[string]any)) > 0 {
+			t.Fatalf("body %s", r.body)
+		}
+		if bytes.Contains(r.body, []byte("vault:v")) {
+			t.Fatal("ciphertext passed")
+		}
+		enf := capture.Find(r.header[pipeline.HeaderDecisionID]).Enforcement
+		if enf.Status != 200 || !slices.Contains(enf.FieldsDropped, "payment.card_number") || !slices.Equal(enf.KeyScopes, []string{"contact", "identity"}) {
+			t.Errorf("logged %+v", enf)
+		}
+	})
+
+	t.Run("deny is an immediate response and never reaches the CRM", func(t *testing.T) {
+		r := sim.do(t, "GET", "/api/customers/c-3003", auth(e.Marketer(), tt.Marketing, ""), "")
+		if r.status != 451 || r.crmCalled || !bytes.Contains(r.body, []byte("consent.")) {
+			t.Fatalf("%d crm=%v %s", r.status, r.crmCalled, r.body)
+		}
+		if capture.Find(r.header[pipeline.HeaderDecisionID]) == nil {
+			t.Error("deny not logged")
+		}
+	})
+
+	t.Run("list filtered per record, same as the proxy", func(t *testing.T) {
+		r := sim.do(t, "GET", "/api/customers?page_size=100", auth(e.Marketer(), tt.Marketing, ""), "")
+		var page struct{ Items []map[string]any }
+		if err := json.Unmarshal(r.body, &page); err != nil {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		if len(page.Items) != 6 { // c-1001 and l-000, l-002, ... l-008
+			t.Fatalf("%d records: %s", len(page.Items), r.body)
+		}
+		enf := capture.Find(r.header[pipeline.HeaderDecisionID]).Enforcement
+		if enf.RecordsReturned != 6 || enf.RecordsFiltered != 7 {
+			t.Errorf("logged %+v", enf)
+		}
+	})
+
+	t.Run("write body encrypted before the CRM", func(t *testing.T) {
+		r := sim.do(t, "PATCH", "/api/customers/c-1001", auth(e.Agent(), tt.Support, "case-7"), `{"contact":{"phone":"+44 1"}}`)
+		if r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		if p, _ := e.Stored(t, "c-1001")["contact"].(map[string]any)["phone"].(string); !vaultkeys.IsCiphertext(p) {
+			t.Fatalf("stored %q", p)
+		}
+		var m map[string]any
+		_ = json.Unmarshal(r.body, &m)
+		if m["contact"].(map[string]any)["phone"] != "+44 1" {
+			t.Errorf("response %s", r.body)
+		}
+	})
+
+	t.Run("write of a forbidden field is 422 before the CRM", func(t *testing.T) {
+		r := sim.do(t, "PATCH", "/api/customers/c-1001", auth(e.Agent(), tt.Support, "case-7"), `{"payment":{"card_number":"1"}}`)
+		if r.status != 422 || r.crmCalled || !bytes.Contains(r.body, []byte("field.write_not_allowed")) {
+			t.Fatalf("%d crm=%v %s", r.status, r.crmCalled, r.body)
+		}
+	})
+
+	t.Run("response body not buffered fails closed", func(t *testing.T) {
+		s2 := &envoySim{client: sim.client, upstream: e.CRM, protocol: &extprocv3.ProtocolConfiguration{RequestBodyMode: extprocfilterv3.ProcessingMode_BUFFERED}}
+		r := s2.do(t, "GET", "/api/customers/c-1001", auth(e.Agent(), tt.Support, "case-7"), "")
+		if r.status != 502 || !bytes.Contains(r.body, []byte(envoy.ReasonBodyNotBuffered)) || bytes.Contains(r.body, []byte("example.test")) {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+	})
+
+	t.Run("caller's reserved headers removed", func(t *testing.T) {
+		h := auth(e.Agent(), tt.Support, "case-7")
+		h["x-consentry-fields"] = "payment.card_number"
+		r := sim.do(t, "GET", "/api/customers/c-1001/notes", h, "")
+		if r.status != 200 || !bytes.Contains(r.body, []byte("called about the invoice")) {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		in := capture.Find(r.header[pipeline.HeaderDecisionID]).Input
+		if _, ok := in.Request.Headers["x-consentry-fields"]; ok {
+			t.Error("reserved header reached the input")
+		}
+	})
+	_ = fmt.Sprint
+}
