@@ -30,10 +30,14 @@ _purpose_table := t if {
 
 _known := object.filter(_purpose_table.fields, _requested)
 
+# The requested catalogue fields as a set: the later filters take it as is (an array of keys
+# would be converted to a set on every call).
+_known_names := object.keys(_known)
+
 # Requested catalogue fields the caller may not see whatever the purpose says.
 _denied_names := _blocked_names | _uncovered_names
 
-_denied_fields := object.filter(object.filter(_tables.denied, _requested), _denied_names)
+_denied_fields := object.filter(_tables.denied, _denied_names & _known_names)
 
 _unknown_fields := {} if {
 	# Every requested field is distinct and known (the common case): nothing to add.
@@ -134,24 +138,24 @@ info contains util.reason("special_category.mfa_required", 200, m.mfa) if {
 	not input.subject.mfa == true
 	some k, s in util.catalog.special_categories
 	s.require_mfa
-	some m in object.filter(_tables.special_fields[k], _requested)
+	some m in object.filter(_tables.special_fields[k], _known_names)
 }
 
 info contains util.reason("special_category.role_required", 200, m.role) if {
 	some k, s in util.catalog.special_categories
 	not _role_in(s)
-	some m in object.filter(_tables.special_fields[k], _requested)
+	some m in object.filter(_tables.special_fields[k], _known_names)
 }
 
 # METADATA
 # title: Key scopes
 # description: Key classes needed to serve the fields (allowed fields, and masks computed from the value).
-key_scopes := {s | some s in object.remove(object.filter(_purpose_table.key_fields, _requested), _denied_names)}
+key_scopes := {s | some s in object.remove(object.filter(_purpose_table.key_fields, _known_names), _denied_names)}
 
 # METADATA
 # title: Allowed fields
 # description: The requested fields served in full.
-allowed := object.keys(object.remove(object.filter(_purpose_table.allowed, _requested), _denied_names))
+allowed := object.keys(object.remove(object.filter(_purpose_table.allowed, _known_names), _denied_names))
 
 _needs_key(o) if o.outcome == "allow"
 
