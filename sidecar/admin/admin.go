@@ -49,7 +49,11 @@ func New(cfg Config, registry *prometheus.Registry) *Server {
 		checks:   map[string]ReadinessCheck{},
 		status:   map[string]StatusFunc{},
 	}
-	s.app = fiber.New(fiber.Config{DisableStartupMessage: true, ErrorHandler: errorHandler})
+	// Immutable: handlers keep request values (route params become map keys in the consent
+	// view, ids go into the ledger). Fiber otherwise hands out strings backed by the reused
+	// request buffer, which a later request silently overwrites. The admin API is low-volume,
+	// so the copies cost nothing that matters.
+	s.app = fiber.New(fiber.Config{DisableStartupMessage: true, ErrorHandler: errorHandler, Immutable: true})
 	s.app.Get("/health", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	s.app.Get("/ready", s.ready)
 	s.app.Get("/status", s.statusHandler)

@@ -192,8 +192,11 @@ func TestAssembledSidecarDecidesAndAudits(t *testing.T) {
 	if _, err := st.PutCustomer(ctx, consent.Customer{ID: "c-000001", RetentionUntil: &future}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.PutCase(ctx, consent.Case{ID: "case-1", CustomerID: "c-000001", Assignees: []string{"emp-17"}, Purpose: support}); err != nil {
-		t.Fatal(err)
+	// Through the admin API, followed by other admin requests: Fiber reuses request buffers,
+	// and a route parameter kept as a map key must not be overwritten by the next request.
+	s.admin_(t, "PUT", "/v1/cases/case-1", `{"customer_id": "c-000001", "assignees": ["emp-17"], "purpose": "`+support+`"}`)
+	for i := 0; i < 5; i++ {
+		s.admin_(t, "PUT", fmt.Sprintf("/v1/cases/zz-%d", i), `{"customer_id": "c-000009", "assignees": ["emp-99"]}`)
 	}
 	agent := "Bearer " + s.token(t, "emp-17", "employee", "support_agent")
 	other := "Bearer " + s.token(t, "emp-23", "employee", "support_agent")
@@ -248,6 +251,22 @@ func TestAssembledSidecarDecidesAndAudits(t *testing.T) {
 	}
 	if rep.ProblemCount != 0 || rep.Decisions != len(cases)+1 {
 		t.Fatalf("log: %d decisions (want %d), problems %+v", rep.Decisions, len(cases)+1, rep.Problems)
+	}
+}
+
+func (s *sidecar) admin_(t *testing.T, method, path, body string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+s.admin+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer test-admin-token")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
 	}
 }
 

@@ -128,8 +128,8 @@ func auditVerifyCmd() *Command {
 			_ = enc.Encode(rep)
 		} else {
 			el := time.Since(start)
-			fmt.Fprintf(env.Stdout, "%d segments, %d records (%d decisions, %d checkpoints), seq %d..%d, head %s, %d unsealed, %s (%.0f records/s)\n",
-				rep.Segments, rep.Records, rep.Decisions, rep.Checkpoints, rep.FirstSeq, rep.LastSeq, rep.Head, rep.UnsealedTail,
+			fmt.Fprintf(env.Stdout, "%d segments, %d records (%d decisions, %d erasures, %d checkpoints), seq %d..%d, head %s, %d unsealed, %s (%.0f records/s)\n",
+				rep.Segments, rep.Records, rep.Decisions, rep.Erasures, rep.Checkpoints, rep.FirstSeq, rep.LastSeq, rep.Head, rep.UnsealedTail,
 				el.Round(time.Millisecond), float64(rep.Records)/max(el.Seconds(), 1e-9))
 			for _, p := range rep.Problems {
 				fmt.Fprintf(env.Stdout, "FAIL %-18s seq %-8d %s %s\n", p.Kind, p.Seq, p.Segment, p.Message)

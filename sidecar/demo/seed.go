@@ -3,6 +3,8 @@ package demo
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -33,19 +35,19 @@ func hadMarketing(i int) bool { return i%3 == 1 }
 // an integrator's sync job would.
 func (s *Stack) seedState(ctx context.Context) error {
 	var csv strings.Builder
-	csv.WriteString("customer_id,purpose,status,captured_at,notice_version,channel,retention_until\n")
+	csv.WriteString("customer_id,purpose,status,captured_at,notice_version,notice_hash,channel,retention_until\n")
 	signup := time.Date(2026, 1, 15, 9, 0, 0, 0, time.UTC)
 	retention := time.Now().UTC().AddDate(5, 0, 0).Format(time.RFC3339)
 	for i := 1; i <= s.Opts.Customers; i++ {
 		id := CustomerID(i)
-		fmt.Fprintf(&csv, "%s,%s,granted,%s,2026-01,signup,%s\n", id, PurposeService, signup.Format(time.RFC3339), retention)
+		fmt.Fprintf(&csv, "%s,%s,granted,%s,2026-01,%s,signup,%s\n", id, PurposeService, signup.Format(time.RFC3339), noticeHash("2026-01"), retention)
 		if i%2 == 1 {
-			fmt.Fprintf(&csv, "%s,%s,granted,%s,2026-01,signup,\n", id, PurposeSharing, signup.Format(time.RFC3339))
+			fmt.Fprintf(&csv, "%s,%s,granted,%s,2026-01,%s,signup,\n", id, PurposeSharing, signup.Format(time.RFC3339), noticeHash("2026-01"))
 		}
 		if hadMarketing(i) {
-			fmt.Fprintf(&csv, "%s,%s,granted,%s,2026-03,web,\n", id, PurposeMarketing, signup.AddDate(0, 2, 0).Format(time.RFC3339))
+			fmt.Fprintf(&csv, "%s,%s,granted,%s,2026-03,%s,web,\n", id, PurposeMarketing, signup.AddDate(0, 2, 0).Format(time.RFC3339), noticeHash("2026-03"))
 			if !OptedIn(i) {
-				fmt.Fprintf(&csv, "%s,%s,withdrawn,%s,2026-03,email-footer,\n", id, PurposeMarketing, signup.AddDate(0, 6, 0).Format(time.RFC3339))
+				fmt.Fprintf(&csv, "%s,%s,withdrawn,%s,2026-03,%s,email-footer,\n", id, PurposeMarketing, signup.AddDate(0, 6, 0).Format(time.RFC3339), noticeHash("2026-03"))
 			}
 		}
 	}
@@ -57,7 +59,7 @@ func (s *Stack) seedState(ctx context.Context) error {
 		Accepted, Rejected int
 	}
 	if code != 200 || json.Unmarshal(body, &rep) != nil || rep.Rejected != 0 {
-		return fmt.Errorf("consent import: %d %s", code, body)
+		return fmt.Errorf("consent import: %d %.300s", code, body)
 	}
 	for _, c := range []struct{ id, customer, assignee string }{
 		{"case-1", CustomerID(1), "emp-17"},
@@ -75,6 +77,12 @@ func (s *Stack) seedState(ctx context.Context) error {
 		"valid_until": time.Now().UTC().AddDate(1, 0, 0).Format(time.RFC3339),
 	})
 	return s.adminOK(ctx, "PUT", "/v1/agreements/acme-mail", "application/json", b)
+}
+
+// noticeHash is the proof of which privacy notice text the customer saw (its SHA-256).
+func noticeHash(version string) string {
+	sum := sha256.Sum256([]byte("Demo CRM privacy notice, version " + version))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 func bytesReader(b []byte) *bytes.Reader {
