@@ -1,6 +1,8 @@
 package proxy_test
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -8,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/consentry/consentry/sidecar/pipeline"
 	"github.com/consentry/consentry/sidecar/proxy"
 	tt "github.com/consentry/consentry/sidecar/transform/transformtest"
 )
@@ -72,6 +75,30 @@ func BenchmarkProxy(b *testing.B) {
 			})
 		}
 	}
+	// The share of list100 that is the policy's response phase: one DecideRecords call (one
+	// batch lookup, one evaluation of 100 records), without HTTP or the transformer.
+	b.Run("list100/decide-records-only", func(b *testing.B) {
+		req := &pipeline.Request{FrontDoor: "bench", Method: "GET", Target: "/api/customers?page_size=100&segment=list",
+			Headers:   map[string][]string{"authorization": {"Bearer " + mkt}, "x-purpose": {tt.Marketing}},
+			CanFulfil: []string{pipeline.ObligationFilterRecords, pipeline.ObligationMinimizeFields}}
+		out := e.Pipeline.Check(context.Background(), req)
+		ids := make([]string, 100)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("l-%03d", i)
+		}
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			t := time.Now()
+			if _, err := e.Pipeline.DecideRecords(context.Background(), out, ids); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t))
+		}
+		b.StopTimer()
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	})
 	for _, target := range []struct{ name, base string }{{"direct", e.CRM}, {"proxy", url}} {
 		b.Run("throughput/"+target.name, func(b *testing.B) {
 			const clients = 16
