@@ -74,6 +74,10 @@ type Log struct {
 	mu     sync.RWMutex // guards closed against sends on queue
 	closed bool
 	broken atomic.Pointer[error]
+	// lastWriteErr is the error of the last group commit when it failed (nil after a success):
+	// a log that rolled back a failed write is not broken, but it is not healthy either until
+	// a write succeeds again (disk full, I/O errors).
+	lastWriteErr atomic.Pointer[error]
 
 	committed atomic.Int64 // last durable seq, -1 when none
 	// rollbacks counts failed commits whose bytes were truncated away: readers following the
@@ -335,6 +339,9 @@ func (l *Log) enqueue(ctx context.Context, rec *record) error {
 func (l *Log) Healthy() error {
 	if b := l.broken.Load(); b != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, *b)
+	}
+	if e := l.lastWriteErr.Load(); e != nil {
+		return fmt.Errorf("%w: last write failed: %v", ErrUnavailable, *e)
 	}
 	l.mu.RLock()
 	defer l.mu.RUnlock()

@@ -123,9 +123,11 @@ func (l *Log) commit(batch []*pending, force string) error {
 			l.fail(fmt.Errorf("%v; rollback: %w", err, terr))
 		}
 		l.segSize, l.ckptSize = size0, cks0
+		l.lastWriteErr.Store(&err)
 		ack(batch, err)
 		return err
 	}
+	l.lastWriteErr.Store(nil)
 	l.committed.Store(int64(l.seq) - 1)
 	nowDone := time.Now()
 	for _, p := range batch {

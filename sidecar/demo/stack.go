@@ -43,6 +43,8 @@ type Options struct {
 	StateBackend, PostgresURL string
 	// Extra is appended to the generated consentry.yaml (tests).
 	Extra string
+	// DecisionDir is the decision log directory. Default <Dir>/decisions.
+	DecisionDir string
 	// Progress receives one line per start-up step (nil: discarded).
 	Progress io.Writer
 }
@@ -195,7 +197,10 @@ func (s *Stack) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.DecisionDir = filepath.Join(o.Dir, "decisions")
+	s.DecisionDir = o.DecisionDir
+	if s.DecisionDir == "" {
+		s.DecisionDir = filepath.Join(o.Dir, "decisions")
+	}
 	s.ConfigPath = filepath.Join(o.Dir, "consentry.yaml")
 	if err := os.WriteFile(s.ConfigPath, []byte(s.config(jwks)), 0o600); err != nil {
 		return err

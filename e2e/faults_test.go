@@ -1,0 +1,223 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/consentry/consentry/sidecar/auditlog"
+	"github.com/consentry/consentry/sidecar/demo"
+)
+
+// answer is what one caller received.
+type answer struct {
+	who        string
+	status     int
+	body       string
+	decisionID string
+	afterFault bool
+}
+
+// load sends n requests from several callers through the proxy, calling fault once after
+// faultAt requests. Callers: customers reading their own record (each customer once, so keys
+// are not all cached before the fault), an unauthenticated caller, and an agent without a case.
+func load(t *testing.T, s *demo.Stack, n, faultAt int, fault func()) []answer {
+	t.Helper()
+	var (
+		mu      sync.Mutex
+		answers []answer
+		sent    atomic.Int64
+		faulted atomic.Bool
+		once    sync.Once
+		wg      sync.WaitGroup
+	)
+	next := make(chan int)
+	go func() {
+		for i := 0; i < n; i++ {
+			next <- i
+		}
+		close(next)
+	}()
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if sent.Add(1) == int64(faultAt) {
+					once.Do(func() { fault(); faulted.Store(true) })
+				}
+				after := faulted.Load()
+				cust := fmt.Sprintf("c-%06d", i%s.Opts.Customers+1)
+				var r demo.Request
+				who := "customer"
+				switch i % 4 {
+				case 0, 1:
+					r = demo.Request{As: demo.Persona{Name: cust, Subject: "u-" + cust, Type: "customer", Roles: []string{"customer"}, CustomerID: cust, MFA: true},
+						Method: "GET", Path: "/api/customers/" + cust, Purpose: demo.PurposeService}
+				case 2:
+					who = "agent without case"
+					r = demo.Request{As: demo.Agent, Method: "GET", Path: "/api/customers/" + cust, Purpose: demo.PurposeSupport}
+				case 3:
+					who = "unauthenticated"
+				}
+				var a answer
+				if who == "unauthenticated" {
+					resp, err := http.Get(s.ProxyURL + "/api/customers/" + cust)
+					if err != nil {
+						t.Error(err)
+						continue
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					a = answer{status: resp.StatusCode, body: string(b), decisionID: resp.Header.Get("X-Consentry-Decision-Id")}
+				} else {
+					resp, err := s.Do(context.Background(), r)
+					if err != nil {
+						t.Error(err)
+						continue
+					}
+					a = answer{status: resp.Status, body: string(resp.Body), decisionID: resp.Header.Get("X-Consentry-Decision-Id")}
+				}
+				a.who, a.afterFault = who, after
+				mu.Lock()
+				answers = append(answers, a)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return answers
+}
+
+// checkNoLeak: ciphertext never reaches a caller, and a denied or unauthenticated caller never
+// sees a customer's contact data.
+func checkNoLeak(t *testing.T, answers []answer) {
+	t.Helper()
+	for _, a := range answers {
+		if strings.Contains(a.body, "vault:v") {
+			t.Errorf("%s got ciphertext (status %d): %.200s", a.who, a.status, a.body)
+		}
+		if a.who != "customer" && strings.Contains(a.body, "@") {
+			t.Errorf("%s (status %d) saw contact data: %.200s", a.who, a.status, a.body)
+		}
+		// After a decision log fault even a 401 may become 503: a deny that cannot be logged
+		// is still a deny.
+		if a.who == "unauthenticated" && a.status != 401 && !(a.afterFault && a.status == 503) {
+			t.Errorf("unauthenticated caller got %d", a.status)
+		}
+	}
+}
+
+// checkLogged: every decision a caller was told about is in the log, and the log verifies.
+func checkLogged(t *testing.T, s *demo.Stack, answers []answer) {
+	t.Helper()
+	if err := s.Consentry.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	logged := map[string]bool{}
+	if err := auditlog.ScanEvents(s.DecisionDir, func(ev *auditlog.Event, _ []byte) error {
+		logged[ev.DecisionID] = true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	missing := 0
+	for _, a := range answers {
+		if a.status < 500 && a.decisionID == "" {
+			t.Errorf("%s: answer %d without a decision id", a.who, a.status)
+		}
+		if a.status < 500 && !logged[a.decisionID] {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d acknowledged decisions are missing from the log", missing)
+	}
+	out, err := exec.Command(filepath.Join(binDir, "consentry"), "audit", "verify", s.DecisionDir, "--public-key", filepath.Join(s.KeysDir, "signing.pub")).CombinedOutput()
+	if err != nil {
+		t.Errorf("audit verify after the fault: %v\n%s", err, out)
+	}
+}
+
+// TestFaultVaultStoppedMidLoad: Vault stops while requests flow. Decisions go on; fields whose
+// keys are not cached are withheld - never ciphertext, never another caller's plaintext - and
+// every answer is in the log.
+func TestFaultVaultStoppedMidLoad(t *testing.T) {
+	s := startStack(t, demo.Options{Customers: 80})
+	answers := load(t, s, 160, 40, func() { s.Vault.Stop() })
+	checkNoLeak(t, answers)
+	withheld, served := 0, 0
+	for _, a := range answers {
+		if a.who == "customer" && a.status == 200 {
+			if a.afterFault && !strings.Contains(a.body, "@") {
+				withheld++
+			}
+			served++
+		}
+	}
+	if served == 0 || withheld == 0 {
+		t.Fatalf("want customers still served after Vault stopped, with contact fields withheld (served %d, withheld %d)", served, withheld)
+	}
+	t.Logf("%d customer reads served, %d with fields withheld after Vault stopped", served, withheld)
+	checkLogged(t, s, answers)
+}
+
+// TestFaultDecisionLogDiskFull: the decision log's file system fills up mid-load (a real tmpfs,
+// really full). From then on requests are denied with 503 audit.unavailable - no response is
+// released unlogged - and every response released before is in the log.
+func TestFaultDecisionLogDiskFull(t *testing.T) {
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		if os.Geteuid() != 0 {
+			t.Skipf("needs root to mount a small tmpfs: %v %s", err, out)
+		}
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	dir := filepath.Join(mnt, "decisions")
+	s := startStack(t, demo.Options{Customers: 40, DecisionDir: dir})
+	fill := func() {
+		f, err := os.Create(filepath.Join(mnt, "filler"))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := f.Write(buf); err != nil {
+				return // ENOSPC: the disk is full
+			}
+		}
+	}
+	answers := load(t, s, 120, 30, fill)
+	checkNoLeak(t, answers)
+	unavailable := 0
+	for _, a := range answers {
+		if a.afterFault && a.status == 503 && strings.Contains(a.body, "audit.unavailable") {
+			unavailable++
+		}
+	}
+	if unavailable == 0 {
+		t.Fatal("after the disk filled, requests must be denied with 503 audit.unavailable")
+	}
+	resp, err := http.Get(s.AdminURL + "/ready")
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Error("readiness must fail while the decision log cannot write")
+		}
+	}
+	t.Logf("%d requests denied with audit.unavailable after the disk filled", unavailable)
+	// Free the space so the sidecar can write its closing checkpoint, then check the log.
+	_ = os.Remove(filepath.Join(mnt, "filler"))
+	checkLogged(t, s, answers)
+}
