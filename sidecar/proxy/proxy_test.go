@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -356,6 +357,55 @@ func TestProxy(t *testing.T) {
 		}
 		if bytes.Contains(r.body, []byte("vault:v")) {
 			t.Fatalf("ciphertext served: %s", r.body)
+		}
+	})
+
+	t.Run("keys only for what the decision serves: zero Vault requests otherwise", func(t *testing.T) {
+		mark := e.Vault.AuditMark(t)
+		// Denied (no consent) and redact-only (the DPO) reads of customers whose keys are cold.
+		if r := do(t, "GET", url+"/api/customers/c-3003", e.Marketer(), tt.Marketing, "", "", nil); r.status != 451 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		if r := do(t, "GET", url+"/api/customers/c-4004", e.DPO(), tt.Legal, "", "", nil); r.status != 200 && r.status != 451 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		time.Sleep(200 * time.Millisecond) // the audit device writes asynchronously to the file
+		for _, req := range e.Vault.AuditRequests(t, mark) {
+			if strings.HasPrefix(req.Path, "transit/") {
+				t.Errorf("Vault request for a response that needs no key: %s %s", req.Operation, req.Path)
+			}
+		}
+	})
+
+	t.Run("vault stopped: cold keys withheld, writes refused, nothing leaks", func(t *testing.T) {
+		e.Vault.Stop()
+		self := e.Customer("c-3003") // c-3003's keys were never released: cold
+		r := do(t, "GET", url+"/api/customers/c-3003", self, tt.Self, "", "", nil)
+		if r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		m := r.json(t)
+		for _, f := range []string{"contact.email", "address", "payment.card_number", "health.notes"} {
+			if v, ok := get(m, f); !ok || v != nil {
+				t.Errorf("%s = %v, want withheld (null)", f, v)
+			}
+		}
+		if v, _ := get(m, "name"); v != e.Plain["c-3003"].Name {
+			t.Errorf("plaintext field lost: %v", v)
+		}
+		if bytes.Contains(r.body, []byte("vault:v")) || bytes.Contains(r.body, []byte("charles@")) {
+			t.Fatalf("leak: %s", r.body)
+		}
+		if w := r.header.Get(transform.HeaderWithheld); !strings.Contains(w, "contact.email") {
+			t.Errorf("withheld header %q", w)
+		}
+		before := e.Stored(t, "c-3003")
+		r = do(t, "PATCH", url+"/api/customers/c-3003", self, tt.Self, "", `{"contact":{"email":"new@example.test"}}`, nil)
+		if r.status != 503 || !bytes.Contains(r.body, []byte(transform.ReasonWriteKeys)) {
+			t.Fatalf("write with Vault down: %d %s", r.status, r.body)
+		}
+		if fmt.Sprint(e.Stored(t, "c-3003")) != fmt.Sprint(before) {
+			t.Fatal("the CRM got a write while its fields could not be encrypted")
 		}
 	})
 

@@ -110,17 +110,25 @@ func Start(tb testing.TB, opts Options) *Env {
 	e.Vault = vaulttest.Start(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	e.Keys, err = vaultkeys.New(ctx, vaultkeys.Config{
+	kcfg := vaultkeys.Config{
 		Address:      e.Vault.Addr,
 		Auth:         vaultkeys.AuthConfig{Method: vaultkeys.AuthToken, Token: e.Vault.ConsentryToken(tb)},
 		LedgerPath:   filepath.Join(e.Dir, "ledger.jsonl"),
 		PseudonymKey: "transformtest-pseudonym-key-0123",
 		Timeout:      5 * time.Second,
-	}, vaultkeys.Options{Registerer: prometheus.NewRegistry()})
+	}
+	e.Keys, err = vaultkeys.New(ctx, kcfg, vaultkeys.Options{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(e.Keys.Close)
+	// Seeding (key creation, encryption) runs on its own manager, as the CRM's own writer
+	// would: the sidecar's key cache starts cold, as after a restart.
+	seeder, err := vaultkeys.New(ctx, kcfg, vaultkeys.Options{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer seeder.Close()
 
 	state := pipelinetest.State
 	customers := []Customer{
@@ -168,7 +176,7 @@ func Start(tb testing.TB, opts Options) *Env {
 	}
 	e.CRM = startCRM(tb, e.Dir)
 	for _, c := range customers {
-		e.seed(tb, c)
+		e.seed(tb, seeder, c)
 	}
 	return e
 }
@@ -199,10 +207,10 @@ func listConsentsYAML(n int) string {
 // seed encrypts c's sensitive fields (the e-mail with Vault's own transit/encrypt, as a CRM
 // already using transit does; the rest with the customer's exported keys) and stores it in
 // the CRM directly.
-func (e *Env) seed(tb testing.TB, c Customer) {
+func (e *Env) seed(tb testing.TB, seeder *vaultkeys.Manager, c Customer) {
 	tb.Helper()
 	ctx := context.Background()
-	ks, err := e.Keys.KeysForMigration(ctx, c.ID, vaultkeys.DefaultClasses)
+	ks, err := seeder.KeysForMigration(ctx, c.ID, vaultkeys.DefaultClasses)
 	if err != nil {
 		tb.Fatalf("keys for %s: %v", c.ID, err)
 	}
