@@ -39,7 +39,8 @@ type replica struct {
 
 // TestReplicasShareStateWithinOneSecond runs two consentry processes on one PostgreSQL schema:
 // a case opened through one replica's admin API changes the other replica's ext_authz answer
-// within a second, and closing it on the second changes the first's.
+// within a second, a consent granted on one and withdrawn on the other is followed by both
+// within a second, and closing the case on the second changes the first's answer.
 func TestReplicasShareStateWithinOneSecond(t *testing.T) {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, pgURL())
@@ -76,7 +77,7 @@ state:
   backend: postgres
   postgres: {url: %[5]q, schema: %[6]s}
 decision_log: {dir: %[7]s/%[8]s-decisions}
-envoy: {listen: %[9]s}
+envoy: {listen: %[9]s, response_phase: true}
 `, root, r.admin, is.Name, jwks, pgURL(), schema, dir, name, r.grpc)
 		path := filepath.Join(dir, name+".yaml")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
@@ -158,6 +159,54 @@ envoy: {listen: %[9]s}
 	} else {
 		t.Logf("A -> B: %s", d)
 	}
+	// A marketer's access follows the customer's consent: granted on A, withdrawn on B.
+	mclaims := is.Claims("mkt-40")
+	mclaims["subject_type"], mclaims["roles"] = "employee", []any{"marketing"}
+	mtok, err := is.Sign(jose.ES256, mclaims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lastDeny string
+	marketing := func(r *replica) bool {
+		cc, err := grpc.NewClient(r.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		resp, err := authv3.NewAuthorizationClient(cc).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Method: "GET", Path: "/api/customers/c-900001", Host: "crm", Scheme: "http",
+				Headers: map[string]string{"authorization": "Bearer " + mtok, "x-purpose": "marketing.communications.email"}}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lastDeny = resp.GetDeniedResponse().GetBody()
+		return codes.Code(resp.GetStatus().GetCode()) == codes.OK
+	}
+	waitMarketing := func(r *replica, want bool) time.Duration {
+		t0 := time.Now()
+		for marketing(r) != want {
+			if time.Since(t0) > 5*time.Second {
+				t.Fatalf("marketing access did not converge to %v within 5s (last deny: %s)", want, lastDeny)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return time.Since(t0)
+	}
+	admin(a, "POST", "/v1/consents", `{"customer_id": "c-900001", "purpose": "marketing.communications.email", "notice_version": "2026-03", "notice_hash": "sha256:9f2c1a5b8e7d6c4f3a2b1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b", "channel": "web"}`)
+	if d := waitMarketing(b, true); d > time.Second {
+		t.Errorf("consent granted on A took %s to reach B", d)
+	}
+	admin(b, "POST", "/v1/consents/withdrawals", `{"customer_id": "c-900001", "purpose": "marketing.communications.email", "channel": "email-footer"}`)
+	if d := waitMarketing(a, false); d > time.Second {
+		t.Errorf("consent withdrawn on B took %s to reach A (want <= 1s)", d)
+	} else {
+		t.Logf("withdrawal B -> A: %s", d)
+	}
+
 	var body bytes.Buffer
 	body.WriteString(`{"customer_id": "c-900001", "assignees": ["emp-17"], "status": "closed"}`)
 	admin(b, "PUT", "/v1/cases/case-900", body.String())
