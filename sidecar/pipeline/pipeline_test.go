@@ -204,7 +204,7 @@ type failingSink struct{}
 func (failingSink) Append(context.Context, *audit.Entry) error { return errors.New("disk full") }
 
 func TestAuditUnavailableDenies(t *testing.T) {
-	p, err := pipeline.New(pipeline.Config{}, pipeline.Deps{Engine: fx.Engine, Routes: mustRoutes(t), Identity: fx.Identity, Enrich: brokenEnrich{}, Log: failingSink{}})
+	p, err := pipeline.New(slowCI, pipeline.Deps{Engine: fx.Engine, Routes: mustRoutes(t), Identity: fx.Identity, Enrich: brokenEnrich{}, Log: failingSink{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func mustRoutes(t *testing.T) *routes.Map {
 }
 
 func TestEnrichmentOutageDenies(t *testing.T) {
-	p, err := pipeline.New(pipeline.Config{}, pipeline.Deps{Engine: fx.Engine, Routes: mustRoutes(t), Identity: fx.Identity, Enrich: brokenEnrich{}, Log: fx.Sink})
+	p, err := pipeline.New(slowCI, pipeline.Deps{Engine: fx.Engine, Routes: mustRoutes(t), Identity: fx.Identity, Enrich: brokenEnrich{}, Log: fx.Sink})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := pipeline.New(pipeline.Config{UnknownRouteStatus: 404}, pipeline.Deps{Engine: engine.New(engine.Config{}, nil), Routes: rm, Identity: fx.Identity, Enrich: brokenEnrich{}, Log: fx.Sink})
+	p, err := pipeline.New(pipeline.Config{UnknownRouteStatus: 404, Timeout: slowCI.Timeout}, pipeline.Deps{Engine: engine.New(engine.Config{Timeout: slowCI.Timeout}, nil), Routes: rm, Identity: fx.Identity, Enrich: brokenEnrich{}, Log: fx.Sink})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("config %+v accepted", c)
 		}
 	}
-	if _, err := pipeline.New(pipeline.Config{}, pipeline.Deps{Engine: fx.Engine, Routes: mustRoutes(t), Identity: fx.Identity, Enrich: brokenEnrich{}}); err == nil {
+	if _, err := pipeline.New(slowCI, pipeline.Deps{Engine: fx.Engine, Routes: mustRoutes(t), Identity: fx.Identity, Enrich: brokenEnrich{}}); err == nil {
 		t.Error("pipeline without a decision log accepted")
 	}
 }
@@ -368,7 +368,7 @@ func TestDecisionCacheSeesConsentChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := pipeline.New(pipeline.Config{}, pipeline.Deps{Engine: fx.Engine, Routes: mustRoutes(t), Identity: fx.Identity, Enrich: enr, Log: fx.Sink})
+	p, err := pipeline.New(slowCI, pipeline.Deps{Engine: fx.Engine, Routes: mustRoutes(t), Identity: fx.Identity, Enrich: enr, Log: fx.Sink})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,7 +415,7 @@ func TestDecideRecords(t *testing.T) {
 		t.Fatalf("record fields %+v", d.Records["c-1001"].Fields)
 	}
 	// A state outage denies every record.
-	p, err := pipeline.New(pipeline.Config{}, pipeline.Deps{Engine: fx.Engine, Routes: mustRoutes(t), Identity: fx.Identity, Enrich: brokenEnrich{}, Log: fx.Sink})
+	p, err := pipeline.New(slowCI, pipeline.Deps{Engine: fx.Engine, Routes: mustRoutes(t), Identity: fx.Identity, Enrich: brokenEnrich{}, Log: fx.Sink})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,12 +467,12 @@ func TestDecisionCacheBurstEvaluatesOnce(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	deps := pipeline.Deps{Engine: fx.Engine, Routes: mustRoutes(t), Identity: fx.Identity, Enrich: fx.Enrich, Log: fx.Sink, Metrics: reg}
-	p1, err := pipeline.New(pipeline.Config{}, deps)
+	p1, err := pipeline.New(slowCI, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A second front door in the same process shares the collectors.
-	p2, err := pipeline.New(pipeline.Config{}, deps)
+	p2, err := pipeline.New(slowCI, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,3 +494,8 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("consentry_decisions_total = %v, want 2", denials)
 	}
 }
+
+// slowCI gives requests a generous deadline: under -race on a loaded 2-core machine an
+// evaluation can exceed the 50ms production default, and these tests are about behaviour, not
+// speed (the benchmarks measure that).
+var slowCI = pipeline.Config{Timeout: 5 * time.Second}
