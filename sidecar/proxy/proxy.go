@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -44,6 +45,7 @@ const (
 	ReasonUpstreamDown     = "upstream.unavailable"
 	ReasonUpstreamTooLarge = "upstream.response_too_large"
 	ReasonRequestInvalid   = "request.invalid"
+	ReasonInternal         = "proxy.internal"
 )
 
 // Deps are the proxy's collaborators. Pipeline and Transform are required.
@@ -65,6 +67,13 @@ type Server struct {
 	trusted  []netip.Prefix
 	metrics  *metrics
 }
+
+// The app runs the proxy as a component with a Close step.
+var _ interface {
+	Name() string
+	Run(context.Context) error
+	Close() error
+} = (*Server)(nil)
 
 // hopByHop are the connection-scoped headers (RFC 9110 7.6.1) never forwarded either way.
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
@@ -185,12 +194,26 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	return s.sendDeny(c, status, out.DecisionID, code, "the request was refused before it could be decided")
 }
 
-// handle is the whole request path.
-func (s *Server) handle(c *fiber.Ctx) error {
+// handle is the whole request path. A panic anywhere becomes a 503 (fasthttp does not
+// recover handler panics; one bad request must not take the door down), recorded.
+func (s *Server) handle(c *fiber.Ctx) (err error) {
 	ctx := c.UserContext()
 	fctx := c.Context()
+	var out *pipeline.Outcome
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("proxy panic", "panic", r, "stack", string(debug.Stack()))
+			id := ""
+			if out != nil {
+				id = out.DecisionID
+				_ = s.deps.Pipeline.Record(context.WithoutCancel(ctx), out, audit.Enforcement{Status: http.StatusServiceUnavailable})
+			}
+			s.metrics.requests.WithLabelValues(ReasonInternal).Inc()
+			err = s.sendDeny(c, http.StatusServiceUnavailable, id, ReasonInternal, "internal error; see the decision log")
+		}
+	}()
 	preq := s.pipelineRequest(fctx)
-	out := s.deps.Pipeline.Check(ctx, preq)
+	out = s.deps.Pipeline.Check(ctx, preq)
 	if !out.Allowed() {
 		return s.deny(c, out)
 	}
@@ -214,11 +237,11 @@ func (s *Server) handle(c *fiber.Ctx) error {
 	defer fasthttp.ReleaseResponse(uresp)
 	s.upstreamRequest(fctx, out, preq, upBody, ureq)
 	start := time.Now()
-	err := s.client.DoTimeout(ureq, uresp, s.cfg.UpstreamTimeout)
+	uerr := s.client.DoTimeout(ureq, uresp, s.cfg.UpstreamTimeout)
 	s.metrics.upstream.Observe(time.Since(start).Seconds())
-	if err != nil {
-		status, code, msg := upstreamError(err)
-		s.log.Warn("upstream failed", "decision_id", out.DecisionID, "code", code, "error", err)
+	if uerr != nil {
+		status, code, msg := upstreamError(uerr)
+		s.log.Warn("upstream failed", "decision_id", out.DecisionID, "code", code, "error", uerr)
 		if rerr := s.deps.Pipeline.Record(ctx, out, audit.Enforcement{Status: status}); rerr != nil {
 			return s.deny(c, out)
 		}
