@@ -24,6 +24,41 @@ import (
 	"github.com/consentry/consentry/sidecar/identity/identitytest"
 )
 
+// startPGReplica runs `consentry run` with PostgreSQL state (schema) and the ext_authz door.
+func startPGReplica(t *testing.T, dir, issuer, jwks, name, url, schema string) *replica {
+	t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{admin: freeAddr(t), grpc: freeAddr(t)}
+	cfg := fmt.Sprintf(`
+policy: {dir: %[1]s/policies, require_signatures: false}
+admin: {listen: %[2]s, token: e2e-admin}
+identity:
+  issuers: [{issuer: %[3]s, audiences: [consentry], jwks_file: %[4]s}]
+routes: {file: %[1]s/deploy/routes/democrm.yaml}
+state:
+  backend: postgres
+  postgres: {url: %[5]q, schema: %[6]s}
+decision_log: {dir: %[7]s/%[8]s-decisions}
+envoy: {listen: %[9]s, response_phase: true}
+`, root, r.admin, issuer, jwks, url, schema, dir, name, r.grpc)
+	path := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.proc, err = harness.Start(name, dir, filepath.Join(binDir, "consentry"), []string{"run", "--config", path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.proc.Stop() })
+	if err := r.proc.WaitHTTP(context.Background(), "http://"+r.admin+"/ready", 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func pgURL() string {
 	if u := os.Getenv("CONSENTRY_PG_URL"); u != "" {
 		return u
@@ -52,10 +87,6 @@ func TestReplicasShareStateWithinOneSecond(t *testing.T) {
 		_, _ = conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
 		conn.Close(context.Background())
 	})
-	root, err := harness.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	is, err := identitytest.New("https://idp.e2e", "consentry")
 	if err != nil {
@@ -65,34 +96,7 @@ func TestReplicasShareStateWithinOneSecond(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := func(name string) *replica {
-		r := &replica{admin: freeAddr(t), grpc: freeAddr(t)}
-		cfg := fmt.Sprintf(`
-policy: {dir: %[1]s/policies, require_signatures: false}
-admin: {listen: %[2]s, token: e2e-admin}
-identity:
-  issuers: [{issuer: %[3]s, audiences: [consentry], jwks_file: %[4]s}]
-routes: {file: %[1]s/deploy/routes/democrm.yaml}
-state:
-  backend: postgres
-  postgres: {url: %[5]q, schema: %[6]s}
-decision_log: {dir: %[7]s/%[8]s-decisions}
-envoy: {listen: %[9]s, response_phase: true}
-`, root, r.admin, is.Name, jwks, pgURL(), schema, dir, name, r.grpc)
-		path := filepath.Join(dir, name+".yaml")
-		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		r.proc, err = harness.Start(name, dir, filepath.Join(binDir, "consentry"), []string{"run", "--config", path})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = r.proc.Stop() })
-		if err := r.proc.WaitHTTP(ctx, "http://"+r.admin+"/ready", 60*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
+	start := func(name string) *replica { return startPGReplica(t, dir, is.Name, jwks, name, pgURL(), schema) }
 	a, b := start("replica-a"), start("replica-b")
 
 	claims := is.Claims("emp-17")

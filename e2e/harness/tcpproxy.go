@@ -1,0 +1,85 @@
+package harness
+
+import (
+	"io"
+	"net"
+	"sync"
+)
+
+// TCPProxy forwards a loopback port to a target address. Cut closes the listener and every
+// open connection - to the sidecar, the server behind it has vanished (a real network fault,
+// without stopping a server other tests share); Restore listens on the same port again.
+type TCPProxy struct {
+	Addr   string
+	target string
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]struct{}
+}
+
+// NewTCPProxy starts forwarding a free port to target.
+func NewTCPProxy(target string) (*TCPProxy, error) {
+	addr, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	p := &TCPProxy{Addr: addr, target: target, conns: map[net.Conn]struct{}{}}
+	return p, p.Restore()
+}
+
+// Restore (re)starts listening on Addr.
+func (p *TCPProxy) Restore() error {
+	ln, err := net.Listen("tcp", p.Addr)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go p.accept(ln)
+	return nil
+}
+
+func (p *TCPProxy) accept(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+func (p *TCPProxy) pipe(dst, src net.Conn) {
+	_, _ = io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
+}
+
+// Cut stops accepting and drops every connection.
+func (p *TCPProxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+	p.conns = map[net.Conn]struct{}{}
+}
