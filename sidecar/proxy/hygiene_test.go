@@ -106,6 +106,9 @@ func TestHygiene(t *testing.T) {
 		if s["x-consentry-fields"] == "payment.card_number" || s["x-consentry-decision-id"] != r.header.Get(pipeline.HeaderDecisionID) {
 			t.Errorf("consentry headers: %v", s)
 		}
+		if s["x-request-id"] == nil || s["x-request-id"] != f.capture.Find(r.header.Get(pipeline.HeaderDecisionID)).Input.Request.ID {
+			t.Errorf("request id not generated and forwarded: %v", s["x-request-id"])
+		}
 		if s["accept-encoding"] != "identity" {
 			t.Errorf("accept-encoding %v", s["accept-encoding"])
 		}
@@ -153,7 +156,7 @@ func TestHygiene(t *testing.T) {
 	})
 
 	t.Run("upstream timeout is 504", func(t *testing.T) {
-		r := do(t, "GET", direct+"/api/customers/c-1001", agent, tt.Support, "case-7", "", with("X-Delay", "2s"))
+		r := do(t, "GET", direct+"/api/customers/c-1001", agent, tt.Support, "case-7", "", with("X-Delay", "1s"))
 		if r.status != 504 || !strings.Contains(string(r.body), proxy.ReasonUpstreamTimeout) {
 			t.Fatalf("%d %s", r.status, r.body)
 		}

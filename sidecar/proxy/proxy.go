@@ -350,8 +350,14 @@ func (s *Server) pipelineRequest(fctx *fasthttp.RequestCtx) *pipeline.Request {
 	if client != peer {
 		src.Address = client.String()
 	}
-	id := ""
-	if v := h["x-request-id"]; len(v) == 1 {
+	var id string
+	switch v := h["x-request-id"]; len(v) {
+	case 0:
+		// The proxy is the edge: it names the request so the CRM's logs and the decision
+		// log can be joined (forwarded as x-request-id).
+		id = pipeline.NewID(time.Now())
+		h["x-request-id"] = []string{id}
+	case 1:
 		id = v[0]
 	}
 	body := append([]byte(nil), r.Body()...)
@@ -451,6 +457,9 @@ func (s *Server) upstreamRequest(fctx *fasthttp.RequestCtx, out *pipeline.Outcom
 	u.Header.Set("X-Forwarded-Proto", map[bool]string{true: "https", false: "http"}[fctx.IsTLS()])
 	u.Header.Set("X-Forwarded-Host", preq.Host)
 	u.Header.Set("Accept-Encoding", "identity")
+	if preq.ID != "" {
+		u.Header.Set("X-Request-Id", preq.ID)
+	}
 	target := (&url.URL{Path: out.Input.Request.Path}).EscapedPath()
 	if q := fctx.URI().QueryString(); len(q) > 0 {
 		target += "?" + string(q)
