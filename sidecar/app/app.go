@@ -128,3 +128,10 @@ func (a *App) close() {
 	}
 	a.closers = nil
 }
+
+// Close releases what New opened, for an App that is not Run (`run --check`, tests). Run
+// releases everything itself when it returns.
+func (a *App) Close() error {
+	a.close()
+	return nil
+}

@@ -311,3 +311,35 @@ func TestConfigErrorsNameTheSection(t *testing.T) {
 		})
 	}
 }
+
+// TestShippedConfigsAssemble: every configuration under deploy/config assembles (what
+// `consentry run --check` does), run from a directory laid out like the repository.
+func TestShippedConfigsAssemble(t *testing.T) {
+	root := pipelinetest.RepoRoot()
+	files, _ := filepath.Glob(filepath.Join(root, "deploy", "config", "*.yaml"))
+	if len(files) == 0 {
+		t.Fatal("no shipped configs")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			dir := t.TempDir()
+			for _, d := range []string{"policies", "deploy"} {
+				if err := os.Symlink(filepath.Join(root, d), filepath.Join(dir, d)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Chdir(dir)
+			cfg, err := config.Load(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

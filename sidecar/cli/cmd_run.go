@@ -40,6 +40,7 @@ func init() {
 			return Exit(ExitConfig, err)
 		}
 		if *check {
+			_ = a.Close()
 			env.Stdout.Write([]byte("configuration and policies OK\n"))
 			return nil
 		}

@@ -53,6 +53,11 @@ type LoadOptions struct {
 
 // LoadDir reads a policy directory into a PolicySet. Rego parse errors carry file:line:col.
 func LoadDir(dir string, opts LoadOptions) (*PolicySet, error) {
+	// A symlinked policy directory (a Kubernetes volume, a release symlink) is read where it
+	// points: WalkDir would otherwise see only the link itself.
+	if resolved, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = resolved
+	}
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("load policies: %w", err)
