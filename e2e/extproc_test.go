@@ -42,8 +42,8 @@ func testExtProc(t *testing.T, s *demo.Stack) {
 		}
 		var rec struct {
 			Contact struct{ Email string } `json:"contact"`
-			Payment map[string]any        `json:"payment"`
-			Health  map[string]any        `json:"health"`
+			Payment map[string]any         `json:"payment"`
+			Health  map[string]any         `json:"health"`
 		}
 		if err := json.Unmarshal(body, &rec); err != nil {
 			t.Fatalf("%v: %s", err, body)

@@ -10,12 +10,8 @@ import (
 	"testing"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/consentry/consentry/e2e/harness"
 	"github.com/consentry/consentry/sidecar/auditlog"
@@ -87,31 +83,18 @@ func TestFaultPostgresStopped(t *testing.T) {
 	}
 	var ids []string
 	check := func(auth string) bool {
-		cc, err := grpc.NewClient(r.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cc.Close()
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
 		h := map[string]string{"x-purpose": "essential.service.operations.support", "x-case-id": "case-77"}
 		if auth != "" {
 			h["authorization"] = auth
 		}
-		resp, err := authv3.NewAuthorizationClient(cc).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-				Method: "GET", Path: "/api/customers/c-770001", Host: "crm", Scheme: "http", Headers: h}},
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := extAuthz(t, r.grpc, "/api/customers/c-770001", h)
 		if id := resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue(); id != "" {
 			ids = append(ids, id)
 		}
 		if auth == "" && resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
 			t.Errorf("unauthenticated: want 401, got %v", resp.GetDeniedResponse().GetStatus())
 		}
-		return codes.Code(resp.GetStatus().GetCode()) == codes.OK
+		return allowedBy(resp)
 	}
 	if code, b := admin("PUT", "/v1/customers/c-770001", `{"retention_until": "2035-01-01T00:00:00Z"}`); code/100 != 2 {
 		t.Fatalf("%d %s", code, b)

@@ -12,13 +12,8 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/consentry/consentry/e2e/harness"
 	"github.com/consentry/consentry/sidecar/identity/identitytest"
@@ -106,24 +101,9 @@ func TestReplicasShareStateWithinOneSecond(t *testing.T) {
 		t.Fatal(err)
 	}
 	allowed := func(r *replica) (bool, string) {
-		cc, err := grpc.NewClient(r.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cc.Close()
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		resp, err := authv3.NewAuthorizationClient(cc).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-			Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-				SocketAddress: &corev3.SocketAddress{Address: "10.0.0.8", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 4000}}}}},
-			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-				Method: "GET", Path: "/api/customers/c-900001", Host: "crm", Scheme: "http",
-				Headers: map[string]string{"authorization": "Bearer " + tok, "x-purpose": "essential.service.operations.support", "x-case-id": "case-900"}}},
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return codes.Code(resp.GetStatus().GetCode()) == codes.OK, resp.GetDeniedResponse().GetBody()
+		resp := extAuthz(t, r.grpc, "/api/customers/c-900001",
+			map[string]string{"authorization": "Bearer " + tok, "x-purpose": "essential.service.operations.support", "x-case-id": "case-900"})
+		return allowedBy(resp), resp.GetDeniedResponse().GetBody()
 	}
 	admin := func(r *replica, method, path, body string) {
 		req, _ := http.NewRequest(method, "http://"+r.admin+path, strings.NewReader(body))
@@ -172,23 +152,10 @@ func TestReplicasShareStateWithinOneSecond(t *testing.T) {
 	}
 	var lastDeny string
 	marketing := func(r *replica) bool {
-		cc, err := grpc.NewClient(r.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cc.Close()
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		resp, err := authv3.NewAuthorizationClient(cc).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-				Method: "GET", Path: "/api/customers/c-900001", Host: "crm", Scheme: "http",
-				Headers: map[string]string{"authorization": "Bearer " + mtok, "x-purpose": "marketing.communications.email"}}},
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := extAuthz(t, r.grpc, "/api/customers/c-900001",
+			map[string]string{"authorization": "Bearer " + mtok, "x-purpose": "marketing.communications.email"})
 		lastDeny = resp.GetDeniedResponse().GetBody()
-		return codes.Code(resp.GetStatus().GetCode()) == codes.OK
+		return allowedBy(resp)
 	}
 	waitMarketing := func(r *replica, want bool) time.Duration {
 		t0 := time.Now()

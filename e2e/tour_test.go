@@ -7,12 +7,6 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/consentry/consentry/sidecar/demo"
 )
 
@@ -59,12 +53,6 @@ func TestPrinciplesEndToEnd(t *testing.T) {
 }
 
 func testExtAuthz(t *testing.T, s *demo.Stack) {
-	cc, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	client := authv3.NewAuthorizationClient(cc)
 	tok, err := s.Token(demo.Agent)
 	if err != nil {
 		t.Fatal(err)
@@ -87,20 +75,9 @@ func testExtAuthz(t *testing.T, s *demo.Stack) {
 			for k, v := range tc.headers {
 				h[k] = v
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			resp, err := client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-				Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-					SocketAddress: &corev3.SocketAddress{Address: "10.0.0.7", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 4000}}}}},
-				Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-					Method: "GET", Path: tc.path, Host: "crm.internal", Scheme: "http", Headers: h}},
-			}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			allowed := codes.Code(resp.GetStatus().GetCode()) == codes.OK
-			if allowed != tc.allow {
-				t.Fatalf("allowed=%v want %v: %v", allowed, tc.allow, resp)
+			resp := extAuthz(t, s.GRPCAddr, tc.path, h)
+			if allowedBy(resp) != tc.allow {
+				t.Fatalf("allowed=%v want %v: %v", allowedBy(resp), tc.allow, resp)
 			}
 			if tc.reason != "" && !strings.Contains(resp.GetDeniedResponse().GetBody(), tc.reason) {
 				t.Errorf("deny body %s lacks %s", resp.GetDeniedResponse().GetBody(), tc.reason)
