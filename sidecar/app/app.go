@@ -18,16 +18,16 @@ import (
 	"github.com/consentry/consentry/sidecar/admin"
 	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/bundle"
+	"github.com/consentry/consentry/sidecar/config"
 	"github.com/consentry/consentry/sidecar/consent"
+	"github.com/consentry/consentry/sidecar/engine"
 	"github.com/consentry/consentry/sidecar/enrich"
 	"github.com/consentry/consentry/sidecar/envoy"
 	"github.com/consentry/consentry/sidecar/pipeline"
 	"github.com/consentry/consentry/sidecar/proxy"
-	"github.com/consentry/consentry/sidecar/transform"
 	"github.com/consentry/consentry/sidecar/routes"
+	"github.com/consentry/consentry/sidecar/transform"
 	"github.com/consentry/consentry/vaultkeys"
-	"github.com/consentry/consentry/sidecar/config"
-	"github.com/consentry/consentry/sidecar/engine"
 )
 
 // Component is a long-running part of the sidecar (a listener, a poller, a log writer).

@@ -62,7 +62,7 @@ type Stack struct {
 	// AdminToken authenticates the admin API (Authorization: Bearer).
 	AdminToken string
 	// ConsentryToken is the least-privilege Vault token consentry runs with.
-	ConsentryToken string
+	ConsentryToken                          string
 	ConfigPath, DecisionDir, KeysDir, CRMDB string
 }
 
