@@ -8,6 +8,7 @@ package demo
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -182,7 +183,7 @@ func (s *Stack) start(ctx context.Context) error {
 	}
 	s.CRMURL = "http://" + o.CRM
 	if err := s.CRM.WaitHTTP(ctx, s.CRMURL+"/healthz", 20*time.Second); err != nil {
-		return fmt.Errorf("democrm did not start on %s: %w (log: %s)", o.CRM, err, s.CRM.LogPath)
+		return fmt.Errorf("democrm did not start on %s: %s (log: %s)", o.CRM, firstLineOf(err), s.CRM.LogPath)
 	}
 	s.step("demo CRM at %s (it knows nothing about consentry)", s.CRMURL)
 
@@ -210,7 +211,7 @@ func (s *Stack) start(ctx context.Context) error {
 	}
 	s.ProxyURL, s.AdminURL, s.GRPCAddr = "http://"+o.Proxy, "http://"+o.Admin, o.GRPC
 	if err := s.Consentry.WaitHTTP(ctx, s.AdminURL+"/ready", 60*time.Second); err != nil {
-		return fmt.Errorf("consentry did not become ready: %w (log: %s)\n%s", err, s.Consentry.LogPath, s.Consentry.Log(15))
+		return fmt.Errorf("consentry did not become ready: %s (log: %s)", lastLogError(s.Consentry.Log(8000), err), s.Consentry.LogPath)
 	}
 	s.step("consentry: HTTP proxy %s, ext_authz+ext_proc gRPC %s, admin %s", s.ProxyURL, s.GRPCAddr, s.AdminURL)
 	t0 = time.Now()
@@ -358,6 +359,27 @@ func (s *Stack) adminOK(ctx context.Context, method, path, contentType string, b
 		return fmt.Errorf("%s %s: %d %s", method, path, code, strings.TrimSpace(string(b)))
 	}
 	return nil
+}
+
+// firstLineOf keeps a start-up failure to one line; the process log has the rest.
+func firstLineOf(err error) string {
+	return strings.TrimSpace(strings.SplitN(err.Error(), "\n", 2)[0])
+}
+
+// lastLogError is the message of the last error the process logged (its JSON log lines), or
+// the wait error when there is none.
+func lastLogError(log string, err error) string {
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		var rec struct{ Level, Msg, Error, Err string }
+		if json.Unmarshal([]byte(lines[i]), &rec) == nil && rec.Level == "ERROR" {
+			return strings.TrimSpace(rec.Msg + " " + rec.Error + rec.Err)
+		}
+		if strings.HasPrefix(lines[i], "consentry:") {
+			return lines[i]
+		}
+	}
+	return firstLineOf(err)
 }
 
 func rel(root, p string) string {
