@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	_ "modernc.org/sqlite" // read the CRM backup the way an attacker with a stolen copy would
+
+	"github.com/consentry/consentry/sidecar/auditlog"
 )
 
 // The tour's callers.
@@ -231,6 +233,15 @@ func (t *Tour) marketingList(ctx context.Context) error {
 		}
 	}
 	t.check(okAll, "%d records kept, every one opted in (the CRM returned 30; the rest never left consentry)", len(items))
+	ev, err := t.S.loggedDecision(r.Header.Get("X-Consentry-Decision-Id"))
+	if err != nil {
+		return err
+	}
+	if ev.Records == nil {
+		ev.Records = &auditlog.RecordsInfo{}
+	}
+	t.check(ev.Records.Returned == len(items) && ev.Records.Filtered == 30-len(items),
+		"the decision log counts the records returned and filtered out (%d/%d), never the records themselves", ev.Records.Returned, ev.Records.Filtered)
 	return nil
 }
 
@@ -285,9 +296,34 @@ func (t *Tour) breakGlass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_ = r
-	t.say("the decision log records the justification and the break_glass flag (see step 8)")
+	if r.Status != 200 {
+		return nil
+	}
+	id := r.Header.Get("X-Consentry-Decision-Id")
+	ev, err := t.S.loggedDecision(id)
+	if err != nil {
+		return err
+	}
+	t.check(has(ev.Flags, "break_glass") && has(ev.Reasons, "break_glass.used") && strings.Contains(string(ev.Input), "INC-4711"),
+		"decision %s is in the log flagged %v, reasons %v, with the justification", id, ev.Flags, ev.Reasons)
 	return nil
+}
+
+// loggedDecision reads one decision back from the log (strict mode: it is durable before the
+// response leaves consentry).
+func (s *Stack) loggedDecision(id string) (*auditlog.Event, error) {
+	var found *auditlog.Event
+	err := auditlog.ScanEvents(s.DecisionDir, func(ev *auditlog.Event, _ []byte) error {
+		if ev.DecisionID == id {
+			cp := *ev
+			found = &cp
+		}
+		return nil
+	})
+	if err == nil && found == nil {
+		err = fmt.Errorf("decision %q is not in the log", id)
+	}
+	return found, err
 }
 
 func (t *Tour) erasure(ctx context.Context) error {
