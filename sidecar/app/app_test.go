@@ -300,6 +300,9 @@ func TestConfigErrorsNameTheSection(t *testing.T) {
 				}
 			}
 			y := fmt.Sprintf("policy: {dir: %s, require_signatures: false}\ndecision_log: {dir: %s/log-%d}\n%s", pol, dir, time.Now().UnixNano(), tc.yaml)
+			if !strings.Contains(tc.yaml, "state:") {
+				y += fmt.Sprintf("state: {data_dir: %s/state-%d}\n", dir, time.Now().UnixNano())
+			}
 			cfg, err := config.Parse("t.yaml", []byte(y))
 			if err != nil {
 				t.Fatal(err)

@@ -273,6 +273,7 @@ decision_log:
   checkpoint_interval: 5s
 vault:
   address: %[9]s
+  ledger_path: %[15]s
   auth:
     method: token
     token: %[10]s
@@ -283,7 +284,7 @@ proxy:
   listen: %[12]s
   upstream: %[13]s
 %[14]s`, o.Root, o.Admin, s.AdminToken, s.Issuer.Name, jwks, state, s.DecisionDir, s.KeysDir,
-		s.Vault.Addr, s.ConsentryToken, o.GRPC, o.Proxy, "http://"+o.CRM, o.Extra)
+		s.Vault.Addr, s.ConsentryToken, o.GRPC, o.Proxy, "http://"+o.CRM, o.Extra, filepath.Join(o.Dir, "vaultkeys", "shredded-keys.jsonl"))
 }
 
 // Close stops consentry, the CRM and Vault (in that order).

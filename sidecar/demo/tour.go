@@ -347,6 +347,15 @@ func (t *Tour) erasure(ctx context.Context) error {
 	}
 	t.say("-> %d %s", code, summarizeWithdrawal(resp))
 	t.check(code/100 == 2 && strings.Contains(string(resp), `"erasure":"done"`), "withdrawal recorded and erasure done (keys destroyed, destruction in the ledger)")
+	var erasure *auditlog.Erasure
+	_ = auditlog.ScanEvents(t.S.DecisionDir, func(ev *auditlog.Event, _ []byte) error {
+		if ev.Type == auditlog.TypeErasure {
+			erasure = ev.Erasure
+		}
+		return nil
+	})
+	t.check(erasure != nil && len(erasure.Classes) > 0 && !strings.Contains(erasure.Customer, "c-000003"),
+		"the destruction is in the decision log's hash chain: %s", describeErasure(erasure))
 	_, derr = t.S.transitDecrypt("consentry-c-000003-contact", ct)
 	t.check(derr != nil, "after: the same backup ciphertext no longer decrypts, not even as root (%v)", firstLine(derr))
 	r, err := t.call(ctx, Request{As: Customer3, Method: "GET", Path: "/api/customers/c-000003", Purpose: PurposeService}, 451)
@@ -370,6 +379,13 @@ func (t *Tour) reviewer(ctx context.Context) error {
 	t.say("%s", indent(headLines(strings.TrimSpace(out), 12), "  "))
 	t.check(err == nil && strings.Count(out, "\n") >= 3, "c-000001's report lists who accessed which fields, for what purpose")
 	return nil
+}
+
+func describeErasure(e *auditlog.Erasure) string {
+	if e == nil {
+		return "missing"
+	}
+	return fmt.Sprintf("customer %s, key classes %v, actor %s, ledger record %d", e.Customer, e.Classes, e.Actor, e.LedgerSeq)
 }
 
 // summarizeWithdrawal shows the parts of the admin API's answer the narration is about.
