@@ -63,6 +63,9 @@ func Start(name, logDir, bin string, args []string, env ...string) (*Proc, error
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	// Run in the log directory: whatever a process writes to relative default paths (var/...)
+	// lands next to its log, never in the source tree.
+	cmd.Dir = logDir
 	cmd.Stdout = f
 	cmd.Stderr = f
 	// Own process group: Stop signals the process and anything it started.
