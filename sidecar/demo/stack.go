@@ -88,12 +88,31 @@ func (o *Options) defaults() error {
 	if o.Root == "" {
 		root, err := harness.RepoRoot()
 		if err != nil {
-			return err
+			// Run from elsewhere: bin/consentry lives in the repository's bin/.
+			exe, xerr := os.Executable()
+			if xerr != nil {
+				return err
+			}
+			cand := filepath.Dir(filepath.Dir(exe))
+			if _, serr := os.Stat(filepath.Join(cand, "policies")); serr != nil {
+				return fmt.Errorf("%w (run the demo from the repository: make demo)", err)
+			}
+			root = cand
 		}
 		o.Root = root
 	}
 	if o.Dir == "" {
 		o.Dir = filepath.Join(o.Root, "var", "demo")
+	}
+	// Processes run in their log directory: every path handed to them must be absolute.
+	var err error
+	if o.Dir, err = filepath.Abs(o.Dir); err != nil {
+		return err
+	}
+	if o.DecisionDir != "" {
+		if o.DecisionDir, err = filepath.Abs(o.DecisionDir); err != nil {
+			return err
+		}
 	}
 	if o.Customers == 0 {
 		o.Customers = 2000
@@ -111,7 +130,6 @@ func (o *Options) defaults() error {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
-	var err error
 	for _, p := range []struct {
 		addr *string
 		port int
@@ -155,6 +173,11 @@ func (s *Stack) start(ctx context.Context) error {
 			return fmt.Errorf("%s not found in %s (run `make build`)", name, o.Bin)
 		}
 		bins[name] = p
+	}
+	if os.Getenv("CONSENTRY_VAULT_BIN") == "" {
+		if p := filepath.Join(o.Root, "bin", "vault"); fileExists(p) {
+			os.Setenv("CONSENTRY_VAULT_BIN", p) // the one `make vault` built
+		}
 	}
 	t0 := time.Now()
 	v, err := vaulttest.Launch(filepath.Join(o.Dir, "vault"), 0)
@@ -381,6 +404,11 @@ func lastLogError(log string, err error) string {
 		}
 	}
 	return firstLineOf(err)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func rel(root, p string) string {
