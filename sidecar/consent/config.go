@@ -49,6 +49,22 @@ type Config struct {
 	EraseOnWithdrawalPurposes []string `yaml:"erase_on_withdrawal_purposes" json:"erase_on_withdrawal_purposes"`
 	// Expiry configures expiry of consents and the notices sent before it.
 	Expiry ExpiryConfig `yaml:"expiry" json:"expiry"`
+	// RetentionErasure schedules cryptographic erasure of customers past their retention
+	// deadline (decisions deny them from that moment regardless).
+	RetentionErasure RetentionErasureConfig `yaml:"retention_erasure" json:"retention_erasure"`
+}
+
+// RetentionErasureConfig is `state.retention_erasure`.
+type RetentionErasureConfig struct {
+	// Enabled erases (through the Eraser: keys destroyed, customer marked erased) every
+	// customer whose retention_until has passed, on the expiry sweep interval. Default false:
+	// records past retention are not served either way, and erasure cannot be undone.
+	Enabled bool `yaml:"enabled" json:"enabled"`
+	// Grace waits this long after retention_until before erasing (time to fix a wrong
+	// deadline). Default 0.
+	Grace time.Duration `yaml:"grace" json:"grace"`
+	// MaxPerSweep bounds the erasures one sweep performs (the rest wait for the next). Default 100.
+	MaxPerSweep int `yaml:"max_per_sweep" json:"max_per_sweep"`
 }
 
 // PostgresConfig is `state.postgres`.
@@ -120,6 +136,9 @@ func (c Config) WithDefaults() Config {
 	if c.Expiry.WebhookTimeout == 0 {
 		c.Expiry.WebhookTimeout = 5 * time.Second
 	}
+	if c.RetentionErasure.MaxPerSweep == 0 {
+		c.RetentionErasure.MaxPerSweep = 100
+	}
 	return c
 }
 
@@ -175,6 +194,9 @@ func (c Config) Validate() error {
 	}
 	if c.Expiry.WebhookTimeout <= 0 {
 		return fmt.Errorf("state.expiry.webhook_timeout: must be > 0")
+	}
+	if c.RetentionErasure.Grace < 0 || c.RetentionErasure.MaxPerSweep < 0 {
+		return fmt.Errorf("state.retention_erasure: grace and max_per_sweep must not be negative")
 	}
 	return nil
 }

@@ -146,6 +146,11 @@ func (s *Store) sweepLoop(ctx context.Context) {
 		if _, err := s.SweepExpiry(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("expiry sweep failed", "err", err)
 		}
+		if s.cfg.RetentionErasure.Enabled {
+			if _, err := s.SweepRetention(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("retention sweep failed", "err", err)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -289,6 +289,7 @@ routes:
 state:
 %[6]s  erase_on_withdrawal: true
   erase_on_withdrawal_purposes: [essential.service]
+  retention_erasure: {enabled: true, grace: 24h}
 decision_log:
   dir: %[7]s
   signing_key_file: %[8]s/signing.pem
