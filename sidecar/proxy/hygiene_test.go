@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -272,5 +273,38 @@ func TestNoCrossRequestLeakage(t *testing.T) {
 	}
 	if n != workers*per {
 		t.Errorf("%d entries checked, want %d", n, workers*per)
+	}
+}
+
+// TestShutdownClosesStragglers: a connection that never sends a request must not hold the
+// shutdown beyond shutdown_timeout.
+func TestShutdownClosesStragglers(t *testing.T) {
+	f := newFixture(t)
+	up := echo(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := proxy.New(proxy.Config{Listen: ln.Addr().String(), Upstream: up.URL, ShutdownTimeout: 200 * time.Millisecond}, proxy.Deps{Pipeline: f.fx.Pipeline, Transform: f.tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ServeListener(ctx, ln) }()
+	idle, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("shutdown hangs on a connection that never sent a request")
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -148,10 +149,14 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.ServeListener(ctx, ln)
 }
 
-// ServeListener serves on ln until ctx ends (tests, socket activation).
+// ServeListener serves on ln until ctx ends (tests, socket activation). On shutdown,
+// in-flight requests get shutdown_timeout to finish; connections still open after that
+// (including accepted ones that never sent a request, which fasthttp does not count as idle)
+// are closed.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	tl := &trackingListener{Listener: ln, conns: map[net.Conn]struct{}{}}
 	errc := make(chan error, 1)
-	go func() { errc <- s.app.Listener(ln) }()
+	go func() { errc <- s.app.Listener(tl) }()
 	select {
 	case err := <-errc:
 		if err != nil {
@@ -163,10 +168,57 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := s.app.ShutdownWithContext(sctx); err != nil {
-		return fmt.Errorf("proxy: shutdown: %w", err)
+		s.log.Warn("proxy: graceful shutdown incomplete; closing remaining connections", "error", err)
+		tl.closeAll()
 	}
 	<-errc
 	return nil
+}
+
+// trackingListener remembers open connections so shutdown can close stragglers.
+type trackingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, l: l}
+	l.mu.Lock()
+	l.conns[tc] = struct{}{}
+	l.mu.Unlock()
+	return tc, nil
+}
+
+func (l *trackingListener) closeAll() {
+	l.mu.Lock()
+	conns := make([]net.Conn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	l    *trackingListener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 // Close stops serving immediately and closes idle upstream connections.
