@@ -300,32 +300,22 @@ func (e *Env) Biller() string {
 	return e.Fixture.Token("emp-60", "employee", []string{"billing_agent"}, map[string]any{"amr": []any{"pwd", "mfa"}})
 }
 
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-)
+var buildMu sync.Mutex
 
-// startCRM builds cmd/democrm once per test process and serves an empty database.
+// startCRM builds cmd/democrm (the go build cache makes repeats cheap) and serves an empty
+// database until the test ends.
 func startCRM(tb testing.TB, dir string) string {
 	tb.Helper()
-	buildOnce.Do(func() {
-		bdir, err := os.MkdirTemp("", "consentry-democrm-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildBin = filepath.Join(bdir, "democrm")
-		cmd := exec.Command("go", "build", "-o", buildBin, "./cmd/democrm")
-		cmd.Dir = pipelinetest.RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("build democrm: %v: %s", err, out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
+	buildMu.Lock()
+	bin := filepath.Join(dir, "democrm")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/democrm")
+	cmd.Dir = pipelinetest.RepoRoot()
+	out, err := cmd.CombinedOutput()
+	buildMu.Unlock()
+	if err != nil {
+		tb.Fatalf("build democrm: %v: %s", err, out)
 	}
-	cmd := exec.Command(buildBin, "serve", "-listen", "127.0.0.1:0", "-db", filepath.Join(dir, "crm.db"))
+	cmd = exec.Command(bin, "serve", "-listen", "127.0.0.1:0", "-db", filepath.Join(dir, "crm.db"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
