@@ -62,9 +62,9 @@ func Parse(path string, raw []byte) (*Config, error) {
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, located(path, err)
 	}
-	for name, node := range c.Sections {
+	for name := range c.Sections {
 		if !knownSections[name] {
-			return nil, fmt.Errorf("%s:%d: unknown section %q (known: %s)", path, node.Line-1, name, strings.Join(sortedKeys(knownSections), ", "))
+			return nil, fmt.Errorf("%s:%d: unknown section %q (known: %s)", path, c.LineOf(name), name, strings.Join(sortedKeys(knownSections), ", "))
 		}
 	}
 	if c.Policy.Dir == "" && c.Policy.File == "" && c.Policy.URL == "" {
