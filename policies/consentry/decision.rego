@@ -14,6 +14,7 @@ package consentry
 import data.consentry.breakglass
 import data.consentry.cases
 import data.consentry.consent
+import data.consentry.fastpath
 import data.consentry.minimization
 import data.consentry.processor
 import data.consentry.request
@@ -87,8 +88,18 @@ _record_outcome(rec) := {"allow": true, "reasons": [], "fields": minimization.fi
 
 # METADATA
 # title: Decision
-# description: The decision document (see docs/decision.md).
-decision := {
+# description: |
+#   The decision document (see docs/decision.md). The common allowed request is decided by
+#   consentry.fastpath from precomputed sections; every other request by the rules here. Both
+#   give the same document (tests compare them).
+decision := d if {
+	d := fastpath.decision
+} else := full_decision
+
+# METADATA
+# title: Full decision
+# description: The decision document from every rule, whatever the request.
+full_decision := {
 	"allow": allow,
 	"status": _status,
 	"reasons": _public(_reasons),

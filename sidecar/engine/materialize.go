@@ -24,6 +24,7 @@ type materialized struct {
 // rule simply gets nothing written for it.
 var materializedRules = []materialized{
 	{Rule: "data.consentry.minimization.tables", Path: "/consentry/generated/minimization_tables"},
+	{Rule: "data.consentry.fastpath.tables", Path: "/consentry/generated/fastpath_tables"},
 }
 
 // materialize evaluates each materialized rule of the compiled policy (no input) and writes

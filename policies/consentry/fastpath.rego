@@ -1,0 +1,169 @@
+# METADATA
+# title: Decision fast path
+# description: |
+#   The common request - an employee or service with exactly one role reads or writes one
+#   customer's record, for a purpose that role may act for, with every check passing - decided
+#   from one precomputed section per purpose x role x MFA instead of evaluating every rule.
+#   The section holds everything that depends on the catalogue only: the actions the purpose
+#   permits, whether consent and a case are needed, the field outcomes with the special
+#   categories the caller may not see already withheld, key scopes, allowed fields and the
+#   information reasons. Per request only the record checks (consent, case, retention, state)
+#   run. The fast decision is defined only when it is, field for field, the decision the full
+#   rules in package consentry give; any other request (a denial, break-glass, customers,
+#   processors, lists, the response phase, unknown fields, several roles) is left to them.
+package consentry.fastpath
+
+import data.consentry.minimization
+import data.consentry.util
+
+# METADATA
+# title: Fast decision
+# description: The decision document for the common allowed request; undefined for any other request.
+decision := {
+	"allow": true,
+	"status": 200,
+	"reasons": sort({r | some rs in object.filter(_sec.info, _requested); some r in rs}),
+	"fields": _known,
+	"key_scopes": [s | some s in {s | some s in object.filter(_sec.key_fields, _requested)}],
+	"obligations": [],
+	"headers": {
+		"x-consentry-purpose": input.purpose,
+		"x-consentry-fields": concat(",", sort(object.keys(object.filter(_sec.allowed, _requested)))),
+	},
+	"flags": [],
+	"records": {},
+} if {
+	_applies
+}
+
+# Every request-level and record-level rule of the full decision allows. Request level: a
+# well-formed employee or service request (the section exists only for a catalogue purpose
+# the role may act for), no break-glass, an action the purpose permits, writes only of fields
+# allowed in full. Record level: one customer in the request phase, readable state, consent,
+# case and retention.
+_applies if {
+	input.subject.type in {"employee", "service"}
+	object.get(input.subject, "id", "") != ""
+	not input.break_glass
+	input.action in _sec.actions
+	object.get(input, "phase", "request") == "request"
+	object.get(input.resource, "customer_id", "") != ""
+	count(_known) == count(_requested)
+	_writes_ok
+	count(object.get(input.enrichment, "errors", [])) == 0
+	_consent_ok
+	_case_ok
+	_retention_ok
+}
+
+_requested := object.get(input.resource, "fields", [])
+
+# The requested fields' outcomes (all of them when every requested field is a distinct
+# catalogue field, which _applies checks).
+_known := object.filter(_sec.fields, _requested)
+
+# The section of the declared purpose for the caller's single role and MFA state.
+_sec := _tables[input.purpose][r][_mfa] if {
+	[r] = input.subject.roles
+}
+
+_mfa := "true" if input.subject.mfa == true
+
+else := "false"
+
+_writes_ok if not input.action in {"create", "update"}
+
+_writes_ok if count(object.filter(_sec.allowed, _requested)) == count(_requested)
+
+_consent_ok if not _sec.consent_required
+
+_consent_ok if {
+	some c in input.enrichment.consents
+	c.status == "granted"
+	util.purpose_covers(c.purpose, input.purpose)
+	_unexpired(c)
+}
+
+_unexpired(c) if not c.expires_at
+
+_unexpired(c) if util.ns(c.expires_at) > util.now_ns
+
+_case_ok if not _sec.case_required
+
+_case_ok if {
+	object.get(input, "case_id", "") != ""
+	c := input.enrichment.case
+	c.status == "open"
+	c.customer_id == input.resource.customer_id
+	input.subject.id in c.assignees
+}
+
+_retention_ok if {
+	c := input.enrichment.customer
+	not c.erased == true
+	util.ns(c.retention_until) > util.now_ns
+}
+
+# METADATA
+# title: Sections
+# description: |
+#   Per purpose, per role that may act for it, per MFA state ("true", "false") the section the
+#   fast decision reads. Depends on the catalogue only: the engine evaluates it once when it
+#   loads a policy and serves it from data.consentry.generated.fastpath_tables; plain
+#   `opa test` computes it here.
+tables := {p: _role_sections(p, pdef) | some p, pdef in util.catalog.purposes}
+
+_tables := data.consentry.generated.fastpath_tables if {
+	data.consentry.generated.fastpath_tables
+} else := tables
+
+_role_sections(p, pdef) := {r: {"true": _section(p, pdef, r, true), "false": _section(p, pdef, r, false)} |
+	some r, rdef in util.catalog.roles
+	p in rdef.purposes
+}
+
+_section(p, pdef, r, mfa) := {
+	"actions": {a | some a in pdef.actions; a in data.consentry.request._actions},
+	"consent_required": _flag(pdef, "consent_required"),
+	"case_required": _flag(pdef, "case_required"),
+	"fields": object.union(t.fields, object.filter(minimization.tables.denied, blocked)),
+	"key_fields": object.remove(t.key_fields, blocked),
+	"allowed": object.remove(t.allowed, blocked),
+	"info": {f: rs |
+		some f, _ in util.catalog.fields
+		rs := _info(f, r, mfa)
+		count(rs) > 0
+	},
+} if {
+	t := minimization.tables.purposes[p]
+	blocked := {f |
+		some k, s in util.catalog.special_categories
+		not _special_ok(s, r, mfa)
+		some f, _ in minimization.tables.special_fields[k]
+	}
+}
+
+_flag(o, k) if o[k]
+
+else := false
+
+_special_ok(s, r, mfa) if {
+	_mfa_ok(s, mfa)
+	r in s.roles
+}
+
+_mfa_ok(s, _) if not s.require_mfa
+
+_mfa_ok(_, mfa) if mfa
+
+# The information reasons (public form) the full rules give for field f.
+_info(f, r, mfa) := {{"code": "special_category.mfa_required", "message": m.mfa} |
+	not mfa
+	some k, s in util.catalog.special_categories
+	s.require_mfa
+	m := minimization.tables.special_fields[k][f]
+} | {{"code": "special_category.role_required", "message": m.role} |
+	some k, s in util.catalog.special_categories
+	not r in s.roles
+	m := minimization.tables.special_fields[k][f]
+}

@@ -1,0 +1,104 @@
+# METADATA
+# title: Fast path tests
+# description: |
+#   The fast decision is defined only for the common allowed request and is then exactly the
+#   full decision; the sections served from data give the same decisions as computed ones.
+package consentry.fastpath_test
+
+import data.consentry
+import data.consentry.fastpath
+import data.consentry.fixtures_test as fx
+
+_billing := fx.replace(fx.support, {
+	"subject": {"id": "emp-50", "type": "employee", "roles": ["billing_agent"], "mfa": true},
+	"purpose": "essential.service.payment_processing",
+	"case_id": "",
+	"resource": {"type": "customer", "customer_id": "c-1", "fields": ["id", "name", "payment.card_number", "health.notes"]},
+})
+
+_expiring(p, ts) := object.union(fx.granted(p), {"expires_at": ts})
+
+_with_consents(base, cs) := fx.replace(base, {"enrichment": object.union(base.enrichment, {"consents": cs})})
+
+# Inputs the fast path decides.
+_fast_inputs := [
+	fx.support,
+	fx.replace(fx.support, {"subject": {"id": "emp-17", "type": "employee", "roles": ["support_agent"], "mfa": true}}),
+	fx.replace(fx.support, {"action": "update", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["contact.email"]}}),
+	fx.marketing,
+	_with_consents(fx.marketing, [_expiring("marketing.communications.email", "2027-01-01T00:00:00Z")]),
+	_with_consents(fx.marketing, [fx.granted("marketing")]),
+	_billing,
+	fx.replace(_billing, {"subject": {"id": "emp-50", "type": "employee", "roles": ["billing_agent"]}}),
+]
+
+# Inputs the full rules decide: each breaks one fast-path condition.
+_full_inputs := [
+	fx.self_read,
+	fx.processor,
+	fx.replace(fx.support, {"subject": {"id": "emp-17", "type": "employee", "roles": ["support_agent", "support_lead"]}}),
+	fx.replace(fx.support, {"break_glass": {"justification": "customer on the phone, case system down"}}),
+	fx.replace(fx.support, {"case_id": ""}),
+	fx.replace(fx.support, {"action": "update", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["date_of_birth"]}}),
+	fx.replace(fx.support, {"resource": {"type": "customer", "customer_id": "c-1", "fields": ["id", "ssn"]}}),
+	fx.replace(fx.support, {"resource": {"type": "customer", "customer_id": "", "fields": ["id"]}, "action": "list"}),
+	fx.replace(fx.support, {"purpose": "marketing.communications.email"}),
+	_with_consents(fx.marketing, [_expiring("marketing.communications.email", "2026-01-01T00:00:00Z")]),
+	_with_consents(fx.marketing, [object.union(fx.granted("marketing.communications.email"), {"status": "withdrawn"})]),
+	fx.replace(fx.marketing, {"enrichment": {"consents": [fx.granted("marketing.communications.email")], "customer": object.union(fx.customer, {"erased": true})}}),
+	fx.replace(fx.marketing, {"enrichment": {"consents": [fx.granted("marketing.communications.email")], "customer": fx.customer, "errors": ["consent store down"]}}),
+]
+
+test_fast_path_decides_common_requests if {
+	every inp in _fast_inputs {
+		fastpath.decision with input as inp
+	}
+}
+
+test_full_rules_decide_the_rest if {
+	every inp in _full_inputs {
+		not fastpath.decision with input as inp
+	}
+}
+
+test_fast_decision_is_full_decision if {
+	every inp in array.concat(_fast_inputs, _full_inputs) {
+		d := consentry.decision with input as inp
+		d == consentry.full_decision with input as inp
+	}
+}
+
+# The engine serves the sections from data.consentry.generated (evaluated once per policy
+# load); decisions must not depend on where they come from.
+test_materialized_sections_give_same_decisions if {
+	t := fastpath.tables
+	every inp in _fast_inputs {
+		computed := fastpath.decision with input as inp
+		served := fastpath.decision with input as inp with data.consentry.generated.fastpath_tables as t
+		computed == served
+	}
+}
+
+test_sections_withhold_special_categories if {
+	s := fastpath.tables["essential.service.payment_processing"].billing_agent
+	s["true"].fields["payment.card_number"].outcome == "allow"
+	s["false"].fields["payment.card_number"].outcome == "deny"
+	s["true"].fields["health.notes"].outcome == "deny"
+	count(s["false"].info["payment.card_number"]) == 1
+	count(s["true"].info["health.notes"]) == 1
+	count(s["false"].info["health.notes"]) == 2
+	not s["true"].info["payment.card_number"]
+}
+
+test_sections_only_for_permitted_roles if {
+	not fastpath.tables["essential.service.payment_processing"].support_agent
+	fastpath.tables["essential.service.operations.support"].support_agent["false"].case_required == true
+	fastpath.tables["marketing.communications.email"].marketing["false"].consent_required == true
+}
+
+test_special_category_without_mfa_needs_role_only if {
+	cats := {"user.financial": {"title": "Payment data", "require_mfa": false, "roles": ["billing_agent"]}}
+	s := fastpath.tables["essential.service.payment_processing"].billing_agent with data.consentry.catalog.special_categories as cats
+	s["false"].fields["payment.card_number"].outcome == "allow"
+	not s["false"].info["payment.card_number"]
+}
