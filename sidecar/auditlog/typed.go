@@ -148,15 +148,6 @@ func (e *typedEncoder) anyMap(k string, m map[string]any) error {
 	return err
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // multiMap writes headers or query, dropping credential names.
 func (e *typedEncoder) multiMap(k string, m map[string][]string, drop map[string]bool, where string) {
 	if len(m) == 0 {

@@ -183,9 +183,7 @@ func readBatches(path string, s segInfo, emit func(*vbatch)) error {
 				carry = data
 			} else {
 				b := &vbatch{seg: s, first: first, done: make(chan struct{})}
-				for _, l := range bytes.Split(data[:end], []byte{'\n'}) {
-					b.lines = append(b.lines, l)
-				}
+				b.lines = append(b.lines, bytes.Split(data[:end], []byte{'\n'})...)
 				b.hdrs, b.errs = make([]lineHeader, len(b.lines)), make([]error, len(b.lines))
 				carry = append([]byte(nil), data[end+1:]...)
 				first = false

@@ -264,7 +264,7 @@ func (v *Verified) definesDecision() bool {
 			continue
 		}
 		for _, r := range m.Parsed.Rules {
-			if r.Module != nil && r.Path().HasPrefix(want) {
+			if r.Module != nil && r.Module.Package.Path.Extend(r.Head.Ref()).HasPrefix(want) {
 				return true
 			}
 		}

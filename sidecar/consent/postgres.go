@@ -94,7 +94,9 @@ func listen(ctx context.Context, cfg *pgx.ConnConfig, channel string, change fun
 		if err == nil {
 			reset()
 			backoff = 100 * time.Millisecond
-			err = receive(ctx, conn, change)
+			// receive returns when the connection is lost: reconnect below. A database that
+			// stays down shows in readiness (Ping), not here.
+			_ = receive(ctx, conn, change)
 		}
 		if conn != nil {
 			closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
