@@ -198,7 +198,7 @@ func (s *Stack) start(ctx context.Context) error {
 	if out, err := seed.CombinedOutput(); err != nil {
 		return fmt.Errorf("democrm seed: %w: %s", err, lastLine(out))
 	} else {
-		s.step("%s [%s]", strings.TrimSpace(lastLine(out)), since(t0))
+		s.step("%s [%s]", strings.ReplaceAll(strings.TrimSpace(lastLine(out)), s.CRMDB, rel(o.Root, s.CRMDB)), since(t0))
 	}
 	logs := filepath.Join(o.Dir, "logs")
 	if s.CRM, err = harness.Start("democrm", logs, bins["democrm"], []string{"serve", "-listen", o.CRM, "-db", s.CRMDB}); err != nil {
