@@ -229,12 +229,9 @@ func (s *Stack) start(ctx context.Context) error {
 	if err := os.WriteFile(s.ConfigPath, []byte(s.config(jwks)), 0o600); err != nil {
 		return err
 	}
-	if s.Consentry, err = harness.Start("consentry", logs, bins["consentry"], []string{"run", "--config", s.ConfigPath}); err != nil {
-		return err
-	}
 	s.ProxyURL, s.AdminURL, s.GRPCAddr = "http://"+o.Proxy, "http://"+o.Admin, o.GRPC
-	if err := s.Consentry.WaitHTTP(ctx, s.AdminURL+"/ready", 60*time.Second); err != nil {
-		return fmt.Errorf("consentry did not become ready: %s (log: %s)", lastLogError(s.Consentry.Log(8000), err), s.Consentry.LogPath)
+	if err := s.StartConsentry(ctx); err != nil {
+		return err
 	}
 	s.step("consentry: HTTP proxy %s, ext_authz+ext_proc gRPC %s, admin %s", s.ProxyURL, s.GRPCAddr, s.AdminURL)
 	t0 = time.Now()
@@ -242,6 +239,20 @@ func (s *Stack) start(ctx context.Context) error {
 		return fmt.Errorf("seed consent state: %w", err)
 	}
 	s.step("consent, cases and a processor agreement recorded through the admin API [%s]", since(t0))
+	return nil
+}
+
+// StartConsentry starts (or, after a crash or Stop, restarts) `consentry run` on the stack's
+// configuration and waits until it is ready.
+func (s *Stack) StartConsentry(ctx context.Context) error {
+	var err error
+	s.Consentry, err = harness.Start("consentry", filepath.Join(s.Opts.Dir, "logs"), filepath.Join(s.Opts.Bin, "consentry"), []string{"run", "--config", s.ConfigPath})
+	if err != nil {
+		return err
+	}
+	if err := s.Consentry.WaitHTTP(ctx, s.AdminURL+"/ready", 60*time.Second); err != nil {
+		return fmt.Errorf("consentry did not become ready: %s (log: %s)", lastLogError(s.Consentry.Log(8000), err), s.Consentry.LogPath)
+	}
 	return nil
 }
 
