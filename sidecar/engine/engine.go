@@ -206,7 +206,7 @@ func (e *Engine) decide(ctx context.Context, in *input.Input, tracer topdown.Que
 			err = codedError(decision.ReasonEngineError, http.StatusServiceUnavailable, fmt.Errorf("evaluation panicked: %v", r))
 		}
 	}()
-	evalOpts := []rego.EvalOption{rego.EvalParsedInput(in.ToValue())}
+	evalOpts := []rego.EvalOption{rego.EvalParsedInput(in.ToValue()), rego.EvalGenerateJSON(keepTerm)}
 	if tracer != nil {
 		evalOpts = append(evalOpts, rego.EvalQueryTracer(tracer))
 	}
@@ -227,13 +227,21 @@ func (e *Engine) decide(ctx context.Context, in *input.Input, tracer topdown.Que
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
 		return res, codedError(decision.ReasonEngineUndefined, http.StatusServiceUnavailable, fmt.Errorf("%s is undefined", decision.Query))
 	}
-	d, err := decision.FromResult(rs[0].Expressions[0].Value)
+	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
+	if !ok {
+		return res, codedError(decision.ReasonEngineInvalid, http.StatusServiceUnavailable, fmt.Errorf("%s: result is %T, not a value", decision.Query, rs[0].Expressions[0].Value))
+	}
+	d, err := decision.FromValue(t.Value)
 	if err != nil {
 		return res, codedError(decision.ReasonEngineInvalid, http.StatusServiceUnavailable, err)
 	}
 	res.Decision = d
 	return res, nil
 }
+
+// keepTerm leaves the query result as OPA's value: the decision is decoded from it directly
+// (decision.FromValue), without converting it to Go maps and slices first.
+func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
 
 // bound applies the configured timeout unless the caller's deadline is earlier.
 func (e *Engine) bound(ctx context.Context) (context.Context, context.CancelFunc) {
