@@ -24,7 +24,7 @@ decision := {
 	"status": 200,
 	"reasons": sort({r | some rs in object.filter(_sec.info, _requested); some r in rs}),
 	"fields": _known,
-	"key_scopes": [s | some s in {s | some s in object.filter(_sec.key_fields, _requested)}],
+	"key_scopes": sort({s | some s in object.filter(_sec.key_fields, _requested)}),
 	"obligations": [],
 	"headers": {
 		"x-consentry-purpose": input.purpose,
@@ -62,8 +62,12 @@ _requested := object.get(input.resource, "fields", [])
 # catalogue field, which _applies checks).
 _known := object.filter(_sec.fields, _requested)
 
-# The section of the declared purpose for the caller's single role and MFA state.
-_sec := _tables[input.purpose][r][_mfa] if {
+# The section of the declared purpose for the caller's single role and MFA state, read
+# straight from the materialized sections when the engine provides them.
+_sec := data.consentry.generated.fastpath_tables[input.purpose][r][_mfa] if {
+	[r] = input.subject.roles
+} else := tables[input.purpose][r][_mfa] if {
+	not data.consentry.generated.fastpath_tables
 	[r] = input.subject.roles
 }
 
@@ -80,13 +84,18 @@ _consent_ok if not _sec.consent_required
 _consent_ok if {
 	some c in input.enrichment.consents
 	c.status == "granted"
-	util.purpose_covers(c.purpose, input.purpose)
+	_covers(c.purpose)
 	_unexpired(c)
 }
 
+# util.purpose_covers and util.ns, inlined (a function call costs more than its body).
+_covers(p) if p == input.purpose
+
+_covers(p) if startswith(input.purpose, concat("", [p, "."]))
+
 _unexpired(c) if not c.expires_at
 
-_unexpired(c) if util.ns(c.expires_at) > util.now_ns
+_unexpired(c) if time.parse_rfc3339_ns(c.expires_at) > input.time.now_ns
 
 _case_ok if not _sec.case_required
 
@@ -101,7 +110,7 @@ _case_ok if {
 _retention_ok if {
 	c := input.enrichment.customer
 	not c.erased == true
-	util.ns(c.retention_until) > util.now_ns
+	time.parse_rfc3339_ns(c.retention_until) > input.time.now_ns
 }
 
 # METADATA
@@ -112,10 +121,6 @@ _retention_ok if {
 #   loads a policy and serves it from data.consentry.generated.fastpath_tables; plain
 #   `opa test` computes it here.
 tables := {p: _role_sections(p, pdef) | some p, pdef in util.catalog.purposes}
-
-_tables := data.consentry.generated.fastpath_tables if {
-	data.consentry.generated.fastpath_tables
-} else := tables
 
 _role_sections(p, pdef) := {r: {"true": _section(p, pdef, r, true), "false": _section(p, pdef, r, false)} |
 	some r, rdef in util.catalog.roles

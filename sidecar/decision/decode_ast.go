@@ -69,7 +69,7 @@ func fromValue(v ast.Value) (*Decision, bool) {
 	if d.Flags, ok = astStringList(get(m, "flags")); !ok {
 		return nil, false
 	}
-	if rv := m.Get(ast.InternedTerm("records")); rv != nil {
+	if rv := m.Get(keyTerm("records")); rv != nil {
 		if d.Records, ok = astRecords(rv.Value); !ok {
 			return nil, false
 		}
@@ -83,9 +83,26 @@ func fromValue(v ast.Value) (*Decision, bool) {
 	return d, true
 }
 
+// keyTerms are the decision's member names as terms, built once (a lookup by a fresh term
+// allocates).
+var keyTerms = func() map[string]*ast.Term {
+	m := map[string]*ast.Term{}
+	for _, k := range []string{"allow", "category", "code", "fields", "flags", "headers", "key_scope", "key_scopes", "mask", "message", "obligations", "outcome", "params", "reasons", "records", "status", "type"} {
+		m[k] = ast.StringTerm(k)
+	}
+	return m
+}()
+
+func keyTerm(k string) *ast.Term {
+	if t, ok := keyTerms[k]; ok {
+		return t
+	}
+	return ast.StringTerm(k)
+}
+
 // get returns the member k of m, nil when absent (FromResult reads an absent member as nil).
 func get(m ast.Object, k string) ast.Value {
-	if t := m.Get(ast.InternedTerm(k)); t != nil {
+	if t := m.Get(keyTerm(k)); t != nil {
 		return t.Value
 	}
 	return nil
@@ -104,7 +121,7 @@ func stringKeys(m ast.Object) bool {
 }
 
 func astBool(m ast.Object, key string, required bool) (bool, bool) {
-	t := m.Get(ast.InternedTerm(key))
+	t := m.Get(keyTerm(key))
 	if t == nil {
 		return false, !required
 	}
@@ -113,7 +130,7 @@ func astBool(m ast.Object, key string, required bool) (bool, bool) {
 }
 
 func astInt(m ast.Object, key string) (int, bool) {
-	t := m.Get(ast.InternedTerm(key))
+	t := m.Get(keyTerm(key))
 	if t == nil {
 		return 0, false
 	}
@@ -275,12 +292,12 @@ func astField(v ast.Value) (Field, bool) {
 	default:
 		return f, false
 	}
-	if c := fm.Get(ast.InternedTerm("category")); c != nil {
+	if c := fm.Get(keyTerm("category")); c != nil {
 		if f.Category, ok = astStr(c.Value); !ok {
 			return f, false
 		}
 	}
-	if k := fm.Get(ast.InternedTerm("key_scope")); k != nil {
+	if k := fm.Get(keyTerm("key_scope")); k != nil {
 		if f.KeyScope, ok = astStr(k.Value); !ok {
 			return f, false
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
@@ -206,7 +207,9 @@ func (e *Engine) decide(ctx context.Context, in *input.Input, tracer topdown.Que
 			err = codedError(decision.ReasonEngineError, http.StatusServiceUnavailable, fmt.Errorf("evaluation panicked: %v", r))
 		}
 	}()
-	evalOpts := []rego.EvalOption{rego.EvalParsedInput(in.ToValue()), rego.EvalGenerateJSON(keepTerm)}
+	// No per-evaluation metrics (the engine times evaluations itself): OPA would allocate a
+	// metrics registry for every decision.
+	evalOpts := []rego.EvalOption{rego.EvalParsedInput(in.ToValue()), rego.EvalGenerateJSON(keepTerm), rego.EvalMetrics(metrics.NoOp())}
 	if tracer != nil {
 		evalOpts = append(evalOpts, rego.EvalQueryTracer(tracer))
 	}
