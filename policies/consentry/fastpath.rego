@@ -22,62 +22,62 @@ import data.consentry.util
 decision := {
 	"allow": true,
 	"status": 200,
-	"reasons": sort({r | some rs in object.filter(_sec.info, _requested); some r in rs}),
-	"fields": _known,
-	"key_scopes": sort({s | some s in object.filter(_sec.key_fields, _requested)}),
+	"reasons": sort({r | some rs in object.filter(s.info, req); some r in rs}),
+	"fields": known,
+	"key_scopes": sort({k | some k in object.filter(s.key_fields, req)}),
 	"obligations": [],
 	"headers": {
 		"x-consentry-purpose": input.purpose,
-		"x-consentry-fields": concat(",", sort(object.keys(object.filter(_sec.allowed, _requested)))),
+		"x-consentry-fields": concat(",", sort(object.keys(object.filter(s.allowed, req)))),
 	},
 	"flags": [],
 	"records": {},
 } if {
-	_applies
-}
-
-# Every request-level and record-level rule of the full decision allows. Request level: a
-# well-formed employee or service request (the section exists only for a catalogue purpose
-# the role may act for), no break-glass, an action the purpose permits, writes only of fields
-# allowed in full. Record level: one customer in the request phase, readable state, consent,
-# case and retention.
-_applies if {
+	# Request level: a well-formed employee or service request (the section exists only for a
+	# catalogue purpose the role may act for), no break-glass, an action the purpose permits,
+	# every requested field a distinct catalogue field, writes only of fields allowed in full.
 	input.subject.type in {"employee", "service"}
 	object.get(input.subject, "id", "") != ""
 	not input.break_glass
-	input.action in _sec.actions
+	s := _sec
+	input.action in s.actions
+	req := object.get(input.resource, "fields", [])
+	known := object.filter(s.fields, req)
+	count(known) == count(req)
+	_writes_ok
+
+	# Record level: one customer in the request phase, readable state, consent, case, retention.
 	object.get(input, "phase", "request") == "request"
 	object.get(input.resource, "customer_id", "") != ""
-	count(_known) == count(_requested)
-	_writes_ok
 	count(object.get(input.enrichment, "errors", [])) == 0
 	_consent_ok
 	_case_ok
-	_retention_ok
+	cust := input.enrichment.customer
+	not cust.erased == true
+	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
 }
-
-_requested := object.get(input.resource, "fields", [])
-
-# The requested fields' outcomes (all of them when every requested field is a distinct
-# catalogue field, which _applies checks).
-_known := object.filter(_sec.fields, _requested)
-
-# The section of the declared purpose for the caller's single role and MFA state, read
-# straight from the materialized sections when the engine provides them.
-_sec := data.consentry.generated.fastpath_tables[input.purpose][r][_mfa] if {
-	[r] = input.subject.roles
-} else := tables[input.purpose][r][_mfa] if {
-	not data.consentry.generated.fastpath_tables
-	[r] = input.subject.roles
-}
-
-_mfa := "true" if input.subject.mfa == true
-
-else := "false"
 
 _writes_ok if not input.action in {"create", "update"}
 
-_writes_ok if count(object.filter(_sec.allowed, _requested)) == count(_requested)
+_writes_ok if {
+	req := object.get(input.resource, "fields", [])
+	count(object.filter(_sec.allowed, req)) == count(req)
+}
+
+# The section of the declared purpose for the caller's single role and MFA state, read
+# straight from the materialized sections when the engine provides them.
+_sec := data.consentry.generated.fastpath_tables[input.purpose][r][m] if {
+	[r] = input.subject.roles
+	m := _mfa_key[object.get(input.subject, "mfa", false)]
+} else := tables[input.purpose][r][m] if {
+	not data.consentry.generated.fastpath_tables
+	[r] = input.subject.roles
+	m := _mfa_key[object.get(input.subject, "mfa", false)]
+}
+
+# Section key of the MFA state: "true" exactly when input.subject.mfa == true (an MFA claim
+# of another type has no section and is left to the full rules).
+_mfa_key := {true: "true", false: "false"}
 
 _consent_ok if not _sec.consent_required
 
@@ -88,7 +88,7 @@ _consent_ok if {
 	_unexpired(c)
 }
 
-# util.purpose_covers and util.ns, inlined (a function call costs more than its body).
+# The tests of util.purpose_covers and util.ns, written out (fewer calls per consent record).
 _covers(p) if p == input.purpose
 
 _covers(p) if startswith(input.purpose, concat("", [p, "."]))
@@ -105,12 +105,6 @@ _case_ok if {
 	c.status == "open"
 	c.customer_id == input.resource.customer_id
 	input.subject.id in c.assignees
-}
-
-_retention_ok if {
-	c := input.enrichment.customer
-	not c.erased == true
-	time.parse_rfc3339_ns(c.retention_until) > input.time.now_ns
 }
 
 # METADATA
