@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/consentry/consentry/sidecar/tlsserver"
 )
 
 // Config is the `envoy:` section: the gRPC listener Envoy's ext_authz (and ext_proc) filters
@@ -29,23 +31,8 @@ type Config struct {
 	ShutdownGrace time.Duration `yaml:"shutdown_grace" json:"shutdown_grace"`
 }
 
-// TLSConfig configures the listener's TLS.
-type TLSConfig struct {
-	// CertFile and KeyFile are the server certificate chain and key (PEM).
-	CertFile string `yaml:"cert_file" json:"cert_file"`
-	KeyFile  string `yaml:"key_file" json:"key_file"`
-	// ClientCAFile (PEM) turns on mTLS: every client must present a certificate signed by one
-	// of these CAs (Envoy's upstream TLS context for the ext_authz cluster).
-	ClientCAFile string `yaml:"client_ca_file" json:"client_ca_file"`
-	// MinVersion is "1.2" (default) or "1.3".
-	MinVersion string `yaml:"min_version" json:"min_version"`
-	// ReloadInterval is how often, at most, the certificate files are checked for a rotated
-	// certificate (on a handshake). Default 30s.
-	ReloadInterval time.Duration `yaml:"reload_interval" json:"reload_interval"`
-}
-
-// Enabled reports whether TLS is configured.
-func (t TLSConfig) Enabled() bool { return t.CertFile != "" }
+// TLSConfig configures the listener's TLS (shared with the proxy door: tlsserver.Config).
+type TLSConfig = tlsserver.Config
 
 // WithDefaults fills defaults.
 func (c Config) WithDefaults() Config {
@@ -58,12 +45,7 @@ func (c Config) WithDefaults() Config {
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 5 * time.Second
 	}
-	if c.TLS.MinVersion == "" {
-		c.TLS.MinVersion = "1.2"
-	}
-	if c.TLS.ReloadInterval == 0 {
-		c.TLS.ReloadInterval = 30 * time.Second
-	}
+	c.TLS = c.TLS.WithDefaults()
 	return c
 }
 
@@ -72,14 +54,8 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("envoy.listen: %q is not host:port: %w", c.Listen, err)
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		return errors.New("envoy.tls: cert_file and key_file go together")
-	}
-	if c.TLS.ClientCAFile != "" && !c.TLS.Enabled() {
-		return errors.New("envoy.tls.client_ca_file: mTLS needs cert_file and key_file")
-	}
-	if c.TLS.MinVersion != "1.2" && c.TLS.MinVersion != "1.3" {
-		return fmt.Errorf("envoy.tls.min_version: %q is not 1.2 or 1.3", c.TLS.MinVersion)
+	if err := c.TLS.Validate("envoy.tls"); err != nil {
+		return err
 	}
 	if c.MaxRecvMsgBytes < 0 {
 		return errors.New("envoy.max_recv_msg_bytes: must not be negative")

@@ -11,13 +11,13 @@ package envoy
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"time"
+
+	"github.com/consentry/consentry/sidecar/tlsserver"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
@@ -67,31 +67,8 @@ func NewGRPCServer(cfg Config) (*grpc.Server, *health.Server, error) {
 	return gs, hs, nil
 }
 
-// ServerTLS builds the listener's tls.Config: TLS 1.2+ (or 1.3), the certificate re-read when
-// its files change, and with a client CA file, client certificates required and verified (mTLS).
-func ServerTLS(c TLSConfig) (*tls.Config, error) {
-	reloader, err := newCertReloader(c.CertFile, c.KeyFile, c.ReloadInterval)
-	if err != nil {
-		return nil, err
-	}
-	tc := &tls.Config{GetCertificate: reloader.get, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
-	if c.MinVersion == "1.3" {
-		tc.MinVersion = tls.VersionTLS13
-	}
-	if c.ClientCAFile != "" {
-		pem, err := os.ReadFile(c.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("envoy.tls.client_ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("envoy.tls.client_ca_file: %s holds no PEM certificate", c.ClientCAFile)
-		}
-		tc.ClientCAs = pool
-		tc.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return tc, nil
-}
+// ServerTLS builds the gRPC listener's tls.Config (ALPN h2): see tlsserver.New.
+func ServerTLS(c TLSConfig) (*tls.Config, error) { return tlsserver.New(c, "envoy.tls", "h2") }
 
 // New builds the ext_authz server around a pipeline.
 func New(cfg Config, checker Checker, log *slog.Logger) (*Server, error) {

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/consentry/consentry/sidecar/tlsserver"
 )
 
 // Config is the `proxy:` section: consentry as an HTTP reverse proxy in front of the CRM.
@@ -43,6 +45,10 @@ type Config struct {
 	PreserveHost bool `yaml:"preserve_host" json:"preserve_host"`
 	// ShutdownTimeout bounds the graceful drain of in-flight requests on shutdown. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" json:"shutdown_timeout"`
+	// TLS serves HTTPS; with client_ca_file, mTLS: the verified client certificate's SPIFFE id
+	// is the request's source principal, which identity.services maps to a service subject
+	// (callers without a bearer token). Plaintext when cert_file is empty.
+	TLS tlsserver.Config `yaml:"tls" json:"tls"`
 }
 
 // WithDefaults fills defaults.
@@ -66,6 +72,7 @@ func (c Config) WithDefaults() Config {
 	if c.MaxUpstreamConns == 0 {
 		c.MaxUpstreamConns = 512
 	}
+	c.TLS = c.TLS.WithDefaults()
 	return c
 }
 
@@ -96,6 +103,9 @@ func (c Config) Validate() error {
 		return errors.New("proxy.max_upstream_conns: must not be negative")
 	}
 	if _, err := parseTrusted(c.TrustedProxies); err != nil {
+		return err
+	}
+	if err := c.TLS.Validate("proxy.tls"); err != nil {
 		return err
 	}
 	return nil

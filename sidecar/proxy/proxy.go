@@ -26,6 +26,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/consentry/consentry/sidecar/identity"
+	"github.com/consentry/consentry/sidecar/tlsserver"
+
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -67,6 +70,7 @@ type Server struct {
 	upstream *url.URL
 	trusted  []netip.Prefix
 	metrics  *metrics
+	tls      *tls.Config // nil: plaintext
 }
 
 // The app runs the proxy as a component with a Close step.
@@ -103,6 +107,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, fmt.Errorf("proxy metrics: %w", err)
 	}
 	s.metrics = m
+	if cfg.TLS.Enabled() {
+		if s.tls, err = tlsserver.New(cfg.TLS, "proxy.tls", "http/1.1"); err != nil {
+			return nil, err
+		}
+	}
 	addr := up.Host
 	if up.Port() == "" {
 		addr = net.JoinHostPort(up.Hostname(), map[string]string{"http": "80", "https": "443"}[up.Scheme])
@@ -155,8 +164,14 @@ func (s *Server) Run(ctx context.Context) error {
 // are closed.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	tl := &trackingListener{Listener: ln, conns: map[net.Conn]struct{}{}}
+	var serve net.Listener = tl
+	if s.tls != nil {
+		// TLS outside the tracking: fasthttp must see *tls.Conn to expose the peer certificate,
+		// and shutdown closes the raw connections underneath.
+		serve = tls.NewListener(tl, s.tls)
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.app.Listener(tl) }()
+	go func() { errc <- s.app.Listener(serve) }()
 	select {
 	case err := <-errc:
 		if err != nil {
@@ -399,6 +414,10 @@ func (s *Server) pipelineRequest(fctx *fasthttp.RequestCtx) *pipeline.Request {
 		h["x-forwarded-for"] = []string{strings.Join(chain, ", ")}
 	}
 	src := input.Source{Address: fctx.RemoteAddr().String()}
+	if st := fctx.TLSConnectionState(); st != nil && len(st.VerifiedChains) > 0 && len(st.PeerCertificates) > 0 {
+		// Only a chain the handshake verified against proxy.tls.client_ca_file names the caller.
+		src.Principal = identity.SPIFFEFromCert(st.PeerCertificates[0])
+	}
 	if client != peer {
 		src.Address = client.String()
 	}

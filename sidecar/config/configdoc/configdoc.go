@@ -48,7 +48,7 @@ func Markdown(root string) (string, error) {
 		fmt.Fprintf(&b, "- [`%s`](#%s): %s\n", s.Key, s.Key, s.Summary)
 	}
 	for _, s := range Sections {
-		pkg, err := parseDir(filepath.Join(root, s.Dir))
+		pkg, err := parseDir(root, filepath.Join(root, s.Dir))
 		if err != nil {
 			return "", err
 		}
@@ -81,17 +81,24 @@ Sections:
 `
 
 type parsed struct {
+	root  string
+	dir   string
 	types map[string]*ast.TypeSpec
 	docs  map[string]string
+	// imports maps a type to its file's imports (alias -> import path), to follow struct
+	// types from other packages of this module (envoy.TLSConfig = tlsserver.Config).
+	imports map[string]map[string]string
 }
 
-func parseDir(dir string) (*parsed, error) {
+const module = "github.com/consentry/consentry/"
+
+func parseDir(root, dir string) (*parsed, error) {
 	fset := token.NewFileSet()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	p := &parsed{types: map[string]*ast.TypeSpec{}, docs: map[string]string{}}
+	p := &parsed{root: root, dir: dir, types: map[string]*ast.TypeSpec{}, docs: map[string]string{}, imports: map[string]map[string]string{}}
 	for _, e := range entries {
 		n := e.Name()
 		if e.IsDir() || !strings.HasSuffix(n, ".go") || strings.HasSuffix(n, "_test.go") {
@@ -101,6 +108,15 @@ func parseDir(dir string) (*parsed, error) {
 		if err != nil {
 			return nil, err
 		}
+		imports := map[string]string{}
+		for _, im := range f.Imports {
+			path := strings.Trim(im.Path.Value, `"`)
+			alias := filepath.Base(path)
+			if im.Name != nil {
+				alias = im.Name.Name
+			}
+			imports[alias] = path
+		}
 		for _, d := range f.Decls {
 			gd, ok := d.(*ast.GenDecl)
 			if !ok || gd.Tok != token.TYPE {
@@ -109,6 +125,7 @@ func parseDir(dir string) (*parsed, error) {
 			for _, sp := range gd.Specs {
 				ts := sp.(*ast.TypeSpec)
 				p.types[ts.Name.Name] = ts
+				p.imports[ts.Name.Name] = imports
 				doc := ts.Doc
 				if doc == nil && len(gd.Specs) == 1 {
 					doc = gd.Doc
@@ -137,11 +154,12 @@ func (p *parsed) fields(b *strings.Builder, name, prefix string, seen map[string
 	if !ok {
 		return fmt.Errorf("type %s is not a struct", name)
 	}
-	if seen[name] {
+	key := p.dir + "." + name // Config is a common name: qualify by package
+	if seen[key] {
 		return nil
 	}
-	seen[name] = true
-	defer delete(seen, name)
+	seen[key] = true
+	defer delete(seen, key)
 	for _, f := range st.Fields.List {
 		if f.Tag == nil || len(f.Names) == 0 || !f.Names[0].IsExported() {
 			continue
@@ -158,13 +176,58 @@ func (p *parsed) fields(b *strings.Builder, name, prefix string, seen map[string
 			doc = oneParagraph(f.Doc.Text())
 		}
 		fmt.Fprintf(b, "| `%s` | %s | %s |\n", full, typ, escape(doc))
-		if inner := localStruct(f.Type); inner != "" && p.isStruct(inner) {
-			if err := p.fields(b, inner, full+elemSuffix(f.Type), seen); err != nil {
+		sub, inner, err := p.resolve(name, f.Type)
+		if err != nil {
+			return err
+		}
+		if sub != nil {
+			if err := sub.fields(b, inner, full+elemSuffix(f.Type), seen); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// resolve finds the struct behind a field type: a struct of this package, an alias of one in
+// another package of the module, or a selector into one (nil when it is not such a struct).
+func (p *parsed) resolve(owner string, e ast.Expr) (*parsed, string, error) {
+	if x, ok := e.(*ast.StarExpr); ok {
+		return p.resolve(owner, x.X)
+	}
+	if x, ok := e.(*ast.ArrayType); ok {
+		return p.resolve(owner, x.Elt)
+	}
+	switch x := e.(type) {
+	case *ast.Ident:
+		ts, ok := p.types[x.Name]
+		if !ok {
+			return nil, "", nil
+		}
+		if _, isStruct := ts.Type.(*ast.StructType); isStruct {
+			return p, x.Name, nil
+		}
+		if sel, isSel := ts.Type.(*ast.SelectorExpr); isSel {
+			return p.resolve(x.Name, sel)
+		}
+	case *ast.SelectorExpr:
+		pkg, ok := x.X.(*ast.Ident)
+		if !ok {
+			return nil, "", nil
+		}
+		path := p.imports[owner][pkg.Name]
+		if !strings.HasPrefix(path, module) {
+			return nil, "", nil
+		}
+		other, err := parseDir(p.root, filepath.Join(p.root, strings.TrimPrefix(path, module)))
+		if err != nil {
+			return nil, "", err
+		}
+		if other.isStruct(x.Sel.Name) {
+			return other, x.Sel.Name, nil
+		}
+	}
+	return nil, "", nil
 }
 
 func (p *parsed) isStruct(name string) bool {
