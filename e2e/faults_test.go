@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/demo"
@@ -244,4 +245,50 @@ func TestCrashLosesNoAcknowledgedDecision(t *testing.T) {
 	t.Logf("%d answers before the kill, %d in all", before, len(answers))
 	checkNoLeak(t, answers)
 	checkLogged(t, s, answers)
+}
+
+// TestErasureSurvivesVaultRestore: after an erasure, Vault "comes back from an older backup"
+// holding the customer's key again. A restarted sidecar replays its shredded-keys ledger and
+// destroys the key again; the customer stays erased.
+func TestErasureSurvivesVaultRestore(t *testing.T) {
+	s := startStack(t, demo.Options{Customers: 20})
+	ctx := context.Background()
+	code, body, err := s.Admin(ctx, "POST", "/v1/customers/c-000005/erase", "application/json", []byte(`{"reason": "customer request, ticket DSR-12"}`))
+	if err != nil || code != 200 {
+		t.Fatalf("erase: %d %s %v", code, body, err)
+	}
+	vc, err := s.Vault.API()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = "transit/keys/consentry-c-000005-contact"
+	if sec, _ := vc.Logical().Read(key); sec != nil {
+		t.Fatal("the key must be gone after the erasure")
+	}
+	// The restore: the key exists again.
+	if _, err := vc.Logical().Write(key, map[string]any{"type": "aes256-gcm96", "exportable": true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Consentry.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StartConsentry(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		sec, err := vc.Logical().Read(key)
+		if err == nil && sec == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restored key not destroyed again after restart (log: %s)", s.Consentry.Log(2000))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r, err := s.Do(ctx, demo.Request{As: demo.Persona{Name: "c-000005", Subject: "u-000005", Type: "customer", Roles: []string{"customer"}, CustomerID: "c-000005", MFA: true},
+		Method: "GET", Path: "/api/customers/c-000005", Purpose: demo.PurposeService})
+	if err != nil || r.Status != 451 {
+		t.Fatalf("erased customer after restore: %v %d %s", err, r.Status, r.Body)
+	}
 }

@@ -45,6 +45,10 @@ type Config struct {
 	// LedgerPath is the shredded-keys ledger: an append-only, hash-chained JSON-lines file of
 	// destruction records (docs/key-model.md). Default "var/vaultkeys/shredded-keys.jsonl".
 	LedgerPath string `yaml:"ledger_path" json:"ledger_path"`
+	// ReplayErasuresOnStart makes `consentry run` re-apply the ledger to Vault once it is
+	// logged in (what `consentry keys replay-erasures` does): a key that came back with a
+	// Vault restore is destroyed again without an operator remembering to. Default true.
+	ReplayErasuresOnStart *bool `yaml:"replay_erasures_on_start" json:"replay_erasures_on_start"`
 	// PseudonymKeyFile holds the secret key (one line, at least 16 bytes) of the HMAC that turns
 	// customer ids into the pseudonyms used in destruction records and the ledger. Required
 	// (or PseudonymKey) unless the integrator passes Options.Pseudonymize — `consentry run`
@@ -250,6 +254,11 @@ func (c Config) pseudonymKey() ([]byte, error) {
 		return nil, errors.New("vault.pseudonym_key_file: key must be at least 16 bytes")
 	}
 	return []byte(k), nil
+}
+
+// ReplayOnStart reports whether the ledger is re-applied at start (default true).
+func (c Config) ReplayOnStart() bool {
+	return c.ReplayErasuresOnStart == nil || *c.ReplayErasuresOnStart
 }
 
 // LoadConfigFile reads the `vault:` section of a consentry YAML configuration file, applies

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/auditlog/vaultsign"
@@ -161,6 +163,9 @@ func (a *App) assembleVault(ctx context.Context) error {
 	}
 	a.Keys = km
 	a.AddCloser(closeFunc(func() error { km.Close(); return nil }))
+	if vc.ReplayOnStart() {
+		a.Add(&erasureReplay{keys: km, log: a.Log.With("component", "vaultkeys")})
+	}
 	a.Admin.AddReadiness("vault", km.Ready)
 	a.Admin.AddStatus("vault", km.Status)
 	return nil
@@ -380,6 +385,41 @@ func keyClasses(rec *vaultkeys.DestructionRecord, classes []string) []string {
 		}
 	}
 	return out
+}
+
+// erasureReplay re-applies the shredded-keys ledger to Vault once the sidecar is logged in:
+// after a Vault restore from a snapshot older than an erasure, the restored keys are destroyed
+// again. (The key cache refuses ledger-named keys from the start either way.)
+type erasureReplay struct {
+	keys *vaultkeys.Manager
+	log  *slog.Logger
+}
+
+func (r *erasureReplay) Name() string { return "erasure-replay" }
+
+// Run waits for a Vault login, replays once, then idles until shutdown (a component that
+// returns would stop the sidecar).
+func (r *erasureReplay) Run(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for r.keys.Ready(ctx) != nil {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+	rep, err := r.keys.ReplayErasures(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		r.log.Error("replaying the shredded-keys ledger failed; run consentry keys replay-erasures", "err", err, "alarm", "erasure_replay_failed")
+	case rep != nil && len(rep.Destroyed) > 0:
+		r.log.Warn("keys named by past erasures existed again in Vault and were destroyed (Vault restored from an older snapshot?)", "destroyed", len(rep.Destroyed), "records", rep.Records)
+	case rep != nil:
+		r.log.Info("shredded-keys ledger replayed", "records", rep.Records, "absent", rep.Absent)
+	}
+	<-ctx.Done()
+	return nil
 }
 
 // closeFunc adapts a function to Closer.
