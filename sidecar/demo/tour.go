@@ -513,6 +513,17 @@ func pretty(b []byte, maxLines int) string {
 	if json.Unmarshal(b, &v) != nil {
 		return headLines(string(b), maxLines)
 	}
+	if m, ok := v.(map[string]any); ok {
+		if items, ok := m["items"].([]any); ok {
+			// A list reads best one record per line.
+			lines := []string{fmt.Sprintf("items: %d records", len(items))}
+			for _, it := range items {
+				one, _ := json.Marshal(it)
+				lines = append(lines, "  "+string(one))
+			}
+			return headLines(strings.Join(lines, "\n"), 12)
+		}
+	}
 	out, _ := json.MarshalIndent(v, "", "  ")
 	return headLines(string(out), maxLines)
 }
