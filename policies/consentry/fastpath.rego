@@ -33,11 +33,12 @@ decision := {
 	"flags": [],
 	"records": {},
 } if {
+	# A missing id, customer id or case id fails its test here: the full rules then decide.
 	# Request level: a well-formed employee or service request (the section exists only for a
 	# catalogue purpose the role may act for), no break-glass, an action the purpose permits,
 	# every requested field a distinct catalogue field, writes only of fields allowed in full.
 	input.subject.type in {"employee", "service"}
-	object.get(input.subject, "id", "") != ""
+	input.subject.id != ""
 	not input.break_glass
 	s := _sec
 	input.action in s.actions
@@ -48,7 +49,7 @@ decision := {
 
 	# Record level: one customer in the request phase, readable state, consent, case, retention.
 	object.get(input, "phase", "request") == "request"
-	object.get(input.resource, "customer_id", "") != ""
+	input.resource.customer_id != ""
 	count(object.get(input.enrichment, "errors", [])) == 0
 	_consent_ok
 	_case_ok
@@ -100,7 +101,7 @@ _unexpired(c) if time.parse_rfc3339_ns(c.expires_at) > input.time.now_ns
 _case_ok if not _sec.case_required
 
 _case_ok if {
-	object.get(input, "case_id", "") != ""
+	input.case_id != ""
 	c := input.enrichment.case
 	c.status == "open"
 	c.customer_id == input.resource.customer_id
