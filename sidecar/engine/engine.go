@@ -34,12 +34,17 @@ type Engine struct {
 	active atomic.Pointer[prepared]
 	// noMaterialize skips materialize (tests compare decisions with and without it).
 	noMaterialize bool
+	// noFrozenBase evaluates without the shared base-document cache (tests and benchmarks
+	// compare).
+	noFrozenBase bool
 }
 
 // prepared is one compiled policy revision. In-flight evaluations keep the pointer they
 // started with, so a swap never changes the policy under a running request.
 type prepared struct {
-	query    rego.PreparedEvalQuery
+	query rego.PreparedEvalQuery
+	// base serves data.* to every evaluation (see frozenBase); nil evaluates without it.
+	base     *frozenBase
 	revision string
 	bundles  map[string]string
 	loadedAt time.Time
@@ -111,11 +116,15 @@ func (e *Engine) compile(ctx context.Context, ps *PolicySet) (*prepared, error) 
 			return nil, err
 		}
 	}
+	base, err := newFrozenBase(ctx, store)
+	if err != nil {
+		return nil, &CompileError{Errs: []string{fmt.Sprintf("read policy data: %v", err)}}
+	}
 	rev := ps.Revision
 	if rev == "" {
 		rev = noRevisionID
 	}
-	return &prepared{query: pq, revision: rev, bundles: ps.Bundles, loadedAt: time.Now()}, nil
+	return &prepared{query: pq, base: base, revision: rev, bundles: ps.Bundles, loadedAt: time.Now()}, nil
 }
 
 func (e *Engine) regoOptions(ps *PolicySet, modules map[string]*ast.Module, store storage.Store) []func(*rego.Rego) {
@@ -210,6 +219,9 @@ func (e *Engine) decide(ctx context.Context, in *input.Input, tracer topdown.Que
 	// No per-evaluation metrics (the engine times evaluations itself): OPA would allocate a
 	// metrics registry for every decision.
 	evalOpts := []rego.EvalOption{rego.EvalParsedInput(in.ToValue()), rego.EvalGenerateJSON(keepTerm), rego.EvalMetrics(metrics.NoOp())}
+	if p.base != nil && !e.noFrozenBase {
+		evalOpts = append(evalOpts, rego.EvalBaseCache(p.base))
+	}
 	if tracer != nil {
 		evalOpts = append(evalOpts, rego.EvalQueryTracer(tracer))
 	}

@@ -70,4 +70,3 @@ func writeValue(ctx context.Context, store storage.Store, path storage.Path, v a
 		return store.Write(ctx, txn, storage.AddOp, path, v)
 	})
 }
-
