@@ -1,10 +1,7 @@
 package pipeline
 
 import (
-	"crypto/sha256"
 	"encoding/json"
-	"hash"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -63,7 +60,6 @@ type decisionCache struct {
 	max      int
 	mu       sync.RWMutex
 	m        map[[32]byte]cached
-	hashers  sync.Pool
 	// inflight holds evaluations in progress: identical inputs arriving together (a burst,
 	// or the moment an entry expires) wait for one evaluation instead of each running one.
 	fmu      sync.Mutex
@@ -112,38 +108,7 @@ func newDecisionCache(c CacheConfig) *decisionCache {
 	for _, h := range c.VolatileHeaders {
 		v[strings.ToLower(h)] = true
 	}
-	return &decisionCache{ttl: c.TTL, volatile: v, max: c.Size, m: map[[32]byte]cached{}, inflight: map[[32]byte]*flight{},
-		hashers: sync.Pool{New: func() any { return sha256.New() }}}
-}
-
-// key hashes the revision and the input without its per-request parts.
-func (c *decisionCache) key(revision string, in *input.Input) ([32]byte, bool) {
-	k := *in
-	k.Request.ID = ""
-	k.Time = input.Time{}
-	if host, _, err := net.SplitHostPort(k.Request.Source.Address); err == nil {
-		k.Request.Source.Address = host
-	}
-	if len(k.Request.Headers) > 0 {
-		h := make(map[string][]string, len(k.Request.Headers))
-		for name, v := range k.Request.Headers {
-			if !c.volatile[name] {
-				h[name] = v
-			}
-		}
-		k.Request.Headers = h
-	}
-	hs := c.hashers.Get().(hash.Hash)
-	defer c.hashers.Put(hs)
-	hs.Reset()
-	hs.Write([]byte(revision))
-	hs.Write([]byte{0})
-	if err := json.NewEncoder(hs).Encode(&k); err != nil {
-		return [32]byte{}, false
-	}
-	var out [32]byte
-	hs.Sum(out[:0])
-	return out, true
+	return &decisionCache{ttl: c.TTL, volatile: v, max: c.Size, m: map[[32]byte]cached{}, inflight: map[[32]byte]*flight{}}
 }
 
 func (c *decisionCache) get(k [32]byte, now time.Time) (cached, bool) {
