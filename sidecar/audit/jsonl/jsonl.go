@@ -10,9 +10,7 @@
 package jsonl
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -69,19 +67,9 @@ type bundle struct {
 	Revision string `json:"revision"`
 }
 
-// bufPool recycles encoding buffers: one decision is a few KB of JSON, written per request.
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-const maxPooledBuffer = 64 << 10
-
-// ErrClosed is returned by Append after Close.
-var ErrClosed = errors.New("decision log closed")
-
-// Append writes e as one line.
-func (s *Sink) Append(ctx context.Context, e *audit.Entry) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("decision log: %w", err)
-	}
+// EventOf is the line Append writes for e, as a value (for readers and tests; Append encodes
+// the same document without building it).
+func EventOf(e *audit.Entry) Event {
 	ev := Event{
 		DecisionID: e.DecisionID, Timestamp: e.Timestamp.UTC(), Path: e.Path, Input: e.Input, Result: e.Decision,
 		Revision: e.Revision, Error: e.Error, Enforcement: e.Enforcement, Labels: e.Labels,
@@ -93,16 +81,31 @@ func (s *Sink) Append(ctx context.Context, e *audit.Entry) error {
 			ev.Bundles[name] = bundle{Revision: rev}
 		}
 	}
-	buf := bufPool.Get().(*bytes.Buffer)
+	return ev
+}
+
+// bufPool recycles encoding buffers: one decision is a few KB of JSON, written per request.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+const maxPooledBuffer = 64 << 10
+
+// ErrClosed is returned by Append after Close.
+var ErrClosed = errors.New("decision log closed")
+
+// Append writes e as one line.
+func (s *Sink) Append(ctx context.Context, e *audit.Entry) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("decision log: %w", err)
+	}
+	buf := bufPool.Get().(*[]byte)
 	defer func() {
-		if buf.Cap() <= maxPooledBuffer {
-			buf.Reset()
+		if cap(*buf) <= maxPooledBuffer {
 			bufPool.Put(buf)
 		}
 	}()
-	buf.Reset()
-	// Encode appends the newline that ends the line.
-	if err := json.NewEncoder(buf).Encode(ev); err != nil {
+	line, err := appendEntry((*buf)[:0], e)
+	*buf = line
+	if err != nil {
 		return fmt.Errorf("decision log: encode: %w", err)
 	}
 	s.mu.Lock()
@@ -110,7 +113,7 @@ func (s *Sink) Append(ctx context.Context, e *audit.Entry) error {
 	if s.closed {
 		return ErrClosed
 	}
-	if _, err := s.w.Write(buf.Bytes()); err != nil {
+	if _, err := s.w.Write(line); err != nil {
 		return fmt.Errorf("decision log: write: %w", err)
 	}
 	if s.sync && s.f != nil {
