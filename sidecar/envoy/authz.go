@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -217,41 +218,74 @@ func ResponseFromOutcome(out *pipeline.Outcome) *authv3.CheckResponse {
 
 // metadata is the decision as Envoy dynamic metadata (access logs, later filters such as
 // ext_proc): decision id, allow, status, reason codes, purpose, route and field outcomes.
+// Strings that are not valid UTF-8 (which protobuf cannot carry) reduce it to the decision id.
 func metadata(out *pipeline.Outcome) *structpb.Struct {
 	d := out.Decision
-	reasons := make([]any, 0, len(d.Reasons))
-	for _, r := range d.Reasons {
-		reasons = append(reasons, r.Code)
+	// One allocation for all values and one per kind of value instead of two per value.
+	n := len(d.Reasons) + len(d.Fields) + len(d.KeyScopes) + 6
+	b := mdBuilder{vals: make([]structpb.Value, 0, n), strs: make([]structpb.Value_StringValue, 0, n)}
+	reasons := make([]*structpb.Value, len(d.Reasons))
+	for i, r := range d.Reasons {
+		reasons[i] = b.str(r.Code)
 	}
-	fields := make(map[string]any, len(d.Fields))
+	fields := make(map[string]*structpb.Value, len(d.Fields))
 	for name, f := range d.Fields {
-		fields[name] = f.Outcome
+		b.check(name)
+		fields[name] = b.str(f.Outcome)
 	}
-	scopes := make([]any, 0, len(d.KeyScopes))
-	for _, s := range d.KeyScopes {
-		scopes = append(scopes, s)
+	scopes := make([]*structpb.Value, len(d.KeyScopes))
+	for i, s := range d.KeyScopes {
+		scopes[i] = b.str(s)
 	}
-	m := map[string]any{
-		"decision_id": out.DecisionID,
-		"allow":       d.Allow,
-		"status":      float64(out.Status),
-		"reasons":     reasons,
-		"fields":      fields,
-		"key_scopes":  scopes,
-	}
+	lists := make([]structpb.ListValue, 2)
+	lists[0].Values, lists[1].Values = reasons, scopes
+	objs := make([]structpb.Struct, 2)
+	objs[0].Fields = fields
+	m := make(map[string]*structpb.Value, 10)
+	m["decision_id"] = b.str(out.DecisionID)
+	m["allow"] = structpb.NewBoolValue(d.Allow)
+	m["status"] = structpb.NewNumberValue(float64(out.Status))
+	m["reasons"] = &structpb.Value{Kind: &structpb.Value_ListValue{ListValue: &lists[0]}}
+	m["fields"] = &structpb.Value{Kind: &structpb.Value_StructValue{StructValue: &objs[0]}}
+	m["key_scopes"] = &structpb.Value{Kind: &structpb.Value_ListValue{ListValue: &lists[1]}}
 	if out.Input != nil {
-		m["purpose"] = out.Input.Purpose
-		m["route"] = out.Input.Request.Route
-		m["customer_id"] = out.Input.Resource.CustomerID
+		m["purpose"] = b.str(out.Input.Purpose)
+		m["route"] = b.str(out.Input.Request.Route)
+		m["customer_id"] = b.str(out.Input.Resource.CustomerID)
 	}
 	if out.Revision != "" {
-		m["revision"] = out.Revision
+		m["revision"] = b.str(out.Revision)
 	}
-	s, err := structpb.NewStruct(m)
-	if err != nil {
-		s, _ = structpb.NewStruct(map[string]any{"decision_id": out.DecisionID})
+	if b.bad {
+		return &structpb.Struct{Fields: map[string]*structpb.Value{"decision_id": structpb.NewStringValue(out.DecisionID)}}
 	}
-	return s
+	objs[1].Fields = m
+	return &objs[1]
+}
+
+// mdBuilder hands out string values from preallocated slices.
+type mdBuilder struct {
+	vals []structpb.Value
+	strs []structpb.Value_StringValue
+	bad  bool
+}
+
+func (b *mdBuilder) check(s string) {
+	if !utf8.ValidString(s) {
+		b.bad = true
+	}
+}
+
+func (b *mdBuilder) str(s string) *structpb.Value {
+	b.check(s)
+	if len(b.vals) == cap(b.vals) {
+		return structpb.NewStringValue(s)
+	}
+	b.strs = append(b.strs, structpb.Value_StringValue{StringValue: s})
+	b.vals = b.vals[:len(b.vals)+1]
+	v := &b.vals[len(b.vals)-1]
+	v.Kind = &b.strs[len(b.strs)-1]
+	return v
 }
 
 func overwrite(k, v string) *corev3.HeaderValueOption {
