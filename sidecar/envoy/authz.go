@@ -169,9 +169,10 @@ func socketAddress(a *corev3.Address) string {
 // ResponseFromOutcome converts a pipeline outcome into the ext_authz answer.
 func ResponseFromOutcome(out *pipeline.Outcome) *authv3.CheckResponse {
 	if out.Allowed() {
+		hv := newHeaderValues(len(out.UpstreamHeaders) + 1)
 		set := make([]*corev3.HeaderValueOption, 0, len(out.UpstreamHeaders))
 		for _, k := range sortedKeys(out.UpstreamHeaders) {
-			set = append(set, overwrite(k, out.UpstreamHeaders[k]))
+			set = append(set, hv.overwrite(k, out.UpstreamHeaders[k]))
 		}
 		// Headers consentry sets are overwritten, not removed: Envoy may apply removals after
 		// additions, which would drop our own values.
@@ -186,7 +187,7 @@ func ResponseFromOutcome(out *pipeline.Outcome) *authv3.CheckResponse {
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
 				Headers:              set,
 				HeadersToRemove:      remove,
-				ResponseHeadersToAdd: []*corev3.HeaderValueOption{overwrite(pipeline.HeaderDecisionID, out.DecisionID)},
+				ResponseHeadersToAdd: []*corev3.HeaderValueOption{hv.overwrite(pipeline.HeaderDecisionID, out.DecisionID)},
 			}},
 			DynamicMetadata: metadata(out),
 		}
@@ -199,9 +200,10 @@ func ResponseFromOutcome(out *pipeline.Outcome) *authv3.CheckResponse {
 	if len(out.Decision.Reasons) > 0 {
 		msg = out.Decision.Reasons[0].Code
 	}
+	hv := newHeaderValues(len(out.ResponseHeaders))
 	hdrs := make([]*corev3.HeaderValueOption, 0, len(out.ResponseHeaders))
 	for _, k := range sortedKeys(out.ResponseHeaders) {
-		hdrs = append(hdrs, overwrite(k, out.ResponseHeaders[k]))
+		hdrs = append(hdrs, hv.overwrite(k, out.ResponseHeaders[k]))
 	}
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(code), Message: msg},
@@ -293,6 +295,29 @@ func overwrite(k, v string) *corev3.HeaderValueOption {
 		Header:       &corev3.HeaderValue{Key: k, Value: v},
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}
+}
+
+// headerValues hands out header options from two preallocated slices (two allocations per
+// response instead of two per header).
+type headerValues struct {
+	opts []corev3.HeaderValueOption
+	vals []corev3.HeaderValue
+}
+
+func newHeaderValues(n int) *headerValues {
+	return &headerValues{opts: make([]corev3.HeaderValueOption, 0, n), vals: make([]corev3.HeaderValue, 0, n)}
+}
+
+func (h *headerValues) overwrite(k, v string) *corev3.HeaderValueOption {
+	if len(h.opts) == cap(h.opts) {
+		return overwrite(k, v)
+	}
+	h.vals = append(h.vals, corev3.HeaderValue{Key: k, Value: v})
+	h.opts = h.opts[:len(h.opts)+1]
+	o := &h.opts[len(h.opts)-1]
+	o.Header = &h.vals[len(h.vals)-1]
+	o.AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+	return o
 }
 
 func sortedKeys(m map[string]string) []string {

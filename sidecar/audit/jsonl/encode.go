@@ -292,6 +292,14 @@ func (w *encoder) float(f float64) {
 
 const hexDigits = "0123456789abcdef"
 
+// plain marks the ASCII bytes a JSON string carries unescaped (encoding/json's htmlSafeSet).
+var plain = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // str writes a JSON string exactly as encoding/json does with HTML escaping on (its default):
 // <, > and & as \u003c..., control characters escaped, invalid UTF-8 as \ufffd, U+2028 and
 // U+2029 escaped.
@@ -300,7 +308,7 @@ func (w *encoder) str(s string) {
 	start := 0
 	for i := 0; i < len(s); {
 		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if plain[c] {
 				i++
 				continue
 			}
