@@ -197,3 +197,31 @@ func BenchmarkAuthzCheck(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAuthzCheckParallel is BenchmarkAuthzCheck with 32 concurrent callers (as the
+// throughput run keeps in flight), reporting process CPU per check.
+func BenchmarkAuthzCheckParallel(b *testing.B) {
+	reqs := benchMix()
+	a := NewAuthz(Config{}, benchPipeline(b, true), nil)
+	ctx := context.Background()
+	for _, r := range reqs {
+		if _, err := a.Check(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.SetParallelism(16) // x GOMAXPROCS(2) = 32 callers
+	b.ResetTimer()
+	c0 := cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if _, err := a.Check(ctx, reqs[i%len(reqs)]); err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
+	b.ReportMetric(float64((cpuTime()-c0).Microseconds())/float64(b.N), "cpu_µs/check")
+}

@@ -7,6 +7,11 @@
 // Append returns only after the line was written to the file descriptor (with Sync, after
 // fsync), so a nil error means the record survives a process crash (or, with Sync, a power
 // loss). Any write error is returned: the pipeline then denies with audit.unavailable.
+//
+// Lines from concurrent Appends are group-committed: while one write (and fsync) is in
+// progress, the lines that arrive queue up and go out together in the next write, in arrival
+// order, and each of their Appends returns once that write (and fsync) completes, with its
+// error. A line is never split across writes, and one writer runs at a time.
 package jsonl
 
 import (
@@ -30,6 +35,19 @@ type Sink struct {
 	f      *os.File
 	sync   bool
 	closed bool
+	// writing is true while a goroutine owns the writer; pending collects the lines that
+	// arrive meanwhile (nil when none). idle is signalled when writing turns false.
+	writing bool
+	pending *batch
+	idle    *sync.Cond
+}
+
+// batch is a group of lines written together.
+type batch struct {
+	buf  *[]byte
+	turn chan struct{} // one waiter receives it and writes the batch
+	done chan struct{} // closed once written; err is then set
+	err  error
 }
 
 var _ audit.Sink = (*Sink)(nil)
@@ -40,11 +58,17 @@ func Open(path string, syncEach bool) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decision log: %w", err)
 	}
-	return &Sink{w: f, f: f, sync: syncEach}, nil
+	return newSink(f, f, syncEach), nil
 }
 
 // New writes to w (e.g. os.Stdout). The caller owns w.
-func New(w io.Writer) *Sink { return &Sink{w: w} }
+func New(w io.Writer) *Sink { return newSink(w, nil, false) }
+
+func newSink(w io.Writer, f *os.File, syncEach bool) *Sink {
+	s := &Sink{w: w, f: f, sync: syncEach}
+	s.idle = sync.NewCond(&s.mu)
+	return s
+}
 
 // Event is one line.
 type Event struct {
@@ -109,11 +133,47 @@ func (s *Sink) Append(ctx context.Context, e *audit.Entry) error {
 		return fmt.Errorf("decision log: encode: %w", err)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return ErrClosed
 	}
-	if _, err := s.w.Write(line); err != nil {
+	if !s.writing {
+		// Nobody is writing: write this line now.
+		s.writing = true
+		s.mu.Unlock()
+		err := s.write(line)
+		s.handoff()
+		return err
+	}
+	// A write is in progress: queue behind it and wait for the batch to be written.
+	b := s.pending
+	if b == nil {
+		b = &batch{buf: bufPool.Get().(*[]byte), turn: make(chan struct{}, 1), done: make(chan struct{})}
+		*b.buf = (*b.buf)[:0]
+		s.pending = b
+	}
+	*b.buf = append(*b.buf, line...)
+	s.mu.Unlock()
+	select {
+	case <-b.done:
+		return b.err
+	case <-b.turn:
+		// This goroutine writes the batch for everyone in it.
+		b.err = s.write(*b.buf)
+		if cap(*b.buf) <= maxPooledBuffer {
+			bufPool.Put(b.buf)
+		}
+		b.buf = nil
+		close(b.done)
+		s.handoff()
+		return b.err
+	}
+}
+
+// write writes p (whole lines) and fsyncs when configured. Only the goroutine that owns the
+// writer calls it.
+func (s *Sink) write(p []byte) error {
+	if _, err := s.w.Write(p); err != nil {
 		return fmt.Errorf("decision log: write: %w", err)
 	}
 	if s.sync && s.f != nil {
@@ -124,6 +184,21 @@ func (s *Sink) Append(ctx context.Context, e *audit.Entry) error {
 	return nil
 }
 
+// handoff passes the writer to one waiter of the pending batch, or releases it.
+func (s *Sink) handoff() {
+	s.mu.Lock()
+	next := s.pending
+	s.pending = nil
+	if next == nil {
+		s.writing = false
+		s.idle.Broadcast()
+	}
+	s.mu.Unlock()
+	if next != nil {
+		next.turn <- struct{}{}
+	}
+}
+
 // Close closes the file (when opened with Open).
 func (s *Sink) Close() error {
 	s.mu.Lock()
@@ -132,6 +207,10 @@ func (s *Sink) Close() error {
 		return nil
 	}
 	s.closed = true
+	// Lines already accepted are written before the file closes.
+	for s.writing {
+		s.idle.Wait()
+	}
 	if s.f != nil {
 		return s.f.Close()
 	}

@@ -2,6 +2,7 @@ package jsonl
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -65,5 +66,91 @@ func (failing) Write([]byte) (int, error) { return 0, os.ErrClosed }
 func TestWriteErrorSurfaces(t *testing.T) {
 	if err := New(failing{}).Append(context.Background(), &audit.Entry{}); err == nil {
 		t.Fatal("write error swallowed")
+	}
+}
+
+// gatedWriter blocks its first Write until released and records every Write.
+type gatedWriter struct {
+	mu      sync.Mutex
+	gate    chan struct{}
+	started chan struct{}
+	writes  [][]byte
+	fail    bool
+}
+
+func (g *gatedWriter) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	first := len(g.writes) == 0
+	g.writes = append(g.writes, append([]byte(nil), p...))
+	fail := g.fail && !first
+	g.mu.Unlock()
+	if first {
+		close(g.started)
+		<-g.gate
+	}
+	if fail {
+		return 0, os.ErrClosed
+	}
+	return len(p), nil
+}
+
+// TestGroupCommit: lines arriving during a write go out together in the next write, whole,
+// and each Append returns that write's outcome.
+func TestGroupCommit(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		g := &gatedWriter{gate: make(chan struct{}), started: make(chan struct{}), fail: fail}
+		s := New(g)
+		entry := func(id string) *audit.Entry {
+			return &audit.Entry{DecisionID: id, Timestamp: time.Now(), Path: "consentry/decision", Decision: decision.Deny(403, "x", "y")}
+		}
+		first := make(chan error, 1)
+		go func() { first <- s.Append(context.Background(), entry("first")) }()
+		<-g.started
+		const n = 20
+		errs := make(chan error, n)
+		for i := 0; i < n; i++ {
+			go func() { errs <- s.Append(context.Background(), entry("queued")) }()
+		}
+		// Wait until every line is queued behind the blocked write.
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			s.mu.Lock()
+			queued := 0
+			if s.pending != nil {
+				queued = bytes.Count(*s.pending.buf, []byte("\n"))
+			}
+			s.mu.Unlock()
+			if queued == n {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d lines queued", queued)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		close(g.gate)
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			if err := <-errs; (err != nil) != fail {
+				t.Fatalf("fail=%v: append error %v", fail, err)
+			}
+		}
+		if len(g.writes) != 2 {
+			t.Fatalf("%d writes, want 2 (one blocked, one batch)", len(g.writes))
+		}
+		lines := bytes.Split(bytes.TrimSuffix(g.writes[1], []byte("\n")), []byte("\n"))
+		if len(lines) != n {
+			t.Fatalf("batch of %d lines", len(lines))
+		}
+		for _, l := range lines {
+			var ev map[string]any
+			if err := json.Unmarshal(l, &ev); err != nil || ev["decision_id"] != "queued" {
+				t.Fatalf("line %q: %v", l, err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
