@@ -10,6 +10,10 @@ type Config struct {
 	// Timeout bounds one evaluation when the request carries no earlier deadline. A decision
 	// that does not finish in time is a deny (engine.timeout). Default 50ms.
 	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+	// Query replaces the evaluated query (default data.consentry.decision). Not configurable
+	// in YAML: tools use it, e.g. `consentry test` evaluates data.consentry.full_decision to
+	// check that the library's fast path agrees with its full rules.
+	Query string `yaml:"-" json:"-"`
 	// AllowHTTPSend lets policies call http.send. Off by default: a network call on the hot path
 	// makes decisions slow and non-replayable.
 	AllowHTTPSend bool `yaml:"allow_http_send" json:"allow_http_send"`

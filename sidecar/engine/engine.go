@@ -6,6 +6,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -129,7 +130,7 @@ func (e *Engine) compile(ctx context.Context, ps *PolicySet) (*prepared, error) 
 
 func (e *Engine) regoOptions(ps *PolicySet, modules map[string]*ast.Module, store storage.Store) []func(*rego.Rego) {
 	opts := []func(*rego.Rego){
-		rego.Query(decision.Query),
+		rego.Query(cmp.Or(e.cfg.Query, decision.Query)),
 		rego.SetRegoVersion(ast.RegoV1),
 		rego.Store(store),
 		rego.Capabilities(e.capabilities()),

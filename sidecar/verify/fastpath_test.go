@@ -168,3 +168,37 @@ func clone(t *testing.T, v map[string]any) map[string]any {
 	}
 	return out
 }
+
+// TestScenarioRunCatchesShortcutDrift: a policy author changes the rules and the fast path no
+// longer agrees (here: the fast path loses its case check). `consentry test` - and so `bundle
+// build` - fails on every scenario where the two disagree, instead of shipping a policy whose
+// common requests skip the changed rule.
+func TestScenarioRunCatchesShortcutDrift(t *testing.T) {
+	dir := t.TempDir()
+	copyTree(t, "../../policies", dir)
+	path := filepath.Join(dir, "consentry", "fastpath.rego")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := strings.Replace(string(raw), "\n\t_case_ok\n", "\n", 1)
+	if broken == string(raw) {
+		t.Fatal("fixture: the fast path no longer has a `_case_ok` line to remove")
+	}
+	if err := os.WriteFile(path, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Run(t.Context(), dir, Options{Filter: "03-case"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drift := 0
+	for _, s := range rep.Scenarios {
+		if strings.Contains(s.Failure, "differs from data.consentry.full_decision") {
+			drift++
+		}
+	}
+	if drift == 0 {
+		t.Fatalf("a fast path without its case check must fail the case scenarios; report: %+v", rep.Scenarios)
+	}
+}

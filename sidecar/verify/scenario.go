@@ -17,6 +17,7 @@ import (
 	"github.com/consentry/consentry/sidecar/decision"
 	"github.com/consentry/consentry/sidecar/engine"
 	"github.com/consentry/consentry/sidecar/input"
+	"github.com/open-policy-agent/opa/ast"
 )
 
 // ScenarioFile is one scenarios/*.yaml file.
@@ -126,6 +127,19 @@ func RunScenarios(ctx context.Context, dir string, files []*ScenarioFile, opts O
 	if err := eng.Load(ctx, ps); err != nil {
 		return nil, err
 	}
+	// A policy that decides some requests through a shortcut (the library's fast path) also
+	// defines full_decision, the document every rule gives: each scenario is decided both ways
+	// and must agree, so a rule change the shortcut does not know about fails here instead of
+	// being skipped silently in production.
+	var full *engine.Engine
+	if definesFullDecision(ps) {
+		fc := ec
+		fc.Query = FullDecisionQuery
+		full = engine.New(fc, slog.New(slog.DiscardHandler))
+		if err := full.Load(ctx, ps); err != nil {
+			return nil, err
+		}
+	}
 	bases := map[string]map[string]any{}
 	var out []TestResult
 	for _, f := range files {
@@ -146,12 +160,51 @@ func RunScenarios(ctx context.Context, dir string, files []*ScenarioFile, opts O
 			if derr != nil {
 				diffs = append([]string{"engine error: " + derr.Error()}, diffs...)
 			}
+			if full != nil && derr == nil {
+				if d := shortcutDiff(ctx, full, in, res.Decision); d != "" {
+					diffs = append(diffs, d)
+				}
+			}
 			tr.Pass = len(diffs) == 0
 			tr.Failure = strings.Join(diffs, "\n")
 			out = append(out, tr)
 		}
 	}
 	return out, nil
+}
+
+// FullDecisionQuery is the document every rule of the library gives, without shortcuts.
+const FullDecisionQuery = "data.consentry.full_decision"
+
+func definesFullDecision(ps *engine.PolicySet) bool {
+	mods, err := ps.ParseModules()
+	if err != nil {
+		return false
+	}
+	want := ast.MustParseRef(FullDecisionQuery)
+	for _, m := range mods {
+		for _, r := range m.Rules {
+			if m.Package.Path.Extend(r.Head.Ref()).Equal(want) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// shortcutDiff decides in with the full rules and describes how the decision differs ("" when
+// it does not).
+func shortcutDiff(ctx context.Context, full *engine.Engine, in *input.Input, got *decision.Decision) string {
+	fres, err := full.Decide(ctx, in)
+	if err != nil {
+		return "full_decision: " + err.Error()
+	}
+	a, _ := json.Marshal(got)
+	b, _ := json.Marshal(fres.Decision)
+	if bytes.Equal(a, b) {
+		return ""
+	}
+	return fmt.Sprintf("data.consentry.decision differs from data.consentry.full_decision (a shortcut such as consentry.fastpath disagrees with the full rules; see docs/policy-library.md):\n  decision:      %s\n  full_decision: %s", a, b)
 }
 
 func scenarioInput(dir string, bases map[string]map[string]any, sc Scenario) (*input.Input, error) {
