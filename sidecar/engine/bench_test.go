@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"runtime"
 	"sort"
@@ -13,6 +14,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"golang.org/x/sys/unix"
+
+	"github.com/consentry/consentry/sidecar/input"
 )
 
 // Issue 2's performance target: a full decision with the default library on a realistic input
@@ -224,4 +227,57 @@ func reportPercentiles(b *testing.B, lat []time.Duration, prefix string) {
 	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds()) / 1e3 }
 	b.ReportMetric(pct(0.50), prefix+"p50-µs")
 	b.ReportMetric(pct(0.99), prefix+"p99-µs")
+}
+
+// recordsInput is the response phase of a 100-record marketing list (issue 5): a marketing
+// caller lists customers for marketing.communications.email; each record carries its
+// customer's consents (e-mail marketing plus two other purposes) and lifecycle state. Half the
+// customers opted in to e-mail marketing, half withdrew. This is the input
+// pipeline.DecideRecords evaluates for a 100-record page.
+func recordsInput(t testing.TB, n int) *input.Input {
+	t.Helper()
+	raw, err := os.ReadFile(policyDir + "/scenarios/bases/marketing_list.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in input.Input
+	if err := json.Unmarshal(raw, &in); err != nil {
+		t.Fatal(err)
+	}
+	granted := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	withdrawn := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	retention := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	in.Records = make([]input.Record, n)
+	for i := range in.Records {
+		id := fmt.Sprintf("c-%03d", i)
+		email := input.Consent{Purpose: "marketing.communications.email", Status: input.ConsentGranted, NoticeVersion: "2026-03", NoticeHash: "sha256:9f2c1a", Channel: "web", CapturedBy: "signup-form", GrantedAt: &granted}
+		if i%2 == 1 {
+			email.Status, email.WithdrawnAt = input.ConsentWithdrawn, &withdrawn
+		}
+		in.Records[i] = input.Record{CustomerID: id, Enrichment: input.Enrichment{
+			Consents: []input.Consent{
+				email,
+				{Purpose: "analytics.reporting", Status: input.ConsentGranted, NoticeVersion: "2026-03", NoticeHash: "sha256:9f2c1a", Channel: "web", CapturedBy: "signup-form", GrantedAt: &granted},
+				{Purpose: "third_party_sharing", Status: input.ConsentWithdrawn, NoticeVersion: "2026-03", NoticeHash: "sha256:9f2c1a", Channel: "app", CapturedBy: "settings", GrantedAt: &granted, WithdrawnAt: &withdrawn},
+			},
+			Customer: &input.CustomerState{ID: id, RetentionUntil: &retention},
+		}}
+	}
+	return &in
+}
+
+// BenchmarkDecideRecords100 is the response-phase decision of a 100-record list with mixed
+// consent (see recordsInput): one evaluation answers per record. Run it next to BenchmarkDecide:
+//
+//	go test -run '^$' -bench 'Decide$|DecideRecords' -benchmem -cpu 1 -benchtime 3s ./sidecar/engine/
+func BenchmarkDecideRecords100(b *testing.B) {
+	e := loadLibrary(b)
+	in := recordsInput(b, 100)
+	ctx := context.Background()
+	runLatency(b, func() {
+		res, err := e.Decide(ctx, in)
+		if err != nil || !res.Decision.Allow || len(res.Decision.Records) != 100 {
+			b.Fatal(err)
+		}
+	})
 }
