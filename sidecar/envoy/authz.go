@@ -82,7 +82,7 @@ func (a *Authz) Check(ctx context.Context, req *authv3.CheckRequest) (resp *auth
 		enf.Status = out.Status
 	}
 	_ = a.checker.Record(ctx, out, enf)
-	return ResponseFromOutcome(out), nil
+	return wireResponse(out), nil
 }
 
 // RequestFromCheck converts a CheckRequest into the pipeline's request. Missing parts stay
@@ -168,6 +168,16 @@ func socketAddress(a *corev3.Address) string {
 
 // ResponseFromOutcome converts a pipeline outcome into the ext_authz answer.
 func ResponseFromOutcome(out *pipeline.Outcome) *authv3.CheckResponse {
+	return responseFromOutcome(out, true)
+}
+
+// responseFromOutcome builds the answer, with the dynamic metadata as a structpb tree when
+// withMetadata (the gRPC handler appends it pre-encoded instead: authz_wire.go).
+func responseFromOutcome(out *pipeline.Outcome, withMetadata bool) *authv3.CheckResponse {
+	var md *structpb.Struct
+	if withMetadata {
+		md = metadata(out)
+	}
 	if out.Allowed() {
 		hv := newHeaderValues(len(out.UpstreamHeaders) + 1)
 		set := make([]*corev3.HeaderValueOption, 0, len(out.UpstreamHeaders))
@@ -189,7 +199,7 @@ func ResponseFromOutcome(out *pipeline.Outcome) *authv3.CheckResponse {
 				HeadersToRemove:      remove,
 				ResponseHeadersToAdd: []*corev3.HeaderValueOption{hv.overwrite(pipeline.HeaderDecisionID, out.DecisionID)},
 			}},
-			DynamicMetadata: metadata(out),
+			DynamicMetadata: md,
 		}
 	}
 	code := codes.PermissionDenied
@@ -214,7 +224,7 @@ func ResponseFromOutcome(out *pipeline.Outcome) *authv3.CheckResponse {
 			Headers: hdrs,
 			Body:    string(out.Body),
 		}},
-		DynamicMetadata: metadata(out),
+		DynamicMetadata: md,
 	}
 }
 

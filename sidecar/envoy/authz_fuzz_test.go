@@ -57,6 +57,7 @@ func FuzzCheckRequest(f *testing.F) {
 		if err != nil || resp == nil {
 			t.Fatalf("no answer: %v", err)
 		}
+		resp = onTheWire(t, resp)
 		allowed := codes.Code(resp.GetStatus().GetCode()) == codes.OK
 		if !allowed {
 			d := resp.GetDeniedResponse()
