@@ -83,9 +83,20 @@ func (w *pw) done(e, v int) {
 }
 
 func (w *pw) stringEntry(k, v string) {
-	e, val := w.entry(k)
-	w.str(valueString, v)
-	w.done(e, val)
+	if !utf8.ValidString(k) || !utf8.ValidString(v) {
+		w.ok = false
+	}
+	// Sizes are known: no nested length to insert afterwards.
+	val := protowire.SizeTag(valueString) + protowire.SizeBytes(len(v))
+	ent := protowire.SizeTag(entryKey) + protowire.SizeBytes(len(k)) + protowire.SizeTag(entryValue) + protowire.SizeBytes(val)
+	w.b = protowire.AppendTag(w.b, structFields, protowire.BytesType)
+	w.b = protowire.AppendVarint(w.b, uint64(ent))
+	w.b = protowire.AppendTag(w.b, entryKey, protowire.BytesType)
+	w.b = protowire.AppendString(w.b, k)
+	w.b = protowire.AppendTag(w.b, entryValue, protowire.BytesType)
+	w.b = protowire.AppendVarint(w.b, uint64(val))
+	w.b = protowire.AppendTag(w.b, valueString, protowire.BytesType)
+	w.b = protowire.AppendString(w.b, v)
 }
 
 func (w *pw) boolEntry(k string, v bool) {
