@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -21,7 +22,9 @@ import (
 // TestEncoderMatchesEncodingJSON holds it to that on randomly filled entries, and fails when
 // a field is added to the entry, input or decision types that this encoder does not write.
 func appendEntry(b []byte, e *audit.Entry) ([]byte, error) {
-	w := encoder{b: b}
+	keys := keysPool.Get().(*[]string)
+	defer keysPool.Put(keys)
+	w := encoder{b: b, keys: keys}
 	w.open()
 	w.key("decision_id")
 	w.str(e.DecisionID)
@@ -41,7 +44,7 @@ func appendEntry(b []byte, e *audit.Entry) ([]byte, error) {
 	if len(e.Bundles) > 0 {
 		w.key("bundles")
 		w.open()
-		for _, k := range sortedKeys(e.Bundles) {
+		for _, k := range sortedFlat(&w, e.Bundles) {
 			w.key2(k)
 			w.open()
 			w.key("revision")
@@ -62,7 +65,7 @@ func appendEntry(b []byte, e *audit.Entry) ([]byte, error) {
 	if len(e.Metrics) > 0 {
 		w.key("metrics")
 		w.open()
-		for _, k := range sortedKeys(e.Metrics) {
+		for _, k := range sortedFlat(&w, e.Metrics) {
 			w.key2(k)
 			w.b = strconv.AppendInt(w.b, e.Metrics[k], 10)
 		}
@@ -74,8 +77,23 @@ func appendEntry(b []byte, e *audit.Entry) ([]byte, error) {
 }
 
 type encoder struct {
-	b   []byte
-	err error
+	b    []byte
+	err  error
+	keys *[]string // scratch for sorting the keys of maps whose values hold no map
+}
+
+var keysPool = sync.Pool{New: func() any { k := make([]string, 0, 32); return &k }}
+
+// sortedFlat returns m's keys sorted, in the encoder's scratch slice: only for maps whose
+// values are written without sorting another map.
+func sortedFlat[V any](w *encoder, m map[string]V) []string {
+	keys := (*w.keys)[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	*w.keys = keys
+	return keys
 }
 
 func (w *encoder) open()  { w.b = append(w.b, '{') }
@@ -152,7 +170,7 @@ func (w *encoder) strMap(m map[string]string) {
 		return
 	}
 	w.open()
-	for _, k := range sortedKeys(m) {
+	for _, k := range sortedFlat(w, m) {
 		w.key2(k)
 		w.str(m[k])
 	}
@@ -165,7 +183,7 @@ func (w *encoder) listMap(m map[string][]string) {
 		return
 	}
 	w.open()
-	for _, k := range sortedKeys(m) {
+	for _, k := range sortedFlat(w, m) {
 		w.key2(k)
 		w.strs(m[k])
 	}
@@ -568,7 +586,7 @@ func (w *encoder) fields(m map[string]decision.Field) {
 		return
 	}
 	w.open()
-	for _, k := range sortedKeys(m) {
+	for _, k := range sortedFlat(w, m) {
 		f := m[k]
 		w.key2(k)
 		w.open()
