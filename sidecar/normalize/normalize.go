@@ -232,10 +232,17 @@ func (n *Normalizer) Headers(in map[string][]string) (map[string][]string, error
 			if !headerValueOK(v) {
 				return nil, reject(ReasonHeaderInvalid, "value of header %q contains a control character", lname)
 			}
-			out[lname] = append(out[lname], v)
 		}
-		if _, ok := out[lname]; !ok {
+		prev, seen := out[lname]
+		switch {
+		case !seen && len(vals) == 0:
 			out[lname] = []string{}
+		case !seen:
+			// The common case (one spelling of the name): share the values, capped so that
+			// appending another spelling's values copies instead of writing into in's array.
+			out[lname] = vals[:len(vals):len(vals)]
+		default:
+			out[lname] = append(prev, vals...)
 		}
 	}
 	if total > n.cfg.MaxHeaderBytes {
