@@ -174,3 +174,27 @@ func FuzzPath(f *testing.F) {
 		}
 	})
 }
+
+// TestHeadersDoNotWriteIntoInput: the output may share value lists with the input, but merging
+// two spellings of a name must not write into the input's arrays.
+func TestHeadersDoNotWriteIntoInput(t *testing.T) {
+	upper := make([]string, 1, 4)
+	upper[0] = "a"
+	lower := make([]string, 1, 4)
+	lower[0] = "b"
+	in := map[string][]string{"Accept": upper, "accept": lower, "x": {}}
+	out, err := New(Config{}).Headers(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := append([]string(nil), out["accept"]...)
+	if len(got) != 2 || !(got[0] == "a" && got[1] == "b" || got[0] == "b" && got[1] == "a") {
+		t.Fatalf("merged %v", got)
+	}
+	if upper[:2][1] != "" || lower[:2][1] != "" {
+		t.Fatalf("input arrays written: %q %q", upper[:2], lower[:2])
+	}
+	if v, ok := out["x"]; !ok || v == nil || len(v) != 0 {
+		t.Fatalf("empty header: %#v", v)
+	}
+}
