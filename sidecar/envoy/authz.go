@@ -110,20 +110,32 @@ func RequestFromCheck(req *authv3.CheckRequest) *pipeline.Request {
 // repeated headers keep every value, raw bytes included) over the headers map (where Envoy
 // has already joined repeated headers with ",").
 func headersOf(h *authv3.AttributeContext_HttpRequest) map[string][]string {
+	// One backing array for all values; each list is capped so that a repeated header's
+	// append copies instead of overwriting its neighbour.
 	if hm := h.GetHeaderMap(); hm != nil && len(hm.GetHeaders()) > 0 {
 		out := make(map[string][]string, len(hm.GetHeaders()))
-		for _, hv := range hm.GetHeaders() {
+		vals := make([]string, len(hm.GetHeaders()))
+		for i, hv := range hm.GetHeaders() {
 			v := hv.GetValue()
 			if len(hv.GetRawValue()) > 0 {
 				v = string(hv.GetRawValue())
 			}
-			out[hv.GetKey()] = append(out[hv.GetKey()], v)
+			if prev, ok := out[hv.GetKey()]; ok {
+				out[hv.GetKey()] = append(prev, v)
+				continue
+			}
+			vals[i] = v
+			out[hv.GetKey()] = vals[i : i+1 : i+1]
 		}
 		return out
 	}
 	out := make(map[string][]string, len(h.GetHeaders()))
+	vals := make([]string, len(h.GetHeaders()))
+	i := 0
 	for k, v := range h.GetHeaders() {
-		out[k] = []string{v}
+		vals[i] = v
+		out[k] = vals[i : i+1 : i+1]
+		i++
 	}
 	return out
 }

@@ -1,8 +1,10 @@
 package envoy
 
 import (
+	"reflect"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -53,5 +55,20 @@ func TestWireResponseDecodesLikeStructured(t *testing.T) {
 		if len(got.ProtoReflect().GetUnknown()) != 0 || got.GetDynamicMetadata() == nil {
 			t.Errorf("%s: metadata not decoded as dynamic_metadata", name)
 		}
+	}
+}
+
+func TestHeadersOfKeepsEveryValue(t *testing.T) {
+	hm := &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+		{Key: "x-a", Value: "1"}, {Key: "x-b", Value: "2"}, {Key: "x-a", RawValue: []byte("3")}, {Key: "x-c", Value: "4"}, {Key: "x-a", Value: "5"},
+	}}
+	got := headersOf(&authv3.AttributeContext_HttpRequest{HeaderMap: hm})
+	want := map[string][]string{"x-a": {"1", "3", "5"}, "x-b": {"2"}, "x-c": {"4"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("header_map: %v", got)
+	}
+	got = headersOf(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"a": "1", "b": "2,3"}})
+	if want := map[string][]string{"a": {"1"}, "b": {"2,3"}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("headers: %v", got)
 	}
 }
