@@ -167,6 +167,9 @@ func decodeOnce(raw string) (string, error) {
 // resolve merges slashes and resolves dot segments (RFC 3986 5.2.4), rejecting ".." above
 // the root instead of clamping it.
 func resolve(p string) (string, error) {
+	if canonicalPath(p) {
+		return p, nil // what the general case below returns for it, without allocating
+	}
 	segs := strings.Split(p, "/")
 	out := make([]string, 0, len(segs))
 	for _, s := range segs {
@@ -183,6 +186,27 @@ func resolve(p string) (string, error) {
 		}
 	}
 	return "/" + strings.Join(out, "/"), nil
+}
+
+// canonicalPath reports whether p is "/" or "/" followed by segments that are neither empty,
+// "." nor "..": the paths resolve leaves as they are.
+func canonicalPath(p string) bool {
+	if p == "/" {
+		return true
+	}
+	if len(p) < 2 || p[0] != '/' {
+		return false
+	}
+	start := 1
+	for i := 1; i <= len(p); i++ {
+		if i == len(p) || p[i] == '/' {
+			if seg := p[start:i]; seg == "" || seg == "." || seg == ".." {
+				return false
+			}
+			start = i + 1
+		}
+	}
+	return true
 }
 
 // Query parses a raw query string, keeping every value. Malformed escapes, ";" separators,

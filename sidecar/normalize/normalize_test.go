@@ -198,3 +198,29 @@ func TestHeadersDoNotWriteIntoInput(t *testing.T) {
 		t.Fatalf("empty header: %#v", v)
 	}
 }
+
+// TestResolveFastPath: the canonical-path shortcut returns what the general resolution does.
+func TestResolveFastPath(t *testing.T) {
+	for _, p := range []string{"/", "//", "/a", "/a/", "/a//b", "/a/./b", "/a/../b", "/..", "/.", "/a/.", "/a/..", "/.a/..b/...", "a/b", "", "/a/b/c-1001", "/a b/%", "/./", "/a/b/"} {
+		got, gerr := resolve(p)
+		segs := strings.Split(p, "/")
+		var out []string
+		var werr bool
+		for _, s := range segs {
+			switch s {
+			case "", ".":
+			case "..":
+				if len(out) == 0 {
+					werr = true
+				} else {
+					out = out[:len(out)-1]
+				}
+			default:
+				out = append(out, s)
+			}
+		}
+		if werr != (gerr != nil) || (!werr && got != "/"+strings.Join(out, "/")) {
+			t.Errorf("%q: got %q, %v", p, got, gerr)
+		}
+	}
+}
