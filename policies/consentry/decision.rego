@@ -76,12 +76,17 @@ _list_obligations contains {"type": "filter_records", "params": {}} if {
 # METADATA
 # title: Records
 # description: Per-record outcomes in the response phase of list routes, keyed by customer id.
-records[rec.customer_id] := _record_outcome(rec) if {
+records[rec.customer_id] := record_outcome(rec) if {
 	input.phase == "response"
 	some rec in input.records
 }
 
-_record_outcome(rec) := {"allow": true, "reasons": [], "fields": minimization.fields, "key_scopes": minimization.key_scopes} if {
+# METADATA
+# title: Record outcome
+# description: |
+#   The outcome of one record rec ({customer_id, enrichment}) of a list response: served with the
+#   request's fields and key scopes when nothing denies it, else denied with every reason.
+record_outcome(rec) := {"allow": true, "reasons": [], "fields": minimization.fields, "key_scopes": minimization.key_scopes} if {
 	allow
 	count(_record_denials(rec)) == 0
 } else := {"allow": false, "reasons": _public(_record_denials(rec) | _denials)}

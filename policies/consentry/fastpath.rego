@@ -18,7 +18,11 @@ import data.consentry.util
 
 # METADATA
 # title: Fast decision
-# description: The decision document for the common allowed request; undefined for any other request.
+# description: |
+#   The decision document for the common allowed request; undefined for any other request.
+#   The request phase decides one customer; the response phase of a list decides every record,
+#   the common ones (all checks pass, or only consent is missing) from the section and any
+#   other record by the full rules for that record (consentry.record_outcome).
 decision := {
 	"allow": true,
 	"status": 200,
@@ -34,6 +38,8 @@ decision := {
 	"records": {},
 } if {
 	# A missing id, customer id or case id fails its test here: the full rules then decide.
+	object.get(input, "phase", "request") == "request"
+
 	# Request level: a well-formed employee or service request (the section exists only for a
 	# catalogue purpose the role may act for), no break-glass, an action the purpose permits,
 	# every requested field a distinct catalogue field, writes only of fields allowed in full.
@@ -48,7 +54,6 @@ decision := {
 	_writes_ok
 
 	# Record level: one customer in the request phase, readable state, consent, case, retention.
-	object.get(input, "phase", "request") == "request"
 	input.resource.customer_id != ""
 	count(object.get(input.enrichment, "errors", [])) == 0
 	_consent_ok
@@ -56,6 +61,103 @@ decision := {
 	cust := input.enrichment.customer
 	not cust.erased == true
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+} else := {
+	"allow": true,
+	"status": 200,
+	"reasons": sort({r | some rs in object.filter(s.info, req); some r in rs}),
+	"fields": known,
+	"key_scopes": sort(scopes),
+	"obligations": _list_obligations,
+	"headers": {
+		"x-consentry-purpose": input.purpose,
+		"x-consentry-fields": concat(",", sort(object.keys(object.filter(s.allowed, req)))),
+	},
+	"flags": [],
+	"records": {rec.customer_id: o |
+		some rec in input.records
+		o := _record(rec, s, served)
+	},
+} if {
+	# The response phase of a list: the same request-level checks, then one outcome per record.
+	input.phase == "response"
+	input.subject.type in {"employee", "service"}
+	input.subject.id != ""
+	not input.break_glass
+	s := _sec
+	input.action in s.actions
+	req := object.get(input.resource, "fields", [])
+	known := object.filter(s.fields, req)
+	count(known) == count(req)
+	_writes_ok
+	scopes := {k | some k in object.filter(s.key_fields, req)}
+	served := {"allow": true, "reasons": [], "fields": known, "key_scopes": scopes}
+}
+
+# The per-record filtering obligation of a list request, as the full rules give it.
+_list_obligations := [{"type": "filter_records", "params": {}}] if {
+	input.action in {"list", "export"}
+	object.get(input.resource, "customer_id", "") == ""
+} else := []
+
+# The outcome of one record in the response phase, given the section s and the outcome of a
+# served record. A record whose state, case and lifecycle pass is served when its consent
+# holds, and denied with the section's consent reason when consent is what fails; any other
+# record (state errors, unknown, erased or expired customers, case problems) is decided by the
+# full rules for that record.
+_record(rec, s, served) := served if {
+	object.get(rec.enrichment, "errors", []) == []
+	_record_consent_ok(rec, s)
+	_record_case_ok(rec, s)
+	cust := rec.enrichment.customer
+	not cust.erased == true
+	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+} else := {"allow": false, "reasons": _consent_denial(rec.enrichment.consents, s)} if {
+	s.consent_required
+	object.get(rec.enrichment, "errors", []) == []
+	_record_case_ok(rec, s)
+	cust := rec.enrichment.customer
+	not cust.erased == true
+	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+} else := data.consentry.record_outcome(rec)
+
+# A consent covers the purpose when given for it or for one of its parents: its purpose is in
+# the section's covering set.
+_record_consent_ok(_, s) if not s.consent_required
+
+_record_consent_ok(rec, s) if {
+	some c in rec.enrichment.consents
+	c.status == "granted"
+	c.purpose in s.covering
+	_unexpired(c)
+}
+
+_record_case_ok(_, s) if not s.case_required
+
+_record_case_ok(rec, _) if {
+	input.case_id != ""
+	c := rec.enrichment.case
+	c.status == "open"
+	c.customer_id == rec.customer_id
+	input.subject.id in c.assignees
+}
+
+# The reasons (public form) the full rules give when no consent covers the purpose and
+# nothing else denies the record: withdrawn before expired before missing.
+_consent_denial(consents, s) := s.consent_denials.withdrawn if {
+	some c in consents
+	c.status == "withdrawn"
+	c.purpose in s.covering
+} else := s.consent_denials.expired if {
+	some c in consents
+	c.purpose in s.covering
+	_expired(c)
+} else := s.consent_denials.missing
+
+_expired(c) if c.status == "expired"
+
+_expired(c) if {
+	c.expires_at
+	time.parse_rfc3339_ns(c.expires_at) <= input.time.now_ns
 }
 
 _writes_ok if not input.action in {"create", "update"}
@@ -129,6 +231,12 @@ _section(p, pdef, r, mfa) := {
 	"fields": object.union(t.fields, object.filter(minimization.tables.denied, blocked)),
 	"key_fields": object.remove(t.key_fields, blocked),
 	"allowed": object.remove(t.allowed, blocked),
+	"covering": _covering(p),
+	"consent_denials": {
+		"withdrawn": [{"code": "consent.withdrawn", "message": sprintf("the customer withdrew consent for %q", [p])}],
+		"expired": [{"code": "consent.expired", "message": sprintf("the customer's consent for %q has expired", [p])}],
+		"missing": [{"code": "consent.missing", "message": sprintf("the customer has not opted in to %q", [p])}],
+	},
 	"info": {f: rs |
 		some f, _ in util.catalog.fields
 		rs := _info(f, r, mfa)
@@ -141,6 +249,13 @@ _section(p, pdef, r, mfa) := {
 		not _special_ok(s, r, mfa)
 		some f, _ in minimization.tables.special_fields[k]
 	}
+}
+
+# The purposes whose consent covers purpose p: p and every parent key (util.purpose_covers
+# holds for exactly these).
+_covering(p) := {concat(".", array.slice(parts, 0, n)) |
+	parts := split(p, ".")
+	some n in numbers.range(1, count(parts))
 }
 
 _flag(o, k) if o[k]

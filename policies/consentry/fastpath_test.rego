@@ -20,6 +20,29 @@ _expiring(p, ts) := object.union(fx.granted(p), {"expires_at": ts})
 
 _with_consents(base, cs) := fx.replace(base, {"enrichment": object.union(base.enrichment, {"consents": cs})})
 
+_rec(id, consents, cust) := {"customer_id": id, "enrichment": {"consents": consents, "customer": object.union(fx.customer, object.union({"id": id}, cust))}}
+
+_withdrawn(p) := object.union(fx.granted(p), {"status": "withdrawn"})
+
+# The response phase of a marketing list: one record per kind of outcome.
+_list := fx.replace(fx.marketing, {
+	"action": "list",
+	"phase": "response",
+	"resource": {"type": "customer", "customer_id": "", "fields": ["id", "contact.email", "payment.card_number"]},
+	"records": [
+		_rec("c-1", [fx.granted("marketing.communications.email")], {}),
+		_rec("c-2", [_withdrawn("marketing.communications.email"), fx.granted("analytics.reporting")], {}),
+		_rec("c-3", [], {}),
+		_rec("c-4", [_expiring("marketing.communications.email", "2026-01-01T00:00:00Z")], {}),
+		_rec("c-5", [object.union(fx.granted("marketing"), {"status": "expired"})], {}),
+		_rec("c-6", [_expiring("marketing", "2027-01-01T00:00:00Z")], {}),
+		_rec("c-7", [fx.granted("marketing.communications.email")], {"erased": true}),
+		_rec("c-8", [fx.granted("marketing.communications.email")], {"retention_until": "2020-01-01T00:00:00Z"}),
+		{"customer_id": "c-9", "enrichment": {"consents": [], "customer": fx.customer, "errors": ["consent"]}},
+		{"customer_id": "c-10", "enrichment": {"consents": [fx.granted("marketing.communications.email")]}},
+	],
+})
+
 # Inputs the fast path decides.
 _fast_inputs := [
 	fx.support,
@@ -30,6 +53,14 @@ _fast_inputs := [
 	_with_consents(fx.marketing, [fx.granted("marketing")]),
 	_billing,
 	fx.replace(_billing, {"subject": {"id": "emp-50", "type": "employee", "roles": ["billing_agent"]}}),
+	_list,
+	fx.replace(_list, {"records": []}),
+	fx.replace(_list, {"action": "read", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["id"]}}),
+	fx.replace(fx.support, {"phase": "response", "records": [
+		{"customer_id": "c-1", "enrichment": {"consents": [], "customer": fx.customer, "case": fx.support.enrichment.case}},
+		{"customer_id": "c-2", "enrichment": {"consents": [], "customer": fx.customer, "case": fx.support.enrichment.case}},
+		_rec("c-3", [], {}),
+	]}),
 ]
 
 # Inputs the full rules decide: each breaks one fast-path condition.
@@ -47,6 +78,9 @@ _full_inputs := [
 	_with_consents(fx.marketing, [object.union(fx.granted("marketing.communications.email"), {"status": "withdrawn"})]),
 	fx.replace(fx.marketing, {"enrichment": {"consents": [fx.granted("marketing.communications.email")], "customer": object.union(fx.customer, {"erased": true})}}),
 	fx.replace(fx.marketing, {"enrichment": {"consents": [fx.granted("marketing.communications.email")], "customer": fx.customer, "errors": ["consent store down"]}}),
+	fx.replace(_list, {"subject": {"id": "emp-1", "type": "employee", "roles": ["analyst"]}}),
+	fx.replace(_list, {"break_glass": {"justification": "campaign audit, consent store suspected wrong"}}),
+	fx.replace(_list, {"phase": "later"}),
 ]
 
 test_fast_path_decides_common_requests if {
@@ -101,4 +135,32 @@ test_special_category_without_mfa_needs_role_only if {
 	s := fastpath.tables["essential.service.payment_processing"].billing_agent with data.consentry.catalog.special_categories as cats
 	s["false"].fields["payment.card_number"].outcome == "allow"
 	not s["false"].info["payment.card_number"]
+}
+
+test_list_records_decided_per_record if {
+	d := fastpath.decision with input as _list
+	d.obligations == [{"type": "filter_records", "params": {}}]
+	{id | some id, r in d.records; r.allow} == {"c-1", "c-6"}
+	d.records["c-2"].reasons[0].code == "consent.withdrawn"
+	d.records["c-3"].reasons[0].code == "consent.missing"
+	d.records["c-4"].reasons[0].code == "consent.expired"
+	d.records["c-5"].reasons[0].code == "consent.expired"
+	d.records["c-7"].reasons[0].code == "customer.erased"
+	d.records["c-8"].reasons[0].code == "retention.expired"
+	"state.unavailable" in {r.code | some r in d.records["c-9"].reasons}
+	d.records["c-10"].reasons[0].code == "customer.unknown"
+	d.records["c-1"].key_scopes == {"contact"}
+}
+
+test_response_phase_case_work_checks_each_record if {
+	d := fastpath.decision with input as _fast_inputs[11]
+	d.records["c-1"].allow
+	d.records["c-2"].reasons[0].code == "case.customer_mismatch"
+	d.records["c-3"].reasons[0].code == "case.not_found"
+}
+
+test_sections_know_covering_purposes_and_consent_reasons if {
+	s := fastpath.tables["marketing.communications.email"].marketing["false"]
+	s.covering == {"marketing", "marketing.communications", "marketing.communications.email"}
+	s.consent_denials.withdrawn == [{"code": "consent.withdrawn", "message": "the customer withdrew consent for \"marketing.communications.email\""}]
 }
