@@ -42,6 +42,8 @@ postgres:
 
 vet:
 	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './deploy/vault/server/*')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 
 test-rego: $(OPA)
 	$(OPA) test policies/consentry policies/data -s policies/schema

@@ -168,7 +168,9 @@ type obj struct {
 	slab []ast.Term
 }
 
-func newObj(n int) obj { return obj{Object: ast.NewObjectWithCapacity(n), slab: make([]ast.Term, 0, n)} }
+func newObj(n int) obj {
+	return obj{Object: ast.NewObjectWithCapacity(n), slab: make([]ast.Term, 0, n)}
+}
 
 func (o *obj) put(k string, v ast.Value) {
 	if len(o.slab) == cap(o.slab) {
