@@ -171,8 +171,13 @@ func (s *Sink) Append(ctx context.Context, e *audit.Entry) error {
 }
 
 // write writes p (whole lines) and fsyncs when configured. Only the goroutine that owns the
-// writer calls it.
-func (s *Sink) write(p []byte) error {
+// writer calls it. A panicking writer is an error, so the writer is always handed on.
+func (s *Sink) write(p []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("decision log: write: panic: %v", r)
+		}
+	}()
 	if _, err := s.w.Write(p); err != nil {
 		return fmt.Errorf("decision log: write: %w", err)
 	}

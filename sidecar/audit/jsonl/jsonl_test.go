@@ -154,3 +154,31 @@ func TestGroupCommit(t *testing.T) {
 		}
 	}
 }
+
+type panicking struct{ n int }
+
+func (p *panicking) Write(b []byte) (int, error) {
+	p.n++
+	if p.n == 1 {
+		panic("disk on fire")
+	}
+	return len(b), nil
+}
+
+// TestWriterPanicIsAnError: a panicking writer fails that Append and leaves the sink usable.
+func TestWriterPanicIsAnError(t *testing.T) {
+	s := New(&panicking{})
+	if err := s.Append(context.Background(), &audit.Entry{}); err == nil {
+		t.Fatal("panic swallowed")
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Append(context.Background(), &audit.Entry{}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("sink wedged after a panic")
+	}
+}
