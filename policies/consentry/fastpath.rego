@@ -26,38 +26,157 @@ import data.consentry.util
 decision := {
 	"allow": true,
 	"status": 200,
-	"reasons": sort({r | some rs in object.filter(s.info, req); some r in rs}),
+	"reasons": sort({r | some f in req; some r in s.info[f]}),
 	"fields": known,
-	"key_scopes": sort({k | some k in object.filter(s.key_fields, req)}),
+	"key_scopes": sort({k | some f in req; k := s.key_fields[f]}),
 	"obligations": [],
 	"headers": {
 		"x-consentry-purpose": input.purpose,
-		"x-consentry-fields": concat(",", sort(object.keys(object.filter(s.allowed, req)))),
+		"x-consentry-fields": concat(",", sort(object.keys(allowed))),
 	},
 	"flags": [],
 	"records": {},
 } if {
-	# A missing id, customer id or case id fails its test here: the full rules then decide.
+	# One branch per (consent required, case required) of the section, so that each body holds
+	# only the record checks the purpose needs. Request level: a well-formed employee or service
+	# request (the section exists only for a catalogue purpose the role may act for), no
+	# break-glass, an action the purpose permits, every requested field a distinct catalogue
+	# field, writes only of fields allowed in full. Record level: one customer in the request
+	# phase, readable state, then consent and case as the section requires, then retention. A
+	# missing id, customer id or case id fails its test here: the full rules then decide.
+	# Neither consent nor a case.
+	s := _sec
+	s.consent_required == false
+	s.case_required == false
 	object.get(input, "phase", "request") == "request"
-
-	# Request level: a well-formed employee or service request (the section exists only for a
-	# catalogue purpose the role may act for), no break-glass, an action the purpose permits,
-	# every requested field a distinct catalogue field, writes only of fields allowed in full.
 	input.subject.type in {"employee", "service"}
 	input.subject.id != ""
 	not input.break_glass
-	s := _sec
 	input.action in s.actions
 	req := object.get(input.resource, "fields", [])
 	known := object.filter(s.fields, req)
 	count(known) == count(req)
-	_writes_ok
-
-	# Record level: one customer in the request phase, readable state, consent, case, retention.
+	allowed := object.filter(s.allowed, req)
+	_writes_ok(count(allowed), count(req))
 	input.resource.customer_id != ""
 	count(object.get(input.enrichment, "errors", [])) == 0
-	_consent_ok
-	_case_ok
+	cust := input.enrichment.customer
+	not cust.erased == true
+	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+} else := {
+	"allow": true,
+	"status": 200,
+	"reasons": sort({r | some f in req; some r in s.info[f]}),
+	"fields": known,
+	"key_scopes": sort({k | some f in req; k := s.key_fields[f]}),
+	"obligations": [],
+	"headers": {
+		"x-consentry-purpose": input.purpose,
+		"x-consentry-fields": concat(",", sort(object.keys(allowed))),
+	},
+	"flags": [],
+	"records": {},
+} if {
+	# A case assigned to the caller for this customer.
+	s := _sec
+	s.consent_required == false
+	s.case_required == true
+	object.get(input, "phase", "request") == "request"
+	input.subject.type in {"employee", "service"}
+	input.subject.id != ""
+	not input.break_glass
+	input.action in s.actions
+	req := object.get(input.resource, "fields", [])
+	known := object.filter(s.fields, req)
+	count(known) == count(req)
+	allowed := object.filter(s.allowed, req)
+	_writes_ok(count(allowed), count(req))
+	input.resource.customer_id != ""
+	count(object.get(input.enrichment, "errors", [])) == 0
+	input.case_id != ""
+	cs := input.enrichment.case
+	cs.status == "open"
+	cs.customer_id == input.resource.customer_id
+	input.subject.id in cs.assignees
+	cust := input.enrichment.customer
+	not cust.erased == true
+	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+} else := {
+	"allow": true,
+	"status": 200,
+	"reasons": sort({r | some f in req; some r in s.info[f]}),
+	"fields": known,
+	"key_scopes": sort({k | some f in req; k := s.key_fields[f]}),
+	"obligations": [],
+	"headers": {
+		"x-consentry-purpose": input.purpose,
+		"x-consentry-fields": concat(",", sort(object.keys(allowed))),
+	},
+	"flags": [],
+	"records": {},
+} if {
+	# A granted, unexpired consent for the purpose or a parent of it.
+	s := _sec
+	s.consent_required == true
+	s.case_required == false
+	object.get(input, "phase", "request") == "request"
+	input.subject.type in {"employee", "service"}
+	input.subject.id != ""
+	not input.break_glass
+	input.action in s.actions
+	req := object.get(input.resource, "fields", [])
+	known := object.filter(s.fields, req)
+	count(known) == count(req)
+	allowed := object.filter(s.allowed, req)
+	_writes_ok(count(allowed), count(req))
+	input.resource.customer_id != ""
+	count(object.get(input.enrichment, "errors", [])) == 0
+	some c in input.enrichment.consents
+	c.status == "granted"
+	c.purpose in s.covering
+	_unexpired(c)
+	cust := input.enrichment.customer
+	not cust.erased == true
+	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+} else := {
+	"allow": true,
+	"status": 200,
+	"reasons": sort({r | some f in req; some r in s.info[f]}),
+	"fields": known,
+	"key_scopes": sort({k | some f in req; k := s.key_fields[f]}),
+	"obligations": [],
+	"headers": {
+		"x-consentry-purpose": input.purpose,
+		"x-consentry-fields": concat(",", sort(object.keys(allowed))),
+	},
+	"flags": [],
+	"records": {},
+} if {
+	# Consent and case.
+	s := _sec
+	s.consent_required == true
+	s.case_required == true
+	object.get(input, "phase", "request") == "request"
+	input.subject.type in {"employee", "service"}
+	input.subject.id != ""
+	not input.break_glass
+	input.action in s.actions
+	req := object.get(input.resource, "fields", [])
+	known := object.filter(s.fields, req)
+	count(known) == count(req)
+	allowed := object.filter(s.allowed, req)
+	_writes_ok(count(allowed), count(req))
+	input.resource.customer_id != ""
+	count(object.get(input.enrichment, "errors", [])) == 0
+	some c in input.enrichment.consents
+	c.status == "granted"
+	c.purpose in s.covering
+	_unexpired(c)
+	input.case_id != ""
+	cs := input.enrichment.case
+	cs.status == "open"
+	cs.customer_id == input.resource.customer_id
+	input.subject.id in cs.assignees
 	cust := input.enrichment.customer
 	not cust.erased == true
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
@@ -70,7 +189,7 @@ decision := {
 	"obligations": _list_obligations,
 	"headers": {
 		"x-consentry-purpose": input.purpose,
-		"x-consentry-fields": concat(",", sort(object.keys(object.filter(s.allowed, req)))),
+		"x-consentry-fields": concat(",", sort(object.keys(allowed))),
 	},
 	"flags": [],
 	"records": {rec.customer_id: o |
@@ -88,7 +207,8 @@ decision := {
 	req := object.get(input.resource, "fields", [])
 	known := object.filter(s.fields, req)
 	count(known) == count(req)
-	_writes_ok
+	allowed := object.filter(s.allowed, req)
+	_writes_ok(count(allowed), count(req))
 	scopes := {k | some k in object.filter(s.key_fields, req)}
 	served := {"allow": true, "reasons": [], "fields": known, "key_scopes": scopes}
 }
@@ -160,12 +280,11 @@ _expired(c) if {
 	time.parse_rfc3339_ns(c.expires_at) <= input.time.now_ns
 }
 
-_writes_ok if not input.action in {"create", "update"}
+# Writes (create, update) only of fields allowed in full: given the number of requested fields
+# that are allowed and the number requested, the two are equal for a write.
+_writes_ok(_, _) if not input.action in {"create", "update"}
 
-_writes_ok if {
-	req := object.get(input.resource, "fields", [])
-	count(object.filter(_sec.allowed, req)) == count(req)
-}
+_writes_ok(n, n)
 
 # The section of the declared purpose for the caller's single role and MFA state, read
 # straight from the materialized sections when the engine provides them.
@@ -182,33 +301,9 @@ _sec := data.consentry.generated.fastpath_tables[input.purpose][r][m] if {
 # of another type has no section and is left to the full rules).
 _mfa_key := {true: "true", false: "false"}
 
-_consent_ok if not _sec.consent_required
-
-_consent_ok if {
-	some c in input.enrichment.consents
-	c.status == "granted"
-	_covers(c.purpose)
-	_unexpired(c)
-}
-
-# The tests of util.purpose_covers and util.ns, written out (fewer calls per consent record).
-_covers(p) if p == input.purpose
-
-_covers(p) if startswith(input.purpose, concat("", [p, "."]))
-
 _unexpired(c) if not c.expires_at
 
 _unexpired(c) if time.parse_rfc3339_ns(c.expires_at) > input.time.now_ns
-
-_case_ok if not _sec.case_required
-
-_case_ok if {
-	input.case_id != ""
-	c := input.enrichment.case
-	c.status == "open"
-	c.customer_id == input.resource.customer_id
-	input.subject.id in c.assignees
-}
 
 # METADATA
 # title: Sections

@@ -164,3 +164,20 @@ test_sections_know_covering_purposes_and_consent_reasons if {
 	s.covering == {"marketing", "marketing.communications", "marketing.communications.email"}
 	s.consent_denials.withdrawn == [{"code": "consent.withdrawn", "message": "the customer withdrew consent for \"marketing.communications.email\""}]
 }
+
+# A purpose that needs both consent and a case (none in the shipped catalogue) has its own
+# branch of the fast decision: decided there when both hold, left to the full rules otherwise.
+_both_catalog := object.union(data.consentry.catalog, {"purposes": {"essential.service.operations.support": object.union(
+	data.consentry.catalog.purposes["essential.service.operations.support"],
+	{"consent_required": true},
+)}})
+
+test_consent_and_case_branch if {
+	ok := _with_consents(fx.support, [fx.granted("essential.service")])
+	d := fastpath.decision with input as ok with data.consentry.catalog as _both_catalog
+	d == consentry.full_decision with input as ok with data.consentry.catalog as _both_catalog
+	d.allow
+	not fastpath.decision with input as _with_consents(fx.support, []) with data.consentry.catalog as _both_catalog
+	no_case := fx.replace(ok, {"enrichment": object.union(ok.enrichment, {"case": object.union(ok.enrichment.case, {"status": "closed"})})})
+	not fastpath.decision with input as no_case with data.consentry.catalog as _both_catalog
+}

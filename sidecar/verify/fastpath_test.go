@@ -170,7 +170,7 @@ func clone(t *testing.T, v map[string]any) map[string]any {
 }
 
 // TestScenarioRunCatchesShortcutDrift: a policy author changes the rules and the fast path no
-// longer agrees (here: the fast path loses its case check). `consentry test` - and so `bundle
+// longer agrees (here: the fast path loses the assignee test of its case check). `consentry test` - and so `bundle
 // build` - fails on every scenario where the two disagree, instead of shipping a policy whose
 // common requests skip the changed rule.
 func TestScenarioRunCatchesShortcutDrift(t *testing.T) {
@@ -181,9 +181,9 @@ func TestScenarioRunCatchesShortcutDrift(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	broken := strings.Replace(string(raw), "\n\t_case_ok\n", "\n", 1)
+	broken := strings.Replace(string(raw), "\n\tinput.subject.id in cs.assignees\n", "\n", 1)
 	if broken == string(raw) {
-		t.Fatal("fixture: the fast path no longer has a `_case_ok` line to remove")
+		t.Fatal("fixture: the fast path no longer has an `input.subject.id in cs.assignees` line to remove")
 	}
 	if err := os.WriteFile(path, []byte(broken), 0o644); err != nil {
 		t.Fatal(err)
