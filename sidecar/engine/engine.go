@@ -121,6 +121,7 @@ func (e *Engine) compile(ctx context.Context, ps *PolicySet) (*prepared, error) 
 	if err != nil {
 		return nil, &CompileError{Errs: []string{fmt.Sprintf("read policy data: %v", err)}}
 	}
+	internCatalog(ps.Data)
 	rev := ps.Revision
 	if rev == "" {
 		rev = noRevisionID

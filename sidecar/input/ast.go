@@ -14,26 +14,26 @@ func (in *Input) ToValue() ast.Value {
 	o := newObj(12)
 	o.put("request", in.Request.value())
 	o.put("subject", in.Subject.value())
-	o.put("purpose", ast.String(in.Purpose))
+	o.put("purpose", str(in.Purpose))
 	if in.CaseID != "" {
-		o.put("case_id", ast.String(in.CaseID))
+		o.put("case_id", str(in.CaseID))
 	}
 	if in.BreakGlass != nil {
 		bg := newObj(1)
-		bg.put("justification", ast.String(in.BreakGlass.Justification))
+		bg.put("justification", str(in.BreakGlass.Justification))
 		o.put("break_glass", bg.Object)
 	}
-	o.put("action", ast.String(in.Action))
+	o.put("action", str(in.Action))
 	o.put("resource", in.Resource.value())
 	o.put("enrichment", in.Enrichment.value())
 	if in.Phase != "" {
-		o.put("phase", ast.String(in.Phase))
+		o.put("phase", str(in.Phase))
 	}
 	if len(in.Records) > 0 {
 		terms := make([]*ast.Term, len(in.Records))
 		for i := range in.Records {
 			r := newObj(2)
-			r.put("customer_id", ast.String(in.Records[i].CustomerID))
+			r.put("customer_id", str(in.Records[i].CustomerID))
 			r.put("enrichment", in.Records[i].Enrichment.value())
 			terms[i] = ast.NewTerm(r.Object)
 		}
@@ -50,13 +50,13 @@ func (r *Request) value() ast.Value {
 	o := newObj(10)
 	o.optString("id", r.ID)
 	o.optString("front_door", r.FrontDoor)
-	o.put("method", ast.String(r.Method))
-	o.put("path", ast.String(r.Path))
+	o.put("method", str(r.Method))
+	o.put("path", str(r.Path))
 	o.optString("route", r.Route)
 	if len(r.Params) > 0 {
 		p := newObj(len(r.Params))
 		for k, v := range r.Params {
-			p.put(k, ast.String(v))
+			p.put(k, str(v))
 		}
 		o.put("params", p.Object)
 	}
@@ -99,7 +99,7 @@ func (s *Subject) value() ast.Value {
 
 func (r *Resource) value() ast.Value {
 	o := newObj(3)
-	o.put("type", ast.String(r.Type))
+	o.put("type", str(r.Type))
 	o.optString("customer_id", r.CustomerID)
 	if len(r.Fields) > 0 {
 		o.put("fields", strings(r.Fields))
@@ -116,16 +116,16 @@ func (e *Enrichment) value() ast.Value {
 	o.put("consents", ast.NewArray(cs...))
 	if e.Case != nil {
 		c := newObj(5)
-		c.put("id", ast.String(e.Case.ID))
-		c.put("customer_id", ast.String(e.Case.CustomerID))
+		c.put("id", str(e.Case.ID))
+		c.put("customer_id", str(e.Case.CustomerID))
 		c.put("assignees", strings(e.Case.Assignees))
-		c.put("status", ast.String(e.Case.Status))
+		c.put("status", str(e.Case.Status))
 		c.optString("purpose", e.Case.Purpose)
 		o.put("case", c.Object)
 	}
 	if e.Agreement != nil {
 		a := newObj(5)
-		a.put("processor_id", ast.String(e.Agreement.ProcessorID))
+		a.put("processor_id", str(e.Agreement.ProcessorID))
 		a.put("purposes", strings(e.Agreement.Purposes))
 		a.put("categories", strings(e.Agreement.Categories))
 		a.optTime("valid_from", e.Agreement.ValidFrom)
@@ -134,7 +134,7 @@ func (e *Enrichment) value() ast.Value {
 	}
 	if e.Customer != nil {
 		c := newObj(4)
-		c.put("id", ast.String(e.Customer.ID))
+		c.put("id", str(e.Customer.ID))
 		c.optTime("retention_until", e.Customer.RetentionUntil)
 		c.put("erased", ast.Boolean(e.Customer.Erased))
 		c.optTime("erased_at", e.Customer.ErasedAt)
@@ -148,8 +148,8 @@ func (e *Enrichment) value() ast.Value {
 
 func (c *Consent) value() ast.Value {
 	o := newObj(10)
-	o.put("purpose", ast.String(c.Purpose))
-	o.put("status", ast.String(c.Status))
+	o.put("purpose", str(c.Purpose))
+	o.put("status", str(c.Status))
 	o.optString("notice_version", c.NoticeVersion)
 	o.optString("notice_hash", c.NoticeHash)
 	o.optString("channel", c.Channel)
@@ -182,7 +182,7 @@ func (o *obj) put(k string, v ast.Value) {
 
 func (o *obj) optString(k, v string) {
 	if v != "" {
-		o.put(k, ast.String(v))
+		o.put(k, str(v))
 	}
 }
 
@@ -205,6 +205,9 @@ var keyTerms = func() map[string]*ast.Term {
 		"valid_until", "customer", "retention_until", "erased", "erased_at", "errors",
 		"notice_version", "notice_hash", "channel", "captured_by", "granted_at", "expires_at",
 		"withdrawn_at", "event_id",
+		// common request header names
+		"x-purpose", "x-case-id", "authorization", "content-type", "accept", "user-agent", "x-request-id",
+		"x-forwarded-for", "x-consentry-purpose", "x-consentry-case-id",
 	} {
 		m[k] = ast.StringTerm(k)
 	}
@@ -222,7 +225,7 @@ func strings(ss []string) ast.Value {
 	terms := make([]*ast.Term, len(ss))
 	slab := make([]ast.Term, len(ss))
 	for i, s := range ss {
-		slab[i].Value = ast.String(s)
+		slab[i].Value = str(s)
 		terms[i] = &slab[i]
 	}
 	return ast.NewArray(terms...)
