@@ -26,9 +26,9 @@ import data.consentry.util
 decision := {
 	"allow": true,
 	"status": 200,
-	"reasons": sort({r | some f in req; some r in s.info[f]}),
+	"reasons": sort({r | some f, rs in s.info; known[f]; some r in rs}),
 	"fields": known,
-	"key_scopes": sort({k | some f in req; k := s.key_fields[f]}),
+	"key_scopes": sort({k | some f, k in s.key_fields; known[f]}),
 	"obligations": [],
 	"headers": {
 		"x-consentry-purpose": input.purpose,
@@ -40,8 +40,9 @@ decision := {
 	# One branch per (consent required, case required) of the section, so that each body holds
 	# only the record checks the purpose needs. Request level: a well-formed employee or service
 	# request (the section exists only for a catalogue purpose the role may act for), no
-	# break-glass, an action the purpose permits, every requested field a distinct catalogue
-	# field, writes only of fields allowed in full. Record level: one customer in the request
+	# break-glass, an action the purpose permits (a key of s.writes), every requested field a
+	# distinct catalogue field, and for a write (w = 1) every requested field allowed in full
+	# (allowed holds requested fields only, so >= is ==). Record level: one customer in the request
 	# phase, readable state, then consent and case as the section requires, then retention. A
 	# missing id, customer id or case id fails its test here: the full rules then decide.
 	# Neither consent nor a case.
@@ -52,12 +53,12 @@ decision := {
 	input.subject.type in {"employee", "service"}
 	input.subject.id != ""
 	not input.break_glass
-	input.action in s.actions
+	w := s.writes[input.action]
 	req := object.get(input.resource, "fields", [])
 	known := object.filter(s.fields, req)
 	count(known) == count(req)
 	allowed := object.filter(s.allowed, req)
-	_writes_ok(count(allowed), count(req))
+	count(allowed) >= w * count(req)
 	input.resource.customer_id != ""
 	count(object.get(input.enrichment, "errors", [])) == 0
 	cust := input.enrichment.customer
@@ -66,9 +67,9 @@ decision := {
 } else := {
 	"allow": true,
 	"status": 200,
-	"reasons": sort({r | some f in req; some r in s.info[f]}),
+	"reasons": sort({r | some f, rs in s.info; known[f]; some r in rs}),
 	"fields": known,
-	"key_scopes": sort({k | some f in req; k := s.key_fields[f]}),
+	"key_scopes": sort({k | some f, k in s.key_fields; known[f]}),
 	"obligations": [],
 	"headers": {
 		"x-consentry-purpose": input.purpose,
@@ -85,12 +86,12 @@ decision := {
 	input.subject.type in {"employee", "service"}
 	input.subject.id != ""
 	not input.break_glass
-	input.action in s.actions
+	w := s.writes[input.action]
 	req := object.get(input.resource, "fields", [])
 	known := object.filter(s.fields, req)
 	count(known) == count(req)
 	allowed := object.filter(s.allowed, req)
-	_writes_ok(count(allowed), count(req))
+	count(allowed) >= w * count(req)
 	input.resource.customer_id != ""
 	count(object.get(input.enrichment, "errors", [])) == 0
 	input.case_id != ""
@@ -104,9 +105,9 @@ decision := {
 } else := {
 	"allow": true,
 	"status": 200,
-	"reasons": sort({r | some f in req; some r in s.info[f]}),
+	"reasons": sort({r | some f, rs in s.info; known[f]; some r in rs}),
 	"fields": known,
-	"key_scopes": sort({k | some f in req; k := s.key_fields[f]}),
+	"key_scopes": sort({k | some f, k in s.key_fields; known[f]}),
 	"obligations": [],
 	"headers": {
 		"x-consentry-purpose": input.purpose,
@@ -123,12 +124,12 @@ decision := {
 	input.subject.type in {"employee", "service"}
 	input.subject.id != ""
 	not input.break_glass
-	input.action in s.actions
+	w := s.writes[input.action]
 	req := object.get(input.resource, "fields", [])
 	known := object.filter(s.fields, req)
 	count(known) == count(req)
 	allowed := object.filter(s.allowed, req)
-	_writes_ok(count(allowed), count(req))
+	count(allowed) >= w * count(req)
 	input.resource.customer_id != ""
 	count(object.get(input.enrichment, "errors", [])) == 0
 	some c in input.enrichment.consents
@@ -141,9 +142,9 @@ decision := {
 } else := {
 	"allow": true,
 	"status": 200,
-	"reasons": sort({r | some f in req; some r in s.info[f]}),
+	"reasons": sort({r | some f, rs in s.info; known[f]; some r in rs}),
 	"fields": known,
-	"key_scopes": sort({k | some f in req; k := s.key_fields[f]}),
+	"key_scopes": sort({k | some f, k in s.key_fields; known[f]}),
 	"obligations": [],
 	"headers": {
 		"x-consentry-purpose": input.purpose,
@@ -160,12 +161,12 @@ decision := {
 	input.subject.type in {"employee", "service"}
 	input.subject.id != ""
 	not input.break_glass
-	input.action in s.actions
+	w := s.writes[input.action]
 	req := object.get(input.resource, "fields", [])
 	known := object.filter(s.fields, req)
 	count(known) == count(req)
 	allowed := object.filter(s.allowed, req)
-	_writes_ok(count(allowed), count(req))
+	count(allowed) >= w * count(req)
 	input.resource.customer_id != ""
 	count(object.get(input.enrichment, "errors", [])) == 0
 	some c in input.enrichment.consents
@@ -203,12 +204,12 @@ decision := {
 	input.subject.id != ""
 	not input.break_glass
 	s := _sec
-	input.action in s.actions
+	w := s.writes[input.action]
 	req := object.get(input.resource, "fields", [])
 	known := object.filter(s.fields, req)
 	count(known) == count(req)
 	allowed := object.filter(s.allowed, req)
-	_writes_ok(count(allowed), count(req))
+	count(allowed) >= w * count(req)
 	scopes := {k | some k in object.filter(s.key_fields, req)}
 	served := {"allow": true, "reasons": [], "fields": known, "key_scopes": scopes}
 }
@@ -280,12 +281,6 @@ _expired(c) if {
 	time.parse_rfc3339_ns(c.expires_at) <= input.time.now_ns
 }
 
-# Writes (create, update) only of fields allowed in full: given the number of requested fields
-# that are allowed and the number requested, the two are equal for a write.
-_writes_ok(_, _) if not input.action in {"create", "update"}
-
-_writes_ok(n, n)
-
 # The section of the declared purpose for the caller's single role and MFA state, read
 # straight from the materialized sections when the engine provides them.
 _sec := data.consentry.generated.fastpath_tables[input.purpose][r][m] if {
@@ -320,7 +315,12 @@ _role_sections(p, pdef) := {r: {"true": _section(p, pdef, r, true), "false": _se
 }
 
 _section(p, pdef, r, mfa) := {
-	"actions": {a | some a in pdef.actions; a in data.consentry.request._actions},
+	# The actions the purpose permits, each with 1 if it is a write (create, update: only fields
+	# allowed in full may be written) and 0 otherwise.
+	"writes": {a: to_number(a in {"create", "update"}) |
+		some a in pdef.actions
+		a in data.consentry.request._actions
+	},
 	"consent_required": _flag(pdef, "consent_required"),
 	"case_required": _flag(pdef, "case_required"),
 	"fields": object.union(t.fields, object.filter(minimization.tables.denied, blocked)),
