@@ -111,13 +111,13 @@ func get(m ast.Object, k string) ast.Value {
 // stringKeys reports whether every key of m is a string (JSON conversion renders other keys
 // as strings; such results are left to FromResult).
 func stringKeys(m ast.Object) bool {
-	ok := true
-	m.Foreach(func(k, _ *ast.Term) {
-		if _, s := k.Value.(ast.String); !s {
-			ok = false
-		}
-	})
-	return ok
+	return !m.Until(nonStringKey)
+}
+
+// nonStringKey is a package-level func so that stringKeys allocates no closure.
+func nonStringKey(k, _ *ast.Term) bool {
+	_, s := k.Value.(ast.String)
+	return !s
 }
 
 func astBool(m ast.Object, key string, required bool) (bool, bool) {
