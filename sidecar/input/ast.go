@@ -11,64 +11,65 @@ import (
 // ToValue converts the document to an OPA value without a JSON round trip. The result is
 // equal to ast.InterfaceToValue of the document's JSON encoding (a test holds it to that).
 func (in *Input) ToValue() ast.Value {
-	o := newObj(12)
-	o.put("request", in.Request.value())
-	o.put("subject", in.Subject.value())
+	cv := &conv{terms: make([]ast.Term, 0, 96+12*len(in.Enrichment.Consents)+len(in.Resource.Fields))}
+	o := cv.newObj(12)
+	o.put("request", in.Request.value(cv))
+	o.put("subject", in.Subject.value(cv))
 	o.put("purpose", str(in.Purpose))
 	if in.CaseID != "" {
 		o.put("case_id", str(in.CaseID))
 	}
 	if in.BreakGlass != nil {
-		bg := newObj(1)
+		bg := cv.newObj(1)
 		bg.put("justification", str(in.BreakGlass.Justification))
 		o.put("break_glass", bg.Object)
 	}
 	o.put("action", str(in.Action))
-	o.put("resource", in.Resource.value())
-	o.put("enrichment", in.Enrichment.value())
+	o.put("resource", in.Resource.value(cv))
+	o.put("enrichment", in.Enrichment.value(cv))
 	if in.Phase != "" {
 		o.put("phase", str(in.Phase))
 	}
 	if len(in.Records) > 0 {
-		terms := make([]*ast.Term, len(in.Records))
+		terms := cv.ptrs(len(in.Records))
 		for i := range in.Records {
-			r := newObj(2)
+			r := cv.newObj(2)
 			r.put("customer_id", str(in.Records[i].CustomerID))
-			r.put("enrichment", in.Records[i].Enrichment.value())
-			terms[i] = ast.NewTerm(r.Object)
+			r.put("enrichment", in.Records[i].Enrichment.value(cv))
+			terms[i] = cv.term(r.Object)
 		}
 		o.put("records", ast.NewArray(terms...))
 	}
-	t := newObj(2)
+	t := cv.newObj(2)
 	t.put("now", ast.String(in.Time.Now.UTC().Format(time.RFC3339Nano)))
 	t.put("now_ns", ast.Number(strconv.FormatInt(in.Time.NowNS, 10)))
 	o.put("time", t.Object)
 	return o.Object
 }
 
-func (r *Request) value() ast.Value {
-	o := newObj(10)
+func (r *Request) value(cv *conv) ast.Value {
+	o := cv.newObj(10)
 	o.optString("id", r.ID)
 	o.optString("front_door", r.FrontDoor)
 	o.put("method", str(r.Method))
 	o.put("path", str(r.Path))
 	o.optString("route", r.Route)
 	if len(r.Params) > 0 {
-		p := newObj(len(r.Params))
+		p := cv.newObj(len(r.Params))
 		for k, v := range r.Params {
 			p.put(k, str(v))
 		}
 		o.put("params", p.Object)
 	}
 	if len(r.Headers) > 0 {
-		o.put("headers", multiMap(r.Headers))
+		o.put("headers", cv.multiMap(r.Headers))
 	}
 	if len(r.Query) > 0 {
-		o.put("query", multiMap(r.Query))
+		o.put("query", cv.multiMap(r.Query))
 	}
 	o.optString("host", r.Host)
 	if r.Source != (Source{}) {
-		s := newObj(2)
+		s := cv.newObj(2)
 		s.optString("address", r.Source.Address)
 		s.optString("principal", r.Source.Principal)
 		o.put("source", s.Object)
@@ -76,12 +77,12 @@ func (r *Request) value() ast.Value {
 	return o.Object
 }
 
-func (s *Subject) value() ast.Value {
-	o := newObj(8)
+func (s *Subject) value(cv *conv) ast.Value {
+	o := cv.newObj(8)
 	o.optString("id", s.ID)
 	o.optString("type", s.Type)
 	if len(s.Roles) > 0 {
-		o.put("roles", strings(s.Roles))
+		o.put("roles", cv.strings(s.Roles))
 	}
 	o.optString("processor_id", s.ProcessorID)
 	o.optString("customer_id", s.CustomerID)
@@ -97,43 +98,43 @@ func (s *Subject) value() ast.Value {
 	return o.Object
 }
 
-func (r *Resource) value() ast.Value {
-	o := newObj(3)
+func (r *Resource) value(cv *conv) ast.Value {
+	o := cv.newObj(3)
 	o.put("type", str(r.Type))
 	o.optString("customer_id", r.CustomerID)
 	if len(r.Fields) > 0 {
-		o.put("fields", strings(r.Fields))
+		o.put("fields", cv.strings(r.Fields))
 	}
 	return o.Object
 }
 
-func (e *Enrichment) value() ast.Value {
-	o := newObj(5)
-	cs := make([]*ast.Term, len(e.Consents))
+func (e *Enrichment) value(cv *conv) ast.Value {
+	o := cv.newObj(5)
+	cs := cv.ptrs(len(e.Consents))
 	for i := range e.Consents {
-		cs[i] = ast.NewTerm(e.Consents[i].value())
+		cs[i] = cv.term(e.Consents[i].value(cv))
 	}
 	o.put("consents", ast.NewArray(cs...))
 	if e.Case != nil {
-		c := newObj(5)
+		c := cv.newObj(5)
 		c.put("id", str(e.Case.ID))
 		c.put("customer_id", str(e.Case.CustomerID))
-		c.put("assignees", strings(e.Case.Assignees))
+		c.put("assignees", cv.strings(e.Case.Assignees))
 		c.put("status", str(e.Case.Status))
 		c.optString("purpose", e.Case.Purpose)
 		o.put("case", c.Object)
 	}
 	if e.Agreement != nil {
-		a := newObj(5)
+		a := cv.newObj(5)
 		a.put("processor_id", str(e.Agreement.ProcessorID))
-		a.put("purposes", strings(e.Agreement.Purposes))
-		a.put("categories", strings(e.Agreement.Categories))
+		a.put("purposes", cv.strings(e.Agreement.Purposes))
+		a.put("categories", cv.strings(e.Agreement.Categories))
 		a.optTime("valid_from", e.Agreement.ValidFrom)
 		a.optTime("valid_until", e.Agreement.ValidUntil)
 		o.put("agreement", a.Object)
 	}
 	if e.Customer != nil {
-		c := newObj(4)
+		c := cv.newObj(4)
 		c.put("id", str(e.Customer.ID))
 		c.optTime("retention_until", e.Customer.RetentionUntil)
 		c.put("erased", ast.Boolean(e.Customer.Erased))
@@ -141,13 +142,13 @@ func (e *Enrichment) value() ast.Value {
 		o.put("customer", c.Object)
 	}
 	if len(e.Errors) > 0 {
-		o.put("errors", strings(e.Errors))
+		o.put("errors", cv.strings(e.Errors))
 	}
 	return o.Object
 }
 
-func (c *Consent) value() ast.Value {
-	o := newObj(10)
+func (c *Consent) value(cv *conv) ast.Value {
+	o := cv.newObj(10)
 	o.put("purpose", str(c.Purpose))
 	o.put("status", str(c.Status))
 	o.optString("notice_version", c.NoticeVersion)
@@ -161,23 +162,47 @@ func (c *Consent) value() ast.Value {
 	return o.Object
 }
 
-// obj builds an object. Keys are shared, pre-built terms (keyTerm) and value terms come from a
-// slab allocated once per object: one allocation per object instead of three per member.
-type obj struct {
-	ast.Object
-	slab []ast.Term
+// conv holds the terms of one conversion: value terms and array element slices are cut from
+// shared arenas (a few allocations per input instead of one or two per object and array).
+// Terms are never mutated once built (OPA treats the values of its input as immutable).
+type conv struct {
+	terms []ast.Term
+	elems []*ast.Term
 }
 
-func newObj(n int) obj {
-	return obj{Object: ast.NewObjectWithCapacity(n), slab: make([]ast.Term, 0, n)}
+// term returns a term for v from the arena.
+func (cv *conv) term(v ast.Value) *ast.Term {
+	if len(cv.terms) == cap(cv.terms) {
+		cv.terms = make([]ast.Term, 0, 64)
+	}
+	cv.terms = append(cv.terms, ast.Term{Value: v})
+	return &cv.terms[len(cv.terms)-1]
+}
+
+// ptrs returns a slice of n element pointers from the arena, capped at n so that appending to
+// it (ast.Array.Append) copies instead of overwriting the next slice.
+func (cv *conv) ptrs(n int) []*ast.Term {
+	if cap(cv.elems)-len(cv.elems) < n {
+		cv.elems = make([]*ast.Term, 0, max(64, n))
+	}
+	i := len(cv.elems)
+	cv.elems = cv.elems[:i+n]
+	return cv.elems[i : i+n : i+n]
+}
+
+// obj builds an object whose member keys are shared, pre-built terms (keyTerm) and whose value
+// terms come from the conversion's arena.
+type obj struct {
+	ast.Object
+	cv *conv
+}
+
+func (cv *conv) newObj(n int) obj {
+	return obj{Object: ast.NewObjectWithCapacity(n), cv: cv}
 }
 
 func (o *obj) put(k string, v ast.Value) {
-	if len(o.slab) == cap(o.slab) {
-		o.slab = make([]ast.Term, 0, 4)
-	}
-	o.slab = append(o.slab, ast.Term{Value: v})
-	o.Insert(keyTerm(k), &o.slab[len(o.slab)-1])
+	o.Insert(keyTerm(k), o.cv.term(v))
 }
 
 func (o *obj) optString(k, v string) {
@@ -221,25 +246,23 @@ func keyTerm(k string) *ast.Term {
 	return ast.StringTerm(k)
 }
 
-func strings(ss []string) ast.Value {
-	terms := make([]*ast.Term, len(ss))
-	slab := make([]ast.Term, len(ss))
+func (cv *conv) strings(ss []string) ast.Value {
+	terms := cv.ptrs(len(ss))
 	for i, s := range ss {
-		slab[i].Value = str(s)
-		terms[i] = &slab[i]
+		terms[i] = cv.term(str(s))
 	}
 	return ast.NewArray(terms...)
 }
 
-func multiMap(m map[string][]string) ast.Value {
-	o := newObj(len(m))
+func (cv *conv) multiMap(m map[string][]string) ast.Value {
+	o := cv.newObj(len(m))
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		o.put(k, strings(m[k]))
+		o.put(k, cv.strings(m[k]))
 	}
 	return o.Object
 }
