@@ -15,6 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"sync"
 	"time"
 
@@ -236,7 +239,7 @@ func (m *Manager) activate(ctx context.Context, c candidate) error {
 	m.actMu.Lock()
 	defer m.actMu.Unlock()
 	start := m.now()
-	next, err := m.prepare(ctx, c)
+	next, err := m.prepareQuietly(ctx, c)
 	var ar *alreadyRejected
 	switch {
 	case errors.Is(err, errUnchanged):
@@ -270,6 +273,34 @@ func (m *Manager) activate(ctx context.Context, c candidate) error {
 	}
 	return nil
 }
+
+// prepareQuietly runs prepare with the garbage collector held back: verifying and compiling a
+// bundle allocates tens of MB in ~100 ms, and every GC cycle it triggers makes the goroutines
+// serving decisions pay mark assists - the activation's main effect on decision latency. The
+// garbage is collected in one cycle afterwards. The extra heap is bounded by the bundle size
+// limit (policy.max_size_bytes) times the compiler's expansion.
+func (m *Manager) prepareQuietly(ctx context.Context, c candidate) (*ActiveBundle, error) {
+	// A soft memory limit keeps the pause bounded: with GC off the runtime still collects when
+	// the heap reaches it (an operator's GOMEMLIMIT, if lower, stays in force).
+	live := uint64(0)
+	sample := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(sample)
+	if sample[0].Value.Kind() == rtmetrics.KindUint64 {
+		live = sample[0].Value.Uint64()
+	}
+	oldLimit := debug.SetMemoryLimit(-1)
+	limit := int64(min(live+quietHeadroom, uint64(math.MaxInt64)))
+	debug.SetMemoryLimit(min(oldLimit, limit))
+	oldPercent := debug.SetGCPercent(-1)
+	defer func() {
+		debug.SetGCPercent(oldPercent)
+		debug.SetMemoryLimit(oldLimit)
+	}()
+	return m.prepare(ctx, c)
+}
+
+// quietHeadroom is how much the heap may grow during an activation before the GC runs anyway.
+const quietHeadroom = 1 << 30
 
 func (m *Manager) prepare(ctx context.Context, c candidate) (*ActiveBundle, error) {
 	cur := m.Active()

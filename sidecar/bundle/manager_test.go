@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -364,5 +365,21 @@ func TestDirSourceNeedsSignatures(t *testing.T) {
 	eventually(t, 5*time.Second, "signature_missing rejection", func() bool { return f.rejections(bundle.ReasonSignatureMissing) == 1 })
 	if f.mgr.Ready(context.Background()) == nil {
 		t.Fatal("unsigned policy directory activated while signatures are required")
+	}
+}
+
+// TestActivationRestoresGCSettings: the collector is held back only while a bundle is prepared;
+// the operator's GC percent and memory limit are back afterwards, also after a rejection.
+func TestActivationRestoresGCSettings(t *testing.T) {
+	f := newFixture(t, bundle.Config{Dir: t.TempDir(), RequireSignatures: new(bool)})
+	prevPercent := debug.SetGCPercent(137)
+	prevLimit := debug.SetMemoryLimit(3 << 30)
+	t.Cleanup(func() { debug.SetGCPercent(prevPercent); debug.SetMemoryLimit(prevLimit) })
+	_ = f.mgr.ActivateTarball(context.Background(), []byte("not a bundle"), "test")
+	if p := debug.SetGCPercent(137); p != 137 {
+		t.Errorf("GC percent after activation: %d, want 137", p)
+	}
+	if l := debug.SetMemoryLimit(3 << 30); l != 3<<30 {
+		t.Errorf("memory limit after activation: %d, want %d", l, 3<<30)
 	}
 }
