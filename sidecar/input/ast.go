@@ -4,6 +4,7 @@ import (
 	"sort"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -11,7 +12,10 @@ import (
 // ToValue converts the document to an OPA value without a JSON round trip. The result is
 // equal to ast.InterfaceToValue of the document's JSON encoding (a test holds it to that).
 func (in *Input) ToValue() ast.Value {
-	cv := &conv{terms: make([]ast.Term, 0, 96+12*len(in.Enrichment.Consents)+len(in.Resource.Fields))}
+	cv := &conv{
+		terms: make([]ast.Term, 0, 96+12*len(in.Enrichment.Consents)+len(in.Resource.Fields)),
+		text:  make([]byte, 0, 64+96*len(in.Enrichment.Consents)),
+	}
 	o := cv.newObj(12)
 	o.put("request", in.Request.value(cv))
 	o.put("subject", in.Subject.value(cv))
@@ -41,8 +45,9 @@ func (in *Input) ToValue() ast.Value {
 		o.put("records", ast.NewArray(terms...))
 	}
 	t := cv.newObj(2)
-	t.put("now", ast.String(in.Time.Now.UTC().Format(time.RFC3339Nano)))
-	t.put("now_ns", ast.Number(strconv.FormatInt(in.Time.NowNS, 10)))
+	t.put("now", cv.time(in.Time.Now))
+	cv.text = strconv.AppendInt(cv.text, in.Time.NowNS, 10)
+	t.put("now_ns", ast.Number(cv.cut()))
 	o.put("time", t.Object)
 	return o.Object
 }
@@ -168,6 +173,27 @@ func (c *Consent) value(cv *conv) ast.Value {
 type conv struct {
 	terms []ast.Term
 	elems []*ast.Term
+	text  []byte // formatted timestamps and numbers; bytes once cut are never written again
+	mark  int    // start of the text not yet cut
+}
+
+// time formats t (UTC, RFC 3339 with nanoseconds, as encoding/json would) into the text
+// buffer.
+func (cv *conv) time(t time.Time) ast.Value {
+	cv.text = t.UTC().AppendFormat(cv.text, time.RFC3339Nano)
+	return ast.String(cv.cut())
+}
+
+// cut returns the text appended since the last cut as a string sharing the buffer's memory.
+// Appending later never changes those bytes (a full buffer is copied, and the string keeps
+// the old array alive).
+func (cv *conv) cut() string {
+	b := cv.text[cv.mark:]
+	cv.mark = len(cv.text)
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // term returns a term for v from the arena.
@@ -213,7 +239,7 @@ func (o *obj) optString(k, v string) {
 
 func (o *obj) optTime(k string, t *time.Time) {
 	if t != nil {
-		o.put(k, ast.String(t.UTC().Format(time.RFC3339Nano)))
+		o.put(k, o.cv.time(*t))
 	}
 }
 
