@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/consentry/consentry/e2e/harness"
 	"github.com/consentry/consentry/sidecar/auditlog"
@@ -24,15 +22,7 @@ import (
 // caller still gets 401; when the database is back the sidecar is ready again and writes work.
 func TestFaultPostgresStopped(t *testing.T) {
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, pgURL())
-	if err != nil {
-		t.Fatalf("PostgreSQL at %s is required: %v", pgURL(), err)
-	}
-	schema := fmt.Sprintf("e2e_pgfault_%d", time.Now().UnixNano())
-	t.Cleanup(func() {
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
-		conn.Close(context.Background())
-	})
+	schema := pgSchema(t, "e2e_pgfault")
 	u, err := url.Parse(pgURL())
 	if err != nil {
 		t.Fatal(err)

@@ -54,6 +54,22 @@ envoy: {listen: %[9]s, response_phase: true}
 	return r
 }
 
+// pgSchema names a fresh schema on the machine's PostgreSQL (required: make test starts one
+// when none answers) and drops it when the test ends.
+func pgSchema(t *testing.T, prefix string) string {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), pgURL())
+	if err != nil {
+		t.Fatalf("PostgreSQL at %s is required (make test starts one): %v", pgURL(), err)
+	}
+	schema := fmt.Sprintf("%s_%d", prefix, time.Now().UnixNano())
+	t.Cleanup(func() {
+		_, _ = conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+		conn.Close(context.Background())
+	})
+	return schema
+}
+
 func pgURL() string {
 	if u := os.Getenv("CONSENTRY_PG_URL"); u != "" {
 		return u
@@ -72,16 +88,7 @@ type replica struct {
 // within a second, a consent granted on one and withdrawn on the other is followed by both
 // within a second, and closing the case on the second changes the first's answer.
 func TestReplicasShareStateWithinOneSecond(t *testing.T) {
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, pgURL())
-	if err != nil {
-		t.Fatalf("PostgreSQL at %s is required (make test starts one): %v", pgURL(), err)
-	}
-	schema := fmt.Sprintf("e2e_replicas_%d", time.Now().UnixNano())
-	t.Cleanup(func() {
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
-		conn.Close(context.Background())
-	})
+	schema := pgSchema(t, "e2e_replicas")
 	dir := t.TempDir()
 	is, err := identitytest.New("https://idp.e2e", "consentry")
 	if err != nil {
