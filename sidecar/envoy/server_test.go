@@ -2,21 +2,13 @@ package envoy
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
-	"net/url"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/consentry/consentry/sidecar/tlsserver/tlstest"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -24,64 +16,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 )
-
-// pki is a throwaway CA with a server and a client certificate.
-type pki struct {
-	dir                  string
-	caPool               *x509.CertPool
-	serverCert, client   tls.Certificate
-	caFile, certFile, kf string
-	issue                func(name string, serial int64, server bool) (tls.Certificate, []byte, []byte)
-}
-
-func newPKI(t *testing.T) *pki {
-	t.Helper()
-	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	p := &pki{dir: dir, caPool: x509.NewCertPool()}
-	p.caPool.AddCert(ca)
-	issue := func(name string, serial int64, server bool) (tls.Certificate, []byte, []byte) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature}
-		if server {
-			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-			tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-		} else {
-			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-			u, _ := url.Parse("spiffe://demo.test/ns/mesh/sa/envoy")
-			tmpl.URIs = []*url.URL{u}
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, _ := x509.MarshalECPrivateKey(key)
-		certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-		keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-		c, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, certPEM, keyPEM
-	}
-	p.issue = issue
-	var certPEM, keyPEM []byte
-	p.serverCert, certPEM, keyPEM = issue("consentry", 2, true)
-	p.client, _, _ = issue("envoy", 3, false)
-	p.caFile, p.certFile, p.kf = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	must(t, os.WriteFile(p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600))
-	must(t, os.WriteFile(p.certFile, certPEM, 0o600))
-	must(t, os.WriteFile(p.kf, keyPEM, 0o600))
-	return p
-}
 
 func must(t *testing.T, err error) {
 	t.Helper()
@@ -120,11 +54,11 @@ func tryCheck(addr string, opt grpc.DialOption) error {
 }
 
 func TestTLSAndMTLS(t *testing.T) {
-	p := newPKI(t)
-	tlsAddr := start(t, Config{TLS: TLSConfig{CertFile: p.certFile, KeyFile: p.kf}})
-	mtlsAddr := start(t, Config{TLS: TLSConfig{CertFile: p.certFile, KeyFile: p.kf, ClientCAFile: p.caFile, MinVersion: "1.3"}})
-	withCA := grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: p.caPool}))
-	withClient := grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: p.caPool, Certificates: []tls.Certificate{p.client}}))
+	p := tlstest.New(t)
+	tlsAddr := start(t, Config{TLS: TLSConfig{CertFile: p.CertFile, KeyFile: p.KeyFile}})
+	mtlsAddr := start(t, Config{TLS: TLSConfig{CertFile: p.CertFile, KeyFile: p.KeyFile, ClientCAFile: p.CAFile, MinVersion: "1.3"}})
+	withCA := grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: p.Pool}))
+	withClient := grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: p.Pool, Certificates: []tls.Certificate{p.Client(t, "spiffe://demo.test/ns/mesh/sa/envoy")}}))
 	plain := grpc.WithTransportCredentials(insecure.NewCredentials())
 	untrusted := grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{}))
 
@@ -194,34 +128,27 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestCertificateRotation(t *testing.T) {
-	p := newPKI(t)
-	addr := start(t, Config{TLS: TLSConfig{CertFile: p.certFile, KeyFile: p.kf, ReloadInterval: time.Nanosecond}})
+	p := tlstest.New(t)
+	addr := start(t, Config{TLS: TLSConfig{CertFile: p.CertFile, KeyFile: p.KeyFile, ReloadInterval: time.Nanosecond}})
 	serial := func() int64 {
 		t.Helper()
-		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: p.caPool, NextProtos: []string{"h2"}})
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: p.Pool, NextProtos: []string{"h2"}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
 		return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
 	}
-	if got := serial(); got != 2 {
-		t.Fatalf("serial %d, want 2", got)
-	}
-	_, certPEM, keyPEM := p.issue("consentry", 7, true)
-	must(t, os.WriteFile(p.certFile, certPEM, 0o600))
-	must(t, os.WriteFile(p.kf, keyPEM, 0o600))
-	future := time.Now().Add(time.Minute)
-	must(t, os.Chtimes(p.certFile, future, future))
-	must(t, os.Chtimes(p.kf, future, future))
-	if got := serial(); got != 7 {
-		t.Fatalf("rotated certificate not served: serial %d", got)
+	first := serial()
+	rotated := p.RotateServer(t)
+	if got := serial(); got != rotated || got == first {
+		t.Fatalf("rotated certificate not served: serial %d (first %d, rotated %d)", got, first, rotated)
 	}
 	// A broken rotation keeps the last good certificate.
-	must(t, os.WriteFile(p.certFile, []byte("garbage"), 0o600))
-	later := future.Add(time.Minute)
-	must(t, os.Chtimes(p.certFile, later, later))
-	if got := serial(); got != 7 {
+	must(t, os.WriteFile(p.CertFile, []byte("garbage"), 0o600))
+	later := time.Now().Add(time.Hour)
+	must(t, os.Chtimes(p.CertFile, later, later))
+	if got := serial(); got != rotated {
 		t.Fatalf("broken rotation: serial %d", got)
 	}
 }

@@ -60,6 +60,25 @@ func New(tb testing.TB) *PKI {
 	return p
 }
 
+// RotateServer writes a new server certificate and key over CertFile and KeyFile (with a
+// modification time in the future, so a reloader sees the change at once) and returns the new
+// certificate's serial number.
+func (p *PKI) RotateServer(tb testing.TB) int64 {
+	tb.Helper()
+	serial := p.serial.Load() + 1
+	certPEM, keyPEM := p.issue(tb, "consentry", "", true)
+	future := time.Now().Add(time.Minute * time.Duration(serial))
+	for path, b := range map[string][]byte{p.CertFile: certPEM, p.KeyFile: keyPEM} {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.Chtimes(path, future, future); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return serial
+}
+
 // Client issues a client certificate with the SPIFFE id as its URI SAN ("" for none).
 func (p *PKI) Client(tb testing.TB, spiffeID string) tls.Certificate {
 	tb.Helper()
