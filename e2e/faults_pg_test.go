@@ -13,6 +13,7 @@ import (
 
 	"github.com/consentry/consentry/e2e/harness"
 	"github.com/consentry/consentry/sidecar/auditlog"
+	"github.com/consentry/consentry/sidecar/envoy/envoytest"
 	"github.com/consentry/consentry/sidecar/identity/identitytest"
 )
 
@@ -77,14 +78,14 @@ func TestFaultPostgresStopped(t *testing.T) {
 		if auth != "" {
 			h["authorization"] = auth
 		}
-		resp := extAuthz(t, r.grpc, "/api/customers/c-770001", h)
+		resp := envoytest.Check(t, r.grpc, "GET", "/api/customers/c-770001", h)
 		if id := resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue(); id != "" {
 			ids = append(ids, id)
 		}
 		if auth == "" && resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
 			t.Errorf("unauthenticated: want 401, got %v", resp.GetDeniedResponse().GetStatus())
 		}
-		return allowedBy(resp)
+		return envoytest.Allowed(resp)
 	}
 	if code, b := admin("PUT", "/v1/customers/c-770001", `{"retention_until": "2035-01-01T00:00:00Z"}`); code/100 != 2 {
 		t.Fatalf("%d %s", code, b)

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/consentry/consentry/e2e/harness"
+	"github.com/consentry/consentry/sidecar/envoy/envoytest"
 	"github.com/consentry/consentry/sidecar/identity/identitytest"
 )
 
@@ -108,9 +109,9 @@ func TestReplicasShareStateWithinOneSecond(t *testing.T) {
 		t.Fatal(err)
 	}
 	allowed := func(r *replica) (bool, string) {
-		resp := extAuthz(t, r.grpc, "/api/customers/c-900001",
+		resp := envoytest.Check(t, r.grpc, "GET", "/api/customers/c-900001",
 			map[string]string{"authorization": "Bearer " + tok, "x-purpose": "essential.service.operations.support", "x-case-id": "case-900"})
-		return allowedBy(resp), resp.GetDeniedResponse().GetBody()
+		return envoytest.Allowed(resp), resp.GetDeniedResponse().GetBody()
 	}
 	admin := func(r *replica, method, path, body string) {
 		req, _ := http.NewRequest(method, "http://"+r.admin+path, strings.NewReader(body))
@@ -159,10 +160,10 @@ func TestReplicasShareStateWithinOneSecond(t *testing.T) {
 	}
 	var lastDeny string
 	marketing := func(r *replica) bool {
-		resp := extAuthz(t, r.grpc, "/api/customers/c-900001",
+		resp := envoytest.Check(t, r.grpc, "GET", "/api/customers/c-900001",
 			map[string]string{"authorization": "Bearer " + mtok, "x-purpose": "marketing.communications.email"})
 		lastDeny = resp.GetDeniedResponse().GetBody()
-		return allowedBy(resp)
+		return envoytest.Allowed(resp)
 	}
 	waitMarketing := func(r *replica, want bool) time.Duration {
 		t0 := time.Now()

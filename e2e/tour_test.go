@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/consentry/consentry/sidecar/demo"
+	"github.com/consentry/consentry/sidecar/envoy/envoytest"
 )
 
 // startStack runs the demo stack (real Vault, democrm, consentry processes) on free ports with a
@@ -75,9 +76,9 @@ func testExtAuthz(t *testing.T, s *demo.Stack) {
 			for k, v := range tc.headers {
 				h[k] = v
 			}
-			resp := extAuthz(t, s.GRPCAddr, tc.path, h)
-			if allowedBy(resp) != tc.allow {
-				t.Fatalf("allowed=%v want %v: %v", allowedBy(resp), tc.allow, resp)
+			resp := envoytest.Check(t, s.GRPCAddr, "GET", tc.path, h)
+			if envoytest.Allowed(resp) != tc.allow {
+				t.Fatalf("allowed=%v want %v: %v", envoytest.Allowed(resp), tc.allow, resp)
 			}
 			if tc.reason != "" && !strings.Contains(resp.GetDeniedResponse().GetBody(), tc.reason) {
 				t.Errorf("deny body %s lacks %s", resp.GetDeniedResponse().GetBody(), tc.reason)

@@ -14,17 +14,14 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-jose/go-jose/v4"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/consentry/consentry/sidecar/app"
 	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/config"
 	"github.com/consentry/consentry/sidecar/consent"
+	"github.com/consentry/consentry/sidecar/envoy/envoytest"
 	"github.com/consentry/consentry/sidecar/identity/identitytest"
 	"github.com/consentry/consentry/sidecar/pipeline/pipelinetest"
 )
@@ -159,24 +156,7 @@ func (s *sidecar) token(t *testing.T, sub, typ string, roles ...string) string {
 
 func (s *sidecar) check(t *testing.T, method, path string, headers map[string]string) *authv3.CheckResponse {
 	t.Helper()
-	cc, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := authv3.NewAuthorizationClient(cc).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-			SocketAddress: &corev3.SocketAddress{Address: "10.0.0.9", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 5555}}}}},
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Method: method, Path: path, Host: "crm.internal", Scheme: "http", Headers: headers,
-		}},
-	}})
-	if err != nil {
-		t.Fatalf("check: %v", err)
-	}
-	return resp
+	return envoytest.Check(t, s.grpc, method, path, headers)
 }
 
 // TestAssembledSidecarDecidesAndAudits runs the whole assembly: state written through the
@@ -214,7 +194,7 @@ func TestAssembledSidecarDecidesAndAudits(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			resp := s.check(t, "GET", "/api/customers/c-000001", tc.headers)
-			allowed := codes.Code(resp.GetStatus().GetCode()) == codes.OK
+			allowed := envoytest.Allowed(resp)
 			if allowed != tc.allow {
 				t.Fatalf("allowed=%v, want %v: %v", allowed, tc.allow, resp)
 			}
