@@ -59,8 +59,10 @@ type App struct {
 	Proxy     *proxy.Server
 	Transform *transform.Transformer
 
-	routes routes.Holder
-	enrich enrich.Provider
+	routes    routes.Holder
+	routesCfg routes.Config
+	hasRoutes bool
+	enrich    enrich.Provider
 
 	components []Component
 	closers    []Closer

@@ -32,6 +32,12 @@ import (
 // Each is wired here and nowhere else. Every step that fails returns an error naming its
 // config section; whatever was opened before is closed by New.
 func (a *App) assemble(ctx context.Context) error {
+	// The route map's source matters to two steps: the policy activator (routes.from_bundle)
+	// and the pipeline.
+	var err error
+	if a.hasRoutes, err = a.Config.Section("routes", &a.routesCfg); err != nil {
+		return err
+	}
 	steps := []struct {
 		name string
 		f    func(context.Context) error
@@ -65,11 +71,7 @@ func (a *App) assemblePolicy(ctx context.Context) error {
 			return err
 		}
 	}
-	var rc routes.Config
-	if _, err := a.Config.Section("routes", &rc); err != nil {
-		return err
-	}
-	act := &activator{eng: a.Engine, routes: &a.routes, fromBundle: rc.FromBundle}
+	act := &activator{eng: a.Engine, routes: &a.routes, fromBundle: a.routesCfg.FromBundle}
 	mgr, err := bundle.NewManager(pc, act, a.Registry, a.Log)
 	if err != nil {
 		return err
@@ -316,12 +318,8 @@ func (a *App) assemblePipeline(context.Context) error {
 		return err
 	}
 	a.Admin.AddReadiness("identity", func(context.Context) error { return id.Ready() })
-	var rc routes.Config
-	ok, err := a.Config.Section("routes", &rc)
-	if err != nil {
-		return err
-	}
-	if !ok {
+	rc := a.routesCfg
+	if !a.hasRoutes {
 		return errors.New("routes: section required (routes.file: the CRM's route map, or routes.from_bundle: true)")
 	}
 	if err := rc.Validate(); err != nil {
