@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -68,29 +67,16 @@ func load(t *testing.T, s *demo.Stack, n, faultAt int, fault func()) []answer {
 					r = demo.Request{As: demo.Agent, Method: "GET", Path: "/api/customers/" + cust, Purpose: demo.PurposeSupport}
 				case 3:
 					who = "unauthenticated"
+					r = demo.Request{Method: "GET", Path: "/api/customers/" + cust}
 				}
-				var a answer
-				if who == "unauthenticated" {
-					resp, err := http.Get(s.ProxyURL + "/api/customers/" + cust)
-					if err != nil {
-						if !faulted.Load() {
-							t.Error(err)
-						}
-						continue
+				resp, err := s.Do(context.Background(), r)
+				if err != nil {
+					if !faulted.Load() { // after a crash the sidecar is simply gone
+						t.Error(err)
 					}
-					b, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					a = answer{status: resp.StatusCode, body: string(b), decisionID: resp.Header.Get("X-Consentry-Decision-Id")}
-				} else {
-					resp, err := s.Do(context.Background(), r)
-					if err != nil {
-						if !faulted.Load() { // after a crash the sidecar is simply gone
-							t.Error(err)
-						}
-						continue
-					}
-					a = answer{status: resp.Status, body: string(resp.Body), decisionID: resp.Header.Get("X-Consentry-Decision-Id")}
+					continue
 				}
+				a := answer{status: resp.Status, body: string(resp.Body), decisionID: resp.Header.Get("X-Consentry-Decision-Id")}
 				a.who, a.afterFault = who, after
 				mu.Lock()
 				answers = append(answers, a)
