@@ -20,11 +20,11 @@ import (
 	"github.com/consentry/consentry/sidecar/pipeline/pipelinetest"
 )
 
-// TestEnvoyConfig parses deploy/envoy/envoy.yaml with go-control-plane's types (unknown
-// fields and unknown @types fail), runs Envoy's proto validation rules, and checks the
-// settings consentry's guarantees depend on.
-func TestEnvoyConfig(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join(pipelinetest.RepoRoot(), "deploy", "envoy", "envoy.yaml"))
+// loadBootstrap parses deploy/envoy/<name> as an Envoy v3 bootstrap with go-control-plane's
+// types (unknown fields and unknown @types fail) and runs Envoy's proto validation rules.
+func loadBootstrap(t *testing.T, name string) *bootstrapv3.Bootstrap {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(pipelinetest.RepoRoot(), "deploy", "envoy", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,11 +38,19 @@ func TestEnvoyConfig(t *testing.T) {
 	}
 	var bs bootstrapv3.Bootstrap
 	if err := protojson.Unmarshal(js, &bs); err != nil {
-		t.Fatalf("envoy.yaml is not a valid v3 bootstrap: %v", err)
+		t.Fatalf("%s is not a valid v3 bootstrap: %v", name, err)
 	}
 	if err := bs.ValidateAll(); err != nil {
-		t.Fatalf("envoy.yaml fails validation: %v", err)
+		t.Fatalf("%s fails validation: %v", name, err)
 	}
+	return &bs
+}
+
+// TestEnvoyConfig parses deploy/envoy/envoy.yaml with go-control-plane's types (unknown
+// fields and unknown @types fail), runs Envoy's proto validation rules, and checks the
+// settings consentry's guarantees depend on.
+func TestEnvoyConfig(t *testing.T) {
+	bs := loadBootstrap(t, "envoy.yaml")
 	listeners := bs.GetStaticResources().GetListeners()
 	if len(listeners) == 0 {
 		t.Fatal("no listeners")

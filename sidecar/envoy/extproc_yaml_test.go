@@ -1,42 +1,16 @@
 package envoy
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 
-	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"google.golang.org/protobuf/encoding/protojson"
-	"gopkg.in/yaml.v3"
-
-	"github.com/consentry/consentry/sidecar/pipeline/pipelinetest"
 )
 
 // TestEnvoyExtProcConfig parses deploy/envoy/envoy-ext-proc.yaml with go-control-plane's types,
 // runs Envoy's validation rules, and checks the settings response-side enforcement needs.
 func TestEnvoyExtProcConfig(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join(pipelinetest.RepoRoot(), "deploy", "envoy", "envoy-ext-proc.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc any
-	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	js, err := json.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var bs bootstrapv3.Bootstrap
-	if err := protojson.Unmarshal(js, &bs); err != nil {
-		t.Fatalf("not a valid v3 bootstrap: %v", err)
-	}
-	if err := bs.ValidateAll(); err != nil {
-		t.Fatalf("fails validation: %v", err)
-	}
+	bs := loadBootstrap(t, "envoy-ext-proc.yaml")
 	n := 0
 	for _, l := range bs.GetStaticResources().GetListeners() {
 		for _, fc := range l.GetFilterChains() {
