@@ -266,10 +266,7 @@ func (a *App) assembleState(ctx context.Context) error {
 	}
 	opts := consent.Options{Logger: a.Log.With("component", "state"), Registry: a.Registry}
 	if a.Keys != nil {
-		opts.Eraser = vaultkeys.EraseFunc(func(ctx context.Context, id, actor, reason string) error {
-			_, err := a.Keys.Erase(ctx, id, actor, reason)
-			return err
-		})
+		opts.Eraser = a.Keys.EraseFunc()
 	}
 	st, err := consent.Open(ctx, cc, opts)
 	if err != nil {
