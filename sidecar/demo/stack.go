@@ -20,8 +20,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/vault/api"
-
 	"github.com/consentry/consentry/e2e/harness"
 	"github.com/consentry/consentry/sidecar/identity/identitytest"
 	"github.com/consentry/consentry/vaultkeys/vaulttest"
@@ -186,7 +184,7 @@ func (s *Stack) start(ctx context.Context) error {
 	}
 	s.Vault = v
 	s.step("Vault dev server at %s (transit enabled, file audit device at %s) [%s]", v.Addr, rel(o.Root, v.AuditPath), since(t0))
-	if s.ConsentryToken, err = s.vaultPolicyToken(); err != nil {
+	if s.ConsentryToken, err = v.PolicyToken(filepath.Join(o.Root, "deploy", "vault", "consentry.hcl"), 24*time.Hour); err != nil {
 		return fmt.Errorf("vault policy: %w", err)
 	}
 	s.step("consentry's Vault token carries only deploy/vault/consentry.hcl")
@@ -254,26 +252,6 @@ func (s *Stack) StartConsentry(ctx context.Context) error {
 		return fmt.Errorf("consentry did not become ready: %s (log: %s)", lastLogError(s.Consentry.Log(8000), err), s.Consentry.LogPath)
 	}
 	return nil
-}
-
-// vaultPolicyToken writes consentry's least-privilege policy and returns a token with only it.
-func (s *Stack) vaultPolicyToken() (string, error) {
-	c, err := s.Vault.API()
-	if err != nil {
-		return "", err
-	}
-	hcl, err := os.ReadFile(filepath.Join(s.Opts.Root, "deploy", "vault", "consentry.hcl"))
-	if err != nil {
-		return "", err
-	}
-	if err := c.Sys().PutPolicy("consentry", string(hcl)); err != nil {
-		return "", err
-	}
-	sec, err := c.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"consentry"}, TTL: "24h", NoDefaultPolicy: true})
-	if err != nil {
-		return "", err
-	}
-	return sec.Auth.ClientToken, nil
 }
 
 // config is the consentry.yaml the demo runs with: embedded defaults plus the demo's paths.

@@ -494,12 +494,34 @@ func (s *Server) ConsentryToken(tb testing.TB) string {
 	if err != nil {
 		tb.Fatalf("vaulttest: %v", err)
 	}
-	hcl, err := os.ReadFile(filepath.Join(root, "deploy", "vault", "consentry.hcl"))
+	tok, err := s.PolicyToken(filepath.Join(root, "deploy", "vault", "consentry.hcl"), time.Hour)
 	if err != nil {
 		tb.Fatalf("vaulttest: %v", err)
 	}
-	s.WritePolicy(tb, "consentry", string(hcl))
-	return s.CreateToken(tb, time.Hour, "consentry")
+	return tok
+}
+
+// PolicyToken writes the Vault policy in hclFile as "consentry" and returns a renewable token
+// carrying only that policy (no root, no default policy), valid for ttl.
+func (s *Server) PolicyToken(hclFile string, ttl time.Duration) (string, error) {
+	hcl, err := os.ReadFile(hclFile)
+	if err != nil {
+		return "", err
+	}
+	c, err := s.API()
+	if err != nil {
+		return "", err
+	}
+	if err := c.Sys().PutPolicy("consentry", string(hcl)); err != nil {
+		return "", fmt.Errorf("policy consentry: %w", err)
+	}
+	sec, err := c.Auth().Token().Create(&api.TokenCreateRequest{
+		Policies: []string{"consentry"}, NoDefaultPolicy: true, TTL: ttl.String(), Renewable: ptr(true),
+	})
+	if err != nil {
+		return "", fmt.Errorf("create token: %w", err)
+	}
+	return sec.Auth.ClientToken, nil
 }
 
 // Seal seals the server: every request then fails with 503 until Unseal (persistent servers;
