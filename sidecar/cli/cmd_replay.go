@@ -41,6 +41,8 @@ func init() {
 			return compileOrError(err)
 		}
 		o := replay.Options{Filter: f, Examples: *examples}
+		// Replay is evaluation-bound like the sidecar: the same collector target.
+		o.Engine.ApplyGC()
 		if *progress {
 			o.Progress = func(p auditlog.Progress) {
 				fmt.Fprintf(env.Stderr, "scanned %d records, %d selected (%s)\n", p.Scanned, p.Matched, p.Segment)

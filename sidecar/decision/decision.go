@@ -95,9 +95,13 @@ type Record struct {
 // Deny returns a deny decision with one reason, used when no policy decision can be had.
 func Deny(status int, code, message string) *Decision {
 	return &Decision{
-		Status:  status,
-		Reasons: []Reason{{Code: code, Message: message}},
-		Fields:  map[string]Field{},
+		Status:      status,
+		Reasons:     []Reason{{Code: code, Message: message}},
+		Fields:      map[string]Field{},
+		KeyScopes:   []string{},
+		Obligations: []Obligation{},
+		Headers:     map[string]string{},
+		Flags:       []string{},
 	}
 }
 
@@ -190,8 +194,9 @@ func FromResult(v any) (*Decision, error) {
 		}
 	}
 	if !d.Allow {
-		// A denied decision releases nothing, whatever the policy said about fields.
-		d.KeyScopes = nil
+		// A denied decision releases nothing, whatever the policy said about fields. Empty,
+		// not absent: the document's key_scopes is always an array.
+		d.KeyScopes = []string{}
 		for name, f := range d.Fields {
 			d.Fields[name] = Field{Outcome: OutcomeDeny, Category: f.Category, KeyScope: f.KeyScope}
 		}

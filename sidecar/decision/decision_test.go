@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+
+	"github.com/open-policy-agent/opa/ast"
 )
 
 func decode(t testing.TB, s string) (*Decision, error) {
@@ -89,4 +91,40 @@ func FuzzFromResult(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A denied document still has its arrays: key_scopes, obligations and flags are [] in JSON,
+// never null, whether the deny came from the policy (both decoders) or from Deny.
+func TestDeniedDocumentHasEmptyArrays(t *testing.T) {
+	raw := `{"allow": false, "status": 403, "reasons": [{"code": "c", "message": "m"}], "fields": {"x": {"outcome": "allow", "category": "user.name"}}, "key_scopes": [], "obligations": [], "headers": {}, "flags": []}`
+	var generic any
+	if err := json.Unmarshal([]byte(raw), &generic); err != nil {
+		t.Fatal(err)
+	}
+	fromResult, err := FromResult(generic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromValue, err := FromValue(ast.MustParseTerm(raw).Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, d := range map[string]*Decision{"FromResult": fromResult, "FromValue": fromValue, "Deny": Deny(403, "c", "m")} {
+		out, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]any
+		if err := json.Unmarshal(out, &doc); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"key_scopes", "obligations", "flags"} {
+			if l, ok := doc[k].([]any); !ok || len(l) != 0 {
+				t.Errorf("%s: %s = %#v, want []", name, k, doc[k])
+			}
+		}
+		if h, ok := doc["headers"].(map[string]any); !ok || len(h) != 0 {
+			t.Errorf("%s: headers = %#v, want {}", name, doc["headers"])
+		}
+	}
 }

@@ -75,7 +75,7 @@ func fromValue(v ast.Value) (*Decision, bool) {
 		}
 	}
 	if !d.Allow {
-		d.KeyScopes = nil
+		d.KeyScopes = []string{}
 		for name, f := range d.Fields {
 			d.Fields[name] = Field{Outcome: OutcomeDeny, Category: f.Category, KeyScope: f.KeyScope}
 		}

@@ -3,6 +3,7 @@ package envoy
 import (
 	"context"
 	"net"
+	"runtime/debug"
 	"syscall"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 
+	"github.com/consentry/consentry/sidecar/engine"
 	"github.com/consentry/consentry/sidecar/envoy/loadgen"
 	"github.com/consentry/consentry/sidecar/pipeline"
 )
@@ -103,6 +105,8 @@ func benchMix() []*authv3.CheckRequest {
 // over 4 connections) to consentry (default policy library, decision log to a file) and then
 // to a no-op server on the same gRPC stack, and reports both rates and their ratio.
 func BenchmarkExtAuthzThroughput(b *testing.B) {
+	// The collector target `consentry run` sets (engine.gc_percent).
+	defer debug.SetGCPercent(debug.SetGCPercent(engine.DefaultGCPercent))
 	b.Run("cached", func(b *testing.B) { throughput(b, benchPipeline(b, true)) })
 	b.Run("uncached", func(b *testing.B) { throughput(b, benchPipeline(b, false)) })
 }
@@ -156,6 +160,8 @@ func BenchmarkExtAuthzFixedRate(b *testing.B) {
 }
 
 func fixedRate(b *testing.B, checker Checker) {
+	// The collector target `consentry run` sets (engine.gc_percent).
+	defer debug.SetGCPercent(debug.SetGCPercent(engine.DefaultGCPercent))
 	reqs := benchMix()
 	ours := benchServerWith(b, false, checker)
 	noop := benchServer(b, true)

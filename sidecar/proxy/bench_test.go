@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/consentry/consentry/sidecar/engine"
 	"github.com/consentry/consentry/sidecar/pipeline"
 	"github.com/consentry/consentry/sidecar/proxy"
 	tt "github.com/consentry/consentry/sidecar/transform/transformtest"
@@ -25,6 +27,8 @@ import (
 //
 // go test -run '^$' -bench Proxy -benchtime 2000x ./sidecar/proxy/
 func BenchmarkProxy(b *testing.B) {
+	// The collector target `consentry run` sets (engine.gc_percent).
+	defer debug.SetGCPercent(debug.SetGCPercent(engine.DefaultGCPercent))
 	e := tt.Start(b, tt.Options{ListCustomers: 100})
 	url := startProxy(b, proxy.Config{Upstream: e.CRM}, e.Pipeline, e.Transformer)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}

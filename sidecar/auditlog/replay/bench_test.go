@@ -4,10 +4,13 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/consentry/consentry/sidecar/engine"
 )
 
 func processCPU() time.Duration {
@@ -32,6 +35,8 @@ var (
 // BenchmarkReplay re-evaluates 5,000 logged decisions (the default library, realistic inputs)
 // against a candidate policy that changes 3 in 4 of them; reports decisions/s.
 func BenchmarkReplay(b *testing.B) {
+	// The collector target `consentry replay` sets (engine.gc_percent).
+	defer debug.SetGCPercent(debug.SetGCPercent(engine.DefaultGCPercent))
 	benchOnce.Do(func() {
 		d, err := os.MkdirTemp("", "replay-bench")
 		if err != nil {
