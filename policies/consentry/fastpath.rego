@@ -224,22 +224,23 @@ _list_obligations := [{"type": "filter_records", "params": {}}] if {
 # served record. A record whose state, case and lifecycle pass is served when its consent
 # holds, and denied with the section's consent reason when consent is what fails; any other
 # record (state errors, unknown, erased or expired customers, case problems) is decided by the
-# full rules for that record.
-_record(rec, s, served) := served if {
+# full rules for that record. The checks that do not depend on consent run once per record.
+_record(rec, s, served) := o if {
 	object.get(rec.enrichment, "errors", []) == []
-	_record_consent_ok(rec, s)
 	_record_case_ok(rec, s)
 	cust := rec.enrichment.customer
 	not cust.erased == true
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+	o := _record_by_consent(rec, s, served)
+} else := data.consentry.record_outcome(rec)
+
+# The outcome of a record whose state, case and lifecycle pass: served when consent holds,
+# else (consent required and missing) denied with the section's consent reason.
+_record_by_consent(rec, s, served) := served if {
+	_record_consent_ok(rec, s)
 } else := {"allow": false, "reasons": _consent_denial(rec.enrichment.consents, s)} if {
 	s.consent_required
-	object.get(rec.enrichment, "errors", []) == []
-	_record_case_ok(rec, s)
-	cust := rec.enrichment.customer
-	not cust.erased == true
-	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
-} else := data.consentry.record_outcome(rec)
+}
 
 # A consent covers the purpose when given for it or for one of its parents: its purpose is in
 # the section's covering set.
