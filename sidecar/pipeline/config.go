@@ -30,7 +30,18 @@ type Config struct {
 	// DecisionCache reuses decisions for identical inputs (see CacheConfig for what "identical"
 	// means and when an entry ends). On by default.
 	DecisionCache CacheConfig `yaml:"decision_cache" json:"decision_cache"`
+	// RecordsPerEvaluation splits the response phase of a large list (the proxy and ext_proc
+	// decide every record of a page) into evaluations of at least this many records, run in
+	// parallel on up to GOMAXPROCS cores: a page of 100 then costs about half the latency on
+	// two cores. It relies on each record's outcome depending only on that record and the
+	// request, as in the default library; evaluations that disagree on the request-level
+	// decision deny the page (fail closed). A policy whose request-level decision depends on
+	// the whole page sets -1: one evaluation per page. Default 50.
+	RecordsPerEvaluation int `yaml:"records_per_evaluation" json:"records_per_evaluation"`
 }
+
+// DefaultRecordsPerEvaluation is used when Config.RecordsPerEvaluation is zero.
+const DefaultRecordsPerEvaluation = 50
 
 // HeaderConfig names headers. Names are case-insensitive.
 type HeaderConfig struct {
@@ -79,6 +90,9 @@ func (c Config) WithDefaults() Config {
 	if c.UnknownRouteStatus == 0 {
 		c.UnknownRouteStatus = http.StatusForbidden
 	}
+	if c.RecordsPerEvaluation == 0 {
+		c.RecordsPerEvaluation = DefaultRecordsPerEvaluation
+	}
 	return c
 }
 
@@ -89,6 +103,9 @@ func (c Config) Validate() error {
 	}
 	if c.DecisionCache.TTL < 0 {
 		return fmt.Errorf("pipeline.decision_cache.ttl: must not be negative")
+	}
+	if c.RecordsPerEvaluation < -1 {
+		return fmt.Errorf("pipeline.records_per_evaluation: must be -1 (one evaluation per page) or positive, got %d", c.RecordsPerEvaluation)
 	}
 	if c.Timeout < 0 || c.AuditTimeout < 0 {
 		return fmt.Errorf("pipeline.timeout, pipeline.audit_timeout: must not be negative")

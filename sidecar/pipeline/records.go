@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/consentry/consentry/sidecar/decision"
 	"github.com/consentry/consentry/sidecar/engine"
@@ -46,13 +48,78 @@ func (p *Pipeline) DecideRecords(ctx context.Context, out *Outcome, customerIDs 
 	if err != nil {
 		p.log.Warn("batch enrichment failed", "decision_id", out.DecisionID, "customers", len(ids), "error", err)
 	}
-	res, derr := p.deps.Engine.Decide(ctx, &in)
-	if derr != nil || res == nil || res.Decision == nil {
+	d, derr := p.decideRecords(ctx, &in)
+	if derr != nil || d == nil {
 		code := engine.CodeOf(derr)
 		return denyAll(http.StatusServiceUnavailable, code, "records could not be decided"), fmt.Errorf("pipeline: response phase: %w", derr)
 	}
-	res.Decision.ID = out.DecisionID
+	d.ID = out.DecisionID
+	return d, nil
+}
+
+// decideRecords evaluates the response phase of in: in one evaluation, or - for a page larger
+// than pipeline.records_per_evaluation on a machine with several cores - in up to GOMAXPROCS
+// evaluations of consecutive slices of in.Records run in parallel, whose per-record outcomes
+// are merged. The request-level decision is the first slice's; slices that disagree on it,
+// or that were decided by different policy revisions (a bundle activated in between), are
+// decided again in one evaluation.
+func (p *Pipeline) decideRecords(ctx context.Context, in *input.Input) (*decision.Decision, error) {
+	parts := 1
+	if per := p.cfg.RecordsPerEvaluation; per > 0 && len(in.Records) > per {
+		parts = min(runtime.GOMAXPROCS(0), (len(in.Records)+per-1)/per)
+	}
+	if parts <= 1 {
+		return p.decideOnce(ctx, in)
+	}
+	size := (len(in.Records) + parts - 1) / parts
+	results := make([]*engine.Result, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for i := range parts {
+		part := *in
+		part.Records = in.Records[i*size : min(len(in.Records), (i+1)*size)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = p.deps.Engine.Decide(ctx, &part)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	first := results[0]
+	merged := *first.Decision
+	merged.Records = make(map[string]decision.Record, len(in.Records))
+	for _, r := range results {
+		if r == nil || r.Decision == nil {
+			return nil, errors.New("evaluation returned no decision")
+		}
+		if r.Revision != first.Revision || !sameRequestDecision(r.Decision, first.Decision) {
+			return p.decideOnce(ctx, in)
+		}
+		for id, rec := range r.Decision.Records {
+			merged.Records[id] = rec
+		}
+	}
+	return &merged, nil
+}
+
+func (p *Pipeline) decideOnce(ctx context.Context, in *input.Input) (*decision.Decision, error) {
+	res, err := p.deps.Engine.Decide(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	if res == nil || res.Decision == nil {
+		return nil, errors.New("evaluation returned no decision")
+	}
 	return res.Decision, nil
+}
+
+// sameRequestDecision reports whether two slices of one page got the same request-level
+// decision (allow, status, reason codes).
+func sameRequestDecision(a, b *decision.Decision) bool {
+	return a.Allow == b.Allow && a.Status == b.Status && slices.Equal(a.ReasonCodes(), b.ReasonCodes())
 }
 
 func denyAll(status int, code, msg string) *decision.Decision {
