@@ -15,39 +15,29 @@ record_deny(rec) := {r |
 	some r in _consent_reasons(rec.enrichment.consents)
 }
 
-# A granted, unexpired consent covers the purpose: nothing to say.
+# One chain, each test run once: a granted, unexpired consent covering the purpose says
+# nothing; otherwise explain the best we know, most specific first (withdrawn, expired,
+# missing).
 _consent_reasons(consents) := set() if {
 	some c in consents
 	_valid(c)
-}
-
-# No valid consent: explain the best we know, most specific first.
-_consent_reasons(consents) := {util.reason("consent.withdrawn", 451, sprintf("the customer withdrew consent for %q", [input.purpose]))} if {
-	not _any_valid(consents)
+} else := {util.reason("consent.withdrawn", 451, sprintf("the customer withdrew consent for %q", [input.purpose]))} if {
 	some c in consents
-	_covers(c)
 	c.status == "withdrawn"
-}
-
-_consent_reasons(consents) := {util.reason("consent.expired", 451, sprintf("the customer's consent for %q has expired", [input.purpose]))} if {
-	not _any_valid(consents)
-	not _any_withdrawn(consents)
+	_covers(c)
+} else := {util.reason("consent.expired", 451, sprintf("the customer's consent for %q has expired", [input.purpose]))} if {
 	some c in consents
 	_covers(c)
 	_expired(c)
-}
+} else := {util.reason("consent.missing", 451, sprintf("the customer has not opted in to %q", [input.purpose]))}
 
-_consent_reasons(consents) := {util.reason("consent.missing", 451, sprintf("the customer has not opted in to %q", [input.purpose]))} if {
-	not _any_valid(consents)
-	not _any_withdrawn(consents)
-	not _any_expired(consents)
-}
-
-_covers(c) if util.purpose_covers(c.purpose, input.purpose)
+# A consent covers the declared purpose when given for it or for a parent purpose: its
+# purpose is one of util.covering_purposes, computed once per decision.
+_covers(c) if c.purpose in util.covering_purposes
 
 _valid(c) if {
-	_covers(c)
 	c.status == "granted"
+	_covers(c)
 	not _expired(c)
 }
 
@@ -56,21 +46,4 @@ _expired(c) if c.status == "expired"
 _expired(c) if {
 	c.expires_at
 	util.ns(c.expires_at) <= util.now_ns
-}
-
-_any_valid(consents) if {
-	some c in consents
-	_valid(c)
-}
-
-_any_withdrawn(consents) if {
-	some c in consents
-	_covers(c)
-	c.status == "withdrawn"
-}
-
-_any_expired(consents) if {
-	some c in consents
-	_covers(c)
-	_expired(c)
 }

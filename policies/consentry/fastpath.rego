@@ -327,7 +327,7 @@ _section(p, pdef, r, mfa) := {
 	"fields": object.union(t.fields, object.filter(minimization.tables.denied, blocked)),
 	"key_fields": object.remove(t.key_fields, blocked),
 	"allowed": object.remove(t.allowed, blocked),
-	"covering": _covering(p),
+	"covering": util.covering(p),
 	"consent_denials": {
 		"withdrawn": [{"code": "consent.withdrawn", "message": sprintf("the customer withdrew consent for %q", [p])}],
 		"expired": [{"code": "consent.expired", "message": sprintf("the customer's consent for %q has expired", [p])}],
@@ -345,13 +345,6 @@ _section(p, pdef, r, mfa) := {
 		not _special_ok(s, r, mfa)
 		some f, _ in minimization.tables.special_fields[k]
 	}
-}
-
-# The purposes whose consent covers purpose p: p and every parent key (util.purpose_covers
-# holds for exactly these).
-_covering(p) := {concat(".", array.slice(parts, 0, n)) |
-	parts := split(p, ".")
-	some n in numbers.range(1, count(parts))
 }
 
 _flag(o, k) if o[k]

@@ -7,6 +7,7 @@
 #   the field is denied.
 package consentry.minimization
 
+import data.consentry.fastpath
 import data.consentry.processor
 import data.consentry.util
 
@@ -19,7 +20,23 @@ import data.consentry.util
 #   field, overridden by a deny for the fields the caller may not see (blocked special
 #   categories, categories a processor agreement does not cover), plus a deny for every
 #   requested field the catalogue does not know.
-fields := object.union_n([_known, _denied_fields, _unknown_fields])
+fields := object.union(known, _unknown(known)) if {
+	# An employee or service with one role that may act for the purpose: the fast path's
+	# section for that role already holds every field's outcome with the blocked special
+	# categories denied (see _section).
+	known := object.filter(_section.fields, _requested)
+} else := _fields_by_rules
+
+_fields_by_rules := object.union_n([_known, _denied_fields, _unknown(_known)])
+
+# The precomputed section (consentry.fastpath) of the declared purpose for the caller's single
+# role and MFA state, when there is one. Its field outcomes, key scopes, allowed fields and
+# information reasons are, by construction, what the rules below give for such a caller (no
+# processor agreement applies to employees and services), so the full rules read them from it
+# instead of recomputing them: a request the fast path leaves to the full rules (a missing
+# consent or case, break-glass, an unknown field, a write the purpose forbids) pays for the
+# record checks only.
+_section := fastpath._sec if input.subject.type in {"employee", "service"}
 
 _requested := object.get(input.resource, "fields", [])
 
@@ -39,9 +56,10 @@ _denied_names := _blocked_names | _uncovered_names
 
 _denied_fields := object.filter(_tables.denied, _denied_names & _known_names)
 
-_unknown_fields := {} if {
+# The requested fields the catalogue does not know, denied, given the known ones.
+_unknown(known) := {} if {
 	# Every requested field is distinct and known (the common case): nothing to add.
-	count(_known) == count(_requested)
+	count(known) == count(_requested)
 } else := {f: {"outcome": "deny", "category": "unknown"} |
 	some f in _requested
 	not _tables.denied[f]
@@ -134,14 +152,21 @@ _role_in(s) if {
 # METADATA
 # title: Information reasons
 # description: Explains why special-category fields were withheld.
-info contains util.reason("special_category.mfa_required", 200, m.mfa) if {
+info := {util.reason(r.code, 200, r.message) |
+	some rs in object.filter(_section.info, _requested)
+	some r in rs
+} if {
+	_section
+} else := _info
+
+_info contains util.reason("special_category.mfa_required", 200, m.mfa) if {
 	not input.subject.mfa == true
 	some k, s in util.catalog.special_categories
 	s.require_mfa
 	some m in object.filter(_tables.special_fields[k], _known_names)
 }
 
-info contains util.reason("special_category.role_required", 200, m.role) if {
+_info contains util.reason("special_category.role_required", 200, m.role) if {
 	some k, s in util.catalog.special_categories
 	not _role_in(s)
 	some m in object.filter(_tables.special_fields[k], _known_names)
@@ -150,12 +175,20 @@ info contains util.reason("special_category.role_required", 200, m.role) if {
 # METADATA
 # title: Key scopes
 # description: Key classes needed to serve the fields (allowed fields, and masks computed from the value).
-key_scopes := {s | some s in object.remove(object.filter(_purpose_table.key_fields, _known_names), _denied_names)}
+key_scopes := {k | some k in object.filter(_section.key_fields, _requested)} if {
+	_section
+} else := _key_scopes_by_rules
+
+_key_scopes_by_rules := {s | some s in object.remove(object.filter(_purpose_table.key_fields, _known_names), _denied_names)}
 
 # METADATA
 # title: Allowed fields
 # description: The requested fields served in full.
-allowed := object.keys(object.remove(object.filter(_purpose_table.allowed, _known_names), _denied_names))
+allowed := object.keys(object.filter(_section.allowed, _requested)) if {
+	_section
+} else := _allowed_by_rules
+
+_allowed_by_rules := object.keys(object.remove(object.filter(_purpose_table.allowed, _known_names), _denied_names))
 
 _needs_key(o) if o.outcome == "allow"
 

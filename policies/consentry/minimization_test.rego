@@ -118,3 +118,36 @@ test_unknown_purpose_denies_known_fields if {
 	}
 	count(minimization.allowed) == 0 with input as inp
 }
+
+# For an employee or service with one role, fields, information reasons, key scopes and allowed
+# fields come from the fast path's section; they must be what the rules compute, for every
+# role and purpose the role may act for, with and without MFA, for catalogue, special and
+# unknown fields.
+test_section_outcomes_match_the_rules if {
+	every r, rdef in data.consentry.catalog.roles {
+		every p in rdef.purposes {
+			every mfa in [true, false] {
+				inp := fx.replace(fx.support, {
+					"purpose": p,
+					"subject": {"id": "emp-1", "type": "employee", "roles": [r], "mfa": mfa},
+					"resource": {"type": "customer", "customer_id": "c-1", "fields": _all_fields},
+				})
+				_by_section == _by_rules with input as inp
+			}
+		}
+	}
+}
+
+_all_fields := array.concat([f | some f, _ in data.consentry.catalog.fields], ["no.such.field"])
+
+_by_section := [minimization.fields, minimization.info, minimization.key_scopes, minimization.allowed]
+
+_by_rules := [minimization._fields_by_rules, minimization._info, minimization._key_scopes_by_rules, minimization._allowed_by_rules]
+
+test_section_is_used_only_for_one_role_employees_and_services if {
+	minimization._section with input as fx.support
+	not minimization._section with input as fx.processor
+	not minimization._section with input as fx.self_read
+	two := fx.replace(fx.support, {"subject": {"id": "emp-1", "type": "employee", "roles": ["support_agent", "marketing"]}})
+	not minimization._section with input as two
+}

@@ -53,7 +53,7 @@ deny contains util.reason("processor.purpose_not_covered", 403, sprintf("the pro
 
 _purpose_covered if {
 	some p in _agreement.purposes
-	util.purpose_covers(p, input.purpose)
+	p in util.covering_purposes
 }
 
 # METADATA

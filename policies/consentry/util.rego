@@ -53,6 +53,31 @@ purpose_covers(p, q) if p == q
 purpose_covers(p, q) if startswith(q, concat("", [p, "."]))
 
 # METADATA
+# title: Covering purposes
+# description: |
+#   The purposes whose consent or agreement covers the declared purpose: the purpose and each
+#   of its parent keys (exactly the p for which purpose_covers(p, input.purpose) holds). For a
+#   catalogue purpose it is looked up in the table the engine materializes from covering_table.
+covering_purposes := s if {
+	s := data.consentry.generated.covering_purposes[input.purpose]
+} else := covering(input.purpose)
+
+# METADATA
+# title: Covering purposes of p
+# description: p and each of its parent keys.
+covering(p) := {concat(".", array.slice(parts, 0, n)) |
+	parts := split(p, ".")
+	some n in numbers.range(1, count(parts))
+}
+
+# METADATA
+# title: Covering table
+# description: |
+#   covering(p) for every catalogue purpose. Depends on the catalogue only: the engine evaluates
+#   it once when it loads a policy and serves it from data.consentry.generated.covering_purposes.
+covering_table := {p: covering(p) | some p, _ in catalog.purposes}
+
+# METADATA
 # title: Reason
 # description: A deny or information reason with the HTTP status it implies.
 reason(code, status, message) := {"code": code, "status": status, "message": message}

@@ -27,3 +27,29 @@ test_roles_include_type_for_customers_and_processors if {
 test_purpose_undefined_when_unknown if {
 	not util.purpose with input as fx.replace(fx.support, {"purpose": "x.y"})
 }
+
+test_covering_purposes_are_the_purposes_that_cover if {
+	util.covering_purposes == {"marketing", "marketing.communications", "marketing.communications.email"} with input.purpose as "marketing.communications.email"
+	every p in ["marketing", "marketing.communications", "marketing.communications.email"] {
+		util.purpose_covers(p, "marketing.communications.email")
+	}
+	not "marketing.comm" in util.covering_purposes with input.purpose as "marketing.communications.email"
+	util.covering_purposes == {"essential"} with input.purpose as "essential"
+}
+
+test_covering_purposes_read_the_materialized_table if {
+	# The engine serves catalogue purposes from the materialized table ...
+	util.covering_purposes == {"from-table"} with input.purpose as "marketing"
+		with data.consentry.generated.covering_purposes as {"marketing": {"from-table"}}
+
+	# ... and computes any other purpose.
+	util.covering_purposes == {"a", "a.b"} with input.purpose as "a.b"
+		with data.consentry.generated.covering_purposes as {"marketing": {"from-table"}}
+}
+
+test_covering_table_has_every_catalogue_purpose if {
+	count(util.covering_table) == count(util.catalog.purposes)
+	every p, _ in util.catalog.purposes {
+		util.covering_table[p] == util.covering(p)
+	}
+}

@@ -25,6 +25,7 @@ type materialized struct {
 var materializedRules = []materialized{
 	{Rule: "data.consentry.minimization.tables", Path: "/consentry/generated/minimization_tables"},
 	{Rule: "data.consentry.fastpath.tables", Path: "/consentry/generated/fastpath_tables"},
+	{Rule: "data.consentry.util.covering_table", Path: "/consentry/generated/covering_purposes"},
 }
 
 // materialize evaluates each materialized rule of the compiled policy (no input) and writes
