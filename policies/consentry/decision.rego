@@ -108,13 +108,20 @@ full_decision := {
 	"allow": allow,
 	"status": _status,
 	"reasons": _public(_reasons),
-	"fields": minimization.fields,
+	"fields": _fields,
 	"key_scopes": _key_scopes,
 	"obligations": [o | some o in (breakglass.obligations | _list_obligations)],
 	"headers": _headers,
 	"flags": [f | some f in breakglass.flags],
 	"records": records,
 }
+
+# A denied decision serves no field: each requested field is reported denied with its category
+# (the decoder turns any outcome of a denied decision into deny), which needs only the
+# catalogue, not the purpose's outcomes.
+_fields := minimization.fields if allow
+
+else := minimization.denied_fields
 
 _key_scopes := [s | some s in minimization.key_scopes] if allow
 

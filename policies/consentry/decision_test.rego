@@ -32,6 +32,11 @@ test_denied_decision_releases_nothing if {
 	d.headers == {}
 	d.status == 403
 	"case.missing" in fx.codes(d)
+	count(d.fields) == count(fx.support.resource.fields)
+	every _, f in d.fields {
+		f.outcome == "deny"
+		f.category
+	}
 }
 
 test_status_precedence_401_over_403 if {

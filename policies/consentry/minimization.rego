@@ -29,6 +29,15 @@ fields := object.union(known, _unknown(known)) if {
 
 _fields_by_rules := object.union_n([_known, _denied_fields, _unknown(_known)])
 
+# METADATA
+# title: Denied fields
+# description: |
+#   Every requested field denied, with its category and key scope (a field the catalogue does
+#   not know: category "unknown"). The fields of a denied decision.
+denied_fields := object.union(known, _unknown(known)) if {
+	known := object.filter(_tables.denied, _requested)
+}
+
 # The precomputed section (consentry.fastpath) of the declared purpose for the caller's single
 # role and MFA state, when there is one. Its field outcomes, key scopes, allowed fields and
 # information reasons are, by construction, what the rules below give for such a caller (no

@@ -151,3 +151,12 @@ test_section_is_used_only_for_one_role_employees_and_services if {
 	two := fx.replace(fx.support, {"subject": {"id": "emp-1", "type": "employee", "roles": ["support_agent", "marketing"]}})
 	not minimization._section with input as two
 }
+
+test_denied_fields_report_every_requested_field_denied if {
+	inp := fx.replace(fx.support, {"resource": {"type": "customer", "customer_id": "c-1", "fields": ["name", "contact.email", "no.such.field"]}})
+	minimization.denied_fields == {
+		"name": {"outcome": "deny", "category": "user.name"},
+		"contact.email": {"outcome": "deny", "category": "user.contact.email", "key_scope": "contact"},
+		"no.such.field": {"outcome": "deny", "category": "unknown"},
+	} with input as inp
+}
