@@ -29,11 +29,11 @@ type Config struct {
 	NonStrictBuiltinErrors bool `yaml:"non_strict_builtin_errors" json:"non_strict_builtin_errors"`
 	// GCPercent is the Go garbage collector target (GOGC) the sidecar runs with. A decision
 	// allocates about 40 KB against a live heap of a few MiB (policy, tables, caches), so at
-	// Go's default of 100 the collector runs every few hundred decisions and takes about a
-	// fifth of the CPU; 400 lets the heap grow to five times the live heap between
-	// collections and buys 15-20% more decisions per core (BENCHMARKS.md). Default 400; -1
-	// turns the collector off (only with GOMEMLIMIT set). A GOGC environment variable, when
-	// set, wins over this key.
+	// Go's default of 100 the collector runs every few dozen decisions and takes about a
+	// quarter of the CPU; 400 lets the heap grow to five times the live heap between
+	// collections and buys 20-30% more decisions per core (BENCHMARKS.md, round 4). Default
+	// 400; -1 turns the collector off (only with GOMEMLIMIT set). A GOGC environment variable,
+	// when set, wins over this key; GOMEMLIMIT, when set, still caps the heap.
 	GCPercent int `yaml:"gc_percent" json:"gc_percent"`
 }
 
