@@ -397,13 +397,7 @@ func TestDecisionCacheSeesConsentChanges(t *testing.T) {
 }
 
 func TestDecideRecords(t *testing.T) {
-	mkt := bearer(fx.Token("emp-30", "employee", []string{"marketing"}, nil))
-	req := request("GET", "/api/customers?q=a", hdr{"authorization": mkt, "x-purpose": {marketing}})
-	req.CanFulfil = []string{pipeline.ObligationFilterRecords, pipeline.ObligationMinimizeFields}
-	out := fx.Pipeline.Check(context.Background(), req)
-	if !out.Allowed() {
-		t.Fatalf("list denied: %v", out.Decision.Reasons)
-	}
+	out := listOutcome(t)
 	d, err := fx.Pipeline.DecideRecords(context.Background(), out, []string{"c-1001", "c-3003", "c-2002", "c-1001", "nobody"})
 	if err != nil {
 		t.Fatal(err)
