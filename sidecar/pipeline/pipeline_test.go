@@ -343,8 +343,11 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestDecisionCache(t *testing.T) {
+	// One token for all three requests, as a client sends: the key includes the verified
+	// claims, and a token minted a second later has other iat/exp claims (a different input).
+	tok := bearer(fx.Agent())
 	h := func(reqID string) hdr {
-		return hdr{"authorization": bearer(fx.Agent()), "x-purpose": {support}, "x-case-id": {"case-7"}, "x-request-id": {reqID}}
+		return hdr{"authorization": tok, "x-purpose": {support}, "x-case-id": {"case-7"}, "x-request-id": {reqID}}
 	}
 	first := fx.Pipeline.Check(context.Background(), request("GET", "/api/customers/c-1001/notes", h("a")))
 	second := fx.Pipeline.Check(context.Background(), request("GET", "/api/customers/c-1001/notes", h("b")))
