@@ -33,10 +33,11 @@ type Config struct {
 	// RecordsPerEvaluation splits the response phase of a large list (the proxy and ext_proc
 	// decide every record of a page) into evaluations of at least this many records, run in
 	// parallel on up to GOMAXPROCS cores: a page of 100 then costs about half the latency on
-	// two cores. It relies on each record's outcome depending only on that record and the
-	// request, as in the default library; evaluations that disagree on the request-level
-	// decision deny the page (fail closed). A policy whose request-level decision depends on
-	// the whole page sets -1: one evaluation per page. Default 50.
+	// two cores. It relies on each record's outcome and the request-level decision depending
+	// only on that record and the request, as in the default library. Slices that disagree on
+	// the request-level decision are decided again in one evaluation, but slices of a
+	// page-dependent policy can also happen to agree: such a policy (one that counts or
+	// compares the page's records) must set -1, one evaluation per page. Default 50.
 	RecordsPerEvaluation int `yaml:"records_per_evaluation" json:"records_per_evaluation"`
 }
 

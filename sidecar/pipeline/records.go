@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"runtime"
 	"slices"
 	"sync"
@@ -117,9 +118,12 @@ func (p *Pipeline) decideOnce(ctx context.Context, in *input.Input) (*decision.D
 }
 
 // sameRequestDecision reports whether two slices of one page got the same request-level
-// decision (allow, status, reason codes).
+// decision: everything but the per-record outcomes (a page-dependent policy could differ in
+// any of it, a header counting records say).
 func sameRequestDecision(a, b *decision.Decision) bool {
-	return a.Allow == b.Allow && a.Status == b.Status && slices.Equal(a.ReasonCodes(), b.ReasonCodes())
+	x, y := *a, *b
+	x.Records, y.Records = nil, nil
+	return reflect.DeepEqual(x, y)
 }
 
 func denyAll(status int, code, msg string) *decision.Decision {

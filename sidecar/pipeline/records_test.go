@@ -138,3 +138,33 @@ func TestRecordsPerEvaluationConfig(t *testing.T) {
 		}
 	}
 }
+
+// countingPolicy allows every record and counts the page in a header: slices of different
+// sizes agree on allow, status and reasons but not on the header. (Slices of equal size would
+// agree: no check can tell such a policy from a record-independent one, which is why a
+// page-dependent policy sets records_per_evaluation: -1.)
+const countingPolicy = `package consentry
+
+decision := {"allow": true, "status": 200, "reasons": [], "fields": {}, "key_scopes": [], "obligations": [], "headers": {"x-page-size": sprintf("%d", [count(input.records)])}, "flags": [], "records": {r.customer_id: {"allow": true, "reasons": [], "fields": {}, "key_scopes": []} | some r in input.records}}
+`
+
+func TestDecideRecordsSplitFallsBackWhenHeadersDiffer(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	out := listOutcome(t)
+	eng := engine.New(engine.Config{Timeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := eng.Load(context.Background(), &engine.PolicySet{Modules: map[string]string{"count.rego": countingPolicy}, Revision: "count"}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pipeline.New(pipeline.Config{RecordsPerEvaluation: 2, Timeout: 5 * time.Second}, pipeline.Deps{Engine: eng, Routes: fx.Routes, Identity: fx.Identity, Enrich: fx.Enrich, Log: fx.Sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 7 records in slices of 2, 2, 2 and 1: the last slice counts 1, the others 2.
+	d, err := p.DecideRecords(context.Background(), out, pageIDs(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Headers["x-page-size"]; got != "7" || len(d.Records) != 7 {
+		t.Fatalf("x-page-size %q with %d records, want the whole page (7)", got, len(d.Records))
+	}
+}
