@@ -2,15 +2,16 @@
 # title: Decision fast path
 # description: |
 #   The common request - an employee or service with exactly one role reads or writes one
-#   customer's record, for a purpose that role may act for, with every check passing - decided
-#   from one precomputed section per purpose x role x MFA instead of evaluating every rule.
+#   customer's record, for a purpose that role may act for, with every check passing; or a
+#   customer acting on their own record - decided from one precomputed section per purpose x
+#   role x MFA instead of evaluating every rule.
 #   The section holds everything that depends on the catalogue only: the actions the purpose
 #   permits, whether consent and a case are needed, the field outcomes with the special
 #   categories the caller may not see already withheld, key scopes, allowed fields and the
 #   information reasons. Per request only the record checks (consent, case, retention, state)
 #   run. The fast decision is defined only when it is, field for field, the decision the full
-#   rules in package consentry give; any other request (a denial, break-glass, customers,
-#   processors, lists, the response phase, unknown fields, several roles) is left to them.
+#   rules in package consentry give; any other request (a denial, break-glass, processors,
+#   unknown fields, several roles) is left to them.
 package consentry.fastpath
 
 import data.consentry.minimization
@@ -184,6 +185,43 @@ decision := {
 } else := {
 	"allow": true,
 	"status": 200,
+	"reasons": sort({r | some f, rs in s.info; known[f]; some r in rs}),
+	"fields": known,
+	"key_scopes": sort({k | some f, k in s.key_fields; known[f]}),
+	"obligations": [],
+	"headers": {
+		"x-consentry-purpose": input.purpose,
+		"x-consentry-fields": concat(",", sort(object.keys(allowed))),
+	},
+	"flags": [],
+	"records": {},
+} if {
+	# A customer acting on their own record (principle 6) for a purpose that needs neither
+	# consent nor a case, from the section of the catalogue role "customer" (the role the full
+	# rules give every customer): the record checks are self, state and lifecycle.
+	input.subject.type == "customer"
+	s := _customer_sec
+	s.consent_required == false
+	s.case_required == false
+	object.get(input, "phase", "request") == "request"
+	input.subject.id != ""
+	not input.break_glass
+	w := s.writes[input.action]
+	req := object.get(input.resource, "fields", [])
+	known := object.filter(s.fields, req)
+	count(known) == count(req)
+	allowed := object.filter(s.allowed, req)
+	count(allowed) >= w * count(req)
+	cid := input.resource.customer_id
+	cid != ""
+	object.get(input.subject, "customer_id", "") == cid
+	count(object.get(input.enrichment, "errors", [])) == 0
+	cust := input.enrichment.customer
+	not cust.erased == true
+	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+} else := {
+	"allow": true,
+	"status": 200,
 	"reasons": sort({r | some rs in object.filter(s.info, req); some r in rs}),
 	"fields": known,
 	"key_scopes": sort(scopes),
@@ -290,6 +328,18 @@ _sec := data.consentry.generated.fastpath_tables[input.purpose][r][m] if {
 } else := tables[input.purpose][r][m] if {
 	not data.consentry.generated.fastpath_tables
 	[r] = input.subject.roles
+	m := _mfa_key[object.get(input.subject, "mfa", false)]
+}
+
+# The section of the declared purpose for a customer: the catalogue role "customer", which
+# the full rules add to every customer's roles (util.roles), so only a customer whose token
+# names no other role has it.
+_customer_sec := data.consentry.generated.fastpath_tables[input.purpose].customer[m] if {
+	object.get(input.subject, "roles", []) in {[], ["customer"]}
+	m := _mfa_key[object.get(input.subject, "mfa", false)]
+} else := tables[input.purpose].customer[m] if {
+	not data.consentry.generated.fastpath_tables
+	object.get(input.subject, "roles", []) in {[], ["customer"]}
 	m := _mfa_key[object.get(input.subject, "mfa", false)]
 }
 

@@ -61,11 +61,21 @@ _fast_inputs := [
 		{"customer_id": "c-2", "enrichment": {"consents": [], "customer": fx.customer, "case": fx.support.enrichment.case}},
 		_rec("c-3", [], {}),
 	]}),
+	fx.self_read,
+	fx.replace(fx.self_read, {"subject": {"id": "u-1", "type": "customer", "customer_id": "c-1", "roles": ["customer"]}}),
+	fx.replace(fx.self_read, {"action": "update", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["contact.email"]}}),
+	fx.replace(fx.self_read, {"action": "access_report", "resource": {"type": "customer", "customer_id": "c-1", "fields": []}}),
 ]
 
 # Inputs the full rules decide: each breaks one fast-path condition.
 _full_inputs := [
-	fx.self_read,
+	fx.replace(fx.self_read, {"resource": {"type": "customer", "customer_id": "c-2", "fields": ["id", "name"]}}),
+	fx.replace(fx.self_read, {"subject": {"id": "u-1", "type": "customer"}}),
+	fx.replace(fx.self_read, {"subject": {"id": "u-1", "type": "customer", "customer_id": "c-1", "roles": ["customer", "marketing"]}}),
+	fx.replace(fx.self_read, {"break_glass": {"justification": "customer says it is an emergency"}}),
+	fx.replace(fx.self_read, {"action": "update", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["payment.card_number"]}}),
+	fx.replace(fx.self_read, {"enrichment": {"consents": [], "customer": object.union(fx.customer, {"erased": true})}}),
+	fx.replace(fx.self_read, {"purpose": "marketing.communications.email"}),
 	fx.processor,
 	fx.replace(fx.support, {"subject": {"id": "emp-17", "type": "employee", "roles": ["support_agent", "support_lead"]}}),
 	fx.replace(fx.support, {"break_glass": {"justification": "customer on the phone, case system down"}}),
