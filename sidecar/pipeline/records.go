@@ -89,13 +89,15 @@ func (p *Pipeline) decideRecords(ctx context.Context, in *input.Input) (*decisio
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	first := results[0]
-	merged := *first.Decision
-	merged.Records = make(map[string]decision.Record, len(in.Records))
 	for _, r := range results {
 		if r == nil || r.Decision == nil {
 			return nil, errors.New("evaluation returned no decision")
 		}
+	}
+	first := results[0]
+	merged := *first.Decision
+	merged.Records = make(map[string]decision.Record, len(in.Records))
+	for _, r := range results {
 		if r.Revision != first.Revision || !sameRequestDecision(r.Decision, first.Decision) {
 			return p.decideOnce(ctx, in)
 		}

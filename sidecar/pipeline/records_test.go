@@ -168,3 +168,43 @@ func TestDecideRecordsSplitFallsBackWhenHeadersDiffer(t *testing.T) {
 		t.Fatalf("x-page-size %q with %d records, want the whole page (7)", got, len(d.Records))
 	}
 }
+
+// failingPolicy fails to evaluate (a strict built-in error) for any slice holding c-x006.
+const failingPolicy = `package consentry
+
+decision := {"allow": true, "status": 200, "reasons": [], "fields": {}, "key_scopes": [], "obligations": [], "headers": {}, "flags": [], "records": {r.customer_id: {"allow": true, "reasons": [], "fields": {}, "key_scopes": []} | some r in input.records; _n(r) == 0}}
+
+_n(r) := to_number(r.customer_id) if r.customer_id == "c-x006"
+
+else := 0
+`
+
+// One slice failing fails the page closed: every record denied, the error returned.
+func TestDecideRecordsSplitFailsClosedWhenOneSliceFails(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	out := listOutcome(t)
+	eng := engine.New(engine.Config{Timeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := eng.Load(context.Background(), &engine.PolicySet{Modules: map[string]string{"fail.rego": failingPolicy}, Revision: "fail"}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pipeline.New(pipeline.Config{RecordsPerEvaluation: 2, Timeout: 5 * time.Second}, pipeline.Deps{Engine: eng, Routes: fx.Routes, Identity: fx.Identity, Enrich: fx.Enrich, Log: fx.Sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without c-x006 every slice evaluates.
+	if d, err := p.DecideRecords(context.Background(), out, pageIDs(6)); err != nil || len(d.Records) != 6 || !d.Records["c-x005"].Allow {
+		t.Fatalf("page without the failing record: %v, %+v", err, d)
+	}
+	d, err := p.DecideRecords(context.Background(), out, pageIDs(8))
+	if err == nil {
+		t.Fatal("a failed slice was not reported")
+	}
+	if d.Allow {
+		t.Fatal("page allowed although a slice failed")
+	}
+	for id, r := range d.Records {
+		if r.Allow {
+			t.Fatalf("record %s served although a slice failed", id)
+		}
+	}
+}
