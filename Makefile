@@ -46,8 +46,8 @@ vet:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 
 test-rego: $(OPA)
-	$(OPA) test policies/consentry policies/data -s policies/schema
-	$(OPA) test policies/consentry policies/data -s policies/schema --coverage --threshold 95 --format=json > $(BIN)/rego-coverage.json || { echo "rego coverage below 95% (see bin/rego-coverage.json)"; exit 1; }
+	$(OPA) test policies/consentry policies/data -s policies/schema --timeout 60s
+	$(OPA) test policies/consentry policies/data -s policies/schema --timeout 60s --coverage --threshold 95 --format=json > $(BIN)/rego-coverage.json || { echo "rego coverage below 95% (see bin/rego-coverage.json)"; exit 1; }
 	@$(GO) run ./cmd/consentry test policies
 
 test-go: build vault postgres

@@ -3,6 +3,7 @@
 # description: Allow, mask and deny cases for consentry.minimization.
 package consentry.minimization_test
 
+import data.consentry.fastpath
 import data.consentry.fixtures_test as fx
 import data.consentry.minimization
 
@@ -124,6 +125,9 @@ test_unknown_purpose_denies_known_fields if {
 # role and purpose the role may act for, with and without MFA, for catalogue, special and
 # unknown fields.
 test_section_outcomes_match_the_rules if {
+	# Tables served as the engine serves them (computed once here, not once per input).
+	t := fastpath.tables
+	mt := minimization.tables
 	every r, rdef in data.consentry.catalog.roles {
 		every p in rdef.purposes {
 			every mfa in [true, false] {
@@ -133,6 +137,8 @@ test_section_outcomes_match_the_rules if {
 					"resource": {"type": "customer", "customer_id": "c-1", "fields": _all_fields},
 				})
 				_by_section == _by_rules with input as inp
+					with data.consentry.generated.fastpath_tables as t
+					with data.consentry.generated.minimization_tables as mt
 			}
 		}
 	}
