@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -94,8 +93,9 @@ type sample struct {
 // whose evaluation alone costs ~0.4-2 ms of CPU per decision, so 2 cores cannot serve it at
 // 4,000/s whatever happens to bundles; it runs at a rate the machine sustains.
 func BenchmarkActivationUnderLoad(b *testing.B) {
-	// The collector target `consentry run` sets (engine.gc_percent).
-	defer debug.SetGCPercent(debug.SetGCPercent(engine.DefaultGCPercent))
+	// The collector policy `consentry run` applies (engine.gc_percent / gc_headroom_mib).
+	_, restoreGC := engine.Config{}.ApplyGCScoped()
+	defer restoreGC()
 	b.Run("compact-4000rps", func(b *testing.B) {
 		in := exampleInput(b)
 		in.Request.Path = "/api/r250"

@@ -41,7 +41,7 @@ func init() {
 			return compileOrError(err)
 		}
 		o := replay.Options{Filter: f, Examples: *examples}
-		// Replay is evaluation-bound like the sidecar: the same collector target.
+		// Replay is evaluation-bound like the sidecar: the same collector policy.
 		o.Engine.ApplyGC()
 		if *progress {
 			o.Progress = func(p auditlog.Progress) {

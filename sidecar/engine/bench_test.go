@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"sort"
 	"testing"
 	"time"
@@ -182,12 +181,12 @@ func BenchmarkDecideParallel(b *testing.B) {
 }
 
 // runLatency runs op b.N times on one locked thread, recording wall and thread-CPU time per op,
-// under the collector target the sidecar runs with (engine.gc_percent). decisions/cpu-s is
+// under the collector policy the sidecar runs with (engine.gc_percent / gc_headroom_mib). decisions/cpu-s is
 // b.N over the whole process's CPU time in the loop, so the collector's work (on whatever
 // thread it runs) is paid for; cpu-p50 is the decision's own thread.
 func runLatency(b *testing.B, op func()) {
-	defer debug.SetGCPercent(debug.SetGCPercent(100))
-	testConfig.ApplyGC()
+	_, restoreGC := testConfig.ApplyGCScoped()
+	defer restoreGC()
 	runtime.GC()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()

@@ -3,7 +3,6 @@ package engine
 import (
 	"fmt"
 	"os"
-	"runtime/debug"
 	"time"
 )
 
@@ -27,29 +26,35 @@ type Config struct {
 	// NonStrictBuiltinErrors turns built-in errors (e.g. a malformed timestamp) back into
 	// undefined values instead of evaluation errors. Off by default: a built-in error denies.
 	NonStrictBuiltinErrors bool `yaml:"non_strict_builtin_errors" json:"non_strict_builtin_errors"`
-	// GCPercent is the Go garbage collector target (GOGC) the sidecar runs with. A decision
-	// allocates about 40 KB against a live heap of a few MiB (policy, tables, caches), so at
-	// Go's default of 100 the collector runs every few dozen decisions and takes about a
-	// quarter of the CPU; 400 lets the heap grow to five times the live heap between
-	// collections and buys 20-30% more decisions per core (BENCHMARKS.md, round 4). Default
-	// 400; -1 turns the collector off (only with GOMEMLIMIT set). A GOGC environment variable,
-	// when set, wins over this key; GOMEMLIMIT, when set, still caps the heap.
+	// GCPercent fixes the Go garbage collector target (GOGC) the sidecar runs with; -1 turns
+	// the collector off (only with GOMEMLIMIT set). Unset (0, the default), the target adapts
+	// to the live heap: see GCHeadroomMiB. A GOGC environment variable, when set, wins over
+	// both keys; GOMEMLIMIT, when set, still caps the heap.
 	GCPercent int `yaml:"gc_percent" json:"gc_percent"`
+	// GCHeadroomMiB is how far the heap may grow between two collections when gc_percent is
+	// unset: after each collection the target is set so that the heap grows by this much, or
+	// by the live heap if that is larger (Go's default, GOGC=100). A decision allocates about
+	// 40 KB against a live heap of a few MiB, so at Go's default the collector runs every few
+	// dozen decisions and takes about a quarter of the CPU; 64 MiB of headroom buys 20-30%
+	// more decisions per core (BENCHMARKS.md, round 4), while a sidecar with a large consent
+	// view (hundreds of MiB live) collects as Go would by default instead of holding five
+	// times its live heap. Default 64.
+	GCHeadroomMiB int `yaml:"gc_headroom_mib" json:"gc_headroom_mib"`
 }
 
 // DefaultTimeout is used when Config.Timeout is zero.
 const DefaultTimeout = 50 * time.Millisecond
 
-// DefaultGCPercent is used when Config.GCPercent is zero.
-const DefaultGCPercent = 400
+// DefaultGCHeadroomMiB is used when Config.GCHeadroomMiB is zero.
+const DefaultGCHeadroomMiB = 64
 
 // WithDefaults returns c with zero values replaced by defaults.
 func (c Config) WithDefaults() Config {
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
 	}
-	if c.GCPercent == 0 {
-		c.GCPercent = DefaultGCPercent
+	if c.GCHeadroomMiB == 0 {
+		c.GCHeadroomMiB = DefaultGCHeadroomMiB
 	}
 	return c
 }
@@ -65,19 +70,8 @@ func (c Config) Validate() error {
 	if c.GCPercent == -1 && os.Getenv("GOMEMLIMIT") == "" {
 		return fmt.Errorf("engine.gc_percent: -1 turns the collector off and needs a GOMEMLIMIT to bound the heap")
 	}
-	return nil
-}
-
-// ApplyGC sets the process's garbage collector target to c.GCPercent, unless the operator set
-// GOGC in the environment (which the Go runtime has already applied). It returns the target
-// in force.
-func (c Config) ApplyGC() int {
-	if v, ok := os.LookupEnv("GOGC"); ok && v != "" {
-		old := debug.SetGCPercent(100)
-		debug.SetGCPercent(old)
-		return old
+	if c.GCHeadroomMiB < 0 {
+		return fmt.Errorf("engine.gc_headroom_mib: must not be negative, got %d", c.GCHeadroomMiB)
 	}
-	p := c.WithDefaults().GCPercent
-	debug.SetGCPercent(p)
-	return p
+	return nil
 }

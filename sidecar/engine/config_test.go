@@ -1,9 +1,11 @@
 package engine
 
 import (
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -19,6 +21,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "collector off without a memory limit", cfg: Config{GCPercent: -1}, wantError: "needs a GOMEMLIMIT"},
 		{name: "collector off with a memory limit", cfg: Config{GCPercent: -1}, memLimit: "512MiB"},
 		{name: "explicit gc percent", cfg: Config{GCPercent: 150}},
+		{name: "negative headroom", cfg: Config{GCHeadroomMiB: -1}, wantError: "engine.gc_headroom_mib"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -37,37 +40,114 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func TestConfigDefaultsGCPercent(t *testing.T) {
-	if got := (Config{}).WithDefaults().GCPercent; got != DefaultGCPercent {
-		t.Fatalf("default gc_percent = %d, want %d", got, DefaultGCPercent)
-	}
-	if got := (Config{GCPercent: 250}).WithDefaults().GCPercent; got != 250 {
-		t.Fatalf("explicit gc_percent changed to %d", got)
+func TestConfigDefaultsGC(t *testing.T) {
+	c := (Config{}).WithDefaults()
+	if c.GCPercent != 0 || c.GCHeadroomMiB != DefaultGCHeadroomMiB {
+		t.Fatalf("defaults: gc_percent %d, gc_headroom_mib %d; want 0 (adaptive) and %d", c.GCPercent, c.GCHeadroomMiB, DefaultGCHeadroomMiB)
 	}
 }
 
-func TestApplyGC(t *testing.T) {
-	orig := debug.SetGCPercent(100)
-	t.Cleanup(func() { debug.SetGCPercent(orig) })
+func TestGCPercentFor(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name           string
+		live, headroom uint64
+		want           int
+	}{
+		// A few MiB live (the library alone): 64 MiB headroom, capped so that the runtime's
+		// heap minimum (4 MiB x GOGC/100) does not exceed live + headroom.
+		{"library only", 2 * mib, 64 * mib, 1650},
+		{"small view", 16 * mib, 64 * mib, 400},
+		{"headroom equals live", 64 * mib, 64 * mib, 100},
+		// A large consent view: never below Go's default, so the heap at most doubles.
+		{"large view", 400 * mib, 64 * mib, 100},
+		{"empty heap", 0, 64 * mib, 1600},
+		{"tiny headroom", 2 * mib, 1 * mib, 100},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := gcPercentFor(tt.live, tt.headroom)
+			if got != tt.want {
+				t.Fatalf("gcPercentFor(%d MiB, %d MiB) = %d, want %d", tt.live/mib, tt.headroom/mib, got, tt.want)
+			}
+			// The heap goal (the larger of live x (1+p/100) and the runtime's minimum) is at
+			// most live + max(live, headroom).
+			goal := max(tt.live*uint64(100+got)/100, uint64(heapMinimum)*uint64(got)/100)
+			if limit := tt.live + max(tt.live, tt.headroom); goal > limit+mib/100 {
+				t.Fatalf("heap goal %d MiB exceeds live + max(live, headroom) = %d MiB", goal/mib, limit/mib)
+			}
+		})
+	}
+}
 
+// currentGCPercent reads the collector target without changing it.
+func currentGCPercent() int {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	return p
+}
+
+func TestApplyGC(t *testing.T) {
+	orig := currentGCPercent()
+	t.Cleanup(func() { stopGCTuner(); debug.SetGCPercent(orig) })
 	t.Setenv("GOGC", "")
-	if got := (Config{GCPercent: 300}).ApplyGC(); got != 300 {
-		t.Fatalf("ApplyGC() = %d, want 300", got)
+
+	if got := (Config{GCPercent: 300}).ApplyGC(); got != "gc_percent 300" || currentGCPercent() != 300 {
+		t.Fatalf("fixed: ApplyGC() = %q, target %d", got, currentGCPercent())
 	}
-	if cur := debug.SetGCPercent(300); cur != 300 {
-		t.Fatalf("collector target is %d after ApplyGC, want 300", cur)
+
+	// Adaptive (the default): the target follows the live heap, and a collection retunes it.
+	if got := (Config{}).ApplyGC(); got != "adaptive, headroom 64 MiB" {
+		t.Fatalf("adaptive: ApplyGC() = %q", got)
 	}
-	if got := (Config{}).ApplyGC(); got != DefaultGCPercent {
-		t.Fatalf("ApplyGC() with no key = %d, want the default %d", got, DefaultGCPercent)
+	if p := currentGCPercent(); p < 100 || p == 300 {
+		t.Fatalf("adaptive target %d", p)
+	}
+	debug.SetGCPercent(100)
+	gcTuner.last.Store(100) // as if the tuner had set 100 itself
+	runtime.GC()
+	runtime.GC() // the finalizer of the first cycle's sentinel runs after it
+	deadline := time.Now().Add(5 * time.Second)
+	for currentGCPercent() == 100 && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p := currentGCPercent(); p == 100 {
+		t.Fatal("a collection did not retune the adaptive target")
+	}
+
+	// A fixed target stops the tuner: collections leave it alone.
+	(Config{GCPercent: 250}).ApplyGC()
+	runtime.GC()
+	runtime.GC()
+	time.Sleep(20 * time.Millisecond)
+	if p := currentGCPercent(); p != 250 {
+		t.Fatalf("fixed target changed to %d after a collection", p)
 	}
 
 	// An operator's GOGC wins: the target in force is left alone.
 	t.Setenv("GOGC", "120")
 	debug.SetGCPercent(120)
-	if got := (Config{GCPercent: 800}).ApplyGC(); got != 120 {
-		t.Fatalf("ApplyGC() with GOGC set = %d, want the operator's 120", got)
+	if got := (Config{}).ApplyGC(); got != "GOGC=120 (environment)" || currentGCPercent() != 120 {
+		t.Fatalf("GOGC set: ApplyGC() = %q, target %d", got, currentGCPercent())
 	}
-	if cur := debug.SetGCPercent(120); cur != 120 {
-		t.Fatalf("collector target changed to %d although GOGC is set", cur)
+	runtime.GC()
+	runtime.GC()
+	time.Sleep(20 * time.Millisecond)
+	if p := currentGCPercent(); p != 120 {
+		t.Fatalf("target changed to %d although GOGC is set", p)
+	}
+}
+
+func TestApplyGCScopedRestores(t *testing.T) {
+	t.Setenv("GOGC", "")
+	orig := currentGCPercent()
+	_, restore := (Config{GCPercent: 700}).ApplyGCScoped()
+	if currentGCPercent() != 700 {
+		t.Fatal("scoped policy not applied")
+	}
+	restore()
+	if p := currentGCPercent(); p != orig {
+		t.Fatalf("restore left %d, want %d", p, orig)
 	}
 }

@@ -3,7 +3,6 @@ package envoy
 import (
 	"context"
 	"net"
-	"runtime/debug"
 	"syscall"
 	"testing"
 	"time"
@@ -105,8 +104,9 @@ func benchMix() []*authv3.CheckRequest {
 // over 4 connections) to consentry (default policy library, decision log to a file) and then
 // to a no-op server on the same gRPC stack, and reports both rates and their ratio.
 func BenchmarkExtAuthzThroughput(b *testing.B) {
-	// The collector target `consentry run` sets (engine.gc_percent).
-	defer debug.SetGCPercent(debug.SetGCPercent(engine.DefaultGCPercent))
+	// The collector policy `consentry run` applies (engine.gc_percent / gc_headroom_mib).
+	_, restoreGC := engine.Config{}.ApplyGCScoped()
+	defer restoreGC()
 	b.Run("cached", func(b *testing.B) { throughput(b, benchPipeline(b, true)) })
 	b.Run("uncached", func(b *testing.B) { throughput(b, benchPipeline(b, false)) })
 }
@@ -160,8 +160,9 @@ func BenchmarkExtAuthzFixedRate(b *testing.B) {
 }
 
 func fixedRate(b *testing.B, checker Checker) {
-	// The collector target `consentry run` sets (engine.gc_percent).
-	defer debug.SetGCPercent(debug.SetGCPercent(engine.DefaultGCPercent))
+	// The collector policy `consentry run` applies (engine.gc_percent / gc_headroom_mib).
+	_, restoreGC := engine.Config{}.ApplyGCScoped()
+	defer restoreGC()
 	reqs := benchMix()
 	ours := benchServerWith(b, false, checker)
 	noop := benchServer(b, true)

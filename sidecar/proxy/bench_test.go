@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"testing"
@@ -27,8 +26,9 @@ import (
 //
 // go test -run '^$' -bench Proxy -benchtime 2000x ./sidecar/proxy/
 func BenchmarkProxy(b *testing.B) {
-	// The collector target `consentry run` sets (engine.gc_percent).
-	defer debug.SetGCPercent(debug.SetGCPercent(engine.DefaultGCPercent))
+	// The collector policy `consentry run` applies (engine.gc_percent / gc_headroom_mib).
+	_, restoreGC := engine.Config{}.ApplyGCScoped()
+	defer restoreGC()
 	e := tt.Start(b, tt.Options{ListCustomers: 100})
 	url := startProxy(b, proxy.Config{Upstream: e.CRM}, e.Pipeline, e.Transformer)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}

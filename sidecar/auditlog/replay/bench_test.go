@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"syscall"
 	"testing"
@@ -35,8 +34,9 @@ var (
 // BenchmarkReplay re-evaluates 5,000 logged decisions (the default library, realistic inputs)
 // against a candidate policy that changes 3 in 4 of them; reports decisions/s.
 func BenchmarkReplay(b *testing.B) {
-	// The collector target `consentry replay` sets (engine.gc_percent).
-	defer debug.SetGCPercent(debug.SetGCPercent(engine.DefaultGCPercent))
+	// The collector policy `consentry replay` applies (engine.gc_percent / gc_headroom_mib).
+	_, restoreGC := engine.Config{}.ApplyGCScoped()
+	defer restoreGC()
 	benchOnce.Do(func() {
 		d, err := os.MkdirTemp("", "replay-bench")
 		if err != nil {
