@@ -105,14 +105,7 @@ else := {"allow": false, "status": 403, "reasons": [{"code": "page.has_c1001", "
 func TestDecideRecordsSplitFallsBackWhenSlicesDisagree(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
 	out := listOutcome(t)
-	eng := engine.New(engine.Config{Timeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := eng.Load(context.Background(), &engine.PolicySet{Modules: map[string]string{"page.rego": pagePolicy}, Revision: "page"}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := pipeline.New(pipeline.Config{RecordsPerEvaluation: 2, Timeout: 5 * time.Second}, pipeline.Deps{Engine: eng, Routes: fx.Routes, Identity: fx.Identity, Enrich: fx.Enrich, Log: fx.Sink})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := slicedPipeline(t, pagePolicy)
 	d, err := p.DecideRecords(context.Background(), out, pageIDs(8))
 	if err != nil {
 		t.Fatal(err)
@@ -151,14 +144,7 @@ decision := {"allow": true, "status": 200, "reasons": [], "fields": {}, "key_sco
 func TestDecideRecordsSplitFallsBackWhenHeadersDiffer(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
 	out := listOutcome(t)
-	eng := engine.New(engine.Config{Timeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := eng.Load(context.Background(), &engine.PolicySet{Modules: map[string]string{"count.rego": countingPolicy}, Revision: "count"}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := pipeline.New(pipeline.Config{RecordsPerEvaluation: 2, Timeout: 5 * time.Second}, pipeline.Deps{Engine: eng, Routes: fx.Routes, Identity: fx.Identity, Enrich: fx.Enrich, Log: fx.Sink})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := slicedPipeline(t, countingPolicy)
 	// 7 records in slices of 2, 2, 2 and 1: the last slice counts 1, the others 2.
 	d, err := p.DecideRecords(context.Background(), out, pageIDs(7))
 	if err != nil {
@@ -183,14 +169,7 @@ else := 0
 func TestDecideRecordsSplitFailsClosedWhenOneSliceFails(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
 	out := listOutcome(t)
-	eng := engine.New(engine.Config{Timeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := eng.Load(context.Background(), &engine.PolicySet{Modules: map[string]string{"fail.rego": failingPolicy}, Revision: "fail"}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := pipeline.New(pipeline.Config{RecordsPerEvaluation: 2, Timeout: 5 * time.Second}, pipeline.Deps{Engine: eng, Routes: fx.Routes, Identity: fx.Identity, Enrich: fx.Enrich, Log: fx.Sink})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := slicedPipeline(t, failingPolicy)
 	// Without c-x006 every slice evaluates.
 	if d, err := p.DecideRecords(context.Background(), out, pageIDs(6)); err != nil || len(d.Records) != 6 || !d.Records["c-x005"].Allow {
 		t.Fatalf("page without the failing record: %v, %+v", err, d)
@@ -207,4 +186,19 @@ func TestDecideRecordsSplitFailsClosedWhenOneSliceFails(t *testing.T) {
 			t.Fatalf("record %s served although a slice failed", id)
 		}
 	}
+}
+
+// slicedPipeline is a pipeline over the fixture's routes, identity and state that evaluates
+// policy src and splits pages into slices of 2 records.
+func slicedPipeline(t *testing.T, src string) *pipeline.Pipeline {
+	t.Helper()
+	eng := engine.New(engine.Config{Timeout: 5 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := eng.Load(context.Background(), &engine.PolicySet{Modules: map[string]string{"page.rego": src}, Revision: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pipeline.New(pipeline.Config{RecordsPerEvaluation: 2, Timeout: 5 * time.Second}, pipeline.Deps{Engine: eng, Routes: fx.Routes, Identity: fx.Identity, Enrich: fx.Enrich, Log: fx.Sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
