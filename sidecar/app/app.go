@@ -73,7 +73,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a := &App{Config: cfg, Log: log, Registry: reg}
-	log.Debug("garbage collector", "policy", cfg.Engine.ApplyGC())
+	log.Info("garbage collector", "policy", cfg.Engine.ApplyGC())
 	a.Engine = engine.New(cfg.Engine, log)
 	a.Admin = admin.New(cfg.Admin, reg)
 	if err := a.assemble(ctx); err != nil {
