@@ -28,7 +28,7 @@ type Config struct {
 	NonStrictBuiltinErrors bool `yaml:"non_strict_builtin_errors" json:"non_strict_builtin_errors"`
 	// GCPercent fixes the Go garbage collector target (GOGC) the sidecar runs with; -1 turns
 	// the collector off (only with GOMEMLIMIT set). Unset (0, the default), the target adapts
-	// to the live heap: see GCHeadroomMiB. A GOGC environment variable, when set, wins over
+	// to the live heap: see gc_headroom_mib. A GOGC environment variable, when set, wins over
 	// both keys; GOMEMLIMIT, when set, still caps the heap.
 	GCPercent int `yaml:"gc_percent" json:"gc_percent"`
 	// GCHeadroomMiB is how far the heap may grow between two collections when gc_percent is
