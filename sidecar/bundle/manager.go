@@ -15,9 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"runtime/debug"
-	rtmetrics "runtime/metrics"
 	"sync"
 	"time"
 
@@ -280,22 +277,8 @@ func (m *Manager) activate(ctx context.Context, c candidate) error {
 // garbage is collected in one cycle afterwards. The extra heap is bounded by the bundle size
 // limit (policy.max_size_bytes) times the compiler's expansion.
 func (m *Manager) prepareQuietly(ctx context.Context, c candidate) (*ActiveBundle, error) {
-	// A soft memory limit keeps the pause bounded: with GC off the runtime still collects when
-	// the heap reaches it (an operator's GOMEMLIMIT, if lower, stays in force).
-	live := uint64(0)
-	sample := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	rtmetrics.Read(sample)
-	if sample[0].Value.Kind() == rtmetrics.KindUint64 {
-		live = sample[0].Value.Uint64()
-	}
-	oldLimit := debug.SetMemoryLimit(-1)
-	limit := int64(min(live+quietHeadroom, uint64(math.MaxInt64)))
-	debug.SetMemoryLimit(min(oldLimit, limit))
-	oldPercent := debug.SetGCPercent(-1)
-	defer func() {
-		debug.SetGCPercent(oldPercent)
-		debug.SetMemoryLimit(oldLimit)
-	}()
+	release := engine.HoldGC(quietHeadroom)
+	defer release()
 	return m.prepare(ctx, c)
 }
 

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -80,13 +81,6 @@ func TestGCPercentFor(t *testing.T) {
 	}
 }
 
-// currentGCPercent reads the collector target without changing it.
-func currentGCPercent() int {
-	p := debug.SetGCPercent(100)
-	debug.SetGCPercent(p)
-	return p
-}
-
 func TestApplyGC(t *testing.T) {
 	orig := currentGCPercent()
 	t.Cleanup(func() { stopGCTuner(); debug.SetGCPercent(orig) })
@@ -149,5 +143,36 @@ func TestApplyGCScopedRestores(t *testing.T) {
 	restore()
 	if p := currentGCPercent(); p != orig {
 		t.Fatalf("restore left %d, want %d", p, orig)
+	}
+}
+
+// While the collector is held, the adaptive tuner leaves it off; release puts back the target
+// and the memory limit in force before.
+func TestHoldGC(t *testing.T) {
+	t.Setenv("GOGC", "")
+	_, restore := (Config{}).ApplyGCScoped()
+	defer restore()
+	before := currentGCPercent()
+	limitBefore := debug.SetMemoryLimit(-1)
+
+	release := HoldGC(1 << 30)
+	if p := currentGCPercent(); p != -1 {
+		t.Fatalf("held collector target %d, want -1 (off)", p)
+	}
+	if l := debug.SetMemoryLimit(-1); l == math.MaxInt64 || l > limitBefore {
+		t.Fatalf("held memory limit %d, want a bound no higher than %d", l, limitBefore)
+	}
+	gcTuner.last.Store(0) // force the tuner to write if it ran
+	retuneGC()
+	if p := currentGCPercent(); p != -1 {
+		t.Fatalf("the tuner turned the held collector back on (target %d)", p)
+	}
+
+	release()
+	if p := currentGCPercent(); p != before {
+		t.Fatalf("released target %d, want %d", p, before)
+	}
+	if l := debug.SetMemoryLimit(-1); l != limitBefore {
+		t.Fatalf("released memory limit %d, want %d", l, limitBefore)
 	}
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -58,6 +59,7 @@ var gcTuner struct {
 	once     sync.Once
 	headroom atomic.Uint64 // bytes; 0 when the tuner is stopped
 	last     atomic.Int64  // the target it set last
+	held     atomic.Int32  // HoldGC calls not yet released
 }
 
 func startGCTuner(headroom uint64) {
@@ -81,20 +83,57 @@ func armGCTuner() {
 	})
 }
 
-// retuneGC sets the target for the live heap the last collection left.
+// retuneGC sets the target for the live heap the last collection left, unless the collector
+// is held (HoldGC).
 func retuneGC() {
 	h := gcTuner.headroom.Load()
-	if h == 0 {
+	if h == 0 || gcTuner.held.Load() > 0 {
 		return
 	}
+	live, ok := liveHeapBytes()
+	if !ok {
+		return
+	}
+	p := gcPercentFor(live, h)
+	if int64(p) != gcTuner.last.Swap(int64(p)) {
+		debug.SetGCPercent(p)
+	}
+}
+
+// liveHeapBytes is the heap the last collection left live.
+func liveHeapBytes() (uint64, bool) {
 	sample := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	rtmetrics.Read(sample)
 	if sample[0].Value.Kind() != rtmetrics.KindUint64 {
-		return
+		return 0, false
 	}
-	p := gcPercentFor(sample[0].Value.Uint64(), h)
-	if int64(p) != gcTuner.last.Swap(int64(p)) {
-		debug.SetGCPercent(p)
+	return sample[0].Value.Uint64(), true
+}
+
+// currentGCPercent reads the collector target without changing it.
+func currentGCPercent() int {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	return p
+}
+
+// HoldGC holds the collector back until release is called, for a burst of allocation that
+// would otherwise make the goroutines serving decisions pay mark assists (a bundle activation:
+// verifying and compiling allocates tens of MB in ~100 ms); the garbage is collected in one
+// cycle afterwards. A soft memory limit of the live heap plus headroom keeps the pause bounded:
+// with the collector off the runtime still collects when the heap reaches it (an operator's
+// GOMEMLIMIT, if lower, stays in force). The adaptive tuner stands aside meanwhile, so a
+// collection forced by that limit does not turn the collector back on mid-burst.
+func HoldGC(headroom uint64) (release func()) {
+	gcTuner.held.Add(1)
+	live, _ := liveHeapBytes()
+	oldLimit := debug.SetMemoryLimit(-1)
+	debug.SetMemoryLimit(min(oldLimit, int64(min(live+headroom, uint64(math.MaxInt64)))))
+	oldPercent := debug.SetGCPercent(-1)
+	return func() {
+		debug.SetGCPercent(oldPercent)
+		debug.SetMemoryLimit(oldLimit)
+		gcTuner.held.Add(-1)
 	}
 }
 
@@ -102,8 +141,7 @@ func retuneGC() {
 // the adaptive tuner and puts back the target in force before: for benchmarks and tests that
 // run the sidecar's policy inside another process.
 func (c Config) ApplyGCScoped() (policy string, restore func()) {
-	before := debug.SetGCPercent(100)
-	debug.SetGCPercent(before)
+	before := currentGCPercent()
 	policy = c.ApplyGC()
 	return policy, func() {
 		stopGCTuner()
