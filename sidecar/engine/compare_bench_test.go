@@ -79,16 +79,3 @@ func BenchmarkCompareLibraries(b *testing.B) {
 		})
 	}
 }
-
-func loadLibraryFrom(b *testing.B, dir string) *Engine {
-	b.Helper()
-	ps, err := LoadDir(dir, LoadOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := New(testConfig, quiet())
-	if err := e.Load(context.Background(), ps); err != nil {
-		b.Fatal(err)
-	}
-	return e
-}

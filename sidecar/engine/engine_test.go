@@ -27,7 +27,13 @@ var testConfig = Config{Timeout: 10 * time.Second}
 
 func loadLibrary(t testing.TB) *Engine {
 	t.Helper()
-	ps, err := LoadDir(policyDir, LoadOptions{})
+	return loadLibraryFrom(t, policyDir)
+}
+
+// loadLibraryFrom loads the policy library in dir into a new engine.
+func loadLibraryFrom(t testing.TB, dir string) *Engine {
+	t.Helper()
+	ps, err := LoadDir(dir, LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
