@@ -8,11 +8,11 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/consentry/consentry/sidecar/audit"
 	"github.com/consentry/consentry/sidecar/decision"
 	"github.com/consentry/consentry/sidecar/input"
+	"github.com/consentry/consentry/sidecar/internal/jsonstr"
 )
 
 // appendEntry writes e as one JSON line, byte for byte what encoding/json's Encoder writes for
@@ -308,68 +308,11 @@ func (w *encoder) float(f float64) {
 	}
 }
 
-const hexDigits = "0123456789abcdef"
-
-// plain marks the ASCII bytes a JSON string carries unescaped (encoding/json's htmlSafeSet).
-var plain = func() (t [utf8.RuneSelf]bool) {
-	for c := 0x20; c < utf8.RuneSelf; c++ {
-		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
-	}
-	return t
-}()
-
 // str writes a JSON string exactly as encoding/json does with HTML escaping on (its default):
 // <, > and & as \u003c..., control characters escaped, invalid UTF-8 as \ufffd, U+2028 and
 // U+2029 escaped.
 func (w *encoder) str(s string) {
-	b := append(w.b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if plain[c] {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	w.b = append(b, '"')
+	w.b = jsonstr.Append(w.b, s, &jsonstr.HTMLSafe, `\ufffd`)
 }
 
 func (w *encoder) enforcement(e *audit.Enforcement) {
