@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"reflect"
-	"runtime"
 	"testing"
 	"time"
 
@@ -56,17 +55,15 @@ func BenchmarkCompareLibraries(b *testing.B) {
 			if !reflect.DeepEqual(ra.Decision, rb.Decision) {
 				b.Logf("note: the two libraries decide %s differently", v.name)
 			}
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
 			cpuA := make([]time.Duration, 0, b.N)
 			cpuB := make([]time.Duration, 0, b.N)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				c0 := threadCPU()
+				c0 := processCPU()
 				_, _ = engA.Decide(ctx, in)
-				c1 := threadCPU()
+				c1 := processCPU()
 				_, _ = engB.Decide(ctx, in)
-				c2 := threadCPU()
+				c2 := processCPU()
 				cpuA, cpuB = append(cpuA, c1-c0), append(cpuB, c2-c1)
 			}
 			b.StopTimer()

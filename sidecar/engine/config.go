@@ -40,6 +40,13 @@ type Config struct {
 	// view (hundreds of MiB live) collects as Go would by default instead of holding five
 	// times its live heap. Default 64.
 	GCHeadroomMiB int `yaml:"gc_headroom_mib" json:"gc_headroom_mib"`
+	// Evaluators is how many goroutines evaluate policies; a request beyond them waits for one
+	// (within its deadline: engine.timeout otherwise). They live for the process, so each keeps
+	// the stack OPA's recursive evaluator grew on it instead of growing a fresh goroutine's
+	// stack by copying on every request (2-2.5x the cost of a decision; BENCHMARKS.md,
+	// round 5). Default 0: four per core (4 x GOMAXPROCS); -1 evaluates on the caller's
+	// goroutine.
+	Evaluators int `yaml:"evaluators" json:"evaluators"`
 }
 
 // DefaultTimeout is used when Config.Timeout is zero.
@@ -69,6 +76,9 @@ func (c Config) Validate() error {
 	}
 	if c.GCPercent == -1 && os.Getenv("GOMEMLIMIT") == "" {
 		return fmt.Errorf("engine.gc_percent: -1 turns the collector off and needs a GOMEMLIMIT to bound the heap")
+	}
+	if c.Evaluators < -1 {
+		return fmt.Errorf("engine.evaluators: must be -1 (on the caller's goroutine), 0 (four per core) or positive, got %d", c.Evaluators)
 	}
 	if c.GCHeadroomMiB < 0 {
 		return fmt.Errorf("engine.gc_headroom_mib: must not be negative, got %d", c.GCHeadroomMiB)

@@ -33,6 +33,8 @@ type Engine struct {
 	cfg    Config
 	log    *slog.Logger
 	active atomic.Pointer[prepared]
+	// pool runs evaluations on long-lived goroutines (nil: on the caller's).
+	pool *evaluators
 	// noMaterialize skips materialize (tests compare decisions with and without it).
 	noMaterialize bool
 	// noFrozenBase evaluates without the shared base-document cache (tests and benchmarks
@@ -67,7 +69,8 @@ func New(cfg Config, log *slog.Logger) *Engine {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Engine{cfg: cfg.WithDefaults(), log: log}
+	cfg = cfg.WithDefaults()
+	return &Engine{cfg: cfg, log: log, pool: newEvaluators(cfg.Evaluators)}
 }
 
 // Ready reports whether a policy is active.
@@ -200,8 +203,8 @@ func (e *Engine) Decide(ctx context.Context, in *input.Input) (*Result, error) {
 	return res, nil
 }
 
-func (e *Engine) decide(ctx context.Context, in *input.Input, tracer topdown.QueryTracer) (res *Result, err error) {
-	res = &Result{}
+func (e *Engine) decide(ctx context.Context, in *input.Input, tracer topdown.QueryTracer) (*Result, error) {
+	res := &Result{}
 	p := e.active.Load()
 	if p == nil {
 		return res, codedError(decision.ReasonEngineNotReady, http.StatusServiceUnavailable, errors.New("no policy is active"))
@@ -212,12 +215,21 @@ func (e *Engine) decide(ctx context.Context, in *input.Input, tracer topdown.Que
 	}
 	ctx, cancel := e.bound(ctx)
 	defer cancel()
-	// A panic inside evaluation (a bug in a built-in, say) must not take the sidecar down.
-	defer func() {
-		if r := recover(); r != nil {
-			err = codedError(decision.ReasonEngineError, http.StatusServiceUnavailable, fmt.Errorf("evaluation panicked: %v", r))
+	// A panic inside evaluation (a bug in a built-in, say) must not take the sidecar down: the
+	// pool recovers it and returns it as an error.
+	var evalErr error
+	if perr := e.pool.run(ctx, func() { evalErr = e.evaluate(ctx, p, in, tracer, res) }); perr != nil {
+		if ctx.Err() != nil {
+			return res, codedError(decision.ReasonEngineTimeout, http.StatusServiceUnavailable, perr)
 		}
-	}()
+		return res, codedError(decision.ReasonEngineError, http.StatusServiceUnavailable, perr)
+	}
+	return res, evalErr
+}
+
+// evaluate runs the prepared query of p on in and decodes the decision into res. It runs on
+// an evaluator (see evaluators), so it recovers nothing itself.
+func (e *Engine) evaluate(ctx context.Context, p *prepared, in *input.Input, tracer topdown.QueryTracer, res *Result) error {
 	// No per-evaluation metrics (the engine times evaluations itself): OPA would allocate a
 	// metrics registry for every decision.
 	evalOpts := []rego.EvalOption{rego.EvalParsedInput(in.ToValue()), rego.EvalGenerateJSON(keepTerm), rego.EvalMetrics(metrics.NoOp())}
@@ -237,23 +249,23 @@ func (e *Engine) decide(ctx context.Context, in *input.Input, tracer topdown.Que
 	}
 	if err != nil {
 		if ctx.Err() != nil || topdown.IsCancel(err) {
-			return res, codedError(decision.ReasonEngineTimeout, http.StatusServiceUnavailable, fmt.Errorf("evaluation did not finish in time: %w", err))
+			return codedError(decision.ReasonEngineTimeout, http.StatusServiceUnavailable, fmt.Errorf("evaluation did not finish in time: %w", err))
 		}
-		return res, codedError(decision.ReasonEngineError, http.StatusServiceUnavailable, fmt.Errorf("evaluation failed: %w", err))
+		return codedError(decision.ReasonEngineError, http.StatusServiceUnavailable, fmt.Errorf("evaluation failed: %w", err))
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
-		return res, codedError(decision.ReasonEngineUndefined, http.StatusServiceUnavailable, fmt.Errorf("%s is undefined", decision.Query))
+		return codedError(decision.ReasonEngineUndefined, http.StatusServiceUnavailable, fmt.Errorf("%s is undefined", decision.Query))
 	}
 	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
 	if !ok {
-		return res, codedError(decision.ReasonEngineInvalid, http.StatusServiceUnavailable, fmt.Errorf("%s: result is %T, not a value", decision.Query, rs[0].Expressions[0].Value))
+		return codedError(decision.ReasonEngineInvalid, http.StatusServiceUnavailable, fmt.Errorf("%s: result is %T, not a value", decision.Query, rs[0].Expressions[0].Value))
 	}
 	d, err := decision.FromValue(t.Value)
 	if err != nil {
-		return res, codedError(decision.ReasonEngineInvalid, http.StatusServiceUnavailable, err)
+		return codedError(decision.ReasonEngineInvalid, http.StatusServiceUnavailable, err)
 	}
 	res.Decision = d
-	return res, nil
+	return nil
 }
 
 // keepTerm leaves the query result as OPA's value: the decision is decoded from it directly

@@ -1,0 +1,148 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/consentry/consentry/sidecar/decision"
+)
+
+func TestEvaluatorsRunAndSurvivePanics(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pool *evaluators
+	}{
+		{"pool", newEvaluators(2)},
+		{"caller's goroutine", newEvaluators(-1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ran := false
+			if err := tc.pool.run(context.Background(), func() { ran = true }); err != nil || !ran {
+				t.Fatalf("run: err %v, ran %v", err, ran)
+			}
+			err := tc.pool.run(context.Background(), func() { panic("boom") })
+			if err == nil || err.Error() != "evaluation panicked: boom" {
+				t.Fatalf("a panic must come back as an error, got %v", err)
+			}
+			// The worker that recovered the panic serves the next job.
+			for i := 0; i < 5; i++ {
+				ran = false
+				if err := tc.pool.run(context.Background(), func() { ran = true }); err != nil || !ran {
+					t.Fatalf("run after a panic: err %v, ran %v", err, ran)
+				}
+			}
+		})
+	}
+}
+
+func TestEvaluatorsDefaultSize(t *testing.T) {
+	if p := newEvaluators(0); p == nil || p.max < 4 {
+		t.Fatalf("default pool: %+v, want four per core", p)
+	}
+	if newEvaluators(-1) != nil {
+		t.Fatal("-1 must evaluate on the caller's goroutine")
+	}
+}
+
+// The pool never runs more than its bound at once, every job runs exactly once, and callers
+// beyond the bound wait rather than fail.
+func TestEvaluatorsBound(t *testing.T) {
+	const bound, callers = 3, 40
+	p := newEvaluators(bound)
+	var running, peak, done atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < callers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := p.run(context.Background(), func() {
+				n := running.Add(1)
+				for {
+					m := peak.Load()
+					if n <= m || peak.CompareAndSwap(m, n) {
+						break
+					}
+				}
+				time.Sleep(2 * time.Millisecond)
+				running.Add(-1)
+				done.Add(1)
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if done.Load() != callers {
+		t.Fatalf("%d of %d jobs ran", done.Load(), callers)
+	}
+	if peak.Load() > bound {
+		t.Fatalf("%d ran at once, bound %d", peak.Load(), bound)
+	}
+	if p.started.Load() > bound {
+		t.Fatalf("%d workers started, bound %d", p.started.Load(), bound)
+	}
+}
+
+// A caller whose deadline passes while every worker is busy gets the context's error and its
+// job never runs.
+func TestEvaluatorsDeadlineWhileWaiting(t *testing.T) {
+	p := newEvaluators(1)
+	release := make(chan struct{})
+	busy := make(chan struct{})
+	go func() { _ = p.run(context.Background(), func() { close(busy); <-release }) }()
+	<-busy
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	ran := false
+	err := p.run(ctx, func() { ran = true })
+	close(release)
+	if !errors.Is(err, context.DeadlineExceeded) || ran {
+		t.Fatalf("err %v, ran %v: want the deadline's error and no run", err, ran)
+	}
+}
+
+// Through the engine: a decision that cannot get an evaluator before its deadline is a deny
+// with engine.timeout (fail closed), and the same engine decides normally afterwards.
+func TestDecideDeniesWhenNoEvaluatorIsFree(t *testing.T) {
+	e := loadLibrary(t)
+	e.pool = newEvaluators(1)
+	release := make(chan struct{})
+	busy := make(chan struct{})
+	go func() { _ = e.pool.run(context.Background(), func() { close(busy); <-release }) }()
+	<-busy
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	res, err := e.Decide(ctx, exampleInput(t))
+	close(release)
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Code != decision.ReasonEngineTimeout || res.Decision.Allow || res.Decision.Status != http.StatusServiceUnavailable {
+		t.Fatalf("got %+v, %v: want a 503 deny with %s", res.Decision, err, decision.ReasonEngineTimeout)
+	}
+	res, err = e.Decide(context.Background(), exampleInput(t))
+	if err != nil || !res.Decision.Allow {
+		t.Fatalf("after the pool freed up: %+v, %v", res.Decision, err)
+	}
+}
+
+// The pool and the caller's goroutine give the same decisions.
+func TestDecideOnCallersGoroutine(t *testing.T) {
+	pooled := loadLibrary(t)
+	inline := loadLibrary(t)
+	inline.pool = newEvaluators(-1)
+	in := exampleInput(t)
+	a, errA := pooled.Decide(context.Background(), in)
+	b, errB := inline.Decide(context.Background(), in)
+	if errA != nil || errB != nil {
+		t.Fatal(errA, errB)
+	}
+	if !a.Decision.Allow || !reflect.DeepEqual(a.Decision, b.Decision) {
+		t.Fatalf("pooled %+v, inline %+v", a.Decision, b.Decision)
+	}
+}
