@@ -1,12 +1,18 @@
 package envoy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/consentry/consentry/sidecar/envoy/loadgen"
 )
@@ -34,5 +40,60 @@ func TestLoadgen(t *testing.T) {
 	}
 	if _, err := loadgen.Run(context.Background(), loadgen.Options{Target: ln.Addr().String()}); err == nil {
 		t.Fatal("run without requests accepted")
+	}
+}
+
+// The generator as its own process's entry point: requests round-trip through the file, the
+// result comes back as JSON, and bad arguments or files are errors, not a run.
+func TestLoadgenMain(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs, _, err := NewGRPCServer(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	authv3.RegisterAuthorizationServer(gs, noopAuthz{})
+	go func() { _ = gs.Serve(ln) }()
+	defer gs.Stop()
+	dir := t.TempDir()
+	reqs := benchMix()
+	file := filepath.Join(dir, "reqs.bin")
+	if err := loadgen.WriteRequests(file, reqs); err != nil {
+		t.Fatal(err)
+	}
+	back, err := loadgen.ReadRequests(file)
+	if err != nil || len(back) != len(reqs) {
+		t.Fatalf("read back %d requests, %v", len(back), err)
+	}
+	for i := range reqs {
+		if !proto.Equal(reqs[i], back[i]) {
+			t.Fatalf("request %d changed in the file", i)
+		}
+	}
+	var out bytes.Buffer
+	if err := loadgen.Main([]string{"-target", ln.Addr().String(), "-requests", file, "-count", "50", "-rate", "1000"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var r loadgen.Result
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Sent != 50 || r.Allowed != 50 {
+		t.Fatalf("result %q: %+v, %v", out.String(), r, err)
+	}
+	empty := filepath.Join(dir, "empty.bin")
+	truncated := filepath.Join(dir, "truncated.bin")
+	raw, _ := os.ReadFile(file)
+	_ = os.WriteFile(empty, nil, 0o600)
+	_ = os.WriteFile(truncated, raw[:len(raw)-3], 0o600)
+	for _, args := range [][]string{
+		{"-requests", file},
+		{"-target", ln.Addr().String()},
+		{"-target", ln.Addr().String(), "-requests", empty},
+		{"-target", ln.Addr().String(), "-requests", truncated},
+		{"-target", ln.Addr().String(), "-requests", filepath.Join(dir, "missing")},
+	} {
+		if err := loadgen.Main(args, io.Discard); err == nil {
+			t.Errorf("%v: accepted", args)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -126,14 +127,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Rate > 0 {
 		interval = time.Duration(float64(time.Second) / o.Rate)
 	}
+	// The sender keeps its own thread, so that precise sleeps (sleepPrecisely) block it alone.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 feed:
 	for i := 0; i < o.Count; i++ {
 		at := time.Now()
 		if interval > 0 {
 			at = start.Add(time.Duration(i) * interval)
-			if d := time.Until(at); d > 0 {
-				time.Sleep(d)
-			}
+			sleepPrecisely(time.Until(at))
 		}
 		select {
 		case jobs <- job{i: i, scheduled: at}:
