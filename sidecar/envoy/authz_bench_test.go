@@ -181,13 +181,7 @@ func fixedRate(b *testing.B, checker Checker) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(r.Errors), "errors")
-	b.ReportMetric(float64(r.P50.Microseconds()), "p50_µs")
-	b.ReportMetric(float64(r.P99.Microseconds()), "p99_µs")
-	b.ReportMetric(float64(n.P99.Microseconds()), "noop_p99_µs")
-	b.ReportMetric(r.RPS, "checks/s")
-	b.Logf("consentry: %s", r)
-	b.Logf("no-op:     %s", n)
+	reportFixedRate(b, r, n)
 }
 
 // BenchmarkExtAuthzFixedRateExternal is BenchmarkExtAuthzFixedRate with the generator in its
@@ -215,16 +209,21 @@ func BenchmarkExtAuthzFixedRateExternal(b *testing.B) {
 		r := runExternal(b, bins["authzload"], ours, file, b.N)
 		n := runExternal(b, bins["authzload"], noop, file, b.N)
 		b.StopTimer()
-		b.ReportMetric(float64(r.Errors), "errors")
-		b.ReportMetric(float64(r.P50.Microseconds()), "p50_µs")
-		b.ReportMetric(float64(r.P99.Microseconds()), "p99_µs")
-		b.ReportMetric(float64(n.P99.Microseconds()), "noop_p99_µs")
-		b.ReportMetric(r.RPS, "checks/s")
-		b.Logf("consentry: %s", r)
-		b.Logf("no-op:     %s", n)
+		reportFixedRate(b, r, n)
 	}
 	b.Run("cached", func(b *testing.B) { run(b, benchPipeline(b, true)) })
 	b.Run("uncached", func(b *testing.B) { run(b, benchPipeline(b, false)) })
+}
+
+// reportFixedRate reports a fixed-rate run of consentry (r) and of the no-op server (n).
+func reportFixedRate(b *testing.B, r, n *loadgen.Result) {
+	b.ReportMetric(float64(r.Errors), "errors")
+	b.ReportMetric(float64(r.P50.Microseconds()), "p50_µs")
+	b.ReportMetric(float64(r.P99.Microseconds()), "p99_µs")
+	b.ReportMetric(float64(n.P99.Microseconds()), "noop_p99_µs")
+	b.ReportMetric(r.RPS, "checks/s")
+	b.Logf("consentry: %s", r)
+	b.Logf("no-op:     %s", n)
 }
 
 // runExternal runs the generator process against target at 4,000 checks/s.

@@ -17,7 +17,8 @@ import (
 	"github.com/consentry/consentry/sidecar/envoy/loadgen"
 )
 
-func TestLoadgen(t *testing.T) {
+// startNoop serves the no-op Check server on a free port for the test's lifetime.
+func startNoop(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -28,17 +29,22 @@ func TestLoadgen(t *testing.T) {
 	}
 	authv3.RegisterAuthorizationServer(gs, noopAuthz{})
 	go func() { _ = gs.Serve(ln) }()
-	defer gs.Stop()
+	t.Cleanup(gs.Stop)
+	return ln.Addr().String()
+}
+
+func TestLoadgen(t *testing.T) {
+	addr := startNoop(t)
 	req := checkRequest("GET", "/", nil)
 	// Open loop: 200 requests at 1,000/s take about 200ms.
-	r, err := loadgen.Run(context.Background(), loadgen.Options{Target: ln.Addr().String(), Count: 200, Rate: 1000, Requests: []*authv3.CheckRequest{req}})
+	r, err := loadgen.Run(context.Background(), loadgen.Options{Target: addr, Count: 200, Rate: 1000, Requests: []*authv3.CheckRequest{req}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Sent != 200 || r.Allowed != 200 || r.Errors != 0 || r.Elapsed < 190*time.Millisecond || r.P99 < r.P50 || r.Max < r.P99 {
 		t.Fatalf("open loop: %s", r)
 	}
-	if _, err := loadgen.Run(context.Background(), loadgen.Options{Target: ln.Addr().String()}); err == nil {
+	if _, err := loadgen.Run(context.Background(), loadgen.Options{Target: addr}); err == nil {
 		t.Fatal("run without requests accepted")
 	}
 }
@@ -46,17 +52,7 @@ func TestLoadgen(t *testing.T) {
 // The generator as its own process's entry point: requests round-trip through the file, the
 // result comes back as JSON, and bad arguments or files are errors, not a run.
 func TestLoadgenMain(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs, _, err := NewGRPCServer(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	authv3.RegisterAuthorizationServer(gs, noopAuthz{})
-	go func() { _ = gs.Serve(ln) }()
-	defer gs.Stop()
+	addr := startNoop(t)
 	dir := t.TempDir()
 	reqs := benchMix()
 	file := filepath.Join(dir, "reqs.bin")
@@ -73,7 +69,7 @@ func TestLoadgenMain(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	if err := loadgen.Main([]string{"-target", ln.Addr().String(), "-requests", file, "-count", "50", "-rate", "1000"}, &out); err != nil {
+	if err := loadgen.Main([]string{"-target", addr, "-requests", file, "-count", "50", "-rate", "1000"}, &out); err != nil {
 		t.Fatal(err)
 	}
 	var r loadgen.Result
@@ -87,10 +83,10 @@ func TestLoadgenMain(t *testing.T) {
 	_ = os.WriteFile(truncated, raw[:len(raw)-3], 0o600)
 	for _, args := range [][]string{
 		{"-requests", file},
-		{"-target", ln.Addr().String()},
-		{"-target", ln.Addr().String(), "-requests", empty},
-		{"-target", ln.Addr().String(), "-requests", truncated},
-		{"-target", ln.Addr().String(), "-requests", filepath.Join(dir, "missing")},
+		{"-target", addr},
+		{"-target", addr, "-requests", empty},
+		{"-target", addr, "-requests", truncated},
+		{"-target", addr, "-requests", filepath.Join(dir, "missing")},
 	} {
 		if err := loadgen.Main(args, io.Discard); err == nil {
 			t.Errorf("%v: accepted", args)
