@@ -189,3 +189,35 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
 }
+
+// BenchmarkReplayErasures replays a ledger of 250 erased customers (1,000 keys, every one
+// still absent, as after a normal start) against the real Vault dev server, one Vault call at a
+// time and with the replay's bounded concurrency, side by side. ns/op is one whole replay.
+//
+//	go test -run '^$' -bench ReplayErasures -benchtime 5x ./vaultkeys/
+func BenchmarkReplayErasures(b *testing.B) {
+	srv := startVault(b)
+	cfg := testConfig(b, srv)
+	m := newManager(b, cfg, Options{})
+	ctx := context.Background()
+	const customers = 250
+	for i := 0; i < customers; i++ {
+		if _, err := m.Erase(ctx, fmt.Sprintf("gone-%d", i), "bench", "erasure request"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, conc := range []int{1, replayConcurrency} {
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
+			saved := replayConcurrency
+			replayConcurrency = conc
+			defer func() { replayConcurrency = saved }()
+			for i := 0; i < b.N; i++ {
+				rep, err := m.ReplayErasures(ctx)
+				if err != nil || rep.Records != customers || rep.Absent != customers*len(DefaultClasses) {
+					b.Fatalf("%+v %v", rep, err)
+				}
+			}
+			b.ReportMetric(float64(customers*len(DefaultClasses))*float64(b.N)/b.Elapsed().Seconds(), "keys/s")
+		})
+	}
+}
