@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,6 +157,26 @@ func checkSelfContained(t *testing.T, page string, want []string) {
 	for _, w := range want {
 		if !strings.Contains(text.String(), w) {
 			t.Errorf("report text lacks %q", w)
+		}
+	}
+}
+
+// The customer's report names each reason once per access, in the order the decision gave
+// them, without touching the logged event's list.
+func TestReportReasonsDistinct(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{nil, []string{}},
+		{[]string{"consent.missing"}, []string{"consent.missing"}},
+		{[]string{"special_category.mfa_required", "special_category.mfa_required", "special_category.role_required", "special_category.mfa_required"},
+			[]string{"special_category.mfa_required", "special_category.role_required"}},
+	} {
+		orig := append([]string(nil), tc.in...)
+		got := distinct(tc.in)
+		if len(got) != len(tc.want) || (len(got) > 0 && !slices.Equal(got, tc.want)) {
+			t.Errorf("distinct(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+		if !slices.Equal(tc.in, orig) {
+			t.Errorf("distinct changed its input: %v", tc.in)
 		}
 	}
 }

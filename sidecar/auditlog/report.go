@@ -90,7 +90,7 @@ func BuildReport(ctx context.Context, dir string, o ReportOptions) (*Report, err
 	f := Filter{Customer: r.Pseudonym, Since: o.Since, Until: o.Until}
 	err := Query(ctx, dir, f, func(ev *Event, _ []byte) error {
 		row := ReportRow{Time: ev.Timestamp.UTC(), DecisionID: ev.DecisionID, Purpose: ev.Purpose, Case: ev.CaseID, Action: ev.Action,
-			Outcome: ev.Outcome, Reasons: ev.Reasons, KeyScopes: ev.KeyScopes, Revision: ev.PolicyRevision}
+			Outcome: ev.Outcome, Reasons: distinct(ev.Reasons), KeyScopes: ev.KeyScopes, Revision: ev.PolicyRevision}
 		if ev.Subject != nil {
 			row.WhoType, row.Roles = ev.Subject.Type, ev.Subject.Roles
 			switch {
@@ -206,3 +206,18 @@ and whether the request was allowed. Refused attempts are listed too.</div>
 </body>
 </html>
 `))
+
+// distinct returns codes without repeats, in first-seen order. A decision gives one reason per
+// field it withholds, so the log holds e.g. special_category.mfa_required once per payment
+// field; the customer's report names each reason once.
+func distinct(codes []string) []string {
+	seen := make(map[string]bool, len(codes))
+	out := codes[:0:0]
+	for _, c := range codes {
+		if !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	return out
+}
