@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -19,6 +18,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/consentry/consentry/sidecar/internal/pace"
 )
 
 // Options describe one run.
@@ -127,15 +128,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Rate > 0 {
 		interval = time.Duration(float64(time.Second) / o.Rate)
 	}
-	// The sender keeps its own thread, so that precise sleeps (sleepPrecisely) block it alone.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 feed:
 	for i := 0; i < o.Count; i++ {
 		at := time.Now()
 		if interval > 0 {
 			at = start.Add(time.Duration(i) * interval)
-			sleepPrecisely(time.Until(at))
+			pace.Sleep(time.Until(at)) // sub-millisecond precision; see package pace
 		}
 		select {
 		case jobs <- job{i: i, scheduled: at}:
