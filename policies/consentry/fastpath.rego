@@ -2,9 +2,9 @@
 # title: Decision fast path
 # description: |
 #   The common request - an employee or service with exactly one role reads or writes one
-#   customer's record, for a purpose that role may act for, with every check passing; or a
-#   customer acting on their own record - decided from one precomputed section per purpose x
-#   role x MFA instead of evaluating every rule.
+#   customer's record, for a purpose that role may act for, with every check passing or only
+#   the customer's consent missing; or a customer acting on their own record - decided from one
+#   precomputed section per purpose x role x MFA instead of evaluating every rule.
 #   The section holds everything that depends on the catalogue only: the actions the purpose
 #   permits, whether consent and a case are needed, the field outcomes with the special
 #   categories the caller may not see already withheld, key scopes, allowed fields and the
@@ -20,7 +20,8 @@ import data.consentry.util
 # METADATA
 # title: Fast decision
 # description: |
-#   The decision document for the common allowed request; undefined for any other request.
+#   The decision document for the common allowed request and for a request denied only for
+#   want of consent; undefined for any other request.
 #   The request phase decides one customer; the response phase of a list decides every record,
 #   the common ones (all checks pass, or only consent is missing) from the section and any
 #   other record by the full rules for that record (consentry.record_outcome).
@@ -179,6 +180,41 @@ decision := {
 	cs.status == "open"
 	cs.customer_id == input.resource.customer_id
 	input.subject.id in cs.assignees
+	cust := input.enrichment.customer
+	not cust.erased == true
+	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+} else := {
+	"allow": false,
+	"status": 451,
+	"reasons": _consent_denial(input.enrichment.consents, s),
+	"fields": minimization.denied_fields,
+	"key_scopes": [],
+	"obligations": [],
+	"headers": {},
+	"flags": [],
+	"records": {},
+} if {
+	# Denied for want of consent and for nothing else: the request passes every request-level
+	# check (as in the branches above), the record's state, case and lifecycle pass, and no
+	# granted, unexpired consent covers the purpose. The full rules then give exactly one
+	# reason (withdrawn, else expired, else missing: consent.record_deny), status 451 and the
+	# fields every denied decision reports; a request that fails anything else as well is
+	# left to them.
+	s := _sec
+	s.consent_required == true
+	object.get(input, "phase", "request") == "request"
+	input.subject.type in {"employee", "service"}
+	input.subject.id != ""
+	not input.break_glass
+	w := s.writes[input.action]
+	req := object.get(input.resource, "fields", [])
+	count(object.filter(s.fields, req)) == count(req)
+	count(object.filter(s.allowed, req)) >= w * count(req)
+	input.resource.customer_id != ""
+	count(object.get(input.enrichment, "errors", [])) == 0
+	rec := {"customer_id": input.resource.customer_id, "enrichment": input.enrichment}
+	not _record_consent_ok(rec, s)
+	_record_case_ok(rec, s)
 	cust := input.enrichment.customer
 	not cust.erased == true
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns

@@ -44,6 +44,13 @@ _list := fx.replace(fx.marketing, {
 	],
 })
 
+# The response phase of a support list: the case is checked for each record.
+_support_list := fx.replace(fx.support, {"phase": "response", "records": [
+	{"customer_id": "c-1", "enrichment": {"consents": [], "customer": fx.customer, "case": fx.support.enrichment.case}},
+	{"customer_id": "c-2", "enrichment": {"consents": [], "customer": fx.customer, "case": fx.support.enrichment.case}},
+	_rec("c-3", [], {}),
+]})
+
 # Inputs the fast path decides.
 _fast_inputs := [
 	fx.support,
@@ -52,16 +59,18 @@ _fast_inputs := [
 	fx.marketing,
 	_with_consents(fx.marketing, [_expiring("marketing.communications.email", "2027-01-01T00:00:00Z")]),
 	_with_consents(fx.marketing, [fx.granted("marketing")]),
+	# Denied for want of consent only: expired, withdrawn, never given, given for another purpose.
+	_with_consents(fx.marketing, [_expiring("marketing.communications.email", "2026-01-01T00:00:00Z")]),
+	_with_consents(fx.marketing, [object.union(fx.granted("marketing.communications.email"), {"status": "withdrawn"})]),
+	_with_consents(fx.marketing, [object.union(fx.granted("marketing"), {"status": "expired"})]),
+	_with_consents(fx.marketing, []),
+	_with_consents(fx.marketing, [fx.granted("analytics.reporting")]),
 	_billing,
 	fx.replace(_billing, {"subject": {"id": "emp-50", "type": "employee", "roles": ["billing_agent"]}}),
 	_list,
 	fx.replace(_list, {"records": []}),
 	fx.replace(_list, {"action": "read", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["id"]}}),
-	fx.replace(fx.support, {"phase": "response", "records": [
-		{"customer_id": "c-1", "enrichment": {"consents": [], "customer": fx.customer, "case": fx.support.enrichment.case}},
-		{"customer_id": "c-2", "enrichment": {"consents": [], "customer": fx.customer, "case": fx.support.enrichment.case}},
-		_rec("c-3", [], {}),
-	]}),
+	_support_list,
 	fx.self_read,
 	fx.replace(fx.self_read, {"subject": {"id": "u-1", "type": "customer", "customer_id": "c-1", "roles": ["customer"]}}),
 	fx.replace(fx.self_read, {"action": "update", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["contact.email"]}}),
@@ -85,9 +94,17 @@ _full_inputs := [
 	fx.replace(fx.support, {"resource": {"type": "customer", "customer_id": "c-1", "fields": ["id", "ssn"]}}),
 	fx.replace(fx.support, {"resource": {"type": "customer", "customer_id": "", "fields": ["id"]}, "action": "list"}),
 	fx.replace(fx.support, {"purpose": "marketing.communications.email"}),
-	_with_consents(fx.marketing, [_expiring("marketing.communications.email", "2026-01-01T00:00:00Z")]),
-	_with_consents(fx.marketing, [object.union(fx.granted("marketing.communications.email"), {"status": "withdrawn"})]),
 	fx.replace(fx.marketing, {"enrichment": {"consents": [fx.granted("marketing.communications.email")], "customer": object.union(fx.customer, {"erased": true})}}),
+	# Consent missing and something else too: erased, past retention, state unreadable, a write
+	# of a field the purpose may not write, break-glass, another role.
+	fx.replace(fx.marketing, {"enrichment": {"consents": [], "customer": object.union(fx.customer, {"erased": true})}}),
+	fx.replace(fx.marketing, {"enrichment": {"consents": [], "customer": object.union(fx.customer, {"retention_until": "2020-01-01T00:00:00Z"})}}),
+	fx.replace(fx.marketing, {"enrichment": {"consents": [], "customer": fx.customer, "errors": ["consent store down"]}}),
+	fx.replace(fx.marketing, {"enrichment": {"consents": []}}),
+	_with_consents(fx.replace(fx.marketing, {"action": "update", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["payment.card_number"]}}), []),
+	_with_consents(fx.replace(fx.marketing, {"break_glass": {"justification": "regulator asked"}}), []),
+	_with_consents(fx.replace(fx.marketing, {"subject": {"id": "emp-30", "type": "employee", "roles": ["marketing", "analyst"]}}), []),
+	_with_consents(fx.replace(fx.marketing, {"resource": {"type": "customer", "customer_id": "c-1", "fields": ["id", "ssn"]}}), []),
 	fx.replace(fx.marketing, {"enrichment": {"consents": [fx.granted("marketing.communications.email")], "customer": fx.customer, "errors": ["consent store down"]}}),
 	fx.replace(_list, {"subject": {"id": "emp-1", "type": "employee", "roles": ["analyst"]}}),
 	fx.replace(_list, {"break_glass": {"justification": "campaign audit, consent store suspected wrong"}}),
@@ -185,7 +202,7 @@ test_list_records_decided_per_record if {
 }
 
 test_response_phase_case_work_checks_each_record if {
-	d := fastpath.decision with input as _fast_inputs[11]
+	d := fastpath.decision with input as _support_list
 	d.records["c-1"].allow
 	d.records["c-2"].reasons[0].code == "case.customer_mismatch"
 	d.records["c-3"].reasons[0].code == "case.not_found"
@@ -209,7 +226,16 @@ test_consent_and_case_branch if {
 	d := fastpath.decision with input as ok with data.consentry.catalog as _both_catalog
 	d == consentry.full_decision with input as ok with data.consentry.catalog as _both_catalog
 	d.allow
-	not fastpath.decision with input as _with_consents(fx.support, []) with data.consentry.catalog as _both_catalog
 	no_case := fx.replace(ok, {"enrichment": object.union(ok.enrichment, {"case": object.union(ok.enrichment.case, {"status": "closed"})})})
 	not fastpath.decision with input as no_case with data.consentry.catalog as _both_catalog
+
+	# Consent missing with the case in order: the consent denial branch, as the full rules.
+	no_consent := _with_consents(fx.support, [])
+	nd := fastpath.decision with input as no_consent with data.consentry.catalog as _both_catalog
+	nd == consentry.full_decision with input as no_consent with data.consentry.catalog as _both_catalog
+	nd.reasons[0].code == "consent.missing"
+
+	# Consent missing and the case closed: two reasons, left to the full rules.
+	neither := _with_consents(no_case, [])
+	not fastpath.decision with input as neither with data.consentry.catalog as _both_catalog
 }

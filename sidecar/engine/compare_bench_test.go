@@ -40,6 +40,9 @@ func BenchmarkCompareLibraries(b *testing.B) {
 			in.Subject = input.Subject{ID: "u-1001", Type: input.SubjectCustomer, CustomerID: in.Resource.CustomerID}
 			in.Purpose, in.CaseID = "essential.service", ""
 		}},
+		{"consent-read", func(in *input.Input) {
+			in.Purpose, in.Subject.Roles = "marketing.communications.email", []string{"marketing"}
+		}},
 		{"no-consent", func(in *input.Input) {
 			in.Purpose, in.Subject.Roles = "marketing.communications.email", []string{"marketing"}
 			in.Enrichment.Consents = in.Enrichment.Consents[1:]
