@@ -14,6 +14,7 @@
 #   unknown fields, several roles) is left to them.
 package consentry.fastpath
 
+import data.consentry.cases
 import data.consentry.minimization
 import data.consentry.util
 
@@ -215,6 +216,39 @@ decision := {
 	rec := {"customer_id": input.resource.customer_id, "enrichment": input.enrichment}
 	not _record_consent_ok(rec, s)
 	_record_case_ok(rec, s)
+	cust := input.enrichment.customer
+	not cust.erased == true
+	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+} else := {
+	"allow": false,
+	"status": 403,
+	"reasons": sort([{"code": r.code, "message": r.message} | some r in cases.record_deny(rec)]),
+	"fields": minimization.denied_fields,
+	"key_scopes": [],
+	"obligations": [],
+	"headers": {},
+	"flags": [],
+	"records": {},
+} if {
+	# Denied for the case and for nothing else (no x-case-id, an unknown case, or one that is
+	# closed, about another customer or not assigned to the caller): every other check passes,
+	# consent included when the purpose needs it. The reasons are the case rules' own
+	# (consentry.cases), all 403.
+	s := _sec
+	s.case_required == true
+	object.get(input, "phase", "request") == "request"
+	input.subject.type in {"employee", "service"}
+	input.subject.id != ""
+	not input.break_glass
+	w := s.writes[input.action]
+	req := object.get(input.resource, "fields", [])
+	count(object.filter(s.fields, req)) == count(req)
+	count(object.filter(s.allowed, req)) >= w * count(req)
+	input.resource.customer_id != ""
+	count(object.get(input.enrichment, "errors", [])) == 0
+	rec := {"customer_id": input.resource.customer_id, "enrichment": input.enrichment}
+	not _record_case_ok(rec, s)
+	_record_consent_ok(rec, s)
 	cust := input.enrichment.customer
 	not cust.erased == true
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns

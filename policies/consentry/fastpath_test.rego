@@ -25,6 +25,8 @@ _rec(id, consents, cust) := {"customer_id": id, "enrichment": {"consents": conse
 
 _withdrawn(p) := object.union(fx.granted(p), {"status": "withdrawn"})
 
+_with_case(base, change) := fx.replace(base, {"enrichment": object.union(base.enrichment, {"case": object.union(base.enrichment.case, change)})})
+
 # The response phase of a marketing list: one record per kind of outcome.
 _list := fx.replace(fx.marketing, {
 	"action": "list",
@@ -65,6 +67,14 @@ _fast_inputs := [
 	_with_consents(fx.marketing, [object.union(fx.granted("marketing"), {"status": "expired"})]),
 	_with_consents(fx.marketing, []),
 	_with_consents(fx.marketing, [fx.granted("analytics.reporting")]),
+	# Denied for the case only: none named, unknown, closed, about another customer, not the
+	# caller's, and all three problems at once.
+	fx.replace(fx.support, {"case_id": ""}),
+	fx.replace(fx.support, {"enrichment": object.remove(fx.support.enrichment, ["case"])}),
+	_with_case(fx.support, {"status": "closed"}),
+	_with_case(fx.support, {"customer_id": "c-2"}),
+	_with_case(fx.support, {"assignees": ["emp-99"]}),
+	_with_case(fx.support, {"status": "closed", "customer_id": "c-2", "assignees": []}),
 	_billing,
 	fx.replace(_billing, {"subject": {"id": "emp-50", "type": "employee", "roles": ["billing_agent"]}}),
 	_list,
@@ -89,7 +99,9 @@ _full_inputs := [
 	fx.processor,
 	fx.replace(fx.support, {"subject": {"id": "emp-17", "type": "employee", "roles": ["support_agent", "support_lead"]}}),
 	fx.replace(fx.support, {"break_glass": {"justification": "customer on the phone, case system down"}}),
-	fx.replace(fx.support, {"case_id": ""}),
+	# A case problem and something else too: erased, a write the purpose may not make.
+	fx.replace(fx.support, {"case_id": "", "enrichment": object.union(fx.support.enrichment, {"customer": object.union(fx.customer, {"erased": true})})}),
+	fx.replace(_with_case(fx.support, {"status": "closed"}), {"action": "update", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["date_of_birth"]}}),
 	fx.replace(fx.support, {"action": "update", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["date_of_birth"]}}),
 	fx.replace(fx.support, {"resource": {"type": "customer", "customer_id": "c-1", "fields": ["id", "ssn"]}}),
 	fx.replace(fx.support, {"resource": {"type": "customer", "customer_id": "", "fields": ["id"]}, "action": "list"}),
@@ -226,8 +238,12 @@ test_consent_and_case_branch if {
 	d := fastpath.decision with input as ok with data.consentry.catalog as _both_catalog
 	d == consentry.full_decision with input as ok with data.consentry.catalog as _both_catalog
 	d.allow
-	no_case := fx.replace(ok, {"enrichment": object.union(ok.enrichment, {"case": object.union(ok.enrichment.case, {"status": "closed"})})})
-	not fastpath.decision with input as no_case with data.consentry.catalog as _both_catalog
+
+	# The case closed with consent in order: the case denial branch, as the full rules.
+	no_case := _with_case(ok, {"status": "closed"})
+	cd := fastpath.decision with input as no_case with data.consentry.catalog as _both_catalog
+	cd == consentry.full_decision with input as no_case with data.consentry.catalog as _both_catalog
+	cd.reasons[0].code == "case.closed"
 
 	# Consent missing with the case in order: the consent denial branch, as the full rules.
 	no_consent := _with_consents(fx.support, [])

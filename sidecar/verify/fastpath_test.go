@@ -16,7 +16,8 @@ import (
 	"github.com/consentry/consentry/sidecar/engine"
 )
 
-// The library decides the common allowed request (and its denial for want of consent alone)
+// The library decides the common allowed request (and its denial for want of consent or of a
+// case alone)
 // from precomputed sections
 // (consentry.fastpath); data.consentry.decision must be exactly data.consentry.full_decision,
 // the document every rule gives, for every input. Checked on every scenario and example input,
