@@ -17,9 +17,8 @@ import (
 )
 
 // The library decides the common allowed request (and its denial for want of consent or of a
-// case alone)
-// from precomputed sections
-// (consentry.fastpath); data.consentry.decision must be exactly data.consentry.full_decision,
+// case alone) from precomputed sections (consentry.fastpath); data.consentry.decision must be
+// exactly data.consentry.full_decision,
 // the document every rule gives, for every input. Checked on every scenario and example input,
 // and on variants of each: MFA toggled, and each catalogue role as the caller's only role.
 func TestFastPathGivesFullDecision(t *testing.T) {
