@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/consentry/consentry/e2e/harness"
+	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/engine"
 	"github.com/consentry/consentry/sidecar/envoy/loadgen"
 	"github.com/consentry/consentry/sidecar/pipeline"
@@ -213,6 +214,38 @@ func BenchmarkExtAuthzFixedRateExternal(b *testing.B) {
 	}
 	b.Run("cached", func(b *testing.B) { run(b, benchPipeline(b, true)) })
 	b.Run("uncached", func(b *testing.B) { run(b, benchPipeline(b, false)) })
+	// The decision log `consentry run` writes: hash-chained, signed checkpoints, strict mode
+	// (an answer waits until its event is fsynced, with group commit).
+	b.Run("strict-log/cached", func(b *testing.B) { run(b, strictLogPipeline(b, true)) })
+	b.Run("strict-log/uncached", func(b *testing.B) { run(b, strictLogPipeline(b, false)) })
+}
+
+// strictLogPipeline is benchPipeline with the production decision log (auditlog, strict mode)
+// in a temporary directory instead of the JSON-lines file.
+func strictLogPipeline(b *testing.B, cache bool) Checker {
+	b.Helper()
+	keys := b.TempDir()
+	cfg := auditlog.Config{Dir: b.TempDir(), SigningKeyFile: filepath.Join(keys, "signing.pem"), PseudonymKeyFile: filepath.Join(keys, "pseudonym.key")}
+	if _, err := auditlog.WriteKeyPair(cfg.SigningKeyFile, filepath.Join(keys, "signing.pub")); err != nil {
+		b.Fatal(err)
+	}
+	if err := auditlog.WritePseudonymKey(cfg.PseudonymKeyFile); err != nil {
+		b.Fatal(err)
+	}
+	lg, err := auditlog.Open(cfg, auditlog.Options{Logger: fx.Logger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = lg.Close() })
+	pc := pipeline.Config{Timeout: 150 * time.Millisecond}
+	if !cache {
+		pc.DecisionCache.Size = -1
+	}
+	p, err := pipeline.New(pc, pipeline.Deps{Engine: fx.Engine, Routes: fx.Routes, Identity: fx.Identity, Enrich: fx.Enrich, Log: lg, Logger: fx.Logger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
 }
 
 // reportFixedRate reports a fixed-rate run of consentry (r) and of the no-op server (n).
