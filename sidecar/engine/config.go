@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 )
 
@@ -44,9 +45,19 @@ type Config struct {
 	// (within its deadline: engine.timeout otherwise). They live for the process, so each keeps
 	// the stack OPA's recursive evaluator grew on it instead of growing a fresh goroutine's
 	// stack by copying on every request (2-2.5x the cost of a decision; BENCHMARKS.md,
-	// round 5). Default 0: four per core (4 x GOMAXPROCS); -1 evaluates on the caller's
-	// goroutine.
+	// round 5). Default 0: four per core (4 x GOMAXPROCS), or 64 per core when allow_http_send
+	// or allow_net is on (a worker waiting on the network holds its slot); -1 evaluates on the
+	// caller's goroutine.
 	Evaluators int `yaml:"evaluators" json:"evaluators"`
+}
+
+// evaluators is the pool size newEvaluators gets: the configured one, or for the default (0)
+// a larger bound when policies may wait on the network.
+func (c Config) evaluators() int {
+	if c.Evaluators == 0 && (c.AllowHTTPSend || c.AllowNet) {
+		return 64 * runtime.GOMAXPROCS(0)
+	}
+	return c.Evaluators
 }
 
 // DefaultTimeout is used when Config.Timeout is zero.

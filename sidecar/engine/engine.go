@@ -70,7 +70,7 @@ func New(cfg Config, log *slog.Logger) *Engine {
 		log = slog.Default()
 	}
 	cfg = cfg.WithDefaults()
-	return &Engine{cfg: cfg, log: log, pool: newEvaluators(cfg.Evaluators)}
+	return &Engine{cfg: cfg, log: log, pool: newEvaluators(cfg.evaluators())}
 }
 
 // Ready reports whether a policy is active.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"reflect"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,6 +48,22 @@ func TestEvaluatorsDefaultSize(t *testing.T) {
 	}
 	if newEvaluators(-1) != nil {
 		t.Fatal("-1 must evaluate on the caller's goroutine")
+	}
+	// Policies that may wait on the network get a larger default bound; a configured one stays.
+	procs := runtime.GOMAXPROCS(0)
+	for _, tc := range []struct {
+		cfg  Config
+		want int
+	}{
+		{Config{}, 0},
+		{Config{AllowHTTPSend: true}, 64 * procs},
+		{Config{AllowNet: true}, 64 * procs},
+		{Config{AllowHTTPSend: true, Evaluators: 3}, 3},
+		{Config{AllowNet: true, Evaluators: -1}, -1},
+	} {
+		if got := tc.cfg.evaluators(); got != tc.want {
+			t.Errorf("%+v: %d evaluators, want %d", tc.cfg, got, tc.want)
+		}
 	}
 }
 
