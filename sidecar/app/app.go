@@ -75,6 +75,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error
 	a := &App{Config: cfg, Log: log, Registry: reg}
 	log.Info("garbage collector", "policy", cfg.Engine.ApplyGC())
 	a.Engine = engine.New(cfg.Engine, log)
+	log.Info("policy evaluation", "evaluators", a.Engine.Evaluators(), "timeout", cfg.Engine.WithDefaults().Timeout)
 	a.Admin = admin.New(cfg.Admin, reg)
 	if err := a.assemble(ctx); err != nil {
 		a.close()

@@ -73,6 +73,15 @@ func New(cfg Config, log *slog.Logger) *Engine {
 	return &Engine{cfg: cfg, log: log, pool: newEvaluators(cfg.evaluators())}
 }
 
+// Evaluators is the bound on concurrent evaluations (engine.evaluators), or 0 when
+// evaluations run on the caller's goroutine.
+func (e *Engine) Evaluators() int {
+	if e.pool == nil {
+		return 0
+	}
+	return int(e.pool.max)
+}
+
 // Ready reports whether a policy is active.
 func (e *Engine) Ready() bool { return e.active.Load() != nil }
 
