@@ -6,7 +6,9 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/engine"
 	"github.com/consentry/consentry/sidecar/envoy/loadgen"
+	"github.com/consentry/consentry/sidecar/internal/pace"
 	"github.com/consentry/consentry/sidecar/pipeline"
 )
 
@@ -218,6 +221,50 @@ func BenchmarkExtAuthzFixedRateExternal(b *testing.B) {
 	// (an answer waits until its event is fsynced, with group commit).
 	b.Run("strict-log/cached", func(b *testing.B) { run(b, strictLogPipeline(b, true)) })
 	b.Run("strict-log/uncached", func(b *testing.B) { run(b, strictLogPipeline(b, false)) })
+}
+
+// BenchmarkStrictLogAt4000 is what strict mode adds to a decision (issue 7's target): the
+// ext_authz service in process (pipeline, policy with the decision cache, response), one
+// goroutine per check offered open loop at 4,000/s, once with the JSON-lines file and once with
+// the production decision log in strict mode (an answer waits for its event's group-commit
+// fsync), alternately, b.N checks each. Latency from each check's scheduled time.
+//
+//	go test -run '^$' -bench StrictLogAt4000 -benchtime 20000x ./sidecar/envoy/
+func BenchmarkStrictLogAt4000(b *testing.B) {
+	_, restoreGC := engine.Config{}.ApplyGCScoped()
+	defer restoreGC()
+	reqs := benchMix()
+	openLoop := func(c Checker) (p50, p99 time.Duration) {
+		a := NewAuthz(Config{}, c, nil)
+		lat := make([]time.Duration, b.N)
+		var wg sync.WaitGroup
+		start := time.Now()
+		for i := range b.N {
+			at := start.Add(time.Duration(i) * time.Second / 4000)
+			pace.Sleep(time.Until(at))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := a.Check(context.Background(), reqs[i%len(reqs)]); err != nil {
+					b.Error(err)
+				}
+				lat[i] = time.Since(at)
+			}()
+		}
+		wg.Wait()
+		slices.Sort(lat)
+		return lat[len(lat)/2], lat[len(lat)*99/100]
+	}
+	b.ResetTimer()
+	fileP50, fileP99 := openLoop(benchPipeline(b, true))
+	strictP50, strictP99 := openLoop(strictLogPipeline(b, true))
+	b.StopTimer()
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(fileP50), "file-p50-ms")
+	b.ReportMetric(ms(fileP99), "file-p99-ms")
+	b.ReportMetric(ms(strictP50), "strict-p50-ms")
+	b.ReportMetric(ms(strictP99), "strict-p99-ms")
+	b.ReportMetric(ms(strictP99-fileP99), "strict-adds-p99-ms")
 }
 
 // strictLogPipeline is benchPipeline with the production decision log (auditlog, strict mode)
