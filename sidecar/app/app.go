@@ -76,6 +76,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error
 	log.Info("garbage collector", "policy", cfg.Engine.ApplyGC())
 	a.Engine = engine.New(cfg.Engine, log)
 	log.Info("policy evaluation", "evaluators", a.Engine.Evaluators(), "timeout", cfg.Engine.WithDefaults().Timeout)
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "consentry_engine_evaluations_running", Help: "Policy evaluations running now (at most engine.evaluators)."},
+			func() float64 { return float64(a.Engine.EvaluatorStats().Busy) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "consentry_engine_evaluations_waiting", Help: "Requests waiting for a free evaluator now; persistently above zero means the sidecar needs more cores."},
+			func() float64 { return float64(a.Engine.EvaluatorStats().Waiting) }),
+	)
 	a.Admin = admin.New(cfg.Admin, reg)
 	if err := a.assemble(ctx); err != nil {
 		a.close()

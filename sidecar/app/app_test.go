@@ -212,6 +212,13 @@ func TestAssembledSidecarDecidesAndAudits(t *testing.T) {
 		t.Fatalf("closed case must deny: %v", resp)
 	}
 
+	metrics := get(t, "http://"+s.admin+"/metrics")
+	for _, m := range []string{"consentry_engine_evaluations_running 0", "consentry_engine_evaluations_waiting 0", "consentry_decisions_total"} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %q", m)
+		}
+	}
+
 	status := get(t, "http://"+s.admin+"/status")
 	for _, section := range []string{`"policy"`, `"state"`, `"decision_log"`} {
 		if !strings.Contains(status, section) {

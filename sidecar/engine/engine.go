@@ -82,6 +82,24 @@ func (e *Engine) Evaluators() int {
 	return int(e.pool.max)
 }
 
+// EvaluatorStats is a snapshot of the evaluator pool.
+type EvaluatorStats struct {
+	// Bound is engine.evaluators in effect (0: evaluations run on the callers' goroutines).
+	Bound int
+	// Busy is how many evaluations are running now.
+	Busy int
+	// Waiting is how many callers wait for a free evaluator now.
+	Waiting int
+}
+
+// EvaluatorStats reports the evaluator pool's current load.
+func (e *Engine) EvaluatorStats() EvaluatorStats {
+	if e.pool == nil {
+		return EvaluatorStats{}
+	}
+	return EvaluatorStats{Bound: int(e.pool.max), Busy: int(e.pool.busy.Load()), Waiting: int(e.pool.waiting.Load())}
+}
+
 // Ready reports whether a policy is active.
 func (e *Engine) Ready() bool { return e.active.Load() != nil }
 

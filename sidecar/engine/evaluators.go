@@ -27,6 +27,10 @@ type evaluators struct {
 	jobs    chan *evalJob
 	max     int32
 	started atomic.Int32
+	// busy counts jobs being evaluated, waiting the callers waiting for a free worker (the
+	// sidecar exports both as gauges: a pool that is always busy with callers waiting is an
+	// overloaded sidecar, before timeouts show it).
+	busy, waiting atomic.Int64
 }
 
 // evalJob is one evaluation handed to a worker; done is reused through jobPool.
@@ -70,9 +74,12 @@ func (p *evaluators) run(ctx context.Context, f func()) error {
 			go p.work(j)
 		} else {
 			p.started.Add(-1)
+			p.waiting.Add(1)
 			select {
 			case p.jobs <- j:
+				p.waiting.Add(-1)
 			case <-ctx.Done():
+				p.waiting.Add(-1)
 				return fmt.Errorf("no evaluator became free in time: %w", ctx.Err())
 			}
 		}
@@ -89,7 +96,9 @@ func (p *evaluators) run(ctx context.Context, f func()) error {
 // pool exists to avoid.
 func (p *evaluators) work(j *evalJob) {
 	for {
+		p.busy.Add(1)
 		j.call()
+		p.busy.Add(-1)
 		j.done <- struct{}{}
 		j = <-p.jobs
 	}

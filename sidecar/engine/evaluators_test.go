@@ -108,6 +108,9 @@ func TestEvaluatorsBound(t *testing.T) {
 	if peak.Load() > bound {
 		t.Fatalf("%d ran at once, bound %d", peak.Load(), bound)
 	}
+	if b, w := p.busy.Load(), p.waiting.Load(); b != 0 || w != 0 {
+		t.Fatalf("after the run: %d busy, %d waiting", b, w)
+	}
 	if p.started.Load() > bound {
 		t.Fatalf("%d workers started, bound %d", p.started.Load(), bound)
 	}
@@ -124,7 +127,21 @@ func TestEvaluatorsDeadlineWhileWaiting(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	ran := false
+	sawWaiting := make(chan int64, 1)
+	go func() {
+		// While the caller below waits: the blocked job busy, the caller waiting.
+		for p.waiting.Load() == 0 && ctx.Err() == nil {
+			time.Sleep(100 * time.Microsecond)
+		}
+		sawWaiting <- p.busy.Load()
+	}()
 	err := p.run(ctx, func() { ran = true })
+	if b := <-sawWaiting; b != 1 {
+		t.Errorf("%d busy while one job blocked the only worker", b)
+	}
+	if w := p.waiting.Load(); w != 0 {
+		t.Errorf("%d still waiting after the deadline", w)
+	}
 	close(release)
 	if !errors.Is(err, context.DeadlineExceeded) || ran {
 		t.Fatalf("err %v, ran %v: want the deadline's error and no run", err, ran)
