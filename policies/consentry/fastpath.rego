@@ -22,7 +22,7 @@ import data.consentry.util
 # title: Fast decision
 # description: |
 #   The decision document for the common allowed request and for a request denied only for
-#   want of consent; undefined for any other request.
+#   want of consent or only for its case; undefined for any other request.
 #   The request phase decides one customer; the response phase of a list decides every record,
 #   the common ones (all checks pass, or only consent is missing) from the section and any
 #   other record by the full rules for that record (consentry.record_outcome).
