@@ -4,8 +4,8 @@
 #   The common request - an employee or service with exactly one role reads or writes one
 #   customer's record, for a purpose that role may act for, with every check passing, or only
 #   the customer's consent or only the case failing; or a customer acting on their own record -
-#   decided from one
-#   precomputed section per purpose x role x MFA instead of evaluating every rule.
+#   decided from one precomputed section per purpose x role x MFA instead of evaluating every
+#   rule.
 #   The section holds everything that depends on the catalogue only: the actions the purpose
 #   permits, whether consent and a case are needed, the field outcomes with the special
 #   categories the caller may not see already withheld, key scopes, allowed fields and the
