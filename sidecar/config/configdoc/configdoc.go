@@ -239,19 +239,6 @@ func (p *parsed) isStruct(name string) bool {
 	return ok
 }
 
-// localStruct returns the name of a same-package type behind f (T, *T, []T), or "".
-func localStruct(e ast.Expr) string {
-	switch x := e.(type) {
-	case *ast.Ident:
-		return x.Name
-	case *ast.StarExpr:
-		return localStruct(x.X)
-	case *ast.ArrayType:
-		return localStruct(x.Elt)
-	}
-	return ""
-}
-
 func elemSuffix(e ast.Expr) string {
 	if _, ok := e.(*ast.ArrayType); ok {
 		return "[]"
