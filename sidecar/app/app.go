@@ -75,7 +75,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error
 	a := &App{Config: cfg, Log: log, Registry: reg}
 	log.Info("garbage collector", "policy", cfg.Engine.ApplyGC())
 	a.Engine = engine.New(cfg.Engine, log)
-	log.Info("policy evaluation", "evaluators", a.Engine.Evaluators(), "timeout", cfg.Engine.WithDefaults().Timeout)
+	log.Info("policy evaluation", "evaluators", a.Engine.EvaluatorStats().Bound, "timeout", cfg.Engine.WithDefaults().Timeout)
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "consentry_engine_evaluations_running", Help: "Policy evaluations running now (at most engine.evaluators)."},
 			func() float64 { return float64(a.Engine.EvaluatorStats().Busy) }),

@@ -73,15 +73,6 @@ func New(cfg Config, log *slog.Logger) *Engine {
 	return &Engine{cfg: cfg, log: log, pool: newEvaluators(cfg.evaluators())}
 }
 
-// Evaluators is the bound on concurrent evaluations (engine.evaluators), or 0 when
-// evaluations run on the caller's goroutine.
-func (e *Engine) Evaluators() int {
-	if e.pool == nil {
-		return 0
-	}
-	return int(e.pool.max)
-}
-
 // EvaluatorStats is a snapshot of the evaluator pool.
 type EvaluatorStats struct {
 	// Bound is engine.evaluators in effect (0: evaluations run on the callers' goroutines).

@@ -49,11 +49,11 @@ func TestEvaluatorsDefaultSize(t *testing.T) {
 	if newEvaluators(-1) != nil {
 		t.Fatal("-1 must evaluate on the caller's goroutine")
 	}
-	if n := New(Config{Evaluators: 5}, nil).Evaluators(); n != 5 {
-		t.Fatalf("Evaluators() = %d, want 5", n)
+	if n := New(Config{Evaluators: 5}, nil).EvaluatorStats().Bound; n != 5 {
+		t.Fatalf("EvaluatorStats().Bound = %d, want 5", n)
 	}
-	if n := New(Config{Evaluators: -1}, nil).Evaluators(); n != 0 {
-		t.Fatalf("inline: Evaluators() = %d, want 0", n)
+	if n := New(Config{Evaluators: -1}, nil).EvaluatorStats().Bound; n != 0 {
+		t.Fatalf("inline: EvaluatorStats().Bound = %d, want 0", n)
 	}
 	// Policies that may wait on the network get a larger default bound; a configured one stays.
 	procs := runtime.GOMAXPROCS(0)
