@@ -191,10 +191,10 @@ type ReplayReport struct {
 }
 
 // replayConcurrency bounds the Vault calls one replay has in flight (a variable for the
-// benchmark that compares it with one at a time). A replay checks every key
-// the ledger names, one read each (and a destroy for a key that came back); one at a time, a
-// ledger of 100,000 erased keys kept a starting sidecar busy for minutes, while Vault serves
-// these small reads in parallel without strain.
+// benchmark that compares it with one at a time). A replay checks every key the ledger names,
+// one read each (and a destroy for a key that came back); one at a time, a ledger of 100,000
+// erased keys kept a starting sidecar busy for minutes, while Vault serves these small reads
+// in parallel without strain.
 var replayConcurrency = 16
 
 // ReplayErasures re-applies every ledger record to Vault: any key named by an erasure that
@@ -221,15 +221,15 @@ func (m *Manager) ReplayErasures(ctx context.Context) (*ReplayReport, error) {
 		go func() {
 			defer wg.Done()
 			for name := range next {
-				destroyed, existed, err := m.replayKey(ctx, name)
+				existed, err := m.replayKey(ctx, name)
 				mu.Lock()
 				switch {
 				case err != nil:
 					rep.Failed[name] = err.Error()
-				case !existed:
-					rep.Absent++
-				case destroyed:
+				case existed:
 					rep.Destroyed = append(rep.Destroyed, name)
+				default:
+					rep.Absent++
 				}
 				mu.Unlock()
 			}
@@ -247,13 +247,10 @@ func (m *Manager) ReplayErasures(ctx context.Context) (*ReplayReport, error) {
 	return rep, nil
 }
 
-// replayKey destroys key name if it exists.
-func (m *Manager) replayKey(ctx context.Context, name string) (destroyed, existed bool, err error) {
+// replayKey destroys key name if it exists, and reports whether it did (existed).
+func (m *Manager) replayKey(ctx context.Context, name string) (existed bool, err error) {
 	if _, existed, err = m.keyVersions(ctx, name); err != nil || !existed {
-		return false, existed, err
+		return existed, err
 	}
-	if err := m.destroyKey(ctx, name); err != nil {
-		return false, true, err
-	}
-	return true, true, nil
+	return true, m.destroyKey(ctx, name)
 }
