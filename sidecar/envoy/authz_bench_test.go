@@ -53,15 +53,21 @@ func cpuTime() time.Duration {
 // benchPipeline is the fixture's pipeline with production timeouts (150ms per check), with
 // or without the decision cache (uncached: every check evaluates the policy).
 func benchPipeline(b *testing.B, cache bool) Checker {
-	cfg := pipeline.Config{Timeout: 150 * time.Millisecond}
-	if !cache {
-		cfg.DecisionCache.Size = -1
-	}
-	p, err := fx.WithConfig(cfg)
+	p, err := fx.WithConfig(benchConfig(cache))
 	if err != nil {
 		b.Fatal(err)
 	}
 	return p
+}
+
+// benchConfig is the pipeline configuration of the benchmarks: production timeouts, the
+// decision cache on or off.
+func benchConfig(cache bool) pipeline.Config {
+	cfg := pipeline.Config{Timeout: 150 * time.Millisecond}
+	if !cache {
+		cfg.DecisionCache.Size = -1
+	}
+	return cfg
 }
 
 // benchServer starts a server (consentry or no-op) and returns its address.
@@ -284,11 +290,7 @@ func strictLogPipeline(b *testing.B, cache bool) Checker {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = lg.Close() })
-	pc := pipeline.Config{Timeout: 150 * time.Millisecond}
-	if !cache {
-		pc.DecisionCache.Size = -1
-	}
-	p, err := pipeline.New(pc, pipeline.Deps{Engine: fx.Engine, Routes: fx.Routes, Identity: fx.Identity, Enrich: fx.Enrich, Log: lg, Logger: fx.Logger})
+	p, err := fx.WithConfigAndLog(benchConfig(cache), lg)
 	if err != nil {
 		b.Fatal(err)
 	}

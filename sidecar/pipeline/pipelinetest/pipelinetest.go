@@ -144,10 +144,16 @@ func New(dir string, opts Options) (*Fixture, error) {
 // WithConfig returns another pipeline sharing the fixture's engine, routes, identity,
 // enrichment and decision log, with its own configuration.
 func (f *Fixture) WithConfig(cfg pipeline.Config) (*pipeline.Pipeline, error) {
+	return f.WithConfigAndLog(cfg, f.Sink)
+}
+
+// WithConfigAndLog is WithConfig writing decisions to log instead of the fixture's JSON-lines
+// file (e.g. the production decision log, to measure it).
+func (f *Fixture) WithConfigAndLog(cfg pipeline.Config, log audit.Sink) (*pipeline.Pipeline, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
 	}
-	return pipeline.New(cfg, pipeline.Deps{Engine: f.Engine, Routes: f.Routes, Identity: f.Identity, Enrich: f.Enrich, Log: f.Sink, Logger: f.Logger})
+	return pipeline.New(cfg, pipeline.Deps{Engine: f.Engine, Routes: f.Routes, Identity: f.Identity, Enrich: f.Enrich, Log: log, Logger: f.Logger})
 }
 
 // Close closes the decision log.
