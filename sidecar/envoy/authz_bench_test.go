@@ -175,21 +175,27 @@ func BenchmarkExtAuthzFixedRate(b *testing.B) {
 }
 
 func fixedRate(b *testing.B, checker Checker) {
-	// The collector policy `consentry run` applies (engine.gc_percent / gc_headroom_mib).
+	reqs := benchMix()
+	fixedRateWith(b, checker, func(target string) *loadgen.Result {
+		r, err := loadgen.Run(context.Background(), loadgen.Options{Target: target, Count: b.N, Rate: 4000, Requests: reqs, Concurrency: 64, Timeout: 2 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return r
+	})
+}
+
+// fixedRateWith runs generate (4,000 checks/s, b.N of them) against consentry with checker and
+// then against the no-op server, under the collector policy `consentry run` applies
+// (engine.gc_percent / gc_headroom_mib), and reports both.
+func fixedRateWith(b *testing.B, checker Checker, generate func(target string) *loadgen.Result) {
 	_, restoreGC := engine.Config{}.ApplyGCScoped()
 	defer restoreGC()
-	reqs := benchMix()
 	ours := benchServerWith(b, false, checker)
 	noop := benchServer(b, true)
 	b.ResetTimer()
-	r, err := loadgen.Run(context.Background(), loadgen.Options{Target: ours, Count: b.N, Rate: 4000, Requests: reqs, Concurrency: 64, Timeout: 2 * time.Second})
-	if err != nil {
-		b.Fatal(err)
-	}
-	n, err := loadgen.Run(context.Background(), loadgen.Options{Target: noop, Count: b.N, Rate: 4000, Requests: reqs, Concurrency: 64})
-	if err != nil {
-		b.Fatal(err)
-	}
+	r := generate(ours)
+	n := generate(noop)
 	b.StopTimer()
 	reportFixedRate(b, r, n)
 }
@@ -211,15 +217,9 @@ func BenchmarkExtAuthzFixedRateExternal(b *testing.B) {
 		b.Fatal(err)
 	}
 	run := func(b *testing.B, checker Checker) {
-		_, restoreGC := engine.Config{}.ApplyGCScoped()
-		defer restoreGC()
-		ours := benchServerWith(b, false, checker)
-		noop := benchServer(b, true)
-		b.ResetTimer()
-		r := runExternal(b, bins["authzload"], ours, file, b.N)
-		n := runExternal(b, bins["authzload"], noop, file, b.N)
-		b.StopTimer()
-		reportFixedRate(b, r, n)
+		fixedRateWith(b, checker, func(target string) *loadgen.Result {
+			return runExternal(b, bins["authzload"], target, file, b.N)
+		})
 	}
 	b.Run("cached", func(b *testing.B) { run(b, benchPipeline(b, true)) })
 	b.Run("uncached", func(b *testing.B) { run(b, benchPipeline(b, false)) })
