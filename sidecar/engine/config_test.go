@@ -23,6 +23,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "collector off with a memory limit", cfg: Config{GCPercent: -1}, memLimit: "512MiB"},
 		{name: "explicit gc percent", cfg: Config{GCPercent: 150}},
 		{name: "negative headroom", cfg: Config{GCHeadroomMiB: -1}, wantError: "engine.gc_headroom_mib"},
+		{name: "evaluators on the caller's goroutine", cfg: Config{Evaluators: -1}},
+		{name: "evaluators bound", cfg: Config{Evaluators: 32}},
+		{name: "evaluators below -1", cfg: Config{Evaluators: -2}, wantError: "engine.evaluators"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
