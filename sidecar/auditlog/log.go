@@ -94,7 +94,9 @@ type Log struct {
 	head       string
 	seg        *os.File
 	segName    string
-	segSize    int64
+	segSize    int64 // end of the records in seg
+	segCap     int64 // size of seg: segSize plus the zero-filled space after it
+	zeros      []byte
 	segCreated time.Time
 	ckpt       *os.File
 	ckptSize   int64
@@ -254,7 +256,9 @@ func (l *Log) recover() error {
 
 func (l *Log) openSegment(now time.Time) error {
 	name := segmentName(l.seq)
-	f, err := os.OpenFile(filepath.Join(l.dir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	path := filepath.Join(l.dir, name)
+	// Not O_APPEND: the writer writes at its own offset, over preallocated zeros (segio.go).
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return fmt.Errorf("decision log segment: %w", err)
 	}
@@ -270,7 +274,7 @@ func (l *Log) openSegment(now time.Time) error {
 	if l.seg != nil {
 		l.seg.Close()
 	}
-	l.seg, l.segName, l.segSize, l.segCreated = f, name, st.Size(), now
+	l.seg, l.segName, l.segSize, l.segCap, l.segCreated = f, name, st.Size(), st.Size(), now
 	l.m.segments.Inc()
 	return nil
 }

@@ -9,11 +9,13 @@ type metrics struct {
 	checkpoints prometheus.Counter
 	segments    prometheus.Counter
 	recovered   prometheus.Counter
-	latency     prometheus.Histogram
-	batch       prometheus.Histogram
-	uploaded    prometheus.Counter
-	uploadFails prometheus.Counter
-	uploadLag   prometheus.Gauge
+	// preallocated counts zero-filled bytes written ahead of the active segment's records.
+	preallocated prometheus.Counter
+	latency      prometheus.Histogram
+	batch        prometheus.Histogram
+	uploaded     prometheus.Counter
+	uploadFails  prometheus.Counter
+	uploadLag    prometheus.Gauge
 }
 
 // newMetrics creates the log's metrics and registers them when reg is not nil. The alarm on
@@ -21,12 +23,13 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	ns := "consentry_decision_log_"
 	m := &metrics{
-		events:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "events_total", Help: "Decision events durably appended."}),
-		dropped:     prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "dropped_total", Help: "Events dropped because the async buffer was full (alarm on > 0)."}),
-		errors:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "errors_total", Help: "Append, write, fsync or signing failures."}),
-		checkpoints: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "checkpoints_total", Help: "Signed checkpoints written."}),
-		segments:    prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "segments_opened_total", Help: "Segments opened (rotation)."}),
-		recovered:   prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "recovery_truncated_bytes_total", Help: "Bytes of torn records truncated at open."}),
+		events:       prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "events_total", Help: "Decision events durably appended."}),
+		dropped:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "dropped_total", Help: "Events dropped because the async buffer was full (alarm on > 0)."}),
+		errors:       prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "errors_total", Help: "Append, write, fsync or signing failures."}),
+		checkpoints:  prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "checkpoints_total", Help: "Signed checkpoints written."}),
+		segments:     prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "segments_opened_total", Help: "Segments opened (rotation)."}),
+		recovered:    prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "recovery_truncated_bytes_total", Help: "Bytes of torn records truncated at open."}),
+		preallocated: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "preallocated_bytes_total", Help: "Zero-filled bytes written ahead of the active segment's records (decision_log.preallocate_bytes)."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: ns + "append_seconds", Help: "Time from Append to durable commit.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25}}),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: ns + "commit_batch_events", Help: "Events per group commit.",
@@ -36,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		uploadLag:   prometheus.NewGauge(prometheus.GaugeOpts{Name: ns + "upload_lag_events", Help: "Committed records not yet uploaded."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.events, m.dropped, m.errors, m.checkpoints, m.segments, m.recovered, m.latency, m.batch, m.uploaded, m.uploadFails, m.uploadLag} {
+		for _, c := range []prometheus.Collector{m.events, m.dropped, m.errors, m.checkpoints, m.segments, m.recovered, m.preallocated, m.latency, m.batch, m.uploaded, m.uploadFails, m.uploadLag} {
 			_ = reg.Register(c)
 		}
 	}

@@ -102,12 +102,13 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := map[string]func(c *Config){
-		"decision_log.mode":             func(c *Config) { c.Mode = "best-effort" },
-		"decision_log.dir":              func(c *Config) { c.Dir = "" },
-		"decision_log.signing_key_file": func(c *Config) { c.UnsignedCheckpoints = false },
-		"decision_log.mask[0]":          func(c *Config) { c.Mask = []MaskRule{{Op: "remove", Path: "/result/allow"}} },
-		"decision_log.upload.url":       func(c *Config) { c.Upload = &UploadConfig{URL: "ftp://x"} },
-		"decision_log.checkpoint_every": func(c *Config) { c.CheckpointEvery = -1 },
+		"decision_log.mode":              func(c *Config) { c.Mode = "best-effort" },
+		"decision_log.dir":               func(c *Config) { c.Dir = "" },
+		"decision_log.signing_key_file":  func(c *Config) { c.UnsignedCheckpoints = false },
+		"decision_log.mask[0]":           func(c *Config) { c.Mask = []MaskRule{{Op: "remove", Path: "/result/allow"}} },
+		"decision_log.upload.url":        func(c *Config) { c.Upload = &UploadConfig{URL: "ftp://x"} },
+		"decision_log.checkpoint_every":  func(c *Config) { c.CheckpointEvery = -1 },
+		"decision_log.preallocate_bytes": func(c *Config) { c.PreallocateBytes = 100 },
 	}
 	for key, mut := range cases {
 		c := ok

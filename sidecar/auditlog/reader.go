@@ -2,12 +2,14 @@ package auditlog
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // ScanLines calls fn with every complete record line of the log in dir, in order, and the
@@ -34,26 +36,15 @@ func scanFile(path string, fn func(line []byte) error) error {
 	defer f.Close()
 	r := bufio.NewReaderSize(f, 1<<20)
 	for {
-		line, err := r.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			// Long record: collect it whole.
-			buf := append([]byte(nil), line...)
-			for errors.Is(err, bufio.ErrBufferFull) {
-				line, err = r.ReadSlice('\n')
-				buf = append(buf, line...)
-			}
-			line = buf
-		}
-		if len(line) > 0 && line[len(line)-1] == '\n' {
-			if ferr := fn(line[:len(line)-1]); ferr != nil {
-				return ferr
-			}
-		}
-		if err == io.EOF {
-			return nil
-		}
+		line, err := readLine(r)
 		if err != nil {
+			if endOfRecords(err) {
+				return nil // a partial line or the zero-filled space of a live segment
+			}
 			return err
+		}
+		if ferr := fn(line[:len(line)-1]); ferr != nil {
+			return ferr
 		}
 	}
 }
@@ -73,13 +64,17 @@ func ScanEvents(dir string, fn func(ev *Event, line []byte) error) error {
 // resumes where it stopped, moving to the next segment once one exists (the writer rotates
 // only after a record is durable, so a segment with a successor is complete).
 type tail struct {
-	dir     string
-	seg     segInfo
-	f       *os.File
-	r       *bufio.Reader
-	partial []byte
-	held    []byte
-	heldH   lineHeader
+	dir string
+	seg segInfo
+	f   *os.File
+	r   *bufio.Reader
+	// off is where the next record starts in f: a partial record or the writer's zero-filled
+	// space is read again from there once the writer has written over it.
+	off int64
+	// complete is set once a later segment exists: this one gets no more records.
+	complete bool
+	held     []byte
+	heldH    lineHeader
 }
 
 // seek positions t at the first record with seq >= from.
@@ -115,7 +110,7 @@ func (t *tail) open(s segInfo) error {
 	if err != nil {
 		return err
 	}
-	t.f, t.seg, t.partial = f, s, nil
+	t.f, t.seg, t.off, t.complete = f, s, 0, false
 	t.r = bufio.NewReaderSize(f, 256<<10)
 	return nil
 }
@@ -139,53 +134,51 @@ func (t *tail) next(limit uint64) ([]byte, lineHeader, bool, error) {
 		return line, h, true, nil
 	}
 	for t.f != nil {
-		b, err := t.r.ReadBytes('\n')
-		if len(b) > 0 {
-			if t.partial != nil {
-				b = append(t.partial, b...)
-				t.partial = nil
-			}
-			if b[len(b)-1] != '\n' {
-				t.partial = b
-			} else {
-				line := b[:len(b)-1]
-				h, perr := parseHeader(line)
-				if perr != nil {
-					return nil, h, false, fmt.Errorf("%s: %w", t.seg.name, perr)
-				}
-				if h.seq > limit {
-					t.held, t.heldH = line, h
-					return nil, lineHeader{}, false, nil
-				}
-				return line, h, true, nil
-			}
-		}
+		b, err := readLine(t.r)
 		if err == nil {
-			continue
+			t.off += int64(len(b))
+			line := bytes.Clone(b[:len(b)-1])
+			h, perr := parseHeader(line)
+			if perr != nil {
+				return nil, h, false, fmt.Errorf("%s: %w", t.seg.name, perr)
+			}
+			if h.seq > limit {
+				t.held, t.heldH = line, h
+				return nil, lineHeader{}, false, nil
+			}
+			return line, h, true, nil
 		}
-		if err != io.EOF {
+		if !endOfRecords(err) {
 			return nil, lineHeader{}, false, err
 		}
-		if t.partial != nil {
-			return nil, lineHeader{}, false, nil
+		if len(b) > 0 || errors.Is(err, errNUL) {
+			// Read past the last complete record: go back to it.
+			if _, err := t.f.Seek(t.off, io.SeekStart); err != nil {
+				return nil, lineHeader{}, false, err
+			}
+			t.r.Reset(t.f)
+		}
+		if len(b) > 0 {
+			return nil, lineHeader{}, false, nil // the writer is mid-write
 		}
 		segs, lerr := listSegments(t.dir)
 		if lerr != nil {
 			return nil, lineHeader{}, false, lerr
 		}
-		moved := false
-		for _, s := range segs {
-			if s.first > t.seg.first {
-				t.f.Close()
-				if err := t.open(s); err != nil {
-					return nil, lineHeader{}, false, err
-				}
-				moved = true
-				break
-			}
-		}
-		if !moved {
+		i := slices.IndexFunc(segs, func(s segInfo) bool { return s.first > t.seg.first })
+		if i < 0 {
 			return nil, lineHeader{}, false, nil
+		}
+		if !t.complete {
+			// The writer completes a segment before it creates the next one, but it may have
+			// written its last records after this reader reached the end: read to the end
+			// once more before moving on.
+			t.complete = true
+			continue
+		}
+		t.f.Close()
+		if err := t.open(segs[i]); err != nil {
+			return nil, lineHeader{}, false, err
 		}
 	}
 	return nil, lineHeader{}, false, nil

@@ -16,8 +16,8 @@ func (l *Log) rotate(now time.Time) error {
 	if l.segName == segmentName(l.seq) {
 		return nil // nothing written since the segment was opened
 	}
-	if err := l.seg.Sync(); err != nil {
-		return fmt.Errorf("fsync before rotation: %w", err)
+	if err := l.closeSeg(); err != nil {
+		return fmt.Errorf("before rotation: %w", err)
 	}
 	if err := l.openSegment(now); err != nil {
 		return err
@@ -38,10 +38,9 @@ func (l *Log) rotate(now time.Time) error {
 		return err
 	}
 	l.buf = l.seal(l.buf[:0], []kv{{"removed", b}, {"timestamp", appendString(nil, now.UTC().Format(time.RFC3339Nano))}, {"type", appendString(nil, TypeRetention)}})
-	n, err := l.seg.Write(l.buf)
-	l.segSize += int64(n)
+	err = l.writeSeg(l.buf)
 	if err == nil {
-		err = l.seg.Sync()
+		err = syncData(l.seg)
 	}
 	if err != nil {
 		l.fail(fmt.Errorf("write retention record: %w", err))
@@ -112,7 +111,7 @@ func firstPrevHash(path string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	line, err := bufio.NewReader(f).ReadBytes('\n')
+	line, err := readLine(bufio.NewReader(f))
 	if err != nil {
 		return "", fmt.Errorf("read first record of %s: %w", filepath.Base(path), err)
 	}

@@ -160,13 +160,15 @@ type tailState struct {
 	lastTime string
 }
 
-// recoverSegment validates one segment file and truncates a torn tail: a last line without a
-// newline, or an invalid last line. An invalid line followed by valid ones is corruption, not a
-// torn write (the writer only appends), and is refused with ErrCorrupt. The first record must
-// carry the segment's first seq; its prev_hash links to the previous segment, which the
-// verifier checks (recovery only needs the tail). st.nextSeq == 0 and st.head == "" after the
-// call mean the segment holds no valid record.
-func recoverSegment(path string, firstSeq uint64, st *tailState) (truncated int64, err error) {
+// recoverSegment validates one segment file and cuts what follows its last valid record: a
+// torn last record (a last line without a newline, or an invalid last line) and the
+// zero-filled space a writer keeps ahead of its records (Config.PreallocateBytes). An invalid
+// line followed by valid ones is corruption, not a torn write (the writer only appends), and is
+// refused with ErrCorrupt. The first record must carry the segment's first seq; its prev_hash
+// links to the previous segment, which the verifier checks (recovery only needs the tail).
+// st.nextSeq == 0 and st.head == "" after the call mean the segment holds no valid record.
+// torn is the number of bytes cut that were not zero-fill.
+func recoverSegment(path string, firstSeq uint64, st *tailState) (torn int64, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return 0, err
@@ -177,11 +179,14 @@ func recoverSegment(path string, firstSeq uint64, st *tailState) (truncated int6
 	var badAt int64 = -1
 	first := true
 	for {
-		line, rerr := r.ReadBytes('\n')
+		line, rerr := readLine(r)
+		if rerr != nil && !endOfRecords(rerr) {
+			return 0, rerr
+		}
 		if len(line) > 0 {
 			var h lineHeader
 			var perr error
-			if line[len(line)-1] == '\n' {
+			if rerr == nil {
 				h, perr = parseHeader(line[:len(line)-1])
 				if perr == nil && first {
 					if h.seq != firstSeq {
@@ -210,26 +215,53 @@ func recoverSegment(path string, firstSeq uint64, st *tailState) (truncated int6
 			first = false
 			off += int64(len(line))
 		}
-		if rerr == io.EOF {
-			break
-		}
 		if rerr != nil {
-			return 0, rerr
+			break
 		}
 	}
 	if goodEnd == 0 {
 		st.head, st.nextSeq = "", 0
 	}
-	if badAt >= 0 {
-		if err := f.Truncate(goodEnd); err != nil {
-			return 0, fmt.Errorf("truncate torn tail of %s: %w", path, err)
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	if size == goodEnd {
+		return 0, nil
+	}
+	torn, err = nonZeroBytes(f, goodEnd, size)
+	if err != nil {
+		return 0, err
+	}
+	if err := f.Truncate(goodEnd); err != nil {
+		return 0, fmt.Errorf("truncate the tail of %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return 0, err
+	}
+	return torn, nil
+}
+
+// nonZeroBytes counts the bytes of f in [from, to) that are not NUL.
+func nonZeroBytes(f *os.File, from, to int64) (int64, error) {
+	buf := make([]byte, 64<<10)
+	var n int64
+	for off := from; off < to; {
+		k, err := f.ReadAt(buf[:min(int64(len(buf)), to-off)], off)
+		for _, c := range buf[:k] {
+			if c != 0 {
+				n++
+			}
 		}
-		if err := f.Sync(); err != nil {
+		off += int64(k)
+		if err != nil {
+			if err == io.EOF {
+				break
+			}
 			return 0, err
 		}
-		return off - goodEnd, nil
 	}
-	return 0, nil
+	return n, nil
 }
 
 // truncateTornLines cuts a trailing partial line of a JSON-lines file (checkpoints.jsonl).

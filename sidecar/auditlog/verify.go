@@ -163,8 +163,9 @@ func (v *verifier) scan(dir string, segs []segInfo) error {
 	return readErr
 }
 
-// readBatches splits a segment into complete lines (a trailing partial line, a live writer
-// mid-write, is ignored) in batches of about 1 MiB.
+// readBatches splits a segment into complete lines in batches of about 1 MiB. A trailing
+// partial line (a live writer mid-write) and the zero-filled space after the records of the
+// active segment are ignored.
 func readBatches(path string, s segInfo, emit func(*vbatch)) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -176,6 +177,9 @@ func readBatches(path string, s segInfo, emit func(*vbatch)) error {
 	chunk := make([]byte, 1<<20)
 	for {
 		n, rerr := f.Read(chunk)
+		if i := bytes.IndexByte(chunk[:n], 0); i >= 0 {
+			n, rerr = i, io.EOF // the zero-filled space after a live segment's records
+		}
 		if n > 0 {
 			data := append(carry, chunk[:n]...)
 			end := bytes.LastIndexByte(data, '\n')

@@ -58,6 +58,9 @@ func (l *Log) run() {
 				_ = l.commit(batch, "")
 			}
 			_ = l.commit(nil, CheckpointClose)
+			if err := l.closeSeg(); err != nil {
+				l.log.Warn("decision log: closing", "err", err)
+			}
 			return
 		}
 	}
@@ -123,7 +126,7 @@ func (l *Log) commit(batch []*pending, force string) error {
 		if terr != nil {
 			l.fail(fmt.Errorf("%v; rollback: %w", err, terr))
 		}
-		l.segSize, l.ckptSize = size0, cks0
+		l.segSize, l.segCap, l.ckptSize = size0, size0, cks0
 		l.lastWriteErr.Store(&err)
 		ack(batch, err)
 		return err
@@ -156,6 +159,9 @@ func (l *Log) commit(batch []*pending, force string) error {
 		// (BENCHMARKS.md, round 5).
 		runtime.Gosched()
 	}
+	if len(batch) > 0 {
+		l.extendSeg()
+	}
 	return nil
 }
 
@@ -170,10 +176,8 @@ func ack(batch []*pending, err error) {
 // write appends the buffers; strict mode fsyncs before returning.
 func (l *Log) write() error {
 	if len(l.buf) > 0 {
-		n, err := l.seg.Write(l.buf)
-		l.segSize += int64(n)
-		if err != nil {
-			return fmt.Errorf("write segment: %w", err)
+		if err := l.writeSeg(l.buf); err != nil {
+			return err
 		}
 	}
 	if len(l.ckptBuf) > 0 {
@@ -187,7 +191,7 @@ func (l *Log) write() error {
 		l.dirty = true
 		return nil
 	}
-	if err := l.seg.Sync(); err != nil {
+	if err := syncData(l.seg); err != nil {
 		return fmt.Errorf("fsync segment: %w", err)
 	}
 	if len(l.ckptBuf) > 0 {

@@ -225,15 +225,17 @@ func BenchmarkExtAuthzFixedRateExternal(b *testing.B) {
 	b.Run("uncached", func(b *testing.B) { run(b, benchPipeline(b, false)) })
 	// The decision log `consentry run` writes: hash-chained, signed checkpoints, strict mode
 	// (an answer waits until its event is fsynced, with group commit).
-	b.Run("strict-log/cached", func(b *testing.B) { run(b, strictLogPipeline(b, true)) })
-	b.Run("strict-log/uncached", func(b *testing.B) { run(b, strictLogPipeline(b, false)) })
+	b.Run("strict-log/cached", func(b *testing.B) { run(b, strictLogPipeline(b, true, 0)) })
+	b.Run("strict-log/uncached", func(b *testing.B) { run(b, strictLogPipeline(b, false, 0)) })
 }
 
 // BenchmarkStrictLogAt4000 is what strict mode adds to a decision (issue 7's target): the
 // ext_authz service in process (pipeline, policy with the decision cache, response), one
-// goroutine per check offered open loop at 4,000/s, once with the JSON-lines file and once with
+// goroutine per check offered open loop at 4,000/s, once with the JSON-lines file, once with
 // the production decision log in strict mode (an answer waits for its event's group-commit
-// fsync), alternately, b.N checks each. Latency from each check's scheduled time.
+// fsync) and once more with that log appending instead of overwriting preallocated space
+// (decision_log.preallocate_bytes: -1), in turn, b.N checks each. Latency from each check's
+// scheduled time.
 //
 //	go test -run '^$' -bench StrictLogAt4000 -benchtime 20000x ./sidecar/envoy/
 func BenchmarkStrictLogAt4000(b *testing.B) {
@@ -263,7 +265,8 @@ func BenchmarkStrictLogAt4000(b *testing.B) {
 	}
 	b.ResetTimer()
 	fileP50, fileP99 := openLoop(benchPipeline(b, true))
-	strictP50, strictP99 := openLoop(strictLogPipeline(b, true))
+	strictP50, strictP99 := openLoop(strictLogPipeline(b, true, 0))
+	appendP50, appendP99 := openLoop(strictLogPipeline(b, true, -1))
 	b.StopTimer()
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	b.ReportMetric(ms(fileP50), "file-p50-ms")
@@ -271,14 +274,18 @@ func BenchmarkStrictLogAt4000(b *testing.B) {
 	b.ReportMetric(ms(strictP50), "strict-p50-ms")
 	b.ReportMetric(ms(strictP99), "strict-p99-ms")
 	b.ReportMetric(ms(strictP99-fileP99), "strict-adds-p99-ms")
+	// The same without preallocated segments (decision_log.preallocate_bytes: -1).
+	b.ReportMetric(ms(appendP50), "strict-append-p50-ms")
+	b.ReportMetric(ms(appendP99-fileP99), "strict-append-adds-p99-ms")
 }
 
-// strictLogPipeline is benchPipeline with the production decision log (auditlog, strict mode)
-// in a temporary directory instead of the JSON-lines file.
-func strictLogPipeline(b *testing.B, cache bool) Checker {
+// strictLogPipeline is benchPipeline with the production decision log (auditlog, strict mode,
+// decision_log.preallocate_bytes as given) in a temporary directory instead of the JSON-lines
+// file.
+func strictLogPipeline(b *testing.B, cache bool, preallocate int64) Checker {
 	b.Helper()
 	keys := b.TempDir()
-	cfg := auditlog.Config{Dir: b.TempDir(), SigningKeyFile: filepath.Join(keys, "signing.pem"), PseudonymKeyFile: filepath.Join(keys, "pseudonym.key")}
+	cfg := auditlog.Config{Dir: b.TempDir(), PreallocateBytes: preallocate, SigningKeyFile: filepath.Join(keys, "signing.pem"), PseudonymKeyFile: filepath.Join(keys, "pseudonym.key")}
 	if _, err := auditlog.WriteKeyPair(cfg.SigningKeyFile, filepath.Join(keys, "signing.pub")); err != nil {
 		b.Fatal(err)
 	}

@@ -1,0 +1,95 @@
+package auditlog
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Segment I/O: the writer writes at its own offset (never O_APPEND) so that it can overwrite
+// the zero-filled space it keeps ahead of the records (Config.PreallocateBytes), and readers
+// treat the first NUL byte as the end of the written records. Records are canonical JSON, in
+// which a NUL can only appear escaped, so a NUL byte is never part of a record.
+
+// writeSeg writes b at the end of the records of the active segment.
+func (l *Log) writeSeg(b []byte) error {
+	n, err := l.seg.WriteAt(b, l.segSize)
+	l.segSize += int64(n)
+	l.segCap = max(l.segCap, l.segSize)
+	if err != nil {
+		return fmt.Errorf("write segment: %w", err)
+	}
+	return nil
+}
+
+// extendSeg writes zeros after the active segment's end once less than half of the
+// preallocation is left, and flushes them, so that the next commits overwrite allocated
+// blocks. A failure is only logged: the segment then grows by appending, as without
+// preallocation.
+func (l *Log) extendSeg() {
+	n := l.cfg.PreallocateBytes
+	if n <= 0 {
+		return
+	}
+	if l.segCap-l.segSize >= n/2 || l.segCap >= l.cfg.SegmentMaxBytes {
+		return
+	}
+	if int64(len(l.zeros)) != n {
+		l.zeros = make([]byte, n)
+	}
+	w, err := l.seg.WriteAt(l.zeros, l.segCap)
+	l.segCap += int64(w)
+	if err == nil {
+		err = syncData(l.seg)
+	}
+	if err != nil {
+		l.log.Warn("decision log: could not preallocate segment space; appending instead", "segment", l.segName, "err", err)
+		return
+	}
+	l.m.preallocated.Add(float64(w))
+}
+
+// closeSeg prepares the active segment for closing: it cuts the unused zero-filled space, so
+// that a closed segment holds exactly its records, and fsyncs the file.
+func (l *Log) closeSeg() error {
+	if l.segCap > l.segSize {
+		if err := l.seg.Truncate(l.segSize); err != nil {
+			return fmt.Errorf("trim segment %s: %w", l.segName, err)
+		}
+		l.segCap = l.segSize
+	}
+	if err := l.seg.Sync(); err != nil {
+		return fmt.Errorf("fsync segment %s: %w", l.segName, err)
+	}
+	return nil
+}
+
+// errNUL is returned by readLine at the first NUL byte: the end of the written records.
+var errNUL = errors.New("end of records (NUL)")
+
+// readLine returns the next line of r including its newline. At the end of the records it
+// returns what precedes the end (a partial line, possibly empty) with io.EOF, or with errNUL
+// when a NUL byte marks the end; in that case r has consumed data past the NUL.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	line, err := r.ReadSlice('\n')
+	if i := bytes.IndexByte(line, 0); i >= 0 {
+		return line[:i], errNUL
+	}
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		return line, err
+	}
+	buf := append([]byte(nil), line...)
+	for errors.Is(err, bufio.ErrBufferFull) {
+		line, err = r.ReadSlice('\n')
+		if i := bytes.IndexByte(line, 0); i >= 0 {
+			return append(buf, line[:i]...), errNUL
+		}
+		buf = append(buf, line...)
+	}
+	return buf, err
+}
+
+// endOfRecords reports whether err from readLine means the records end here.
+func endOfRecords(err error) bool { return err == io.EOF || errors.Is(err, errNUL) }
