@@ -162,8 +162,10 @@ func TestFaultVaultStoppedMidLoad(t *testing.T) {
 }
 
 // TestFaultDecisionLogDiskFull: the decision log's file system fills up mid-load (a real tmpfs,
-// really full). From then on requests are denied with 503 audit.unavailable - no response is
-// released unlogged - and every response released before is in the log.
+// really full). Readiness fails at once; requests are still answered and logged while the
+// segment's preallocated space lasts (decision_log.preallocate_bytes, at most 1 MiB: a few
+// hundred decisions), then denied with 503 audit.unavailable - no response is released
+// unlogged - and every response released is in the log.
 func TestFaultDecisionLogDiskFull(t *testing.T) {
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt).CombinedOutput(); err != nil {
@@ -189,7 +191,7 @@ func TestFaultDecisionLogDiskFull(t *testing.T) {
 			}
 		}
 	}
-	answers := load(t, s, 120, 30, fill)
+	answers := load(t, s, 1200, 30, fill)
 	checkNoLeak(t, answers)
 	unavailable := 0
 	for _, a := range answers {

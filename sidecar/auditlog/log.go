@@ -78,6 +78,9 @@ type Log struct {
 	// a log that rolled back a failed write is not broken, but it is not healthy either until
 	// a write succeeds again (disk full, I/O errors).
 	lastWriteErr atomic.Pointer[error]
+	// reserveErr is the failure to preallocate segment space (segio.go: extendSeg), nil once
+	// it succeeds again: appends still succeed, into the space left, but the disk is full.
+	reserveErr atomic.Pointer[error]
 
 	committed atomic.Int64 // last durable seq, -1 when none
 	// rollbacks counts failed commits whose bytes were truncated away: readers following the
@@ -90,19 +93,21 @@ type Log struct {
 	lock *os.File
 
 	// Writer state, owned by the writer goroutine after Open.
-	seq        uint64
-	head       string
-	seg        *os.File
-	segName    string
-	segSize    int64 // end of the records in seg
-	segCap     int64 // size of seg: segSize plus the zero-filled space after it
-	zeros      []byte
-	segCreated time.Time
-	ckpt       *os.File
-	ckptSize   int64
-	sinceCkpt  int
-	lastCkpt   time.Time
-	dirty      bool
+	seq     uint64
+	head    string
+	seg     *os.File
+	segName string
+	segSize int64 // end of the records in seg
+	segCap  int64 // size of seg: segSize plus the zero-filled space after it
+	zeros   []byte
+	// extendRetryAt holds the next preallocation attempt back after a failure.
+	extendRetryAt time.Time
+	segCreated    time.Time
+	ckpt          *os.File
+	ckptSize      int64
+	sinceCkpt     int
+	lastCkpt      time.Time
+	dirty         bool
 	// signRetryAt holds signing attempts back after a failure, so an unreachable signer (Vault
 	// down) costs one timeout per interval instead of one per batch.
 	signRetryAt time.Time
@@ -339,13 +344,18 @@ func (l *Log) enqueue(ctx context.Context, rec *record) error {
 
 // Healthy returns nil while appends can succeed, and the write failure that broke the log
 // otherwise; wire it into readiness (admin.AddReadiness) so a broken log takes the sidecar out
-// of rotation instead of answering 503 to every request.
+// of rotation instead of answering 503 to every request. It also fails, while appends still
+// succeed, once the log could not preallocate segment space (a full disk): the space left runs
+// out after at most decision_log.preallocate_bytes more of log.
 func (l *Log) Healthy() error {
 	if b := l.broken.Load(); b != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, *b)
 	}
 	if e := l.lastWriteErr.Load(); e != nil {
 		return fmt.Errorf("%w: last write failed: %v", ErrUnavailable, *e)
+	}
+	if e := l.reserveErr.Load(); e != nil {
+		return fmt.Errorf("%w: appends continue into the space left, then fail: %v", ErrUnavailable, *e)
 	}
 	l.mu.RLock()
 	defer l.mu.RUnlock()

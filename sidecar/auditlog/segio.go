@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // Segment I/O: the writer writes at its own offset (never O_APPEND) so that it can overwrite
@@ -26,14 +27,17 @@ func (l *Log) writeSeg(b []byte) error {
 
 // extendSeg writes zeros after the active segment's end once less than half of the
 // preallocation is left, and flushes them, so that the next commits overwrite allocated
-// blocks. A failure is only logged: the segment then grows by appending, as without
-// preallocation.
+// blocks. If that fails (the disk is full), commits go on into the space still preallocated
+// and then by appending, as without preallocation; meanwhile Healthy reports the failure, so
+// that readiness takes the sidecar out of rotation before appends start to fail. It is
+// retried at most once a second.
 func (l *Log) extendSeg() {
 	n := l.cfg.PreallocateBytes
-	if n <= 0 {
+	if n <= 0 || l.segCap-l.segSize >= n/2 || l.segCap >= l.cfg.SegmentMaxBytes {
 		return
 	}
-	if l.segCap-l.segSize >= n/2 || l.segCap >= l.cfg.SegmentMaxBytes {
+	now := time.Now()
+	if now.Before(l.extendRetryAt) {
 		return
 	}
 	if int64(len(l.zeros)) != n {
@@ -45,10 +49,19 @@ func (l *Log) extendSeg() {
 		err = syncData(l.seg)
 	}
 	if err != nil {
-		l.log.Warn("decision log: could not preallocate segment space; appending instead", "segment", l.segName, "err", err)
+		err = fmt.Errorf("preallocate segment space: %w", err)
+		l.extendRetryAt = now.Add(time.Second)
+		l.m.errors.Inc()
+		if l.reserveErr.Swap(&err) == nil {
+			l.log.Error("decision log: cannot preallocate segment space; appending into what is left", "segment", l.segName,
+				"left_bytes", l.segCap-l.segSize, "err", err, "alarm", "decision_log_space")
+		}
 		return
 	}
 	l.m.preallocated.Add(float64(w))
+	if l.reserveErr.Swap(nil) != nil {
+		l.log.Info("decision log: preallocating segment space again", "segment", l.segName)
+	}
 }
 
 // closeSeg prepares the active segment for closing: it cuts the unused zero-filled space, so
