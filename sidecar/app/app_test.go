@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/config"
 	"github.com/consentry/consentry/sidecar/consent"
+	"github.com/consentry/consentry/sidecar/engine"
 	"github.com/consentry/consentry/sidecar/envoy/envoytest"
 	"github.com/consentry/consentry/sidecar/identity/identitytest"
 	"github.com/consentry/consentry/sidecar/pipeline/pipelinetest"
@@ -297,6 +299,11 @@ func TestConfigErrorsNameTheSection(t *testing.T) {
 			_, err = app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("want error containing %q, got %v", tc.want, err)
+			}
+			// `consentry run` exits with 3 (policies do not compile) on a compile error.
+			var ce *engine.CompileError
+			if isCompile := errors.As(err, &ce); isCompile != (tc.name == "policy does not compile") {
+				t.Errorf("error is a compile error: %v, want %v (%v)", isCompile, !isCompile, err)
 			}
 		})
 	}

@@ -58,23 +58,20 @@ func (a *App) assemble(ctx context.Context) error {
 }
 
 // assemblePolicy starts the bundle manager on the policy source. A local policy directory is
-// also compiled right away so that `consentry run --check` and a broken start fail with the
-// compiler's message (exit code 3) instead of a sidecar that never becomes ready.
+// activated right away so that `consentry run --check` and a broken start fail with the
+// compiler's message (exit code 3) instead of a sidecar that never becomes ready; the
+// manager's watcher then finds it unchanged instead of compiling it a second time.
 func (a *App) assemblePolicy(ctx context.Context) error {
 	pc := a.Config.Policy
-	if pc.Dir != "" && !bundle.IsBundleDir(pc.Dir) {
-		ps, err := engine.LoadDir(pc.Dir, engine.LoadOptions{})
-		if err != nil {
-			return fmt.Errorf("policy.dir: %w", err)
-		}
-		if err := a.Engine.Check(ctx, ps); err != nil {
-			return err
-		}
-	}
 	act := &activator{eng: a.Engine, routes: &a.routes, fromBundle: a.routesCfg.FromBundle}
 	mgr, err := bundle.NewManager(pc, act, a.Registry, a.Log)
 	if err != nil {
 		return err
+	}
+	if pc.Dir != "" && !bundle.IsBundleDir(pc.Dir) {
+		if err := mgr.ActivatePolicyDir(ctx); err != nil {
+			return fmt.Errorf("policy.dir: %w", err)
+		}
 	}
 	a.Bundles = mgr
 	mgr.Register(a.Admin)

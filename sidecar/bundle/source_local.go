@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -44,15 +45,32 @@ func (m *Manager) watchDir(ctx context.Context) error {
 			return
 		}
 		m.fetchOK()
-		c := candidate{source: "dir:" + dir}
-		if isBundleDir(dir) {
-			c.bundleDir = m.cfg.Dir // as configured: signed names carry this exact prefix
-		} else {
-			c.policyDir = dir
-		}
-		_ = m.activate(ctx, c)
+		_ = m.activate(ctx, m.dirCandidate())
 	}
 	return m.watch(ctx, []string{dir}, true, func(string) bool { return true }, check)
+}
+
+// dirCandidate is the configured directory (policy.dir) as a candidate: an OPA bundle
+// directory or a consentry policy directory.
+func (m *Manager) dirCandidate() candidate {
+	dir := filepath.Clean(m.cfg.Dir)
+	c := candidate{source: "dir:" + dir}
+	if isBundleDir(dir) {
+		c.bundleDir = m.cfg.Dir // as configured: signed names carry this exact prefix
+	} else {
+		c.policyDir = dir
+	}
+	return c
+}
+
+// ActivatePolicyDir activates the configured directory (policy.dir) now and returns why it
+// was rejected, if it was (a compile error is an *engine.CompileError in the chain): a start
+// can fail on it. Run's first check then finds the directory unchanged.
+func (m *Manager) ActivatePolicyDir(ctx context.Context) error {
+	if m.cfg.Dir == "" {
+		return errors.New("no policy.dir configured")
+	}
+	return m.activate(ctx, m.dirCandidate())
 }
 
 // watch runs check now, after file events matching relevant (debounced), and on a jittered
