@@ -67,7 +67,7 @@ func (l *Log) run() {
 }
 
 func (l *Log) fsync() {
-	err := l.seg.Sync()
+	err := syncData(l.seg)
 	if err == nil {
 		err = l.ckpt.Sync()
 	}
