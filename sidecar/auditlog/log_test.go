@@ -78,24 +78,6 @@ func TestEventContentMasked(t *testing.T) {
 	}
 }
 
-func TestTornTailRecovered(t *testing.T) {
-	f := newFixture(t)
-	l := f.open(t)
-	appendN(t, l, 0, 5)
-	l.Close()
-	segs, _ := listSegments(f.dir)
-	last := filepath.Join(f.dir, segs[len(segs)-1].name)
-	fh, _ := os.OpenFile(last, os.O_APPEND|os.O_WRONLY, 0)
-	fh.WriteString(`{"bundles":{"consentry":{"revision":"rev-1"}},"decision_id":"torn`)
-	fh.Close()
-	l = f.open(t)
-	appendN(t, l, 5, 3)
-	l.Close()
-	if rep := f.verify(t); !rep.OK() || rep.Decisions != 8 {
-		t.Fatalf("after torn tail: %+v", rep)
-	}
-}
-
 func TestCorruptMiddleRefused(t *testing.T) {
 	f := newFixture(t)
 	l := f.open(t)

@@ -116,22 +116,34 @@ func TestAppendModeWithoutPreallocation(t *testing.T) {
 }
 
 // A process that dies leaves its segment with the zero-filled space, and possibly a torn
-// record before it; the next Open cuts both, counts only the torn bytes, and continues the chain.
+// record before it (or, appending, a torn record alone); the next Open cuts both, counts only
+// the torn bytes, and continues the chain.
 func TestRecoveryCutsZeroTailAndTornRecord(t *testing.T) {
-	for _, torn := range []string{"", `{"bundles":{"consentry":{"revision":"rev-1"}},"decision_id":"torn`} {
-		t.Run("torn="+map[bool]string{true: "yes", false: "no"}[torn != ""], func(t *testing.T) {
+	const torn = `{"bundles":{"consentry":{"revision":"rev-1"}},"decision_id":"torn`
+	for _, c := range []struct {
+		name        string
+		torn        string
+		zeroFill    int
+		preallocate int64
+	}{
+		{"zero-filled space", "", 64 << 10, 0},
+		{"torn record then zero-filled space", torn, 64 << 10, 0},
+		{"torn record, appending", torn, 0, -1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			f := newFixture(t)
+			f.cfg.PreallocateBytes = c.preallocate
 			l := f.open(t)
 			appendN(t, l, 0, 5)
 			l.Close()
 			path, b := activeSegment(t, f.dir)
-			crashed := append(append(b, torn...), make([]byte, 64<<10)...)
+			crashed := append(append(b, c.torn...), make([]byte, c.zeroFill)...)
 			if err := os.WriteFile(path, crashed, 0o600); err != nil {
 				t.Fatal(err)
 			}
 			l = f.open(t)
-			if got := counterValue(l.m.recovered); got != float64(len(torn)) {
-				t.Errorf("recovery_truncated_bytes_total = %v, want %d (zeros are not torn bytes)", got, len(torn))
+			if got := counterValue(l.m.recovered); got != float64(len(c.torn)) {
+				t.Errorf("recovery_truncated_bytes_total = %v, want %d (zeros are not torn bytes)", got, len(c.torn))
 			}
 			if after, _ := os.ReadFile(path); !bytes.Equal(after, b) {
 				t.Errorf("recovered segment is %d bytes, want its %d bytes of records", len(after), len(b))
