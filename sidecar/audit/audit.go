@@ -29,6 +29,7 @@ type Entry struct {
 	// Enforcement is what the front door actually did with the decision.
 	Enforcement Enforcement
 	// Labels are static labels (instance id, version, front door) as in OPA's decision log.
+	// The map is shared between entries: a sink must not modify it.
 	Labels      map[string]string
 	TraceID     string
 	RequestedBy string

@@ -20,6 +20,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,6 +81,8 @@ type Pipeline struct {
 	now     func() time.Time
 	metrics *metrics
 	cache   *decisionCache
+	// labelsByDoor holds each front door's log labels (front door -> map[string]string).
+	labelsByDoor sync.Map
 }
 
 // revisioner is implemented by engines that can name their active policy revision; the

@@ -129,7 +129,12 @@ func (p *Pipeline) CheckAndRecord(ctx context.Context, req *Request) *Outcome {
 	return out
 }
 
+// labels returns the log labels of out's front door: pipeline.labels plus front_door, built
+// once per front door and shared by every entry from it (sinks only read them).
 func (p *Pipeline) labels(out *Outcome) map[string]string {
+	if l, ok := p.labelsByDoor.Load(out.frontDoor); ok {
+		return l.(map[string]string)
+	}
 	l := make(map[string]string, len(p.cfg.Labels)+1)
 	for k, v := range p.cfg.Labels {
 		l[k] = v
@@ -137,6 +142,7 @@ func (p *Pipeline) labels(out *Outcome) map[string]string {
 	if out.frontDoor != "" {
 		l["front_door"] = out.frontDoor
 	}
+	p.labelsByDoor.Store(out.frontDoor, l)
 	return l
 }
 
