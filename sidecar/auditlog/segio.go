@@ -43,7 +43,8 @@ func (l *Log) extendSeg() {
 	if int64(len(l.zeros)) != n {
 		l.zeros = make([]byte, n)
 	}
-	w, err := l.seg.WriteAt(l.zeros, l.segCap)
+	// Not past the size at which the segment rotates: the rest would be trimmed unused.
+	w, err := l.seg.WriteAt(l.zeros[:min(n, l.cfg.SegmentMaxBytes-l.segCap)], l.segCap)
 	l.segCap += int64(w)
 	if err == nil {
 		err = syncData(l.seg)

@@ -213,3 +213,17 @@ func TestRecordNeverContainsNUL(t *testing.T) {
 		t.Fatal("the NUL was not kept escaped")
 	}
 }
+
+// The zero-filled space stops at segment_max_bytes: past it the segment rotates, and the rest
+// would only be trimmed.
+func TestPreallocationStopsAtSegmentSize(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.SegmentMaxBytes = 64 << 10
+	l := f.open(t)
+	defer l.Close()
+	appendN(t, l, 0, 2)
+	_, live := activeSegment(t, f.dir)
+	if end := bytes.IndexByte(live, 0); end <= 0 || len(live) != 64<<10 {
+		t.Fatalf("live segment is %d bytes (records end at %d), want exactly segment_max_bytes (%d)", len(live), end, 64<<10)
+	}
+}
