@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"os"
 	"time"
 )
 
@@ -107,3 +109,30 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 
 // endOfRecords reports whether err from readLine means the records end here.
 func endOfRecords(err error) bool { return err == io.EOF || errors.Is(err, errNUL) }
+
+// recordAfter returns the offset of the first complete record line in f after offset from
+// (-1 when there is none). It is asked about what follows a segment's first NUL byte, which can
+// only be zero-fill or a torn record: a record there means bytes in the middle of the segment
+// were overwritten with NULs, which recovery must refuse rather than cut away. (Only an
+// unacknowledged write that a power loss persisted out of page order could also leave one.)
+func recordAfter(f *os.File, from int64) (int64, error) {
+	rest, err := io.ReadAll(io.NewSectionReader(f, from, math.MaxInt64-from))
+	if err != nil {
+		return -1, err
+	}
+	off := from
+	for {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			return -1, nil
+		}
+		line := bytes.TrimLeft(rest[:i], "\x00")
+		if len(line) > 0 && bytes.IndexByte(line, 0) < 0 {
+			if _, err := parseHeader(line); err == nil {
+				return off + int64(i-len(line)), nil
+			}
+		}
+		off += int64(i + 1)
+		rest = rest[i+1:]
+	}
+}

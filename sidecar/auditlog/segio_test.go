@@ -227,3 +227,41 @@ func TestPreallocationStopsAtSegmentSize(t *testing.T) {
 		t.Fatalf("live segment is %d bytes (records end at %d), want exactly segment_max_bytes (%d)", len(live), end, 64<<10)
 	}
 }
+
+// NUL bytes written over records in the middle of a segment are not zero-fill: recovery must
+// refuse the log (ErrCorrupt) instead of cutting the records after them away, and verify must
+// report the overwrite, whether or not a later record is covered by a checkpoint.
+func TestNULsOverRecordsAreRefused(t *testing.T) {
+	for _, where := range []string{"closed log", "zero-filled live tail"} {
+		t.Run(where, func(t *testing.T) {
+			f := newFixture(t)
+			f.cfg.CheckpointEvery = 1000 // no checkpoint covers the records after the overwrite
+			l := f.open(t)
+			appendN(t, l, 0, 6)
+			l.Close()
+			path, b := activeSegment(t, f.dir)
+			at := bytes.Index(b, []byte("dec-000002"))
+			copy(b[at:], make([]byte, 100))
+			if where == "zero-filled live tail" {
+				b = append(b, make([]byte, 4096)...)
+			}
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			rep := f.verify(t)
+			found := false
+			for _, p := range rep.Problems {
+				found = found || (p.Kind == ProblemModified && strings.Contains(p.Message, "overwritten"))
+			}
+			if rep.OK() || !found {
+				t.Errorf("verify did not report the overwrite: %+v", rep.Problems)
+			}
+			if _, err := Open(f.cfg, Options{}); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Open = %v, want ErrCorrupt", err)
+			}
+			if after, _ := os.ReadFile(path); !bytes.Equal(after, b) {
+				t.Error("the refused segment was changed")
+			}
+		})
+	}
+}

@@ -215,6 +215,17 @@ func recoverSegment(path string, firstSeq uint64, st *tailState) (torn int64, er
 			first = false
 			off += int64(len(line))
 		}
+		if errors.Is(rerr, errNUL) {
+			at, err := recordAfter(f, off) // off: the NUL, past the line before it
+			if err != nil {
+				return 0, err
+			}
+			if at >= 0 {
+				return 0, fmt.Errorf("%w: %s: NUL bytes at offset %d are followed by a record at offset %d: the segment was overwritten "+
+					"(or a power loss persisted an unacknowledged write out of order); run consentry audit verify, and truncate the file at %d to accept losing what follows",
+					ErrCorrupt, filepath.Base(path), off, at, goodEnd)
+			}
+		}
 		if rerr != nil {
 			break
 		}

@@ -125,7 +125,10 @@ type vbatch struct {
 	hdrs  []lineHeader
 	errs  []error
 	done  chan struct{}
+	// overwritten, when set, is a finding about the segment at this point (records after NULs).
+	overwritten string
 }
+
 
 func (v *verifier) scan(dir string, segs []segInfo) error {
 	workers := runtime.GOMAXPROCS(0)
@@ -159,6 +162,9 @@ func (v *verifier) scan(dir string, segs []segInfo) error {
 		for i := range b.lines {
 			v.record(b.seg, b.lines[i], b.hdrs[i], b.errs[i], b.first && i == 0)
 		}
+		if b.overwritten != "" {
+			v.problem(ProblemModified, b.seg.name, v.nextSeq, "%s", b.overwritten)
+		}
 	}
 	return readErr
 }
@@ -173,13 +179,24 @@ func readBatches(path string, s segInfo, emit func(*vbatch)) error {
 	}
 	defer f.Close()
 	var carry []byte
+	var pos int64 // of chunk in the file
+	var overwritten string
 	first := true
 	chunk := make([]byte, 1<<20)
 	for {
 		n, rerr := f.Read(chunk)
 		if i := bytes.IndexByte(chunk[:n], 0); i >= 0 {
-			n, rerr = i, io.EOF // the zero-filled space after a live segment's records
+			// The zero-filled space after a live segment's records - unless records follow.
+			at, err := recordAfter(f, pos+int64(i))
+			if err != nil {
+				return err
+			}
+			if at >= 0 {
+				overwritten = fmt.Sprintf("NUL bytes at offset %d are followed by a record at offset %d: the segment was overwritten", pos+int64(i), at)
+			}
+			n, rerr = i, io.EOF
 		}
+		pos += int64(n)
 		if n > 0 {
 			data := append(carry, chunk[:n]...)
 			end := bytes.LastIndexByte(data, '\n')
@@ -195,6 +212,9 @@ func readBatches(path string, s segInfo, emit func(*vbatch)) error {
 			}
 		}
 		if rerr == io.EOF {
+			if overwritten != "" {
+				emit(&vbatch{seg: s, done: make(chan struct{}), overwritten: overwritten})
+			}
 			return nil
 		}
 		if rerr != nil {
