@@ -265,3 +265,59 @@ func TestNULsOverRecordsAreRefused(t *testing.T) {
 		})
 	}
 }
+
+// FuzzRecoverSegmentTail: whatever follows a segment's valid records (zero-fill, torn records,
+// garbage, NULs then records), recovery never panics and never cuts a valid record: it either
+// leaves a prefix of the file that holds all of them and ends with a record, or refuses with
+// ErrCorrupt and changes nothing.
+func FuzzRecoverSegmentTail(f *testing.F) {
+	fx := newFixture(f)
+	fx.cfg.PreallocateBytes = -1
+	l := fx.open(f)
+	appendN(f, l, 0, 3)
+	l.Close()
+	segs, err := listSegments(fx.dir)
+	if err != nil || len(segs) != 1 {
+		f.Fatal(err, segs)
+	}
+	base, err := os.ReadFile(filepath.Join(fx.dir, segs[0].name))
+	if err != nil {
+		f.Fatal(err)
+	}
+	lines := bytes.SplitAfter(base, []byte("\n"))
+	f.Add([]byte{})
+	f.Add(make([]byte, 300))
+	f.Add([]byte(`{"decision_id":"torn`))
+	f.Add(append([]byte(`{"decision_id":"torn`), make([]byte, 50)...))
+	f.Add(append(make([]byte, 20), lines[1]...))
+	f.Add([]byte("garbage\n"))
+	f.Add(append([]byte("\x00\x00\n"), lines[0]...))
+	f.Fuzz(func(t *testing.T, tail []byte) {
+		path := filepath.Join(t.TempDir(), segs[0].name)
+		in := append(append([]byte(nil), base...), tail...)
+		if err := os.WriteFile(path, in, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var st tailState
+		_, err := recoverSegment(path, segs[0].first, &st)
+		out, rerr := os.ReadFile(path)
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("recovery failed with %v, want ErrCorrupt or success", err)
+			}
+			if !bytes.Equal(out, in) {
+				t.Fatal("a refused segment was changed")
+			}
+			return
+		}
+		if len(out) < len(base) || !bytes.Equal(out, in[:len(out)]) {
+			t.Fatalf("recovered %d bytes, not a prefix of the %d-byte file that keeps its %d bytes of records", len(out), len(in), len(base))
+		}
+		if bytes.IndexByte(out, 0) >= 0 || out[len(out)-1] != '\n' {
+			t.Fatal("the recovered segment holds a NUL or ends in a partial line")
+		}
+	})
+}
