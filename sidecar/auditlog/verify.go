@@ -129,7 +129,6 @@ type vbatch struct {
 	overwritten string
 }
 
-
 func (v *verifier) scan(dir string, segs []segInfo) error {
 	workers := runtime.GOMAXPROCS(0)
 	jobs := make(chan *vbatch, 2*workers)
