@@ -110,26 +110,28 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 // endOfRecords reports whether err from readLine means the records end here.
 func endOfRecords(err error) bool { return err == io.EOF || errors.Is(err, errNUL) }
 
-// recordAfter returns the offset of the first complete record line in f after offset from
-// (-1 when there is none). It is asked about what follows a segment's first NUL byte, which can
-// only be zero-fill or a torn record: a record there means bytes in the middle of the segment
-// were overwritten with NULs, which recovery must refuse rather than cut away. (Only an
-// unacknowledged write that a power loss persisted out of page order could also leave one.)
-func recordAfter(f *os.File, from int64) (int64, error) {
+// afterNUL reads f from offset from, the first NUL byte of a segment, to its end. What follows
+// that NUL can only be zero-fill or a torn record: a complete record there (recordAt >= 0, its
+// offset; -1 when there is none) means bytes in the middle of the segment were overwritten
+// with NULs, which recovery must refuse rather than cut away. (Only an unacknowledged write
+// that a power loss persisted out of page order could also leave one.) nonZero counts the
+// bytes that are not NUL: torn data, for recovery's count of what it cuts.
+func afterNUL(f *os.File, from int64) (recordAt, nonZero int64, err error) {
 	rest, err := io.ReadAll(io.NewSectionReader(f, from, math.MaxInt64-from))
 	if err != nil {
-		return -1, err
+		return -1, 0, err
 	}
+	nonZero = int64(len(rest) - bytes.Count(rest, []byte{0}))
 	off := from
 	for {
 		i := bytes.IndexByte(rest, '\n')
 		if i < 0 {
-			return -1, nil
+			return -1, nonZero, nil
 		}
 		line := bytes.TrimLeft(rest[:i], "\x00")
 		if len(line) > 0 && bytes.IndexByte(line, 0) < 0 {
 			if _, err := parseHeader(line); err == nil {
-				return off + int64(i-len(line)), nil
+				return off + int64(i-len(line)), nonZero, nil
 			}
 		}
 		off += int64(i + 1)

@@ -178,8 +178,10 @@ func recoverSegment(path string, firstSeq uint64, st *tailState) (torn int64, er
 	var off, goodEnd int64
 	var badAt int64 = -1
 	first := true
+	var rerr error // how the records end: io.EOF or errNUL
 	for {
-		line, rerr := readLine(r)
+		var line []byte
+		line, rerr = readLine(r)
 		if rerr != nil && !endOfRecords(rerr) {
 			return 0, rerr
 		}
@@ -216,10 +218,13 @@ func recoverSegment(path string, firstSeq uint64, st *tailState) (torn int64, er
 			off += int64(len(line))
 		}
 		if errors.Is(rerr, errNUL) {
-			at, err := recordAfter(f, off) // off: the NUL, past the line before it
+			at, nonZero, err := afterNUL(f, off) // off: the NUL, past the line before it
 			if err != nil {
 				return 0, err
 			}
+			// Cut below: the lines from goodEnd to the NUL (no NUL in them), and what is not
+			// zero after it.
+			torn = off - goodEnd + nonZero
 			if at >= 0 {
 				return 0, fmt.Errorf("%w: %s: NUL bytes at offset %d are followed by a record at offset %d: the segment was overwritten "+
 					"(or a power loss persisted an unacknowledged write out of order); run consentry audit verify, and truncate the file at %d to accept losing what follows",
@@ -240,9 +245,8 @@ func recoverSegment(path string, firstSeq uint64, st *tailState) (torn int64, er
 	if size == goodEnd {
 		return 0, nil
 	}
-	torn, err = nonZeroBytes(f, goodEnd, size)
-	if err != nil {
-		return 0, err
+	if !errors.Is(rerr, errNUL) {
+		torn = size - goodEnd // a torn or invalid last line, without NULs
 	}
 	if err := f.Truncate(goodEnd); err != nil {
 		return 0, fmt.Errorf("truncate the tail of %s: %w", path, err)
@@ -251,28 +255,6 @@ func recoverSegment(path string, firstSeq uint64, st *tailState) (torn int64, er
 		return 0, err
 	}
 	return torn, nil
-}
-
-// nonZeroBytes counts the bytes of f in [from, to) that are not NUL.
-func nonZeroBytes(f *os.File, from, to int64) (int64, error) {
-	buf := make([]byte, 64<<10)
-	var n int64
-	for off := from; off < to; {
-		k, err := f.ReadAt(buf[:min(int64(len(buf)), to-off)], off)
-		for _, c := range buf[:k] {
-			if c != 0 {
-				n++
-			}
-		}
-		off += int64(k)
-		if err != nil {
-			if err == io.EOF {
-				break
-			}
-			return 0, err
-		}
-	}
-	return n, nil
 }
 
 // truncateTornLines cuts a trailing partial line of a JSON-lines file (checkpoints.jsonl).

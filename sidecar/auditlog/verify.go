@@ -186,7 +186,7 @@ func readBatches(path string, s segInfo, emit func(*vbatch)) error {
 		n, rerr := f.Read(chunk)
 		if i := bytes.IndexByte(chunk[:n], 0); i >= 0 {
 			// The zero-filled space after a live segment's records - unless records follow.
-			at, err := recordAfter(f, pos+int64(i))
+			at, _, err := afterNUL(f, pos+int64(i))
 			if err != nil {
 				return err
 			}
