@@ -52,12 +52,16 @@ type Config struct {
 }
 
 // evaluators is the pool size newEvaluators gets: the configured one, or for the default (0)
-// a larger bound when policies may wait on the network.
+// four per core, or 64 per core when policies may wait on the network.
 func (c Config) evaluators() int {
-	if c.Evaluators == 0 && (c.AllowHTTPSend || c.AllowNet) {
+	switch {
+	case c.Evaluators != 0:
+		return c.Evaluators
+	case c.AllowHTTPSend || c.AllowNet:
 		return 64 * runtime.GOMAXPROCS(0)
+	default:
+		return 4 * runtime.GOMAXPROCS(0)
 	}
-	return c.Evaluators
 }
 
 // DefaultTimeout is used when Config.Timeout is zero.

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -42,14 +41,11 @@ type evalJob struct {
 
 var jobPool = sync.Pool{New: func() any { return &evalJob{done: make(chan struct{}, 1)} }}
 
-// newEvaluators returns a pool of n workers (0: 4 x GOMAXPROCS), or nil for n < 0: evaluate
+// newEvaluators returns a pool of n workers (Config.evaluators), or nil for n <= 0: evaluate
 // on the caller's goroutine.
 func newEvaluators(n int) *evaluators {
-	if n < 0 {
+	if n <= 0 {
 		return nil
-	}
-	if n == 0 {
-		n = 4 * runtime.GOMAXPROCS(0)
 	}
 	return &evaluators{jobs: make(chan *evalJob), max: int32(n)}
 }

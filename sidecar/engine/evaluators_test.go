@@ -43,8 +43,8 @@ func TestEvaluatorsRunAndSurvivePanics(t *testing.T) {
 }
 
 func TestEvaluatorsDefaultSize(t *testing.T) {
-	if p := newEvaluators(0); p == nil || p.max < 4 {
-		t.Fatalf("default pool: %+v, want four per core", p)
+	if n := New(Config{}, nil).EvaluatorStats().Bound; n != 4*runtime.GOMAXPROCS(0) {
+		t.Fatalf("default pool: %d evaluators, want four per core", n)
 	}
 	if newEvaluators(-1) != nil {
 		t.Fatal("-1 must evaluate on the caller's goroutine")
@@ -61,7 +61,7 @@ func TestEvaluatorsDefaultSize(t *testing.T) {
 		cfg  Config
 		want int
 	}{
-		{Config{}, 0},
+		{Config{}, 4 * procs},
 		{Config{AllowHTTPSend: true}, 64 * procs},
 		{Config{AllowNet: true}, 64 * procs},
 		{Config{AllowHTTPSend: true, Evaluators: 3}, 3},
