@@ -261,9 +261,8 @@ func (l *Log) recover() error {
 
 func (l *Log) openSegment(now time.Time) error {
 	name := segmentName(l.seq)
-	path := filepath.Join(l.dir, name)
 	// Not O_APPEND: the writer writes at its own offset, over preallocated zeros (segio.go).
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(l.dir, name), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return fmt.Errorf("decision log segment: %w", err)
 	}

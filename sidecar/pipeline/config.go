@@ -33,8 +33,9 @@ type Config struct {
 	// RecordsPerEvaluation: the response phase of a list page with more records than this
 	// (the proxy and ext_proc decide every record of a page) is split into one slice per this
 	// many records, at most GOMAXPROCS slices of about equal size, evaluated in parallel: a
-	// page of 100 then costs about half the latency on two cores. It relies on each record's outcome and the request-level decision depending
-	// only on that record and the request, as in the default library. Slices that disagree on
+	// page of 100 then costs about half the latency on two cores. It relies on each record's
+	// outcome and the request-level decision depending only on that record and the request,
+	// as in the default library. Slices that disagree on
 	// the request-level decision are decided again in one evaluation, but slices of a
 	// page-dependent policy can also happen to agree: such a policy (one that counts or
 	// compares the page's records) must set -1, one evaluation per page. Default 50.
