@@ -170,6 +170,24 @@ func strictLatency(b *testing.B, preallocate int64) {
 	}
 }
 
+// BenchmarkDiskFloor is `consentry audit disk-test` at benchRate() decisions/s, b.N of them
+// per mode: the least strict mode can add on this disk (one writer doing nothing but group
+// commit), to read the Append and front-door figures of the same run against.
+func BenchmarkDiskFloor(b *testing.B) {
+	rate := benchRate()
+	res, err := DiskTest(context.Background(), DiskTestOptions{Dir: b.TempDir(), Rate: rate,
+		Duration: max(time.Millisecond, time.Duration(b.N)*time.Second/time.Duration(rate)), RecordBytes: 1500})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	for _, r := range res {
+		b.ReportMetric(ms(r.P50), r.Mode+"-p50-ms")
+		b.ReportMetric(ms(r.P99), r.Mode+"-p99-ms")
+		b.ReportMetric(ms(r.FlushP50), r.Mode+"-flush-p50-ms")
+	}
+}
+
 // BenchmarkBuildRecord is the per-event preparation alone (runs on the caller's goroutine).
 func BenchmarkBuildRecord(b *testing.B) {
 	ps, _ := NewPseudonymizer(testKey)
