@@ -20,7 +20,8 @@ const (
 type Config struct {
 	// Mode is strict (default) or async.
 	Mode string `yaml:"mode" json:"mode"`
-	// Dir holds the segment files, checkpoints.jsonl and upload cursors. Required.
+	// Dir holds the segment files, checkpoints.jsonl and upload cursors. `consentry run`
+	// defaults it to var/decisions.
 	Dir string `yaml:"dir" json:"dir"`
 	// SegmentMaxBytes rotates the active segment once it reaches this size. Default 64 MiB.
 	SegmentMaxBytes int64 `yaml:"segment_max_bytes" json:"segment_max_bytes"`
@@ -55,7 +56,8 @@ type Config struct {
 	// UnsignedCheckpoints must be set explicitly to run without a signing key (development).
 	UnsignedCheckpoints bool `yaml:"unsigned_checkpoints" json:"unsigned_checkpoints"`
 	// PseudonymKeyFile holds the HMAC key for customer pseudonyms (>= 32 bytes: raw, hex or
-	// base64). Required: raw customer ids never reach the log.
+	// base64): raw customer ids never reach the log. When unset, `consentry run` generates one
+	// in <dir>.keys/pseudonym.key and keeps it there; back it up with the log.
 	PseudonymKeyFile string `yaml:"pseudonym_key_file" json:"pseudonym_key_file"`
 	// MaxBatch bounds one group commit. Default 4096 events.
 	MaxBatch int `yaml:"max_batch" json:"max_batch"`
