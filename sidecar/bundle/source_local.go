@@ -3,6 +3,7 @@ package bundle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -71,6 +72,33 @@ func (m *Manager) ActivatePolicyDir(ctx context.Context) error {
 		return errors.New("no policy.dir configured")
 	}
 	return m.activate(ctx, m.dirCandidate())
+}
+
+// CheckLocalSource reads, verifies, compiles and activates a local policy source
+// (policy.dir or policy.file) now, for `consentry run --check`, and returns the bundle it
+// activated or why the source was refused: a *RejectError (ReasonOf names the reason), with an
+// *engine.CompileError in the chain when the policies do not compile. Nothing is persisted. A
+// policy.url source is not fetched here, since a check must not depend on the network: it
+// returns (nil, nil), and readiness reports the fetch once the sidecar runs.
+func (m *Manager) CheckLocalSource(ctx context.Context) (*ActiveBundle, error) {
+	switch {
+	case m.cfg.Dir != "":
+		if err := m.activate(ctx, m.dirCandidate()); err != nil {
+			return nil, err
+		}
+	case m.cfg.File != "":
+		path := filepath.Clean(m.cfg.File)
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("policy.file: %w", err)
+		}
+		if err := m.activate(ctx, candidate{source: "file:" + path, raw: raw}); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, nil
+	}
+	return m.Active(), nil
 }
 
 // watch runs check now, after file events matching relevant (debounced), and on a jittered
