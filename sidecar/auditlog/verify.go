@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -109,10 +110,17 @@ func Verify(dir string, opts VerifyOptions) (*VerifyReport, error) {
 		return nil, fmt.Errorf("verify: no segments in %s", dir)
 	}
 	v.rep.Segments = len(segs)
+	// The checkpoint copies are read only as far as they reached before the segments: a live
+	// writer copies a checkpoint after writing its record, so every copy counted is of a record
+	// the segments hold, and copies added meanwhile are not mistaken for a truncated log.
+	ckptLimit := int64(math.MaxInt64)
+	if st, err := os.Stat(filepath.Join(dir, checkpointsFile)); err == nil {
+		ckptLimit = st.Size()
+	}
 	if err := v.scan(dir, segs); err != nil {
 		return nil, err
 	}
-	v.finish(dir)
+	v.finish(dir, ckptLimit)
 	return v.rep, nil
 }
 
@@ -168,6 +176,27 @@ func (v *verifier) scan(dir string, segs []segInfo) error {
 	return readErr
 }
 
+// completeLines is bufio.ScanLines without the last line when it has no newline: a copy
+// being written (a live log) or torn by a crash (cut at the next Open), not tampering.
+func completeLines(data []byte, atEOF bool) (int, []byte, error) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	if atEOF {
+		return len(data), nil, nil
+	}
+	return 0, nil, nil
+}
+
+// stillNUL reports whether the byte at off is (still) NUL. In a live log the writer may have
+// written records over the zero-filled space between the chunk's read and afterNUL's: then
+// the NUL that was read marked the end of the records at that moment, not an overwrite.
+func stillNUL(f *os.File, off int64) bool {
+	var b [1]byte
+	n, _ := f.ReadAt(b[:], off)
+	return n == 1 && b[0] == 0
+}
+
 // readBatches splits a segment into complete lines in batches of about 1 MiB. A trailing
 // partial line (a live writer mid-write) and the zero-filled space after the records of the
 // active segment are ignored.
@@ -190,7 +219,7 @@ func readBatches(path string, s segInfo, emit func(*vbatch)) error {
 			if err != nil {
 				return err
 			}
-			if at >= 0 {
+			if at >= 0 && stillNUL(f, pos+int64(i)) {
 				overwritten = fmt.Sprintf("NUL bytes at offset %d are followed by a record at offset %d: the segment was overwritten", pos+int64(i), at)
 			}
 			n, rerr = i, io.EOF
@@ -319,7 +348,7 @@ func (v *verifier) checkpoint(s segInfo, h lineHeader) {
 	v.sawCkpt, v.lastCkptAt, v.lastCkptSeq, v.sinceCkpt = true, at, h.seq, 0
 }
 
-func (v *verifier) finish(dir string) {
+func (v *verifier) finish(dir string, ckptLimit int64) {
 	if v.rep.Records == 0 {
 		v.problem(ProblemTruncated, "", 0, "the log holds no records")
 		return
@@ -353,8 +382,9 @@ func (v *verifier) finish(dir string) {
 		return
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(io.LimitReader(f, ckptLimit))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	sc.Split(completeLines)
 	for sc.Scan() {
 		h, err := parseHeader(sc.Bytes())
 		if err != nil || h.typ != TypeCheckpoint {

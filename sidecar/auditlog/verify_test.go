@@ -270,3 +270,50 @@ func TestTimeRotationAndAgeRetention(t *testing.T) {
 		t.Fatalf("after age retention: %+v", rep.Problems)
 	}
 }
+
+// TestVerifyLiveLog: verifying a log while its writer appends over the zero-filled space never
+// reports a problem other than the records after the last checkpoint.
+func TestVerifyLiveLog(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.PreallocateBytes = 64 << 10
+	l := f.open(t)
+	defer l.Close()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var n atomic.Int64
+	for w := 0; w < 4; w++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				i := int(n.Add(1))
+				if err := l.Append(t.Context(), entry(t, i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	runs := 0
+	for ; time.Now().Before(deadline) || runs < 20; runs++ {
+		rep := f.verify(t)
+		for _, p := range rep.Problems {
+			if p.Kind != ProblemUnsealed {
+				t.Errorf("run %d after %d appends: %s %s: %s", runs, n.Load(), p.Kind, p.Segment, p.Message)
+			}
+		}
+		if t.Failed() {
+			break
+		}
+	}
+	close(stop)
+	for w := 0; w < 4; w++ {
+		<-done
+	}
+	t.Logf("%d verifications during %d appends", runs, n.Load())
+}
