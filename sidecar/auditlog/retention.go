@@ -38,7 +38,11 @@ func (l *Log) rotate(now time.Time) error {
 		return err
 	}
 	l.buf = l.seal(l.buf[:0], []kv{{"removed", b}, {"timestamp", appendString(nil, now.UTC().Format(time.RFC3339Nano))}, {"type", appendString(nil, TypeRetention)}})
-	err = l.writeSeg(l.buf)
+	if l.retentionFault != nil {
+		err = l.retentionFault()
+	} else {
+		err = l.writeSeg(l.buf)
+	}
 	if err == nil {
 		err = syncData(l.seg)
 	}

@@ -2,6 +2,7 @@ package auditlog
 
 import (
 	"bytes"
+	"errors"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -316,4 +317,82 @@ func TestVerifyLiveLog(t *testing.T) {
 		<-done
 	}
 	t.Logf("%d verifications during %d appends", runs, n.Load())
+}
+
+// TestFailedRetentionRecordFailsTheBatch: when the retention record cannot be written the log
+// breaks, and the batch that triggered the rotation is refused instead of being chained after
+// a record that does not exist. After a restart the log verifies and holds exactly the
+// acknowledged decisions.
+func TestFailedRetentionRecordFailsTheBatch(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.SegmentMaxBytes = 4096
+	f.cfg.RetainSegments = 1
+	l := f.open(t)
+	var acked int
+	for acked = 0; acked < 40; acked++ {
+		if err := l.Append(t.Context(), entry(t, acked)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if segs, _ := listSegments(f.dir); segs[0].first == 0 {
+		t.Fatal("no segment removed by retention: the fixture should rotate and retain")
+	}
+	l.retentionFault = func() error { return errors.New("injected: no space left on device") }
+	var refused int
+	ids := map[string]bool{}
+	for i := range acked {
+		ids[entry(t, i).DecisionID] = true
+	}
+	for i := acked; i < acked+20; i++ {
+		e := entry(t, i)
+		if err := l.Append(t.Context(), e); err != nil {
+			refused++
+		} else if refused > 0 {
+			t.Fatalf("decision %d acknowledged after the log broke", i)
+		} else {
+			ids[e.DecisionID] = true
+		}
+	}
+	if refused == 0 {
+		t.Fatal("no rotation with retention happened in 20 appends")
+	}
+	if l.Healthy() == nil {
+		t.Error("a broken log reports healthy")
+	}
+	_ = l.Close()
+	l = f.open(t)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep := f.verify(t)
+	if !rep.OK() {
+		t.Fatalf("after restart: %s %+v", kindsOf(rep), rep.Problems)
+	}
+	// Retention removed the oldest segments: every acknowledged decision from the first
+	// retained record on must still be there.
+	logged := map[string]bool{}
+	if err := ScanEvents(f.dir, func(ev *Event, _ []byte) error {
+		if ev.Type == TypeDecision {
+			logged[ev.DecisionID] = true
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	first := -1 // retention removes a prefix: from the first retained decision on, none is missing
+	for i := 0; i < acked+20; i++ {
+		id := entry(t, i).DecisionID
+		if first < 0 && logged[id] {
+			first = i
+		}
+		if first >= 0 && ids[id] && !logged[id] {
+			t.Errorf("acknowledged decision %s lost", id)
+		}
+		if logged[id] && !ids[id] {
+			t.Errorf("refused decision %s is in the log", id)
+		}
+	}
+	if first < 0 {
+		t.Fatal("no decision in the log")
+	}
 }

@@ -95,6 +95,12 @@ func (l *Log) commit(batch []*pending, force string) error {
 	}
 	if len(batch) > 0 && (l.segSize >= l.cfg.SegmentMaxBytes || now.Sub(l.segCreated) >= l.cfg.SegmentMaxAge) {
 		if err := l.rotate(now); err != nil {
+			// A failed retention record broke the log (its seq is spent, its bytes may be
+			// torn): nothing may be chained after it, so this batch fails like any later one.
+			if b := l.broken.Load(); b != nil {
+				ack(batch, *b)
+				return *b
+			}
 			l.log.Error("decision log: rotation failed, continuing in the current segment", "err", err)
 		}
 	}
