@@ -113,6 +113,9 @@ type Log struct {
 	signRetryAt time.Time
 	buf         []byte
 	ckptBuf     []byte
+	// ckptPending holds async mode's checkpoint copies until the next fsync makes their
+	// checkpoints durable (writer.go, write).
+	ckptPending []byte
 	// retentionFault, set by tests only, fails the retention record's write: a disk that
 	// fails exactly there cannot be arranged for real.
 	retentionFault func() error

@@ -321,3 +321,34 @@ func FuzzRecoverSegmentTail(f *testing.F) {
 		}
 	})
 }
+
+// TestTruncateTornCheckpointCopies: recovery cuts the last line of checkpoints.jsonl when a
+// crash tore it (no newline) or left it zero-filled (NULs, with the newline persisted), and
+// nothing else.
+func TestTruncateTornCheckpointCopies(t *testing.T) {
+	a, b := `{"seq":1,"type":"checkpoint"}`+"\n", `{"seq":2,"type":"checkpoint"}`+"\n"
+	for _, c := range []struct{ name, in, want string }{
+		{"empty", "", ""},
+		{"complete", a + b, a + b},
+		{"torn last line", a + b[:10], a},
+		{"torn only line", a[:5], ""},
+		{"zero-filled last line", a + "\x00\x00\x00\x00\n", a},
+		{"zeros inside the last line", a + b[:8] + "\x00\x00" + b[10:], a},
+		{"zero-filled and torn", a + "\x00\x00\x00", a},
+		{"NULs in an earlier line are left for verify", a[:5] + "\x00" + a[6:] + b, a[:5] + "\x00" + a[6:] + b},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), checkpointsFile)
+			if err := os.WriteFile(path, []byte(c.in), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := truncateTornLines(path); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := os.ReadFile(path)
+			if string(got) != c.want {
+				t.Errorf("got %q, want %q", got, c.want)
+			}
+		})
+	}
+}

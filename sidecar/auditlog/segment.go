@@ -266,10 +266,20 @@ func truncateTornLines(path string) error {
 	if err != nil {
 		return err
 	}
-	if len(b) == 0 || b[len(b)-1] == '\n' {
+	end := len(b)
+	if end > 0 && b[end-1] != '\n' {
+		end = bytes.LastIndexByte(b, '\n') + 1
+	}
+	// A complete last line with NUL bytes in it is a copy whose data a power loss did not
+	// persist while the file's new size was (an appended file's blocks are zero until written).
+	// Copies are written only after their checkpoint is durable in a segment, so it is a
+	// duplicate; cutting it keeps verify from reporting a forged copy.
+	if start := bytes.LastIndexByte(b[:max(end-1, 0)], '\n') + 1; end > 0 && bytes.IndexByte(b[start:end], 0) >= 0 {
+		end = start
+	}
+	if end == len(b) {
 		return nil
 	}
-	end := bytes.LastIndexByte(b, '\n') + 1
 	return os.Truncate(path, int64(end))
 }
 

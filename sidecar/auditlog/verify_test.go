@@ -2,10 +2,10 @@ package auditlog
 
 import (
 	"bytes"
-	"errors"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"

@@ -58,6 +58,9 @@ func (l *Log) run() {
 				_ = l.commit(batch, "")
 			}
 			_ = l.commit(nil, CheckpointClose)
+			if l.dirty && l.broken.Load() == nil {
+				l.fsync() // async mode: the tail and its pending checkpoint copies
+			}
 			if err := l.closeSeg(); err != nil {
 				l.log.Warn("decision log: closing", "err", err)
 			}
@@ -69,7 +72,8 @@ func (l *Log) run() {
 func (l *Log) fsync() {
 	err := syncData(l.seg)
 	if err == nil {
-		err = l.ckpt.Sync()
+		err = l.writeCopies(l.ckptPending)
+		l.ckptPending = l.ckptPending[:0]
 	}
 	if err != nil {
 		l.fail(err)
@@ -180,30 +184,40 @@ func ack(batch []*pending, err error) {
 }
 
 // write appends the buffers; strict mode fsyncs before returning.
+//
+// Checkpoint copies (checkpoints.jsonl) are written only once the segment holding their
+// checkpoints is durable: a copy of a record that a crash then lost would make verify report
+// the log truncated, or the copy forged once recovery reuses the record's seq. In async mode
+// they wait for the next fsync (ckptPending).
 func (l *Log) write() error {
 	if len(l.buf) > 0 {
 		if err := l.writeSeg(l.buf); err != nil {
 			return err
 		}
 	}
-	if len(l.ckptBuf) > 0 {
-		n, err := l.ckpt.Write(l.ckptBuf)
-		l.ckptSize += int64(n)
-		if err != nil {
-			return fmt.Errorf("write checkpoints: %w", err)
-		}
-	}
 	if l.cfg.Mode == ModeAsync {
+		l.ckptPending = append(l.ckptPending, l.ckptBuf...)
 		l.dirty = true
 		return nil
 	}
 	if err := syncData(l.seg); err != nil {
 		return fmt.Errorf("fsync segment: %w", err)
 	}
-	if len(l.ckptBuf) > 0 {
-		if err := l.ckpt.Sync(); err != nil {
-			return fmt.Errorf("fsync checkpoints: %w", err)
-		}
+	return l.writeCopies(l.ckptBuf)
+}
+
+// writeCopies appends checkpoint copies whose checkpoints are durable, and fsyncs them.
+func (l *Log) writeCopies(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	n, err := l.ckpt.Write(b)
+	l.ckptSize += int64(n)
+	if err != nil {
+		return fmt.Errorf("write checkpoints: %w", err)
+	}
+	if err := l.ckpt.Sync(); err != nil {
+		return fmt.Errorf("fsync checkpoints: %w", err)
 	}
 	return nil
 }
