@@ -35,8 +35,9 @@ const ReasonUnavailable = "audit.unavailable"
 var (
 	// ErrUnavailable wraps every Append failure: the caller must not release its response.
 	ErrUnavailable = errors.New("decision log unavailable")
-	// ErrClosed is returned by Append after Close.
-	ErrClosed = errors.New("decision log closed")
+	// ErrClosed is returned by Append after Close. It wraps ErrUnavailable, like every
+	// Append failure.
+	ErrClosed = fmt.Errorf("%w: closed", ErrUnavailable)
 )
 
 // Options are the non-config dependencies of a Log.
@@ -268,18 +269,26 @@ func (l *Log) recover() error {
 func (l *Log) openSegment(now time.Time) error {
 	name := segmentName(l.seq)
 	// Not O_APPEND: the writer writes at its own offset, over preallocated zeros (segio.go).
-	f, err := os.OpenFile(filepath.Join(l.dir, name), os.O_CREATE|os.O_RDWR, 0o600)
+	path := filepath.Join(l.dir, name)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
+		return fmt.Errorf("decision log segment: %w", err)
+	}
+	// On failure the writer stays in its current segment: an empty file left behind would be
+	// a later segment to readers (the upload sink would move on to it) and would stop retention.
+	abandon := func(err error) error {
+		f.Close()
+		if st, serr := os.Stat(path); serr == nil && st.Size() == 0 {
+			_ = os.Remove(path)
+		}
 		return fmt.Errorf("decision log segment: %w", err)
 	}
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
-		return err
+		return abandon(err)
 	}
 	if err := syncDir(l.dir); err != nil {
-		f.Close()
-		return fmt.Errorf("decision log segment: %w", err)
+		return abandon(err)
 	}
 	if l.seg != nil {
 		l.seg.Close()

@@ -2,6 +2,7 @@ package auditlog
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,5 +91,17 @@ func TestCorruptMiddleRefused(t *testing.T) {
 	os.WriteFile(last, b, 0o600)
 	if _, err := Open(f.cfg, Options{}); err == nil {
 		t.Fatal("opened a log with a modified record in the middle")
+	}
+}
+
+func TestAppendAfterCloseIsUnavailable(t *testing.T) {
+	f := newFixture(t)
+	l := f.open(t)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err := l.Append(t.Context(), entry(t, 1))
+	if !errors.Is(err, ErrClosed) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Append after Close: %v, want ErrClosed wrapping ErrUnavailable", err)
 	}
 }

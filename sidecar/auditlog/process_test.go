@@ -215,4 +215,22 @@ func TestUploadToCollectorProcess(t *testing.T) {
 	if strings.Contains(string(b), `"type":"checkpoint"`) || strings.Contains(string(b), "secret-token") {
 		t.Fatal("collector received checkpoints or secrets")
 	}
+	// A cursor a power loss left empty does not keep the log from opening: the spool is
+	// uploaded again from its start (the collector keeps one copy per decision id).
+	l.Close()
+	cursors, _ := filepath.Glob(filepath.Join(f.dir, "upload-*.cursor"))
+	if len(cursors) != 1 {
+		t.Fatalf("cursor files: %v", cursors)
+	}
+	for _, c := range cursors {
+		if err := os.WriteFile(c, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l = f.open(t)
+	defer l.Close()
+	appendN(t, l, 800, 10)
+	if st = waitEvents(t, addr2, 810); st.Events != 810 {
+		t.Fatalf("collector has %d unique events after the cursor was lost, want 810", st.Events)
+	}
 }

@@ -50,8 +50,11 @@ func newUploader(l *Log, cfg UploadConfig) (*Uploader, error) {
 	u.cursor.Store(-1)
 	if b, err := os.ReadFile(u.path); err == nil {
 		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("decision_log.upload: cursor %s: %w", u.path, err)
+		if err != nil || n < -1 {
+			// A cursor a crash left empty or garbled: delivery is at least once, idempotent by
+			// decision id, so start over rather than refuse to start.
+			l.log.Warn("decision log upload: unreadable cursor; uploading the spool again from its start", "cursor", u.path, "err", err)
+			n = -1
 		}
 		u.cursor.Store(n)
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -78,11 +81,7 @@ func (u *Uploader) run() {
 	defer tick.Stop()
 	for {
 		for {
-			if rb := u.l.rollbacks.Load(); rb != u.rollbacks {
-				// A failed commit was truncated away: what the reader holds may be stale.
-				u.rollbacks, positioned = rb, false
-			}
-			if !positioned {
+			if !positioned || t.f == nil {
 				if err := t.seek(uint64(u.cursor.Load() + 1)); err != nil {
 					u.l.log.Error("decision log upload: cannot read spool", "err", err)
 					break
@@ -134,6 +133,19 @@ func (u *Uploader) once(t *tail) (sent bool, err error) {
 	limit := u.l.Committed()
 	if limit < 0 {
 		return false, nil
+	}
+	// Checked after loading limit: a failed commit truncated away may have left the reader
+	// holding its line, and the next commit reuses its seq. The writer counts the rollback
+	// before that commit advances Committed, so a limit that covers the reused seq comes
+	// with the count.
+	if rb := u.l.rollbacks.Load(); rb != u.rollbacks {
+		u.rollbacks = rb
+		if err := t.seek(uint64(u.cursor.Load() + 1)); err != nil {
+			return false, err
+		}
+		if t.f == nil {
+			return false, nil
+		}
 	}
 	var body bytes.Buffer
 	zw := gzip.NewWriter(&body)
@@ -202,12 +214,29 @@ func (u *Uploader) post(body []byte) error {
 	return nil
 }
 
+// saveCursor replaces the cursor file atomically and durably: written and fsynced under a
+// temporary name, renamed, and the directory fsynced, so a power loss leaves the old cursor
+// or the new one, never an empty file.
 func (u *Uploader) saveCursor(seq int64) error {
 	tmp := u.path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatInt(seq, 10)+"\n"), 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(strconv.FormatInt(seq, 10) + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, u.path); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(u.path)); err != nil {
 		return err
 	}
 	u.cursor.Store(seq)

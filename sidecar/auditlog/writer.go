@@ -128,11 +128,13 @@ func (l *Log) commit(batch []*pending, force string) error {
 	if err != nil {
 		l.m.errors.Inc()
 		l.seq, l.head, l.sinceCkpt, l.lastCkpt = seq0, head0, since0, ck0
-		l.rollbacks.Add(1)
 		terr := l.seg.Truncate(size0)
 		if terr == nil {
 			terr = l.ckpt.Truncate(cks0)
 		}
+		// Counted after the bytes are gone and before any later commit advances Committed:
+		// a reader that sees the next commit's seq also sees this rollback (upload.go, once).
+		l.rollbacks.Add(1)
 		if terr != nil {
 			l.fail(fmt.Errorf("%v; rollback: %w", err, terr))
 		}
