@@ -116,11 +116,19 @@ func (x *ExtProc) handle(ctx context.Context, ex *exchange, msg *extprocv3.Proce
 		return x.requestHeaders(ctx, ex, msg, r.RequestHeaders)
 	case *extprocv3.ProcessingRequest_RequestBody:
 		ex.reqBody = append(ex.reqBody, r.RequestBody.GetBody()...)
+		if ex.out == nil {
+			// Nothing may pass before a decision. In BUFFERED mode Envoy sends the whole body
+			// in one message, with end_of_stream false when trailers follow: decide on it.
+			return x.requestBody(ctx, ex)
+		}
 		if !r.RequestBody.GetEndOfStream() {
-			return bodyContinue(true, nil, nil)
+			return bodyContinue(true, nil, nil) // decided on headers: a read's body streams through
 		}
 		return x.requestBody(ctx, ex)
 	case *extprocv3.ProcessingRequest_RequestTrailers:
+		if ex.out == nil {
+			return undecided("request trailers before a decision")
+		}
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
 		return x.responseHeaders(ctx, ex, r.ResponseHeaders)
@@ -143,7 +151,13 @@ func (x *ExtProc) requestHeaders(ctx context.Context, ex *exchange, msg *extproc
 	if ex.protocol != nil {
 		bodyMode = ex.protocol.GetRequestBodyMode()
 	}
-	if write && !h.GetEndOfStream() && bodyMode == extprocfilterv3.ProcessingMode_BUFFERED {
+	if write && !h.GetEndOfStream() {
+		if bodyMode != extprocfilterv3.ProcessingMode_BUFFERED {
+			// Streamed chunks would reach the CRM before the body is checked and encrypted.
+			x.log.Error("ext_proc: request body mode is not BUFFERED; writes are refused (see docs/front-doors.md)", "mode", bodyMode.String())
+			return immediate(http.StatusServiceUnavailable, "", ReasonBodyNotBuffered,
+				transform.DenyBody("", ReasonBodyNotBuffered, "writes need processing_mode.request_body_mode: BUFFERED"), nil)
+		}
 		// Decide on the whole body: a support agent may correct an e-mail without being
 		// allowed to write card numbers, and the body must be encrypted before the CRM.
 		ex.awaitBody = true
@@ -163,6 +177,12 @@ func (x *ExtProc) requestBody(ctx context.Context, ex *exchange) *extprocv3.Proc
 	}
 	ex.req.Body, ex.req.BodyComplete = ex.reqBody, true
 	return x.decide(ctx, ex, false)
+}
+
+// undecided answers a message that must not arrive before a decision with a 503: Envoy then
+// stops the request (failure_mode_allow: false), so nothing reaches the CRM undecided.
+func undecided(why string) *extprocv3.ProcessingResponse {
+	return immediate(http.StatusServiceUnavailable, "", ReasonExtProcInternal, transform.DenyBody("", ReasonExtProcInternal, why), nil)
 }
 
 // decide runs the pipeline; the answer is for the headers phase (onHeaders) or the body phase.
@@ -212,16 +232,10 @@ func (x *ExtProc) deny(ctx context.Context, ex *exchange) *extprocv3.ProcessingR
 
 func (x *ExtProc) responseHeaders(ctx context.Context, ex *exchange, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
 	if ex.out == nil {
-		// The request body never came (Envoy not configured to buffer it): the CRM already
-		// had the request. Decide now for the response and say loudly what is wrong.
-		x.log.Error("ext_proc: request body mode is not BUFFERED; writes reach the CRM before a decision (see docs/front-doors.md)")
-		if ex.req == nil {
-			return immediate(http.StatusServiceUnavailable, "", ReasonBodyNotBuffered, transform.DenyBody("", ReasonBodyNotBuffered, "no request headers seen"), nil)
-		}
-		ex.out = x.p.Check(ctx, ex.req)
-		if !ex.out.Allowed() {
-			return x.deny(ctx, ex)
-		}
+		// No decision before the CRM answered: Envoy did not send the request (or its body)
+		// to consentry. The CRM already had the request; its answer is withheld.
+		x.log.Error("ext_proc: the CRM answered a request consentry never decided; check processing_mode (request_header_mode SEND, request_body_mode BUFFERED; see docs/front-doors.md)")
+		return immediate(http.StatusServiceUnavailable, "", ReasonBodyNotBuffered, transform.DenyBody("", ReasonBodyNotBuffered, "no decision for this request"), nil)
 	}
 	for _, hv := range h.GetHeaders().GetHeaders() {
 		v := headerValue(hv)

@@ -33,6 +33,9 @@ type envoySim struct {
 	client   extprocv3.ExternalProcessorClient
 	upstream string
 	protocol *extprocv3.ProtocolConfiguration
+	// trailers sends the buffered request body with end_of_stream false, as Envoy does when
+	// request trailers follow (request_trailer_mode SKIP: the trailers are not sent).
+	trailers bool
 }
 
 type simResult struct {
@@ -123,7 +126,7 @@ func (s *envoySim) do(t *testing.T, method, path string, reqHeaders map[string]s
 	applyMutation(h, resp.GetRequestHeaders().GetResponse().GetHeaderMutation())
 	reqBody := []byte(body)
 	if body != "" {
-		resp = exchange(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: reqBody, EndOfStream: true}}})
+		resp = exchange(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: reqBody, EndOfStream: !s.trailers}}})
 		if ir := resp.GetImmediateResponse(); ir != nil {
 			return immediateResult(ir, false)
 		}
@@ -259,6 +262,64 @@ func TestExtProc(t *testing.T) {
 		r := s2.do(t, "GET", "/api/customers/c-1001", auth(e.Agent(), tt.Support, "case-7"), "")
 		if r.status != 502 || !bytes.Contains(r.body, []byte(envoy.ReasonBodyNotBuffered)) || bytes.Contains(r.body, []byte("example.test")) {
 			t.Fatalf("%d %s", r.status, r.body)
+		}
+	})
+
+	t.Run("a buffered body followed by trailers is decided before the CRM", func(t *testing.T) {
+		s2 := &envoySim{client: sim.client, upstream: e.CRM, protocol: buffered, trailers: true}
+		r := s2.do(t, "PATCH", "/api/customers/c-1001", auth(e.Agent(), tt.Support, "case-7"), `{"payment":{"card_number":"4111111111111111"}}`)
+		if r.status != 422 || r.crmCalled {
+			t.Fatalf("forbidden field: %d crm=%v %s", r.status, r.crmCalled, r.body)
+		}
+		r = s2.do(t, "PATCH", "/api/customers/c-1001", map[string]string{"x-purpose": tt.Support}, `{"contact":{"phone":"+44 2"}}`)
+		if r.status != 401 || r.crmCalled {
+			t.Fatalf("no credentials: %d crm=%v %s", r.status, r.crmCalled, r.body)
+		}
+		r = s2.do(t, "PATCH", "/api/customers/c-1001", auth(e.Agent(), tt.Support, "case-7"), `{"contact":{"phone":"+44 3"}}`)
+		if r.status != 200 {
+			t.Fatalf("allowed write: %d %s", r.status, r.body)
+		}
+		if p, _ := e.Stored(t, "c-1001")["contact"].(map[string]any)["phone"].(string); !vaultkeys.IsCiphertext(p) {
+			t.Fatalf("stored %q", p)
+		}
+	})
+
+	t.Run("a write with a streamed request body is refused", func(t *testing.T) {
+		for _, mode := range []extprocfilterv3.ProcessingMode_BodySendMode{extprocfilterv3.ProcessingMode_STREAMED, extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL, extprocfilterv3.ProcessingMode_NONE} {
+			s2 := &envoySim{client: sim.client, upstream: e.CRM, protocol: &extprocv3.ProtocolConfiguration{RequestBodyMode: mode, ResponseBodyMode: extprocfilterv3.ProcessingMode_BUFFERED}}
+			r := s2.do(t, "PATCH", "/api/customers/c-1001", auth(e.Agent(), tt.Support, "case-7"), `{"contact":{"phone":"+44 4"}}`)
+			if r.status != 503 || r.crmCalled || !bytes.Contains(r.body, []byte(envoy.ReasonBodyNotBuffered)) {
+				t.Fatalf("%s: %d crm=%v %s", mode, r.status, r.crmCalled, r.body)
+			}
+		}
+	})
+
+	t.Run("nothing passes before a decision", func(t *testing.T) {
+		h := map[string]string{":method": "PATCH", ":path": "/api/customers/c-1001", ":authority": "crm.test", ":scheme": "http"}
+		for _, next := range []*extprocv3.ProcessingRequest{
+			{Request: &extprocv3.ProcessingRequest_RequestTrailers{RequestTrailers: &extprocv3.HttpTrailers{}}},
+			{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: hdrs(map[string]string{":status": "200"}, true)}},
+		} {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			st, err := sim.client.Process(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, m := range []*extprocv3.ProcessingRequest{
+				{ProtocolConfig: buffered, Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs(h, false)}}, next,
+			} {
+				if err := st.Send(m); err != nil {
+					t.Fatal(err)
+				}
+				resp, err := st.Recv()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ir := resp.GetImmediateResponse(); (i == 1) != (ir != nil) || i == 1 && ir.GetStatus().GetCode() != 503 {
+					t.Fatalf("%T, message %d: %v", next.GetRequest(), i, resp)
+				}
+			}
+			cancel()
 		}
 	})
 
