@@ -177,10 +177,18 @@ func (t *Transformer) Response(ctx context.Context, rd RecordDecider, out *pipel
 	})
 	success := r.Status >= 200 && r.Status < 300
 	switch {
+	case ndjson && route.RecordPath != "" && !route.List:
+		// Each line would be an envelope, not a record: its records would escape the rules.
+		code, err = ReasonShape, fmt.Errorf("JSON lines on a route whose records are at %q", route.RecordPath)
 	case ndjson:
 		body, code, err = t.lines(ctx, rd, out, r.Body, perRecord, rep, &res.Enforcement)
-	case success && (route.RecordPath != "" || perRecord):
+	case route.RecordPath != "" || perRecord:
 		body, code, err = t.list(ctx, rd, out, r.Body, perRecord, rep, &res.Enforcement)
+		if !success && errors.Is(err, errNoRecords) {
+			// An error document without records: the request's decision applies to it. One
+			// that carries records (a 500 with the page) is filtered like a success.
+			body, code, err = t.single(ctx, out, r.Body, rep)
+		}
 	default:
 		// One record, or an error document: the request's decision applies to the document.
 		body, code, err = t.single(ctx, out, r.Body, rep)
@@ -296,6 +304,9 @@ func (t *Transformer) release(ctx context.Context, customerID string, d *decisio
 	return ks
 }
 
+// errNoRecords marks a response without a record array where the route map puts one.
+var errNoRecords = errors.New("no record array")
+
 // listRecord is one record of a list response.
 type listRecord struct {
 	v          span
@@ -314,11 +325,16 @@ func (t *Transformer) list(ctx context.Context, rd RecordDecider, out *pipeline.
 	if err != nil {
 		return nil, ReasonShape, err
 	}
-	if !found || kind(b, arr) == 'n' {
-		return b, "", nil // no records (absent or null): nothing to serve, nothing to filter
+	if !found {
+		// Not where the route map says the records are (a bare array, another envelope): what
+		// the body holds instead would be served without its rules.
+		return nil, ReasonShape, fmt.Errorf("%w: %q not in the response", errNoRecords, out.Match.Route.RecordPath)
+	}
+	if kind(b, arr) == 'n' {
+		return b, "", nil // "items": null - no records, nothing to filter
 	}
 	if kind(b, arr) != '[' {
-		return nil, ReasonShape, fmt.Errorf("%q is not an array", out.Match.Route.RecordPath)
+		return nil, ReasonShape, fmt.Errorf("%w: %q is not an array", errNoRecords, out.Match.Route.RecordPath)
 	}
 	var recs []*listRecord
 	if _, err := scanArray(b, arr.start, 1, func(v span) error {

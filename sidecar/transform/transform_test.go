@@ -58,6 +58,7 @@ func TestResponseFailClosed(t *testing.T) {
 	mkt := fx.Token("emp-30", "employee", []string{"marketing"}, nil)
 	list := check(t, "GET", "/api/customers", mkt, "marketing.communications.email", "")
 	read := check(t, "GET", "/api/customers/c-1001", fx.Agent(), "essential.service.operations.support", "case-7")
+	notes := check(t, "GET", "/api/customers/c-1001/notes", fx.Agent(), "essential.service.operations.support", "case-7")
 	tests := []struct {
 		name   string
 		out    *pipeline.Outcome
@@ -76,6 +77,10 @@ func TestResponseFailClosed(t *testing.T) {
 		{"null records are an empty list", list, fx.Pipeline, transform.Response{Status: 200, ContentType: "application/json", Body: []byte(`{"items":null,"total":0}`)}, 200, ""},
 		{"error document passes minimized", read, nil, transform.Response{Status: 404, ContentType: "application/json", Body: []byte(`{"error":"not found"}`)}, 404, ""},
 		{"empty body", read, nil, transform.Response{Status: 204}, 204, ""},
+		{"records not at the record path: a bare array", list, fx.Pipeline, transform.Response{Status: 200, ContentType: "application/json", Body: []byte(`[{"id":"c-3003","health":{"notes":"x"}}]`)}, 502, transform.ReasonShape},
+		{"records not at the record path: another envelope", list, fx.Pipeline, transform.Response{Status: 200, ContentType: "application/json", Body: []byte(`{"data":[{"id":"c-3003","health":{"notes":"x"}}]}`)}, 502, transform.ReasonShape},
+		{"records not at the record path: one object", list, fx.Pipeline, transform.Response{Status: 200, ContentType: "application/json", Body: []byte(`{"id":"c-3003","health":{"notes":"x"}}`)}, 502, transform.ReasonShape},
+		{"JSON lines of envelopes on a record_path route", notes, fx.Pipeline, transform.Response{Status: 200, ContentType: "application/x-ndjson", Body: []byte(`{"items":[{"id":"n1","customer_id":"c-1001","body":"SECRET NOTE"}]}` + "\n")}, 502, transform.ReasonShape},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,5 +109,25 @@ func TestListWithoutKeys(t *testing.T) {
 	enf := res.Enforcement
 	if enf.RecordsReturned != 1 || enf.RecordsFiltered != 5 || len(enf.Withheld) != 1 || res.Headers[transform.HeaderWithheld] != "contact.email" {
 		t.Fatalf("%+v %v", enf, res.Headers)
+	}
+}
+
+// TestErrorResponsesKeepTheRecordRules: an error status does not lift the record path and the
+// per-record filter - a 500 carrying the page is filtered like a 200 - while an error document
+// without records passes under the request's decision.
+func TestErrorResponsesKeepTheRecordRules(t *testing.T) {
+	tr, _ := transform.New(transform.Config{}, nil, nil)
+	mkt := fx.Token("emp-30", "employee", []string{"marketing"}, nil)
+	out := check(t, "GET", "/api/customers", mkt, "marketing.communications.email", "")
+	page := `{"items":[{"id":"c-1001","name":"A","payment":{"card_number":"4111"}},{"id":"c-3003","name":"B"}]}`
+	for _, status := range []int{200, 409, 500} {
+		res := tr.Response(context.Background(), fx.Pipeline, out, transform.Response{Status: status, ContentType: "application/json", Body: []byte(page)})
+		if res.Status != status || strings.Contains(string(res.Body), "c-3003") || strings.Contains(string(res.Body), "4111") {
+			t.Errorf("status %d: %d %s", status, res.Status, res.Body)
+		}
+	}
+	res := tr.Response(context.Background(), fx.Pipeline, out, transform.Response{Status: 503, ContentType: "application/json", Body: []byte(`{"error":"maintenance"}`)})
+	if res.Status != 503 || !strings.Contains(string(res.Body), "maintenance") {
+		t.Errorf("error document: %d %s", res.Status, res.Body)
 	}
 }
