@@ -158,6 +158,15 @@ func (l *Ledger) Append(rec *DestructionRecord) error {
 	if _, err := l.refreshLocked(); err != nil {
 		return err
 	}
+	// Bytes after the last complete record are a torn write (a crash, a full disk): with the
+	// lock held no append is in progress. Cut them, or this record would share their line.
+	if st, err := f.Stat(); err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	} else if st.Size() > l.offset {
+		if err := f.Truncate(l.offset); err != nil {
+			return fmt.Errorf("ledger: cutting a torn record: %w", err)
+		}
+	}
 	rec.Seq, rec.Prev, rec.Hash = l.seq+1, l.last, ""
 	rec.Hash = recordHash(*rec)
 	line, err := json.Marshal(rec)
@@ -166,6 +175,7 @@ func (l *Ledger) Append(rec *DestructionRecord) error {
 	}
 	line = append(line, '\n')
 	if _, err := f.Write(line); err != nil {
+		_ = f.Truncate(l.offset) // best effort; the next Append cuts what is left
 		return fmt.Errorf("ledger write: %w", err)
 	}
 	if err := f.Sync(); err != nil {

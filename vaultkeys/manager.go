@@ -476,6 +476,14 @@ func (m *Manager) export(ctx context.Context, name string) (*classKey, error) {
 // createKey creates an exportable transit key, refusing for an erased customer.
 func (m *Manager) createKey(ctx context.Context, name string) error {
 	m.refreshLedger(true)
+	m.ledgerMu.Lock()
+	lerr := m.ledgerErr
+	m.ledgerMu.Unlock()
+	if lerr != nil {
+		// Erasures another process recorded may be unknown here: creating a key could revive
+		// an erased customer's.
+		return fmt.Errorf("%w: shredded-keys ledger unreadable, not creating key %s: %v", ErrUnavailable, name, lerr)
+	}
 	if m.cache.isBlocked(name) {
 		return fmt.Errorf("%w: refusing to create key %s again", ErrErased, name)
 	}

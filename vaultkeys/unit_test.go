@@ -285,6 +285,44 @@ func TestLedgerChainAndTamper(t *testing.T) {
 	}
 }
 
+// TestLedgerAppendAfterTornWrite: a record torn by a crash or a full disk is cut by the next
+// append, which then chains after the last complete record; another process reads it all.
+func TestLedgerAppendAfterTornWrite(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "ledger.jsonl")
+	l, err := OpenLedger(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(&DestructionRecord{CustomerPseudonym: "p1", Actor: "a", Reason: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"seq":2,"customer_pseud`); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	// A second process opens it: the torn tail is an append in progress, not corruption.
+	l2, err := OpenLedger(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.Append(&DestructionRecord{CustomerPseudonym: "p2", Actor: "a", Reason: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []*Ledger{l, l2} {
+		if _, err := h.Refresh(); err != nil {
+			t.Fatalf("refresh after the torn write: %v", err)
+		}
+	}
+	l3, err := OpenLedger(p)
+	if err != nil || len(l3.Records()) != 2 || !l3.Erased("p2") || !l.Erased("p2") {
+		t.Fatalf("reopen: %v, %d records", err, len(l3.Records()))
+	}
+}
+
 func TestReasonCodes(t *testing.T) {
 	for err, want := range map[error]string{
 		fmt.Errorf("x: %w", ErrErased):          ReasonErased,
@@ -324,5 +362,9 @@ func TestLedgerCorruptionMakesNotReady(t *testing.T) {
 	// Erasures already loaded stay effective.
 	if _, err := m.Release(ctx, "lc1", allow(map[string]string{"e": "contact"})); !errors.Is(err, ErrErased) {
 		t.Fatalf("erased customer after ledger loss: %v", err)
+	}
+	// No key is created while erasures by other processes could be unknown.
+	if _, err := m.ReleaseForWrite(ctx, "lc2", allow(map[string]string{"e": "contact"})); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("key created with an unreadable ledger: %v", err)
 	}
 }
