@@ -58,6 +58,31 @@ type HeaderConfig struct {
 	ReservedPrefix string `yaml:"reserved_prefix" json:"reserved_prefix"`
 }
 
+// Reserved reports whether a caller-supplied header name is in consentry's namespace. '_'
+// counts as '-': CGI-style servers (PHP, WSGI, Rack) map X_Consentry_Fields and
+// x-consentry-fields to the same variable, so either spelling could spoof consentry's header.
+func (h HeaderConfig) Reserved(name string) bool {
+	if len(name) < len(h.ReservedPrefix) {
+		return false
+	}
+	for i := range len(h.ReservedPrefix) {
+		a, b := name[i], h.ReservedPrefix[i] // the prefix is lower case (WithDefaults)
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if a == '_' {
+			a = '-'
+		}
+		if b == '_' {
+			b = '-'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
+}
+
 // Header names consentry sets.
 const (
 	HeaderDecisionID = "x-consentry-decision-id"

@@ -428,7 +428,7 @@ func (p *Pipeline) splitHeaders(h map[string][]string, out *Outcome) []string {
 		switch {
 		case name == "authorization" || name == "cookie" || name == "proxy-authorization":
 			delete(h, name)
-		case strings.HasPrefix(name, p.cfg.Headers.ReservedPrefix):
+		case p.cfg.Headers.Reserved(name):
 			delete(h, name)
 			out.RemoveHeaders = append(out.RemoveHeaders, name)
 		}

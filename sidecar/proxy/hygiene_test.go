@@ -99,9 +99,9 @@ func TestHygiene(t *testing.T) {
 	}
 
 	t.Run("reserved and hop-by-hop headers stripped", func(t *testing.T) {
-		r := do(t, "GET", direct+"/api/customers/c-1001", agent, tt.Support, "case-7", "", with("X-Consentry-Fields", "payment.card_number", "X-Consentry-Evil", "1", "Connection", "X-Secret-Hop", "X-Secret-Hop", "s", "Te", "trailers"))
+		r := do(t, "GET", direct+"/api/customers/c-1001", agent, tt.Support, "case-7", "", with("X-Consentry-Fields", "payment.card_number", "X-Consentry-Evil", "1", "X_Consentry_Purpose", "spoofed", "Connection", "X-Secret-Hop", "X-Secret-Hop", "s", "Te", "trailers"))
 		s := seen(t, r)
-		if s["x-consentry-evil"] != nil || s["x-secret-hop"] != nil || s["te"] != nil {
+		if s["x-consentry-evil"] != nil || s["x-secret-hop"] != nil || s["te"] != nil || s["x_consentry_purpose"] != nil {
 			t.Errorf("forwarded: %v", s)
 		}
 		if s["x-consentry-fields"] == "payment.card_number" || s["x-consentry-decision-id"] != r.header.Get(pipeline.HeaderDecisionID) {

@@ -509,9 +509,9 @@ func (s *Server) upstreamRequest(fctx *fasthttp.RequestCtx, out *pipeline.Outcom
 		u.Header.Del(name)
 	}
 	var reserved []string
-	prefix := s.deps.Pipeline.Config().Headers.ReservedPrefix
+	hc := s.deps.Pipeline.Config().Headers
 	u.Header.VisitAll(func(k, _ []byte) {
-		if strings.HasPrefix(strings.ToLower(string(k)), prefix) {
+		if hc.Reserved(string(k)) {
 			reserved = append(reserved, string(k))
 		}
 	})
