@@ -98,9 +98,8 @@ func (m *Manager) Erase(ctx context.Context, customerID, actor, reason string) (
 	m.metrics.erasures.Inc()
 	var delErrs []error
 	for _, k := range rec.Keys {
-		if !k.Existed {
-			continue
-		}
+		// Also the keys that did not exist when read: a write may have created one since (its
+		// check for an erasure passed before the block). Deleting an absent key is a no-op.
 		if err := m.destroyKey(ctx, k.Name); err != nil {
 			delErrs = append(delErrs, err)
 		}

@@ -491,7 +491,19 @@ func (m *Manager) createKey(ctx context.Context, name string) error {
 		return m.client.Logical().WriteWithContext(ctx, m.cfg.TransitMount+"/keys/"+name,
 			map[string]any{"type": m.cfg.KeyType, "exportable": true})
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	// An erasure (here or by another process) may have been recorded while the key was being
+	// created: it must not survive it.
+	m.refreshLedger(true)
+	if m.cache.isBlocked(name) {
+		if derr := m.destroyKey(context.WithoutCancel(ctx), name); derr != nil {
+			m.logger.Error("a key created during an erasure could not be destroyed; run consentry keys replay-erasures", "key", name, "err", derr)
+		}
+		return fmt.Errorf("%w: customer erased while key %s was created", ErrErased, name)
+	}
+	return nil
 }
 
 // call runs one Vault request with metrics, mapping failures to ErrUnavailable and a rejected
