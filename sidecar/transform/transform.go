@@ -457,6 +457,15 @@ func (t *Transformer) records(ctx context.Context, rd RecordDecider, out *pipeli
 				// a lie the caller cannot detect. Fail closed with a clear status instead.
 				return nil, ReasonRecordsUndecided, err
 			}
+			if !rdec.Allow {
+				// The policy refused the page as a whole at response time: no record is served,
+				// whatever the per-record outcomes say.
+				for _, r := range recs {
+					r.keep = false
+				}
+				enf.RecordsFiltered += len(recs)
+				return nil, "", nil
+			}
 			d = rdec
 		}
 	}

@@ -131,3 +131,27 @@ func TestErrorResponsesKeepTheRecordRules(t *testing.T) {
 		t.Errorf("error document: %d %s", res.Status, res.Body)
 	}
 }
+
+// pageDenied is the real record decider with the request-level outcome turned to a deny, as a
+// policy that refuses the page at response time while allowing records would answer.
+type pageDenied struct{}
+
+func (pageDenied) DecideRecords(ctx context.Context, out *pipeline.Outcome, ids []string) (*decision.Decision, error) {
+	d, err := fx.Pipeline.DecideRecords(ctx, out, ids)
+	if err != nil {
+		return nil, err
+	}
+	d.Allow = false
+	return d, nil
+}
+
+func TestPageDeniedAtResponseTime(t *testing.T) {
+	tr, _ := transform.New(transform.Config{}, nil, nil)
+	mkt := fx.Token("emp-30", "employee", []string{"marketing"}, nil)
+	out := check(t, "GET", "/api/customers", mkt, "marketing.communications.email", "")
+	res := tr.Response(context.Background(), pageDenied{}, out, transform.Response{Status: 200, ContentType: "application/json",
+		Body: []byte(`{"items":[{"id":"c-1001","name":"A"}],"total":1}`)})
+	if strings.Contains(string(res.Body), "c-1001") || res.Enforcement.RecordsReturned != 0 || res.Enforcement.RecordsFiltered != 1 {
+		t.Fatalf("%d %s %+v", res.Status, res.Body, res.Enforcement)
+	}
+}
