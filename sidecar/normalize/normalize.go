@@ -36,7 +36,27 @@ const (
 	ReasonHeaderInvalid     = "request.header_invalid"
 	ReasonHeaderInvalidUTF8 = "request.header_invalid_utf8"
 	ReasonHeaderTooLarge    = "request.header_too_large"
+	ReasonOverrideHeader    = "request.override_header"
 )
+
+// overrideHeaders make many frameworks handle a request as another method or path than the
+// one on the request line (Express method-override, Symfony, IIS rewrites, Spring filters):
+// the CRM would run something other than what was decided. Compared with '_' as '-', since
+// CGI-style servers map both spellings to one variable.
+var overrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"}
+
+func isOverrideHeader(lname string) bool {
+	if !strings.HasPrefix(lname, "x") {
+		return false
+	}
+	name := strings.ReplaceAll(lname, "_", "-")
+	for _, h := range overrideHeaders {
+		if name == h {
+			return true
+		}
+	}
+	return false
+}
 
 // Error is a rejected request. Status is always 400.
 type Error struct {
@@ -248,6 +268,9 @@ func (n *Normalizer) Headers(in map[string][]string) (map[string][]string, error
 			return nil, reject(ReasonHeaderInvalid, "header name %q is not a token", truncate(name))
 		}
 		lname := strings.ToLower(name)
+		if isOverrideHeader(lname) {
+			return nil, reject(ReasonOverrideHeader, "header %q would make the CRM run another method or path than the one decided", lname)
+		}
 		for _, v := range vals {
 			total += len(lname) + len(v)
 			if !utf8.ValidString(v) {

@@ -123,6 +123,13 @@ func TestHeaders(t *testing.T) {
 		{"CRLF in value", map[string][]string{"x-a": {"a\r\nx-b: c"}}, ReasonHeaderInvalid},
 		{"bad name", map[string][]string{"x a": {"1"}}, ReasonHeaderInvalid},
 		{"too large", map[string][]string{"x-a": {strings.Repeat("a", 70000)}}, ReasonHeaderTooLarge},
+		// Headers that make the CRM's framework run another method or path than the decided one.
+		{"method override", map[string][]string{"X-HTTP-Method-Override": {"DELETE"}}, ReasonOverrideHeader},
+		{"method override, other spelling", map[string][]string{"x-method-override": {"DELETE"}}, ReasonOverrideHeader},
+		{"method", map[string][]string{"X-HTTP-Method": {"PUT"}}, ReasonOverrideHeader},
+		{"method override with underscores", map[string][]string{"X_HTTP_Method_Override": {"DELETE"}}, ReasonOverrideHeader},
+		{"original url", map[string][]string{"X-Original-URL": {"/admin"}}, ReasonOverrideHeader},
+		{"rewrite url", map[string][]string{"x-rewrite-url": {"/admin"}}, ReasonOverrideHeader},
 	}
 	for _, tt := range bad {
 		var ne *Error
