@@ -1,9 +1,11 @@
 package proxy_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/consentry/consentry/sidecar/normalize"
 	"github.com/consentry/consentry/sidecar/pipeline"
 	"github.com/consentry/consentry/sidecar/pipeline/pipelinetest"
 	"github.com/consentry/consentry/sidecar/proxy"
@@ -97,6 +100,26 @@ func TestHygiene(t *testing.T) {
 		}
 		return h
 	}
+
+	t.Run("the request line is normalized as sent, not as the HTTP server read it", func(t *testing.T) {
+		addr := strings.TrimPrefix(direct, "http://")
+		for target, code := range map[string]string{
+			"/api/customers/c-1001%2F..%2Fexport": normalize.ReasonEncodedSeparator,
+			"/api/customers/c%2fnotes":            normalize.ReasonEncodedSeparator,
+			"/../api/customers/c-1001":            normalize.ReasonPathNonCanonical,
+		} {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: crm.test\r\nAuthorization: Bearer %s\r\nX-Purpose: %s\r\nX-Case-Id: case-7\r\nConnection: close\r\n\r\n", target, agent, tt.Support)
+			raw, _ := io.ReadAll(conn)
+			conn.Close()
+			if !bytes.HasPrefix(raw, []byte("HTTP/1.1 400")) || !bytes.Contains(raw, []byte(code)) {
+				t.Errorf("%s: want 400 %s, got %.200s", target, code, raw)
+			}
+		}
+	})
 
 	t.Run("reserved and hop-by-hop headers stripped", func(t *testing.T) {
 		r := do(t, "GET", direct+"/api/customers/c-1001", agent, tt.Support, "case-7", "", with("X-Consentry-Fields", "payment.card_number", "X-Consentry-Evil", "1", "X_Consentry_Purpose", "spoofed", "Connection", "X-Secret-Hop", "X-Secret-Hop", "s", "Te", "trailers"))

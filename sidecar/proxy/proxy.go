@@ -436,7 +436,7 @@ func (s *Server) pipelineRequest(fctx *fasthttp.RequestCtx) *pipeline.Request {
 		FrontDoor:    FrontDoor,
 		ID:           id,
 		Method:       string(r.Header.Method()),
-		Target:       string(r.RequestURI()),
+		Target:       string(r.Header.RequestURI()), // as sent: r.RequestURI() is fasthttp's normalized rebuild
 		Host:         string(r.Host()),
 		Headers:      h,
 		Body:         body,
