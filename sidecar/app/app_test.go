@@ -340,3 +340,39 @@ func TestShippedConfigsAssemble(t *testing.T) {
 		})
 	}
 }
+
+// TestAdminAPIAcceptsAdminRoleJWT: besides the admin token, a bearer token from a configured
+// issuer whose subject holds one of admin.admin_roles may use the admin API; other tokens may
+// not.
+func TestAdminAPIAcceptsAdminRoleJWT(t *testing.T) {
+	s := start(t, "")
+	call := func(auth string) int {
+		req, _ := http.NewRequest("PUT", "http://"+s.admin+"/v1/cases/case-jwt", strings.NewReader(`{"customer_id": "c-000001", "assignees": ["emp-17"]}`))
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for name, c := range map[string]struct {
+		auth string
+		ok   bool
+	}{
+		"admin role":         {"Bearer " + s.token(t, "emp-1", "employee", "consentry-admin"), true},
+		"admin token":        {"Bearer test-admin-token", true},
+		"other role":         {"Bearer " + s.token(t, "emp-17", "employee", "support_agent"), false},
+		"no roles":           {"Bearer " + s.token(t, "emp-2", "employee"), false},
+		"not a token":        {"Bearer nope", false},
+		"no credentials":     {"", false},
+		"basic with a token": {"Basic " + s.token(t, "emp-1", "employee", "consentry-admin"), false},
+	} {
+		if got := call(c.auth); (got/100 == 2) != c.ok || !c.ok && got != http.StatusUnauthorized {
+			t.Errorf("%s: %d", name, got)
+		}
+	}
+}

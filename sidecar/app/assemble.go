@@ -312,6 +312,7 @@ func (a *App) assemblePipeline(context.Context) error {
 		return err
 	}
 	a.Admin.AddReadiness("identity", func(context.Context) error { return id.Ready() })
+	a.Admin.AddAuthenticator(adminJWT(id, a.Config.Admin.WithDefaults().AdminRoles))
 	rc := a.routesCfg
 	if !a.hasRoutes {
 		return errors.New("routes: section required (routes.file: the CRM's route map, or routes.from_bundle: true)")
