@@ -12,7 +12,8 @@ type Config struct {
 	Listen string `yaml:"listen" json:"listen"`
 	// TokenFile holds the admin bearer token (one line). The admin API (everything under
 	// /v1/) requires it, or a JWT with one of AdminRoles when identity is configured.
-	// Health, readiness and metrics need no token.
+	// Health, readiness and metrics need no token. The file is read at start: after rotating
+	// it, restart consentry (or prefer short-lived JWTs with an admin role).
 	TokenFile string `yaml:"token_file" json:"token_file"`
 	// Token is the admin token inline (prefer TokenFile; for tests and the demo).
 	Token string `yaml:"token" json:"token"`

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"sync"
 	"time"
 
@@ -171,10 +172,23 @@ func (m *Manager) WaitActive(ctx context.Context) error {
 	}
 }
 
+// displayURL is a bundle URL for logs and /status (which needs no token): without a password
+// or a query, which may carry credentials (user:pw@, a signed URL's token).
+func displayURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "redacted"
+	}
+	return u.Redacted()
+}
+
 func (m *Manager) sourceName() string {
 	switch {
 	case m.cfg.URL != "":
-		return "url:" + m.cfg.URL
+		return "url:" + displayURL(m.cfg.URL)
 	case m.cfg.File != "":
 		return "file:" + m.cfg.File
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -142,7 +143,11 @@ func (s *httpSource) fetch(ctx context.Context) (*fetchResult, error) {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", s.m.cfg.URL, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its message repeats the URL as configured
+		}
+		return nil, fmt.Errorf("GET %s: %w", displayURL(s.m.cfg.URL), err)
 	}
 	defer resp.Body.Close()
 	res := &fetchResult{etag: resp.Header.Get("ETag"), longPoll: resp.Header.Get("Content-Type") == longPollContentType}
@@ -154,7 +159,7 @@ func (s *httpSource) fetch(ctx context.Context) (*fetchResult, error) {
 	case http.StatusOK:
 		raw, err := io.ReadAll(io.LimitReader(resp.Body, s.m.cfg.MaxSizeBytes+1))
 		if err != nil {
-			return nil, fmt.Errorf("GET %s: reading body: %w", s.m.cfg.URL, err)
+			return nil, fmt.Errorf("GET %s: reading body: %w", displayURL(s.m.cfg.URL), err)
 		}
 		if int64(len(raw)) > s.m.cfg.MaxSizeBytes {
 			res.tooLarge = true
@@ -167,7 +172,7 @@ func (s *httpSource) fetch(ctx context.Context) (*fetchResult, error) {
 		return res, nil
 	default:
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("GET %s: HTTP %d", s.m.cfg.URL, resp.StatusCode)
+		return nil, fmt.Errorf("GET %s: HTTP %d", displayURL(s.m.cfg.URL), resp.StatusCode)
 	}
 }
 
