@@ -115,3 +115,18 @@ func appendN(t testing.TB, l *Log, from, n int) {
 		}
 	}
 }
+
+// loggedDecisions returns the decision ids in the log in dir.
+func loggedDecisions(t testing.TB, dir string) map[string]bool {
+	t.Helper()
+	ids := map[string]bool{}
+	if err := ScanEvents(dir, func(ev *Event, _ []byte) error {
+		if ev.Type == TypeDecision {
+			ids[ev.DecisionID] = true
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}

@@ -117,15 +117,7 @@ func TestSIGKILLLosesNoAcknowledgedDecision(t *testing.T) {
 	if !rep.OK() {
 		t.Fatalf("log after SIGKILL does not verify: %+v", rep.Problems)
 	}
-	found := map[string]bool{}
-	if err := ScanEvents(f.dir, func(ev *Event, _ []byte) error {
-		if ev.Type == TypeDecision {
-			found[ev.DecisionID] = true
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	found := loggedDecisions(t, f.dir)
 	missing := 0
 	for id := range acked {
 		if !found[id] {

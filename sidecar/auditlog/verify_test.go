@@ -370,15 +370,7 @@ func TestFailedRetentionRecordFailsTheBatch(t *testing.T) {
 	}
 	// Retention removed the oldest segments: every acknowledged decision from the first
 	// retained record on must still be there.
-	logged := map[string]bool{}
-	if err := ScanEvents(f.dir, func(ev *Event, _ []byte) error {
-		if ev.Type == TypeDecision {
-			logged[ev.DecisionID] = true
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	logged := loggedDecisions(t, f.dir)
 	first := -1 // retention removes a prefix: from the first retained decision on, none is missing
 	for i := 0; i < acked+20; i++ {
 		id := entry(t, i).DecisionID
