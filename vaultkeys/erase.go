@@ -171,7 +171,9 @@ func isNotFound(err error) bool {
 		return false
 	}
 	if re.StatusCode == http.StatusNotFound {
-		return true
+		// A path no mount serves (a wrong transit_mount) is a 404 too: that is not "this key
+		// is gone", and an erasure must not be reported complete because of it.
+		return !strings.Contains(strings.Join(re.Errors, " "), "no handler for route")
 	}
 	msg := strings.Join(re.Errors, " ")
 	return re.StatusCode == http.StatusBadRequest && (strings.Contains(msg, "no existing key") || strings.Contains(msg, "not found"))

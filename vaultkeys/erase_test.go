@@ -259,3 +259,22 @@ func TestPseudonymousKeyNames(t *testing.T) {
 		t.Fatalf("no pseudonymizer: %v", err)
 	}
 }
+
+// TestEraseWithWrongMountIsNotComplete: when the transit mount does not exist, Vault answers
+// 404 for every key path; that must not read as "the keys are already gone".
+func TestEraseWithWrongMountIsNotComplete(t *testing.T) {
+	srv := startVault(t)
+	cfg := testConfig(t, srv)
+	m := newManager(t, cfg, Options{})
+	ctx := context.Background()
+	if _, err := m.ReleaseForWrite(ctx, "mnt1", allow(map[string]string{"e": "contact"})); err != nil {
+		t.Fatal(err)
+	}
+	cfg.TransitMount = "no-such-mount"
+	cfg.Auth.Token = srv.Token
+	wrong := newManager(t, cfg, Options{})
+	rec, err := wrong.Erase(ctx, "mnt1", "dpo", "withdrawn")
+	if err == nil || !strings.Contains(err.Error(), "no handler for route") {
+		t.Fatalf("erasure through a missing mount reported complete: %+v", rec)
+	}
+}
