@@ -9,6 +9,9 @@ VAULT ?= $(shell command -v vault 2>/dev/null || echo $(BIN)/vault)
 # The PostgreSQL the multi-replica tests use (one variable; see docs/operations.md).
 CONSENTRY_PG_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 GOTEST_FLAGS ?= -race -count=1 -timeout 30m
+# This module builds on its own: a go.work in a parent directory (a checkout under a developer's
+# workspace) must not change which modules it builds against.
+export GOWORK := off
 export VAULT CONSENTRY_PG_URL
 export CONSENTRY_VAULT_BIN := $(VAULT)
 export CONSENTRY_BIN := $(BIN)/consentry
