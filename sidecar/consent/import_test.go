@@ -145,3 +145,42 @@ func TestClientImportChunks(t *testing.T) {
 		t.Fatal("last chunk not imported")
 	}
 }
+
+// TestImportOlderRowDoesNotUndoAWithdrawal: re-importing a CRM export taken before the customer
+// withdrew (after a restore, say) must not grant the consent again, however its date is spelled.
+func TestImportOlderRowDoesNotUndoAWithdrawal(t *testing.T) {
+	for _, backend := range testBackends {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s := openStore(t, testConfig(t, backend), Options{})
+			if _, err := s.Grant(ctx, grantInput("C-W", "marketing.communications.email"), "api"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Withdraw(ctx, ConsentInput{CustomerID: "C-W", Purpose: "marketing.communications.email"}, "api"); err != nil {
+				t.Fatal(err)
+			}
+			for _, date := range []string{"2025-01-01", "2025-01-01T00:00:00Z"} {
+				csv := "customer_id,purpose,status,notice_version,notice_hash,channel,captured_at\n" +
+					"C-W,marketing.communications.email,granted,2025-01," + noticeHash + ",web," + date + "\n"
+				rep, err := s.Import(ctx, strings.NewReader(csv), ImportOptions{}, "importer")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rep.Accepted != 0 || len(rep.Rejections) != 1 || rep.Rejections[0].Code != "import.stale_row" {
+					t.Fatalf("%s: %+v", date, rep)
+				}
+			}
+			e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "C-W", Purpose: "marketing.communications.email"})
+			if len(e.Consents) != 1 || e.Consents[0].Status != KindWithdrawn {
+				t.Fatalf("consent after the stale import: %+v", e.Consents)
+			}
+			// A row newer than the withdrawal is a new grant.
+			csv := "customer_id,purpose,status,notice_version,notice_hash,channel,captured_at\n" +
+				"C-W,marketing.communications.email,granted,2026-01," + noticeHash + ",web," + time.Now().Add(time.Minute).UTC().Format(time.RFC3339) + "\n"
+			if rep, err := s.Import(ctx, strings.NewReader(csv), ImportOptions{}, "importer"); err != nil || rep.Accepted != 1 {
+				t.Fatalf("newer row: %+v %v", rep, err)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/consentry/consentry/sidecar/enrich"
 	"io"
 	"net/http"
 	"sort"
@@ -191,6 +192,22 @@ func (s *Store) Import(ctx context.Context, r io.Reader, opts ImportOptions, act
 		rows = append(rows, row)
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].event.CapturedAt.Before(rows[j].event.CapturedAt) })
+	// A row older than the state it would replace is history, not news: an export taken
+	// before a withdrawal must not grant the consent again (the ledger orders by arrival).
+	kept := rows[:0]
+	for _, r := range rows {
+		if err := s.staleRow(ctx, r.event); err != nil {
+			// Unless it is this very event again (a re-import), which is only a duplicate.
+			if res, cerr := s.be.CheckAppend(ctx, []Event{r.event}); cerr == nil && len(res) == 1 && CodeOf(res[0].Err) == "consent.duplicate_event" {
+				rep.Duplicates++
+			} else {
+				reject(r.line, r.event.CustomerID, err)
+			}
+			continue
+		}
+		kept = append(kept, r)
+	}
+	rows = kept
 	for start := 0; start < len(rows); start += 1000 {
 		batch := rows[start:min(start+1000, len(rows))]
 		evs := make([]Event, len(batch))
@@ -293,4 +310,26 @@ func (s *Store) importRow(line int, get func(string) string, opts ImportOptions,
 		ev.Reason = fmt.Sprintf("imported (line %d)", line)
 	}
 	return importRow{line: line, kind: kind, event: ev, retention: retention}, nil
+}
+
+// staleRow refuses an imported event captured before the customer's current state for its
+// purpose was (granted or withdrawn after it). The same event again is a duplicate, which
+// Append reports.
+func (s *Store) staleRow(ctx context.Context, ev Event) error {
+	e, err := s.Enrich(ctx, enrich.Query{CustomerID: ev.CustomerID, Purpose: ev.Purpose})
+	if err != nil || len(e.Errors) > 0 {
+		return nil // no view yet: nothing known to be newer; Append still checks the rest
+	}
+	for _, c := range e.Consents {
+		if c.Purpose != ev.Purpose || c.EventID == ev.EventID {
+			continue
+		}
+		for _, at := range []*time.Time{c.GrantedAt, c.WithdrawnAt} {
+			if at != nil && ev.CapturedAt.Before(*at) {
+				return bad("import.stale_row", "captured %s, before the current %s state of %s (%s)",
+					ev.CapturedAt.UTC().Format(time.RFC3339), c.Status, ev.Purpose, at.UTC().Format(time.RFC3339))
+			}
+		}
+	}
+	return nil
 }
