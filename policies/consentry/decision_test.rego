@@ -114,3 +114,18 @@ test_reasons_carry_code_and_message_only if {
 		object.keys(r) == {"code", "message"}
 	}
 }
+
+test_type_bound_roles_from_a_token_grant_nothing if {
+	# An employee whose token claims the customer role reads another customer's record.
+	employee_as_customer := fx.replace(fx.self_read, {"subject": {"id": "emp-9", "type": "employee", "roles": ["customer"], "mfa": true}})
+	not consentry.decision.allow with input as employee_as_customer
+	not consentry.full_decision.allow with input as employee_as_customer
+
+	# A service whose token claims the processor role, without an agreement.
+	service_as_processor := fx.replace(fx.processor, {
+		"subject": {"id": "svc-x", "type": "service", "roles": ["processor"]},
+		"enrichment": {"consents": [fx.granted("third_party_sharing")], "customer": fx.customer},
+	})
+	not consentry.decision.allow with input as service_as_processor
+	not consentry.full_decision.allow with input as service_as_processor
+}

@@ -395,10 +395,12 @@ _expired(c) if {
 # straight from the materialized sections when the engine provides them.
 _sec := data.consentry.generated.fastpath_tables[input.purpose][r][m] if {
 	[r] = input.subject.roles
+	util.type_role_ok(r)
 	m := _mfa_key[object.get(input.subject, "mfa", false)]
 } else := tables[input.purpose][r][m] if {
 	not data.consentry.generated.fastpath_tables
 	[r] = input.subject.roles
+	util.type_role_ok(r)
 	m := _mfa_key[object.get(input.subject, "mfa", false)]
 }
 

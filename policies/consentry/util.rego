@@ -17,13 +17,24 @@ purpose := catalog.purposes[input.purpose]
 
 # METADATA
 # title: Effective roles
-# description: The caller's roles; customers and processors also hold the role named by their type.
+# description: |
+#   The caller's roles; customers and processors also hold the role named by their type.
+#   The roles "customer" and "processor" stand for a subject type and are held only by a
+#   subject of that type: a token claiming them for an employee or a service grants nothing,
+#   since the self-service and processor checks run by type.
 # (A complete rule, not a partial set: complete rules are evaluated once per query.)
-roles := {r | some r in object.get(input.subject, "roles", [])} | _type_role
+roles := {r | some r in object.get(input.subject, "roles", []); type_role_ok(r)} | _type_role
 
 _type_role := {input.subject.type} if input.subject.type in {"customer", "processor"}
 
 else := set()
+
+# METADATA
+# title: Role allowed for the subject type
+# description: False for the type-bound roles "customer" and "processor" held by another type.
+type_role_ok(r) if not r in {"customer", "processor"}
+
+type_role_ok(r) if r == input.subject.type
 
 # METADATA
 # title: Now

@@ -24,6 +24,13 @@ test_roles_include_type_for_customers_and_processors if {
 	util.roles == {"support_agent"} with input as fx.support
 }
 
+test_type_bound_roles_need_the_type if {
+	# A token cannot make an employee a customer or a service a processor: those checks run by type.
+	util.roles == {"support_agent"} with input as fx.replace(fx.support, {"subject": {"id": "emp-17", "type": "employee", "roles": ["support_agent", "customer", "processor"]}})
+	util.roles == set() with input as fx.replace(fx.processor, {"subject": {"id": "svc-x", "type": "service", "roles": ["processor"]}})
+	util.roles == {"customer"} with input as fx.replace(fx.self_read, {"subject": {"id": "u-1", "type": "customer", "customer_id": "c-1", "roles": ["customer"]}})
+}
+
 test_purpose_undefined_when_unknown if {
 	not util.purpose with input as fx.replace(fx.support, {"purpose": "x.y"})
 }
