@@ -396,11 +396,13 @@ _expired(c) if {
 _sec := data.consentry.generated.fastpath_tables[input.purpose][r][m] if {
 	[r] = input.subject.roles
 	util.type_role_ok(r)
+	input.time.now_ns > 0
 	m := _mfa_key[object.get(input.subject, "mfa", false)]
 } else := tables[input.purpose][r][m] if {
 	not data.consentry.generated.fastpath_tables
 	[r] = input.subject.roles
 	util.type_role_ok(r)
+	input.time.now_ns > 0
 	m := _mfa_key[object.get(input.subject, "mfa", false)]
 }
 
@@ -409,10 +411,12 @@ _sec := data.consentry.generated.fastpath_tables[input.purpose][r][m] if {
 # names no other role has it.
 _customer_sec := data.consentry.generated.fastpath_tables[input.purpose].customer[m] if {
 	object.get(input.subject, "roles", []) in {[], ["customer"]}
+	input.time.now_ns > 0
 	m := _mfa_key[object.get(input.subject, "mfa", false)]
 } else := tables[input.purpose].customer[m] if {
 	not data.consentry.generated.fastpath_tables
 	object.get(input.subject, "roles", []) in {[], ["customer"]}
+	input.time.now_ns > 0
 	m := _mfa_key[object.get(input.subject, "mfa", false)]
 }
 

@@ -22,6 +22,7 @@ else := _deny
 
 # True exactly when none of the _deny rules below applies.
 _well_formed if {
+	_time_known
 	input.subject.type in _subject_types
 	object.get(input.subject, "id", "") != ""
 	input.action in _actions
@@ -55,7 +56,15 @@ _deny contains util.reason("action.unknown", 403, sprintf("action %q is not know
 }
 
 _deny contains util.reason("purpose.missing", 403, "the request declares no purpose (x-purpose header)") if {
-	input.purpose == ""
+	object.get(input, "purpose", "") == ""
+}
+
+# Expiry, retention and agreement periods compare with the decision time: without it nothing
+# would ever expire.
+_time_known if input.time.now_ns > 0
+
+_deny contains util.reason("time.missing", 503, "the input carries no decision time (time.now_ns), so expiry cannot be checked") if {
+	not _time_known
 }
 
 _deny contains util.reason("purpose.unknown", 403, sprintf("purpose %q is not in the purpose catalogue", [input.purpose])) if {

@@ -66,3 +66,21 @@ test_delete_never_allowed_for_support if {
 	not d.allow
 	d.status == 403
 }
+
+test_decision_time_missing_denies if {
+	no_time := object.remove(fx.marketing, ["time"])
+	codes(no_time) == {"time.missing"}
+	zero_time := fx.replace(fx.marketing, {"time": {"now": "", "now_ns": 0}})
+	codes(zero_time) == {"time.missing"}
+	every inp in [no_time, zero_time] {
+		d := consentry.decision with input as inp
+		not d.allow
+		d.status == 503
+		not consentry.full_decision.allow with input as inp
+	}
+}
+
+test_purpose_key_missing_denies if {
+	"purpose.missing" in codes(object.remove(fx.support, ["purpose"]))
+	not consentry.decision.allow with input as object.remove(fx.support, ["purpose"])
+}
