@@ -21,6 +21,7 @@ record_deny(rec) := {r |
 _consent_reasons(consents) := set() if {
 	some c in consents
 	_valid(c)
+	not _vetoed(c, consents)
 } else := {util.reason("consent.withdrawn", 451, sprintf("the customer withdrew consent for %q", [input.purpose]))} if {
 	some c in consents
 	c.status == "withdrawn"
@@ -40,6 +41,20 @@ _valid(c) if {
 	_covers(c)
 	not _expired(c)
 }
+
+# A withdrawal for the grant's purpose or a narrower one that still covers the declared
+# purpose takes the grant back unless the grant came later: consent to "marketing" does not
+# outlive a later withdrawal from "marketing.communications.email" for e-mail marketing, and a
+# withdrawal without a time is assumed to be the later.
+_vetoed(g, consents) if {
+	some w in consents
+	w.status == "withdrawn"
+	_covers(w)
+	util.purpose_covers(g.purpose, w.purpose)
+	not _granted_after(g, w)
+}
+
+_granted_after(g, w) if util.ns(g.granted_at) > util.ns(w.withdrawn_at)
 
 _expired(c) if c.status == "expired"
 

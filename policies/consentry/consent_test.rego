@@ -3,6 +3,7 @@
 # description: Allow and deny cases for consentry.consent.
 package consentry.consent_test
 
+import data.consentry
 import data.consentry.consent
 import data.consentry.fixtures_test as fx
 
@@ -55,7 +56,22 @@ test_withdrawn_wins_over_expired if {
 }
 
 test_one_valid_consent_is_enough if {
-	count(codes(fx.marketing, [{"purpose": p, "status": "withdrawn"}, fx.granted("marketing")])) == 0
+	# Granted for the parent purpose after the customer withdrew from this one.
+	count(codes(fx.marketing, [{"purpose": p, "status": "withdrawn", "withdrawn_at": "2026-01-05T00:00:00Z"}, fx.granted("marketing")])) == 0
+}
+
+test_narrower_withdrawal_takes_a_broader_grant_back if {
+	later := {"purpose": p, "status": "withdrawn", "withdrawn_at": "2026-06-01T00:00:00Z"}
+	codes(fx.marketing, [fx.granted("marketing"), later]) == {"consent.withdrawn"}
+	untimed := {"purpose": p, "status": "withdrawn"}
+	codes(fx.marketing, [fx.granted("marketing"), untimed]) == {"consent.withdrawn"}
+	every inp in [
+		fx.replace(fx.marketing, {"enrichment": {"consents": [fx.granted("marketing"), later], "customer": fx.customer}}),
+		fx.replace(fx.marketing, {"enrichment": {"consents": [fx.granted("marketing"), untimed], "customer": fx.customer}}),
+	] {
+		not consentry.decision.allow with input as inp
+		not consentry.full_decision.allow with input as inp
+	}
 }
 
 test_not_required_for_contract_purposes if {

@@ -136,10 +136,7 @@ decision := {
 	count(allowed) >= w * count(req)
 	input.resource.customer_id != ""
 	count(object.get(input.enrichment, "errors", [])) == 0
-	some c in input.enrichment.consents
-	c.status == "granted"
-	c.purpose in s.covering
-	_unexpired(c)
+	_consent_ok(input.enrichment.consents, s)
 	cust := input.enrichment.customer
 	not cust.erased == true
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
@@ -173,10 +170,7 @@ decision := {
 	count(allowed) >= w * count(req)
 	input.resource.customer_id != ""
 	count(object.get(input.enrichment, "errors", [])) == 0
-	some c in input.enrichment.consents
-	c.status == "granted"
-	c.purpose in s.covering
-	_unexpired(c)
+	_consent_ok(input.enrichment.consents, s)
 	input.case_id != ""
 	cs := input.enrichment.case
 	cs.status == "open"
@@ -355,12 +349,27 @@ _record_by_consent(rec, s, served) := served if {
 # the section's covering set.
 _record_consent_ok(_, s) if not s.consent_required
 
-_record_consent_ok(rec, s) if {
-	some c in rec.enrichment.consents
+_record_consent_ok(rec, s) if _consent_ok(rec.enrichment.consents, s)
+
+# A granted, unexpired consent covers the purpose and no withdrawal as specific as it or more
+# takes it back (consent.rego, _vetoed).
+_consent_ok(consents, s) if {
+	some c in consents
 	c.status == "granted"
 	c.purpose in s.covering
 	_unexpired(c)
+	not _vetoed(c, consents, s)
 }
+
+_vetoed(g, consents, s) if {
+	some w in consents
+	w.status == "withdrawn"
+	w.purpose in s.covering
+	util.purpose_covers(g.purpose, w.purpose)
+	not _granted_after(g, w)
+}
+
+_granted_after(g, w) if time.parse_rfc3339_ns(g.granted_at) > time.parse_rfc3339_ns(w.withdrawn_at)
 
 _record_case_ok(_, s) if not s.case_required
 
