@@ -11,9 +11,13 @@ import data.consentry.util
 
 _requested if input.break_glass
 
+# A role that may use break-glass and may act for the declared purpose: a dpo's break-glass
+# does not lend a support agent's purpose its case exemption.
 _permitted if {
 	some role in util.roles
-	util.catalog.roles[role].break_glass == true
+	r := util.catalog.roles[role]
+	r.break_glass == true
+	input.purpose in r.purposes
 }
 
 _justified if {
@@ -32,7 +36,7 @@ active if {
 # METADATA
 # title: Request-level denials
 # description: A break-glass request that is not permitted or not justified is denied outright.
-deny contains util.reason("break_glass.not_permitted", 403, "none of the caller's roles may use break-glass access") if {
+deny contains util.reason("break_glass.not_permitted", 403, "none of the caller's roles may use break-glass access for this purpose") if {
 	_requested
 	not _permitted
 }

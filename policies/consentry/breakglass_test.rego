@@ -23,6 +23,15 @@ test_not_active_without_request if {
 	not breakglass.active with input as fx.replace(fx.support, {"subject": lead})
 }
 
+test_break_glass_role_must_act_for_the_purpose if {
+	# The dpo may use break-glass, for the legal purpose only: not to skip a support case.
+	inp := fx.replace(emergency, {"subject": {"id": "emp-3", "type": "employee", "roles": ["support_agent", "dpo"]}})
+	not breakglass.active with input as inp
+	d := consentry.decision with input as inp
+	not d.allow
+	"break_glass.not_permitted" in {r.code | some r in d.reasons}
+}
+
 test_role_not_permitted if {
 	d := consentry.decision with input as fx.replace(emergency, {"subject": {"id": "emp-17", "type": "employee", "roles": ["support_agent"]}})
 	not d.allow
