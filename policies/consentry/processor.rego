@@ -34,6 +34,12 @@ deny contains util.reason("processor.agreement_not_started", 403, "the processor
 	util.ns(_agreement.valid_from) > util.now_ns
 }
 
+deny contains util.reason("processor.agreement_not_started", 403, "the processor agreement has no start date") if {
+	_processor
+	_agreement
+	not _agreement.valid_from
+}
+
 deny contains util.reason("processor.agreement_expired", 403, "the processor agreement has expired") if {
 	_processor
 	util.ns(_agreement.valid_until) <= util.now_ns

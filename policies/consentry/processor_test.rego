@@ -42,6 +42,12 @@ test_agreement_not_started if {
 	codes(with_agreement(object.union(agreement, {"valid_from": "2026-12-01T00:00:00Z"}))) == {"processor.agreement_not_started"}
 }
 
+test_agreement_without_start if {
+	inp := with_agreement(object.remove(agreement, ["valid_from"]))
+	codes(inp) == {"processor.agreement_not_started"}
+	not consentry.decision.allow with input as inp
+}
+
 test_agreement_without_end if {
 	codes(with_agreement(object.remove(agreement, ["valid_until"]))) == {"processor.agreement_unbounded"}
 }
