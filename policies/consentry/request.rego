@@ -23,6 +23,7 @@ else := _deny
 # True exactly when none of the _deny rules below applies.
 _well_formed if {
 	_time_known
+	object.get(input, "phase", "request") in _phases
 	input.subject.type in _subject_types
 	object.get(input.subject, "id", "") != ""
 	input.action in _actions
@@ -57,6 +58,13 @@ _deny contains util.reason("action.unknown", 403, sprintf("action %q is not know
 
 _deny contains util.reason("purpose.missing", 403, "the request declares no purpose (x-purpose header)") if {
 	object.get(input, "purpose", "") == ""
+}
+
+_phases := {"request", "response"}
+
+# Record checks run by phase: another value would skip them.
+_deny contains util.reason("phase.unknown", 400, sprintf("phase %q is neither request nor response", [input.phase])) if {
+	not object.get(input, "phase", "request") in _phases
 }
 
 # Expiry, retention and agreement periods compare with the decision time: without it nothing

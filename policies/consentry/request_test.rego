@@ -84,3 +84,10 @@ test_purpose_key_missing_denies if {
 	"purpose.missing" in codes(object.remove(fx.support, ["purpose"]))
 	not consentry.decision.allow with input as object.remove(fx.support, ["purpose"])
 }
+
+test_unknown_phase_denies if {
+	inp := fx.replace(fx.support, {"phase": "Response"})
+	codes(inp) == {"phase.unknown"}
+	not consentry.decision.allow with input as inp
+	not consentry.full_decision.allow with input as inp
+}
