@@ -36,7 +36,7 @@ active if {
 # METADATA
 # title: Request-level denials
 # description: A break-glass request that is not permitted or not justified is denied outright.
-deny contains util.reason("break_glass.not_permitted", 403, "none of the caller's roles may use break-glass access for this purpose") if {
+deny contains util.reason("break_glass.not_permitted", 403, "none of the caller's roles may use break-glass access") if {
 	_requested
 	not _permitted
 }
