@@ -170,9 +170,8 @@ func diskTestRun(ctx context.Context, o DiskTestOptions, preallocate int64) (res
 			lat = append(lat, done.Sub(start.Add(time.Duration(i)*interval)))
 		}
 		next = due
-		// The log's extension rule (segio.go, extendSeg): after a commit that leaves less
-		// than half of the preallocation, write and flush another one.
-		if preallocate > 0 && capacity-size < preallocate/2 {
+		// The log's extension rule (segio.go, extendSeg): write and flush another step.
+		if preallocationLow(capacity, size, preallocate) {
 			if zeros == nil {
 				zeros = make([]byte, preallocate)
 			}

@@ -35,7 +35,7 @@ func (l *Log) writeSeg(b []byte) error {
 // retried at most once a second.
 func (l *Log) extendSeg() {
 	n := l.cfg.PreallocateBytes
-	if n <= 0 || l.segCap-l.segSize >= n/2 || l.segCap >= l.cfg.SegmentMaxBytes {
+	if !preallocationLow(l.segCap, l.segSize, n) || l.segCap >= l.cfg.SegmentMaxBytes {
 		return
 	}
 	now := time.Now()
@@ -66,6 +66,11 @@ func (l *Log) extendSeg() {
 		l.log.Info("decision log: preallocating segment space again", "segment", l.segName)
 	}
 }
+
+// preallocationLow reports whether a file of capacity bytes (records and the zeros after
+// them) holding size bytes of records is due another step of zero-fill: less than half a
+// step left. The disk test (disktest.go) applies the same rule, so that it measures the log.
+func preallocationLow(capacity, size, step int64) bool { return step > 0 && capacity-size < step/2 }
 
 // closeSeg prepares the active segment for closing: it cuts the unused zero-filled space, so
 // that a closed segment holds exactly its records, and fsyncs the file.
