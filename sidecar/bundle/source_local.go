@@ -83,7 +83,7 @@ func (m *Manager) ActivatePolicyDir(ctx context.Context) error {
 func (m *Manager) CheckLocalSource(ctx context.Context) (*ActiveBundle, error) {
 	switch {
 	case m.cfg.Dir != "":
-		if err := m.activate(ctx, m.dirCandidate()); err != nil {
+		if err := m.ActivatePolicyDir(ctx); err != nil {
 			return nil, err
 		}
 	case m.cfg.File != "":
