@@ -42,19 +42,12 @@ _valid(c) if {
 	not _expired(c)
 }
 
-# A withdrawal for the grant's purpose or a narrower one that still covers the declared
-# purpose takes the grant back unless the grant came later: consent to "marketing" does not
-# outlive a later withdrawal from "marketing.communications.email" for e-mail marketing, and a
-# withdrawal without a time is assumed to be the later.
+# A withdrawal covering the declared purpose that takes the grant back (util.takes_back).
 _vetoed(g, consents) if {
 	some w in consents
-	w.status == "withdrawn"
 	_covers(w)
-	util.purpose_covers(g.purpose, w.purpose)
-	not _granted_after(g, w)
+	util.takes_back(w, g)
 }
-
-_granted_after(g, w) if util.ns(g.granted_at) > util.ns(w.withdrawn_at)
 
 _expired(c) if c.status == "expired"
 

@@ -351,8 +351,8 @@ _record_consent_ok(_, s) if not s.consent_required
 
 _record_consent_ok(rec, s) if _consent_ok(rec.enrichment.consents, s)
 
-# A granted, unexpired consent covers the purpose and no withdrawal as specific as it or more
-# takes it back (consent.rego, _vetoed).
+# A granted, unexpired consent covers the purpose and no withdrawal covering the purpose
+# takes it back (util.takes_back, as in consent.rego).
 _consent_ok(consents, s) if {
 	some c in consents
 	c.status == "granted"
@@ -363,13 +363,9 @@ _consent_ok(consents, s) if {
 
 _vetoed(g, consents, s) if {
 	some w in consents
-	w.status == "withdrawn"
 	w.purpose in s.covering
-	util.purpose_covers(g.purpose, w.purpose)
-	not _granted_after(g, w)
+	util.takes_back(w, g)
 }
-
-_granted_after(g, w) if time.parse_rfc3339_ns(g.granted_at) > time.parse_rfc3339_ns(w.withdrawn_at)
 
 _record_case_ok(_, s) if not s.case_required
 

@@ -97,3 +97,18 @@ reason(code, status, message) := {"code": code, "status": status, "message": mes
 # title: Time parse
 # description: Nanoseconds of an RFC 3339 timestamp.
 ns(ts) := time.parse_rfc3339_ns(ts)
+
+# METADATA
+# title: Withdrawal takes a grant back
+# description: |
+#   True when consent record w is a withdrawal for grant g's purpose or a narrower one, and g
+#   is not later: consent to "marketing" does not outlive a later withdrawal from
+#   "marketing.communications.email". A withdrawal without a time counts as the later. The
+#   caller checks that w covers the declared purpose.
+takes_back(w, g) if {
+	w.status == "withdrawn"
+	purpose_covers(g.purpose, w.purpose)
+	not _granted_after(g, w)
+}
+
+_granted_after(g, w) if ns(g.granted_at) > ns(w.withdrawn_at)
