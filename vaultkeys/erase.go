@@ -170,12 +170,12 @@ func isNotFound(err error) bool {
 	if !errors.As(err, &re) {
 		return false
 	}
+	msg := strings.Join(re.Errors, " ")
 	if re.StatusCode == http.StatusNotFound {
 		// A path no mount serves (a wrong transit_mount) is a 404 too: that is not "this key
 		// is gone", and an erasure must not be reported complete because of it.
-		return !strings.Contains(strings.Join(re.Errors, " "), "no handler for route")
+		return !strings.Contains(msg, "no handler for route")
 	}
-	msg := strings.Join(re.Errors, " ")
 	return re.StatusCode == http.StatusBadRequest && (strings.Contains(msg, "no existing key") || strings.Contains(msg, "not found"))
 }
 

@@ -458,11 +458,8 @@ func (t *Transformer) records(ctx context.Context, rd RecordDecider, out *pipeli
 				return nil, ReasonRecordsUndecided, err
 			}
 			if !rdec.Allow {
-				// The policy refused the page as a whole at response time: no record is served,
-				// whatever the per-record outcomes say.
-				for _, r := range recs {
-					r.keep = false
-				}
+				// The policy refused the page as a whole at response time: no record is served
+				// (none is marked kept yet), whatever the per-record outcomes say.
 				enf.RecordsFiltered += len(recs)
 				return nil, "", nil
 			}
