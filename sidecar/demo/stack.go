@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -178,7 +179,21 @@ func (s *Stack) start(ctx context.Context) error {
 		}
 	}
 	t0 := time.Now()
-	v, err := vaulttest.Launch(filepath.Join(o.Dir, "vault"), 0)
+	// Not one of the stack's own addresses: they are chosen but not bound yet, and the kernel
+	// may hand a released port out again (a test saw Vault answer on the admin address).
+	var ours []int
+	for _, a := range []string{o.Proxy, o.Admin, o.GRPC, o.CRM} {
+		if _, p, err := net.SplitHostPort(a); err == nil {
+			if n, err := strconv.Atoi(p); err == nil {
+				ours = append(ours, n)
+			}
+		}
+	}
+	port, err := vaulttest.FreePortPair(ours...)
+	if err != nil {
+		return fmt.Errorf("vault: %w", err)
+	}
+	v, err := vaulttest.Launch(filepath.Join(o.Dir, "vault"), port)
 	if err != nil {
 		return fmt.Errorf("vault: %w", err)
 	}

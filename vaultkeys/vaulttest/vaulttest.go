@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -453,7 +454,12 @@ func cleanEnv() []string {
 
 // freePortPair finds a port p such that p and p+1 are free: the dev server also listens on
 // p+1 for cluster traffic.
-func freePortPair() (int, error) {
+func freePortPair() (int, error) { return FreePortPair() }
+
+// FreePortPair finds a port p such that p and p+1 are free and neither is one of avoid: ports
+// a caller has chosen for its own processes but not bound yet, which the kernel may hand out
+// again (Launch(dir, FreePortPair(theirs...))).
+func FreePortPair(avoid ...int) (int, error) {
 	for range 50 {
 		l1, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -464,7 +470,9 @@ func freePortPair() (int, error) {
 		l1.Close()
 		if err == nil {
 			l2.Close()
-			return p, nil
+			if !slices.Contains(avoid, p) && !slices.Contains(avoid, p+1) {
+				return p, nil
+			}
 		}
 	}
 	return 0, errors.New("no free port pair")
