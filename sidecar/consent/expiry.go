@@ -52,6 +52,9 @@ func (s *Store) SweepExpiry(ctx context.Context) (SweepResult, error) {
 	if err != nil {
 		return out, err
 	}
+	if s.afterDue != nil {
+		s.afterDue()
+	}
 	var expired []Event
 	for _, c := range due {
 		if !c.ExpiresAt.After(now) {
@@ -97,7 +100,13 @@ func (s *Store) SweepExpiry(ctx context.Context) (SweepResult, error) {
 			if r.Err != nil {
 				continue // another replica recorded it first
 			}
-			s.view.putConsent(r.Current, r.Seq, r.Customer, r.CustRev)
+			if r.NoEffect {
+				// Renewed or withdrawn since Due read it: the grant it names is no
+				// longer the consent, and the expiry (recorded in the ledger) changed nothing.
+				s.log.Info("consent expiry superseded", "customer_id", r.Event.CustomerID, "purpose", r.Event.Purpose, "event_id", r.Event.EventID)
+				continue
+			}
+			s.view.putResult(r)
 			s.metrics.writes.WithLabelValues(KindExpired, "ok").Inc()
 			out.Expired++
 			s.log.Info("consent expired", "customer_id", r.Event.CustomerID, "purpose", r.Event.Purpose, "event_id", r.Event.EventID)

@@ -93,3 +93,60 @@ func testExpiry(t *testing.T, backend string) {
 		t.Fatalf("current after expiry %+v", cv.Consents)
 	}
 }
+
+// TestSweepDoesNotExpireARenewal: a renewal or a withdrawal recorded after the sweep read
+// the due grant is not overwritten by the expiry (the expiry is in the ledger, with no
+// effect on the current state, in the store and in the view).
+func TestSweepDoesNotExpireARenewal(t *testing.T) {
+	for _, backend := range testBackends {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			clk := &clock{t: time.Now()}
+			cfg := testConfig(t, backend)
+			cfg.Expiry.NoticeDays = -1
+			s := openStore(t, cfg, Options{Now: clk.now, NoBackground: true})
+			const purpose = "marketing.communications.email"
+			for _, id := range []string{"renews", "withdraws", "lapses"} {
+				in := grantInput(id, purpose)
+				exp := clk.t.Add(time.Hour)
+				in.ExpiresAt = &exp
+				if _, err := s.Grant(ctx, in, "a"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			clk.t = clk.t.Add(2 * time.Hour)
+			later := clk.t.Add(365 * 24 * time.Hour)
+			s.afterDue = func() {
+				in := grantInput("renews", purpose)
+				in.ExpiresAt = &later
+				if _, err := s.Grant(ctx, in, "a"); err != nil {
+					t.Error(err)
+				}
+				if _, err := s.Withdraw(ctx, ConsentInput{CustomerID: "withdraws", Purpose: purpose, Channel: "phone"}, "a"); err != nil {
+					t.Error(err)
+				}
+			}
+			r, err := s.SweepExpiry(ctx)
+			if err != nil || r.Expired != 1 {
+				t.Fatalf("sweep %+v %v (want only \"lapses\" expired)", r, err)
+			}
+			for id, want := range map[string]string{"renews": KindGranted, "withdraws": KindWithdrawn, "lapses": KindExpired} {
+				cv, err := s.Customer(ctx, id)
+				if err != nil || len(cv.Consents) != 1 || cv.Consents[0].Status != want {
+					t.Fatalf("%s: current %+v %v, want %s", id, cv.Consents, err, want)
+				}
+				e, _ := s.Enrich(ctx, enrich.Query{CustomerID: id, Purpose: purpose})
+				if len(e.Consents) != 1 || e.Consents[0].Status != want {
+					t.Fatalf("%s: view %+v, want %s", id, e.Consents, want)
+				}
+				_, cur, _, _ := s.be.Customer(ctx, id)
+				if len(cur) != 1 || cur[0].Status != want {
+					t.Fatalf("%s: stored %+v, want %s", id, cur, want)
+				}
+			}
+			if h, _ := s.History(ctx, "renews"); len(h) != 3 || h[2].Kind != KindExpired {
+				t.Fatalf("the superseded expiry is not in the ledger: %+v", h)
+			}
+		})
+	}
+}

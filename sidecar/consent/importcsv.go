@@ -233,7 +233,7 @@ func (s *Store) Import(ctx context.Context, r io.Reader, opts ImportOptions, act
 				rep.Accepted++
 				if !opts.DryRun {
 					s.metrics.writes.WithLabelValues(batch[i].kind, "ok").Inc()
-					s.view.putConsent(r.Current, r.Seq, r.Customer, r.CustRev)
+					s.view.putResult(r)
 				}
 			}
 		}

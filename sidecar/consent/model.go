@@ -108,8 +108,17 @@ type Current struct {
 	Seq int64 `json:"seq"`
 }
 
-// apply folds ev into the current state cur (nil when there is none yet).
-func apply(cur *Current, ev Event) Current {
+// apply folds ev into the current state cur (nil when there is none yet). It reports
+// false when ev leaves the state as it was: an expiry changes only a grant that has
+// expired by the expiry's time. The sweep reads due grants and records their expiry in two
+// steps; a renewal or a withdrawal recorded in between must not be overwritten by it.
+func apply(cur *Current, ev Event) (Current, bool) {
+	if ev.Kind == KindExpired && !expires(cur, ev.CapturedAt) {
+		if cur == nil {
+			return Current{}, false
+		}
+		return *cur, false
+	}
 	next := Current{CustomerID: ev.CustomerID, Purpose: ev.Purpose, EventID: ev.EventID}
 	if cur != nil {
 		next = *cur
@@ -133,7 +142,13 @@ func apply(cur *Current, ev Event) Current {
 	case KindExpired:
 		next.Status = KindExpired
 	}
-	return next
+	return next, true
+}
+
+// expires reports whether an expiry at time at ends the current consent: a grant whose
+// expiry is at or before at. consent_append (pgappend.go) applies the same rule.
+func expires(cur *Current, at time.Time) bool {
+	return cur != nil && cur.Status == KindGranted && cur.ExpiresAt != nil && !cur.ExpiresAt.After(at)
 }
 
 // Error is a store error with a stable code and the HTTP status the admin API answers with.

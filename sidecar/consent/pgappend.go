@@ -16,8 +16,9 @@ import (
 // state, create the customer row, NOTIFY). Over a network each round trip is latency
 // spent holding the customer lock; this is what makes >= 2,000 writes/s possible.
 // The fold must match apply() in model.go: the shared suite checks both backends agree.
+// Schema version 3 replaced it (CREATE OR REPLACE) to add the expiry rule of apply().
 const pgAppendFunc = `
-CREATE FUNCTION consent_append(e_id text, c_id text, purp text, knd text, nv text, nh text, chan text, cap_at bigint, cap_by text,
+CREATE OR REPLACE FUNCTION consent_append(e_id text, c_id text, purp text, knd text, nv text, nh text, chan text, cap_at bigint, cap_by text,
   exp_at bigint, rsn text, rec_at bigint, rec_by text, notify_channel text)
 RETURNS TABLE (outcome text, out_seq bigint, dup_event text, cur text, cust text)
 LANGUAGE plpgsql AS $$
@@ -39,6 +40,11 @@ BEGIN
   INSERT INTO consent_events (event_id, customer_id, purpose, kind, notice_version, notice_hash, channel, captured_at, captured_by, expires_at, reason, recorded_at, recorded_by)
   VALUES (e_id, c_id, purp, knd, nv, nh, chan, cap_at, cap_by, exp_at, rsn, rec_at, rec_by) RETURNING consent_events.seq INTO v_seq;
   SELECT * INTO prev FROM consent_current cc WHERE cc.customer_id = c_id AND cc.purpose = purp;
+  IF knd = 'expired' AND NOT (FOUND AND prev.status = 'granted' AND prev.expires_at IS NOT NULL AND prev.expires_at <= cap_at) THEN
+    outcome := 'noop'; out_seq := v_seq;
+    IF FOUND THEN cur := row_to_json(prev)::text; END IF;
+    RETURN NEXT; RETURN;
+  END IF;
   IF FOUND THEN
     nxt := prev;
   ELSE
@@ -199,6 +205,16 @@ func pgResult(ev Event, outcome string, seq sql.NullInt64, dup, cur, cust sql.Nu
 	case "erased":
 		res.Err = erasedErr(ev.CustomerID)
 		return res, nil
+	case "noop":
+		res.Event.Seq, res.Seq, res.NoEffect = seq.Int64, seq.Int64, true
+		if cur.Valid {
+			var jc jsonCurrent
+			if err := json.Unmarshal([]byte(cur.String), &jc); err != nil {
+				return res, fmt.Errorf("append event: current: %w", err)
+			}
+			res.Current = currentOf(jc)
+		}
+		return res, nil
 	case "ok":
 	default:
 		return res, fmt.Errorf("append event: unexpected outcome %q", outcome)
@@ -212,12 +228,16 @@ func pgResult(ev Event, outcome string, seq sql.NullInt64, dup, cur, cust sql.Nu
 		return res, fmt.Errorf("append event: customer: %w", err)
 	}
 	res.Event.Seq, res.Seq = seq.Int64, seq.Int64
-	res.Current = Current{CustomerID: jc.CustomerID, Purpose: jc.Purpose, Status: jc.Status, NoticeVersion: jc.NoticeVersion, NoticeHash: jc.NoticeHash,
-		Channel: jc.Channel, CapturedBy: jc.CapturedBy, GrantedAt: tsPtr(jc.GrantedAt), ExpiresAt: tsPtr(jc.ExpiresAt), WithdrawnAt: tsPtr(jc.WithdrawnAt),
-		EventID: jc.EventID, Seq: jc.Seq}
+	res.Current = currentOf(jc)
 	res.Customer = Customer{ID: ju.ID, RetentionUntil: tsPtr(ju.RetentionUntil), Erased: ju.Erased != 0, ErasedAt: tsPtr(ju.ErasedAt), UpdatedAt: time.Unix(0, ju.UpdatedAt).UTC()}
 	res.CustRev = ju.Rev
 	return res, nil
+}
+
+func currentOf(jc jsonCurrent) Current {
+	return Current{CustomerID: jc.CustomerID, Purpose: jc.Purpose, Status: jc.Status, NoticeVersion: jc.NoticeVersion, NoticeHash: jc.NoticeHash,
+		Channel: jc.Channel, CapturedBy: jc.CapturedBy, GrantedAt: tsPtr(jc.GrantedAt), ExpiresAt: tsPtr(jc.ExpiresAt), WithdrawnAt: tsPtr(jc.WithdrawnAt),
+		EventID: jc.EventID, Seq: jc.Seq}
 }
 
 func duplicateErr(id string, existing Event) *Error {

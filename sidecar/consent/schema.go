@@ -95,6 +95,9 @@ CREATE TABLE expiry_notices (
 	// PostgreSQL: the one-round-trip consent write (pgappend.go). SQLite runs in-process
 	// and needs none; the version is recorded there too, so versions mean one schema.
 	{version: 2, extra: map[string][]string{"postgres": {pgAppendFunc}}},
+	// PostgreSQL: consent_append gains the expiry rule (an expiry changes only a grant that
+	// has expired by its time); CREATE OR REPLACE, so version 2 databases are upgraded.
+	{version: 3, extra: map[string][]string{"postgres": {pgAppendFunc}}},
 }
 
 // statements splits a migration's shared SQL into statements (one per ";\n") and adds

@@ -288,7 +288,11 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`),
 		} else if !errors.Is(err, sql.ErrNoRows) {
 			return nil, fmt.Errorf("read current consent: %w", err)
 		}
-		next := apply(prev, ev)
+		next, changed := apply(prev, ev)
+		if !changed {
+			res[i].Current, res[i].NoEffect, res[i].Seq = next, true, seq
+			continue
+		}
 		next.Seq = seq
 		_, err = tx.ExecContext(ctx, s.q(`INSERT INTO consent_current (`+currentCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (customer_id, purpose) DO UPDATE SET status = excluded.status, notice_version = excluded.notice_version,

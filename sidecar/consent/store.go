@@ -59,6 +59,10 @@ type Store struct {
 	mu     sync.Mutex
 	eraser Eraser
 
+	// afterDue runs between the sweep's read of due grants and its writes (tests: a
+	// renewal or withdrawal recorded in between).
+	afterDue func()
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -236,12 +240,18 @@ func (s *Store) Reload(ctx context.Context) error {
 	}
 	if err == nil {
 		l.finish()
+	}
+	v.at("loaded")
+	v.swapMu.Lock()
+	if err == nil {
 		v.snap.Store(l.snap)
 	}
 	v.mu.Lock()
 	pending := v.pending
 	v.reloading, v.pending = false, nil
 	v.mu.Unlock()
+	v.swapMu.Unlock()
+	v.at("swapped")
 	if err != nil {
 		return err
 	}

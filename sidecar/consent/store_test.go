@@ -421,3 +421,48 @@ func testAppendOnly(t *testing.T, backend string) {
 		t.Fatalf("delete from the ledger allowed: %v", err)
 	}
 }
+
+// TestWriteDuringReloadSwap: a write that lands in the outgoing snapshot while a reload
+// swaps in a snapshot read before the write is not lost from the view. The hooks hold
+// the write between updating its snapshot and noting the change, and hold the reload
+// after reading the database until then; the swap must not pass the write.
+func TestWriteDuringReloadSwap(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, testConfig(t, "sqlite"), Options{NoBackground: true})
+	const purpose = "marketing.communications.email"
+	inPut, swapped := make(chan struct{}), make(chan struct{})
+	loaded := make(chan struct{})
+	var putOnce, loadOnce, swapOnce sync.Once
+	s.view.hook = func(point string) {
+		switch point {
+		case "loaded":
+			loadOnce.Do(func() {
+				close(loaded)
+				<-inPut
+			})
+		case "put":
+			putOnce.Do(func() {
+				close(inPut)
+				select { // with the swap lock the swap cannot happen now: give up after a while
+				case <-swapped:
+				case <-time.After(300 * time.Millisecond):
+				}
+			})
+		case "swapped":
+			swapOnce.Do(func() { close(swapped) })
+		}
+	}
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- s.Reload(ctx) }()
+	<-loaded // the reload has read the database: it holds no grant for "late"
+	if _, err := s.Grant(ctx, grantInput("late", purpose), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-reloaded; err != nil {
+		t.Fatal(err)
+	}
+	e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "late", Purpose: purpose})
+	if len(e.Consents) != 1 || e.Consents[0].Status != KindGranted {
+		t.Fatalf("acknowledged grant missing from the view after the reload: %+v", e.Consents)
+	}
+}

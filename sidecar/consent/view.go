@@ -22,11 +22,26 @@ type view struct {
 
 	// reloadMu serializes full reloads; mu guards the reload bookkeeping: entities changed
 	// while a reload runs are refreshed again after the swap (the reload may have read them
-	// before the change).
+	// before the change). swapMu makes each update atomic with respect to the swap: an
+	// update holds it shared from loading the snapshot to noting the change, the swap holds
+	// it exclusively. Without it an update could land in the outgoing snapshot and be noted
+	// only after the reload stopped collecting changes: lost until the next resync.
 	reloadMu  sync.Mutex
+	swapMu    sync.RWMutex
 	mu        sync.Mutex
 	reloading bool
 	pending   map[Change]struct{}
+
+	// hook, when set (tests), is called at named points of updates and reloads so that a
+	// test can interleave them: "put" (an update has written its snapshot, not yet noted
+	// the change), "loaded" (a reload has read the database, not yet swapped), "swapped".
+	hook func(point string)
+}
+
+func (v *view) at(point string) {
+	if v.hook != nil {
+		v.hook(point)
+	}
 }
 
 type snapshot struct {
@@ -118,8 +133,18 @@ func stateOf(c Customer) input.CustomerState {
 	return input.CustomerState{ID: c.ID, RetentionUntil: c.RetentionUntil, Erased: c.Erased, ErasedAt: c.ErasedAt}
 }
 
+// putResult applies a recorded event's outcome (nothing when it changed no state).
+func (v *view) putResult(r AppendResult) {
+	if r.NoEffect {
+		return
+	}
+	v.putConsent(r.Current, r.Seq, r.Customer, r.CustRev)
+}
+
 // putConsent applies one new current consent (from a local write) if it is newer.
 func (v *view) putConsent(c Current, seq int64, cust Customer, custRev int64) {
+	v.swapMu.RLock()
+	defer v.swapMu.RUnlock()
 	snap := v.snap.Load()
 	if snap == nil {
 		return
@@ -153,12 +178,15 @@ func (v *view) putConsent(c Current, seq int64, cust Customer, custRev int64) {
 	next.consents = append(recs, rec)
 	sh.customers[c.CustomerID] = next
 	sh.mu.Unlock()
+	v.at("put")
 	v.note(Change{Kind: ChangeCustomer, Key: c.CustomerID})
 }
 
 // putCustomer replaces a customer's whole entry (refresh from the database) unless the
 // entry holds newer data; cur may be nil (customer without consents), cust nil (unknown).
 func (v *view) putCustomer(id string, cust *Customer, cur []Current, rev int64) {
+	v.swapMu.RLock()
+	defer v.swapMu.RUnlock()
 	snap := v.snap.Load()
 	if snap == nil {
 		return
@@ -197,6 +225,8 @@ func (v *view) putCustomer(id string, cust *Customer, cur []Current, rev int64) 
 }
 
 func (v *view) putCase(id string, c *Case, rev int64) {
+	v.swapMu.RLock()
+	defer v.swapMu.RUnlock()
 	snap := v.snap.Load()
 	if snap == nil {
 		return
@@ -215,6 +245,8 @@ func (v *view) putCase(id string, c *Case, rev int64) {
 }
 
 func (v *view) putAgreement(id string, a *Agreement, rev int64) {
+	v.swapMu.RLock()
+	defer v.swapMu.RUnlock()
 	snap := v.snap.Load()
 	if snap == nil {
 		return

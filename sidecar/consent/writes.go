@@ -168,7 +168,7 @@ func (s *Store) record(ctx context.Context, ev Event) (Result, error) {
 	if r.Err != nil {
 		return Result{Event: r.Event}, r.Err
 	}
-	s.view.putConsent(r.Current, r.Seq, r.Customer, r.CustRev)
+	s.view.putResult(r)
 	s.log.Info("consent recorded", "event_id", r.Event.EventID, "customer_id", ev.CustomerID, "purpose", ev.Purpose, "kind", ev.Kind, "seq", r.Seq, "actor", ev.RecordedBy)
 	return Result{Event: r.Event, Current: r.Current}, nil
 }
