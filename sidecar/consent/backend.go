@@ -52,7 +52,7 @@ type Backend interface {
 
 // AppendResult is the outcome of one appended event.
 type AppendResult struct {
-	Event    Event
+	Event Event
 	// Current is the consent's state after the event. NoEffect: the event was recorded
 	// but left the state as it was (an expiry for a grant renewed or withdrawn since the
 	// sweep read it); Current is then the unchanged state (zero when there is none).
