@@ -40,11 +40,9 @@ type Backend interface {
 	// whose delivery failed so that the next sweep retries.
 	ClaimNotice(ctx context.Context, eventID string, at time.Time) (bool, error)
 	ReleaseNotice(ctx context.Context, eventID string) error
-	// Watch reports changes made by any node (including this one) until ctx ends. reset is
-	// called each time listening (re)starts - changes before it may have been missed, so the
-	// caller (re)loads everything. Backends without cross-node changes call reset once and
-	// return nil.
-	Watch(ctx context.Context, change func(Change), reset func()) error
+	// Watch reports changes made by any node (including this one) until ctx ends; see
+	// Watcher. Backends without cross-node changes call Reset once and return nil.
+	Watch(ctx context.Context, w Watcher) error
 	// Ping checks the database answers (readiness).
 	Ping(ctx context.Context) error
 	Close() error
@@ -63,6 +61,22 @@ type AppendResult struct {
 	CustRev  int64
 	// Err is a *Error (duplicate, erased) when this event was not recorded.
 	Err error
+}
+
+// Watcher receives a backend's change feed.
+type Watcher struct {
+	// Change reports one entity changed by any node. An error (the entity could not be
+	// re-read) makes the backend drop the connection and start again, so that Reset
+	// reloads everything rather than leave one entry stale.
+	Change func(Change) error
+	// Reset is called each time listening (re)starts: changes before it may have been
+	// missed, so the caller reloads everything. When it fails the backend drops the
+	// connection and starts again (with backoff): the feed is not following until a Reset
+	// succeeds.
+	Reset func() error
+	// Lost reports that the feed stopped (connection lost); changes are missed until the
+	// next successful Reset.
+	Lost func(error)
 }
 
 // Change names an entity another node (or this one) changed.

@@ -81,6 +81,12 @@ type PostgresConfig struct {
 	// ResyncInterval is how often a replica reloads the whole view as a safety net against
 	// a lost notification (a reconnect always reloads). Default 5m; "0s" keeps the default.
 	ResyncInterval time.Duration `yaml:"resync_interval" json:"resync_interval"`
+	// MaxFeedGap is how long lookups keep serving the view after the change feed stops
+	// following (LISTEN connection lost, a reload or refresh failed): changes by other
+	// replicas - a withdrawal, an erasure - are missed meanwhile. Beyond it every lookup
+	// reports the state unavailable, so decisions deny (state.unavailable, 503) until the
+	// feed reconnects and reloads. Readiness fails as soon as the feed stops. Default 5s.
+	MaxFeedGap time.Duration `yaml:"max_feed_gap" json:"max_feed_gap"`
 }
 
 // ExpiryConfig is `state.expiry`.
@@ -123,6 +129,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Postgres.ResyncInterval == 0 {
 		c.Postgres.ResyncInterval = 5 * time.Minute
+	}
+	if c.Postgres.MaxFeedGap == 0 {
+		c.Postgres.MaxFeedGap = 5 * time.Second
 	}
 	if len(c.Purposes) == 0 && c.PurposesFile == "" {
 		c.PurposesFile = DefaultPurposesFile
@@ -171,6 +180,9 @@ func (c Config) Validate() error {
 		}
 		if c.Postgres.ResyncInterval < time.Second {
 			return fmt.Errorf("state.postgres.resync_interval: must be >= 1s")
+		}
+		if c.Postgres.MaxFeedGap < 0 {
+			return fmt.Errorf("state.postgres.max_feed_gap: must not be negative")
 		}
 	}
 	for _, p := range c.Purposes {

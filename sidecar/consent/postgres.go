@@ -61,8 +61,8 @@ func openPostgres(ctx context.Context, cfg Config) (Backend, error) {
 		appendMany: func(ctx context.Context, q querier, evs []Event) ([]AppendResult, error) {
 			return pgAppendMany(ctx, q, channel, evs)
 		},
-		watch: func(ctx context.Context, change func(Change), reset func()) error {
-			return listen(ctx, listenCfg, channel, change, reset)
+		watch: func(ctx context.Context, w Watcher) error {
+			return listen(ctx, listenCfg, channel, w)
 		},
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -82,9 +82,10 @@ func openPostgres(ctx context.Context, cfg Config) (Backend, error) {
 }
 
 // listen holds a dedicated connection LISTENing on channel and reports each change. After
-// every (re)connect it calls reset: notifications sent while not listening are lost, so the
-// caller (re)loads its whole view once the LISTEN is in place.
-func listen(ctx context.Context, cfg *pgx.ConnConfig, channel string, change func(Change), reset func()) error {
+// every (re)connect it calls Reset: notifications sent while not listening are lost, so the
+// caller (re)loads its whole view once the LISTEN is in place. A failed Reset drops the
+// connection and starts again.
+func listen(ctx context.Context, cfg *pgx.ConnConfig, channel string, w Watcher) error {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		conn, err := pgx.ConnectConfig(ctx, cfg)
@@ -92,11 +93,15 @@ func listen(ctx context.Context, cfg *pgx.ConnConfig, channel string, change fun
 			_, err = conn.Exec(ctx, `LISTEN `+pgx.Identifier{channel}.Sanitize())
 		}
 		if err == nil {
-			reset()
+			err = w.Reset()
+		}
+		if err == nil {
 			backoff = 100 * time.Millisecond
-			// receive returns when the connection is lost: reconnect below. A database that
-			// stays down shows in readiness (Ping), not here.
-			_ = receive(ctx, conn, change)
+			// receive returns when the connection is lost: reconnect below.
+			err = receive(ctx, conn, w.Change)
+		}
+		if ctx.Err() == nil {
+			w.Lost(err)
 		}
 		if conn != nil {
 			closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -115,7 +120,7 @@ func listen(ctx context.Context, cfg *pgx.ConnConfig, channel string, change fun
 	return nil
 }
 
-func receive(ctx context.Context, conn *pgx.Conn, change func(Change)) error {
+func receive(ctx context.Context, conn *pgx.Conn, change func(Change) error) error {
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -125,6 +130,8 @@ func receive(ctx context.Context, conn *pgx.Conn, change func(Change)) error {
 		if !ok {
 			continue
 		}
-		change(Change{Kind: kind, Key: key})
+		if err := change(Change{Kind: kind, Key: key}); err != nil {
+			return err
+		}
 	}
 }

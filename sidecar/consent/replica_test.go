@@ -2,6 +2,11 @@ package consent
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,4 +88,110 @@ func TestReplicasPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "grant on replica b after its LISTEN connection dropped", func() bool { return status(b, "cust-s") == KindGranted })
+}
+
+// gate is a TCP forwarder to PostgreSQL that can stop taking new connections while the
+// ones it holds keep working: a replica whose change feed cannot reconnect while its
+// connection pool still answers.
+type gate struct {
+	ln   net.Listener
+	open atomic.Bool
+}
+
+func newGate(t *testing.T, target string) *gate {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{ln: ln}
+	g.open.Store(true)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if !g.open.Load() {
+				_ = c.Close()
+				continue
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+		}
+	}()
+	return g
+}
+
+// TestFeedDownFailsClosed: a replica whose change feed is down (LISTEN connection lost and
+// not coming back) fails readiness at once and, after max_feed_gap, answers every lookup
+// as state unavailable instead of serving a consent another replica withdrew meanwhile.
+// When the feed reconnects it reloads and serves the withdrawal.
+func TestFeedDownFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, "postgres")
+	g := newGate(t, "127.0.0.1:5432")
+	u, err := url.Parse(pgURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = g.ln.Addr().String()
+	acfg := cfg
+	acfg.Postgres.URL = u.String()
+	acfg.Postgres.MaxFeedGap = 300 * time.Millisecond
+	a := openStore(t, acfg, Options{})
+	b := openStore(t, sameDB(cfg), Options{})
+	const p = "marketing.communications.email"
+	lookup := func() (string, []string) {
+		e, _ := a.Enrich(ctx, enrich.Query{CustomerID: "cust-f", Purpose: p})
+		if len(e.Consents) == 0 {
+			return "", e.Errors
+		}
+		return e.Consents[0].Status, e.Errors
+	}
+	if _, err := b.Grant(ctx, grantInput("cust-f", p), "bob"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "grant on replica a", func() bool { st, _ := lookup(); return st == KindGranted })
+	if err := a.Ready(ctx); err != nil {
+		t.Fatalf("ready before the fault: %v", err)
+	}
+
+	g.open.Store(false)
+	conn, err := pgx.Connect(ctx, pgURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, "consentry-listen-"+cfg.Postgres.Schema); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "readiness reports the feed down", func() bool {
+		err := a.Ready(ctx)
+		return err != nil && strings.Contains(err.Error(), "change feed down")
+	})
+	if _, err := b.Withdraw(ctx, ConsentInput{CustomerID: "cust-f", Purpose: p}, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "lookups fail closed after max_feed_gap", func() bool {
+		st, errs := lookup()
+		if st == KindGranted && len(errs) == 0 && a.feedGap() > acfg.Postgres.MaxFeedGap+50*time.Millisecond {
+			t.Fatalf("withdrawn consent served as granted %s after the feed went down", a.feedGap())
+		}
+		return len(errs) > 0 && st == ""
+	})
+
+	g.open.Store(true)
+	eventually(t, 10*time.Second, "feed back: the withdrawal is served", func() bool {
+		st, errs := lookup()
+		return st == KindWithdrawn && len(errs) == 0
+	})
+	if err := a.Ready(ctx); err != nil {
+		t.Fatalf("ready after the feed came back: %v", err)
+	}
 }

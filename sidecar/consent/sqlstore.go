@@ -28,7 +28,7 @@ type dialect struct {
 	// appendMany, when set, records events in a single statement (PostgreSQL).
 	appendMany func(ctx context.Context, q querier, evs []Event) ([]AppendResult, error)
 	// watch implements Backend.Watch.
-	watch func(ctx context.Context, change func(Change), reset func()) error
+	watch func(ctx context.Context, w Watcher) error
 	close func()
 }
 
@@ -532,12 +532,11 @@ func (s *sqlStore) ReleaseNotice(ctx context.Context, eventID string) error {
 	return nil
 }
 
-func (s *sqlStore) Watch(ctx context.Context, change func(Change), reset func()) error {
+func (s *sqlStore) Watch(ctx context.Context, w Watcher) error {
 	if s.d.watch == nil {
-		reset()
-		return nil
+		return w.Reset()
 	}
-	return s.d.watch(ctx, change, reset)
+	return s.d.watch(ctx, w)
 }
 
 func (s *sqlStore) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }

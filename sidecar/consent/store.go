@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/consentry/consentry/sidecar/enrich"
@@ -58,6 +59,11 @@ type Store struct {
 
 	mu     sync.Mutex
 	eraser Eraser
+
+	// feedDown is when the change feed stopped following (Unix ns; 0: following). While it
+	// is down, changes by other replicas are missed: readiness fails at once, and after
+	// postgres.max_feed_gap every lookup fails closed.
+	feedDown atomic.Int64
 
 	// afterDue runs between the sweep's read of due grants and its writes (tests: a
 	// renewal or withdrawal recorded in between).
@@ -134,29 +140,41 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 func (s *Store) follow(ctx, bg context.Context) error {
 	loaded := make(chan error, 1)
 	var once sync.Once
-	reset := func() {
+	reset := func() error {
 		first := false
 		once.Do(func() { first = true })
 		err := s.Reload(bg)
 		if first {
 			loaded <- err
-		} else if err != nil {
-			s.log.Error("state reload failed", "err", err)
 		}
+		if err != nil {
+			s.feedStopped()
+			if !first {
+				s.log.Error("state reload failed; the change feed restarts", "err", err)
+			}
+			return err
+		}
+		if down := s.feedDown.Swap(0); down != 0 {
+			s.log.Info("state change feed following again", "down_for", time.Since(time.Unix(0, down)).Round(time.Millisecond))
+		}
+		return nil
 	}
-	change := func(ch Change) {
+	change := func(ch Change) error {
 		err := s.refresh(bg, ch)
 		s.metrics.refreshes.WithLabelValues(result(err)).Inc()
 		if err != nil {
-			s.log.Error("state refresh failed", "kind", ch.Kind, "key", ch.Key, "err", err)
+			s.log.Error("state refresh failed; the change feed restarts", "kind", ch.Kind, "key", ch.Key, "err", err)
 		}
+		return err
 	}
-	watchDone := make(chan struct{})
+	lost := func(err error) {
+		s.feedStopped()
+		s.log.Warn("state change feed lost; reconnecting", "err", err)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer close(watchDone)
-		if err := s.be.Watch(bg, change, reset); err != nil {
+		if err := s.be.Watch(bg, Watcher{Change: change, Reset: reset, Lost: lost}); err != nil {
 			s.log.Error("state watch stopped", "err", err)
 		}
 	}()
@@ -171,6 +189,25 @@ func (s *Store) follow(ctx, bg context.Context) error {
 	case <-time.After(30 * time.Second):
 		return errors.New("load state: no LISTEN connection within 30s")
 	}
+}
+
+// feedStopped records that the change feed stopped following (keeps the earliest time).
+func (s *Store) feedStopped() {
+	s.feedDown.CompareAndSwap(0, time.Now().UnixNano())
+}
+
+// feedGap is how long the change feed has not been following (0: it is).
+func (s *Store) feedGap() time.Duration {
+	down := s.feedDown.Load()
+	if down == 0 {
+		return 0
+	}
+	return max(time.Since(time.Unix(0, down)), 1)
+}
+
+// stale reports whether lookups must fail closed: the feed has been down too long.
+func (s *Store) stale() bool {
+	return s.feedDown.Load() != 0 && s.feedGap() > s.cfg.Postgres.MaxFeedGap
 }
 
 // Close stops background work and closes the database.
@@ -205,6 +242,10 @@ func (s *Store) Ready(ctx context.Context) error {
 	if !s.view.loaded() {
 		return errors.New("state view not loaded")
 	}
+	if gap := s.feedGap(); gap > 0 {
+		return fmt.Errorf("state change feed down for %s: changes by other replicas are not followed (lookups fail closed after %s)",
+			gap.Round(time.Millisecond), s.cfg.Postgres.MaxFeedGap)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := s.be.Ping(ctx); err != nil {
@@ -216,6 +257,11 @@ func (s *Store) Ready(ctx context.Context) error {
 // Status is the /status section.
 func (s *Store) Status() any {
 	out := map[string]any{"backend": s.cfg.Backend, "loaded": s.view.loaded()}
+	if gap := s.feedGap(); gap > 0 {
+		out["feed"] = map[string]any{"following": false, "down_for": gap.Round(time.Millisecond).String(), "lookups_fail_closed": s.stale()}
+	} else if s.cfg.Backend != "sqlite" {
+		out["feed"] = map[string]any{"following": true}
+	}
 	if snap := s.view.snap.Load(); snap != nil {
 		out["view"] = snap.stats()
 	}
@@ -288,11 +334,12 @@ func (s *Store) refresh(ctx context.Context, ch Change) error {
 	return nil
 }
 
-// Enrich implements enrich.Provider from the in-memory view. Before the view is loaded
-// every lookup is reported failed, so policies deny (fail closed).
+// Enrich implements enrich.Provider from the in-memory view. Before the view is loaded,
+// and while the change feed has been down longer than postgres.max_feed_gap, every
+// lookup is reported failed, so policies deny (fail closed).
 func (s *Store) Enrich(_ context.Context, q enrich.Query) (input.Enrichment, error) {
 	snap := s.view.snap.Load()
-	if snap == nil {
+	if snap == nil || s.stale() {
 		return input.Enrichment{Consents: []input.Consent{}, Errors: []string{"consent", "case", "agreement", "customer"}}, nil
 	}
 	var e input.Enrichment
@@ -315,7 +362,7 @@ func (s *Store) Enrich(_ context.Context, q enrich.Query) (input.Enrichment, err
 func (s *Store) EnrichBatch(_ context.Context, q enrich.Query, customerIDs []string) (map[string]input.Enrichment, error) {
 	out := make(map[string]input.Enrichment, len(customerIDs))
 	snap := s.view.snap.Load()
-	if snap == nil {
+	if snap == nil || s.stale() {
 		for _, id := range customerIDs {
 			out[id] = input.Enrichment{Consents: []input.Consent{}, Errors: []string{"consent", "case", "agreement", "customer"}}
 		}
