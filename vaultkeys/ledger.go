@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/consentry/consentry/sidecar/auditlog"
 )
 
 // DestructionRecord is the record of one crypto-shredding: which keys of which customer were
@@ -185,6 +187,44 @@ func (l *Ledger) Append(rec *DestructionRecord) error {
 	l.seq, l.last = rec.Seq, rec.Hash
 	l.erased[rec.CustomerPseudonym] = struct{}{}
 	l.records = append(l.records, *rec)
+	return nil
+}
+
+var _ auditlog.KeyLedger = (*Ledger)(nil)
+
+// Head returns the seq (0: empty) and hash of the last record, reading records other
+// processes appended first (on a read error, the last record read). The decision log records
+// it in every checkpoint: an anchor outside the file, for CheckAnchor.
+func (l *Ledger) Head() (int64, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, _ = l.refreshLocked() // a lower head is a weaker anchor, never a false alarm
+	return l.seq, l.last
+}
+
+// CheckAnchor checks that the ledger holds record seq with this hash: the head a decision
+// log checkpoint recorded earlier. A ledger cut back at a record boundary, or replaced by an
+// older copy, while consentry was stopped reads as a valid shorter ledger; only an anchor
+// kept elsewhere shows that erasures were forgotten (and keys could be created again for an
+// erased customer). seq 0 (an empty ledger then) always passes.
+func (l *Ledger) CheckAnchor(seq int64, hash string) error {
+	if seq <= 0 {
+		return nil
+	}
+	if _, err := l.Refresh(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if seq > l.seq {
+		return fmt.Errorf("%w: %s holds %d records, but the decision log recorded record %d (hash %.16s...) at its last checkpoint: "+
+			"the ledger was truncated or replaced by an older copy; restore it from a backup that holds that record",
+			ErrLedgerCorrupt, l.path, l.seq, seq, hash)
+	}
+	if got := l.records[seq-1].Hash; got != hash {
+		return fmt.Errorf("%w: record %d of %s has hash %.16s..., but the decision log recorded %.16s... at its last checkpoint: "+
+			"the ledger was replaced; restore it from a backup that holds that record", ErrLedgerCorrupt, seq, l.path, got, hash)
+	}
 	return nil
 }
 

@@ -211,12 +211,17 @@ func (a *App) assembleDecisionLog(context.Context) error {
 		}
 		opts.Signer = s
 	}
+	if a.Keys != nil {
+		// Checkpoints anchor the key ledger's head; a start whose ledger lost records the
+		// log saw is refused (rather than forget an erasure).
+		opts.KeyLedger = a.Keys.Ledger()
+	}
 	lg, err := auditlog.Open(lc, opts)
 	if err != nil {
 		return err
 	}
-	a.Decisions = lg
 	a.AddCloser(lg)
+	a.Decisions = lg
 	a.Admin.AddReadiness("decision_log", func(context.Context) error { return lg.Healthy() })
 	a.Admin.AddStatus("decision_log", func() any {
 		st := map[string]any{"dir": lg.Dir(), "committed": lg.Committed(), "mode": lc.WithDefaults().Mode}

@@ -44,6 +44,17 @@ type CheckpointBody struct {
 	KeyID      string `json:"key_id,omitempty"`
 	// Signature is base64 (std) of the signature over CheckpointMessage.
 	Signature string `json:"signature,omitempty"`
+	// KeyLedger is the shredded-keys ledger's head when the checkpoint was written (with a
+	// vault section): at start the ledger must still hold that record, or it was truncated or
+	// replaced while consentry was stopped and an erasure could be forgotten.
+	KeyLedger *LedgerHead `json:"key_ledger,omitempty"`
+}
+
+// LedgerHead names the last record of the shredded-keys ledger (vaultkeys.Ledger.Head):
+// its seq (0: empty ledger) and hash.
+type LedgerHead struct {
+	Seq  int64  `json:"seq"`
+	Hash string `json:"hash"`
 }
 
 // CheckpointMessage is the byte string a checkpoint signs. prevHash is the hash of the record
@@ -63,6 +74,13 @@ func CheckpointMessage(seq uint64, prevHash, timestamp string, b CheckpointBody)
 	msg = strconv.AppendInt(msg, int64(b.Every), 10)
 	msg = append(msg, '\n')
 	msg = strconv.AppendInt(msg, b.IntervalMS, 10)
+	if b.KeyLedger != nil {
+		// Signed too: otherwise the last checkpoint's anchor could be rewritten undetected.
+		msg = append(msg, "\nkey_ledger\n"...)
+		msg = strconv.AppendInt(msg, b.KeyLedger.Seq, 10)
+		msg = append(msg, '\n')
+		msg = append(msg, b.KeyLedger.Hash...)
+	}
 	return msg
 }
 

@@ -12,7 +12,9 @@
 package auditlog
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +57,18 @@ type Options struct {
 	Stdout io.Writer
 	// Now is the clock (tests).
 	Now func() time.Time
+	// KeyLedger, when set, is the shredded-keys ledger (vaultkeys.Ledger): its head is
+	// recorded in every checkpoint, and Open refuses to start when the ledger no longer
+	// holds the head the last checkpoint recorded (CheckpointBody.KeyLedger).
+	KeyLedger KeyLedger
+}
+
+// KeyLedger is what the log needs of the shredded-keys ledger.
+type KeyLedger interface {
+	// Head returns the seq (0: empty) and hash of the last record.
+	Head() (int64, string)
+	// CheckAnchor fails when the ledger does not hold record seq with this hash.
+	CheckAnchor(seq int64, hash string) error
 }
 
 // Log is the decision log writer. It is safe for concurrent use.
@@ -120,6 +134,11 @@ type Log struct {
 	// retentionFault, set by tests only, fails the retention record's write: a disk that
 	// fails exactly there cannot be arranged for real.
 	retentionFault func() error
+	// keyLedger reads the key ledger's head for checkpoints; anchor is the head the last
+	// checkpoint before this Open recorded (nil: none recorded).
+	keyLedger KeyLedger
+	anchor    *LedgerHead
+	pp        *pipe
 }
 
 type pending struct {
@@ -137,7 +156,7 @@ func Open(cfg Config, opts Options) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	l := &Log{cfg: cfg, dir: cfg.Dir, log: opts.Logger, now: opts.Now, signer: opts.Signer, stdout: opts.Stdout,
+	l := &Log{cfg: cfg, dir: cfg.Dir, log: opts.Logger, now: opts.Now, signer: opts.Signer, stdout: opts.Stdout, keyLedger: opts.KeyLedger,
 		queue: make(chan *pending, cfg.QueueSize), stop: make(chan struct{}), done: make(chan struct{}), notify: make(chan struct{}, 1)}
 	if l.log == nil {
 		l.log = slog.Default()
@@ -185,6 +204,14 @@ func Open(cfg Config, opts Options) (*Log, error) {
 		l.lock.Close()
 		return nil, err
 	}
+	if l.anchor != nil && l.keyLedger != nil {
+		// Before the open checkpoint records the ledger's head as it is now: a refused start
+		// must not turn the truncated ledger into the next start's anchor.
+		if err := l.keyLedger.CheckAnchor(l.anchor.Seq, l.anchor.Hash); err != nil {
+			l.closeFiles()
+			return nil, fmt.Errorf("decision log: key ledger anchor: %w", err)
+		}
+	}
 	if err := l.openSegment(l.now()); err != nil {
 		l.lock.Close()
 		return nil, err
@@ -200,6 +227,9 @@ func Open(cfg Config, opts Options) (*Log, error) {
 			return nil, err
 		}
 		l.uploader = u
+	}
+	if pipeOn && l.cfg.Mode != ModeAsync {
+		l.startPipe()
 	}
 	go l.run()
 	if l.uploader != nil {
@@ -247,6 +277,9 @@ func (l *Log) recover() error {
 			continue
 		}
 		l.seq, l.head = st.nextSeq, st.head
+		if st.lastCheckpoint != nil {
+			l.anchor = anchorOf(st.lastCheckpoint)
+		}
 		break
 	}
 	l.committed.Store(int64(l.seq) - 1)
@@ -263,7 +296,50 @@ func (l *Log) recover() error {
 		return err
 	}
 	l.ckpt, l.ckptSize = ck, st.Size()
+	if l.anchor == nil && l.seq > 0 {
+		// No checkpoint in the last segment (rotated just before the stop): its copy is the
+		// last line of checkpoints.jsonl.
+		if h, err := lastLine(filepath.Join(l.dir, checkpointsFile), st.Size()); err == nil && h != nil {
+			if hd, err := parseHeader(h); err == nil && hd.typ == TypeCheckpoint {
+				l.anchor = anchorOf(hd.checkpoint)
+			}
+		}
+	}
 	return nil
+}
+
+// anchorOf returns the key ledger head a checkpoint body records, nil when none.
+func anchorOf(raw []byte) *LedgerHead {
+	var b CheckpointBody
+	if json.Unmarshal(raw, &b) != nil {
+		return nil
+	}
+	return b.KeyLedger
+}
+
+// lastLine returns the last complete line of the file at path (size bytes) without its
+// newline.
+func lastLine(path string, size int64) ([]byte, error) {
+	if size == 0 {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	n := min(size, 64<<10)
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, size-n); err != nil {
+		return nil, err
+	}
+	b = bytes.TrimRight(b, "\n")
+	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+		b = b[i+1:]
+	} else if n < size {
+		return nil, nil // one line longer than 64 KiB: not a checkpoint copy
+	}
+	return b, nil
 }
 
 func (l *Log) openSegment(now time.Time) error {
@@ -378,6 +454,12 @@ func (l *Log) Healthy() error {
 	}
 	return nil
 }
+
+// KeyLedgerAnchor returns the shredded-keys ledger head that the last checkpoint written
+// before this Open recorded, nil when none did. Open has checked it against
+// Options.KeyLedger: a ledger cut back while consentry was stopped looks like a valid
+// shorter ledger otherwise.
+func (l *Log) KeyLedgerAnchor() *LedgerHead { return l.anchor }
 
 // Committed returns the last durable seq (-1 when the log is empty).
 func (l *Log) Committed() int64 { return l.committed.Load() }

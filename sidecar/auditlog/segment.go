@@ -158,6 +158,8 @@ type tailState struct {
 	nextSeq  uint64
 	head     string
 	lastTime string
+	// lastCheckpoint is the body of the segment's last checkpoint (a copy; nil: none).
+	lastCheckpoint []byte
 }
 
 // recoverSegment validates one segment file and cuts what follows its last valid record: a
@@ -212,6 +214,9 @@ func recoverSegment(path string, firstSeq uint64, st *tailState) (torn int64, er
 					return 0, fmt.Errorf("%w: %s: invalid record at offset %d followed by valid ones", ErrCorrupt, filepath.Base(path), badAt)
 				}
 				st.head, st.nextSeq, st.lastTime = h.hash, h.seq+1, h.timestamp
+				if h.typ == TypeCheckpoint {
+					st.lastCheckpoint = append(st.lastCheckpoint[:0], h.checkpoint...)
+				}
 				goodEnd = off + int64(len(line))
 			}
 			first = false

@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -386,5 +388,63 @@ func TestFailedRetentionRecordFailsTheBatch(t *testing.T) {
 	}
 	if first < 0 {
 		t.Fatal("no decision in the log")
+	}
+}
+
+// headLedger is a key ledger that only has a head (the real one, vaultkeys.Ledger, imports
+// this package; its own test covers the refused start).
+type headLedger struct {
+	seq  int64
+	hash string
+}
+
+func (h *headLedger) Head() (int64, string)                 { return h.seq, h.hash }
+func (h *headLedger) CheckAnchor(seq int64, _ string) error { return nil }
+
+// TestKeyLedgerAnchorFromCheckpointCopies: when the last segment holds no checkpoint (a
+// stop right after a rotation, before any checkpoint), the anchor comes from the last
+// checkpoint copy; and the anchor is signed: the message differs with the head.
+func TestKeyLedgerAnchorFromCheckpointCopies(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.CheckpointEvery = 1000
+	f.cfg.SegmentMaxBytes = 4096 // a few decisions per segment
+	f.cfg.PreallocateBytes = -1
+	kl := &headLedger{seq: 5, hash: strings.Repeat("ab", 32)}
+	l, err := Open(f.cfg, Options{KeyLedger: kl, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 0, 8)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Cut the close checkpoint as a crash before it would: the last segment then holds
+	// decisions and no checkpoint.
+	segs, _ := listSegments(f.dir)
+	path := filepath.Join(f.dir, segs[len(segs)-1].name)
+	raw, _ := os.ReadFile(path)
+	lines := bytes.SplitAfter(bytes.TrimSuffix(raw, []byte("\n")), []byte("\n"))
+	for i, line := range lines {
+		if ck := bytes.Contains(line, []byte(`"type":"checkpoint"`)); ck != (i == len(lines)-1) || len(segs) < 2 || len(lines) < 2 {
+			t.Fatalf("want segments whose last holds decisions and then the close checkpoint: %d segments, last %q", len(segs), raw)
+		}
+	}
+	if err := os.WriteFile(path, bytes.Join(lines[:len(lines)-1], nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kl.seq = 9
+	l, err = Open(f.cfg, Options{KeyLedger: kl, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if an := l.KeyLedgerAnchor(); an == nil || an.Seq != 5 || an.Hash != kl.hash {
+		t.Fatalf("anchor from the checkpoint copies: %+v", an)
+	}
+	b := CheckpointBody{Reason: "time", KeyLedger: &LedgerHead{Seq: 5, Hash: kl.hash}}
+	m1 := CheckpointMessage(1, ZeroHash, "t", b)
+	b.KeyLedger = &LedgerHead{Seq: 4, Hash: kl.hash}
+	if bytes.Equal(m1, CheckpointMessage(1, ZeroHash, "t", b)) {
+		t.Fatal("the signed message does not cover the key ledger head")
 	}
 }

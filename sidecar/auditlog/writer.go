@@ -144,6 +144,19 @@ func (l *Log) commit(batch []*pending, force string) error {
 		return err
 	}
 	l.lastWriteErr.Store(nil)
+	if l.pp != nil {
+		var ws []chan error
+		for _, p := range batch {
+			if p.done != nil {
+				ws = append(ws, p.done)
+			}
+		}
+		l.handoff(flushReq{waiters: ws, upto: int64(l.seq) - 1})
+		if len(batch) > 0 {
+			l.extendSeg()
+		}
+		return nil
+	}
 	l.committed.Store(int64(l.seq) - 1)
 	nowDone := time.Now()
 	waiters := false
@@ -200,6 +213,9 @@ func (l *Log) write() error {
 	if l.cfg.Mode == ModeAsync {
 		l.ckptPending = append(l.ckptPending, l.ckptBuf...)
 		l.dirty = true
+		return nil
+	}
+	if l.pp != nil {
 		return nil
 	}
 	if err := syncData(l.seg); err != nil {
@@ -288,6 +304,10 @@ func releaseBatch(batch []*pending) {
 func (l *Log) appendCheckpoint(now time.Time, reason string) {
 	ts := now.UTC().Format(time.RFC3339Nano)
 	body := CheckpointBody{Reason: reason, Events: l.sinceCkpt, Every: l.cfg.CheckpointEvery, IntervalMS: l.cfg.CheckpointInterval.Milliseconds()}
+	if l.keyLedger != nil {
+		seq, hash := l.keyLedger.Head()
+		body.KeyLedger = &LedgerHead{Seq: seq, Hash: hash}
+	}
 	if l.signer != nil {
 		if now.Before(l.signRetryAt) && reason != CheckpointOpen && reason != CheckpointClose {
 			return
@@ -308,6 +328,9 @@ func (l *Log) appendCheckpoint(now time.Time, reason string) {
 	cb := map[string]any{"reason": body.Reason, "events": body.Events, "every": body.Every, "interval_ms": body.IntervalMS}
 	if body.Signature != "" {
 		cb["alg"], cb["key_id"], cb["signature"] = body.Algorithm, body.KeyID, body.Signature
+	}
+	if body.KeyLedger != nil {
+		cb["key_ledger"] = map[string]any{"seq": body.KeyLedger.Seq, "hash": body.KeyLedger.Hash}
 	}
 	cv, _ := appendCanonical(nil, cb)
 	start := len(l.buf)
