@@ -138,7 +138,6 @@ type Log struct {
 	// checkpoint before this Open recorded (nil: none recorded).
 	keyLedger KeyLedger
 	anchor    *LedgerHead
-	pp        *pipe
 }
 
 type pending struct {
@@ -227,9 +226,6 @@ func Open(cfg Config, opts Options) (*Log, error) {
 			return nil, err
 		}
 		l.uploader = u
-	}
-	if pipeOn && l.cfg.Mode != ModeAsync {
-		l.startPipe()
 	}
 	go l.run()
 	if l.uploader != nil {

@@ -144,19 +144,6 @@ func (l *Log) commit(batch []*pending, force string) error {
 		return err
 	}
 	l.lastWriteErr.Store(nil)
-	if l.pp != nil {
-		var ws []chan error
-		for _, p := range batch {
-			if p.done != nil {
-				ws = append(ws, p.done)
-			}
-		}
-		l.handoff(flushReq{waiters: ws, upto: int64(l.seq) - 1})
-		if len(batch) > 0 {
-			l.extendSeg()
-		}
-		return nil
-	}
 	l.committed.Store(int64(l.seq) - 1)
 	nowDone := time.Now()
 	waiters := false
@@ -213,9 +200,6 @@ func (l *Log) write() error {
 	if l.cfg.Mode == ModeAsync {
 		l.ckptPending = append(l.ckptPending, l.ckptBuf...)
 		l.dirty = true
-		return nil
-	}
-	if l.pp != nil {
 		return nil
 	}
 	if err := syncData(l.seg); err != nil {
