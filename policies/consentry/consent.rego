@@ -24,7 +24,7 @@ _consent_reasons(consents) := set() if {
 	not _vetoed(c, consents)
 } else := {util.reason("consent.withdrawn", 451, sprintf("the customer withdrew consent for %q", [input.purpose]))} if {
 	some c in consents
-	c.status == "withdrawn"
+	util.withdrawn(c)
 	_covers(c)
 } else := {util.reason("consent.expired", 451, sprintf("the customer's consent for %q has expired", [input.purpose]))} if {
 	some c in consents

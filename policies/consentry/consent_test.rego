@@ -74,6 +74,28 @@ test_narrower_withdrawal_takes_a_broader_grant_back if {
 	}
 }
 
+test_granted_record_naming_a_later_withdrawal_is_withdrawn if {
+	contradicts := object.union(fx.granted(p), {"withdrawn_at": "2026-06-01T00:00:00Z"})
+	codes(fx.marketing, [contradicts]) == {"consent.withdrawn"}
+	no_grant_time := object.remove(contradicts, ["granted_at"])
+	codes(fx.marketing, [no_grant_time]) == {"consent.withdrawn"}
+
+	# A grant after the withdrawal it names is a grant.
+	regranted := object.union(fx.granted(p), {"withdrawn_at": "2026-01-01T00:00:00Z"})
+	count(codes(fx.marketing, [regranted])) == 0
+
+	# The same on the fast path and the full rules, for the whole decision.
+	every consents in [[contradicts], [no_grant_time], [fx.granted("marketing"), contradicts]] {
+		inp := fx.replace(fx.marketing, {"enrichment": {"consents": consents, "customer": fx.customer}})
+		not consentry.decision.allow with input as inp
+		not consentry.full_decision.allow with input as inp
+		{r.code | some r in consentry.decision.reasons} == {"consent.withdrawn"} with input as inp
+	}
+	inp := fx.replace(fx.marketing, {"enrichment": {"consents": [regranted], "customer": fx.customer}})
+	consentry.decision.allow with input as inp
+	consentry.full_decision.allow with input as inp
+}
+
 test_not_required_for_contract_purposes if {
 	count(codes(fx.support, [])) == 0
 }

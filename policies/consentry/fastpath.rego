@@ -381,7 +381,7 @@ _record_case_ok(rec, _) if {
 # nothing else denies the record: withdrawn before expired before missing.
 _consent_denial(consents, s) := s.consent_denials.withdrawn if {
 	some c in consents
-	c.status == "withdrawn"
+	util.withdrawn(c)
 	c.purpose in s.covering
 } else := s.consent_denials.expired if {
 	some c in consents

@@ -106,9 +106,24 @@ ns(ts) := time.parse_rfc3339_ns(ts)
 #   "marketing.communications.email". A withdrawal without a time counts as the later. The
 #   caller checks that w covers the declared purpose.
 takes_back(w, g) if {
-	w.status == "withdrawn"
+	withdrawn(w)
 	purpose_covers(g.purpose, w.purpose)
 	not _granted_after(g, w)
 }
 
 _granted_after(g, w) if ns(g.granted_at) > ns(w.withdrawn_at)
+
+# METADATA
+# title: Withdrawn consent
+# description: |
+#   True when consent record c is a withdrawal: its status says so, or it says granted but names
+#   a withdrawal time and no grant after it. The state store never produces the second kind (a
+#   grant clears the withdrawal time); a static provider or bundle data can, and a record that
+#   contradicts itself denies: takes_back(c, c) holds, so it vetoes itself.
+withdrawn(c) if c.status == "withdrawn"
+
+withdrawn(c) if {
+	c.status == "granted"
+	c.withdrawn_at
+	not _granted_after(c, c)
+}
