@@ -155,6 +155,11 @@ func (s *Store) sweepLoop(ctx context.Context) {
 		if _, err := s.SweepExpiry(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("expiry sweep failed", "err", err)
 		}
+		if r, err := s.RetryErasures(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("erasure retry failed", "err", err)
+		} else if r.Pending > 0 {
+			s.log.Info("pending erasures retried", "pending", r.Pending, "erased", r.Erased, "failed", r.Failed)
+		}
 		if s.cfg.RetentionErasure.Enabled {
 			if _, err := s.SweepRetention(ctx); err != nil && ctx.Err() == nil {
 				s.log.Error("retention sweep failed", "err", err)

@@ -13,6 +13,7 @@ type metrics struct {
 	refreshes *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
 	notices   *prometheus.CounterVec
+	erasures  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
@@ -33,11 +34,15 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 			Name: "consentry_state_expiry_notices_total",
 			Help: "Consent expiry notices, by result (sent, failed).",
 		}, []string{"result"}),
+		erasures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "consentry_state_erasures_total",
+			Help: "Erasures asked for by a consent withdrawal, by result of each attempt (done, failed: retried by the next sweep).",
+		}, []string{"result"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.writes, m.refreshes, m.reloads, m.notices} {
+	for _, c := range []prometheus.Collector{m.writes, m.refreshes, m.reloads, m.notices, m.erasures} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

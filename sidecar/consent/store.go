@@ -265,6 +265,13 @@ func (s *Store) Status() any {
 	if snap := s.view.snap.Load(); snap != nil {
 		out["view"] = snap.stats()
 	}
+	if q, ok := s.be.(ErasureQueue); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if p, err := q.PendingErasures(ctx); err == nil {
+			out["erasures_pending"] = len(p)
+		}
+		cancel()
+	}
 	if ss, ok := s.be.(*sqlStore); ok && ss.group != nil {
 		out["group_commit"] = map[string]int64{"commits": ss.group.batches.Load(), "events": ss.group.events.Load()}
 	}

@@ -196,22 +196,37 @@ func testErasure(t *testing.T, backend string) {
 	if r, err := s.Withdraw(ctx, ConsentInput{CustomerID: "cust-e", Purpose: "analytics.reporting"}, "alice"); err != nil || r.Erasure != "" {
 		t.Fatalf("withdraw analytics: %+v %v", r, err)
 	}
-	// A failing eraser: withdrawal recorded, error says erasure failed.
+	// A failing eraser: withdrawal recorded, error says erasure failed, and the erasure
+	// stays requested: every sweep retries it until it is done.
 	er.fail = errors.New("vault sealed")
-	_, err := s.Withdraw(ctx, ConsentInput{CustomerID: "cust-e", Purpose: "marketing.communications.email"}, "alice")
-	if CodeOf(err) != "erasure.failed" {
-		t.Fatalf("failing eraser: %v", err)
+	r, err := s.Withdraw(ctx, ConsentInput{CustomerID: "cust-e", Purpose: "marketing.communications.email"}, "alice")
+	if CodeOf(err) != "erasure.failed" || r.Erasure != "pending" {
+		t.Fatalf("failing eraser: %+v %v", r, err)
 	}
 	if e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "cust-e"}); e.Customer.Erased || e.Consents[1].Status != KindWithdrawn {
 		t.Fatalf("after failed erasure: %+v", e)
 	}
+	if rr, err := s.RetryErasures(ctx); err != nil || rr != (ErasureResult{Pending: 1, Failed: 1}) {
+		t.Fatalf("retry while the eraser fails: %+v %v", rr, err)
+	}
+	q, _ := s.erasureQueue()
+	if p, err := q.PendingErasures(ctx); err != nil || len(p) != 1 || p[0].Attempts != 2 || !contains(p[0].LastError, "vault sealed") {
+		t.Fatalf("pending erasure %+v %v", p, err)
+	}
 	er.fail = nil
-	r, err := s.Withdraw(ctx, ConsentInput{CustomerID: "cust-e", Purpose: "marketing.communications.email"}, "alice")
+	if rr, err := s.RetryErasures(ctx); err != nil || rr != (ErasureResult{Pending: 1, Erased: 1}) {
+		t.Fatalf("retry: %+v %v", rr, err)
+	}
+	if p, err := q.PendingErasures(ctx); err != nil || len(p) != 0 {
+		t.Fatalf("erasure still pending after it was done: %+v %v", p, err)
+	}
+	if len(er.calls) != 3 || !contains(er.calls[2], "cust-e|alice|consent withdrawn for marketing.communications.email") {
+		t.Fatalf("eraser calls %q", er.calls)
+	}
+	// A withdrawal whose erasure succeeds at once reports it done.
+	r, err = s.Withdraw(ctx, ConsentInput{CustomerID: "cust-e", Purpose: "marketing.communications.email"}, "alice")
 	if err != nil || r.Erasure != "done" {
 		t.Fatalf("withdraw with erasure: %+v %v", r, err)
-	}
-	if len(er.calls) != 2 || !contains(er.calls[1], "cust-e|alice|consent withdrawn for marketing.communications.email") {
-		t.Fatalf("eraser calls %q", er.calls)
 	}
 	e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "cust-e"})
 	if e.Customer == nil || !e.Customer.Erased || e.Customer.ErasedAt == nil {

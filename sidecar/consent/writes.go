@@ -30,7 +30,9 @@ type ConsentInput struct {
 type Result struct {
 	Event   Event   `json:"event"`
 	Current Current `json:"current"`
-	// Erasure is set when the withdrawal triggered erasure: "done" or "failed".
+	// Erasure is set when the withdrawal triggered erasure: "done"; "pending" when it failed
+	// and the sweep retries it (every state.expiry.interval) until done; "failed" when not
+	// even the request could be recorded.
 	Erasure string `json:"erasure,omitempty"`
 }
 
@@ -122,22 +124,26 @@ func (s *Store) Withdraw(ctx context.Context, in ConsentInput, actor string) (Re
 	if err != nil || !s.erasesOn(ev.Purpose) {
 		return res, err
 	}
-	s.mu.Lock()
-	eraser := s.eraser
-	s.mu.Unlock()
-	reason := fmt.Sprintf("consent withdrawn for %s (event %s)", ev.Purpose, ev.EventID)
-	if eraser == nil {
-		res.Erasure = "failed"
-		return res, errf(http.StatusServiceUnavailable, "erasure.unavailable", "withdrawal recorded, but erase_on_withdrawal is on and no eraser is configured")
-	}
-	if err := eraser.Erase(ctx, ev.CustomerID, actor, reason); err != nil {
-		res.Erasure = "failed"
-		s.log.Error("erasure after withdrawal failed", "customer_id", ev.CustomerID, "event_id", ev.EventID, "err", err)
-		return res, errf(http.StatusBadGateway, "erasure.failed", "withdrawal recorded, but erasure failed: %v", err)
-	}
-	if _, err := s.MarkErased(ctx, ev.CustomerID, s.now()); err != nil {
+	// The request is durable before the eraser runs: a failure (or a crash) leaves it for
+	// the sweep to retry rather than to whoever called.
+	q, err := s.erasureQueue()
+	if err != nil {
 		res.Erasure = "failed"
 		return res, err
+	}
+	req := ErasureRequest{CustomerID: ev.CustomerID, RequestedAt: s.now().UTC(), Actor: actor,
+		Reason: fmt.Sprintf("consent withdrawn for %s (event %s)", ev.Purpose, ev.EventID)}
+	if err := q.RequestErasure(ctx, req); err != nil {
+		res.Erasure = "failed"
+		return res, errf(http.StatusServiceUnavailable, "erasure.unavailable", "withdrawal recorded, but the erasure request could not be recorded: %v", err)
+	}
+	if err := s.erase(ctx, q, req); err != nil {
+		res.Erasure = "pending"
+		s.log.Error("erasure after withdrawal failed; retried by the sweep", "customer_id", ev.CustomerID, "event_id", ev.EventID, "err", err)
+		if CodeOf(err) == "erasure.unavailable" {
+			return res, errf(http.StatusServiceUnavailable, "erasure.unavailable", "withdrawal recorded; erase_on_withdrawal is on and no eraser is configured: the erasure stays requested until one is")
+		}
+		return res, errf(http.StatusBadGateway, "erasure.failed", "withdrawal recorded; erasure failed and will be retried every %s until done: %v", s.cfg.Expiry.Interval, err)
 	}
 	res.Erasure = "done"
 	return res, nil
