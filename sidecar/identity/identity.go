@@ -125,7 +125,7 @@ func New(cfg Config, opts ...Option) (*Authenticator, error) {
 		}
 		// Fetch URL key sets now, in the background with their own timeout, so the first
 		// requests neither wait for nor (with their short deadlines) abort the fetch.
-		is.keys.refreshInBackground()
+		_, _ = is.keys.start(false)
 	}
 	if cfg.TokenCacheSize > 0 {
 		a.cache = newTokenCache(cfg.TokenCacheSize)

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -342,5 +343,89 @@ func TestJWKSRecoversQuicklyFromAFailedFirstFetch(t *testing.T) {
 			t.Fatalf("still failing after the first fetch failed: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestJWKSRefreshOutlivesTheRequest: a refresh for an unknown kid runs with its own fetch
+// timeout, not the request's deadline. A provider slower than requests' deadlines still
+// delivers rotated keys (the request that asked times out; a later one finds the keys), and
+// requests cancelled at once - as an attacker who resets connections would - neither abort
+// the fetch nor keep a removed key trusted.
+func TestJWKSRefreshOutlivesTheRequest(t *testing.T) {
+	old := newIssuer(t)
+	next := newIssuer(t)
+	for alg, k := range next.Keys {
+		k.ID += "-v2"
+		next.Keys[alg] = k
+	}
+	next.Name = old.Name
+	var rotated atomic.Bool
+	var fetches atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		if !rotated.Load() {
+			_ = json.NewEncoder(w).Encode(old.JWKS())
+			return
+		}
+		time.Sleep(300 * time.Millisecond) // slower than a request's deadline
+		_ = json.NewEncoder(w).Encode(next.JWKS())
+	}))
+	defer srv.Close()
+	now := time.Now()
+	var clock atomic.Int64
+	clock.Store(now.UnixNano())
+	a, err := New(Config{Issuers: []IssuerConfig{{Issuer: old.Name, Audiences: []string{old.Audience}, JWKSURL: srv.URL, MinRefreshInterval: 30 * time.Second}}},
+		WithClock(func() time.Time { return time.Unix(0, clock.Load()) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; a.Ready() != nil; i++ {
+		if i > 500 {
+			t.Fatal("key set never loaded")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	claims := old.Claims("e")
+	claims["exp"] = now.Add(time.Hour).Unix()
+	oldTok := bearer(sign(t, old, jose.RS256, claims))
+	if _, err := a.Authenticate(context.Background(), oldTok); err != nil {
+		t.Fatal(err)
+	}
+	// The provider removes the old key and rotates. Requests with an unknown kid, cancelled
+	// after 5 ms, start the (one) fetch; none of them aborts it.
+	rotated.Store(true)
+	clock.Add(int64(31 * time.Second))
+	for i := 0; i < 20; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		_, _ = a.Authenticate(ctx, bearer(mustSignKid(t, old, fmt.Sprint("random-", i))))
+		cancel()
+	}
+	// A request with a 150 ms deadline for the new key: the fetch is still running.
+	newTok := bearer(sign(t, next, jose.ES256, claims))
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	_, err = a.Authenticate(ctx, newTok)
+	cancel()
+	var ie *Error
+	if !errors.As(err, &ie) || ie.Code != ReasonKeySetUnavailable {
+		t.Fatalf("request while the slow fetch runs: %v", err)
+	}
+	// Once the fetch completes: the new key is served and the removed one is not.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		_, err := a.Authenticate(context.Background(), newTok)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rotated key never loaded (%d fetches): %v", fetches.Load(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	claims["jti"] = "another" // a token not in the verified-token cache
+	if _, err := a.Authenticate(context.Background(), bearer(sign(t, old, jose.RS256, claims))); !errors.As(err, &ie) || ie.Code != ReasonKeyUnknown {
+		t.Fatalf("token signed with the removed key: %v", err)
+	}
+	if n := fetches.Load(); n != 2 {
+		t.Fatalf("fetches = %d, want 2 (one at start, one for the rotation)", n)
 	}
 }

@@ -18,8 +18,12 @@ import (
 // maxJWKSBytes bounds a fetched key set.
 const maxJWKSBytes = 1 << 20
 
-// keySet is one issuer's cached JWKS. Lookups are lock-free; refreshes are serialized and
-// rate-limited.
+// keySet is one issuer's cached JWKS. Lookups are lock-free. Refreshes are single-flight,
+// rate-limited and detached from the request that asked for one: a fetch runs with its own
+// FetchTimeout, and a request waits for it only as long as its own deadline allows. A
+// request's deadline (150 ms by default) must not abort the fetch - a slow identity provider
+// would then never deliver rotated keys - nor spend the rate-limit slot: an attacker who
+// cancels requests carrying unknown kids could otherwise keep a removed key trusted.
 type keySet struct {
 	cfg    IssuerConfig
 	client *http.Client
@@ -27,10 +31,16 @@ type keySet struct {
 
 	keys        atomic.Pointer[jose.JSONWebKeySet]
 	fetchedAt   atomic.Int64 // unix nanos of the last successful load
-	mu          sync.Mutex   // serializes refreshes
-	lastAttempt time.Time    // guarded by mu
-	background  atomic.Bool  // a background refresh is running
+	mu          sync.Mutex   // guards lastAttempt and cur
+	lastAttempt time.Time
+	cur         *flight // the fetch in progress, nil when none
 	lastErr     atomic.Pointer[string]
+}
+
+// flight is one fetch in progress; err is set before done is closed.
+type flight struct {
+	done chan struct{}
+	err  error
 }
 
 func newKeySet(cfg IssuerConfig, client *http.Client, now func() time.Time) *keySet {
@@ -49,7 +59,7 @@ func (k *keySet) lookup(ctx context.Context, kid, alg string) ([]jose.JSONWebKey
 		}
 		set = k.keys.Load()
 	} else if k.stale() {
-		k.refreshInBackground()
+		_, _ = k.start(false)
 	}
 	if found := candidates(set, kid, alg); len(found) > 0 {
 		return found, nil
@@ -68,30 +78,42 @@ func (k *keySet) stale() bool {
 	return k.now().Sub(time.Unix(0, k.fetchedAt.Load())) > k.cfg.RefreshInterval
 }
 
-func (k *keySet) refreshInBackground() {
-	if !k.background.CompareAndSwap(false, true) {
-		return
-	}
-	go func() {
-		defer k.background.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), k.cfg.FetchTimeout)
-		defer cancel()
-		_ = k.refresh(ctx, false)
-	}()
-}
-
 var errRateLimited = errors.New("key set refresh rate-limited")
 
-// refresh reloads the key set. Unless force (no keys at all yet) it honours MinRefreshInterval.
+// refresh makes sure a fetch runs (starting one unless one is in progress or the rate limit
+// forbids it) and waits for it up to ctx's deadline. Unless force (no keys at all yet) it
+// honours MinRefreshInterval.
 func (k *keySet) refresh(ctx context.Context, force bool) error {
+	f, err := k.start(force)
+	if f == nil {
+		return err
+	}
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		// The fetch goes on; its keys serve the next request.
+		if k.keys.Load() == nil {
+			return fmt.Errorf("%w: waiting for the key set: %v", errNoKeys, ctx.Err())
+		}
+		return fmt.Errorf("waiting for the key set: %w", ctx.Err())
+	}
+}
+
+// start returns the fetch in progress, or starts one. It returns nil and the reason when no
+// fetch may run now (rate limit), and nil, nil when force finds keys already loaded.
+func (k *keySet) start(force bool) (*flight, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.cur != nil {
+		return k.cur, nil
+	}
 	if force && k.keys.Load() != nil {
-		return nil // loaded by another caller while this one waited
+		return nil, nil // loaded by another caller meanwhile
 	}
 	now := k.now()
 	// Without any key set, retry sooner: the first fetch may have failed on a transient error
-	// (or a request deadline) and every request fails until one succeeds.
+	// and every request fails until one succeeds.
 	minGap := k.cfg.MinRefreshInterval
 	if k.keys.Load() == nil && minGap > time.Second {
 		minGap = time.Second
@@ -99,26 +121,41 @@ func (k *keySet) refresh(ctx context.Context, force bool) error {
 	if !k.lastAttempt.IsZero() && now.Sub(k.lastAttempt) < minGap {
 		if force && k.keys.Load() == nil {
 			if p := k.lastErr.Load(); p != nil {
-				return fmt.Errorf("%w: %s", errNoKeys, *p)
+				return nil, fmt.Errorf("%w: %s", errNoKeys, *p)
 			}
-			return errNoKeys
+			return nil, errNoKeys
 		}
-		return errRateLimited
+		return nil, errRateLimited
 	}
 	k.lastAttempt = now
+	f := &flight{done: make(chan struct{})}
+	k.cur = f
+	go k.fetch(f, now)
+	return f, nil
+}
+
+// fetch loads the key set with its own timeout and completes f.
+func (k *keySet) fetch(f *flight, started time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), k.cfg.FetchTimeout)
 	set, err := k.load(ctx)
+	cancel()
 	if err != nil {
 		msg := err.Error()
 		k.lastErr.Store(&msg)
 		if k.keys.Load() == nil {
-			return fmt.Errorf("%w: %v", errNoKeys, err)
+			f.err = fmt.Errorf("%w: %v", errNoKeys, err)
+		} else {
+			f.err = err // keep serving the previous keys
 		}
-		return err // keep serving the previous keys
+	} else {
+		k.keys.Store(set)
+		k.fetchedAt.Store(started.UnixNano())
+		k.lastErr.Store(nil)
 	}
-	k.keys.Store(set)
-	k.fetchedAt.Store(now.UnixNano())
-	k.lastErr.Store(nil)
-	return nil
+	k.mu.Lock()
+	k.cur = nil
+	k.mu.Unlock()
+	close(f.done)
 }
 
 func (k *keySet) load(ctx context.Context) (*jose.JSONWebKeySet, error) {
