@@ -223,6 +223,22 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 	addID(in.Resource.CustomerID)
 	if in.Subject.Type == input.SubjectCustomer {
 		addID(in.Subject.CustomerID)
+		// A customer's login (the token's sub, often an email) is the customer too: it takes
+		// the pseudonym of the customer id it maps to, everywhere, so the log never holds a
+		// customer's raw identifier (erasure must not need a rewrite) and the report can tell
+		// the customer's own accesses from another customer's.
+		if sid := in.Subject.ID; sid != "" {
+			if _, ok := ids.lookup(sid); !ok {
+				p, ok := ids.lookup(in.Subject.CustomerID)
+				if !ok {
+					p = b.pseudo.Customer(sid)
+				}
+				ids = append(ids, idPair{sid, p})
+				if !utf8.ValidString(sid) {
+					ids = append(ids, idPair{sanitizeUTF8(sid), p})
+				}
+			}
+		}
 	}
 	var customers []string
 	for _, rec := range in.Records {
@@ -328,10 +344,8 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 		subj := map[string]any{}
 		sid := in.Subject.ID
 		if in.Subject.Type == input.SubjectCustomer {
-			// A customer subject's id is a customer id: pseudonymize it too.
-			if p, ok := ids.lookup(sid); ok {
-				sid = p
-			}
+			// A customer subject's id is the customer (see above): its pseudonym.
+			sid, _ = ids.lookup(sid)
 		}
 		if sid != "" {
 			subj["id"] = sid

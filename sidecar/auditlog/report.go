@@ -96,7 +96,11 @@ func BuildReport(ctx context.Context, dir string, o ReportOptions) (*Report, err
 			switch {
 			case ev.Subject.Type == "customer" && ev.Subject.ID == r.Pseudonym:
 				row.Who = "you"
-			case o.NameEmployees || ev.Subject.Type == "customer":
+			case ev.Subject.Type == "customer":
+				// Another customer (a household member, a shared case): never named, not
+				// even by pseudonym, in someone else's report.
+				row.Who = "another customer"
+			case o.NameEmployees:
 				row.Who = ev.Subject.ID
 			default:
 				row.Who = o.Pseudonymizer.Subject(ev.Subject.ID)
@@ -148,11 +152,25 @@ func (r *Report) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"time", "who", "who_type", "roles", "purpose", "case", "action", "outcome", "reasons", "fields_released", "fields_masked", "fields_withheld", "policy_revision", "decision_id"})
 	for _, a := range r.Accesses {
-		_ = cw.Write([]string{a.Time.Format(time.RFC3339), a.Who, a.WhoType, strings.Join(a.Roles, ";"), a.Purpose, a.Case, a.Action, a.Outcome,
-			strings.Join(a.Reasons, ";"), strings.Join(a.Released, ";"), strings.Join(a.Masked, ";"), strings.Join(a.Withheld, ";"), a.Revision, a.DecisionID})
+		row := []string{a.Time.Format(time.RFC3339), a.Who, a.WhoType, strings.Join(a.Roles, ";"), a.Purpose, a.Case, a.Action, a.Outcome,
+			strings.Join(a.Reasons, ";"), strings.Join(a.Released, ";"), strings.Join(a.Masked, ";"), strings.Join(a.Withheld, ";"), a.Revision, a.DecisionID}
+		for i := range row {
+			row[i] = csvSafe(row[i])
+		}
+		_ = cw.Write(row)
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// csvSafe keeps a spreadsheet from reading a cell as a formula: purpose and case come from
+// request headers, so a caller could log "=HYPERLINK(...)" into the customer's report. A
+// cell starting with = + - @ or a tab or carriage return gets a leading apostrophe (OWASP).
+func csvSafe(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
 }
 
 // WriteHTML writes a self-contained HTML page (inline CSS, no scripts, no external resources).
