@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -94,6 +95,18 @@ type MaskSource interface {
 
 // credentialHeaders never reach the log, whatever the front door did.
 var credentialHeaders = []string{"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
+
+// CredentialPointer reports whether p (a JSON pointer from an event's "erased" list) names
+// a credential header or query parameter the log always drops. The policy never reads them,
+// so a replay need not skip a decision for them.
+func CredentialPointer(p string) bool {
+	for prefix, names := range map[string][]string{"/input/request/headers/": credentialHeaders, "/input/request/query/": credentialQuery} {
+		if name, ok := strings.CutPrefix(p, prefix); ok && slices.Contains(names, strings.ToLower(name)) {
+			return true
+		}
+	}
+	return false
+}
 
 // credentialQuery are query parameters commonly carrying secrets.
 var credentialQuery = []string{"access_token", "id_token", "token", "api_key", "apikey", "password", "secret"}

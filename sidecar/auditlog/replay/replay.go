@@ -78,8 +78,15 @@ type Report struct {
 	// AllowToDeny and DenyToAllow count outcome flips.
 	AllowToDeny int `json:"allow_to_deny"`
 	DenyToAllow int `json:"deny_to_allow"`
-	// Skipped counts logged decisions whose input was erased by masking (not replayable).
-	Skipped int `json:"skipped"`
+	// Skipped counts logged decisions not replayed: SkippedPipeline those the pipeline
+	// decided, not the policy (identity, request and route failures, unsupported obligations,
+	// engine errors: the logged "error" is set and the input is partial), SkippedMasked those
+	// whose input a mask rule erased or masked in part (the policy would see other values).
+	// Credential headers and query parameters the log drops do not count: the policy never
+	// sees them.
+	Skipped         int `json:"skipped"`
+	SkippedPipeline int `json:"skipped_pipeline"`
+	SkippedMasked   int `json:"skipped_masked"`
 	// Errors counts candidate evaluations that failed (they are deny decisions, and counted as
 	// changes when the original was not the same deny).
 	Errors int `json:"errors"`
@@ -152,6 +159,8 @@ type logged struct {
 	Outcome    string             `json:"outcome"`
 	Reasons    []string           `json:"reasons"`
 	Erased     []string           `json:"erased"`
+	Masked     []string           `json:"masked"`
+	Error      string             `json:"error"`
 	Input      *input.Input       `json:"input"`
 	Result     *decision.Decision `json:"result"`
 }
@@ -201,9 +210,9 @@ func Run(ctx context.Context, dir string, ps *engine.PolicySet, o Options) (*Rep
 				if !o.Filter.Match(rec.event()) {
 					continue
 				}
-				ch, skipped, evalErr := replayOne(ctx, eng, &rec)
+				ch, skip, evalErr := replayOne(ctx, eng, &rec)
 				mu.Lock()
-				rep.add(ch, skipped, evalErr, o.Examples)
+				rep.add(ch, skip, evalErr, o.Examples)
 				mu.Unlock()
 			}
 		}()
@@ -246,9 +255,15 @@ func Run(ctx context.Context, dir string, ps *engine.PolicySet, o Options) (*Rep
 	return rep, nil
 }
 
-func (r *Report) add(ch *Change, skipped, evalErr bool, examples int) {
-	if skipped {
+func (r *Report) add(ch *Change, skip skipReason, evalErr bool, examples int) {
+	switch skip {
+	case skipPipeline:
 		r.Skipped++
+		r.SkippedPipeline++
+		return
+	case skipMasked:
+		r.Skipped++
+		r.SkippedMasked++
 		return
 	}
 	r.Replayed++
@@ -295,9 +310,25 @@ func (r *Report) add(ch *Change, skipped, evalErr bool, examples int) {
 	}
 }
 
-func replayOne(ctx context.Context, eng *engine.Engine, rec *logged) (*Change, bool, bool) {
-	if rec.Input == nil || rec.Result == nil || slices.Contains(rec.Erased, "/input") {
-		return nil, true, false
+// skipReason says why a logged decision is not replayed ("" when it is).
+type skipReason string
+
+const (
+	skipPipeline skipReason = "pipeline"
+	skipMasked   skipReason = "masked"
+)
+
+func replayOne(ctx context.Context, eng *engine.Engine, rec *logged) (*Change, skipReason, bool) {
+	if rec.Input == nil || rec.Result == nil {
+		return nil, skipMasked, false
+	}
+	if rec.Error != "" {
+		return nil, skipPipeline, false
+	}
+	for _, p := range append(rec.Erased[:len(rec.Erased):len(rec.Erased)], rec.Masked...) {
+		if (p == "/input" || strings.HasPrefix(p, "/input/")) && !auditlog.CredentialPointer(p) {
+			return nil, skipMasked, false
+		}
 	}
 	in := rec.Input
 	in.Request.FrontDoor = "replay"
@@ -305,13 +336,13 @@ func replayOne(ctx context.Context, eng *engine.Engine, rec *logged) (*Change, b
 	o, n := summarize(rec.Result), summarize(res.Decision)
 	kinds := diff(o, n)
 	if len(kinds) == 0 {
-		return nil, false, err != nil
+		return nil, "", err != nil
 	}
 	ch := &Change{Seq: rec.Seq, DecisionID: rec.DecisionID, Time: rec.Timestamp, Purpose: rec.Purpose, Action: rec.Action, Customer: rec.Customer, Kinds: kinds, Old: o, New: n}
 	if rec.Subject != nil {
 		ch.Subject = rec.Subject.ID
 	}
-	return ch, false, err != nil
+	return ch, "", err != nil
 }
 
 func summarize(d *decision.Decision) Outcome {
@@ -369,8 +400,12 @@ func diff(a, b Outcome) []string {
 
 // WriteText prints a human summary.
 func (r *Report) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "replayed %d decisions against %s in %.2fs (%.0f/s): %d would change (%d allow->deny, %d deny->allow), %d skipped, %d evaluation errors\n",
-		r.Replayed, r.Candidate, r.Seconds, r.PerSec, r.Changed, r.AllowToDeny, r.DenyToAllow, r.Skipped, r.Errors)
+	fmt.Fprintf(w, "replayed %d decisions against %s in %.2fs (%.0f/s): %d would change (%d allow->deny, %d deny->allow), %d evaluation errors\n",
+		r.Replayed, r.Candidate, r.Seconds, r.PerSec, r.Changed, r.AllowToDeny, r.DenyToAllow, r.Errors)
+	if r.Skipped > 0 {
+		fmt.Fprintf(w, "skipped %d: %d decided by the pipeline, not the policy (identity, request, obligations, engine errors); %d with input masked in part\n",
+			r.Skipped, r.SkippedPipeline, r.SkippedMasked)
+	}
 	printCounts(w, "by purpose", r.ByPurpose)
 	printCounts(w, "by reason (+ added, - removed)", r.ByReason)
 	printCounts(w, "by kind", r.ByKind)

@@ -15,6 +15,7 @@ import (
 	"github.com/consentry/consentry/sidecar/audit"
 	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/bundle"
+	"github.com/consentry/consentry/sidecar/decision"
 	"github.com/consentry/consentry/sidecar/engine"
 	"github.com/consentry/consentry/sidecar/input"
 )
@@ -174,5 +175,54 @@ func TestReplayBundleTarball(t *testing.T) {
 	rep, err := Run(context.Background(), dir, cps, Options{})
 	if err != nil || rep.Candidate != "cand-7" || rep.Changed != 6 {
 		t.Fatalf("tarball replay: %v %+v", err, rep)
+	}
+}
+
+// TestReplaySkipsWhatThePolicyDidNotDecide: a deny the pipeline made (identity, obligations:
+// the logged error is set and the input partial) and a decision whose input a mask rule
+// changed are skipped, and counted apart; replaying the same policy then changes nothing.
+// Credential headers the log drops do not make a decision unreplayable.
+func TestReplaySkipsWhatThePolicyDidNotDecide(t *testing.T) {
+	ctx := context.Background()
+	dir := recordLog(t, 4) // each with an authorization header the log drops
+	ps, err := LoadCandidate(policyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Append a pipeline deny and a masked decision to the same log.
+	l, err := auditlog.Open(auditlog.Config{Dir: dir, UnsignedCheckpoints: true, Mode: auditlog.ModeAsync,
+		Mask: []auditlog.MaskRule{{Op: auditlog.MaskOpUpsert, Path: "/input/subject/roles", Value: []string{"masked"}}}},
+		auditlog.Options{PseudonymKey: pseudoKey, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(filepath.Join(policyDir, "examples/support-read.json"))
+	var in input.Input
+	if err := json.Unmarshal(raw, &in); err != nil {
+		t.Fatal(err)
+	}
+	eng := engine.New(engine.Config{Timeout: time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := eng.Load(ctx, ps); err != nil {
+		t.Fatal(err)
+	}
+	res, _ := eng.Decide(ctx, &in)
+	masked := &audit.Entry{DecisionID: "d-masked", Timestamp: in.Time.Now, Input: &in, Decision: res.Decision, Revision: res.Revision}
+	partial := &input.Input{Time: in.Time, Phase: input.PhaseRequest, Request: input.Request{Method: "GET", Path: "/api/customers/c-1"}}
+	pipelineDeny := &audit.Entry{DecisionID: "d-401", Timestamp: in.Time.Now, Input: partial,
+		Decision: decision.Deny(401, "identity.credential_missing", "no credentials"), Error: "identity.credential_missing: no credentials"}
+	for _, e := range []*audit.Entry{masked, pipelineDeny} {
+		if err := l.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	rep, err := Run(ctx, dir, ps, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Replayed != 4 || rep.Changed != 0 || rep.Skipped != 2 || rep.SkippedPipeline != 1 || rep.SkippedMasked != 1 {
+		var b strings.Builder
+		rep.WriteText(&b)
+		t.Fatalf("same policy: %+v\n%s", rep, b.String())
 	}
 }
