@@ -12,7 +12,8 @@ import (
 	"time"
 )
 
-// Filter selects decision records. Empty fields match everything.
+// Filter selects decision records, and the erasure records of a customer when only Customer
+// and the time range are set. Empty fields match everything.
 type Filter struct {
 	// Customer is a customer pseudonym (Pseudonymizer.Customer of the raw id); it matches the
 	// decision's customer and list records' customers.
@@ -28,8 +29,12 @@ type Filter struct {
 	Until      time.Time
 }
 
-// Match reports whether ev passes f. Only decision records match.
+// Match reports whether ev passes f: a decision record, or an erasure record of f.Customer
+// when f names nothing else a decision has (the erasure next to the accesses before it).
 func (f *Filter) Match(ev *Event) bool {
+	if ev.Type == TypeErasure && ev.Erasure != nil && f.erasures() {
+		return ev.Erasure.Customer == f.Customer && f.inRange(ev.Timestamp)
+	}
 	if ev.Type != TypeDecision {
 		return false
 	}
@@ -47,24 +52,35 @@ func (f *Filter) Match(ev *Event) bool {
 	if f.Reason != "" && !slices.Contains(ev.Reasons, f.Reason) {
 		return false
 	}
-	if !f.Since.IsZero() && ev.Timestamp.Before(f.Since) {
-		return false
-	}
-	if !f.Until.IsZero() && !ev.Timestamp.Before(f.Until) {
-		return false
-	}
-	return true
+	return f.inRange(ev.Timestamp)
+}
+
+func (f *Filter) inRange(t time.Time) bool {
+	return (f.Since.IsZero() || !t.Before(f.Since)) && (f.Until.IsZero() || t.Before(f.Until))
+}
+
+// erasures reports whether f selects erasure records too: a customer and nothing that only a
+// decision has.
+func (f *Filter) erasures() bool {
+	return f.Customer != "" && f.Subject == "" && f.Purpose == "" && f.Case == "" && f.Outcome == "" &&
+		f.Reason == "" && f.Action == "" && f.DecisionID == ""
 }
 
 // Prefilter cheaply rejects lines that cannot match before they are decoded: the record must
-// be a decision and every string filter value must appear in the line's bytes. Match decides.
+// be a decision (or an erasure, see Match) and every string filter value must appear in the
+// line's bytes as the log encodes it (JSON-escaped: a subject "CORP\jdoe" is stored as
+// "CORP\\jdoe"). Match decides.
 func (f *Filter) Prefilter(line []byte) bool {
 	for _, s := range []string{f.Customer, f.Subject, f.Purpose, f.Case, f.Reason, f.DecisionID} {
-		if s != "" && !bytes.Contains(line, []byte(s)) {
+		if s == "" {
+			continue
+		}
+		q := appendString(nil, s)
+		if !bytes.Contains(line, q[1:len(q)-1]) {
 			return false
 		}
 	}
-	return bytes.Contains(line, []byte(`"type":"decision"`))
+	return bytes.Contains(line, []byte(`"type":"decision"`)) || (f.erasures() && bytes.Contains(line, []byte(`"type":"erasure"`)))
 }
 
 // Progress is reported while scanning.

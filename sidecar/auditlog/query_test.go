@@ -266,3 +266,78 @@ func readAll(t *testing.T, dir string) string {
 	}
 	return b.String()
 }
+
+// TestQueryErasuresEscapesAndRetention: a customer query returns the customer's erasure
+// record next to its decisions (and the report says so); filter values match as the log
+// escapes them; a segment retention removes during the scan is passed over.
+func TestQueryErasuresEscapesAndRetention(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.SegmentMaxBytes = 4096
+	l := f.open(t)
+	ctx := context.Background()
+	for i := 0; i < 8; i++ {
+		e := entry(t, i)
+		e.Input.Resource.CustomerID = "c-7"
+		e.Input.Subject.ID = `CORP\jdoe`
+		if err := l.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ps, _ := NewPseudonymizer(testKey)
+	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	if err := l.AppendErasure(ctx, at, Erasure{Customer: ps.Customer("c-7"), Classes: []string{"contact"}, Actor: "dpo", Reason: "consent withdrawn", LedgerSeq: 1, LedgerHash: strings.Repeat("0", 64), Complete: true}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	count := func(fl Filter) (decisions, erasures int) {
+		t.Helper()
+		if err := Query(ctx, f.dir, fl, func(ev *Event, _ []byte) error {
+			if ev.Type == TypeErasure {
+				erasures++
+			} else {
+				decisions++
+			}
+			return nil
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if d, e := count(Filter{Customer: ps.Customer("c-7")}); d != 8 || e != 1 {
+		t.Fatalf("customer query: %d decisions, %d erasures", d, e)
+	}
+	if d, e := count(Filter{Customer: ps.Customer("c-7"), Purpose: "essential.service.operations.support"}); e != 0 || d == 0 {
+		t.Fatalf("a decision-only filter returned erasures: %d %d", d, e)
+	}
+	if d, _ := count(Filter{Subject: `CORP\jdoe`}); d != 8 {
+		t.Fatalf("subject with a backslash matched %d of 8", d)
+	}
+	rep, err := BuildReport(ctx, f.dir, ReportOptions{CustomerID: "c-7", Pseudonymizer: ps})
+	if err != nil || len(rep.Erasures) != 1 || !rep.Erasures[0].Time.Equal(at) {
+		t.Fatalf("report erasures %+v %v", rep.Erasures, err)
+	}
+	var h bytes.Buffer
+	if err := rep.WriteHTML(&h); err != nil || !strings.Contains(h.String(), "Your data was erased on") {
+		t.Fatalf("html lacks the erasure: %v", err)
+	}
+	// Retention removes the first segments while the scan is in the first one.
+	segs, _ := listSegments(f.dir)
+	if len(segs) < 3 {
+		t.Fatalf("want several segments, got %d", len(segs))
+	}
+	removed := false
+	err = ScanLines(f.dir, func(seg string, _ []byte) error {
+		if !removed {
+			removed = true
+			for _, s := range segs[1:3] {
+				if err := os.Remove(filepath.Join(f.dir, s.name)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("scan with segments removed under it: %v", err)
+	}
+}

@@ -7,32 +7,48 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 )
 
 // ScanLines calls fn with every complete record line of the log in dir, in order, and the
-// segment it is in. A trailing partial line (a live writer mid-write) is ignored. The line
-// slice is only valid during the call.
+// segment it is in. A trailing partial line (a live writer mid-write) is ignored, and so is a
+// listed segment that retention removed before the scan reached it (a scan of a live log
+// takes minutes). The line slice is only valid during the call.
 func ScanLines(dir string, fn func(segment string, line []byte) error) error {
 	segs, err := listSegments(dir)
 	if err != nil {
 		return err
 	}
 	for _, s := range segs {
-		if err := scanFile(filepath.Join(dir, s.name), func(line []byte) error { return fn(s.name, line) }); err != nil {
+		err := scanFile(filepath.Join(dir, s.name), func(line []byte) error { return fn(s.name, line) })
+		if errors.Is(err, errSegmentGone) {
+			continue
+		}
+		if err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// errSegmentGone: the segment was listed, then removed before it was opened.
+var errSegmentGone = errors.New("segment removed by retention")
+
 func scanFile(path string, fn func(line []byte) error) error {
 	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return errSegmentGone
+	}
 	if err != nil {
 		return err
 	}
+	return scanOpen(f, fn)
+}
+
+func scanOpen(f *os.File, fn func(line []byte) error) error {
 	defer f.Close()
 	r := bufio.NewReaderSize(f, 1<<20)
 	for {

@@ -37,7 +37,16 @@ type Report struct {
 	ByPurpose   []PurposeCount `json:"by_purpose"`
 	Revisions   []string       `json:"policy_revisions"`
 	Employees   string         `json:"employees"` // "pseudonymized" or "named"
+	// Erasures lists when the customer's data was erased (keys destroyed), if it was.
+	Erasures []ReportErasure `json:"erasures,omitempty"`
 	summary     map[string]*PurposeCount
+}
+
+// ReportErasure is one erasure of the customer's data: when, why, which key classes.
+type ReportErasure struct {
+	Time    time.Time `json:"time"`
+	Reason  string    `json:"reason"`
+	Classes []string  `json:"classes"`
 }
 
 // ReportRow is one access (or refused attempt).
@@ -89,6 +98,10 @@ func BuildReport(ctx context.Context, dir string, o ReportOptions) (*Report, err
 	revs := map[string]bool{}
 	f := Filter{Customer: r.Pseudonym, Since: o.Since, Until: o.Until}
 	err := Query(ctx, dir, f, func(ev *Event, _ []byte) error {
+		if ev.Type == TypeErasure {
+			r.Erasures = append(r.Erasures, ReportErasure{Time: ev.Timestamp.UTC(), Reason: ev.Erasure.Reason, Classes: ev.Erasure.Classes})
+			return nil
+		}
 		row := ReportRow{Time: ev.Timestamp.UTC(), DecisionID: ev.DecisionID, Purpose: ev.Purpose, Case: ev.CaseID, Action: ev.Action,
 			Outcome: ev.Outcome, Reasons: distinct(ev.Reasons), KeyScopes: ev.KeyScopes, Revision: ev.PolicyRevision}
 		if ev.Subject != nil {
@@ -215,7 +228,8 @@ and whether the request was allowed. Refused attempts are listed too.</div>
 <tr><th>Purpose</th><th>Allowed</th><th>Refused</th></tr>
 {{range .ByPurpose}}<tr><td>{{purpose .Purpose}}</td><td>{{.Allowed}}</td><td>{{.Denied}}</td></tr>
 {{end}}</table>{{else}}<p>No access to your data was recorded in this period.</p>{{end}}
-<h2>Accesses ({{itoa (len .Accesses)}})</h2>
+{{range .Erasures}}<p class="meta">Your data was erased on <strong>{{date .Time}}</strong> ({{.Reason}}): the keys that decrypted it ({{join .Classes}}) were destroyed.</p>
+{{end}}<h2>Accesses ({{itoa (len .Accesses)}})</h2>
 {{if .Accesses}}<table>
 <tr><th>When</th><th>Who</th><th>Purpose</th><th>Case</th><th>Action</th><th>Outcome</th><th>Fields shown</th><th>Fields masked</th><th>Fields withheld</th><th>Reasons</th></tr>
 {{range .Accesses}}<tr><td>{{date .Time}}</td><td>{{.Who}}{{if .WhoType}} ({{.WhoType}}{{if .Roles}}: {{join .Roles}}{{end}}){{end}}</td><td>{{purpose .Purpose}}</td><td>{{.Case}}</td><td>{{.Action}}</td><td class="{{.Outcome}}">{{if eq .Outcome "allow"}}allowed{{else}}refused{{end}}</td><td>{{join .Released}}</td><td>{{join .Masked}}</td><td>{{join .Withheld}}</td><td>{{join .Reasons}}</td></tr>
