@@ -39,7 +39,7 @@ type Report struct {
 	Employees   string         `json:"employees"` // "pseudonymized" or "named"
 	// Erasures lists when the customer's data was erased (keys destroyed), if it was.
 	Erasures []ReportErasure `json:"erasures,omitempty"`
-	summary     map[string]*PurposeCount
+	summary  map[string]*PurposeCount
 }
 
 // ReportErasure is one erasure of the customer's data: when, why, which key classes.
