@@ -93,6 +93,9 @@ type Progress struct {
 // Query streams the decision records of dir matching f to fn, in log order. progress, when not
 // nil, is called at every segment start and every 100,000 records.
 func Query(ctx context.Context, dir string, f Filter, fn func(ev *Event, line []byte) error, progress func(Progress)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	var p Progress
 	return ScanLines(dir, func(seg string, line []byte) error {
 		if seg != p.Segment {
@@ -102,10 +105,13 @@ func Query(ctx context.Context, dir string, f Filter, fn func(ev *Event, line []
 			}
 		}
 		p.Scanned++
-		if progress != nil && p.Scanned%100000 == 0 {
+		if p.Scanned%4096 == 0 {
+			// Ctrl-C ends a scan of a large log promptly, with or without progress reports.
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+		}
+		if progress != nil && p.Scanned%100000 == 0 {
 			progress(p)
 		}
 		if !f.Prefilter(line) {

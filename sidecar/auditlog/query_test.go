@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -339,5 +340,30 @@ func TestQueryErasuresEscapesAndRetention(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("scan with segments removed under it: %v", err)
+	}
+}
+
+// TestQueryCancelled: a query cancelled while it scans stops within a few thousand lines,
+// without a progress callback too.
+func TestQueryCancelled(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.Mode = ModeAsync
+	l := f.open(t)
+	for i := 0; i < 10000; i++ {
+		if err := l.Append(context.Background(), entry(t, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	seen := 0
+	err := Query(ctx, f.dir, Filter{}, func(*Event, []byte) error {
+		if seen++; seen == 10 {
+			cancel()
+		}
+		return nil
+	}, nil)
+	if !errors.Is(err, context.Canceled) || seen > 4200 {
+		t.Fatalf("cancelled query: %v after %d records", err, seen)
 	}
 }
