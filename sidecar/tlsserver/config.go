@@ -21,8 +21,9 @@ type Config struct {
 	ClientCAFile string `yaml:"client_ca_file" json:"client_ca_file"`
 	// MinVersion is "1.2" (default) or "1.3".
 	MinVersion string `yaml:"min_version" json:"min_version"`
-	// ReloadInterval is how often, at most, the certificate files are checked for a rotated
-	// certificate (on a handshake). Default 30s.
+	// ReloadInterval is how often, at most, the certificate files and the client CA file are
+	// checked for rotation (on a handshake); a file that fails to load keeps the previous
+	// one. Default 30s.
 	ReloadInterval time.Duration `yaml:"reload_interval" json:"reload_interval"`
 }
 

@@ -24,18 +24,66 @@ func New(c Config, prefix string, protos ...string) (*tls.Config, error) {
 		tc.MinVersion = tls.VersionTLS13
 	}
 	if c.ClientCAFile != "" {
-		pem, err := os.ReadFile(c.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s.client_ca_file: %w", prefix, err)
+		cas := &caReloader{file: c.ClientCAFile, interval: c.ReloadInterval, prefix: prefix}
+		if err := cas.load(); err != nil {
+			return nil, err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s.client_ca_file: %s holds no PEM certificate", prefix, c.ClientCAFile)
-		}
-		tc.ClientCAs = pool
+		tc.ClientCAs = cas.pool
 		tc.ClientAuth = tls.RequireAndVerifyClientCert
+		// Each handshake verifies against the CA bundle as it is now: SPIRE or cert-manager
+		// rotate trust bundles in place, and clients with certificates from a new CA must
+		// not be refused until a restart.
+		base := tc.Clone()
+		tc.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			pool := cas.get()
+			if pool == base.ClientCAs {
+				return nil, nil // unchanged: the listener's own config
+			}
+			cfg := base.Clone()
+			cfg.ClientCAs = pool
+			return cfg, nil
+		}
 	}
 	return tc, nil
+}
+
+// caReloader serves the client CA pool and re-reads the file when it changes, checking at
+// most once per interval. A failed reload (a file being replaced, no PEM in it) keeps the
+// previous pool.
+type caReloader struct {
+	file, prefix string
+	interval     time.Duration
+
+	mu      sync.Mutex
+	pool    *x509.CertPool
+	modTime time.Time
+	checked time.Time
+}
+
+func (r *caReloader) load() error {
+	pem, err := os.ReadFile(r.file)
+	if err != nil {
+		return fmt.Errorf("%s.client_ca_file: %w", r.prefix, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s.client_ca_file: %s holds no PEM certificate", r.prefix, r.file)
+	}
+	r.pool, r.modTime = pool, latestModTime(r.file)
+	return nil
+}
+
+func (r *caReloader) get() *x509.CertPool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if now.Sub(r.checked) >= r.interval {
+		r.checked = now
+		if m := latestModTime(r.file); m.After(r.modTime) {
+			_ = r.load() // on failure r.pool stays the previous one
+		}
+	}
+	return r.pool
 }
 
 // certReloader serves the listener's certificate and re-reads the files when they change,
