@@ -74,9 +74,10 @@ type Watcher struct {
 	// connection and starts again (with backoff): the feed is not following until a Reset
 	// succeeds.
 	Reset func() error
-	// Lost reports that the feed stopped (connection lost); changes are missed until the
-	// next successful Reset.
-	Lost func(error)
+	// Lost reports that the feed stopped (connection lost, or silent past a heartbeat);
+	// changes since lastAlive, when the connection was last known to work, may be missed
+	// until the next successful Reset.
+	Lost func(lastAlive time.Time, err error)
 }
 
 // Change names an entity another node (or this one) changed.

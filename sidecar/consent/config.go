@@ -81,11 +81,14 @@ type PostgresConfig struct {
 	// ResyncInterval is how often a replica reloads the whole view as a safety net against
 	// a lost notification (a reconnect always reloads). Default 5m; "0s" keeps the default.
 	ResyncInterval time.Duration `yaml:"resync_interval" json:"resync_interval"`
-	// MaxFeedGap is how long lookups keep serving the view after the change feed stops
-	// following (LISTEN connection lost, a reload or refresh failed): changes by other
-	// replicas - a withdrawal, an erasure - are missed meanwhile. Beyond it every lookup
-	// reports the state unavailable, so decisions deny (state.unavailable, 503) until the
-	// feed reconnects and reloads. Readiness fails as soon as the feed stops. Default 5s.
+	// MaxFeedGap is how long lookups keep serving the view after it stops following the
+	// database: the LISTEN connection failed or went silent (it is pinged after a third of
+	// this without notifications, so a partition is found too), a refresh failed, or a reload
+	// could not re-read the changes made while it ran. Changes by other replicas - a
+	// withdrawal, an erasure - are missed meanwhile. Beyond it, counted from when the
+	// connection was last heard, every lookup reports the state unavailable, so decisions
+	// deny (state.unavailable, 503) until the feed reconnects and a reload succeeds.
+	// Readiness fails as soon as the feed stops. Default 5s; "0s" keeps the default.
 	MaxFeedGap time.Duration `yaml:"max_feed_gap" json:"max_feed_gap"`
 }
 

@@ -174,19 +174,23 @@ func (s *Store) sweepLoop(ctx context.Context) {
 }
 
 // resyncLoop reloads the view periodically: a safety net should a notification be lost
-// without the connection dropping.
+// without the connection dropping. A failed reload is retried soon (1 s, doubling up to the
+// interval): one that could not re-read the changes made while it ran leaves the view
+// behind, and lookups fail closed until a reload succeeds.
 func (s *Store) resyncLoop(ctx context.Context) {
 	defer s.wg.Done()
-	t := time.NewTicker(s.cfg.Postgres.ResyncInterval)
-	defer t.Stop()
+	wait, retry := s.cfg.Postgres.ResyncInterval, time.Second
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			if err := s.Reload(ctx); err != nil && ctx.Err() == nil {
-				s.log.Error("state resync failed", "err", err)
-			}
+		case <-time.After(wait):
 		}
+		if err := s.Reload(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("state resync failed; retrying", "in", retry, "err", err)
+			wait, retry = retry, min(2*retry, s.cfg.Postgres.ResyncInterval)
+			continue
+		}
+		wait, retry = s.cfg.Postgres.ResyncInterval, time.Second
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -62,7 +63,10 @@ func openPostgres(ctx context.Context, cfg Config) (Backend, error) {
 			return pgAppendMany(ctx, q, channel, evs)
 		},
 		watch: func(ctx context.Context, w Watcher) error {
-			return listen(ctx, listenCfg, channel, w)
+			// A third of the gap: a silent connection is found and reported (with the time
+			// it was last heard) well within max_feed_gap.
+			heartbeat := min(max(cfg.Postgres.MaxFeedGap/3, 50*time.Millisecond), 5*time.Second)
+			return listen(ctx, listenCfg, channel, heartbeat, w)
 		},
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -84,9 +88,12 @@ func openPostgres(ctx context.Context, cfg Config) (Backend, error) {
 // listen holds a dedicated connection LISTENing on channel and reports each change. After
 // every (re)connect it calls Reset: notifications sent while not listening are lost, so the
 // caller (re)loads its whole view once the LISTEN is in place. A failed Reset drops the
-// connection and starts again.
-func listen(ctx context.Context, cfg *pgx.ConnConfig, channel string, w Watcher) error {
+// connection and starts again. A connection quiet for a heartbeat is pinged: a half-open
+// connection (a partition, a failover whose old host vanished) never returns an error by
+// itself, and its silence would read as "no changes".
+func listen(ctx context.Context, cfg *pgx.ConnConfig, channel string, heartbeat time.Duration, w Watcher) error {
 	backoff := 100 * time.Millisecond
+	alive := time.Now()
 	for ctx.Err() == nil {
 		conn, err := pgx.ConnectConfig(ctx, cfg)
 		if err == nil {
@@ -97,11 +104,12 @@ func listen(ctx context.Context, cfg *pgx.ConnConfig, channel string, w Watcher)
 		}
 		if err == nil {
 			backoff = 100 * time.Millisecond
+			alive = time.Now()
 			// receive returns when the connection is lost: reconnect below.
-			err = receive(ctx, conn, w.Change)
+			err = receive(ctx, conn, w.Change, heartbeat, &alive)
 		}
 		if ctx.Err() == nil {
-			w.Lost(err)
+			w.Lost(alive, err)
 		}
 		if conn != nil {
 			closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -120,12 +128,29 @@ func listen(ctx context.Context, cfg *pgx.ConnConfig, channel string, w Watcher)
 	return nil
 }
 
-func receive(ctx context.Context, conn *pgx.Conn, change func(Change) error) error {
+// receive reports notifications until the connection fails; alive is when it was last
+// known to work (a notification, a successful ping).
+func receive(ctx context.Context, conn *pgx.Conn, change func(Change) error, heartbeat time.Duration, alive *time.Time) error {
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		wctx, cancel := context.WithTimeout(ctx, heartbeat)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
 		if err != nil {
-			return err
+			if ctx.Err() != nil || !pgconn.Timeout(err) {
+				return err
+			}
+			// Quiet for a heartbeat (the deadline leaves the connection usable): prove it is
+			// still there.
+			pctx, cancel := context.WithTimeout(ctx, heartbeat)
+			err = conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("change feed heartbeat: %w", err)
+			}
+			*alive = time.Now()
+			continue
 		}
+		*alive = time.Now()
 		kind, key, ok := strings.Cut(n.Payload, "|")
 		if !ok {
 			continue

@@ -2,7 +2,6 @@ package consent
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -91,11 +90,33 @@ func TestReplicasPostgres(t *testing.T) {
 }
 
 // gate is a TCP forwarder to PostgreSQL that can stop taking new connections while the
-// ones it holds keep working: a replica whose change feed cannot reconnect while its
-// connection pool still answers.
+// ones it holds keep working (a replica whose change feed cannot reconnect while its
+// connection pool still answers), or freeze: hold every byte without closing anything, as a
+// network partition does.
 type gate struct {
-	ln   net.Listener
-	open atomic.Bool
+	ln     net.Listener
+	open   atomic.Bool
+	frozen atomic.Bool
+}
+
+// pump copies src to dst, holding bytes while the gate is frozen.
+func (g *gate) pump(dst, src net.Conn) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		for g.frozen.Load() {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func newGate(t *testing.T, target string) *gate {
@@ -121,8 +142,8 @@ func newGate(t *testing.T, target string) *gate {
 				_ = c.Close()
 				continue
 			}
-			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+			go g.pump(up, c)
+			go g.pump(c, up)
 		}
 	}()
 	return g
@@ -194,4 +215,52 @@ func TestFeedDownFailsClosed(t *testing.T) {
 	if err := a.Ready(ctx); err != nil {
 		t.Fatalf("ready after the feed came back: %v", err)
 	}
+}
+
+// TestSilentFeedFailsClosed: a change feed whose connection goes silent without an error (a
+// partition) is found by its heartbeat; lookups fail closed within max_feed_gap of the last
+// time the connection was heard, and recover when the network does.
+func TestSilentFeedFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, "postgres")
+	g := newGate(t, "127.0.0.1:5432")
+	u, err := url.Parse(pgURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = g.ln.Addr().String()
+	acfg := cfg
+	acfg.Postgres.URL = u.String()
+	acfg.Postgres.MaxFeedGap = 600 * time.Millisecond
+	a := openStore(t, acfg, Options{})
+	b := openStore(t, sameDB(cfg), Options{})
+	const p = "marketing.communications.email"
+	lookup := func() (string, []string) {
+		e, _ := a.Enrich(ctx, enrich.Query{CustomerID: "cust-q", Purpose: p})
+		if len(e.Consents) == 0 {
+			return "", e.Errors
+		}
+		return e.Consents[0].Status, e.Errors
+	}
+	if _, err := b.Grant(ctx, grantInput("cust-q", p), "bob"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "grant on replica a", func() bool { st, _ := lookup(); return st == KindGranted })
+	frozenAt := time.Now()
+	g.frozen.Store(true)
+	if _, err := b.Withdraw(ctx, ConsentInput{CustomerID: "cust-q", Purpose: p}, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Second, "lookups fail closed on a silent feed", func() bool {
+		st, errs := lookup()
+		if st == KindGranted && len(errs) == 0 && time.Since(frozenAt) > acfg.Postgres.MaxFeedGap+150*time.Millisecond {
+			t.Fatalf("withdrawn consent served as granted %s after the network went silent", time.Since(frozenAt))
+		}
+		return len(errs) > 0
+	})
+	g.frozen.Store(false)
+	eventually(t, 15*time.Second, "feed back: the withdrawal is served", func() bool {
+		st, errs := lookup()
+		return st == KindWithdrawn && len(errs) == 0
+	})
 }

@@ -64,10 +64,16 @@ type Store struct {
 	// is down, changes by other replicas are missed: readiness fails at once, and after
 	// postgres.max_feed_gap every lookup fails closed.
 	feedDown atomic.Int64
+	// behind is when a reload could not re-read the changes made while it ran (0: never,
+	// or a later reload succeeded): the view may miss them, as with a stopped feed.
+	behind atomic.Int64
 
 	// afterDue runs between the sweep's read of due grants and its writes (tests: a
 	// renewal or withdrawal recorded in between).
 	afterDue func()
+	// refreshFault, set by tests only, fails a refresh: a database that fails exactly for
+	// one re-read after a reload cannot be arranged for real.
+	refreshFault func(Change) error
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -148,7 +154,7 @@ func (s *Store) follow(ctx, bg context.Context) error {
 			loaded <- err
 		}
 		if err != nil {
-			s.feedStopped()
+			s.feedStopped(time.Now())
 			if !first {
 				s.log.Error("state reload failed; the change feed restarts", "err", err)
 			}
@@ -167,9 +173,9 @@ func (s *Store) follow(ctx, bg context.Context) error {
 		}
 		return err
 	}
-	lost := func(err error) {
-		s.feedStopped()
-		s.log.Warn("state change feed lost; reconnecting", "err", err)
+	lost := func(lastAlive time.Time, err error) {
+		s.feedStopped(lastAlive)
+		s.log.Warn("state change feed lost; reconnecting", "last_alive", lastAlive, "err", err)
 	}
 	s.wg.Add(1)
 	go func() {
@@ -191,23 +197,29 @@ func (s *Store) follow(ctx, bg context.Context) error {
 	}
 }
 
-// feedStopped records that the change feed stopped following (keeps the earliest time).
-func (s *Store) feedStopped() {
-	s.feedDown.CompareAndSwap(0, time.Now().UnixNano())
+// feedStopped records that the change feed stopped following at since (keeps the earliest).
+func (s *Store) feedStopped(since time.Time) {
+	s.feedDown.CompareAndSwap(0, since.UnixNano())
 }
 
-// feedGap is how long the change feed has not been following (0: it is).
+// feedGap is how long the view has not been following the database (0: it is): the change
+// feed stopped, or a reload could not re-read the changes made while it ran.
 func (s *Store) feedGap() time.Duration {
-	down := s.feedDown.Load()
-	if down == 0 {
+	down, behind := s.feedDown.Load(), s.behind.Load()
+	if down == 0 && behind == 0 {
 		return 0
 	}
-	return max(time.Since(time.Unix(0, down)), 1)
+	since := down
+	if since == 0 || (behind != 0 && behind < since) {
+		since = behind
+	}
+	return max(time.Since(time.Unix(0, since)), 1)
 }
 
-// stale reports whether lookups must fail closed: the feed has been down too long.
+// stale reports whether lookups must fail closed: the view has not followed the database
+// for longer than max_feed_gap.
 func (s *Store) stale() bool {
-	return s.feedDown.Load() != 0 && s.feedGap() > s.cfg.Postgres.MaxFeedGap
+	return (s.feedDown.Load() != 0 || s.behind.Load() != 0) && s.feedGap() > s.cfg.Postgres.MaxFeedGap
 }
 
 // Close stops background work and closes the database.
@@ -243,7 +255,7 @@ func (s *Store) Ready(ctx context.Context) error {
 		return errors.New("state view not loaded")
 	}
 	if gap := s.feedGap(); gap > 0 {
-		return fmt.Errorf("state change feed down for %s: changes by other replicas are not followed (lookups fail closed after %s)",
+		return fmt.Errorf("state change feed down or view behind for %s: changes may be missing from the view (lookups fail closed after %s)",
 			gap.Round(time.Millisecond), s.cfg.Postgres.MaxFeedGap)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -308,16 +320,30 @@ func (s *Store) Reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Changes noted during the load may be missing from the new snapshot: each is read
+	// again. One that cannot be (the database failing) leaves the view behind: it counts
+	// like a stopped feed until a reload succeeds.
+	var failed error
 	for ch := range pending {
 		if err := s.refresh(ctx, ch); err != nil {
-			return err
+			failed = err
 		}
 	}
+	if failed != nil {
+		s.behind.CompareAndSwap(0, time.Now().UnixNano())
+		return fmt.Errorf("re-read changes made during the reload: %w", failed)
+	}
+	s.behind.Store(0)
 	return nil
 }
 
 // refresh re-reads one entity from the database into the view.
 func (s *Store) refresh(ctx context.Context, ch Change) error {
+	if s.refreshFault != nil {
+		if err := s.refreshFault(ch); err != nil {
+			return err
+		}
+	}
 	switch ch.Kind {
 	case ChangeCustomer:
 		cust, cur, rev, err := s.be.Customer(ctx, ch.Key)

@@ -481,3 +481,44 @@ func TestWriteDuringReloadSwap(t *testing.T) {
 		t.Fatalf("acknowledged grant missing from the view after the reload: %+v", e.Consents)
 	}
 }
+
+// TestReloadThatCannotReReadFailsClosed: a reload whose re-read of a change made while it
+// ran fails leaves the view behind: the replica is unready at once and lookups fail closed
+// after max_feed_gap, until a reload succeeds and serves the change.
+func TestReloadThatCannotReReadFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, "sqlite")
+	cfg.Postgres.MaxFeedGap = 100 * time.Millisecond
+	s := openStore(t, cfg, Options{NoBackground: true})
+	const purpose = "marketing.communications.email"
+	var once sync.Once
+	s.view.hook = func(point string) {
+		if point == "loaded" {
+			once.Do(func() {
+				if _, err := s.Grant(ctx, grantInput("during", purpose), "a"); err != nil {
+					t.Error(err)
+				}
+				s.refreshFault = func(Change) error { return errors.New("connection reset") }
+			})
+		}
+	}
+	if err := s.Reload(ctx); err == nil {
+		t.Fatal("reload reported success although a change could not be re-read")
+	}
+	s.view.hook = nil
+	if err := s.Ready(ctx); err == nil {
+		t.Fatal("ready with the view behind")
+	}
+	time.Sleep(150 * time.Millisecond)
+	if e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "during", Purpose: purpose}); len(e.Errors) == 0 {
+		t.Fatalf("lookups served a view that may miss an acknowledged write: %+v", e)
+	}
+	s.refreshFault = nil
+	if err := s.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "during", Purpose: purpose})
+	if len(e.Errors) != 0 || len(e.Consents) != 1 || e.Consents[0].Status != KindGranted || s.Ready(ctx) != nil {
+		t.Fatalf("after a good reload: %+v ready %v", e, s.Ready(ctx))
+	}
+}
