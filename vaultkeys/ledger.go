@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -67,6 +68,13 @@ type Ledger struct {
 	seq     int64
 	erased  map[string]struct{} // pseudonyms
 	records []DestructionRecord
+	// head mirrors seq and last for Head while mu is held by an append.
+	head atomic.Pointer[ledgerHead]
+}
+
+type ledgerHead struct {
+	seq  int64
+	hash string
 }
 
 // OpenLedger opens (creating if needed) the ledger at path and verifies its chain.
@@ -80,6 +88,7 @@ func OpenLedger(path string) (*Ledger, error) {
 	}
 	f.Close()
 	l := &Ledger{path: path, erased: map[string]struct{}{}}
+	l.head.Store(&ledgerHead{})
 	if _, err := l.Refresh(); err != nil {
 		return nil, err
 	}
@@ -136,6 +145,7 @@ func (l *Ledger) refreshLocked() ([]DestructionRecord, error) {
 		}
 		l.offset += int64(len(line))
 		l.seq, l.last = rec.Seq, rec.Hash
+		l.head.Store(&ledgerHead{rec.Seq, rec.Hash})
 		l.erased[rec.CustomerPseudonym] = struct{}{}
 		l.records = append(l.records, rec)
 		added = append(added, rec)
@@ -185,6 +195,7 @@ func (l *Ledger) Append(rec *DestructionRecord) error {
 	}
 	l.offset += int64(len(line))
 	l.seq, l.last = rec.Seq, rec.Hash
+	l.head.Store(&ledgerHead{rec.Seq, rec.Hash})
 	l.erased[rec.CustomerPseudonym] = struct{}{}
 	l.records = append(l.records, *rec)
 	return nil
@@ -193,12 +204,23 @@ func (l *Ledger) Append(rec *DestructionRecord) error {
 var _ auditlog.KeyLedger = (*Ledger)(nil)
 
 // Head returns the seq (0: empty) and hash of the last record, reading records other
-// processes appended first (on a read error, the last record read). The decision log records
-// it in every checkpoint: an anchor outside the file, for CheckAnchor.
+// processes appended first. The decision log records it in every checkpoint (an anchor
+// outside the file, for CheckAnchor), on its writer goroutine, so Head never waits: while
+// this handle or another process is appending (an append holds the file lock until its
+// record is fsynced) it returns the last head read. A lower head is a weaker anchor, never a
+// false alarm; reading a record not yet fsynced could be one, after a power loss.
 func (l *Ledger) Head() (int64, string) {
-	l.mu.Lock()
+	if !l.mu.TryLock() {
+		h := l.head.Load()
+		return h.seq, h.hash
+	}
 	defer l.mu.Unlock()
-	_, _ = l.refreshLocked() // a lower head is a weaker anchor, never a false alarm
+	if f, err := os.Open(l.path); err == nil {
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) == nil {
+			_, _ = l.refreshLocked()
+		}
+		f.Close() // releases the lock
+	}
 	return l.seq, l.last
 }
 

@@ -138,6 +138,7 @@ type Log struct {
 	// checkpoint before this Open recorded (nil: none recorded).
 	keyLedger KeyLedger
 	anchor    *LedgerHead
+	anchorSeq uint64
 }
 
 type pending struct {
@@ -273,8 +274,8 @@ func (l *Log) recover() error {
 			continue
 		}
 		l.seq, l.head = st.nextSeq, st.head
-		if st.lastCheckpoint != nil {
-			l.anchor = anchorOf(st.lastCheckpoint)
+		if st.lastAnchor != nil {
+			l.anchor, l.anchorSeq = anchorOf(st.lastAnchor), st.anchorSeq
 		}
 		break
 	}
@@ -292,13 +293,12 @@ func (l *Log) recover() error {
 		return err
 	}
 	l.ckpt, l.ckptSize = ck, st.Size()
-	if l.anchor == nil && l.seq > 0 {
-		// No checkpoint in the last segment (rotated just before the stop): its copy is the
-		// last line of checkpoints.jsonl.
-		if h, err := lastLine(filepath.Join(l.dir, checkpointsFile), st.Size()); err == nil && h != nil {
-			if hd, err := parseHeader(h); err == nil && hd.typ == TypeCheckpoint {
-				l.anchor = anchorOf(hd.checkpoint)
-			}
+	if l.keyLedger != nil {
+		// The newest anchor wins: the last segment may hold none (a stop right after a
+		// rotation, or runs without a vault section since), and its tail may have been cut
+		// while checkpoints.jsonl still holds a newer copy.
+		if seq, an, err := lastAnchorCopy(filepath.Join(l.dir, checkpointsFile), st.Size()); err == nil && an != nil && (l.anchor == nil || seq > l.anchorSeq) {
+			l.anchor, l.anchorSeq = an, seq
 		}
 	}
 	return nil
@@ -313,29 +313,42 @@ func anchorOf(raw []byte) *LedgerHead {
 	return b.KeyLedger
 }
 
-// lastLine returns the last complete line of the file at path (size bytes) without its
-// newline.
-func lastLine(path string, size int64) ([]byte, error) {
-	if size == 0 {
-		return nil, nil
-	}
+// lastAnchorCopy reads the checkpoint copies (size bytes) backwards, 64 KiB at a time, to
+// the last one that records the key ledger's head, and returns its seq and that head (nil:
+// none). Normally that is the last line.
+func lastAnchorCopy(path string, size int64) (uint64, *LedgerHead, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	defer f.Close()
-	n := min(size, 64<<10)
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, size-n); err != nil {
-		return nil, err
+	var tail []byte // the start of a line cut by the chunk boundary
+	for end := size; end > 0; {
+		start := max(0, end-64<<10)
+		chunk := make([]byte, end-start, int(end-start)+len(tail))
+		if _, err := f.ReadAt(chunk, start); err != nil {
+			return 0, nil, err
+		}
+		chunk = append(chunk, tail...)
+		lines := bytes.Split(bytes.TrimRight(chunk, "\n"), []byte("\n"))
+		first := 0
+		if start > 0 {
+			first = 1 // may be cut: read with the next chunk
+			tail = lines[0]
+		}
+		for i := len(lines) - 1; i >= first; i-- {
+			if !bytes.Contains(lines[i], []byte(`"key_ledger"`)) {
+				continue
+			}
+			if h, err := parseHeader(lines[i]); err == nil && h.typ == TypeCheckpoint {
+				if an := anchorOf(h.checkpoint); an != nil {
+					return h.seq, an, nil
+				}
+			}
+		}
+		end = start
 	}
-	b = bytes.TrimRight(b, "\n")
-	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
-		b = b[i+1:]
-	} else if n < size {
-		return nil, nil // one line longer than 64 KiB: not a checkpoint copy
-	}
-	return b, nil
+	return 0, nil, nil
 }
 
 func (l *Log) openSegment(now time.Time) error {

@@ -158,8 +158,10 @@ type tailState struct {
 	nextSeq  uint64
 	head     string
 	lastTime string
-	// lastCheckpoint is the body of the segment's last checkpoint (a copy; nil: none).
-	lastCheckpoint []byte
+	// lastAnchor is the body of the segment's last checkpoint that records the key ledger's
+	// head (a copy; nil: none), anchorSeq its seq.
+	lastAnchor []byte
+	anchorSeq  uint64
 }
 
 // recoverSegment validates one segment file and cuts what follows its last valid record: a
@@ -214,8 +216,8 @@ func recoverSegment(path string, firstSeq uint64, st *tailState) (torn int64, er
 					return 0, fmt.Errorf("%w: %s: invalid record at offset %d followed by valid ones", ErrCorrupt, filepath.Base(path), badAt)
 				}
 				st.head, st.nextSeq, st.lastTime = h.hash, h.seq+1, h.timestamp
-				if h.typ == TypeCheckpoint {
-					st.lastCheckpoint = append(st.lastCheckpoint[:0], h.checkpoint...)
+				if h.typ == TypeCheckpoint && bytes.Contains(h.checkpoint, []byte(`"key_ledger"`)) {
+					st.lastAnchor, st.anchorSeq = append(st.lastAnchor[:0], h.checkpoint...), h.seq
 				}
 				goodEnd = off + int64(len(line))
 			}
