@@ -149,36 +149,54 @@ func newGate(t *testing.T, target string) *gate {
 	return g
 }
 
+// replicas are two stores on one PostgreSQL schema: a reaches it through a gate, b directly.
+// The consent of customer "cust-f" is granted through b and seen by a.
+type replicas struct {
+	a, b      *Store
+	g         *gate
+	cfg, acfg Config
+	purpose   string
+	// lookup is a's view of cust-f's consent: its status ("" when none) and lookup errors.
+	lookup func() (string, []string)
+}
+
+func gatedReplicas(t *testing.T, maxFeedGap time.Duration) *replicas {
+	t.Helper()
+	ctx := context.Background()
+	r := &replicas{cfg: testConfig(t, "postgres"), g: newGate(t, "127.0.0.1:5432"), purpose: "marketing.communications.email"}
+	u, err := url.Parse(pgURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = r.g.ln.Addr().String()
+	r.acfg = r.cfg
+	r.acfg.Postgres.URL = u.String()
+	r.acfg.Postgres.MaxFeedGap = maxFeedGap
+	r.a = openStore(t, r.acfg, Options{})
+	r.b = openStore(t, sameDB(r.cfg), Options{})
+	r.lookup = func() (string, []string) {
+		e, _ := r.a.Enrich(ctx, enrich.Query{CustomerID: "cust-f", Purpose: r.purpose})
+		if len(e.Consents) == 0 {
+			return "", e.Errors
+		}
+		return e.Consents[0].Status, e.Errors
+	}
+	if _, err := r.b.Grant(ctx, grantInput("cust-f", r.purpose), "bob"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "grant on replica a", func() bool { st, _ := r.lookup(); return st == KindGranted })
+	return r
+}
+
 // TestFeedDownFailsClosed: a replica whose change feed is down (LISTEN connection lost and
 // not coming back) fails readiness at once and, after max_feed_gap, answers every lookup
 // as state unavailable instead of serving a consent another replica withdrew meanwhile.
 // When the feed reconnects it reloads and serves the withdrawal.
 func TestFeedDownFailsClosed(t *testing.T) {
 	ctx := context.Background()
-	cfg := testConfig(t, "postgres")
-	g := newGate(t, "127.0.0.1:5432")
-	u, err := url.Parse(pgURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = g.ln.Addr().String()
-	acfg := cfg
-	acfg.Postgres.URL = u.String()
-	acfg.Postgres.MaxFeedGap = 300 * time.Millisecond
-	a := openStore(t, acfg, Options{})
-	b := openStore(t, sameDB(cfg), Options{})
-	const p = "marketing.communications.email"
-	lookup := func() (string, []string) {
-		e, _ := a.Enrich(ctx, enrich.Query{CustomerID: "cust-f", Purpose: p})
-		if len(e.Consents) == 0 {
-			return "", e.Errors
-		}
-		return e.Consents[0].Status, e.Errors
-	}
-	if _, err := b.Grant(ctx, grantInput("cust-f", p), "bob"); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, time.Second, "grant on replica a", func() bool { st, _ := lookup(); return st == KindGranted })
+	r := gatedReplicas(t, 300*time.Millisecond)
+	a, b, g, lookup, p, cfg := r.a, r.b, r.g, r.lookup, r.purpose, r.cfg
+	acfg := r.acfg
 	if err := a.Ready(ctx); err != nil {
 		t.Fatalf("ready before the fault: %v", err)
 	}
@@ -222,33 +240,11 @@ func TestFeedDownFailsClosed(t *testing.T) {
 // time the connection was heard, and recover when the network does.
 func TestSilentFeedFailsClosed(t *testing.T) {
 	ctx := context.Background()
-	cfg := testConfig(t, "postgres")
-	g := newGate(t, "127.0.0.1:5432")
-	u, err := url.Parse(pgURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = g.ln.Addr().String()
-	acfg := cfg
-	acfg.Postgres.URL = u.String()
-	acfg.Postgres.MaxFeedGap = 600 * time.Millisecond
-	a := openStore(t, acfg, Options{})
-	b := openStore(t, sameDB(cfg), Options{})
-	const p = "marketing.communications.email"
-	lookup := func() (string, []string) {
-		e, _ := a.Enrich(ctx, enrich.Query{CustomerID: "cust-q", Purpose: p})
-		if len(e.Consents) == 0 {
-			return "", e.Errors
-		}
-		return e.Consents[0].Status, e.Errors
-	}
-	if _, err := b.Grant(ctx, grantInput("cust-q", p), "bob"); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, time.Second, "grant on replica a", func() bool { st, _ := lookup(); return st == KindGranted })
+	r := gatedReplicas(t, 600*time.Millisecond)
+	b, g, lookup, p, acfg := r.b, r.g, r.lookup, r.purpose, r.acfg
 	frozenAt := time.Now()
 	g.frozen.Store(true)
-	if _, err := b.Withdraw(ctx, ConsentInput{CustomerID: "cust-q", Purpose: p}, "bob"); err != nil {
+	if _, err := b.Withdraw(ctx, ConsentInput{CustomerID: "cust-f", Purpose: p}, "bob"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 3*time.Second, "lookups fail closed on a silent feed", func() bool {

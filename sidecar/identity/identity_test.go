@@ -210,14 +210,7 @@ func TestTokenCacheStillChecksExpiry(t *testing.T) {
 }
 
 func TestJWKSURLRotationAndRateLimit(t *testing.T) {
-	old := newIssuer(t)
-	next := newIssuer(t)
-	// next signs with different key ids.
-	for alg, k := range next.Keys {
-		k.ID += "-v2"
-		next.Keys[alg] = k
-	}
-	next.Name = old.Name
+	old, next := rotatedIssuers(t) // next signs with other key ids
 	var serveNext atomic.Bool
 	var fetches atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -232,18 +225,7 @@ func TestJWKSURLRotationAndRateLimit(t *testing.T) {
 	now := time.Now()
 	var clock atomic.Int64
 	clock.Store(now.UnixNano())
-	a, err := New(Config{Issuers: []IssuerConfig{{Issuer: old.Name, Audiences: []string{old.Audience}, JWKSURL: srv.URL, MinRefreshInterval: 10 * time.Second}}},
-		WithClock(func() time.Time { return time.Unix(0, clock.Load()) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The key set is fetched in the background at construction.
-	for i := 0; a.Ready() != nil; i++ {
-		if i > 500 {
-			t.Fatal("key set never loaded")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	a := urlAuthenticator(t, old, srv.URL, 10*time.Second, &clock) // fetched in the background at construction
 	claims := old.Claims("e")
 	claims["exp"] = now.Add(time.Hour).Unix()
 	if _, err := a.Authenticate(context.Background(), bearer(sign(t, old, jose.RS256, claims))); err != nil {
@@ -256,7 +238,7 @@ func TestJWKSURLRotationAndRateLimit(t *testing.T) {
 	// MinRefreshInterval of the last fetch, no new fetch happens.
 	serveNext.Store(true)
 	newTok := sign(t, next, jose.ES256, claims)
-	_, err = a.Authenticate(context.Background(), bearer(newTok))
+	_, err := a.Authenticate(context.Background(), bearer(newTok))
 	var ie *Error
 	if !errors.As(err, &ie) || ie.Code != ReasonKeyUnknown || fetches.Load() != 1 {
 		t.Fatalf("rate-limited refresh: err %v fetches %d", err, fetches.Load())
@@ -352,13 +334,7 @@ func TestJWKSRecoversQuicklyFromAFailedFirstFetch(t *testing.T) {
 // requests cancelled at once - as an attacker who resets connections would - neither abort
 // the fetch nor keep a removed key trusted.
 func TestJWKSRefreshOutlivesTheRequest(t *testing.T) {
-	old := newIssuer(t)
-	next := newIssuer(t)
-	for alg, k := range next.Keys {
-		k.ID += "-v2"
-		next.Keys[alg] = k
-	}
-	next.Name = old.Name
+	old, next := rotatedIssuers(t)
 	var rotated atomic.Bool
 	var fetches atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -374,17 +350,7 @@ func TestJWKSRefreshOutlivesTheRequest(t *testing.T) {
 	now := time.Now()
 	var clock atomic.Int64
 	clock.Store(now.UnixNano())
-	a, err := New(Config{Issuers: []IssuerConfig{{Issuer: old.Name, Audiences: []string{old.Audience}, JWKSURL: srv.URL, MinRefreshInterval: 30 * time.Second}}},
-		WithClock(func() time.Time { return time.Unix(0, clock.Load()) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; a.Ready() != nil; i++ {
-		if i > 500 {
-			t.Fatal("key set never loaded")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	a := urlAuthenticator(t, old, srv.URL, 30*time.Second, &clock)
 	claims := old.Claims("e")
 	claims["exp"] = now.Add(time.Hour).Unix()
 	oldTok := bearer(sign(t, old, jose.RS256, claims))
@@ -403,7 +369,7 @@ func TestJWKSRefreshOutlivesTheRequest(t *testing.T) {
 	// A request with a 150 ms deadline for the new key: the fetch is still running.
 	newTok := bearer(sign(t, next, jose.ES256, claims))
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
-	_, err = a.Authenticate(ctx, newTok)
+	_, err := a.Authenticate(ctx, newTok)
 	cancel()
 	var ie *Error
 	if !errors.As(err, &ie) || ie.Code != ReasonKeySetUnavailable {
@@ -428,4 +394,33 @@ func TestJWKSRefreshOutlivesTheRequest(t *testing.T) {
 	if n := fetches.Load(); n != 2 {
 		t.Fatalf("fetches = %d, want 2 (one at start, one for the rotation)", n)
 	}
+}
+
+// rotatedIssuers returns an issuer and its successor: the same name, other key ids.
+func rotatedIssuers(t *testing.T) (old, next *identitytest.Issuer) {
+	old, next = newIssuer(t), newIssuer(t)
+	for alg, k := range next.Keys {
+		k.ID += "-v2"
+		next.Keys[alg] = k
+	}
+	next.Name = old.Name
+	return old, next
+}
+
+// urlAuthenticator trusts is through the JWKS at url, on a settable clock, once its first
+// background fetch has loaded the key set.
+func urlAuthenticator(t *testing.T, is *identitytest.Issuer, url string, minRefresh time.Duration, clock *atomic.Int64) *Authenticator {
+	t.Helper()
+	a, err := New(Config{Issuers: []IssuerConfig{{Issuer: is.Name, Audiences: []string{is.Audience}, JWKSURL: url, MinRefreshInterval: minRefresh}}},
+		WithClock(func() time.Time { return time.Unix(0, clock.Load()) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; a.Ready() != nil; i++ {
+		if i > 500 {
+			t.Fatal("key set never loaded")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return a
 }
