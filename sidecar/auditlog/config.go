@@ -88,6 +88,12 @@ type UploadConfig struct {
 	BearerTokenFile string `yaml:"bearer_token_file" json:"bearer_token_file"`
 	// MaxEvents per POST. Default 500.
 	MaxEvents int `yaml:"max_events" json:"max_events"`
+	// UploadSizeLimitBytes bounds one POST's body as sent, gzip-compressed (OPA's
+	// upload_size_limit_bytes): a batch ends at max_events or before the compressed body would
+	// exceed this, whichever comes first. A single event that alone exceeds it is still sent,
+	// alone: events are never dropped. A 413 answer halves the batch and retries at once.
+	// Default 32768 (OPA's default).
+	UploadSizeLimitBytes int64 `yaml:"upload_size_limit_bytes" json:"upload_size_limit_bytes"`
 	// Interval between uploads when idle. Default 1s.
 	Interval time.Duration `yaml:"interval" json:"interval"`
 	// MinBackoff / MaxBackoff bound the exponential retry delay. Defaults 100ms / 30s.
@@ -132,6 +138,9 @@ func (c Config) WithDefaults() Config {
 		u := *c.Upload
 		if u.MaxEvents == 0 {
 			u.MaxEvents = 500
+		}
+		if u.UploadSizeLimitBytes == 0 {
+			u.UploadSizeLimitBytes = 32 << 10
 		}
 		if u.Interval == 0 {
 			u.Interval = time.Second
@@ -202,6 +211,9 @@ func (c Config) Validate() error {
 		}
 		if u.MaxEvents < 1 {
 			return fmt.Errorf("decision_log.upload.max_events: must be positive")
+		}
+		if u.UploadSizeLimitBytes < 1 {
+			return fmt.Errorf("decision_log.upload.upload_size_limit_bytes: must be positive, got %d", u.UploadSizeLimitBytes)
 		}
 		if strings.ContainsAny(u.Name, "/\\") {
 			return fmt.Errorf("decision_log.upload.name: must not contain a path separator")

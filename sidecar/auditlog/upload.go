@@ -6,12 +6,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -23,6 +25,20 @@ import (
 // until records are delivered. Delivery is at least once; events carry decision_id, so the
 // service deduplicates (a batch re-sent after a crash between ack and cursor write repeats ids).
 // Only decision records are uploaded; checkpoints stay local.
+//
+// A batch ends at max_events or before its compressed body would exceed
+// upload_size_limit_bytes; an event that alone exceeds the limit goes alone. Answers:
+//   - 2xx: delivered, the cursor moves on;
+//   - 413 to a batch of several events: the batch is halved and sent again at once (the smaller
+//     size is kept, and doubled back after batchGrowAfter accepted batches);
+//   - 408, 429, 5xx and transport errors: retried with backoff, or after Retry-After (at most
+//     max_backoff);
+//   - any other 4xx (and 413 to a single event): the service will answer the same again, but
+//     this is an audit trail, so the batch is never dropped: retried with backoff, and logged
+//     at error level with alarm=true, the status and the start of the answer's body.
+//
+// The last failure is in UploadStatus and every failed attempt counts in
+// consentry_decision_log_upload_failures_total.
 type Uploader struct {
 	l      *Log
 	cfg    UploadConfig
@@ -33,8 +49,48 @@ type Uploader struct {
 	stop   chan struct{}
 	done   chan struct{}
 	fails  int // consecutive failures, for backoff (uploader goroutine only)
+	// maxEvents is the current batch size bound: cfg.MaxEvents, less after a 413; okStreak
+	// counts accepted batches since it last changed (uploader goroutine only).
+	maxEvents int
+	okStreak  int
 	// rollbacks is the log's rollback count the reader position is valid for.
 	rollbacks int64
+
+	mu sync.Mutex
+	st UploadStatus // guarded by mu
+}
+
+// UploadStatus reports the upload sink's state (Log.UploadStatus).
+type UploadStatus struct {
+	Name string `json:"name"`
+	// Cursor is the last acknowledged seq (-1 for none).
+	Cursor int64 `json:"cursor"`
+	// BatchEvents is the current bound on events per POST: max_events, or less after a 413.
+	BatchEvents int `json:"batch_events"`
+	// Failures counts consecutive failed attempts; 0 once a batch is delivered.
+	Failures int `json:"failures"`
+	// LastError, LastStatus (0: no HTTP answer) and LastErrorAt describe the last failed
+	// attempt; they stay after a later success (Failures tells whether it still fails).
+	LastError   string    `json:"last_error,omitempty"`
+	LastStatus  int       `json:"last_status,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// UploadStatus returns the upload sink's state; ok is false when no upload is configured.
+func (l *Log) UploadStatus() (st UploadStatus, ok bool) {
+	if l.uploader == nil {
+		return st, false
+	}
+	return l.uploader.Status(), true
+}
+
+// Status returns the uploader's state.
+func (u *Uploader) Status() UploadStatus {
+	u.mu.Lock()
+	st := u.st
+	u.mu.Unlock()
+	st.Cursor = u.cursor.Load()
+	return st
 }
 
 func newUploader(l *Log, cfg UploadConfig) (*Uploader, error) {
@@ -48,6 +104,8 @@ func newUploader(l *Log, cfg UploadConfig) (*Uploader, error) {
 		u.token = strings.TrimSpace(string(b))
 	}
 	u.cursor.Store(-1)
+	u.maxEvents = cfg.MaxEvents
+	u.st = UploadStatus{Name: cfg.Name, BatchEvents: cfg.MaxEvents}
 	if b, err := os.ReadFile(u.path); err == nil {
 		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 		if err != nil || n < -1 {
@@ -91,6 +149,17 @@ func (u *Uploader) run() {
 			sent, err := u.once(&t)
 			if err != nil {
 				positioned = false
+				var ue *uploadError
+				if errors.As(err, &ue) && ue.status == http.StatusRequestEntityTooLarge && ue.events > 1 {
+					// Too large for the service: halve the batch and send again at once.
+					u.failed(err)
+					u.maxEvents = max(1, ue.events/2)
+					u.okStreak = 0
+					u.setBatch(u.maxEvents)
+					u.l.log.Warn("decision log upload: batch too large for the service, halving it",
+						"status", ue.status, "events", ue.events, "bytes", ue.bytes, "batch_events", u.maxEvents)
+					continue
+				}
 				if !u.sleep(err) {
 					return
 				}
@@ -109,9 +178,10 @@ func (u *Uploader) run() {
 	}
 }
 
-// backoff state per failure streak.
+// sleep waits before the next attempt after err: exponential backoff with jitter per failure
+// streak, or the service's Retry-After (capped at max_backoff). False when stopping.
 func (u *Uploader) sleep(err error) bool {
-	u.l.m.uploadFails.Inc()
+	u.failed(err)
 	d := u.cfg.MinBackoff
 	for i := 0; i < u.fails && d < u.cfg.MaxBackoff; i++ {
 		d *= 2
@@ -119,13 +189,58 @@ func (u *Uploader) sleep(err error) bool {
 	u.fails++
 	d = min(d, u.cfg.MaxBackoff)
 	d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
-	u.l.log.Warn("decision log upload failed, retrying", "err", err, "in", d)
+	var ue *uploadError
+	if errors.As(err, &ue) && ue.retryAfter > 0 {
+		d = min(ue.retryAfter, u.cfg.MaxBackoff)
+	}
+	if ue != nil && ue.rejected() {
+		// The service will most likely answer the same again: someone has to look. The batch
+		// is kept (an audit trail drops nothing) and retried with backoff.
+		u.l.log.Error("decision log upload rejected by the service; retrying, nothing is dropped", "alarm", true,
+			"url", u.cfg.URL, "status", ue.status, "body", ue.body, "events", ue.events, "bytes", ue.bytes, "in", d)
+	} else {
+		u.l.log.Warn("decision log upload failed, retrying", "url", u.cfg.URL, "err", err, "in", d)
+	}
 	select {
 	case <-u.stop:
 		return false
 	case <-time.After(d):
 		return true
 	}
+}
+
+// failed counts a failed attempt and records it in the status.
+func (u *Uploader) failed(err error) {
+	u.l.m.uploadFails.Inc()
+	status := 0
+	var ue *uploadError
+	if errors.As(err, &ue) {
+		status = ue.status
+	}
+	u.mu.Lock()
+	u.st.Failures++
+	u.st.LastError, u.st.LastStatus, u.st.LastErrorAt = err.Error(), status, time.Now()
+	u.mu.Unlock()
+}
+
+func (u *Uploader) setBatch(n int) {
+	u.mu.Lock()
+	u.st.BatchEvents = n
+	u.mu.Unlock()
+}
+
+// delivered resets the failure streak and, after batchGrowAfter accepted batches at a size a
+// 413 reduced, doubles the size back toward max_events.
+func (u *Uploader) delivered(events int) {
+	u.fails = 0
+	if events > 0 && u.maxEvents < u.cfg.MaxEvents {
+		if u.okStreak++; u.okStreak >= batchGrowAfter {
+			u.maxEvents, u.okStreak = min(2*u.maxEvents, u.cfg.MaxEvents), 0
+		}
+	}
+	u.mu.Lock()
+	u.st.Failures, u.st.BatchEvents = 0, u.maxEvents
+	u.mu.Unlock()
 }
 
 // once uploads one batch; sent is false when there was nothing to do.
@@ -147,12 +262,9 @@ func (u *Uploader) once(t *tail) (sent bool, err error) {
 			return false, nil
 		}
 	}
-	var body bytes.Buffer
-	zw := gzip.NewWriter(&body)
-	_, _ = zw.Write([]byte{'['})
-	n := 0
+	b := newBatch(u.cfg.UploadSizeLimitBytes)
 	last := int64(-1)
-	for n < u.cfg.MaxEvents {
+	for b.n < u.maxEvents {
 		line, h, ok, err := t.next(uint64(limit))
 		if err != nil {
 			return false, err
@@ -160,30 +272,27 @@ func (u *Uploader) once(t *tail) (sent bool, err error) {
 		if !ok {
 			break
 		}
+		if h.typ == TypeDecision && !b.add(line) {
+			// Full by size: the record starts the next batch.
+			t.held, t.heldH = line, h
+			break
+		}
 		last = int64(h.seq)
-		if h.typ != TypeDecision {
-			continue
-		}
-		if n > 0 {
-			_, _ = zw.Write([]byte{','})
-		}
-		_, _ = zw.Write(line)
-		n++
 	}
-	_, _ = zw.Write([]byte{']'})
-	if err := zw.Close(); err != nil {
+	body, err := b.close()
+	if err != nil {
 		return false, err
 	}
 	if last < 0 {
 		return false, nil
 	}
-	if n > 0 {
-		if err := u.post(body.Bytes()); err != nil {
+	if b.n > 0 {
+		if err := u.post(body, b.n); err != nil {
 			return false, err
 		}
-		u.l.m.uploaded.Add(float64(n))
+		u.l.m.uploaded.Add(float64(b.n))
 	}
-	u.fails = 0
+	u.delivered(b.n)
 	if err := u.saveCursor(last); err != nil {
 		return false, err
 	}
@@ -191,7 +300,7 @@ func (u *Uploader) once(t *tail) (sent bool, err error) {
 	return true, nil
 }
 
-func (u *Uploader) post(body []byte) error {
+func (u *Uploader) post(body []byte, events int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), u.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.cfg.URL, bytes.NewReader(body))
@@ -205,13 +314,131 @@ func (u *Uploader) post(body []byte) error {
 	}
 	resp, err := u.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("upload: %w", err)
+		return &uploadError{events: events, bytes: len(body), err: err}
 	}
+	// Read the answer (bounded) before closing, so the connection is reused.
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
 	resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("upload: %s answered %d", u.cfg.URL, resp.StatusCode)
+	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		return nil
 	}
-	return nil
+	if len(answer) > answerSnippetBytes {
+		answer = answer[:answerSnippetBytes]
+	}
+	return &uploadError{status: resp.StatusCode, events: events, bytes: len(body),
+		body:       strings.TrimSpace(strings.ToValidUTF8(string(answer), "?")),
+		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+}
+
+const (
+	// maxAnswerBytes bounds how much of an answer's body is read (and discarded).
+	maxAnswerBytes = 64 << 10
+	// answerSnippetBytes is how much of a failed answer's body the log and status keep.
+	answerSnippetBytes = 512
+	// batchGrowAfter accepted batches double a batch size a 413 halved.
+	batchGrowAfter = 10
+)
+
+// uploadError is a failed POST.
+type uploadError struct {
+	status     int    // HTTP status; 0 when there was no answer (err)
+	body       string // start of the answer's body
+	retryAfter time.Duration
+	events     int // events in the batch
+	bytes      int // compressed body size
+	err        error
+}
+
+func (e *uploadError) Error() string {
+	if e.status == 0 {
+		return fmt.Sprintf("upload: %v", e.err)
+	}
+	if e.body != "" {
+		return fmt.Sprintf("upload: answered %d: %s", e.status, e.body)
+	}
+	return fmt.Sprintf("upload: answered %d", e.status)
+}
+
+func (e *uploadError) Unwrap() error { return e.err }
+
+// rejected reports a 4xx the service will most likely give again: not 408 or 429, and not a
+// 413 the uploader can answer by halving the batch.
+func (e *uploadError) rejected() bool {
+	return e.status >= 400 && e.status <= 499 && e.status != http.StatusRequestTimeout && e.status != http.StatusTooManyRequests &&
+		(e.status != http.StatusRequestEntityTooLarge || e.events <= 1)
+}
+
+// parseRetryAfter reads Retry-After: delay-seconds or an HTTP date; 0 when absent or past.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		return time.Duration(min(n, 1<<31)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// batch builds one POST body: a gzip-compressed JSON array whose compressed size stays within
+// limit, except for a first event that alone exceeds it. The compressed size of what was
+// written since the last flush is not known, so add bounds it by deflate's worst case and
+// flushes (making the size exact) only when that bound would pass the limit.
+type batch struct {
+	buf     bytes.Buffer
+	zw      *gzip.Writer
+	limit   int64
+	pending int64 // uncompressed bytes written (or to write: ',' or ']') since the last flush
+	n       int
+}
+
+func newBatch(limit int64) *batch {
+	b := &batch{limit: limit}
+	b.zw = gzip.NewWriter(&b.buf)
+	_, _ = b.zw.Write([]byte{'['})
+	_ = b.zw.Flush() // the header and '[' are out: buf.Len() is exact
+	return b
+}
+
+// deflateBound is an upper bound of what n uncompressed bytes add to the compressed stream,
+// with the final block and the gzip trailer: stored blocks cost 5 bytes each, fixed Huffman
+// codes at most 9 bits a byte.
+func deflateBound(n int64) int64 { return n + n/8 + 64 }
+
+// add appends ev unless that could take the closed body past the limit; the first event is
+// always added.
+func (b *batch) add(ev []byte) bool {
+	need := int64(len(ev)) + 1 // and ',' or the closing ']'
+	if b.n > 0 && int64(b.buf.Len())+deflateBound(b.pending+need) > b.limit {
+		if b.pending > 0 {
+			_ = b.zw.Flush()
+			b.pending = 0
+		}
+		if int64(b.buf.Len())+deflateBound(need) > b.limit {
+			return false
+		}
+	}
+	if b.n > 0 {
+		_, _ = b.zw.Write([]byte{','})
+	}
+	_, _ = b.zw.Write(ev)
+	b.pending += need
+	b.n++
+	return true
+}
+
+func (b *batch) close() ([]byte, error) {
+	_, _ = b.zw.Write([]byte{']'})
+	if err := b.zw.Close(); err != nil {
+		return nil, err
+	}
+	return b.buf.Bytes(), nil
 }
 
 // saveCursor replaces the cursor file atomically and durably: written and fsynced under a

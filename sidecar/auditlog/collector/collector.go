@@ -6,6 +6,7 @@ package collector
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,8 @@ type Server struct {
 	requests  int
 	dups      int
 	failFirst int
+	// torn is set when a failed write could not be cut back: the store may end in part of a line.
+	torn bool
 }
 
 // Stats is what GET /stats returns.
@@ -40,6 +43,7 @@ type Stats struct {
 func New(path string, failFirst int) (*Server, error) {
 	s := &Server{seen: map[string]bool{}, failFirst: failFirst}
 	if f, err := os.Open(path); err == nil {
+		// Lines that do not parse (torn by a failed write) are skipped.
 		sc := bufio.NewScanner(f)
 		sc.Buffer(make([]byte, 1<<20), 16<<20)
 		for sc.Scan() {
@@ -97,32 +101,78 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "body is not a JSON array: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var buf []byte
-	for _, ev := range events {
+	// Validate the whole batch before anything is stored or marked seen: a rejected batch
+	// leaves no trace, so its resend is stored in full.
+	ids := make([]string, len(events))
+	for i, ev := range events {
 		var id struct {
 			ID string `json:"decision_id"`
 		}
 		if err := json.Unmarshal(ev, &id); err != nil || id.ID == "" {
-			http.Error(w, "event without decision_id", http.StatusBadRequest)
+			http.Error(w, fmt.Sprintf("event %d without decision_id", i), http.StatusBadRequest)
 			return
 		}
-		if s.seen[id.ID] {
-			s.dups++
+		ids[i] = id.ID
+		var line bytes.Buffer // one event per line, whatever whitespace the client sent
+		if err := json.Compact(&line, ev); err != nil {
+			http.Error(w, fmt.Sprintf("event %d: %v", i, err), http.StatusBadRequest)
+			return
+		}
+		events[i] = line.Bytes()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var buf []byte
+	var fresh []string
+	batch := map[string]bool{}
+	dups := 0
+	for i, ev := range events {
+		if s.seen[ids[i]] || batch[ids[i]] {
+			dups++
 			continue
 		}
-		s.seen[id.ID] = true
+		batch[ids[i]] = true
+		fresh = append(fresh, ids[i])
 		buf = append(append(buf, ev...), '\n')
 	}
-	if _, err := s.out.Write(buf); err == nil {
-		err = s.out.Sync()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
+	if err := s.store(buf); err != nil {
+		// Nothing is marked seen: the client's resend is stored.
+		http.Error(w, "store: "+err.Error(), http.StatusInternalServerError)
+		return
 	}
+	for _, id := range fresh {
+		s.seen[id] = true
+	}
+	s.dups += dups
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// store appends buf to the store and fsyncs it; the caller holds s.mu. On failure it cuts the
+// store back to where it ended, so a partly written line does not stay; when that fails too,
+// the next write starts on a new line, so the torn line stays apart (and New skips it).
+func (s *Server) store(buf []byte) error {
+	if len(buf) == 0 {
+		return nil
+	}
+	if s.torn {
+		buf = append([]byte{'\n'}, buf...)
+	}
+	fi, err := s.out.Stat()
+	if err != nil {
+		return err
+	}
+	end := fi.Size() // the file is opened O_APPEND and written under s.mu: buf goes here
+	if _, err = s.out.Write(buf); err == nil {
+		err = s.out.Sync()
+	}
+	if err == nil {
+		s.torn = false
+		return nil
+	}
+	if s.out.Truncate(end) != nil || s.out.Sync() != nil {
+		s.torn = true
+	}
+	return err
 }
 
 // Main runs the collector: -listen, -out, -fail-first, -addr-file (written once listening).
