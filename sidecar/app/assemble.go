@@ -228,6 +228,9 @@ func (a *App) assembleDecisionLog(context.Context) error {
 		if err := lg.Healthy(); err != nil {
 			st["error"] = err.Error()
 		}
+		if up, ok := lg.UploadStatus(); ok {
+			st["upload"] = up
+		}
 		return st
 	})
 	return nil
