@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -66,9 +67,19 @@ func (m *Manager) Erase(ctx context.Context, customerID, actor, reason string) (
 	if strings.TrimSpace(actor) == "" {
 		return nil, errors.New("erase: an actor is required")
 	}
+	if customerID == "" {
+		return nil, fmt.Errorf("erase: %w: empty", ErrInvalidCustomer)
+	}
 	names := make([]string, 0, len(m.cfg.Classes))
 	for _, class := range m.cfg.Classes {
 		n, err := m.KeyName(customerID, class)
+		if errors.Is(err, ErrInvalidCustomer) && crmID(customerID) {
+			// A CRM id (an email, say) that the key_name template cannot hold: no key can
+			// have been created for it, so there is nothing to destroy; the erasure is still
+			// recorded. Anything else that is no id at all is refused below.
+			names = nil
+			break
+		}
 		if err != nil {
 			return nil, fmt.Errorf("erase: %w", err)
 		}
@@ -76,26 +87,40 @@ func (m *Manager) Erase(ctx context.Context, customerID, actor, reason string) (
 	}
 	m.cache.block(names)
 
-	rec := &DestructionRecord{
-		Time:              m.now().UTC().Truncate(time.Microsecond),
-		CustomerPseudonym: m.Pseudonym(customerID),
-		Actor:             actor,
-		Reason:            reason,
-	}
 	var readErrs []error
-	for _, n := range names {
-		versions, existed, err := m.keyVersions(ctx, n)
-		if err != nil {
-			// Unknown: the record still names the key, and deletion is attempted below.
-			readErrs = append(readErrs, err)
-			existed = true
-		}
-		rec.Keys = append(rec.Keys, DestroyedKey{Name: n, Versions: versions, Existed: existed})
-	}
-	if err := m.ledger.Append(rec); err != nil {
+	rec, retry, err := m.ledger.RecordOf(m.Pseudonym(customerID))
+	if err != nil {
 		return nil, fmt.Errorf("erase: ledger: %w", err)
 	}
-	m.metrics.erasures.Inc()
+	if retry {
+		// A retry (an earlier attempt failed after recording): the destruction is in the
+		// ledger already; destroy its keys (and today's names) again, without a second record.
+		for _, n := range names {
+			if !slices.ContainsFunc(rec.Keys, func(k DestroyedKey) bool { return k.Name == n }) {
+				rec.Keys = append(rec.Keys, DestroyedKey{Name: n, Existed: true})
+			}
+		}
+	} else {
+		rec = &DestructionRecord{
+			Time:              m.now().UTC().Truncate(time.Microsecond),
+			CustomerPseudonym: m.Pseudonym(customerID),
+			Actor:             actor,
+			Reason:            reason,
+		}
+		for _, n := range names {
+			versions, existed, err := m.keyVersions(ctx, n)
+			if err != nil {
+				// Unknown: the record still names the key, and deletion is attempted below.
+				readErrs = append(readErrs, err)
+				existed = true
+			}
+			rec.Keys = append(rec.Keys, DestroyedKey{Name: n, Versions: versions, Existed: existed})
+		}
+		if err := m.ledger.Append(rec); err != nil {
+			return nil, fmt.Errorf("erase: ledger: %w", err)
+		}
+		m.metrics.erasures.Inc()
+	}
 	var delErrs []error
 	for _, k := range rec.Keys {
 		// Also the keys that did not exist when read: a write may have created one since (its
@@ -115,6 +140,22 @@ func (m *Manager) Erase(ctx context.Context, customerID, actor, reason string) (
 	}
 	m.logger.Info("customer keys destroyed", "customer", rec.CustomerPseudonym, "keys", len(rec.Keys), "actor", actor, "seq", rec.Seq)
 	return rec, nil
+}
+
+// crmID reports whether id has the shape of a CRM customer id the state store accepts
+// (letters, digits and . _ : @ + -, starting with a letter or digit, at most 128).
+func crmID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		b := id[i]
+		ok := b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || (i > 0 && strings.IndexByte("._:@+-", b) >= 0)
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // keyVersions reads the versions of a transit key; existed is false when Vault has no such key.

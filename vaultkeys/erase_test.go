@@ -226,6 +226,24 @@ func TestEraseWhileVaultDown(t *testing.T) {
 	if err != nil || len(rep.Destroyed) != 1 {
 		t.Fatalf("replay: %+v %v", rep, err)
 	}
+	// Retried (the consent store's sweep retries a failed erasure): the keys are destroyed
+	// again, without a second destruction record.
+	if _, err := srv.Client(t).Logical().Write("transit/keys/consentry-down1-contact", map[string]any{"exportable": true}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := m.Erase(ctx, "down1", "consentry-retention", "retry")
+	if err != nil || again.Seq != 1 || len(m.Ledger().Records()) != 1 {
+		t.Fatalf("retried erase: %+v %v, %d ledger records", again, err, len(m.Ledger().Records()))
+	}
+	if s, _ := srv.Client(t).Logical().Read("transit/keys/consentry-down1-contact"); s != nil {
+		t.Fatal("a retried erasure left the key in Vault")
+	}
+	// An id the key_name template cannot hold (an email): no key can exist for it; the
+	// erasure is recorded with no keys, not failed forever.
+	rec, err = m.Erase(ctx, "jane@example.com", "dpo", "consent withdrawn")
+	if err != nil || rec == nil || len(rec.Keys) != 0 || !m.Ledger().Erased(m.Pseudonym("jane@example.com")) {
+		t.Fatalf("erase of an id no key can have: %+v %v", rec, err)
+	}
 }
 
 // With the {pseudonym} key name template and the decision log's pseudonymizer, neither Vault

@@ -250,6 +250,24 @@ func (l *Ledger) CheckAnchor(seq int64, hash string) error {
 	return nil
 }
 
+// RecordOf returns a copy of the last destruction record of the customer with this
+// pseudonym, reading records other processes appended first; ok is false when there is none.
+func (l *Ledger) RecordOf(pseudonym string) (rec *DestructionRecord, ok bool, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, err := l.refreshLocked(); err != nil {
+		return nil, false, err
+	}
+	for i := len(l.records) - 1; i >= 0; i-- {
+		if l.records[i].CustomerPseudonym == pseudonym {
+			r := l.records[i]
+			r.Keys = append([]DestroyedKey(nil), r.Keys...)
+			return &r, true, nil
+		}
+	}
+	return nil, false, nil
+}
+
 // Erased reports whether the customer with this pseudonym was erased.
 func (l *Ledger) Erased(pseudonym string) bool {
 	l.mu.Lock()

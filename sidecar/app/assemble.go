@@ -287,10 +287,10 @@ func (a *App) assembleState(ctx context.Context) error {
 	return nil
 }
 
-// erasure is the admin API's erase: destroy the keys, then mark the customer erased so every
-// later decision denies and new grants are refused. The customer is marked erased whenever
-// the destruction was recorded, even if Vault failed part-way (replay-erasures finishes it):
-// a half-erased customer must not be served.
+// erasure is the admin API's erase: mark the customer erased first, so every later decision
+// denies and new grants are refused whatever happens to the keys, then destroy the keys. If
+// that fails, the erasure is left as a pending request that the state store's sweep retries
+// until the keys are gone (a half-erased customer is never served, and never forgotten).
 type erasure struct {
 	keys  *vaultkeys.Manager
 	state *consent.Store
@@ -299,14 +299,18 @@ type erasure struct {
 var _ vaultkeys.Eraser = (*erasure)(nil)
 
 func (e *erasure) Erase(ctx context.Context, customerID, actor, reason string) (*vaultkeys.DestructionRecord, error) {
+	if _, err := e.state.MarkErased(ctx, customerID, time.Now()); err != nil {
+		return nil, fmt.Errorf("mark erased: %w", err)
+	}
 	rec, err := e.keys.Erase(ctx, customerID, actor, reason)
-	if rec == nil {
-		return nil, err
+	if err != nil {
+		req := consent.ErasureRequest{CustomerID: customerID, RequestedAt: time.Now().UTC(), Actor: actor, Reason: reason}
+		if qerr := e.state.RequestErasure(context.WithoutCancel(ctx), req); qerr != nil {
+			return rec, errors.Join(err, fmt.Errorf("the retry could not be requested either: %w", qerr))
+		}
+		return rec, fmt.Errorf("%w (retried by the state sweep until done)", err)
 	}
-	if _, merr := e.state.MarkErased(context.WithoutCancel(ctx), customerID, rec.Time); merr != nil {
-		return rec, errors.Join(err, fmt.Errorf("mark erased: %w", merr))
-	}
-	return rec, err
+	return rec, nil
 }
 
 // assemblePipeline builds the shared request pipeline every front door uses.

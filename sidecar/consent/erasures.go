@@ -2,14 +2,19 @@ package consent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"time"
 )
 
-// Erasures a withdrawal asked for are durable requests: recorded before the eraser runs, and
-// retried by every sweep until the keys are destroyed and the customer is marked erased. A
-// failed erasure (Vault unreachable, say) is not left to whoever called the API to retry: a
-// retried withdrawal with the same event id is a duplicate and would erase nothing.
+// Erasures a withdrawal or the end of retention asks for are durable requests: recorded
+// before anything else happens, and retried by every sweep until the keys are destroyed. The
+// customer is marked erased first, so that from the request on no replica serves them
+// (customer.erased, 451), whatever happens to the key destruction; a failed destruction is
+// not left to whoever called the API: a retried withdrawal with the same event id is a
+// duplicate and would erase nothing. A replica claims a request for a while before it runs
+// it, so replicas sweeping at once do not destroy the same keys twice.
 
 // ErasureRequest is an erasure asked for and not yet done.
 type ErasureRequest struct {
@@ -28,7 +33,11 @@ type ErasureQueue interface {
 	RequestErasure(ctx context.Context, r ErasureRequest) error
 	// PendingErasures lists the requests not yet done, oldest first.
 	PendingErasures(ctx context.Context) ([]ErasureRequest, error)
-	// ErasureFailed counts a failed attempt; ErasureDone removes the request.
+	// ClaimErasure takes the request for this node until until; false when another node
+	// holds an unexpired claim (or the request is gone).
+	ClaimErasure(ctx context.Context, customerID string, now, until time.Time) (bool, error)
+	// ErasureFailed counts a failed attempt and releases the claim; ErasureDone removes the
+	// request.
 	ErasureFailed(ctx context.Context, customerID, msg string) error
 	ErasureDone(ctx context.Context, customerID string) error
 }
@@ -63,8 +72,18 @@ func (s *sqlStore) PendingErasures(ctx context.Context) ([]ErasureRequest, error
 	return out, nil
 }
 
+func (s *sqlStore) ClaimErasure(ctx context.Context, customerID string, now, until time.Time) (bool, error) {
+	r, err := s.db.ExecContext(ctx, s.q(`UPDATE erasure_requests SET claimed_until = ? WHERE customer_id = ? AND claimed_until < ?`),
+		ns(until), customerID, ns(now))
+	if err != nil {
+		return false, fmt.Errorf("claim erasure request: %w", err)
+	}
+	n, err := r.RowsAffected()
+	return n == 1, err
+}
+
 func (s *sqlStore) ErasureFailed(ctx context.Context, customerID, msg string) error {
-	if _, err := s.db.ExecContext(ctx, s.q(`UPDATE erasure_requests SET attempts = attempts + 1, last_error = ? WHERE customer_id = ?`),
+	if _, err := s.db.ExecContext(ctx, s.q(`UPDATE erasure_requests SET attempts = attempts + 1, last_error = ?, claimed_until = 0 WHERE customer_id = ?`),
 		truncate(msg), customerID); err != nil {
 		return fmt.Errorf("record erasure failure: %w", err)
 	}
@@ -87,21 +106,58 @@ func (s *Store) erasureQueue() (ErasureQueue, error) {
 	return q, nil
 }
 
-// erase runs one requested erasure: keys destroyed through the eraser, the customer marked
-// erased, the request removed. A failure is counted on the request, which the next sweep
-// retries.
+// RequestErasure records an erasure request without running it: the sweep runs it (marking
+// the customer erased, destroying the keys) and retries it until done. The admin API's
+// erase uses it when its own attempt failed.
+func (s *Store) RequestErasure(ctx context.Context, r ErasureRequest) error {
+	q, err := s.erasureQueue()
+	if err != nil {
+		return err
+	}
+	return q.RequestErasure(ctx, r)
+}
+
+// erasureClaim is how long a node holds a request it runs: longer than an erasure takes
+// (a few Vault calls with their timeouts); a node that dies holding one only delays it.
+const erasureClaim = 2 * time.Minute
+
+// requestErasure records the request and runs it at once (see erase). The request stays
+// pending when the run fails: the sweep retries it.
+func (s *Store) requestErasure(ctx context.Context, q ErasureQueue, r ErasureRequest) error {
+	if err := q.RequestErasure(ctx, r); err != nil {
+		e := errf(http.StatusServiceUnavailable, "erasure.unavailable", "the erasure request could not be recorded: %v", err)
+		return fmt.Errorf("%w (%w)", e, errNoRequest)
+	}
+	return s.erase(ctx, q, r)
+}
+
+// errNoRequest marks a failure to record the request itself (nothing is pending).
+var errNoRequest = errors.New("no erasure request recorded")
+
+// erase runs one requested erasure, unless another node has claimed it: the customer is
+// marked erased (served nowhere from now on), the keys are destroyed through the eraser, the
+// request is removed. A failure is counted on the request, which the next sweep retries.
 func (s *Store) erase(ctx context.Context, q ErasureQueue, r ErasureRequest) error {
+	now := s.now()
+	claimed, err := q.ClaimErasure(ctx, r.CustomerID, now, now.Add(erasureClaim))
+	if err != nil {
+		return err
+	}
+	if !claimed {
+		return errErasureClaimed
+	}
 	s.mu.Lock()
 	eraser := s.eraser
 	s.mu.Unlock()
-	err := error(errf(503, "erasure.unavailable", "no eraser is configured (vault section missing)"))
-	if eraser != nil {
+	_, err = s.MarkErased(ctx, r.CustomerID, now)
+	if err == nil && eraser == nil {
+		err = errf(503, "erasure.unavailable", "no eraser is configured (vault section missing)")
+	}
+	if err == nil {
 		err = eraser.Erase(ctx, r.CustomerID, r.Actor, r.Reason)
 	}
 	if err == nil {
-		if _, err = s.MarkErased(ctx, r.CustomerID, s.now()); err == nil {
-			err = q.ErasureDone(ctx, r.CustomerID)
-		}
+		err = q.ErasureDone(ctx, r.CustomerID)
 	}
 	if err != nil {
 		s.metrics.erasures.WithLabelValues("failed").Inc()
@@ -114,14 +170,20 @@ func (s *Store) erase(ctx context.Context, q ErasureQueue, r ErasureRequest) err
 	return nil
 }
 
+// errErasureClaimed: another node runs this erasure now.
+var errErasureClaimed = errf(http.StatusAccepted, "erasure.in_progress", "another replica is running this erasure")
+
 // ErasureResult says what one retry of pending erasures did.
 type ErasureResult struct {
 	Pending int `json:"pending"`
 	Erased  int `json:"erased"`
 	Failed  int `json:"failed"`
+	// Claimed counts requests another replica was running.
+	Claimed int `json:"claimed,omitempty"`
 }
 
-// RetryErasures runs every pending erasure request (the sweep calls it each interval).
+// RetryErasures runs pending erasure requests, oldest first, at most
+// retention_erasure.max_per_sweep of them (the sweep calls it each interval).
 func (s *Store) RetryErasures(ctx context.Context) (ErasureResult, error) {
 	var out ErasureResult
 	q, err := s.erasureQueue()
@@ -133,11 +195,19 @@ func (s *Store) RetryErasures(ctx context.Context) (ErasureResult, error) {
 		return out, err
 	}
 	out.Pending = len(pending)
+	if len(pending) > s.cfg.RetentionErasure.MaxPerSweep {
+		pending = pending[:s.cfg.RetentionErasure.MaxPerSweep]
+	}
 	for _, r := range pending {
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
-		if err := s.erase(ctx, q, r); err != nil {
+		err := s.erase(ctx, q, r)
+		if errors.Is(err, errErasureClaimed) {
+			out.Claimed++
+			continue
+		}
+		if err != nil {
 			out.Failed++
 			s.log.Error("requested erasure failed; retried on the next sweep", "customer_id", r.CustomerID,
 				"requested_at", r.RequestedAt, "attempts", r.Attempts+1, "err", err, "alarm", "erasure_pending")

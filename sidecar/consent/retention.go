@@ -2,6 +2,7 @@ package consent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -21,9 +22,11 @@ type RetentionResult struct {
 const RetentionActor = "consentry-retention"
 
 // SweepRetention erases customers whose retention deadline (plus state.retention_erasure.grace)
-// has passed: their keys are destroyed through the Eraser and they are marked erased. Each
+// has passed, through the erasure requests (erasures.go): each is requested, marked erased
+// and its keys destroyed; a failed destruction stays pending and the sweep retries it. Each
 // candidate is re-read from the database first, so a customer another replica erased, or whose
-// deadline was extended meanwhile, is skipped.
+// deadline was extended meanwhile, is skipped. A customer marked erased leaves the due list
+// at once, so failures never hold the others back.
 func (s *Store) SweepRetention(ctx context.Context) (RetentionResult, error) {
 	var out RetentionResult
 	s.mu.Lock()
@@ -31,6 +34,10 @@ func (s *Store) SweepRetention(ctx context.Context) (RetentionResult, error) {
 	s.mu.Unlock()
 	if eraser == nil {
 		return out, errf(503, "erasure.unavailable", "state.retention_erasure is on but no eraser is configured (vault section missing)")
+	}
+	q, err := s.erasureQueue()
+	if err != nil {
+		return out, err
 	}
 	cutoff := s.now().UTC().Add(-s.cfg.RetentionErasure.Grace)
 	due := s.view.pastRetention(cutoff)
@@ -51,14 +58,11 @@ func (s *Store) SweepRetention(ctx context.Context) (RetentionResult, error) {
 		if cust == nil || cust.Erased || cust.RetentionUntil == nil || !cust.RetentionUntil.Before(cutoff) {
 			continue
 		}
-		reason := fmt.Sprintf("retention period ended %s", cust.RetentionUntil.UTC().Format(time.RFC3339))
-		if err := eraser.Erase(ctx, id, RetentionActor, reason); err != nil {
+		req := ErasureRequest{CustomerID: id, RequestedAt: s.now().UTC(), Actor: RetentionActor,
+			Reason: fmt.Sprintf("retention period ended %s", cust.RetentionUntil.UTC().Format(time.RFC3339))}
+		if err := s.requestErasure(ctx, q, req); err != nil && !errors.Is(err, errErasureClaimed) {
 			out.Failed++
 			s.log.Error("retention erasure failed; retried on the next sweep", "customer_id", id, "err", err)
-			continue
-		}
-		if _, err := s.MarkErased(ctx, id, s.now()); err != nil {
-			out.Failed++
 			continue
 		}
 		out.Erased++

@@ -98,7 +98,7 @@ CREATE TABLE expiry_notices (
 	// PostgreSQL: consent_append gains the expiry rule (an expiry changes only a grant that
 	// has expired by its time); CREATE OR REPLACE, so version 2 databases are upgraded.
 	{version: 3, extra: map[string][]string{"postgres": {pgAppendFunc}}},
-	// Erasures a withdrawal asked for, kept until done (erasures.go).
+	// Erasures a withdrawal or the end of retention asked for, kept until done (erasures.go).
 	{version: 4, sql: `
 CREATE TABLE erasure_requests (
   customer_id TEXT PRIMARY KEY,
@@ -106,7 +106,8 @@ CREATE TABLE erasure_requests (
   actor TEXT NOT NULL DEFAULT '',
   reason TEXT NOT NULL DEFAULT '',
   attempts INTEGER NOT NULL DEFAULT 0,
-  last_error TEXT NOT NULL DEFAULT ''
+  last_error TEXT NOT NULL DEFAULT '',
+  claimed_until BIGINT NOT NULL DEFAULT 0
 )`},
 }
 

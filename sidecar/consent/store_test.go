@@ -203,7 +203,8 @@ func testErasure(t *testing.T, backend string) {
 	if CodeOf(err) != "erasure.failed" || r.Erasure != "pending" {
 		t.Fatalf("failing eraser: %+v %v", r, err)
 	}
-	if e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "cust-e"}); e.Customer.Erased || e.Consents[1].Status != KindWithdrawn {
+	// The customer is served nowhere from the request on, whatever happens to the keys.
+	if e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "cust-e"}); !e.Customer.Erased || e.Consents[1].Status != KindWithdrawn {
 		t.Fatalf("after failed erasure: %+v", e)
 	}
 	if rr, err := s.RetryErasures(ctx); err != nil || rr != (ErasureResult{Pending: 1, Failed: 1}) {
@@ -520,5 +521,58 @@ func TestReloadThatCannotReReadFailsClosed(t *testing.T) {
 	e, _ := s.Enrich(ctx, enrich.Query{CustomerID: "during", Purpose: purpose})
 	if len(e.Errors) != 0 || len(e.Consents) != 1 || e.Consents[0].Status != KindGranted || s.Ready(ctx) != nil {
 		t.Fatalf("after a good reload: %+v ready %v", e, s.Ready(ctx))
+	}
+}
+
+// TestErasureRequestsSurviveRetriesAndReplicas: a withdrawal recorded without its erasure
+// request (a crash between the two) gets it when the client retries the withdrawal (a
+// duplicate); and a request one replica has claimed is not run by another at the same time.
+func TestErasureRequestsSurviveRetriesAndReplicas(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, "postgres")
+	cfg.EraseOnWithdrawal = true
+	erA, erB := &recordingEraser{}, &recordingEraser{}
+	a := openStore(t, cfg, Options{Eraser: erA})
+	b := openStore(t, sameDB(cfg), Options{Eraser: erB})
+	const p = "marketing.communications.email"
+	if _, err := a.Grant(ctx, grantInput("cust-crash", p), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	// The withdrawal is recorded, and the process dies before the erasure request.
+	in := ConsentInput{EventID: "wd-1", CustomerID: "cust-crash", Purpose: p}
+	ev, err := a.event(KindWithdrawn, in, "alice", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.record(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	// The client retries: a duplicate, and the erasure happens.
+	r, err := a.Withdraw(ctx, in, "alice")
+	if CodeOf(err) != "consent.duplicate_event" || r.Erasure != "done" || len(erA.calls) != 1 {
+		t.Fatalf("retried withdrawal: %+v %v, eraser calls %q", r, err, erA.calls)
+	}
+	// Retried once more, after the erasure: nothing runs again.
+	if r, _ := a.Withdraw(ctx, in, "alice"); r.Erasure != "" || len(erA.calls) != 1 {
+		t.Fatalf("a withdrawal retried after its erasure ran it again: %+v %q", r, erA.calls)
+	}
+
+	// Replica a holds a claim on a pending request: replica b's sweep leaves it alone.
+	q, _ := a.erasureQueue()
+	if err := q.RequestErasure(ctx, ErasureRequest{CustomerID: "cust-2", RequestedAt: time.Now(), Actor: "dpo", Reason: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := q.ClaimErasure(ctx, "cust-2", time.Now(), time.Now().Add(time.Minute)); !ok || err != nil {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	if rr, err := b.RetryErasures(ctx); err != nil || rr.Claimed != 1 || rr.Erased != 0 || len(erB.calls) != 0 {
+		t.Fatalf("replica b ran a claimed erasure: %+v %v %q", rr, err, erB.calls)
+	}
+	// Once the claim expires (the claimer died), the request is run.
+	if _, err := b.be.(*sqlStore).db.ExecContext(ctx, `UPDATE erasure_requests SET claimed_until = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if rr, err := b.RetryErasures(ctx); err != nil || rr.Erased != 1 || len(erB.calls) != 1 {
+		t.Fatalf("expired claim: %+v %v %q", rr, err, erB.calls)
 	}
 }

@@ -115,38 +115,54 @@ func (s *Store) Grant(ctx context.Context, in ConsentInput, actor string) (Resul
 
 // Withdraw records a withdrawal (accepted for erased customers too) and, when configured,
 // triggers erasure. When erasure fails the withdrawal stays recorded and the error says so.
+// A retried withdrawal (same event id: a duplicate) still makes sure its erasure was
+// requested: a crash or a failure between recording the withdrawal and the request must not
+// lose the erasure.
 func (s *Store) Withdraw(ctx context.Context, in ConsentInput, actor string) (Result, error) {
 	ev, err := s.event(KindWithdrawn, in, actor, s.now())
 	if err != nil {
 		return Result{}, err
 	}
 	res, err := s.record(ctx, ev)
+	var dup *Error
+	if errors.As(err, &dup) && dup.Code == "consent.duplicate_event" && dup.Event != nil && dup.Event.Kind == KindWithdrawn &&
+		dup.Event.CustomerID == ev.CustomerID && s.erasesOn(dup.Event.Purpose) {
+		cust, _, _, cerr := s.be.Customer(ctx, ev.CustomerID)
+		if cerr == nil && (cust == nil || !cust.Erased) {
+			res.Erasure, _ = s.withdrawalErasure(ctx, *dup.Event)
+		}
+		return res, err
+	}
 	if err != nil || !s.erasesOn(ev.Purpose) {
 		return res, err
 	}
-	// The request is durable before the eraser runs: a failure (or a crash) leaves it for
-	// the sweep to retry rather than to whoever called.
+	res.Erasure, err = s.withdrawalErasure(ctx, res.Event)
+	return res, err
+}
+
+// withdrawalErasure requests and runs the erasure a withdrawal asks for; it returns the
+// result's erasure field ("done", "pending" or "failed") and the error to answer.
+func (s *Store) withdrawalErasure(ctx context.Context, ev Event) (string, error) {
 	q, err := s.erasureQueue()
 	if err != nil {
-		res.Erasure = "failed"
-		return res, err
+		return "failed", err
 	}
-	req := ErasureRequest{CustomerID: ev.CustomerID, RequestedAt: s.now().UTC(), Actor: actor,
+	req := ErasureRequest{CustomerID: ev.CustomerID, RequestedAt: s.now().UTC(), Actor: ev.RecordedBy,
 		Reason: fmt.Sprintf("consent withdrawn for %s (event %s)", ev.Purpose, ev.EventID)}
-	if err := q.RequestErasure(ctx, req); err != nil {
-		res.Erasure = "failed"
-		return res, errf(http.StatusServiceUnavailable, "erasure.unavailable", "withdrawal recorded, but the erasure request could not be recorded: %v", err)
+	err = s.requestErasure(ctx, q, req)
+	switch {
+	case err == nil:
+		return "done", nil
+	case errors.Is(err, errErasureClaimed):
+		return "pending", nil // another replica is running it now
+	case CodeOf(err) == "erasure.unavailable" && errors.Is(err, errNoRequest):
+		return "failed", errf(http.StatusServiceUnavailable, "erasure.unavailable", "withdrawal recorded, but %v", err)
 	}
-	if err := s.erase(ctx, q, req); err != nil {
-		res.Erasure = "pending"
-		s.log.Error("erasure after withdrawal failed; retried by the sweep", "customer_id", ev.CustomerID, "event_id", ev.EventID, "err", err)
-		if CodeOf(err) == "erasure.unavailable" {
-			return res, errf(http.StatusServiceUnavailable, "erasure.unavailable", "withdrawal recorded; erase_on_withdrawal is on and no eraser is configured: the erasure stays requested until one is")
-		}
-		return res, errf(http.StatusBadGateway, "erasure.failed", "withdrawal recorded; erasure failed and will be retried every %s until done: %v", s.cfg.Expiry.Interval, err)
+	s.log.Error("erasure after withdrawal failed; retried by the sweep", "customer_id", ev.CustomerID, "event_id", ev.EventID, "err", err)
+	if CodeOf(err) == "erasure.unavailable" {
+		return "pending", errf(http.StatusServiceUnavailable, "erasure.unavailable", "withdrawal recorded; erase_on_withdrawal is on and no eraser is configured: the erasure stays requested until one is")
 	}
-	res.Erasure = "done"
-	return res, nil
+	return "pending", errf(http.StatusBadGateway, "erasure.failed", "withdrawal recorded; erasure failed and will be retried every %s until done: %v", s.cfg.Expiry.Interval, err)
 }
 
 func (s *Store) erasesOn(purpose string) bool {
