@@ -92,9 +92,13 @@ func (m *Manager) Erase(ctx context.Context, customerID, actor, reason string) (
 	if err != nil {
 		return nil, fmt.Errorf("erase: ledger: %w", err)
 	}
+	// The same erasure retried (same actor and reason: the consent store's sweep retries a
+	// request as it was made) reuses its record; any other erasure of the customer is a
+	// record of its own.
+	retry = retry && rec.Actor == actor && rec.Reason == reason
 	if retry {
-		// A retry (an earlier attempt failed after recording): the destruction is in the
-		// ledger already; destroy its keys (and today's names) again, without a second record.
+		// An earlier attempt failed after recording: the destruction is in the ledger
+		// already; destroy its keys (and today's names) again, without a second record.
 		for _, n := range names {
 			if !slices.ContainsFunc(rec.Keys, func(k DestroyedKey) bool { return k.Name == n }) {
 				rec.Keys = append(rec.Keys, DestroyedKey{Name: n, Existed: true})

@@ -231,12 +231,17 @@ func TestEraseWhileVaultDown(t *testing.T) {
 	if _, err := srv.Client(t).Logical().Write("transit/keys/consentry-down1-contact", map[string]any{"exportable": true}); err != nil {
 		t.Fatal(err)
 	}
-	again, err := m.Erase(ctx, "down1", "consentry-retention", "retry")
+	again, err := m.Erase(ctx, "down1", "admin-token", "consent withdrawn")
 	if err != nil || again.Seq != 1 || len(m.Ledger().Records()) != 1 {
 		t.Fatalf("retried erase: %+v %v, %d ledger records", again, err, len(m.Ledger().Records()))
 	}
 	if s, _ := srv.Client(t).Logical().Read("transit/keys/consentry-down1-contact"); s != nil {
 		t.Fatal("a retried erasure left the key in Vault")
+	}
+	// Another erasure of the same customer (another actor or reason) is a record of its own.
+	other, err := m.Erase(ctx, "down1", "dpo", "ticket DSR-7")
+	if err != nil || other.Seq != 2 || other.Actor != "dpo" {
+		t.Fatalf("second erasure: %+v %v", other, err)
 	}
 	// An id the key_name template cannot hold (an email): no key can exist for it; the
 	// erasure is recorded with no keys, not failed forever.

@@ -272,6 +272,9 @@ func (a *App) assembleState(ctx context.Context) error {
 	opts := consent.Options{Logger: a.Log.With("component", "state"), Registry: a.Registry}
 	if a.Keys != nil {
 		opts.Eraser = a.Keys.EraseFunc()
+	} else if cc.EraseOnWithdrawal || cc.RetentionErasure.Enabled {
+		// Without Vault there are no keys to destroy: every erasure would wait forever.
+		return errors.New("state.erase_on_withdrawal and state.retention_erasure need the vault section (the keys an erasure destroys)")
 	}
 	st, err := consent.Open(ctx, cc, opts)
 	if err != nil {
@@ -287,10 +290,12 @@ func (a *App) assembleState(ctx context.Context) error {
 	return nil
 }
 
-// erasure is the admin API's erase: mark the customer erased first, so every later decision
-// denies and new grants are refused whatever happens to the keys, then destroy the keys. If
-// that fails, the erasure is left as a pending request that the state store's sweep retries
-// until the keys are gone (a half-erased customer is never served, and never forgotten).
+// erasure is the admin API's erase, run as a state store erasure request (consent.RunErasure):
+// the request is recorded first, then the customer is marked erased, so every later decision
+// denies and new grants are refused whatever happens to the keys, then the keys are destroyed.
+// If that fails, or the process dies on the way, the request stays pending and the state
+// store's sweep retries it until the keys are gone: a half-erased customer is never served,
+// and never forgotten.
 type erasure struct {
 	keys  *vaultkeys.Manager
 	state *consent.Store
@@ -299,18 +304,22 @@ type erasure struct {
 var _ vaultkeys.Eraser = (*erasure)(nil)
 
 func (e *erasure) Erase(ctx context.Context, customerID, actor, reason string) (*vaultkeys.DestructionRecord, error) {
-	if _, err := e.state.MarkErased(ctx, customerID, time.Now()); err != nil {
-		return nil, fmt.Errorf("mark erased: %w", err)
+	var rec *vaultkeys.DestructionRecord
+	req := consent.ErasureRequest{CustomerID: customerID, RequestedAt: time.Now().UTC(), Actor: actor, Reason: reason}
+	err := e.state.RunErasure(ctx, req, func(ctx context.Context) error {
+		r, err := e.keys.Erase(ctx, customerID, actor, reason)
+		rec = r
+		return err
+	})
+	switch {
+	case err == nil:
+		return rec, nil
+	case consent.CodeOf(err) == "invalid.customer_id":
+		return nil, fmt.Errorf("%w: %v", vaultkeys.ErrInvalidCustomer, err)
+	case errors.Is(err, consent.ErrErasureInProgress):
+		return nil, err
 	}
-	rec, err := e.keys.Erase(ctx, customerID, actor, reason)
-	if err != nil {
-		req := consent.ErasureRequest{CustomerID: customerID, RequestedAt: time.Now().UTC(), Actor: actor, Reason: reason}
-		if qerr := e.state.RequestErasure(context.WithoutCancel(ctx), req); qerr != nil {
-			return rec, errors.Join(err, fmt.Errorf("the retry could not be requested either: %w", qerr))
-		}
-		return rec, fmt.Errorf("%w (retried by the state sweep until done)", err)
-	}
-	return rec, nil
+	return rec, fmt.Errorf("%w (the erasure stays requested; the state sweep retries it until done)", err)
 }
 
 // assemblePipeline builds the shared request pipeline every front door uses.

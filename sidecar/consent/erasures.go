@@ -33,9 +33,10 @@ type ErasureQueue interface {
 	RequestErasure(ctx context.Context, r ErasureRequest) error
 	// PendingErasures lists the requests not yet done, oldest first.
 	PendingErasures(ctx context.Context) ([]ErasureRequest, error)
-	// ClaimErasure takes the request for this node until until; false when another node
-	// holds an unexpired claim (or the request is gone).
-	ClaimErasure(ctx context.Context, customerID string, now, until time.Time) (bool, error)
+	// ClaimErasure takes the request for this node for d, by the database's clock (replicas'
+	// clocks may differ); false when another node holds an unexpired claim (or the request
+	// is gone).
+	ClaimErasure(ctx context.Context, customerID string, d time.Duration) (bool, error)
 	// ErasureFailed counts a failed attempt and releases the claim; ErasureDone removes the
 	// request.
 	ErasureFailed(ctx context.Context, customerID, msg string) error
@@ -55,7 +56,8 @@ ON CONFLICT (customer_id) DO NOTHING`), r.CustomerID, ns(r.RequestedAt), truncat
 
 func (s *sqlStore) PendingErasures(ctx context.Context) ([]ErasureRequest, error) {
 	var out []ErasureRequest
-	err := s.each(ctx, `SELECT customer_id, requested_at, actor, reason, attempts, last_error FROM erasure_requests ORDER BY requested_at, customer_id`,
+	// Fewest attempts first: requests that keep failing do not hold newer ones back.
+	err := s.each(ctx, `SELECT customer_id, requested_at, actor, reason, attempts, last_error FROM erasure_requests ORDER BY attempts, requested_at, customer_id`,
 		func(r scanner) error {
 			var e ErasureRequest
 			var at int64
@@ -72,9 +74,15 @@ func (s *sqlStore) PendingErasures(ctx context.Context) ([]ErasureRequest, error
 	return out, nil
 }
 
-func (s *sqlStore) ClaimErasure(ctx context.Context, customerID string, now, until time.Time) (bool, error) {
-	r, err := s.db.ExecContext(ctx, s.q(`UPDATE erasure_requests SET claimed_until = ? WHERE customer_id = ? AND claimed_until < ?`),
-		ns(until), customerID, ns(now))
+func (s *sqlStore) ClaimErasure(ctx context.Context, customerID string, d time.Duration) (bool, error) {
+	query, args := `UPDATE erasure_requests SET claimed_until = ? WHERE customer_id = ? AND claimed_until < ?`, []any{ns(time.Now().Add(d)), customerID, ns(time.Now())}
+	if s.d.name == "postgres" {
+		query = `UPDATE erasure_requests SET claimed_until = ` + pgNowNS + ` + $1 WHERE customer_id = $2 AND claimed_until < ` + pgNowNS
+		args = []any{int64(d), customerID}
+	} else {
+		query = s.q(query)
+	}
+	r, err := s.db.ExecContext(ctx, query, args...)
 	if err != nil {
 		return false, fmt.Errorf("claim erasure request: %w", err)
 	}
@@ -117,44 +125,70 @@ func (s *Store) RequestErasure(ctx context.Context, r ErasureRequest) error {
 	return q.RequestErasure(ctx, r)
 }
 
+// pgNowNS is PostgreSQL's clock in Unix nanoseconds.
+const pgNowNS = `(extract(epoch from clock_timestamp()) * 1000000000)::bigint`
+
 // erasureClaim is how long a node holds a request it runs: longer than an erasure takes
 // (a few Vault calls with their timeouts); a node that dies holding one only delays it.
 const erasureClaim = 2 * time.Minute
 
+// RunErasure records an erasure request and runs it at once, destroying the keys with
+// destroy (nil: the store's Eraser). The admin API passes its own, to answer with the
+// destruction record. The request stays pending when the run fails: the sweep retries it
+// (with the Eraser). ErrErasureInProgress: another replica is running it now.
+func (s *Store) RunErasure(ctx context.Context, r ErasureRequest, destroy func(context.Context) error) error {
+	if err := validID("customer_id", r.CustomerID); err != nil {
+		return err
+	}
+	q, err := s.erasureQueue()
+	if err != nil {
+		return err
+	}
+	return s.requestErasureWith(ctx, q, r, destroy)
+}
+
 // requestErasure records the request and runs it at once (see erase). The request stays
 // pending when the run fails: the sweep retries it.
 func (s *Store) requestErasure(ctx context.Context, q ErasureQueue, r ErasureRequest) error {
+	return s.requestErasureWith(ctx, q, r, nil)
+}
+
+func (s *Store) requestErasureWith(ctx context.Context, q ErasureQueue, r ErasureRequest, destroy func(context.Context) error) error {
 	if err := q.RequestErasure(ctx, r); err != nil {
 		e := errf(http.StatusServiceUnavailable, "erasure.unavailable", "the erasure request could not be recorded: %v", err)
 		return fmt.Errorf("%w (%w)", e, errNoRequest)
 	}
-	return s.erase(ctx, q, r)
+	return s.erase(ctx, q, r, destroy)
 }
 
 // errNoRequest marks a failure to record the request itself (nothing is pending).
 var errNoRequest = errors.New("no erasure request recorded")
 
 // erase runs one requested erasure, unless another node has claimed it: the customer is
-// marked erased (served nowhere from now on), the keys are destroyed through the eraser, the
-// request is removed. A failure is counted on the request, which the next sweep retries.
-func (s *Store) erase(ctx context.Context, q ErasureQueue, r ErasureRequest) error {
-	now := s.now()
-	claimed, err := q.ClaimErasure(ctx, r.CustomerID, now, now.Add(erasureClaim))
+// marked erased (served nowhere from now on), the keys are destroyed (destroy, or the
+// eraser when nil), the request is removed. A failure is counted on the request, which the
+// next sweep retries. Without any way to destroy keys nothing is marked: the request waits.
+func (s *Store) erase(ctx context.Context, q ErasureQueue, r ErasureRequest, destroy func(context.Context) error) error {
+	if destroy == nil {
+		s.mu.Lock()
+		eraser := s.eraser
+		s.mu.Unlock()
+		if eraser == nil {
+			s.metrics.erasures.WithLabelValues("failed").Inc()
+			return errf(503, "erasure.unavailable", "no eraser is configured (vault section missing): the erasure stays requested")
+		}
+		destroy = func(ctx context.Context) error { return eraser.Erase(ctx, r.CustomerID, r.Actor, r.Reason) }
+	}
+	claimed, err := q.ClaimErasure(ctx, r.CustomerID, erasureClaim)
 	if err != nil {
 		return err
 	}
 	if !claimed {
-		return errErasureClaimed
+		return ErrErasureInProgress
 	}
-	s.mu.Lock()
-	eraser := s.eraser
-	s.mu.Unlock()
-	_, err = s.MarkErased(ctx, r.CustomerID, now)
-	if err == nil && eraser == nil {
-		err = errf(503, "erasure.unavailable", "no eraser is configured (vault section missing)")
-	}
+	_, err = s.MarkErased(ctx, r.CustomerID, s.now())
 	if err == nil {
-		err = eraser.Erase(ctx, r.CustomerID, r.Actor, r.Reason)
+		err = destroy(ctx)
 	}
 	if err == nil {
 		err = q.ErasureDone(ctx, r.CustomerID)
@@ -170,8 +204,8 @@ func (s *Store) erase(ctx context.Context, q ErasureQueue, r ErasureRequest) err
 	return nil
 }
 
-// errErasureClaimed: another node runs this erasure now.
-var errErasureClaimed = errf(http.StatusAccepted, "erasure.in_progress", "another replica is running this erasure")
+// ErrErasureInProgress: another replica (or request) is running this erasure now.
+var ErrErasureInProgress = errf(http.StatusConflict, "erasure.in_progress", "another replica is running this erasure; it is retried until done")
 
 // ErasureResult says what one retry of pending erasures did.
 type ErasureResult struct {
@@ -182,7 +216,7 @@ type ErasureResult struct {
 	Claimed int `json:"claimed,omitempty"`
 }
 
-// RetryErasures runs pending erasure requests, oldest first, at most
+// RetryErasures runs pending erasure requests, fewest attempts and oldest first, at most
 // retention_erasure.max_per_sweep of them (the sweep calls it each interval).
 func (s *Store) RetryErasures(ctx context.Context) (ErasureResult, error) {
 	var out ErasureResult
@@ -202,8 +236,8 @@ func (s *Store) RetryErasures(ctx context.Context) (ErasureResult, error) {
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
-		err := s.erase(ctx, q, r)
-		if errors.Is(err, errErasureClaimed) {
+		err := s.erase(ctx, q, r, nil)
+		if errors.Is(err, ErrErasureInProgress) {
 			out.Claimed++
 			continue
 		}

@@ -153,7 +153,7 @@ func (s *Store) withdrawalErasure(ctx context.Context, ev Event) (string, error)
 	switch {
 	case err == nil:
 		return "done", nil
-	case errors.Is(err, errErasureClaimed):
+	case errors.Is(err, ErrErasureInProgress):
 		return "pending", nil // another replica is running it now
 	case CodeOf(err) == "erasure.unavailable" && errors.Is(err, errNoRequest):
 		return "failed", errf(http.StatusServiceUnavailable, "erasure.unavailable", "withdrawal recorded, but %v", err)
