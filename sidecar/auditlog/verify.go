@@ -107,6 +107,12 @@ func Verify(dir string, opts VerifyOptions) (*VerifyReport, error) {
 		return nil, err
 	}
 	if len(segs) == 0 {
+		// Every segment gone while checkpoint copies remain is the log deleted, the most
+		// complete truncation: a finding, not a usage error.
+		if st, err := os.Stat(filepath.Join(dir, checkpointsFile)); err == nil && st.Size() > 0 {
+			v.problem(ProblemTruncated, "", 0, "no segments in %s, but %s holds checkpoints: the log was deleted", dir, checkpointsFile)
+			return v.rep, nil
+		}
 		return nil, fmt.Errorf("verify: no segments in %s", dir)
 	}
 	v.rep.Segments = len(segs)

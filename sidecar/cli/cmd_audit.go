@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -323,22 +322,27 @@ func auditReportCmd() *Command {
 		if err != nil {
 			return err
 		}
-		var w io.Writer = env.Stdout
-		if *out != "" {
-			f, err := os.Create(*out)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			w = f
-		}
+		write := rep.WriteHTML
 		switch *format {
 		case "json":
-			return rep.WriteJSON(w)
+			write = rep.WriteJSON
 		case "csv":
-			return rep.WriteCSV(w)
+			write = rep.WriteCSV
 		}
-		return rep.WriteHTML(w)
+		if *out == "" {
+			return write(env.Stdout)
+		}
+		// Owner-only: the report is one customer's access history. A failed write or close
+		// is an error, not a silently partial report.
+		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		if err := write(f); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
 	}
 	return c
 }

@@ -110,4 +110,24 @@ func TestAuditCommands(t *testing.T) {
 	if code != ExitVerifyFailed || !strings.Contains(out, "modified") {
 		t.Fatalf("tampered verify: %d %s", code, out)
 	}
+	// Every segment deleted, the checkpoint copies left: a finding (6), not an error (1).
+	for _, s := range segs {
+		os.Remove(s)
+	}
+	code, out, _ = run(t, "", "audit", "verify", logDir, "--public-key", pub)
+	if code != ExitVerifyFailed || !strings.Contains(out, "deleted") {
+		t.Fatalf("verify of a deleted log: %d %s", code, out)
+	}
+	// bundle keygen never replaces a key.
+	base := filepath.Join(t.TempDir(), "bundle")
+	if code, _, errs := run(t, "", "bundle", "keygen", "-o", base); code != ExitOK {
+		t.Fatalf("bundle keygen: %d %s", code, errs)
+	}
+	keyPEM, _ := os.ReadFile(base + ".key")
+	if code, _, _ := run(t, "", "bundle", "keygen", "-o", base); code == ExitOK {
+		t.Fatal("bundle keygen replaced an existing key")
+	}
+	if again, _ := os.ReadFile(base + ".key"); !bytes.Equal(keyPEM, again) {
+		t.Fatal("the existing key changed")
+	}
 }

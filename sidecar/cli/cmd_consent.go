@@ -276,7 +276,7 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 }
 
 func writeRejects(path string, rs []consent.Rejection) error {
-	f, err := os.Create(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600) // customer ids: owner-only
 	if err != nil {
 		return fmt.Errorf("--rejects: %w", err)
 	}

@@ -70,7 +70,7 @@ func init() {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stderr, "erase: keys destroyed and recorded in %s (use --admin to have the decision log record it too)\n", m.Ledger().Path())
+		fmt.Fprintf(env.Stderr, "erase: keys destroyed and recorded in %s; the state store and the decision log were not told (use --admin for the whole erasure)\n", m.Ledger().Path())
 		return nil
 	}
 	Register(c)

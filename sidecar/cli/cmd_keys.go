@@ -29,6 +29,8 @@ func init() {
 // keysFlags are the flags every command that talks to Vault directly shares.
 type keysFlags struct {
 	config, address, ledger *string
+	// existingLedger: refuse a ledger path that does not exist (replay-erasures).
+	existingLedger bool
 }
 
 func addKeysFlags(fs *flag.FlagSet) keysFlags {
@@ -60,6 +62,13 @@ func (k keysFlags) open(ctx context.Context, env *Env) (*vaultkeys.Manager, erro
 	vc = vc.WithDefaults()
 	if err := vc.Validate(); err != nil {
 		return nil, Exit(ExitConfig, cfg.KeyError(err))
+	}
+	if k.existingLedger {
+		// A wrong path (or a relative default read from another directory) would otherwise
+		// be created empty, and the command would report nothing to do.
+		if _, err := os.Stat(vc.LedgerPath); err != nil {
+			return nil, Exit(ExitConfig, fmt.Errorf("vault.ledger_path: %w (the ledger must exist: point --ledger or the config at the sidecar's ledger)", err))
+		}
 	}
 	opts := vaultkeys.Options{Logger: slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if vc.PseudonymKey == "" && vc.PseudonymKeyFile == "" {
@@ -163,6 +172,11 @@ func keysEncryptCmd() *Command {
 		if err != nil {
 			return fmt.Errorf("after %d records: %w", st.Records, err)
 		}
+		if st.Records > 0 && st.Encrypted == 0 && st.Skipped == 0 {
+			// A field map that matches nothing (a typo) would write the export back in
+			// plaintext and call it migrated.
+			return fmt.Errorf("no field of --fields was found in %d records: nothing was encrypted (check the field paths)", st.Records)
+		}
 		if tmp != nil {
 			if err := tmp.Sync(); err != nil {
 				return err
@@ -192,6 +206,7 @@ func keysReplayCmd() *Command {
 		if err := ParseFlags(fs, args); err != nil {
 			return err
 		}
+		kf.existingLedger = true
 		m, err := kf.open(ctx, env)
 		if err != nil {
 			return err

@@ -66,6 +66,19 @@ func TestKeysCommands(t *testing.T) {
 		t.Fatalf("transit decrypt of migrated value: %v %v", sec, err)
 	}
 
+	// A field map that matches nothing is an error, and writes no "encrypted" export.
+	typo := filepath.Join(dir, "typo.jsonl")
+	if code, _, stderr := run("keys", "encrypt", "--config", cfgPath, "--in", in, "--out", typo, "--fields", "contact.emial=contact"); code == ExitOK || !strings.Contains(stderr, "nothing was encrypted") {
+		t.Fatalf("keys encrypt with a field map matching nothing: %d %s", code, stderr)
+	}
+	if _, err := os.Stat(typo); !os.IsNotExist(err) {
+		t.Fatal("a plaintext export was written as the encrypted one")
+	}
+	// replay-erasures refuses a ledger that does not exist (instead of replaying nothing).
+	if code, _, stderr := run("keys", "replay-erasures", "--config", cfgPath, "--ledger", filepath.Join(dir, "nowhere", "ledger.jsonl")); code != ExitConfig || !strings.Contains(stderr, "must exist") {
+		t.Fatalf("replay-erasures with a missing ledger: %d %s", code, stderr)
+	}
+
 	// erase: usage errors, then a real erasure with its record on stdout.
 	if code, _, _ := run("erase", "--config", cfgPath, "--customer", "c1"); code != ExitUsage {
 		t.Fatalf("erase without reason: exit %d", code)

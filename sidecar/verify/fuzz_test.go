@@ -2,7 +2,11 @@ package verify
 
 import (
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/consentry/consentry/sidecar/engine"
 )
 
 // FuzzDecodeInput: arbitrary bytes either fail to decode or give an input that converts to an
@@ -74,5 +78,21 @@ func TestFailingScenarioIsReported(t *testing.T) {
 		if !contains(f, want) {
 			t.Errorf("diff %q lacks %q", f, want)
 		}
+	}
+}
+
+// TestScenarioUnknownKeysRejected: a mistyped key in a scenario (here in its expectation) is
+// an error, not a dropped check that lets the scenario pass whatever the policy decides.
+func TestScenarioUnknownKeysRejected(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, engine.ScenarioDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	body := "scenarios:\n  - name: typo\n    input: {}\n    expect: {allwo: true}\n"
+	if err := os.WriteFile(filepath.Join(dir, engine.ScenarioDir, "s.yaml"), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadScenarios(dir); err == nil || !strings.Contains(err.Error(), "allwo") {
+		t.Fatalf("scenario with an unknown expectation key: %v", err)
 	}
 }

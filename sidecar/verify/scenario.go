@@ -76,7 +76,11 @@ func LoadScenarios(dir string) ([]*ScenarioFile, error) {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 		sf := &ScenarioFile{path: p}
-		if err := node.Decode(sf); err != nil {
+		// Unknown keys are errors: a mistyped expectation ("allwo: true") would otherwise be
+		// dropped, and the scenario would pass whatever the policy decides.
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(sf); err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 		lines := scenarioLines(&node)
