@@ -44,8 +44,8 @@ func addAdminFlags(fs *flag.FlagSet) adminFlags {
 	}
 }
 
-func (a adminFlags) client() (*consent.Client, error) {
-	cl := &consent.Client{BaseURL: *a.admin, Token: os.Getenv("CONSENTRY_ADMIN_TOKEN")}
+func (a adminFlags) client(ctx context.Context) (*consent.Client, error) {
+	cl := &consent.Client{BaseURL: *a.admin, Token: os.Getenv("CONSENTRY_ADMIN_TOKEN"), Context: ctx}
 	if *a.config != "" {
 		cfg, err := config.Load(*a.config)
 		if err != nil {
@@ -114,7 +114,7 @@ func runConsentGrant(ctx context.Context, env *Env, args []string) error {
 	if err := ParseFlags(fs, args); err != nil {
 		return err
 	}
-	return sendConsent(env, af, in, *captured, *expires, "/consents")
+	return sendConsent(ctx, env, af, in, *captured, *expires, "/consents")
 }
 
 func runConsentWithdraw(ctx context.Context, env *Env, args []string) error {
@@ -125,10 +125,10 @@ func runConsentWithdraw(ctx context.Context, env *Env, args []string) error {
 	if err := ParseFlags(fs, args); err != nil {
 		return err
 	}
-	return sendConsent(env, af, in, *captured, "", "/consents/withdrawals")
+	return sendConsent(ctx, env, af, in, *captured, "", "/consents/withdrawals")
 }
 
-func sendConsent(env *Env, af adminFlags, in *consent.ConsentInput, captured, expires, path string) error {
+func sendConsent(ctx context.Context, env *Env, af adminFlags, in *consent.ConsentInput, captured, expires, path string) error {
 	if in.CustomerID == "" || in.Purpose == "" {
 		return Usagef("--customer and --purpose are required")
 	}
@@ -139,7 +139,7 @@ func sendConsent(env *Env, af adminFlags, in *consent.ConsentInput, captured, ex
 	if in.ExpiresAt, err = timeFlag("expires", expires); err != nil {
 		return err
 	}
-	cl, err := af.client()
+	cl, err := af.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -163,7 +163,7 @@ func runConsentShow(ctx context.Context, env *Env, args []string) error {
 	if *customer == "" {
 		return Usagef("--customer is required")
 	}
-	cl, err := af.client()
+	cl, err := af.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -234,7 +234,7 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 		defer f.Close()
 		in = f
 	}
-	cl, err := af.client()
+	cl, err := af.client(ctx)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package consent
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -225,6 +226,8 @@ type Client struct {
 	BaseURL string
 	Token   string
 	HTTP    *http.Client
+	// Context, when set, bounds every request (the CLI's: Ctrl-C and SIGTERM cancel it).
+	Context context.Context
 }
 
 // Do sends body (JSON-encoded unless it is an io.Reader) and decodes the answer into out.
@@ -243,7 +246,11 @@ func (cl *Client) Do(method, path string, body, out any) error {
 		}
 		rd = bytes.NewReader(buf)
 	}
-	req, err := http.NewRequest(method, strings.TrimRight(cl.BaseURL, "/")+"/v1"+path, rd)
+	ctx := cl.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(cl.BaseURL, "/")+"/v1"+path, rd)
 	if err != nil {
 		return err
 	}
