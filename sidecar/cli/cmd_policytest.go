@@ -35,6 +35,9 @@ func init() {
 			if errors.As(err, &ce) {
 				return Exit(ExitCompile, err)
 			}
+			if errors.Is(err, verify.ErrScenarioFile) {
+				return Exit(ExitTestsFailed, err)
+			}
 			return err
 		}
 		rep.Print(env.Stdout, *verbose)

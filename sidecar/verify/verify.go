@@ -82,6 +82,10 @@ func (r *Report) Print(w io.Writer, verbose bool) {
 
 // Run runs the tests of the policy directory dir. A compile error is returned as
 // *engine.CompileError (the CLI's "does not compile" exit code); failures are in the Report.
+// ErrScenarioFile wraps a scenario file that cannot be read as written (YAML syntax, an
+// unknown key): the tests cannot run, which the CLI reports like failed tests.
+var ErrScenarioFile = errors.New("scenario file invalid")
+
 func Run(ctx context.Context, dir string, opts Options) (*Report, error) {
 	ps, err := engine.LoadDir(dir, engine.LoadOptions{Tests: true})
 	if err != nil {
@@ -96,7 +100,7 @@ func Run(ctx context.Context, dir string, opts Options) (*Report, error) {
 	}
 	scenarios, err := LoadScenarios(dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrScenarioFile, err)
 	}
 	if len(scenarios) > 0 {
 		if rep.Scenarios, err = RunScenarios(ctx, dir, scenarios, opts); err != nil {
