@@ -3,6 +3,7 @@ package auditlog
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -43,6 +44,9 @@ type VerifyOptions struct {
 	RequireSealed bool
 	// MaxProblems bounds the problems listed (all are counted). Default 100.
 	MaxProblems int
+	// Context, when set, stops the verification between segments once it is done (the CLI's:
+	// Ctrl-C); Verify then returns its error.
+	Context context.Context
 }
 
 // Problem is one verification failure.
@@ -162,6 +166,10 @@ func (v *verifier) scan(dir string, segs []segInfo) error {
 		defer close(ordered)
 		defer close(jobs)
 		for _, s := range segs {
+			if ctx := v.opts.Context; ctx != nil && ctx.Err() != nil {
+				readErr = ctx.Err()
+				return
+			}
 			if readErr = readBatches(filepath.Join(dir, s.name), s, func(b *vbatch) {
 				ordered <- b
 				jobs <- b

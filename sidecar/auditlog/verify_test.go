@@ -2,6 +2,7 @@ package auditlog
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -446,5 +447,18 @@ func TestKeyLedgerAnchorFromCheckpointCopies(t *testing.T) {
 	b.KeyLedger = &LedgerHead{Seq: 4, Hash: kl.hash}
 	if bytes.Equal(m1, CheckpointMessage(1, ZeroHash, "t", b)) {
 		t.Fatal("the signed message does not cover the key ledger head")
+	}
+}
+
+// TestVerifyCancelled: a cancelled verification stops and says so.
+func TestVerifyCancelled(t *testing.T) {
+	f := newFixture(t)
+	l := f.open(t)
+	appendN(t, l, 0, 5)
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Verify(f.dir, VerifyOptions{PublicKeys: f.pub, Context: ctx}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled verify: %v", err)
 	}
 }

@@ -117,7 +117,7 @@ func auditVerifyCmd() *Command {
 			pubs[auditlog.KeyIDOf(pk)] = pk
 		}
 		start := time.Now()
-		rep, err := auditlog.Verify(pos[0], auditlog.VerifyOptions{PublicKeys: pubs, AllowUnsigned: *unsigned, RequireSealed: *sealed})
+		rep, err := auditlog.Verify(pos[0], auditlog.VerifyOptions{PublicKeys: pubs, AllowUnsigned: *unsigned, RequireSealed: *sealed, Context: ctx})
 		if err != nil {
 			return err
 		}
