@@ -64,6 +64,11 @@ func init() {
 		if *failOnChange && rep.Changed > 0 {
 			return Exit(ExitChanged, fmt.Errorf("%d of %d decisions would change", rep.Changed, rep.Replayed))
 		}
+		if rep.Replayed == 0 {
+			// Passing a gate on no evidence: say so (an empty log, a wrong --log, or filters
+			// that match nothing).
+			fmt.Fprintln(env.Stderr, "replay: no decision was replayed: check --log and the filters; the candidate policy was not exercised")
+		}
 		return nil
 	}
 	Register(c)
