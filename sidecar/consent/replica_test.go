@@ -75,14 +75,7 @@ func TestReplicasPostgres(t *testing.T) {
 
 	// Lost notifications: cut b's LISTEN connection, write through a meanwhile; b reconnects,
 	// reloads, and catches up.
-	conn, err := pgx.Connect(ctx, pgURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, "consentry-listen-"+cfg.Postgres.Schema); err != nil {
-		t.Fatal(err)
-	}
+	terminateListen(t, cfg.Postgres.Schema)
 	if _, err := a.Grant(ctx, grantInput("cust-s", p), "alice"); err != nil {
 		t.Fatal(err)
 	}
@@ -202,14 +195,7 @@ func TestFeedDownFailsClosed(t *testing.T) {
 	}
 
 	g.open.Store(false)
-	conn, err := pgx.Connect(ctx, pgURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, "consentry-listen-"+cfg.Postgres.Schema); err != nil {
-		t.Fatal(err)
-	}
+	terminateListen(t, cfg.Postgres.Schema)
 	eventually(t, 2*time.Second, "readiness reports the feed down", func() bool {
 		err := a.Ready(ctx)
 		return err != nil && strings.Contains(err.Error(), "change feed down")
@@ -259,4 +245,18 @@ func TestSilentFeedFailsClosed(t *testing.T) {
 		st, errs := lookup()
 		return st == KindWithdrawn && len(errs) == 0
 	})
+}
+
+// terminateListen ends the LISTEN connection of the stores on schema, server side.
+func terminateListen(t *testing.T, schema string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, "consentry-listen-"+schema); err != nil {
+		t.Fatal(err)
+	}
 }
