@@ -45,7 +45,12 @@ func addAdminFlags(fs *flag.FlagSet) adminFlags {
 }
 
 func (a adminFlags) client(ctx context.Context) (*consent.Client, error) {
+	// Precedence as the flag's help says: --admin, $CONSENTRY_ADMIN_URL, the config's
+	// admin.listen, the default.
 	cl := &consent.Client{BaseURL: *a.admin, Token: os.Getenv("CONSENTRY_ADMIN_TOKEN"), Context: ctx}
+	if cl.BaseURL == "" {
+		cl.BaseURL = os.Getenv("CONSENTRY_ADMIN_URL")
+	}
 	if *a.config != "" {
 		cfg, err := config.Load(*a.config)
 		if err != nil {
@@ -57,9 +62,6 @@ func (a adminFlags) client(ctx context.Context) (*consent.Client, error) {
 		if cl.Token == "" {
 			cl.Token = cfg.Admin.Token
 		}
-	}
-	if cl.BaseURL == "" {
-		cl.BaseURL = os.Getenv("CONSENTRY_ADMIN_URL")
 	}
 	if cl.BaseURL == "" {
 		cl.BaseURL = "http://127.0.0.1:9400"
