@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/consentry/consentry/sidecar/admin"
+	"github.com/consentry/consentry/sidecar/audit"
 	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/bundle"
 	"github.com/consentry/consentry/sidecar/config"
@@ -66,13 +67,37 @@ type App struct {
 
 	components []Component
 	closers    []Closer
+
+	// check: assemble to validate only (run --check): the decision log and the state store
+	// are checked, not opened - nothing is written, no lock is taken, so a config can be
+	// checked next to the sidecar that runs it.
+	check     bool
+	checkSink audit.Sink
 }
 
+// sink is the pipeline's decision log: the log, or run --check's stand-in.
+func (a *App) sink() audit.Sink {
+	if a.checkSink != nil {
+		return a.checkSink
+	}
+	return a.Decisions
+}
+
+// Option adjusts New.
+type Option func(*App)
+
+// CheckOnly makes New validate without opening the decision log or the state store
+// (`consentry run --check`): the App can be inspected and closed, not run.
+func CheckOnly() Option { return func(a *App) { a.check = true } }
+
 // New assembles the sidecar described by cfg. Nothing listens until Run.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error) {
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a := &App{Config: cfg, Log: log, Registry: reg}
+	for _, o := range opts {
+		o(a)
+	}
 	log.Info("garbage collector", "policy", cfg.Engine.ApplyGC())
 	a.Engine = engine.New(cfg.Engine, log)
 	log.Info("policy evaluation", "evaluators", a.Engine.EvaluatorStats().Bound, "timeout", cfg.Engine.WithDefaults().Timeout)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/consentry/consentry/sidecar/audit"
 	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/auditlog/vaultsign"
 	"github.com/consentry/consentry/sidecar/bundle"
@@ -19,6 +20,7 @@ import (
 	"github.com/consentry/consentry/sidecar/enrich/static"
 	"github.com/consentry/consentry/sidecar/envoy"
 	"github.com/consentry/consentry/sidecar/identity"
+	"github.com/consentry/consentry/sidecar/input"
 	"github.com/consentry/consentry/sidecar/pipeline"
 	"github.com/consentry/consentry/sidecar/routes"
 	"github.com/consentry/consentry/vaultkeys"
@@ -181,6 +183,9 @@ func (a *App) assembleDecisionLog(context.Context) error {
 	if lc.Dir == "" {
 		lc.Dir = filepath.Join("var", "decisions")
 	}
+	if a.check {
+		return a.checkDecisionLog(lc)
+	}
 	keyDir := lc.Dir + ".keys"
 	if lc.SigningKeyFile == "" && lc.SigningVaultKey == "" && !lc.UnsignedCheckpoints {
 		lc.SigningKeyFile = filepath.Join(keyDir, "signing.pem")
@@ -276,6 +281,13 @@ func (a *App) assembleState(ctx context.Context) error {
 		// Without Vault there are no keys to destroy: every erasure would wait forever.
 		return errors.New("state.erase_on_withdrawal and state.retention_erasure need the vault section (the keys an erasure destroys)")
 	}
+	if a.check {
+		if err := consent.CheckConfig(cc); err != nil {
+			return fmt.Errorf("state: %w", err)
+		}
+		a.enrich = checkEnrich{}
+		return nil
+	}
 	st, err := consent.Open(ctx, cc, opts)
 	if err != nil {
 		return fmt.Errorf("state: %w", err)
@@ -357,7 +369,7 @@ func (a *App) assemblePipeline(context.Context) error {
 		Routes:   &a.routes,
 		Identity: id,
 		Enrich:   a.enrich,
-		Log:      a.Decisions,
+		Log:      a.sink(),
 		Logger:   a.Log.With("component", "pipeline"),
 		Metrics:  a.Registry,
 	})
@@ -458,3 +470,55 @@ func ensureFile(path string, create func() error) error {
 }
 
 var _ enrich.Provider = (*consent.Store)(nil)
+
+// checkDecisionLog validates the decision log's configuration and the key files it names,
+// without opening the log (run --check): no lock, no checkpoint, no generated key.
+func (a *App) checkDecisionLog(lc auditlog.Config) error {
+	c := lc.WithDefaults()
+	// Keys run would generate (under the log's directory) are not generated here.
+	if c.PseudonymKeyFile == "" {
+		c.PseudonymKeyFile = "generated at start"
+	}
+	if c.SigningKeyFile == "" && c.SigningVaultKey == "" && !c.UnsignedCheckpoints {
+		c.SigningKeyFile = "generated at start"
+	}
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if lc.SigningKeyFile != "" {
+		if _, err := auditlog.LoadSigner(lc.SigningKeyFile); err != nil {
+			return fmt.Errorf("decision_log.signing_key_file: %w", err)
+		}
+	}
+	if lc.PseudonymKeyFile != "" {
+		if _, err := auditlog.ReadKeyFile(lc.PseudonymKeyFile); err != nil {
+			return fmt.Errorf("decision_log.pseudonym_key_file: %w", err)
+		}
+	}
+	a.checkSink = checkSink{}
+	return nil
+}
+
+// checkSink and checkEnrich stand in for the decision log and the state store in an App
+// assembled by run --check, which is never run: they refuse everything.
+type (
+	checkSink   struct{}
+	checkEnrich struct{}
+)
+
+var (
+	_ audit.Sink      = checkSink{}
+	_ enrich.Provider = checkEnrich{}
+)
+
+var errCheckOnly = errors.New("assembled by run --check: not serving")
+
+func (checkSink) Append(context.Context, *audit.Entry) error { return errCheckOnly }
+
+func (checkEnrich) Enrich(context.Context, enrich.Query) (input.Enrichment, error) {
+	return input.Enrichment{}, errCheckOnly
+}
+
+func (checkEnrich) EnrichBatch(context.Context, enrich.Query, []string) (map[string]input.Enrichment, error) {
+	return nil, errCheckOnly
+}

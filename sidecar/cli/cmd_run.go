@@ -34,7 +34,11 @@ func init() {
 		if err != nil {
 			return Exit(ExitConfig, err)
 		}
-		a, err := app.New(ctx, cfg, log)
+		var opts []app.Option
+		if *check {
+			opts = append(opts, app.CheckOnly())
+		}
+		a, err := app.New(ctx, cfg, log, opts...)
 		if err != nil {
 			if ce := compileOrError(err); ce != err {
 				return ce

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/bundle/bundletest"
 )
 
@@ -70,4 +71,68 @@ func TestRunCheckLocalBundle(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunCheckNextToARunningSidecar: run --check validates the decision log and the state
+// configuration without opening them: it passes while another process holds the log's
+// lock, and writes nothing (no checkpoint, no generated key, no state database). A bad
+// setting in either is still refused.
+func TestRunCheckNextToARunningSidecar(t *testing.T) {
+	root := bundletest.RepoRoot(t)
+	dir := t.TempDir()
+	t.Chdir(dir)
+	logDir := filepath.Join(dir, "decisions")
+	lg, err := auditlog.Open(auditlog.Config{Dir: logDir, UnsignedCheckpoints: true, PseudonymKeyFile: writeKey(t, dir)}, auditlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lg.Close()
+	before := dirListing(t, dir)
+	cfgText := func(extra string) string {
+		return "policy:\n  dir: " + filepath.Join(root, "policies") + "\n  require_signatures: false\n" +
+			"routes:\n  file: " + filepath.Join(root, "deploy", "routes", "democrm.yaml") + "\n" +
+			"decision_log:\n  dir: " + logDir + "\n  unsigned_checkpoints: true\n" + extra +
+			"state:\n  data_dir: " + filepath.Join(dir, "state") + "\n  purposes_file: " + filepath.Join(root, "policies", "data", "consentry", "catalog", "data.json") + "\n" +
+			"proxy:\n  listen: 127.0.0.1:0\n  upstream: http://127.0.0.1:1\n"
+	}
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(cfg, []byte(cfgText("")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := runCLI(t, "run", "--config", cfg, "--check", "--log-level", "error"); code != ExitOK {
+		t.Fatalf("check next to a running log: %d %s", code, out)
+	}
+	if after := dirListing(t, dir); after != before {
+		t.Fatalf("run --check wrote files:\nbefore %s\nafter  %s", before, after)
+	}
+	if err := os.WriteFile(cfg, []byte(cfgText("  mode: sometimes\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := runCLI(t, "run", "--config", cfg, "--check", "--log-level", "error"); code != ExitConfig || !strings.Contains(out, "decision_log.mode") {
+		t.Fatalf("bad decision_log.mode: %d %s", code, out)
+	}
+}
+
+func writeKey(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "pseudonym.key")
+	if err := auditlog.WritePseudonymKey(p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// dirListing names every file under dir with its size.
+func dirListing(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if st, err := d.Info(); err == nil {
+				fmt.Fprintf(&b, "%s:%d ", strings.TrimPrefix(p, dir), st.Size())
+			}
+		}
+		return nil
+	})
+	return b.String()
 }

@@ -420,6 +420,29 @@ func (s *Store) EnrichBatch(_ context.Context, q enrich.Query, customerIDs []str
 	return out, nil
 }
 
+// CheckConfig validates cfg as Open would, without opening the database (run --check):
+// defaults, the keys' values, the purposes (file) and the PostgreSQL URL (file).
+func CheckConfig(cfg Config) error {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if _, err := loadPurposes(cfg); err != nil {
+		return err
+	}
+	if cfg.Backend == "postgres" {
+		if _, err := cfg.postgresURL(); err != nil {
+			return err
+		}
+	}
+	if cfg.Expiry.WebhookSecretFile != "" {
+		if _, err := os.ReadFile(cfg.Expiry.WebhookSecretFile); err != nil {
+			return fmt.Errorf("state.expiry.webhook_secret_file: %w", err)
+		}
+	}
+	return nil
+}
+
 // loadPurposes returns the configured purposes or the catalogue's.
 func loadPurposes(cfg Config) (map[string]bool, error) {
 	out := map[string]bool{}
