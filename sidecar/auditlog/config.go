@@ -215,6 +215,14 @@ func (c Config) Validate() error {
 		if u.UploadSizeLimitBytes < 1 {
 			return fmt.Errorf("decision_log.upload.upload_size_limit_bytes: must be positive, got %d", u.UploadSizeLimitBytes)
 		}
+		for name, d := range map[string]time.Duration{"interval": u.Interval, "min_backoff": u.MinBackoff, "max_backoff": u.MaxBackoff, "timeout": u.Timeout} {
+			if d <= 0 {
+				return fmt.Errorf("decision_log.upload.%s: must be positive, got %s", name, d)
+			}
+		}
+		if u.MaxBackoff < u.MinBackoff {
+			return fmt.Errorf("decision_log.upload.max_backoff: must be at least min_backoff (%s)", u.MinBackoff)
+		}
 		if strings.ContainsAny(u.Name, "/\\") {
 			return fmt.Errorf("decision_log.upload.name: must not contain a path separator")
 		}

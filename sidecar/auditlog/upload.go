@@ -114,6 +114,16 @@ func newUploader(l *Log, cfg UploadConfig) (*Uploader, error) {
 			l.log.Warn("decision log upload: unreadable cursor; uploading the spool again from its start", "cursor", u.path, "err", err)
 			n = -1
 		}
+		if c := l.Committed(); n > c {
+			// The cursor is ahead of the log: records it counts as delivered were lost locally
+			// (async mode, a power loss; or a log restored from a backup) and their seqs are
+			// now reused by new events. Resume at the log's end, or those would be skipped.
+			l.log.Warn("decision log upload: cursor ahead of the log; resuming at its end", "cursor", n, "committed", c)
+			n = c
+			if err := u.writeCursor(n); err != nil {
+				return nil, fmt.Errorf("decision_log.upload: %w", err)
+			}
+		}
 		u.cursor.Store(n)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("decision_log.upload: %w", err)
@@ -212,6 +222,8 @@ func (u *Uploader) sleep(err error) bool {
 // failed counts a failed attempt and records it in the status.
 func (u *Uploader) failed(err error) {
 	u.l.m.uploadFails.Inc()
+	// The lag grows while uploads fail: the alarm operators set on it must see that.
+	u.l.m.uploadLag.Set(float64(max(0, u.l.Committed()-u.cursor.Load())))
 	status := 0
 	var ue *uploadError
 	if errors.As(err, &ue) {
@@ -445,6 +457,15 @@ func (b *batch) close() ([]byte, error) {
 // temporary name, renamed, and the directory fsynced, so a power loss leaves the old cursor
 // or the new one, never an empty file.
 func (u *Uploader) saveCursor(seq int64) error {
+	if err := u.writeCursor(seq); err != nil {
+		return err
+	}
+	u.cursor.Store(seq)
+	return nil
+}
+
+// writeCursor replaces the cursor file durably (temporary file, fsync, rename, directory sync).
+func (u *Uploader) writeCursor(seq int64) error {
 	tmp := u.path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -463,9 +484,5 @@ func (u *Uploader) saveCursor(seq int64) error {
 	if err := os.Rename(tmp, u.path); err != nil {
 		return err
 	}
-	if err := syncDir(filepath.Dir(u.path)); err != nil {
-		return err
-	}
-	u.cursor.Store(seq)
-	return nil
+	return syncDir(filepath.Dir(u.path))
 }

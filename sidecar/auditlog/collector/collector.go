@@ -54,7 +54,20 @@ func New(path string, failFirst int) (*Server, error) {
 				s.seen[ev.ID] = true
 			}
 		}
+		serr := sc.Err()
+		// A last line without its newline (a kill mid-write): the next write starts on a
+		// new line, or its first event would be glued to the torn one and lost.
+		if st, err := f.Stat(); err == nil && st.Size() > 0 {
+			last := make([]byte, 1)
+			if _, err := f.ReadAt(last, st.Size()-1); err == nil && last[0] != '\n' {
+				s.torn = true
+			}
+		}
 		f.Close()
+		if serr != nil {
+			// Ids past an unreadable line would be unknown and their resends stored twice.
+			return nil, fmt.Errorf("reading %s: %w", path, serr)
+		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}

@@ -236,3 +236,31 @@ func TestStoreFailureAnswers500(t *testing.T) {
 		})
 	}
 }
+
+// TestTornTailAfterRestart: a store that ends in part of a line (the collector killed mid
+// write) is reopened knowing it: the next batch starts on a new line and its events are not
+// glued to the torn one (and lost at the next restart).
+func TestTornTailAfterRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	if err := os.WriteFile(path, []byte(`{"decision_id":"a","result":true}`+"\n"+`{"decision_id":"b","res`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s)
+	if code := postRaw(t, hs.URL, gz(t, batchOf("c", "d")), true); code != http.StatusNoContent {
+		t.Fatalf("POST: %d", code)
+	}
+	hs.Close()
+	s.out.Close()
+	s2, err := New(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.out.Close()
+	if !s2.seen["c"] || !s2.seen["d"] {
+		t.Fatalf("acknowledged ids after restart: c=%v d=%v (stored %v)", s2.seen["c"], s2.seen["d"], storedIDs(t, path))
+	}
+}
