@@ -26,6 +26,8 @@ func TestExitCodes(t *testing.T) {
 	failing := t.TempDir()
 	os.WriteFile(filepath.Join(failing, "p.rego"), []byte("package consentry\n\ndecision := {\"allow\": true, \"status\": 200}\n"), 0o644)
 	os.WriteFile(filepath.Join(failing, "p_test.rego"), []byte("package consentry_test\n\nimport data.consentry\n\ntest_fails if consentry.decision.allow == false\n"), 0o644)
+	conflict := t.TempDir() // compiles, and fails at evaluation: two values for one complete rule
+	os.WriteFile(filepath.Join(conflict, "p.rego"), []byte("package consentry\n\ndecision := {\"allow\": true} if input.action\n\ndecision := {\"allow\": false} if input.action\n"), 0o644)
 	cases := []struct {
 		name string
 		args []string
@@ -33,6 +35,7 @@ func TestExitCodes(t *testing.T) {
 		want string
 	}{
 		{"no args is usage", nil, ExitUsage, ""},
+		{"eval that fails at evaluation", []string{"eval", "--input", policies + "/examples/support-read.json", "--policies", conflict}, ExitFailure, "evaluation failed"},
 		{"unknown command", []string{"frobnicate"}, ExitUsage, "unknown command"},
 		{"bad flag", []string{"eval", "--nope"}, ExitUsage, "flag provided but not defined"},
 		{"eval needs input", []string{"eval"}, ExitUsage, "--input is required"},

@@ -35,9 +35,25 @@ func init() {
 		if *explain != "" && *explain != engine.ExplainNotes && *explain != engine.ExplainFull {
 			return Usagef("--explain must be notes or full, got %q", *explain)
 		}
-		in, err := readInput(env, *inPath)
-		if err != nil {
-			return Exit(ExitUsage, err)
+		// Read in the background: a read of stdin does not end on Ctrl-C, the command must.
+		type read struct {
+			in  *input.Input
+			err error
+		}
+		got := make(chan read, 1)
+		go func() {
+			in, err := readInput(env, *inPath)
+			got <- read{in, err}
+		}()
+		var in *input.Input
+		select {
+		case r := <-got:
+			if r.err != nil {
+				return Exit(ExitUsage, r.err)
+			}
+			in = r.in
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 		ps, err := engine.LoadDir(*policies, engine.LoadOptions{DataDir: *data})
 		if err != nil {
@@ -63,7 +79,14 @@ func init() {
 		}
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		if eerr := enc.Encode(out); eerr != nil {
+			return eerr
+		}
+		if err != nil {
+			// The decision printed is the fail-closed deny; the exit code says it was an error.
+			return fmt.Errorf("evaluation failed: %w", err)
+		}
+		return nil
 	}
 	Register(c)
 }
