@@ -94,17 +94,13 @@ func (m *Manager) Erase(ctx context.Context, customerID, actor, reason string) (
 	}
 	// The same erasure retried (same actor and reason: the consent store's sweep retries a
 	// request as it was made) reuses its record; any other erasure of the customer is a
-	// record of its own.
-	retry = retry && rec.Actor == actor && rec.Reason == reason
-	if retry {
-		// An earlier attempt failed after recording: the destruction is in the ledger
-		// already; destroy its keys (and today's names) again, without a second record.
-		for _, n := range names {
-			if !slices.ContainsFunc(rec.Keys, func(k DestroyedKey) bool { return k.Name == n }) {
-				rec.Keys = append(rec.Keys, DestroyedKey{Name: n, Existed: true})
-			}
-		}
-	} else {
+	// record of its own. So is a retry whose record misses one of today's key names (the
+	// key_name template or the classes changed): the ledger must name every key that a
+	// Vault restore brings back.
+	retry = retry && rec.Actor == actor && rec.Reason == reason && !slices.ContainsFunc(names, func(n string) bool {
+		return !slices.ContainsFunc(rec.Keys, func(k DestroyedKey) bool { return k.Name == n })
+	})
+	if !retry {
 		rec = &DestructionRecord{
 			Time:              m.now().UTC().Truncate(time.Microsecond),
 			CustomerPseudonym: m.Pseudonym(customerID),
