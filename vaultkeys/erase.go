@@ -88,16 +88,16 @@ func (m *Manager) Erase(ctx context.Context, customerID, actor, reason string) (
 	m.cache.block(names)
 
 	var readErrs []error
-	rec, retry, err := m.ledger.RecordOf(m.Pseudonym(customerID))
+	rec, retry, err := m.ledger.RecordOf(m.Pseudonym(customerID), actor, reason)
 	if err != nil {
 		return nil, fmt.Errorf("erase: ledger: %w", err)
 	}
 	// The same erasure retried (same actor and reason: the consent store's sweep retries a
-	// request as it was made) reuses its record; any other erasure of the customer is a
-	// record of its own. So is a retry whose record misses one of today's key names (the
-	// key_name template or the classes changed): the ledger must name every key that a
-	// Vault restore brings back.
-	retry = retry && rec.Actor == actor && rec.Reason == reason && !slices.ContainsFunc(names, func(n string) bool {
+	// request as it was made) reuses its record, even when other erasures of the customer
+	// were recorded since; any other erasure is a record of its own. So is a retry whose
+	// record misses one of today's key names (the key_name template or the classes
+	// changed): the ledger must name every key that a Vault restore brings back.
+	retry = retry && !slices.ContainsFunc(names, func(n string) bool {
 		return !slices.ContainsFunc(rec.Keys, func(k DestroyedKey) bool { return k.Name == n })
 	})
 	if !retry {

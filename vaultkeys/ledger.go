@@ -251,15 +251,16 @@ func (l *Ledger) CheckAnchor(seq int64, hash string) error {
 }
 
 // RecordOf returns a copy of the last destruction record of the customer with this
-// pseudonym, reading records other processes appended first; ok is false when there is none.
-func (l *Ledger) RecordOf(pseudonym string) (rec *DestructionRecord, ok bool, err error) {
+// pseudonym made by actor for reason (the same erasure), reading records other processes
+// appended first; ok is false when there is none.
+func (l *Ledger) RecordOf(pseudonym, actor, reason string) (rec *DestructionRecord, ok bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, err := l.refreshLocked(); err != nil {
 		return nil, false, err
 	}
 	for i := len(l.records) - 1; i >= 0; i-- {
-		if l.records[i].CustomerPseudonym == pseudonym {
+		if r := &l.records[i]; r.CustomerPseudonym == pseudonym && r.Actor == actor && r.Reason == reason {
 			r := l.records[i]
 			r.Keys = append([]DestroyedKey(nil), r.Keys...)
 			return &r, true, nil

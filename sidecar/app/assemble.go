@@ -485,6 +485,14 @@ func (a *App) checkDecisionLog(lc auditlog.Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
+	if lc.SigningVaultKey != "" && a.Keys == nil {
+		return errors.New("decision_log.signing_vault_key: needs the vault section")
+	}
+	if u := c.Upload; u != nil && u.BearerTokenFile != "" {
+		if _, err := os.ReadFile(u.BearerTokenFile); err != nil {
+			return fmt.Errorf("decision_log.upload.bearer_token_file: %w", err)
+		}
+	}
 	if lc.SigningKeyFile != "" {
 		if _, err := auditlog.LoadSigner(lc.SigningKeyFile); err != nil {
 			return fmt.Errorf("decision_log.signing_key_file: %w", err)

@@ -157,6 +157,9 @@ func (c Config) WithDefaults() Config {
 		if u.Name == "" {
 			u.Name = "http"
 		}
+		if u.MaxBackoff > 0 && u.MaxBackoff < u.MinBackoff {
+			u.MaxBackoff = u.MinBackoff // a min_backoff above the default max: the max follows
+		}
 		c.Upload = &u
 	}
 	return c
@@ -220,9 +223,7 @@ func (c Config) Validate() error {
 				return fmt.Errorf("decision_log.upload.%s: must be positive, got %s", name, d)
 			}
 		}
-		if u.MaxBackoff < u.MinBackoff {
-			return fmt.Errorf("decision_log.upload.max_backoff: must be at least min_backoff (%s)", u.MinBackoff)
-		}
+
 		if strings.ContainsAny(u.Name, "/\\") {
 			return fmt.Errorf("decision_log.upload.name: must not contain a path separator")
 		}

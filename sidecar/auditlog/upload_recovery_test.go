@@ -99,12 +99,17 @@ func TestUploadConfigRejectsNonPositiveDurations(t *testing.T) {
 		func(u *UploadConfig) { u.MaxBackoff = -time.Second },
 		func(u *UploadConfig) { u.Interval = -time.Second },
 		func(u *UploadConfig) { u.Timeout = -time.Second },
-		func(u *UploadConfig) { u.MinBackoff, u.MaxBackoff = time.Minute, time.Second },
 	} {
 		cfg := Config{Dir: t.TempDir(), UnsignedCheckpoints: true, PseudonymKeyFile: "k", Upload: uploadCfg("http://127.0.0.1:1")}
 		mutate(cfg.Upload)
 		if err := cfg.WithDefaults().Validate(); err == nil {
 			t.Errorf("accepted %+v", *cfg.Upload)
 		}
+	}
+	// A min_backoff above the default max_backoff alone: the max follows it.
+	cfg := Config{Dir: t.TempDir(), UnsignedCheckpoints: true, PseudonymKeyFile: "k", Upload: uploadCfg("http://127.0.0.1:1")}
+	cfg.Upload.MinBackoff, cfg.Upload.MaxBackoff = time.Minute, 0
+	if c := cfg.WithDefaults(); c.Validate() != nil || c.Upload.MaxBackoff != time.Minute {
+		t.Errorf("min_backoff 1m alone: %v, max %s", c.Validate(), c.Upload.MaxBackoff)
 	}
 }

@@ -338,6 +338,10 @@ func auditReportCmd() *Command {
 		if err != nil {
 			return err
 		}
+		if err := f.Chmod(0o600); err != nil { // also when the file existed with another mode
+			f.Close()
+			return err
+		}
 		if err := write(f); err != nil {
 			f.Close()
 			return err

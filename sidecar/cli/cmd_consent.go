@@ -38,19 +38,17 @@ type adminFlags struct{ admin, tokenFile, config *string }
 
 func addAdminFlags(fs *flag.FlagSet) adminFlags {
 	return adminFlags{
-		admin:     fs.String("admin", "", "admin API base URL (default: $CONSENTRY_ADMIN_URL, admin.listen of --config, or http://127.0.0.1:9400)"),
+		admin:     fs.String("admin", "", "admin API base URL (default: admin.listen of --config, $CONSENTRY_ADMIN_URL, or http://127.0.0.1:9400)"),
 		tokenFile: fs.String("token-file", "", "file holding the admin token (default: $CONSENTRY_ADMIN_TOKEN, or admin.token of --config)"),
 		config:    fs.String("config", "", "sidecar configuration file to take the admin address and token from"),
 	}
 }
 
 func (a adminFlags) client(ctx context.Context) (*consent.Client, error) {
-	// Precedence as the flag's help says: --admin, $CONSENTRY_ADMIN_URL, the config's
-	// admin.listen, the default.
+	// Precedence: --admin, the config's admin.listen, $CONSENTRY_ADMIN_URL, the default. The
+	// config's address wins over the environment because its token goes with it: a stray
+	// $CONSENTRY_ADMIN_URL must not receive the token of the config named on the command.
 	cl := &consent.Client{BaseURL: *a.admin, Token: os.Getenv("CONSENTRY_ADMIN_TOKEN"), Context: ctx}
-	if cl.BaseURL == "" {
-		cl.BaseURL = os.Getenv("CONSENTRY_ADMIN_URL")
-	}
 	if *a.config != "" {
 		cfg, err := config.Load(*a.config)
 		if err != nil {
@@ -62,6 +60,9 @@ func (a adminFlags) client(ctx context.Context) (*consent.Client, error) {
 		if cl.Token == "" {
 			cl.Token = cfg.Admin.Token
 		}
+	}
+	if cl.BaseURL == "" {
+		cl.BaseURL = os.Getenv("CONSENTRY_ADMIN_URL")
 	}
 	if cl.BaseURL == "" {
 		cl.BaseURL = "http://127.0.0.1:9400"
@@ -280,6 +281,10 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 func writeRejects(path string, rs []consent.Rejection) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600) // customer ids: owner-only
 	if err != nil {
+		return fmt.Errorf("--rejects: %w", err)
+	}
+	if err := f.Chmod(0o600); err != nil { // also when the file existed with another mode
+		f.Close()
 		return fmt.Errorf("--rejects: %w", err)
 	}
 	w := csv.NewWriter(f)

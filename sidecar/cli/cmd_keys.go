@@ -172,7 +172,7 @@ func keysEncryptCmd() *Command {
 		if err != nil {
 			return fmt.Errorf("after %d records: %w", st.Records, err)
 		}
-		if st.Records > 0 && st.Encrypted == 0 && st.Skipped == 0 {
+		if st.Records > 0 && st.Encrypted == 0 && st.Skipped == 0 && st.Erased == 0 {
 			// A field map that matches nothing (a typo) would write the export back in
 			// plaintext and call it migrated.
 			return fmt.Errorf("no field of --fields was found in %d records: nothing was encrypted (check the field paths)", st.Records)

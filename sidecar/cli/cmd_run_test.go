@@ -105,11 +105,18 @@ func TestRunCheckNextToARunningSidecar(t *testing.T) {
 	if after := dirListing(t, dir); after != before {
 		t.Fatalf("run --check wrote files:\nbefore %s\nafter  %s", before, after)
 	}
-	if err := os.WriteFile(cfg, []byte(cfgText("  mode: sometimes\n")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if code, out := runCLI(t, "run", "--config", cfg, "--check", "--log-level", "error"); code != ExitConfig || !strings.Contains(out, "decision_log.mode") {
-		t.Fatalf("bad decision_log.mode: %d %s", code, out)
+	// What run refuses, check refuses too, without opening anything.
+	for extra, want := range map[string]string{
+		"  mode: sometimes\n":                 "decision_log.mode",
+		"  signing_vault_key: decision-log\n": "signing_vault_key",
+		"  upload:\n    url: http://127.0.0.1:1\n    bearer_token_file: /nonexistent/token\n": "bearer_token_file",
+	} {
+		if err := os.WriteFile(cfg, []byte(cfgText(extra)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if code, out := runCLI(t, "run", "--config", cfg, "--check", "--log-level", "error"); code != ExitConfig || !strings.Contains(out, want) {
+			t.Fatalf("%q: %d %s", extra, code, out)
+		}
 	}
 }
 

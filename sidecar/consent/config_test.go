@@ -72,3 +72,21 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("defaults invalid: %v", err)
 	}
 }
+
+// TestCheckConfig: run --check's validation refuses what Open would, without connecting.
+func TestCheckConfig(t *testing.T) {
+	good := Config{Backend: "postgres", PurposesFile: catalog, Postgres: PostgresConfig{URL: "postgres://u@127.0.0.1:1/db"}}
+	if err := CheckConfig(good); err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+	bad := good
+	bad.Postgres.URL = "postgres://u@h/db?sslmode=bogus"
+	if err := CheckConfig(bad); err == nil || !strings.Contains(err.Error(), "state.postgres.url") {
+		t.Fatalf("unparsable URL: %v", err)
+	}
+	noPurposes := good
+	noPurposes.PurposesFile = "/nonexistent/catalog.json"
+	if err := CheckConfig(noPurposes); err == nil {
+		t.Fatal("missing purposes file accepted")
+	}
+}

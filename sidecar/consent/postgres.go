@@ -18,6 +18,14 @@ func init() { RegisterBackend("postgres", openPostgres) }
 // starting at once apply each migration exactly once.
 const migrationLockID = 0x636f6e73656e74 // "consent"
 
+// checkPostgresURL parses a connection string as openPostgres does (run --check).
+func checkPostgresURL(raw string) error {
+	if _, err := pgx.ParseConfig(raw); err != nil {
+		return fmt.Errorf("state.postgres.url: %w", err)
+	}
+	return nil
+}
+
 func openPostgres(ctx context.Context, cfg Config) (Backend, error) {
 	raw, err := cfg.postgresURL()
 	if err != nil {

@@ -431,7 +431,11 @@ func CheckConfig(cfg Config) error {
 		return err
 	}
 	if cfg.Backend == "postgres" {
-		if _, err := cfg.postgresURL(); err != nil {
+		raw, err := cfg.postgresURL()
+		if err != nil {
+			return err
+		}
+		if err := checkPostgresURL(raw); err != nil {
 			return err
 		}
 	}

@@ -95,4 +95,11 @@ func TestScenarioUnknownKeysRejected(t *testing.T) {
 	if _, err := LoadScenarios(dir); err == nil || !strings.Contains(err.Error(), "allwo") {
 		t.Fatalf("scenario with an unknown expectation key: %v", err)
 	}
+	// An empty (or comments-only) file is no scenarios, not an error.
+	if err := os.WriteFile(filepath.Join(dir, engine.ScenarioDir, "s.yaml"), []byte("# nothing yet\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if sf, err := LoadScenarios(dir); err != nil || len(sf) != 1 || len(sf[0].Scenarios) != 0 {
+		t.Fatalf("empty scenario file: %v", err)
+	}
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -80,7 +82,7 @@ func LoadScenarios(dir string) ([]*ScenarioFile, error) {
 		// dropped, and the scenario would pass whatever the policy decides.
 		dec := yaml.NewDecoder(bytes.NewReader(raw))
 		dec.KnownFields(true)
-		if err := dec.Decode(sf); err != nil {
+		if err := dec.Decode(sf); err != nil && !errors.Is(err, io.EOF) { // EOF: an empty file, no scenarios
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 		lines := scenarioLines(&node)
