@@ -114,17 +114,6 @@ func (s *Store) erasureQueue() (ErasureQueue, error) {
 	return q, nil
 }
 
-// RequestErasure records an erasure request without running it: the sweep runs it (marking
-// the customer erased, destroying the keys) and retries it until done. The admin API's
-// erase uses it when its own attempt failed.
-func (s *Store) RequestErasure(ctx context.Context, r ErasureRequest) error {
-	q, err := s.erasureQueue()
-	if err != nil {
-		return err
-	}
-	return q.RequestErasure(ctx, r)
-}
-
 // pgNowNS is PostgreSQL's clock in Unix nanoseconds.
 const pgNowNS = `(extract(epoch from clock_timestamp()) * 1000000000)::bigint`
 
@@ -144,16 +133,12 @@ func (s *Store) RunErasure(ctx context.Context, r ErasureRequest, destroy func(c
 	if err != nil {
 		return err
 	}
-	return s.requestErasureWith(ctx, q, r, destroy)
+	return s.requestErasure(ctx, q, r, destroy)
 }
 
-// requestErasure records the request and runs it at once (see erase). The request stays
-// pending when the run fails: the sweep retries it.
-func (s *Store) requestErasure(ctx context.Context, q ErasureQueue, r ErasureRequest) error {
-	return s.requestErasureWith(ctx, q, r, nil)
-}
-
-func (s *Store) requestErasureWith(ctx context.Context, q ErasureQueue, r ErasureRequest, destroy func(context.Context) error) error {
+// requestErasure records the request and runs it at once (see erase; destroy nil: the
+// Eraser). The request stays pending when the run fails: the sweep retries it.
+func (s *Store) requestErasure(ctx context.Context, q ErasureQueue, r ErasureRequest, destroy func(context.Context) error) error {
 	if err := q.RequestErasure(ctx, r); err != nil {
 		e := errf(http.StatusServiceUnavailable, "erasure.unavailable", "the erasure request could not be recorded: %v", err)
 		return fmt.Errorf("%w (%w)", e, errNoRequest)

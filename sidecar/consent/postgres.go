@@ -18,15 +18,9 @@ func init() { RegisterBackend("postgres", openPostgres) }
 // starting at once apply each migration exactly once.
 const migrationLockID = 0x636f6e73656e74 // "consent"
 
-// checkPostgresURL parses a connection string as openPostgres does (run --check).
-func checkPostgresURL(raw string) error {
-	if _, err := pgx.ParseConfig(raw); err != nil {
-		return fmt.Errorf("state.postgres.url: %w", err)
-	}
-	return nil
-}
-
-func openPostgres(ctx context.Context, cfg Config) (Backend, error) {
+// postgresConnConfig reads (url or url_file) and parses the connection string: openPostgres,
+// and run --check without connecting.
+func postgresConnConfig(cfg Config) (*pgx.ConnConfig, error) {
 	raw, err := cfg.postgresURL()
 	if err != nil {
 		return nil, err
@@ -34,6 +28,14 @@ func openPostgres(ctx context.Context, cfg Config) (Backend, error) {
 	pcfg, err := pgx.ParseConfig(raw)
 	if err != nil {
 		return nil, fmt.Errorf("state.postgres.url: %w", err)
+	}
+	return pcfg, nil
+}
+
+func openPostgres(ctx context.Context, cfg Config) (Backend, error) {
+	pcfg, err := postgresConnConfig(cfg)
+	if err != nil {
+		return nil, err
 	}
 	schema := cfg.Postgres.Schema
 	pcfg.RuntimeParams["search_path"] = schema

@@ -60,7 +60,7 @@ func (s *Store) SweepRetention(ctx context.Context) (RetentionResult, error) {
 		}
 		req := ErasureRequest{CustomerID: id, RequestedAt: s.now().UTC(), Actor: RetentionActor,
 			Reason: fmt.Sprintf("retention period ended %s", cust.RetentionUntil.UTC().Format(time.RFC3339))}
-		if err := s.requestErasure(ctx, q, req); err != nil && !errors.Is(err, ErrErasureInProgress) {
+		if err := s.requestErasure(ctx, q, req, nil); err != nil && !errors.Is(err, ErrErasureInProgress) {
 			out.Failed++
 			s.log.Error("retention erasure failed; retried on the next sweep", "customer_id", id, "err", err)
 			continue

@@ -112,12 +112,8 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	if s.client == nil {
 		s.client = &http.Client{Timeout: cfg.Expiry.WebhookTimeout}
 	}
-	if cfg.Expiry.WebhookSecretFile != "" {
-		b, err := os.ReadFile(cfg.Expiry.WebhookSecretFile)
-		if err != nil {
-			return nil, fmt.Errorf("state.expiry.webhook_secret_file: %w", err)
-		}
-		s.secret = []byte(trimSpace(string(b)))
+	if s.secret, err = webhookSecret(cfg); err != nil {
+		return nil, err
 	}
 	if s.be, err = OpenBackend(ctx, cfg); err != nil {
 		return nil, err
@@ -219,7 +215,7 @@ func (s *Store) feedGap() time.Duration {
 // stale reports whether lookups must fail closed: the view has not followed the database
 // for longer than max_feed_gap.
 func (s *Store) stale() bool {
-	return (s.feedDown.Load() != 0 || s.behind.Load() != 0) && s.feedGap() > s.cfg.Postgres.MaxFeedGap
+	return s.feedGap() > s.cfg.Postgres.MaxFeedGap // feedGap is 0, with no clock read, when following
 }
 
 // Close stops background work and closes the database.
@@ -431,20 +427,24 @@ func CheckConfig(cfg Config) error {
 		return err
 	}
 	if cfg.Backend == "postgres" {
-		raw, err := cfg.postgresURL()
-		if err != nil {
-			return err
-		}
-		if err := checkPostgresURL(raw); err != nil {
+		if _, err := postgresConnConfig(cfg); err != nil {
 			return err
 		}
 	}
-	if cfg.Expiry.WebhookSecretFile != "" {
-		if _, err := os.ReadFile(cfg.Expiry.WebhookSecretFile); err != nil {
-			return fmt.Errorf("state.expiry.webhook_secret_file: %w", err)
-		}
+	_, err := webhookSecret(cfg)
+	return err
+}
+
+// webhookSecret reads state.expiry.webhook_secret_file (nil when not set).
+func webhookSecret(cfg Config) ([]byte, error) {
+	if cfg.Expiry.WebhookSecretFile == "" {
+		return nil, nil
 	}
-	return nil
+	b, err := os.ReadFile(cfg.Expiry.WebhookSecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("state.expiry.webhook_secret_file: %w", err)
+	}
+	return []byte(trimSpace(string(b))), nil
 }
 
 // loadPurposes returns the configured purposes or the catalogue's.

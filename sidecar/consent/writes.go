@@ -149,7 +149,7 @@ func (s *Store) withdrawalErasure(ctx context.Context, ev Event) (string, error)
 	}
 	req := ErasureRequest{CustomerID: ev.CustomerID, RequestedAt: s.now().UTC(), Actor: ev.RecordedBy,
 		Reason: fmt.Sprintf("consent withdrawn for %s (event %s)", ev.Purpose, ev.EventID)}
-	err = s.requestErasure(ctx, q, req)
+	err = s.requestErasure(ctx, q, req, nil)
 	switch {
 	case err == nil:
 		return "done", nil
