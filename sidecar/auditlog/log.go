@@ -138,7 +138,6 @@ type Log struct {
 	// checkpoint before this Open recorded (nil: none recorded).
 	keyLedger KeyLedger
 	anchor    *LedgerHead
-	anchorSeq uint64
 }
 
 type pending struct {
@@ -255,6 +254,7 @@ func (l *Log) recover() error {
 		return fmt.Errorf("decision log: %w", err)
 	}
 	l.seq, l.head = 0, ZeroHash
+	var anchorSeq uint64 // the seq of the checkpoint l.anchor comes from
 	for i := len(segs) - 1; i >= 0; i-- {
 		var st tailState
 		path := filepath.Join(l.dir, segs[i].name)
@@ -275,7 +275,7 @@ func (l *Log) recover() error {
 		}
 		l.seq, l.head = st.nextSeq, st.head
 		if st.lastAnchor != nil {
-			l.anchor, l.anchorSeq = anchorOf(st.lastAnchor), st.anchorSeq
+			l.anchor, anchorSeq = anchorOf(st.lastAnchor), st.anchorSeq
 		}
 		break
 	}
@@ -297,8 +297,8 @@ func (l *Log) recover() error {
 		// The newest anchor wins: the last segment may hold none (a stop right after a
 		// rotation, or runs without a vault section since), and its tail may have been cut
 		// while checkpoints.jsonl still holds a newer copy.
-		if seq, an, err := lastAnchorCopy(filepath.Join(l.dir, checkpointsFile), st.Size()); err == nil && an != nil && (l.anchor == nil || seq > l.anchorSeq) {
-			l.anchor, l.anchorSeq = an, seq
+		if seq, an, err := lastAnchorCopy(filepath.Join(l.dir, checkpointsFile), st.Size()); err == nil && an != nil && (l.anchor == nil || seq > anchorSeq) {
+			l.anchor = an
 		}
 	}
 	return nil
