@@ -66,21 +66,28 @@ func (f *Filter) erasures() bool {
 		f.Reason == "" && f.Action == "" && f.DecisionID == ""
 }
 
-// Prefilter cheaply rejects lines that cannot match before they are decoded: the record must
-// be a decision (or an erasure, see Match) and every string filter value must appear in the
-// line's bytes as the log encodes it (JSON-escaped: a subject "CORP\jdoe" is stored as
-// "CORP\\jdoe"). Match decides.
-func (f *Filter) Prefilter(line []byte) bool {
+// Prefilter returns a cheap test that rejects lines that cannot match before they are
+// decoded: the record must be a decision (or an erasure, see Match) and every string filter
+// value must appear in the line's bytes as the log encodes it (JSON-escaped: a subject
+// "CORP\jdoe" is stored as "CORP\\jdoe"). Match decides. The values are escaped once, here,
+// not once per line.
+func (f *Filter) Prefilter() func(line []byte) bool {
+	var needles [][]byte
 	for _, s := range []string{f.Customer, f.Subject, f.Purpose, f.Case, f.Reason, f.DecisionID} {
-		if s == "" {
-			continue
-		}
-		q := appendString(nil, s)
-		if !bytes.Contains(line, q[1:len(q)-1]) {
-			return false
+		if s != "" {
+			q := appendString(nil, s)
+			needles = append(needles, q[1:len(q)-1])
 		}
 	}
-	return bytes.Contains(line, []byte(`"type":"decision"`)) || (f.erasures() && bytes.Contains(line, []byte(`"type":"erasure"`)))
+	erasures := f.erasures()
+	return func(line []byte) bool {
+		for _, n := range needles {
+			if !bytes.Contains(line, n) {
+				return false
+			}
+		}
+		return bytes.Contains(line, []byte(`"type":"decision"`)) || (erasures && bytes.Contains(line, []byte(`"type":"erasure"`)))
+	}
 }
 
 // Progress is reported while scanning.
@@ -96,6 +103,7 @@ func Query(ctx context.Context, dir string, f Filter, fn func(ev *Event, line []
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	keep := f.Prefilter()
 	var p Progress
 	return ScanLines(dir, func(seg string, line []byte) error {
 		if seg != p.Segment {
@@ -114,7 +122,7 @@ func Query(ctx context.Context, dir string, f Filter, fn func(ev *Event, line []
 		if progress != nil && p.Scanned%100000 == 0 {
 			progress(p)
 		}
-		if !f.Prefilter(line) {
+		if !keep(line) {
 			return nil
 		}
 		var ev Event

@@ -218,6 +218,7 @@ func Run(ctx context.Context, dir string, ps *engine.PolicySet, o Options) (*Rep
 		}()
 	}
 	var p auditlog.Progress
+	keep := o.Filter.Prefilter()
 	qerr := auditlog.ScanLines(dir, func(seg string, line []byte) error {
 		if seg != p.Segment {
 			p.Segment = seg
@@ -228,7 +229,7 @@ func Run(ctx context.Context, dir string, ps *engine.PolicySet, o Options) (*Rep
 		if p.Scanned++; p.Scanned%100000 == 0 && o.Progress != nil {
 			o.Progress(p)
 		}
-		if !o.Filter.Prefilter(line) {
+		if !keep(line) {
 			return nil
 		}
 		p.Matched++
