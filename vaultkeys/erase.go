@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/consentry/consentry/sidecar/input"
 )
 
 // DestructionSink receives destruction records for the decision log. The integrator adapts the
@@ -73,7 +75,7 @@ func (m *Manager) Erase(ctx context.Context, customerID, actor, reason string) (
 	names := make([]string, 0, len(m.cfg.Classes))
 	for _, class := range m.cfg.Classes {
 		n, err := m.KeyName(customerID, class)
-		if errors.Is(err, ErrInvalidCustomer) && crmID(customerID) {
+		if errors.Is(err, ErrInvalidCustomer) && input.ValidID(customerID) {
 			// A CRM id (an email, say) that the key_name template cannot hold: no key can
 			// have been created for it, so there is nothing to destroy; the erasure is still
 			// recorded. Anything else that is no id at all is refused below.
@@ -140,22 +142,6 @@ func (m *Manager) Erase(ctx context.Context, customerID, actor, reason string) (
 	}
 	m.logger.Info("customer keys destroyed", "customer", rec.CustomerPseudonym, "keys", len(rec.Keys), "actor", actor, "seq", rec.Seq)
 	return rec, nil
-}
-
-// crmID reports whether id has the shape of a CRM customer id the state store accepts
-// (letters, digits and . _ : @ + -, starting with a letter or digit, at most 128).
-func crmID(id string) bool {
-	if id == "" || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		b := id[i]
-		ok := b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || (i > 0 && strings.IndexByte("._:@+-", b) >= 0)
-		if !ok {
-			return false
-		}
-	}
-	return true
 }
 
 // keyVersions reads the versions of a transit key; existed is false when Vault has no such key.

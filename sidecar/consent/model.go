@@ -18,6 +18,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/consentry/consentry/sidecar/input"
 )
 
 // Event kinds of the consent ledger.
@@ -182,9 +184,6 @@ func CodeOf(err error) string {
 }
 
 var (
-	// idRe is what ids (customers, cases, processors, events, assignees) may look like:
-	// CRM ids, UUIDs, emails-as-ids; no spaces, no control or path characters.
-	idRe      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$`)
 	purposeRe = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
 	// categoryRe is a fideslang data category key (user.contact.email, system.operations).
 	categoryRe = purposeRe
@@ -194,7 +193,7 @@ var (
 )
 
 func validID(kind, id string) error {
-	if !idRe.MatchString(id) {
+	if !input.ValidID(id) { // ids of customers, cases, processors, events, assignees
 		return errf(http.StatusBadRequest, "invalid."+kind, "%s %q is malformed (1-128 of A-Z a-z 0-9 . _ : @ + -, starting alphanumeric)", strings.ReplaceAll(kind, "_", " "), truncate(id))
 	}
 	return nil
