@@ -15,20 +15,37 @@ import (
 // for the proxy).
 func New(c Config, prefix string, protos ...string) (*tls.Config, error) {
 	c = c.WithDefaults()
-	reloader, err := newCertReloader(c.CertFile, c.KeyFile, c.ReloadInterval, prefix)
+	certs, err := newReloader(c.ReloadInterval, func() (*tls.Certificate, error) {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.cert_file/key_file: %w", prefix, err)
+		}
+		return &cert, nil
+	}, c.CertFile, c.KeyFile)
 	if err != nil {
 		return nil, err
 	}
-	tc := &tls.Config{GetCertificate: reloader.get, MinVersion: tls.VersionTLS12, NextProtos: protos}
+	tc := &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return certs.get(), nil },
+		MinVersion: tls.VersionTLS12, NextProtos: protos}
 	if c.MinVersion == "1.3" {
 		tc.MinVersion = tls.VersionTLS13
 	}
 	if c.ClientCAFile != "" {
-		cas := &caReloader{file: c.ClientCAFile, interval: c.ReloadInterval, prefix: prefix}
-		if err := cas.load(); err != nil {
+		cas, err := newReloader(c.ReloadInterval, func() (*x509.CertPool, error) {
+			pem, err := os.ReadFile(c.ClientCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("%s.client_ca_file: %w", prefix, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("%s.client_ca_file: %s holds no PEM certificate", prefix, c.ClientCAFile)
+			}
+			return pool, nil
+		}, c.ClientCAFile)
+		if err != nil {
 			return nil, err
 		}
-		tc.ClientCAs = cas.pool
+		tc.ClientCAs = cas.get()
 		tc.ClientAuth = tls.RequireAndVerifyClientCert
 		// Each handshake verifies against the CA bundle as it is now: SPIRE or cert-manager
 		// rotate trust bundles in place, and clients with certificates from a new CA must
@@ -47,74 +64,45 @@ func New(c Config, prefix string, protos ...string) (*tls.Config, error) {
 	return tc, nil
 }
 
-// caReloader serves the client CA pool and re-reads the file when it changes, checking at
-// most once per interval. A failed reload (a file being replaced, no PEM in it) keeps the
-// previous pool.
-type caReloader struct {
-	file, prefix string
-	interval     time.Duration
+// reloader serves what load makes of files (the certificate and key, the client CA bundle)
+// and loads it again when one of them changes, checking at most once per interval. A failed
+// reload (a file being replaced, half written) keeps the previous value: rotation must never
+// take the door down.
+type reloader[T any] struct {
+	files    []string
+	interval time.Duration
+	load     func() (T, error)
 
 	mu      sync.Mutex
-	pool    *x509.CertPool
+	value   T
 	modTime time.Time
 	checked time.Time
 }
 
-func (r *caReloader) load() error {
-	pem, err := os.ReadFile(r.file)
+func newReloader[T any](interval time.Duration, load func() (T, error), files ...string) (*reloader[T], error) {
+	r := &reloader[T]{files: files, interval: interval, load: load}
+	v, err := load()
 	if err != nil {
-		return fmt.Errorf("%s.client_ca_file: %w", r.prefix, err)
+		return nil, err
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return fmt.Errorf("%s.client_ca_file: %s holds no PEM certificate", r.prefix, r.file)
-	}
-	r.pool, r.modTime = pool, latestModTime(r.file)
-	return nil
+	r.value, r.modTime = v, latestModTime(files...)
+	return r, nil
 }
 
-func (r *caReloader) get() *x509.CertPool {
+// get returns the current value, reloading it first when a file changed.
+func (r *reloader[T]) get() T {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
 	if now.Sub(r.checked) >= r.interval {
 		r.checked = now
-		if m := latestModTime(r.file); m.After(r.modTime) {
-			_ = r.load() // on failure r.pool stays the previous one
+		if m := latestModTime(r.files...); m.After(r.modTime) {
+			if v, err := r.load(); err == nil {
+				r.value, r.modTime = v, m
+			}
 		}
 	}
-	return r.pool
-}
-
-// certReloader serves the listener's certificate and re-reads the files when they change,
-// checking at most once per interval. A failed reload keeps the previous certificate:
-// rotation must never take the door down.
-type certReloader struct {
-	certFile, keyFile, prefix string
-	interval                  time.Duration
-
-	mu      sync.Mutex
-	cert    *tls.Certificate
-	modTime time.Time
-	checked time.Time
-}
-
-func newCertReloader(certFile, keyFile string, interval time.Duration, prefix string) (*certReloader, error) {
-	r := &certReloader{certFile: certFile, keyFile: keyFile, interval: interval, prefix: prefix}
-	if err := r.load(); err != nil {
-		return nil, err
-	}
-	return r, nil
-}
-
-func (r *certReloader) load() error {
-	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
-	if err != nil {
-		return fmt.Errorf("%s.cert_file/key_file: %w", r.prefix, err)
-	}
-	r.cert = &cert
-	r.modTime = latestModTime(r.certFile, r.keyFile)
-	return nil
+	return r.value
 }
 
 func latestModTime(paths ...string) time.Time {
@@ -125,21 +113,4 @@ func latestModTime(paths ...string) time.Time {
 		}
 	}
 	return t
-}
-
-// get is tls.Config.GetCertificate.
-func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if now.Sub(r.checked) >= r.interval {
-		r.checked = now
-		if m := latestModTime(r.certFile, r.keyFile); m.After(r.modTime) {
-			old := r.cert
-			if err := r.load(); err != nil {
-				r.cert = old
-			}
-		}
-	}
-	return r.cert, nil
 }
