@@ -332,21 +332,7 @@ func auditReportCmd() *Command {
 		if *out == "" {
 			return write(env.Stdout)
 		}
-		// Owner-only: the report is one customer's access history. A failed write or close
-		// is an error, not a silently partial report.
-		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return err
-		}
-		if err := f.Chmod(0o600); err != nil { // also when the file existed with another mode
-			f.Close()
-			return err
-		}
-		if err := write(f); err != nil {
-			f.Close()
-			return err
-		}
-		return f.Close()
+		return writePrivate(*out, write) // one customer's access history
 	}
 	return c
 }

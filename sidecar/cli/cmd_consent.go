@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strconv"
@@ -279,23 +280,17 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 }
 
 func writeRejects(path string, rs []consent.Rejection) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600) // customer ids: owner-only
+	err := writePrivate(path, func(f io.Writer) error { // customer ids
+		w := csv.NewWriter(f)
+		_ = w.Write([]string{"line", "customer_id", "code", "reason"})
+		for _, r := range rs {
+			_ = w.Write([]string{strconv.Itoa(r.Line), r.CustomerID, r.Code, r.Reason})
+		}
+		w.Flush()
+		return w.Error()
+	})
 	if err != nil {
 		return fmt.Errorf("--rejects: %w", err)
 	}
-	if err := f.Chmod(0o600); err != nil { // also when the file existed with another mode
-		f.Close()
-		return fmt.Errorf("--rejects: %w", err)
-	}
-	w := csv.NewWriter(f)
-	_ = w.Write([]string{"line", "customer_id", "code", "reason"})
-	for _, r := range rs {
-		_ = w.Write([]string{strconv.Itoa(r.Line), r.CustomerID, r.Code, r.Reason})
-	}
-	w.Flush()
-	if err := w.Error(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("--rejects: %w", err)
-	}
-	return f.Close()
+	return nil
 }
