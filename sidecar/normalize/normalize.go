@@ -49,13 +49,37 @@ func isOverrideHeader(lname string) bool {
 	if !strings.HasPrefix(lname, "x") {
 		return false
 	}
-	name := strings.ReplaceAll(lname, "_", "-")
 	for _, h := range overrideHeaders {
-		if name == h {
+		if len(lname) == len(h) && HasHeaderPrefix(lname, h) {
 			return true
 		}
 	}
 	return false
+}
+
+// HasHeaderPrefix reports whether header name starts with prefix (lower case), comparing as
+// CGI-style servers (PHP, WSGI, Rack) see names: case-insensitively, with '_' as '-'. Without
+// allocating: it runs for every request header.
+func HasHeaderPrefix(name, prefix string) bool {
+	if len(name) < len(prefix) {
+		return false
+	}
+	for i := range len(prefix) {
+		a, b := name[i], prefix[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if a == '_' {
+			a = '-'
+		}
+		if b == '_' {
+			b = '-'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
 }
 
 // Error is a rejected request. Status is always 400.

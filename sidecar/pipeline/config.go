@@ -62,25 +62,7 @@ type HeaderConfig struct {
 // counts as '-': CGI-style servers (PHP, WSGI, Rack) map X_Consentry_Fields and
 // x-consentry-fields to the same variable, so either spelling could spoof consentry's header.
 func (h HeaderConfig) Reserved(name string) bool {
-	if len(name) < len(h.ReservedPrefix) {
-		return false
-	}
-	for i := range len(h.ReservedPrefix) {
-		a, b := name[i], h.ReservedPrefix[i] // the prefix is lower case (WithDefaults)
-		if 'A' <= a && a <= 'Z' {
-			a += 'a' - 'A'
-		}
-		if a == '_' {
-			a = '-'
-		}
-		if b == '_' {
-			b = '-'
-		}
-		if a != b {
-			return false
-		}
-	}
-	return true
+	return normalize.HasHeaderPrefix(name, h.ReservedPrefix) // the prefix is lower case (WithDefaults)
 }
 
 // Header names consentry sets.
