@@ -204,14 +204,7 @@ func TestLedgerAnchorSurvivesVaultlessStartsAndCutSegments(t *testing.T) {
 // record is fsynced), Head returns the last head read at once instead of waiting or reading
 // the record in flight; afterwards it reads it.
 func TestLedgerHeadNeverWaits(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "ledger.jsonl")
-	l, err := OpenLedger(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Append(&DestructionRecord{CustomerPseudonym: "p1", Actor: "a", Reason: "r"}); err != nil {
-		t.Fatal(err)
-	}
+	p, l := ledgerWithOneRecord(t)
 	other, err := OpenLedger(p)
 	if err != nil {
 		t.Fatal(err)

@@ -288,14 +288,7 @@ func TestLedgerChainAndTamper(t *testing.T) {
 // TestLedgerAppendAfterTornWrite: a record torn by a crash or a full disk is cut by the next
 // append, which then chains after the last complete record; another process reads it all.
 func TestLedgerAppendAfterTornWrite(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "ledger.jsonl")
-	l, err := OpenLedger(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Append(&DestructionRecord{CustomerPseudonym: "p1", Actor: "a", Reason: "r"}); err != nil {
-		t.Fatal(err)
-	}
+	p, l := ledgerWithOneRecord(t)
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
@@ -367,4 +360,18 @@ func TestLedgerCorruptionMakesNotReady(t *testing.T) {
 	if _, err := m.ReleaseForWrite(ctx, "lc2", allow(map[string]string{"e": "contact"})); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("key created with an unreadable ledger: %v", err)
 	}
+}
+
+// ledgerWithOneRecord opens a new ledger (at p) and appends one record to it.
+func ledgerWithOneRecord(t *testing.T) (string, *Ledger) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "ledger.jsonl")
+	l, err := OpenLedger(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(&DestructionRecord{CustomerPseudonym: "p1", Actor: "a", Reason: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	return p, l
 }
