@@ -238,3 +238,46 @@ func TestLedgerHeadNeverWaits(t *testing.T) {
 		t.Fatalf("after the append: seq %d", seq)
 	}
 }
+
+// TestLedgerHeadAnchorsOnlyWhatIsOnDisk: a record another process wrote and never fsynced
+// (its appender crashed in between) becomes the head only once Head has fsynced the ledger;
+// while that flush fails, Head keeps giving the head before it, so a checkpoint never anchors
+// a record a power loss could take back.
+func TestLedgerHeadAnchorsOnlyWhatIsOnDisk(t *testing.T) {
+	p, l := ledgerWithOneRecord(t)
+	other, err := OpenLedger(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := DestructionRecord{Seq: 2, CustomerPseudonym: "p2", Actor: "a", Reason: "r", Prev: l.Records()[0].Hash}
+	rec.Hash = recordHash(rec)
+	line, _ := json.Marshal(rec)
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		t.Fatal(err)
+	}
+	f.Close() // the "crashed appender": written, never fsynced
+
+	syncs := 0
+	syncLedger = func(*os.File) error { syncs++; return errors.New("injected: flush failed") }
+	t.Cleanup(func() { syncLedger = (*os.File).Sync })
+	for i := 0; i < 2; i++ {
+		if seq, _ := other.Head(); seq != 1 {
+			t.Fatalf("Head anchored a record it could not flush: seq %d", seq)
+		}
+	}
+	if syncs != 2 {
+		t.Fatalf("Head tried %d flushes, want one per call while behind", syncs)
+	}
+	syncLedger = func(f *os.File) error { syncs++; return f.Sync() }
+	if seq, h := other.Head(); seq != 2 || h != rec.Hash {
+		t.Fatalf("after a flush: seq %d hash %.8s", seq, h)
+	}
+	before := syncs
+	if seq, _ := other.Head(); seq != 2 || syncs != before {
+		t.Fatalf("Head flushed again with nothing new (seq %d, %d flushes)", seq, syncs-before)
+	}
+}

@@ -68,7 +68,8 @@ type Ledger struct {
 	seq     int64
 	erased  map[string]struct{} // pseudonyms
 	records []DestructionRecord
-	// head mirrors seq and last for Head while mu is held by an append.
+	// head is the last record known to be on disk (appended and fsynced by this handle, or
+	// read and fsynced by Head): the only head Head gives out as an anchor.
 	head atomic.Pointer[ledgerHead]
 }
 
@@ -92,6 +93,11 @@ func OpenLedger(path string) (*Ledger, error) {
 	if _, err := l.Refresh(); err != nil {
 		return nil, err
 	}
+	// What is read at open is the head from the start, once flushed (see Head).
+	if err := syncPath(path); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	l.head.Store(&ledgerHead{l.seq, l.last})
 	return l, nil
 }
 
@@ -145,7 +151,6 @@ func (l *Ledger) refreshLocked() ([]DestructionRecord, error) {
 		}
 		l.offset += int64(len(line))
 		l.seq, l.last = rec.Seq, rec.Hash
-		l.head.Store(&ledgerHead{rec.Seq, rec.Hash})
 		l.erased[rec.CustomerPseudonym] = struct{}{}
 		l.records = append(l.records, rec)
 		added = append(added, rec)
@@ -207,8 +212,10 @@ var _ auditlog.KeyLedger = (*Ledger)(nil)
 // processes appended first. The decision log records it in every checkpoint (an anchor
 // outside the file, for CheckAnchor), on its writer goroutine, so Head never waits: while
 // this handle or another process is appending (an append holds the file lock until its
-// record is fsynced) it returns the last head read. A lower head is a weaker anchor, never a
-// false alarm; reading a record not yet fsynced could be one, after a power loss.
+// record is fsynced) it returns the last head it gave. A lower head is a weaker anchor, never a
+// false alarm; anchoring a record not yet on disk could be one after a power loss, so records
+// read here (another process's appender may have crashed between its write and its fsync) are
+// fsynced before they become the head.
 func (l *Ledger) Head() (int64, string) {
 	if !l.mu.TryLock() {
 		h := l.head.Load()
@@ -218,10 +225,27 @@ func (l *Ledger) Head() (int64, string) {
 	if f, err := os.Open(l.path); err == nil {
 		if syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) == nil {
 			_, _ = l.refreshLocked()
+			if h := l.head.Load(); h.seq < l.seq && syncLedger(f) == nil {
+				l.head.Store(&ledgerHead{l.seq, l.last})
+			}
 		}
 		f.Close() // releases the lock
 	}
-	return l.seq, l.last
+	h := l.head.Load()
+	return h.seq, h.hash
+}
+
+// syncLedger flushes the ledger before Head anchors records it read; a variable so that a
+// test can make it fail.
+var syncLedger = (*os.File).Sync
+
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return syncLedger(f)
 }
 
 // CheckAnchor checks that the ledger holds record seq with this hash: the head a decision
