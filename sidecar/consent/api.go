@@ -81,7 +81,17 @@ func (s *Store) hGrant(c *fiber.Ctx) error {
 	if err != nil {
 		return s.fail(c, err)
 	}
-	return c.Status(http.StatusCreated).JSON(res)
+	return c.Status(recordedStatus(res)).JSON(res)
+}
+
+// recordedStatus is the answer's status for a recorded event: 201, or 200 when the event
+// is in the ledger but changed nothing (older than the current state: "no_effect" and
+// "note" in the body say so). Still a success: retrying would not change the outcome.
+func recordedStatus(res Result) int {
+	if res.NoEffect {
+		return http.StatusOK
+	}
+	return http.StatusCreated
 }
 
 func (s *Store) hWithdraw(c *fiber.Ctx) error {
@@ -100,7 +110,7 @@ func (s *Store) hWithdraw(c *fiber.Ctx) error {
 		}
 		return s.fail(c, err)
 	}
-	return c.Status(http.StatusCreated).JSON(res)
+	return c.Status(recordedStatus(res)).JSON(res)
 }
 
 func (s *Store) hImport(c *fiber.Ctx) error {

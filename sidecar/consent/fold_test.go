@@ -11,21 +11,38 @@ import (
 // TestFoldAgrees: for sequences of events, the current state each backend stores (SQLite:
 // Go statements; PostgreSQL: consent_append in PL/pgSQL) equals apply() folded in Go.
 func TestFoldAgrees(t *testing.T) {
-	seqs := [][]string{
-		{KindGranted},
-		{KindWithdrawn},
-		{KindGranted, KindWithdrawn},
-		{KindGranted, KindWithdrawn, KindGranted},
-		{KindWithdrawn, KindGranted},
-		{KindGranted, KindExpired},
-		{KindGranted, KindExpired, KindWithdrawn},
-		{KindGranted, KindGranted},
+	seqs := [][]step{
+		inOrder(KindGranted),
+		inOrder(KindWithdrawn),
+		inOrder(KindGranted, KindWithdrawn),
+		inOrder(KindGranted, KindWithdrawn, KindGranted),
+		inOrder(KindWithdrawn, KindGranted),
+		inOrder(KindGranted, KindExpired),
+		inOrder(KindGranted, KindExpired, KindWithdrawn),
+		inOrder(KindGranted, KindGranted),
 		// An expiry (at the first grant's expiry time) changes only a grant expired by
 		// then: not a renewal, not a withdrawal, not nothing.
-		{KindGranted, KindGranted, KindExpired},
-		{KindGranted, KindWithdrawn, KindExpired},
-		{KindExpired},
-		{KindExpired, KindGranted},
+		inOrder(KindGranted, KindGranted, KindExpired),
+		inOrder(KindGranted, KindWithdrawn, KindExpired),
+		inOrder(KindExpired),
+		inOrder(KindExpired, KindGranted),
+		// Stale events (captured before the latest grant or withdrawal) change nothing,
+		// whatever order they arrive in; equal times keep arrival order.
+		{{KindGranted, 0}, {KindWithdrawn, 10 * time.Minute}, {KindGranted, 5 * time.Minute}},
+		{{KindGranted, 0}, {KindWithdrawn, 10 * time.Minute}, {KindGranted, 10 * time.Minute}},
+		{{KindGranted, 10 * time.Minute}, {KindGranted, 0}},
+		{{KindWithdrawn, 10 * time.Minute}, {KindWithdrawn, 0}},
+		{{KindWithdrawn, 10 * time.Minute}, {KindGranted, 9 * time.Minute}},
+		// A withdrawal is stale only more than withdrawalSkew before (clock skew: in doubt
+		// the withdrawal applies); exactly at the margin it still applies.
+		{{KindGranted, 10 * time.Minute}, {KindWithdrawn, 0}},
+		{{KindGranted, 10 * time.Minute}, {KindWithdrawn, 10*time.Minute - withdrawalSkew - time.Microsecond}},
+		{{KindGranted, 10 * time.Minute}, {KindWithdrawn, 10*time.Minute - withdrawalSkew}},
+		{{KindGranted, 10 * time.Minute}, {KindWithdrawn, 9 * time.Minute}},
+		{{KindGranted, 0}, {KindWithdrawn, 20 * time.Minute}, {KindGranted, 30 * time.Minute}, {KindWithdrawn, 25 * time.Minute}},
+		// After an expiry, a grant captured after the expired grant (before its expiry) applies.
+		{{KindGranted, 0}, {KindExpired, 0}, {KindGranted, time.Minute}},
+		{{KindGranted, 0}, {KindExpired, 0}, {KindWithdrawn, 10 * time.Minute}, {KindGranted, 5 * time.Minute}},
 	}
 	for _, backend := range testBackends {
 		t.Run(backend, func(t *testing.T) {
@@ -37,10 +54,11 @@ func TestFoldAgrees(t *testing.T) {
 				cust := fmt.Sprintf("fold-%d", i)
 				var want *Current
 				firstExpiry := base.Add(48 * time.Hour)
-				for j, k := range kinds {
+				for j, st := range kinds {
+					k := st.kind
 					exp := base.Add(time.Duration(48+j) * time.Hour)
 					ev := Event{EventID: fmt.Sprintf("%s-%d", cust, j), CustomerID: cust, Purpose: "analytics.reporting", Kind: k,
-						CapturedAt: base.Add(time.Duration(j) * time.Minute), CapturedBy: fmt.Sprintf("by-%d", j), RecordedAt: base, RecordedBy: "t"}
+						CapturedAt: base.Add(st.at), CapturedBy: fmt.Sprintf("by-%d", j), RecordedAt: base, RecordedBy: "t"}
 					switch k {
 					case KindGranted:
 						ev.NoticeVersion, ev.NoticeHash, ev.Channel, ev.ExpiresAt = fmt.Sprintf("v%d", j), "sha256:"+noticeHash, "web", &exp
@@ -79,6 +97,22 @@ func TestFoldAgrees(t *testing.T) {
 			}
 		})
 	}
+}
+
+// step is one event of a fold sequence: its kind and when it was captured (after base;
+// an expiry is captured at the first grant's expiry instead).
+type step struct {
+	kind string
+	at   time.Duration
+}
+
+// inOrder is a sequence captured a minute apart, in arrival order.
+func inOrder(kinds ...string) []step {
+	out := make([]step, len(kinds))
+	for i, k := range kinds {
+		out[i] = step{k, time.Duration(i) * time.Minute}
+	}
+	return out
 }
 
 func valueOr(c *Current) Current {

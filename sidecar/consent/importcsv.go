@@ -229,6 +229,20 @@ func (s *Store) Import(ctx context.Context, r io.Reader, opts ImportOptions, act
 				rep.Duplicates++
 			case r.Err != nil:
 				reject(batch[i].line, batch[i].event.CustomerID, r.Err)
+			case r.NoEffect:
+				// Older than the state in the database, which the view could not tell (not
+				// loaded, not following, behind another replica's write): the store's own
+				// rule recorded it without effect. It is not accepted, whatever the view knew.
+				if !opts.DryRun {
+					s.metrics.writes.WithLabelValues(batch[i].kind, staleCode).Inc()
+				}
+				latest, _ := superseded(&r.Current, r.Event)
+				err := staleErr(r.Event, r.Current.Status, latest)
+				err.Message += "; recorded in the consent history without effect"
+				if opts.DryRun {
+					err.Message = strings.Replace(err.Message, "; recorded", "; would be recorded", 1)
+				}
+				reject(batch[i].line, batch[i].event.CustomerID, err)
 			default:
 				rep.Accepted++
 				if !opts.DryRun {
@@ -313,23 +327,30 @@ func (s *Store) importRow(line int, get func(string) string, opts ImportOptions,
 }
 
 // staleRow refuses an imported event captured before the customer's current state for its
-// purpose was (granted or withdrawn after it). The same event again is a duplicate, which
-// Append reports.
+// purpose was (granted or withdrawn after it; see superseded), as seen by the view, so that
+// it is not even recorded. The same event again is a duplicate, which Append reports. When
+// the view cannot answer, the row goes on: the store applies the same rule itself,
+// atomically against the database (apply, consent_append), and a row it records without
+// effect is rejected as stale all the same (Import) - never accepted, never granting.
 func (s *Store) staleRow(ctx context.Context, ev Event) error {
 	e, err := s.Enrich(ctx, enrich.Query{CustomerID: ev.CustomerID, Purpose: ev.Purpose})
 	if err != nil || len(e.Errors) > 0 {
-		return nil // no view yet: nothing known to be newer; Append still checks the rest
+		return nil
 	}
 	for _, c := range e.Consents {
 		if c.Purpose != ev.Purpose || c.EventID == ev.EventID {
 			continue
 		}
-		for _, at := range []*time.Time{c.GrantedAt, c.WithdrawnAt} {
-			if at != nil && ev.CapturedAt.Before(*at) {
-				return bad("import.stale_row", "captured %s, before the current %s state of %s (%s)",
-					ev.CapturedAt.UTC().Format(time.RFC3339), c.Status, ev.Purpose, at.UTC().Format(time.RFC3339))
-			}
+		// The store's rule (a withdrawal gets withdrawalSkew), so the view and the store agree.
+		if at, old := superseded(&Current{GrantedAt: c.GrantedAt, WithdrawnAt: c.WithdrawnAt}, ev); old {
+			return staleErr(ev, c.Status, at)
 		}
 	}
 	return nil
+}
+
+// staleErr is the rejection of an imported row older than the current state (at).
+func staleErr(ev Event, status string, at time.Time) *Error {
+	return bad("import.stale_row", "captured %s, before the current %s state of %s (%s)",
+		ev.CapturedAt.UTC().Format(time.RFC3339), status, ev.Purpose, at.UTC().Format(time.RFC3339))
 }

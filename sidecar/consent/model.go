@@ -111,11 +111,18 @@ type Current struct {
 }
 
 // apply folds ev into the current state cur (nil when there is none yet). It reports
-// false when ev leaves the state as it was: an expiry changes only a grant that has
-// expired by the expiry's time. The sweep reads due grants and records their expiry in two
-// steps; a renewal or a withdrawal recorded in between must not be overwritten by it.
+// false when ev leaves the state as it was:
+//   - an event captured before the current state's latest grant or withdrawal (a delayed
+//     webhook, a back-dated API call; a withdrawal: more than withdrawalSkew before) is
+//     stale: it is recorded, and the customer's latest expressed will stands, whatever order
+//     the events arrive in. Equal times keep arrival order (the later wins).
+//   - an expiry changes only a grant that has expired by the expiry's time. The sweep reads
+//     due grants and records their expiry in two steps; a renewal or a withdrawal recorded
+//     in between must not be overwritten by it.
+//
+// consent_append (pgappend.go) applies the same rules; TestFoldAgrees checks they agree.
 func apply(cur *Current, ev Event) (Current, bool) {
-	if ev.Kind == KindExpired && !expires(cur, ev.CapturedAt) {
+	if _, old := superseded(cur, ev); old || (ev.Kind == KindExpired && !expires(cur, ev.CapturedAt)) {
 		if cur == nil {
 			return Current{}, false
 		}
@@ -145,6 +152,38 @@ func apply(cur *Current, ev Event) (Current, bool) {
 		next.Status = KindExpired
 	}
 	return next, true
+}
+
+// withdrawalSkew is the margin a withdrawal gets: it is stale only when captured more than
+// this before the current state's latest grant or withdrawal. Closer than that, the order of
+// two capture times may be the clocks' (replicas' clocks differ, a clock steps back, a
+// server-stamped withdrawal on a slow replica right after a grant on a fast one), and in
+// doubt the withdrawal applies in arrival order (fail closed). A grant gets no margin: one
+// captured before the latest change never applies. consent_append spells it in ns.
+const withdrawalSkew = allowedClockSkew
+
+// superseded reports whether ev was captured before the current state's latest grant or
+// withdrawal (for a withdrawal: more than withdrawalSkew before), and that time. An expiry
+// never is: it changes only a grant (withdrawn_at unset) whose expiry, after its capture,
+// is at or before the expiry's time.
+func superseded(cur *Current, ev Event) (time.Time, bool) {
+	if cur == nil {
+		return time.Time{}, false
+	}
+	var latest time.Time
+	for _, t := range []*time.Time{cur.GrantedAt, cur.WithdrawnAt} {
+		if t != nil && (latest.IsZero() || t.After(latest)) {
+			latest = *t
+		}
+	}
+	if latest.IsZero() {
+		return latest, false
+	}
+	margin := time.Duration(0)
+	if ev.Kind == KindWithdrawn {
+		margin = withdrawalSkew
+	}
+	return latest, ev.CapturedAt.Before(latest.Add(-margin))
 }
 
 // expires reports whether an expiry at time at ends the current consent: a grant whose

@@ -16,7 +16,9 @@ import (
 // state, create the customer row, NOTIFY). Over a network each round trip is latency
 // spent holding the customer lock; this is what makes >= 2,000 writes/s possible.
 // The fold must match apply() in model.go: the shared suite checks both backends agree.
-// Schema version 3 replaced it (CREATE OR REPLACE) to add the expiry rule of apply().
+// Schema version 3 replaced it (CREATE OR REPLACE) to add the expiry rule of apply(),
+// version 5 to add its stale rule (an event captured before the current state's latest
+// grant or withdrawal is recorded without effect).
 const pgAppendFunc = `
 CREATE OR REPLACE FUNCTION consent_append(e_id text, c_id text, purp text, knd text, nv text, nh text, chan text, cap_at bigint, cap_by text,
   exp_at bigint, rsn text, rec_at bigint, rec_by text, notify_channel text)
@@ -40,7 +42,10 @@ BEGIN
   INSERT INTO consent_events (event_id, customer_id, purpose, kind, notice_version, notice_hash, channel, captured_at, captured_by, expires_at, reason, recorded_at, recorded_by)
   VALUES (e_id, c_id, purp, knd, nv, nh, chan, cap_at, cap_by, exp_at, rsn, rec_at, rec_by) RETURNING consent_events.seq INTO v_seq;
   SELECT * INTO prev FROM consent_current cc WHERE cc.customer_id = c_id AND cc.purpose = purp;
-  IF knd = 'expired' AND NOT (FOUND AND prev.status = 'granted' AND prev.expires_at IS NOT NULL AND prev.expires_at <= cap_at) THEN
+  -- Stale (superseded): captured before the latest grant or withdrawal; a withdrawal only
+  -- when more than withdrawalSkew (5 min, in ns) before it. As superseded() in model.go.
+  IF (FOUND AND cap_at < GREATEST(prev.granted_at, prev.withdrawn_at) - CASE WHEN knd = 'withdrawn' THEN 300000000000 ELSE 0 END)
+    OR (knd = 'expired' AND NOT (FOUND AND prev.status = 'granted' AND prev.expires_at IS NOT NULL AND prev.expires_at <= cap_at)) THEN
     outcome := 'noop'; out_seq := v_seq;
     IF FOUND THEN cur := row_to_json(prev)::text; END IF;
     RETURN NEXT; RETURN;

@@ -109,6 +109,10 @@ CREATE TABLE erasure_requests (
   last_error TEXT NOT NULL DEFAULT '',
   claimed_until BIGINT NOT NULL DEFAULT 0
 )`},
+	// PostgreSQL: consent_append gains the stale rule of apply() (an event captured before
+	// the current state's latest grant or withdrawal is recorded without effect);
+	// CREATE OR REPLACE, so version 4 databases are upgraded. SQLite folds with apply().
+	{version: 5, extra: map[string][]string{"postgres": {pgAppendFunc}}},
 }
 
 // statements splits a migration's shared SQL into statements (one per ";\n") and adds

@@ -34,7 +34,17 @@ type Result struct {
 	// and the sweep retries it (every state.expiry.interval) until done; "failed" when not
 	// even the request could be recorded.
 	Erasure string `json:"erasure,omitempty"`
+	// NoEffect: the event is in the ledger (the proof it was received) but left the current
+	// state as it was: it was captured before the state's latest grant or withdrawal (a
+	// delayed webhook, a back-dated captured_at), so the customer's later choice stands.
+	// Current is that unchanged state; Note says why. Such a withdrawal triggers no erasure.
+	NoEffect bool   `json:"no_effect,omitempty"`
+	Note     string `json:"note,omitempty"`
 }
+
+// staleCode names a recorded event that changed nothing because it is older than the
+// current state (Result.Note, the import's rejection, the metrics' result label).
+const staleCode = "consent.stale_event"
 
 func bad(code, format string, args ...any) *Error {
 	return errf(http.StatusBadRequest, code, format, args...)
@@ -127,13 +137,15 @@ func (s *Store) Withdraw(ctx context.Context, in ConsentInput, actor string) (Re
 	var dup *Error
 	if errors.As(err, &dup) && dup.Code == "consent.duplicate_event" && dup.Event != nil && dup.Event.Kind == KindWithdrawn &&
 		dup.Event.CustomerID == ev.CustomerID && s.erasesOn(dup.Event.Purpose) {
-		cust, _, _, cerr := s.be.Customer(ctx, ev.CustomerID)
-		if cerr == nil && (cust == nil || !cust.Erased) {
+		cust, cur, _, cerr := s.be.Customer(ctx, ev.CustomerID)
+		// Not for a withdrawal older than the current state (recorded without effect, or
+		// overtaken since by a later grant): the customer's later choice stands.
+		if cerr == nil && (cust == nil || !cust.Erased) && !supersededIn(cur, *dup.Event) {
 			res.Erasure, _ = s.withdrawalErasure(ctx, *dup.Event)
 		}
 		return res, err
 	}
-	if err != nil || !s.erasesOn(ev.Purpose) {
+	if err != nil || res.NoEffect || !s.erasesOn(ev.Purpose) {
 		return res, err
 	}
 	res.Erasure, err = s.withdrawalErasure(ctx, res.Event)
@@ -186,6 +198,15 @@ func (s *Store) record(ctx context.Context, ev Event) (Result, error) {
 		return Result{}, fmt.Errorf("record consent: %w", err)
 	}
 	r := res[0]
+	if r.Err == nil && r.NoEffect {
+		s.metrics.writes.WithLabelValues(ev.Kind, staleCode).Inc()
+		latest, _ := superseded(&r.Current, r.Event)
+		note := fmt.Sprintf("%s: captured_at %s is before the current %s state's latest change (%s): recorded in the history; the current state is unchanged",
+			staleCode, r.Event.CapturedAt.UTC().Format(time.RFC3339Nano), r.Current.Status, latest.UTC().Format(time.RFC3339Nano))
+		s.log.Warn("consent event older than the current state: recorded without effect", "event_id", r.Event.EventID, "customer_id", ev.CustomerID,
+			"purpose", ev.Purpose, "kind", ev.Kind, "captured_at", r.Event.CapturedAt, "current_event_id", r.Current.EventID, "seq", r.Seq, "actor", ev.RecordedBy)
+		return Result{Event: r.Event, Current: r.Current, NoEffect: true, Note: note}, nil
+	}
 	s.metrics.writes.WithLabelValues(ev.Kind, result(r.Err)).Inc()
 	if r.Err != nil {
 		return Result{Event: r.Event}, r.Err
@@ -193,6 +214,17 @@ func (s *Store) record(ctx context.Context, ev Event) (Result, error) {
 	s.view.putResult(r)
 	s.log.Info("consent recorded", "event_id", r.Event.EventID, "customer_id", ev.CustomerID, "purpose", ev.Purpose, "kind", ev.Kind, "seq", r.Seq, "actor", ev.RecordedBy)
 	return Result{Event: r.Event, Current: r.Current}, nil
+}
+
+// supersededIn reports whether ev is older than the current state of its purpose in cur.
+func supersededIn(cur []Current, ev Event) bool {
+	for i := range cur {
+		if cur[i].Purpose == ev.Purpose {
+			_, old := superseded(&cur[i], ev)
+			return old
+		}
+	}
+	return false
 }
 
 // History returns a customer's consent ledger, oldest first.
