@@ -32,7 +32,10 @@ type Config struct {
 	// Default "consentry-{customer}-{class}".
 	KeyName string `yaml:"key_name" json:"key_name"`
 	// Classes are the key classes (decision key scopes) consentry manages; erasure destroys the
-	// customer's key of every class. Default contact, identity, financial, health.
+	// customer's key of every class. Default contact, identity, financial, health. Classes
+	// that would give two customers the same key name are refused: with the default key_name,
+	// health and mental-health would make customer x's mental-health key and customer
+	// x-mental's health key both consentry-x-mental-health (customer ids may contain '-').
 	Classes []string `yaml:"classes" json:"classes"`
 	// KeyType is the transit key type consentry creates on the write path: aes256-gcm96
 	// (default), aes128-gcm96 or chacha20-poly1305. Existing keys of any of these types are read.
@@ -202,11 +205,13 @@ func (c Config) Validate() error {
 	if c.TransitMount == "" || strings.ContainsAny(c.TransitMount, " ?#") {
 		return fmt.Errorf("vault.transit_mount: %q is not a mount path", c.TransitMount)
 	}
-	if !strings.Contains(c.KeyName, "{class}") {
-		return fmt.Errorf("vault.key_name: %q must contain {class}: one key per customer and class", c.KeyName)
+	// Each placeholder once: key names fill in only the first, and the check below that two
+	// customers never share a key reasons about one of each.
+	if strings.Count(c.KeyName, "{class}") != 1 {
+		return fmt.Errorf("vault.key_name: %q must contain {class} once: one key per customer and class", c.KeyName)
 	}
-	if strings.Contains(c.KeyName, "{customer}") == strings.Contains(c.KeyName, "{pseudonym}") {
-		return fmt.Errorf("vault.key_name: %q must contain exactly one of {customer} or {pseudonym}", c.KeyName)
+	if strings.Count(c.KeyName, "{customer}")+strings.Count(c.KeyName, "{pseudonym}") != 1 {
+		return fmt.Errorf("vault.key_name: %q must contain exactly one of {customer} or {pseudonym}, once", c.KeyName)
 	}
 	rest := strings.NewReplacer("{customer}", "c", "{pseudonym}", "p", "{class}", "k").Replace(c.KeyName)
 	if !validName(rest) {
@@ -218,6 +223,12 @@ func (c Config) Validate() error {
 			return fmt.Errorf("vault.classes: %q is empty, duplicated or not [A-Za-z0-9_.-]", k)
 		}
 		seen[k] = true
+	}
+	if x, a, y, b, ok := keyNameCollision(c.KeyName, c.Classes); ok {
+		return fmt.Errorf("vault.classes: %q and %q give two customers the same transit key under vault.key_name %q "+
+			"(customer %q's %s key and customer %q's %s key are both %q: one customer's release would export the other's key "+
+			"and erasing one would destroy the other's data); rename one of the two classes",
+			a, b, c.KeyName, x, a, y, b, keyNameOf(c.KeyName, x, a))
 	}
 	if _, ok := aeadTypes[c.KeyType]; !ok {
 		return fmt.Errorf("vault.key_type: %q is not aes256-gcm96, aes128-gcm96 or chacha20-poly1305", c.KeyType)
@@ -279,6 +290,55 @@ func LoadConfigFile(path string) (Config, error) {
 		return Config{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// keyNameCollision finds two classes a and b and two different customer ids x and y whose key
+// names are the same: name(x, a) == name(y, b). Customer ids are any name-safe string (what
+// Manager.KeyName accepts), and so, to be safe for any Options.Pseudonymize, are pseudonyms.
+// The built-in pseudonyms have a fixed length, which alone would rule a collision out, but
+// Validate cannot see the pseudonymizer the sidecar is given.
+//
+// With the id before the class, a name is P+id+S+class+Q. P and Q are the same in every name,
+// so name(x, a) == name(y, b) with a != b means x+S+a == y+S+b: one of S+a, S+b is a proper
+// suffix of the other, say S+b == u+S+a, and then x == y+u. A collision exists exactly when
+// such a u can end an id (name-safe, not ending in '.' or '-', short enough): e.g. S "-",
+// classes "health" and "mental-health", u "-mental", ids "x-mental" and "x". With the class
+// first (P+class+S+id+Q) it is the mirror image: a+S is a proper prefix of b+S, b+S == a+S+u,
+// x == u+y, and u must be able to start an id.
+func keyNameCollision(template string, classes []string) (x, a, y, b string, found bool) {
+	id := "{customer}"
+	if !strings.Contains(template, id) {
+		id = "{pseudonym}"
+	}
+	ii, ki := strings.Index(template, id), strings.Index(template, "{class}")
+	for _, a := range classes {
+		for _, b := range classes {
+			if ii < ki {
+				sep := template[ii+len(id) : ki]
+				long, short := sep+b, sep+a
+				if len(long) > len(short) && strings.HasSuffix(long, short) {
+					if u := long[:len(long)-len(short)]; validName("x" + u) {
+						return "x" + u, a, "x", b, true
+					}
+				}
+			} else {
+				sep := template[ki+len("{class}") : ii]
+				long, short := b+sep, a+sep
+				if len(long) > len(short) && strings.HasPrefix(long, short) {
+					if u := long[len(short):]; validName(u + "x") {
+						return u + "x", a, "x", b, true
+					}
+				}
+			}
+		}
+	}
+	return "", "", "", "", false
+}
+
+// keyNameOf fills in the template as Manager.KeyName does for a customer id (or pseudonym).
+func keyNameOf(template, id, class string) string {
+	name := strings.Replace(template, "{class}", class, 1)
+	return strings.NewReplacer("{customer}", id, "{pseudonym}", id).Replace(name)
 }
 
 // validName reports whether s is usable in a transit key name (Vault's GenericNameRegex

@@ -22,8 +22,10 @@ type Config struct {
 	// MinVersion is "1.2" (default) or "1.3".
 	MinVersion string `yaml:"min_version" json:"min_version"`
 	// ReloadInterval is how often, at most, the certificate files and the client CA file are
-	// checked for rotation (on a handshake); a file that fails to load keeps the previous
-	// one. Default 30s.
+	// re-read (on a handshake). They are loaded again when their content changed, whatever
+	// their modification time (a file moved in by mv, cp -p or rsync -t keeps an older one);
+	// a file that fails to load keeps the previous one until a later check loads it.
+	// Default 30s.
 	ReloadInterval time.Duration `yaml:"reload_interval" json:"reload_interval"`
 }
 
