@@ -10,6 +10,20 @@ import data.consentry.breakglass
 import data.consentry.util
 
 # METADATA
+# title: Request denials
+# description: |
+#   A request that names a case (x-case-id, or a case route's path) while no customer is known
+#   for it - consentry has no record of the case, or the record names no customer - is denied:
+#   without the case's customer no consent, case, erasure or retention check could run, so a
+#   case the state has not caught up with would be served to anyone. Break-glass does not help:
+#   there is still no customer to decide for.
+deny contains util.reason("case.not_found", 403, sprintf("case %q is not known with its customer", [input.case_id])) if {
+	object.get(input, "case_id", "") != ""
+	object.get(object.get(input, "resource", {}), "customer_id", "") == ""
+	object.get(object.get(object.get(input, "enrichment", {}), "case", {}), "customer_id", "") == ""
+}
+
+# METADATA
 # title: Record denials
 # description: Case reasons that deny access to one customer's record rec.
 record_deny(rec) := set() if {

@@ -57,3 +57,50 @@ test_unpermitted_break_glass_does_not_skip if {
 	inp := fx.replace(fx.support, {"break_glass": {"justification": "customer reports fraud on the phone now"}})
 	codes_nocase(inp) == {"case.not_found"}
 }
+
+# A case route (the customer comes from the case) whose case consentry does not know.
+case_route(c) := x if {
+	x := case_route_enr({"consents": [], "case": c})
+}
+
+case_route_enr(enrichment) := x if {
+	inp := fx.replace(fx.support, {"resource": {"type": "case", "customer_id": "", "fields": []}, "enrichment": enrichment})
+	x := {r.code | some r in cases.deny} with input as inp
+}
+
+test_case_route_unknown_case if {
+	case_route_enr({"consents": []}) == {"case.not_found"}
+}
+
+test_case_route_case_without_customer if {
+	case_route(object.remove(case_, ["customer_id"])) == {"case.not_found"}
+	case_route(object.union(case_, {"customer_id": ""})) == {"case.not_found"}
+}
+
+test_case_route_known_case_is_decided_per_record if {
+	count(case_route(case_)) == 0
+}
+
+test_no_case_named_no_request_denial if {
+	denials := cases.deny with input as fx.replace(fx.marketing, {"case_id": "", "resource": {"type": "customer", "customer_id": "", "fields": []}})
+	count(denials) == 0
+}
+
+test_unknown_case_denies_the_decision if {
+	inp := fx.replace(fx.support, {"resource": {"type": "case", "customer_id": "", "fields": []}, "enrichment": {"consents": []}})
+	d := data.consentry.decision with input as inp
+	not d.allow
+	"case.not_found" in fx.codes(d)
+}
+
+test_unknown_case_denies_even_with_break_glass if {
+	inp := fx.replace(fx.support, {
+		"subject": {"id": "emp-2", "type": "employee", "roles": ["support_lead"]},
+		"break_glass": {"justification": "customer reports fraud on the phone now"},
+		"resource": {"type": "case", "customer_id": "", "fields": []},
+		"enrichment": {"consents": []},
+	})
+	d := data.consentry.decision with input as inp
+	not d.allow
+	"case.not_found" in fx.codes(d)
+}

@@ -26,7 +26,7 @@ import data.consentry.util
 # then forbidden, then legal (consent, erasure, retention).
 _status_rank := [401, 400, 422, 503, 403, 451]
 
-_request_denials := (((request.deny | breakglass.deny) | processor.deny) | rights.deny) | minimization.deny
+_request_denials := ((((request.deny | breakglass.deny) | processor.deny) | rights.deny) | minimization.deny) | cases.deny
 
 _state_denials(rec) := {util.reason("state.unavailable", 503, sprintf("customer state could not be read: %v", [rec.enrichment.errors]))} if {
 	count(object.get(rec.enrichment, "errors", [])) > 0

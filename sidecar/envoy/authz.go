@@ -2,9 +2,12 @@ package envoy
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"sort"
 	"strconv"
@@ -20,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/consentry/consentry/sidecar/audit"
+	"github.com/consentry/consentry/sidecar/identity"
 	"github.com/consentry/consentry/sidecar/input"
 	"github.com/consentry/consentry/sidecar/pipeline"
 )
@@ -99,11 +103,42 @@ func RequestFromCheck(req *authv3.CheckRequest) *pipeline.Request {
 		Headers:   headersOf(h),
 		Source: input.Source{
 			Address:   socketAddress(attrs.GetSource().GetAddress()),
-			Principal: attrs.GetSource().GetPrincipal(),
+			Principal: peerPrincipal(attrs.GetSource()),
 		},
 	}
 	out.Body, out.BodyComplete = bodyOf(h, out.Headers)
 	return out
+}
+
+// peerPrincipal names the mutual-TLS peer the way the Fiber proxy names its own clients
+// (identity.SPIFFEFromCert): by the SPIFFE id that is the certificate's only spiffe:// URI
+// SAN. Envoy's source.principal is the first URI SAN of any scheme (else a DNS SAN, else the
+// subject), so with two SPIFFE ids, or an https URI before the SPIFFE id, it would name
+// another service than the proxy does. With the certificate at hand
+// (include_peer_certificate, URL-encoded PEM) the id is read from it; a certificate that
+// cannot be read names no one. Without it, only a spiffe:// principal is taken.
+func peerPrincipal(src *authv3.AttributeContext_Peer) string {
+	if enc := src.GetCertificate(); enc != "" {
+		// Envoy percent-encodes the PEM and never leaves a raw '+', so query unescaping also
+		// reads a '+'-for-space encoding.
+		raw, err := url.QueryUnescape(enc)
+		if err != nil {
+			return ""
+		}
+		block, _ := pem.Decode([]byte(raw))
+		if block == nil || block.Type != "CERTIFICATE" {
+			return ""
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return ""
+		}
+		return identity.SPIFFEFromCert(cert)
+	}
+	if p := src.GetPrincipal(); strings.HasPrefix(p, "spiffe://") {
+		return p
+	}
+	return ""
 }
 
 // headersOf prefers header_map (Envoy's encode_raw_headers: one entry per header line, so
@@ -141,8 +176,10 @@ func headersOf(h *authv3.AttributeContext_HttpRequest) map[string][]string {
 }
 
 // bodyOf returns the body Envoy buffered and whether it is the whole body. Envoy marks a
-// truncated body with x-envoy-auth-partial-body: true; a missing body is complete only when
-// the request declares none.
+// truncated body with x-envoy-auth-partial-body: true. A missing body is complete only when
+// the request says so with content-length: 0: HTTP/2 and HTTP/3 make content-length optional
+// (and Envoy sends no body at all without with_request_body), so a write that declares
+// nothing may still stream one; it is decided on every field the route accepts.
 func bodyOf(h *authv3.AttributeContext_HttpRequest, headers map[string][]string) ([]byte, bool) {
 	body := h.GetRawBody()
 	if len(body) == 0 && h.GetBody() != "" {
@@ -157,17 +194,11 @@ func bodyOf(h *authv3.AttributeContext_HttpRequest, headers map[string][]string)
 		return body, true
 	}
 	for k, v := range headers {
-		switch strings.ToLower(k) {
-		case "content-length":
-			if len(v) == 1 && strings.TrimSpace(v[0]) == "0" {
-				return nil, true
-			}
-			return nil, false
-		case "transfer-encoding":
-			return nil, false
+		if strings.EqualFold(k, "content-length") {
+			return nil, len(v) == 1 && strings.TrimSpace(v[0]) == "0"
 		}
 	}
-	return nil, true
+	return nil, false
 }
 
 func socketAddress(a *corev3.Address) string {

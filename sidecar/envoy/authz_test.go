@@ -271,6 +271,26 @@ func TestBodies(t *testing.T) {
 	if d.status != 422 {
 		t.Fatalf("absent body: %d %v", d.status, d.codes())
 	}
+	// HTTP/2 makes content-length optional: a write that declares no length may still stream
+	// a body, so it is not an empty write.
+	h2 := withBody("", nil)
+	h2.Attributes.Request.Http.Protocol = "HTTP/2"
+	if d = asDenied(t, call(t, c, h2)); d.status != 422 {
+		t.Fatalf("HTTP/2 write of unknown length: %d %v", d.status, d.codes())
+	}
+	if resp := call(t, c, withBody("", map[string]string{"content-length": "0"})); resp.GetOkResponse() == nil {
+		t.Fatalf("an empty write (content-length: 0) denied: %v", resp.GetDeniedResponse().GetBody())
+	}
+	// A repeated key is refused: the proxy's transformer sees every occurrence, a map only the last.
+	d = asDenied(t, call(t, c, withBody(`{"payment":{"card_number":"4111"},"payment":{}}`, nil)))
+	if d.status != 400 || d.codes()[0] != "request.body_invalid" {
+		t.Fatalf("repeated key: %d %v", d.status, d.codes())
+	}
+	// A JSON body sent as a form reaches a form-reading CRM as fields never checked.
+	d = asDenied(t, call(t, c, withBody(`{"name":"Ann&payment[card_number]=4111&x="}`, map[string]string{"content-type": "application/x-www-form-urlencoded"})))
+	if d.status != 415 || d.codes()[0] != "request.media_type" {
+		t.Fatalf("form content type: %d %v", d.status, d.codes())
+	}
 }
 
 func TestResponsePhaseDelegatesListFiltering(t *testing.T) {

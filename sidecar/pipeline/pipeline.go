@@ -214,6 +214,7 @@ const (
 	ReasonHeaderAmbiguous     = "request.header_ambiguous"
 	ReasonCaseMismatch        = "request.case_mismatch"
 	ReasonBodyInvalid         = "request.body_invalid"
+	ReasonMediaType           = "request.media_type"
 	ReasonObligation          = "obligation.unsupported"
 	ReasonAuditUnavailable    = "audit.unavailable"
 	ReasonInternal            = "pipeline.internal"
@@ -336,7 +337,7 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 	}
 	in.Action = match.Route.Action
 	in.Resource = input.Resource{Type: match.Route.Resource, CustomerID: match.CustomerID()}
-	fields, err := requestFields(match.Route, in.Action, req)
+	fields, err := requestFields(match.Route, in.Action, req, headers)
 	if err != nil {
 		return err
 	}

@@ -99,6 +99,8 @@ func TestReasonCodes(t *testing.T) {
 		{name: "case of another customer", req: request("GET", "/api/customers/c-3003", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}}), status: 403, code: "case.customer_mismatch"},
 		{name: "case route binds the case's customer", req: request("GET", "/api/cases/case-7", hdr{"authorization": bearer(agent), "x-purpose": {support}}), allow: true, status: 200},
 		{name: "case route of someone else's case", req: request("GET", "/api/cases/case-9", hdr{"authorization": bearer(agent), "x-purpose": {support}}), status: 403, code: "case.not_assigned"},
+		// Without the case's customer no record check could run: never served to anyone.
+		{name: "case route of a case consentry does not know", req: request("GET", "/api/cases/case-404", hdr{"authorization": bearer(agent), "x-purpose": {support}}), status: 403, code: "case.not_found"},
 		{name: "case header contradicts path", req: request("GET", "/api/cases/case-7", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-8"}}), status: 400, code: "request.case_mismatch"},
 		{name: "consent withdrawn", req: request("GET", "/api/customers/c-3003", hdr{"authorization": bearer(mkt), "x-purpose": {marketing}}), status: 451, code: "consent.withdrawn"},
 		{name: "customer erased", req: request("GET", "/api/customers/c-2002", hdr{"authorization": bearer(mkt), "x-purpose": {marketing}}), status: 451, code: "customer.erased"},
@@ -108,20 +110,47 @@ func TestReasonCodes(t *testing.T) {
 		{name: "response phase fulfils minimization", req: request("GET", "/api/customers/c-1001", hdr{"authorization": bearer(mkt), "x-purpose": {marketing}}), fulfil: []string{"minimize_fields"}, allow: true, status: 200},
 		{name: "list needs record filtering", req: request("GET", "/api/customers?q=a", hdr{"authorization": bearer(mkt), "x-purpose": {marketing}}), fulfil: []string{"minimize_fields"}, status: 403, code: "obligation.unsupported"},
 		{name: "list with a response phase", req: request("GET", "/api/customers?q=a", hdr{"authorization": bearer(mkt), "x-purpose": {marketing}}), fulfil: []string{"minimize_fields", "filter_records"}, allow: true, status: 200},
-		{name: "write of a field the purpose forbids", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}}),
+		{name: "write of a field the purpose forbids", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/json"}}),
 			mutate: func(r *pipeline.Request) {
 				r.Body, r.BodyComplete = []byte(`{"payment":{"card_number":"4111111111111111"}}`), true
 			}, status: 422, code: "field.write_not_allowed"},
-		{name: "write of allowed fields", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}}),
+		{name: "write of allowed fields", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/json; charset=utf-8"}}),
 			mutate: func(r *pipeline.Request) {
 				r.Body, r.BodyComplete = []byte(`{"contact":{"email":"a@b.example"},"name":"Ann"}`), true
 			}, allow: true, status: 200},
-		{name: "write without the body assumes every field", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}}), status: 422, code: "field.write_not_allowed"},
-		{name: "write of an unknown field", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}}),
+		{name: "write without the body assumes every field", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/json"}}), status: 422, code: "field.write_not_allowed"},
+		{name: "write of an unknown field", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/json"}}),
 			mutate: func(r *pipeline.Request) { r.Body, r.BodyComplete = []byte(`{"is_admin":true}`), true }, status: 422, code: "field.write_not_allowed"},
-		{name: "body not json", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}}),
+		{name: "body not json", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/json"}}),
 			mutate: func(r *pipeline.Request) { r.Body, r.BodyComplete = []byte(`name=x`), true }, status: 400, code: "request.body_invalid"},
-		{name: "note body maps through the prefix", req: request("POST", "/api/customers/c-1001/notes", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}}),
+		// A JSON body the CRM would read as a form: payment[card_number] unchecked.
+		{name: "json body sent as a form", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/x-www-form-urlencoded"}}),
+			mutate: func(r *pipeline.Request) {
+				r.Body, r.BodyComplete = []byte(`{"name":"Ann&payment[card_number]=4111111111111111&x="}`), true
+			}, status: 415, code: "request.media_type"},
+		{name: "write body without a content type", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}}),
+			mutate: func(r *pipeline.Request) { r.Body, r.BodyComplete = []byte(`{"name":"Ann"}`), true }, status: 415, code: "request.media_type"},
+		{name: "write of unknown length without a content type", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}}), status: 415, code: "request.media_type"},
+		{name: "two content types", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/json", "text/plain"}}),
+			mutate: func(r *pipeline.Request) { r.Body, r.BodyComplete = []byte(`{"name":"Ann"}`), true }, status: 400, code: "request.header_ambiguous"},
+		{name: "a +json media type is JSON", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/merge-patch+json"}}),
+			mutate: func(r *pipeline.Request) { r.Body, r.BodyComplete = []byte(`{"name":"Ann"}`), true }, allow: true, status: 200},
+		{name: "an empty write needs no content type", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}}),
+			mutate: func(r *pipeline.Request) { r.Body, r.BodyComplete = nil, true }, allow: true, status: 200},
+		// Go keeps the last of two keys; a first-wins CRM would write the phone.
+		{name: "repeated key", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/json"}}),
+			mutate: func(r *pipeline.Request) {
+				r.Body, r.BodyComplete = []byte(`{"contact":{"phone":"+1 555"},"contact":{"email":"a@example.com"}}`), true
+			}, status: 400, code: "request.body_invalid"},
+		{name: "repeated key deep in an array", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/json"}}),
+			mutate: func(r *pipeline.Request) {
+				r.Body, r.BodyComplete = []byte(`{"name":"A","contact":{"x":[1,{"a":1,"b":[{}],"a":2}]}}`), true
+			}, status: 400, code: "request.body_invalid"},
+		{name: "same key in sibling objects is fine", req: request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/json"}}),
+			mutate: func(r *pipeline.Request) {
+				r.Body, r.BodyComplete = []byte(`{"name":"A","contact":{"email":"a@example.com"},"x":{"name":"B","contact":[{"email":1},{"email":2}]}}`), true
+			}, status: 422, code: "field.write_not_allowed"},
+		{name: "note body maps through the prefix", req: request("POST", "/api/customers/c-1001/notes", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/json"}}),
 			mutate: func(r *pipeline.Request) { r.Body, r.BodyComplete = []byte(`{"body":"called back"}`), true }, allow: true, status: 200},
 		{name: "break glass used", req: request("GET", "/api/customers/c-1001", hdr{"authorization": bearer(lead), "x-purpose": {support}, "x-break-glass": {"customer on the phone, system down"}}), allow: true, status: 200, code: "break_glass.used"},
 		{name: "break glass not permitted", req: request("GET", "/api/customers/c-1001", hdr{"authorization": bearer(agent), "x-purpose": {support}, "x-break-glass": {"customer on the phone, system down"}}), status: 403, code: "break_glass.not_permitted"},
