@@ -20,6 +20,7 @@ import (
 
 	"github.com/consentry/consentry/sidecar/audit"
 	"github.com/consentry/consentry/sidecar/input"
+	"github.com/consentry/consentry/sidecar/normalize"
 	"github.com/consentry/consentry/sidecar/pipeline"
 	"github.com/consentry/consentry/sidecar/transform"
 )
@@ -65,10 +66,14 @@ type exchange struct {
 	status    int
 	ctype     string
 	cenc      string
+	crange    string
 	writeEnf  audit.Enforcement
 	protocol  *extprocv3.ProtocolConfiguration
 	recorded  bool
 	awaitBody bool // decision waits for the request body
+	// respAwait: the response headers were answered and the buffered response body is due;
+	// respDone: it was transformed and answered.
+	respAwait, respDone bool
 }
 
 // Process serves one stream (one HTTP request). It never ends a stream with an error for a
@@ -76,6 +81,7 @@ type exchange struct {
 func (x *ExtProc) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err error) {
 	ctx := stream.Context()
 	ex := &exchange{}
+	observed := false
 	defer func() {
 		if r := recover(); r != nil {
 			x.log.Error("ext_proc panic", "panic", r, "stack", string(debug.Stack()))
@@ -96,6 +102,12 @@ func (x *ExtProc) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err
 		}
 		if pc := msg.GetProtocolConfig(); pc != nil {
 			ex.protocol = pc
+		}
+		if msg.GetObservabilityMode() && !observed {
+			// Envoy ignores every answer in observability mode: nothing consentry decides is
+			// enforced. Only Envoy's configuration can fix that; say so loudly.
+			observed = true
+			x.log.Error("ext_proc: Envoy runs this filter in observability_mode; consentry's decisions are ignored and nothing is enforced (see docs/front-doors.md)")
 		}
 		resp := x.handle(ctx, ex, msg)
 		if resp == nil {
@@ -133,11 +145,21 @@ func (x *ExtProc) handle(ctx context.Context, ex *exchange, msg *extprocv3.Proce
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
 		return x.responseHeaders(ctx, ex, r.ResponseHeaders)
 	case *extprocv3.ProcessingRequest_ResponseBody:
-		ex.respBody = append(ex.respBody, r.ResponseBody.GetBody()...)
-		if !r.ResponseBody.GetEndOfStream() {
+		switch {
+		case ex.respAwait:
+			// BUFFERED (the only mode responseHeaders waits for): the whole body comes in one
+			// message, with end_of_stream false when trailers follow.
+			ex.respAwait, ex.respDone = false, true
+			ex.respBody = r.ResponseBody.GetBody()
+			return x.responseBody(ctx, ex)
+		case ex.out != nil && ex.recorded && !ex.respDone:
+			// The response was settled on its headers (the route needs no body): it passes.
 			return bodyContinue(false, nil, nil)
+		case ex.respDone:
+			// More body after the enforced one: none of it was seen, none of it passes.
+			return clearBody()
 		}
-		return x.responseBody(ctx, ex)
+		return undecided("response body before its headers were answered")
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
 	}
@@ -146,15 +168,16 @@ func (x *ExtProc) handle(ctx context.Context, ex *exchange, msg *extprocv3.Proce
 
 func (x *ExtProc) requestHeaders(ctx context.Context, ex *exchange, msg *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
 	ex.req = requestFromHeaders(h, msg.GetAttributes())
-	write := ex.req.Method == http.MethodPost || ex.req.Method == http.MethodPut || ex.req.Method == http.MethodPatch
-	bodyMode := extprocfilterv3.ProcessingMode_BUFFERED // the shipped config; older Envoys send no protocol config
-	if ex.protocol != nil {
-		bodyMode = ex.protocol.GetRequestBodyMode()
-	}
+	// The pipeline matches methods in any case (it upper-cases them), so this must too: a
+	// lowercase "patch" is a write whose body must be checked.
+	method := strings.ToUpper(ex.req.Method)
+	write := method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch
 	if write && !h.GetEndOfStream() {
-		if bodyMode != extprocfilterv3.ProcessingMode_BUFFERED {
+		// Without protocol_config (Envoy before 1.34) the body mode is unknown: a streamed body
+		// would reach the CRM unchecked, so it counts as not buffered.
+		if ex.protocol == nil || ex.protocol.GetRequestBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
 			// Streamed chunks would reach the CRM before the body is checked and encrypted.
-			x.log.Error("ext_proc: request body mode is not BUFFERED; writes are refused (see docs/front-doors.md)", "mode", bodyMode.String())
+			x.log.Error("ext_proc: request body mode is not BUFFERED; writes are refused (see docs/front-doors.md)", "mode", bodyModeName(ex.protocol, true))
 			return immediate(http.StatusServiceUnavailable, "", ReasonBodyNotBuffered,
 				transform.DenyBody("", ReasonBodyNotBuffered, "writes need processing_mode.request_body_mode: BUFFERED"), nil)
 		}
@@ -195,12 +218,12 @@ func (x *ExtProc) decide(ctx context.Context, ex *exchange, onHeaders bool) *ext
 	if !onHeaders {
 		return x.writeBody(ctx, ex)
 	}
-	return headersContinue(true, x.upstreamMutation(ex.out))
+	return headersContinue(true, x.upstreamMutation(ex))
 }
 
 // writeBody checks and encrypts a write body, answering the request body phase.
 func (x *ExtProc) writeBody(ctx context.Context, ex *exchange) *extprocv3.ProcessingResponse {
-	mut := x.upstreamMutation(ex.out)
+	mut := x.upstreamMutation(ex)
 	if !transform.IsWrite(ex.out) {
 		return bodyContinue(true, mut, nil)
 	}
@@ -246,20 +269,31 @@ func (x *ExtProc) responseHeaders(ctx context.Context, ex *exchange, h *extprocv
 			ex.ctype = v
 		case "content-encoding":
 			ex.cenc = v
+		case "content-range":
+			ex.crange = v
 		}
 	}
 	mut := &extprocv3.HeaderMutation{SetHeaders: setHeaders(ex.out.ResponseHeaders)}
 	if h.GetEndOfStream() || !transform.NeedsBody(ex.out) {
 		return x.finish(ctx, ex, headersContinue(false, mut), audit.Enforcement{Status: ex.status})
 	}
-	if ex.protocol != nil && ex.protocol.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
-		// A response consentry cannot see cannot be minimized: never pass it.
+	if ex.protocol == nil || ex.protocol.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
+		// A response consentry cannot see cannot be minimized: never pass it (without
+		// protocol_config the mode is unknown, and NONE would pass the body unseen).
+		x.log.Error("ext_proc: response body mode is not BUFFERED; responses that need minimizing are refused (see docs/front-doors.md)", "mode", bodyModeName(ex.protocol, false))
 		ex.recorded = true
 		_ = x.p.Record(ctx, ex.out, audit.Enforcement{Status: http.StatusBadGateway})
 		return immediate(http.StatusBadGateway, ex.out.DecisionID, ReasonBodyNotBuffered,
 			transform.DenyBody(ex.out.DecisionID, ReasonBodyNotBuffered, "the response body is not buffered to consentry"), nil)
 	}
+	// The CRM's length, range, validators and digests describe the body before minimization.
 	mut.RemoveHeaders = []string{"content-length"}
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		if k := strings.ToLower(hv.GetKey()); k != "content-length" && headerIn(k, bodyDerivedHeaders) {
+			mut.RemoveHeaders = append(mut.RemoveHeaders, k)
+		}
+	}
+	ex.respAwait = true
 	return headersContinue(false, mut)
 }
 
@@ -267,7 +301,7 @@ func (x *ExtProc) responseBody(ctx context.Context, ex *exchange) *extprocv3.Pro
 	if ex.out == nil {
 		return immediate(http.StatusServiceUnavailable, "", ReasonExtProcInternal, transform.DenyBody("", ReasonExtProcInternal, "response before a decision"), nil)
 	}
-	res := x.t.Response(ctx, x.p, ex.out, transform.Response{Status: ex.status, ContentType: ex.ctype, ContentEncoding: ex.cenc, Body: ex.respBody})
+	res := x.t.Response(ctx, x.p, ex.out, transform.Response{Status: ex.status, ContentType: ex.ctype, ContentEncoding: ex.cenc, ContentRange: ex.crange, Body: ex.respBody})
 	enf := res.Enforcement
 	enf.KeyScopes = union(enf.KeyScopes, ex.writeEnf.KeyScopes)
 	enf.FieldsReleased = union(enf.FieldsReleased, ex.writeEnf.FieldsReleased)
@@ -301,9 +335,48 @@ func (x *ExtProc) finish(ctx context.Context, ex *exchange, resp *extprocv3.Proc
 	return resp
 }
 
-// upstreamMutation sets consentry's headers and removes caller-supplied reserved ones.
-func (x *ExtProc) upstreamMutation(out *pipeline.Outcome) *extprocv3.HeaderMutation {
-	return &extprocv3.HeaderMutation{SetHeaders: setHeaders(out.UpstreamHeaders), RemoveHeaders: append([]string(nil), out.RemoveHeaders...)}
+// upstreamMutation sets consentry's headers and removes caller-supplied reserved ones. When
+// the response will be transformed it also removes what would make the CRM answer with less
+// than the whole record (a range, or on reads a validator to compare): the proxy's rule.
+func (x *ExtProc) upstreamMutation(ex *exchange) *extprocv3.HeaderMutation {
+	m := &extprocv3.HeaderMutation{SetHeaders: setHeaders(ex.out.UpstreamHeaders), RemoveHeaders: append([]string(nil), ex.out.RemoveHeaders...)}
+	if transform.NeedsBody(ex.out) {
+		method := strings.ToUpper(ex.req.Method)
+		read := method == http.MethodGet || method == http.MethodHead
+		for k := range ex.req.Headers {
+			if headerIn(k, rangeHeaders) || read && headerIn(k, readConditionals) {
+				m.RemoveHeaders = append(m.RemoveHeaders, k)
+			}
+		}
+		sort.Strings(m.RemoveHeaders)
+	}
+	return m
+}
+
+// The transformer's header lists in lower case, as normalize.HasHeaderPrefix compares.
+var (
+	rangeHeaders       = lowerAll(transform.RangeHeaders)
+	readConditionals   = lowerAll(transform.ReadConditionalHeaders)
+	bodyDerivedHeaders = lowerAll(transform.BodyDerivedHeaders)
+)
+
+func lowerAll(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = strings.ToLower(n)
+	}
+	return out
+}
+
+// headerIn reports whether header name k is one of names (lower case), compared as
+// CGI-style servers do ('_' as '-', any case).
+func headerIn(k string, names []string) bool {
+	for _, n := range names {
+		if len(k) == len(n) && normalize.HasHeaderPrefix(k, n) {
+			return true
+		}
+	}
+	return false
 }
 
 // requestFromHeaders converts ext_proc request headers (pseudo-headers included) into the
@@ -344,8 +417,10 @@ func sourceFromAttributes(attrs map[string]*structpb.Struct) input.Source {
 		if v, ok := f["source.address"]; ok {
 			src.Address = v.GetStringValue()
 		}
-		if f["connection.mtls"].GetBoolValue() {
-			src.Principal = f["connection.uri_san_peer_certificate"].GetStringValue()
+		// The first URI SAN (Envoy gives no other): taken only when it is a SPIFFE id, as
+		// ext_authz takes source.principal when no certificate is forwarded.
+		if p := f["connection.uri_san_peer_certificate"].GetStringValue(); f["connection.mtls"].GetBoolValue() && strings.HasPrefix(p, "spiffe://") {
+			src.Principal = p
 		}
 	}
 	return src
@@ -390,6 +465,23 @@ func bodyContinue(request bool, mut *extprocv3.HeaderMutation, body []byte) *ext
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}}
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}}
+}
+
+// bodyModeName names Envoy's body mode for a log line.
+func bodyModeName(pc *extprocv3.ProtocolConfiguration, request bool) string {
+	switch {
+	case pc == nil:
+		return "unknown (Envoy sent no protocol_config; Envoy 1.34 and later send it)"
+	case request:
+		return pc.GetRequestBodyMode().String()
+	}
+	return pc.GetResponseBodyMode().String()
+}
+
+// clearBody answers a body message by removing its bytes.
+func clearBody() *extprocv3.ProcessingResponse {
+	cr := &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_ClearBody{ClearBody: true}}}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{Response: cr}}}
 }
 
 func immediate(status int, decisionID, code string, body []byte, headers map[string]string) *extprocv3.ProcessingResponse {

@@ -36,6 +36,9 @@ type envoySim struct {
 	// trailers sends the buffered request body with end_of_stream false, as Envoy does when
 	// request trailers follow (request_trailer_mode SKIP: the trailers are not sent).
 	trailers bool
+	// respTrailers sends the buffered response body with end_of_stream false, as Envoy does
+	// when the CRM's response has trailers.
+	respTrailers bool
 }
 
 type simResult struct {
@@ -105,6 +108,9 @@ func (s *envoySim) do(t *testing.T, method, path string, reqHeaders map[string]s
 	}
 	defer st.CloseSend()
 	h := map[string]string{":method": method, ":path": path, ":authority": "crm.test", ":scheme": "http"}
+	if body != "" {
+		h["content-type"] = "application/json"
+	}
 	for k, v := range reqHeaders {
 		h[strings.ToLower(k)] = v
 	}
@@ -160,7 +166,7 @@ func (s *envoySim) do(t *testing.T, method, path string, reqHeaders map[string]s
 	applyMutation(rh, resp.GetResponseHeaders().GetResponse().GetHeaderMutation())
 	out := upBody
 	if len(upBody) > 0 {
-		resp = exchange(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: upBody, EndOfStream: true}}})
+		resp = exchange(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: upBody, EndOfStream: !s.respTrailers}}})
 		if ir := resp.GetImmediateResponse(); ir != nil {
 			return immediateResult(ir, true)
 		}
@@ -281,6 +287,134 @@ func TestExtProc(t *testing.T) {
 		}
 		if p, _ := e.Stored(t, "c-1001")["contact"].(map[string]any)["phone"].(string); !vaultkeys.IsCiphertext(p) {
 			t.Fatalf("stored %q", p)
+		}
+	})
+
+	t.Run("a buffered response body followed by trailers is enforced", func(t *testing.T) {
+		s2 := &envoySim{client: sim.client, upstream: e.CRM, protocol: buffered, respTrailers: true}
+		r := s2.do(t, "GET", "/api/customers/c-1001", auth(e.Agent(), tt.Support, "case-7"), "")
+		if r.status != 200 || bytes.Contains(r.body, []byte("vault:v")) || !bytes.Contains(r.body, []byte(ada.Contact.Email)) {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(r.body, &m); err != nil {
+			t.Fatal(err)
+		}
+		if p, _ := m["payment"].(map[string]any); len(p) > 0 {
+			t.Fatalf("payment released: %s", r.body)
+		}
+		if enf := capture.Find(r.header[pipeline.HeaderDecisionID]).Enforcement; !slices.Contains(enf.FieldsDropped, "payment.card_number") {
+			t.Errorf("logged %+v", enf)
+		}
+	})
+
+	t.Run("without protocol_config bodies are not trusted to be buffered", func(t *testing.T) {
+		s2 := &envoySim{client: sim.client, upstream: e.CRM}
+		r := s2.do(t, "GET", "/api/customers/c-1001", auth(e.Agent(), tt.Support, "case-7"), "")
+		if r.status != 502 || !bytes.Contains(r.body, []byte(envoy.ReasonBodyNotBuffered)) {
+			t.Fatalf("read: %d %s", r.status, r.body)
+		}
+		r = s2.do(t, "PATCH", "/api/customers/c-1001", auth(e.Agent(), tt.Support, "case-7"), `{"contact":{"phone":"+44 5"}}`)
+		if r.status != 503 || r.crmCalled || !bytes.Contains(r.body, []byte(envoy.ReasonBodyNotBuffered)) {
+			t.Fatalf("write: %d crm=%v %s", r.status, r.crmCalled, r.body)
+		}
+		r = s2.do(t, "GET", "/api/customers/c-3003", auth(e.Marketer(), tt.Marketing, ""), "")
+		if r.status != 451 || r.crmCalled {
+			t.Fatalf("a deny on headers still works: %d crm=%v", r.status, r.crmCalled)
+		}
+	})
+
+	t.Run("body after the enforced one is cleared, body before its headers refused", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		h := map[string]string{":method": "GET", ":path": "/api/customers/c-1001", ":authority": "crm.test", ":scheme": "http"}
+		for k, v := range auth(e.Agent(), tt.Support, "case-7") {
+			h[k] = v
+		}
+		body := func(b string, eos bool) *extprocv3.ProcessingRequest {
+			return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: []byte(b), EndOfStream: eos}}}
+		}
+		run := func(msgs ...*extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+			st, err := sim.client.Process(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var resp *extprocv3.ProcessingResponse
+			for _, m := range msgs {
+				if err := st.Send(m); err != nil {
+					t.Fatal(err)
+				}
+				if resp, err = st.Recv(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return resp
+		}
+		reqH := &extprocv3.ProcessingRequest{ProtocolConfig: buffered, Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs(h, true)}}
+		respH := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: hdrs(map[string]string{":status": "200", "content-type": "application/json"}, false)}}
+		resp := run(reqH, respH, body(`{"id":"c-1001","name":"Ada"}`, false), body(`,"payment":{"card_number":"4111111111111111"}}`, true))
+		if !resp.GetResponseBody().GetResponse().GetBodyMutation().GetClearBody() {
+			t.Fatalf("a second body message passed: %v", resp)
+		}
+		resp = run(reqH, body(`{"payment":{"card_number":"4111111111111111"}}`, true))
+		if ir := resp.GetImmediateResponse(); ir == nil || ir.GetStatus().GetCode() != 503 {
+			t.Fatalf("a body before the response headers: %v", resp)
+		}
+		// A lowercase method is still a write: its body (trailers follow) is encrypted.
+		w := map[string]string{":method": "patch", ":path": "/api/customers/c-1001", ":authority": "crm.test", ":scheme": "http", "content-type": "application/json"}
+		for k, v := range auth(e.Agent(), tt.Support, "case-7") {
+			w[k] = v
+		}
+		resp = run(&extprocv3.ProcessingRequest{ProtocolConfig: buffered, Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs(w, false)}},
+			&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(`{"contact":{"phone":"+44 6"}}`)}}})
+		if b := resp.GetRequestBody().GetResponse().GetBodyMutation().GetBody(); !bytes.Contains(b, []byte("vault:v")) || bytes.Contains(b, []byte("+44 6")) {
+			t.Fatalf("lowercase patch: body passed as %q (%v)", b, resp)
+		}
+	})
+
+	t.Run("ranges and validators never reach the CRM or the caller", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := sim.client.Process(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := map[string]string{":method": "GET", ":path": "/api/customers/c-1001", ":authority": "crm.test", ":scheme": "http",
+			"range": "bytes=53-70", "if_range": "x", "if-none-match": `"abc"`, "accept": "application/json"}
+		for k, v := range auth(e.Agent(), tt.Support, "case-7") {
+			h[k] = v
+		}
+		send := func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+			if err := st.Send(m); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := st.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp
+		}
+		resp := send(&extprocv3.ProcessingRequest{ProtocolConfig: buffered, Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs(h, true)}})
+		removed := resp.GetRequestHeaders().GetResponse().GetHeaderMutation().GetRemoveHeaders()
+		for _, k := range []string{"range", "if_range", "if-none-match"} {
+			if !slices.Contains(removed, k) {
+				t.Errorf("%s not removed before the CRM: %v", k, removed)
+			}
+		}
+		if slices.Contains(removed, "accept") {
+			t.Error("accept removed")
+		}
+		resp = send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: hdrs(map[string]string{
+			":status": "206", "content-type": "application/json", "content-range": "bytes 53-70/200", "etag": `"v1"`, "digest": "sha-256=x"}, false)}})
+		removed = resp.GetResponseHeaders().GetResponse().GetHeaderMutation().GetRemoveHeaders()
+		for _, k := range []string{"content-length", "content-range", "etag", "digest"} {
+			if !slices.Contains(removed, k) {
+				t.Errorf("the CRM's %s would reach the caller: %v", k, removed)
+			}
+		}
+		resp = send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: []byte(`"4111111111111111"`), EndOfStream: true}}})
+		if ir := resp.GetImmediateResponse(); ir == nil || ir.GetStatus().GetCode() != 502 || !bytes.Contains(ir.GetBody(), []byte("response.partial")) {
+			t.Fatalf("a partial response: %v", resp)
 		}
 	})
 

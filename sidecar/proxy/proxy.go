@@ -80,10 +80,6 @@ var _ interface {
 	Close() error
 } = (*Server)(nil)
 
-// hopByHop are the connection-scoped headers (RFC 9110 7.6.1) never forwarded either way.
-var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
-	"Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
 // New validates cfg and builds the proxy (it does not listen yet).
 func New(cfg Config, deps Deps) (*Server, error) {
 	cfg = cfg.WithDefaults()
@@ -324,6 +320,7 @@ func (s *Server) handle(c *fiber.Ctx) (err error) {
 		Status:          uresp.StatusCode(),
 		ContentType:     string(uresp.Header.ContentType()),
 		ContentEncoding: string(uresp.Header.ContentEncoding()),
+		ContentRange:    string(uresp.Header.Peek(fasthttp.HeaderContentRange)),
 		Body:            body,
 	})
 	enf := res.Enforcement
@@ -342,19 +339,14 @@ func (s *Server) handle(c *fiber.Ctx) (err error) {
 
 	resp := c.Response()
 	resp.SetStatusCode(res.Status)
-	var named []string // headers the CRM's Connection header makes hop-by-hop
-	uresp.Header.VisitAll(func(k, v []byte) {
-		if strings.EqualFold(string(k), "Connection") {
-			for _, t := range strings.Split(string(v), ",") {
-				named = append(named, strings.ToLower(strings.TrimSpace(t)))
-			}
-		}
-	})
-	uresp.Header.VisitAll(func(k, v []byte) {
-		if forwardResponseHeader(k) && !slices.Contains(named, strings.ToLower(string(k))) {
-			resp.Header.AddBytesKV(k, v)
-		}
-	})
+	mode := bodyPassed
+	switch {
+	case res.Replaced:
+		mode = bodyReplaced
+	case transform.NeedsBody(out):
+		mode = bodyTransformed
+	}
+	copyResponseHeaders(&resp.Header, &uresp.Header, mode)
 	if res.ContentType != "" {
 		resp.Header.SetContentType(res.ContentType)
 	}
@@ -498,7 +490,8 @@ func (s *Server) forwardedFor(peer netip.Addr, values []string) (netip.Addr, []s
 // upstreamRequest builds the request to the CRM: the normalized path (so the CRM serves what
 // was decided, not its own reading of a raw path), the raw query, the caller's headers minus
 // hop-by-hop and reserved ones, consentry's headers, and an identity encoding (the transformer
-// needs the plain body).
+// needs the plain body). When the response will be transformed, the headers that ask for less
+// than the whole representation (Range, conditionals) are removed: stripUnenforceable.
 func (s *Server) upstreamRequest(fctx *fasthttp.RequestCtx, out *pipeline.Outcome, preq *pipeline.Request, body []byte, u *fasthttp.Request) {
 	in := &fctx.Request
 	in.Header.CopyTo(&u.Header)
@@ -528,6 +521,9 @@ func (s *Server) upstreamRequest(fctx *fasthttp.RequestCtx, out *pipeline.Outcom
 	u.Header.Set("X-Forwarded-Proto", map[bool]string{true: "https", false: "http"}[fctx.IsTLS()])
 	u.Header.Set("X-Forwarded-Host", preq.Host)
 	u.Header.Set("Accept-Encoding", "identity")
+	if transform.NeedsBody(out) {
+		stripUnenforceable(&u.Header, fctx.IsGet() || fctx.IsHead())
+	}
 	if preq.ID != "" {
 		u.Header.Set("X-Request-Id", preq.ID)
 	}
@@ -544,37 +540,6 @@ func (s *Server) upstreamRequest(fctx *fasthttp.RequestCtx, out *pipeline.Outcom
 		u.Header.SetHost(s.upstream.Host)
 	}
 	u.SetBody(body)
-}
-
-// connectionTokens lists the headers the caller named in Connection (hop-by-hop too).
-func connectionTokens(h *fasthttp.RequestHeader) []string {
-	var out []string
-	h.VisitAll(func(k, v []byte) {
-		if strings.EqualFold(string(k), "Connection") {
-			for _, t := range strings.Split(string(v), ",") {
-				if t = strings.TrimSpace(t); t != "" {
-					out = append(out, t)
-				}
-			}
-		}
-	})
-	return out
-}
-
-// forwardResponseHeader filters the CRM's response headers: hop-by-hop headers, the length
-// (the body may change), and consentry's reserved headers (the CRM cannot speak for consentry)
-// are dropped.
-func forwardResponseHeader(k []byte) bool {
-	name := strings.ToLower(string(k))
-	if name == "content-length" || strings.HasPrefix(name, "x-consentry-") {
-		return false
-	}
-	for _, h := range hopByHop {
-		if strings.EqualFold(h, name) {
-			return false
-		}
-	}
-	return true
 }
 
 // upstreamError maps a client error to a status and reason code.

@@ -110,11 +110,14 @@ var fuzzDecision = map[string]decision.Field{
 }
 
 // FuzzWalk: whatever the document, the walker either rejects it or produces valid JSON in
-// which no denied member survives, no redacted value survives, and ciphertext-looking values
-// of key-scoped fields never come out unchanged without a key.
+// which no denied member survives, no redacted value survives, and - without a key nothing
+// decrypts - no ciphertext string survives anywhere: not in a field, an intermediate node
+// ("b" as a string), an array or object under an allowed field, or an unlisted member.
 func FuzzWalk(f *testing.F) {
 	for _, s := range []string{`{"a":1,"b":{"c":"x"},"d":2}`, `[{"a":1},{"e":[{"f":"4111111111111111"}]}]`,
-		`{"a":1,"a":2}`, `{"g":"vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`, `{"x":["vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]}`, `{"x":"vault\u003av1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`, `{"b":[{"c":{"a":1}}]}`, `"a"`, `{"e":{"f":12345678}}`} {
+		`{"a":1,"a":2}`, `{"g":"vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`, `{"x":["vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]}`, `{"x":"vault\u003av1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`, `{"b":[{"c":{"a":1}}]}`, `"a"`, `{"e":{"f":12345678}}`,
+		`{"b":"vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`, `{"e":["vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]}`,
+		`{"g":["vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]}`, `{"d":{"x":["vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]}}`} {
 		f.Add([]byte(s))
 	}
 	tr := &Transformer{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -146,6 +149,7 @@ func FuzzWalk(f *testing.F) {
 			t.Fatal(err)
 		}
 		check(t, v, root, in, out)
+		noCiphertext(t, v, in, out)
 	})
 }
 
@@ -197,7 +201,7 @@ func noCiphertext(t *testing.T, v any, in, out []byte) {
 	switch x := v.(type) {
 	case string:
 		if vaultkeys.IsCiphertext(x) {
-			t.Fatalf("ciphertext in an unlisted member: %q -> %q", in, out)
+			t.Fatalf("ciphertext passed as a value: %q -> %q", in, out)
 		}
 	case []any:
 		for _, e := range x {

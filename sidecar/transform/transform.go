@@ -65,6 +65,7 @@ const (
 	ReasonShape            = "response.shape_unexpected"
 	ReasonRecordsUndecided = "response.records_undecided"
 	ReasonEncoded          = "response.encoded"
+	ReasonPartial          = "response.partial"
 	ReasonWriteNotAllowed  = "field.write_not_allowed"
 	ReasonWriteCiphertext  = "field.ciphertext_not_accepted"
 	ReasonWriteType        = "field.type_unsupported"
@@ -118,7 +119,10 @@ type Response struct {
 	ContentType string
 	// ContentEncoding is the upstream's Content-Encoding ("" or "identity" when plain).
 	ContentEncoding string
-	Body            []byte
+	// ContentRange is the upstream's Content-Range ("" when none): with it, or with a 206,
+	// the body is a slice of a representation, never a whole record.
+	ContentRange string
+	Body         []byte
 }
 
 // Result is what the door sends instead.
@@ -133,6 +137,9 @@ type Result struct {
 	Headers map[string]string
 	// Changed says Body differs from the upstream's.
 	Changed bool
+	// Replaced says Body is consentry's deny document, not (a transformation of) the
+	// upstream's: the upstream's headers describe a body that is not sent.
+	Replaced bool
 	// Enforcement is what was done, for the decision log.
 	Enforcement audit.Enforcement
 	// Err explains a replaced body (for the door's log; never sent).
@@ -152,6 +159,15 @@ func (t *Transformer) Response(ctx context.Context, rd RecordDecider, out *pipel
 		return res
 	}
 	route := out.Match.Route
+	if r.Status == http.StatusPartialContent || r.ContentRange != "" {
+		// A byte range of a record is not a record: a slice that is itself valid JSON (the
+		// bare value of a denied field, an inner object) would be minimized as if it were
+		// the whole document, and pass. Only a non-JSON body on a body: any route, which
+		// passes unchanged anyway, may be partial.
+		if _, isJSON := jsonKind(r.ContentType); isJSON || route.Body != routes.BodyAny {
+			return t.fail(res, out, ReasonPartial, fmt.Errorf("partial response: status %d, content range %q", r.Status, r.ContentRange))
+		}
+	}
 	if len(bytes.TrimSpace(r.Body)) == 0 {
 		return res // 204, HEAD, empty error bodies: nothing to minimize
 	}
@@ -217,6 +233,7 @@ func (t *Transformer) fail(res *Result, out *pipeline.Outcome, code string, err 
 	res.Body = DenyBody(out.DecisionID, code, publicMessage(code))
 	res.ContentType = "application/json"
 	res.Changed = true
+	res.Replaced = true
 	res.Err = err
 	res.Enforcement = audit.Enforcement{Status: res.Status}
 	return res
@@ -230,6 +247,8 @@ func publicMessage(code string) string {
 		return "the CRM's response is too large to enforce"
 	case ReasonEncoded:
 		return "the CRM's response is compressed and cannot be enforced"
+	case ReasonPartial:
+		return "the CRM answered with part of a response, which cannot be enforced"
 	case ReasonRecordsUndecided:
 		return "the records of this response could not be decided"
 	default:
@@ -330,11 +349,15 @@ func (t *Transformer) list(ctx context.Context, rd RecordDecider, out *pipeline.
 		// the body holds instead would be served without its rules.
 		return nil, ReasonShape, fmt.Errorf("%w: %q not in the response", errNoRecords, out.Match.Route.RecordPath)
 	}
-	if kind(b, arr) == 'n' {
-		return b, "", nil // "items": null - no records, nothing to filter
-	}
-	if kind(b, arr) != '[' {
+	if k := kind(b, arr); k != 'n' && k != '[' {
 		return nil, ReasonShape, fmt.Errorf("%w: %q is not an array", errNoRecords, out.Match.Route.RecordPath)
+	}
+	envelope, err := (&walker{t: t, b: b, rep: rep}).scrubOutside(doc, arr)
+	if err != nil {
+		return nil, ReasonInvalidJSON, err
+	}
+	if kind(b, arr) == 'n' {
+		return apply(b, envelope), "", nil // "items": null - no records, nothing to filter
 	}
 	var recs []*listRecord
 	if _, err := scanArray(b, arr.start, 1, func(v span) error {
@@ -353,6 +376,7 @@ func (t *Transformer) list(ctx context.Context, rd RecordDecider, out *pipeline.
 		items[i], drop[i] = r.v, !r.keep
 	}
 	edits = append(edits, removals(items, drop)...)
+	edits = append(edits, envelope...)
 	slices.SortFunc(edits, func(a, b edit) int { return a.start - b.start })
 	return apply(b, edits), "", nil
 }

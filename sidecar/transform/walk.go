@@ -157,7 +157,13 @@ func (w *walker) member(rec *record, v span, c *trie, depth int) (bool, error) {
 		}
 		switch f.Outcome {
 		case decision.OutcomeAllow:
-			w.allow(rec, v, c.field, f)
+			if len(c.children) == 0 || !isContainer(w.b, v) {
+				// The whole value is the field's: served only as what the decision released.
+				return false, w.allow(rec, v, c.field, f, depth)
+			}
+			// A field whose members are listed fields too: the listed members decide
+			// themselves below, and ciphertext in the others is scrubbed (object).
+			w.rep.released[c.field] = true
 		case decision.OutcomeMask:
 			w.mask(rec, v, c.field, f)
 			return false, nil // a masked value replaces the whole subtree
@@ -173,7 +179,9 @@ func (w *walker) member(rec *record, v span, c *trie, depth int) (bool, error) {
 }
 
 // descend walks into objects, and through arrays transparently (a path "addresses.street"
-// applies to every element of an "addresses" array).
+// applies to every element of an "addresses" array). A string where the route map expects an
+// object (an intermediate node such as "contact") is no field's value: ciphertext there is
+// scrubbed like ciphertext in an unlisted member.
 func (w *walker) descend(rec *record, v span, c *trie, depth int) error {
 	switch kind(w.b, v) {
 	case '{':
@@ -183,34 +191,73 @@ func (w *walker) descend(rec *record, v span, c *trie, depth int) error {
 			return w.descend(rec, e, c, depth+1)
 		})
 		return err
+	case '"':
+		if mayHoldCiphertext(w.b[v.start:v.end]) {
+			return w.scrub(rec, v, pathName(c.path), depth)
+		}
 	}
 	return nil
 }
 
-// allow serves an allowed value: plaintext as is, ciphertext decrypted (pending).
-func (w *walker) allow(rec *record, v span, name string, f decision.Field) {
-	if kind(w.b, v) != '"' {
+// allow serves an allowed value: plaintext as is, ciphertext decrypted (pending). An array or
+// object value is served member by member under the same rule (arrays are transparent, as
+// for paths): its ciphertext strings are decrypted with the field's key scope or withheld,
+// never passed as they are. The field counts as released only for what was served as
+// plaintext; a value that was all ciphertext and not decrypted is withheld, not released.
+func (w *walker) allow(rec *record, v span, name string, f decision.Field, depth int) error {
+	switch kind(w.b, v) {
+	case '"':
+	case '{', '[':
+		if !mayHoldCiphertext(w.b[v.start:v.end]) {
+			w.rep.released[name] = true // the common case: no ciphertext inside, one check
+			return nil
+		}
+		if kind(w.b, v) == '[' {
+			_, err := scanArray(w.b, v.start, depth, func(e span) error {
+				return w.allow(rec, e, name, f, depth+1)
+			})
+			return err
+		}
+		_, err := scanObject(w.b, v.start, depth, func(m member) error {
+			return w.allow(rec, m.val, name, f, depth+1)
+		})
+		return err
+	default: // null, number, true, false
 		w.rep.released[name] = true
-		return
+		return nil
 	}
 	s, err := decodeString(w.b[v.start:v.end])
 	if err != nil || s == "" {
 		w.rep.released[name] = true
-		return
+		return nil
 	}
 	if !vaultkeys.IsCiphertext(s) {
 		// Stored in plaintext (not yet migrated, or a plaintext field): the decision allows
 		// the field, so serving it leaks nothing.
 		w.rep.released[name] = true
-		return
+		return nil
 	}
 	if f.KeyScope == "" {
 		// Ciphertext in a field the catalogue says is plaintext: there is no key to release,
 		// and ciphertext is never passed off as the value.
 		w.withhold(rec, v, name)
-		return
+		return nil
 	}
 	rec.pending = append(rec.pending, pending{span: v, field: name, f: f})
+	return nil
+}
+
+func isContainer(b []byte, v span) bool {
+	k := kind(b, v)
+	return k == '{' || k == '['
+}
+
+// pathName names a JSON path in the report: "$" for the record (or document) itself.
+func pathName(p string) string {
+	if p == "" {
+		return "$"
+	}
+	return p
 }
 
 // mask serves a masked value; value-derived masks of ciphertext wait for the key (pending).
@@ -299,6 +346,38 @@ func joinPath(prefix, key string) string {
 // "vault:v", possibly written with \u escapes.
 func mayHoldCiphertext(b []byte) bool {
 	return bytes.Contains(b, []byte("vault:v")) || bytes.Contains(b, []byte(`\u`))
+}
+
+// scrubOutside withholds every ciphertext string of the document at v except inside skip (the
+// record array of a list response, which the records' rules handle): envelope members
+// ("customer_email" next to "items") are not records, and ciphertext is never passed off as a
+// value there either. The byte check keeps the common envelope ({"page":1,"total":20}) free.
+func (w *walker) scrubOutside(v, skip span) ([]edit, error) {
+	if !mayHoldCiphertext(w.b[v.start:skip.start]) && !mayHoldCiphertext(w.b[skip.end:v.end]) {
+		return nil, nil
+	}
+	env := &record{}
+	err := w.scrubSkip(env, v, skip, "", 0)
+	return env.edits, err
+}
+
+func (w *walker) scrubSkip(rec *record, v, skip span, path string, depth int) error {
+	if v == skip {
+		return nil
+	}
+	switch kind(w.b, v) {
+	case '{':
+		_, err := scanObject(w.b, v.start, depth, func(m member) error {
+			return w.scrubSkip(rec, m.val, skip, joinPath(path, m.key), depth+1)
+		})
+		return err
+	case '[':
+		_, err := scanArray(w.b, v.start, depth, func(e span) error {
+			return w.scrubSkip(rec, e, skip, path, depth+1)
+		})
+		return err
+	}
+	return w.scrub(rec, v, pathName(path), depth)
 }
 
 // scrub withholds every ciphertext string under v (an unlisted member) as path.
