@@ -26,13 +26,33 @@ import data.consentry.util
 # then forbidden, then legal (consent, erasure, retention).
 _status_rank := [401, 400, 422, 503, 403, 451]
 
-_request_denials := ((((request.deny | breakglass.deny) | processor.deny) | rights.deny) | minimization.deny) | cases.deny
+_request_denials := (((((request.deny | breakglass.deny) | processor.deny) | rights.deny) | minimization.deny) | cases.deny) | _custom_denials
+
+# Policy authors' own rules: every package under consentry.custom may add request-level
+# reasons to its `deny` set and record-level reasons to `record_deny[customer_id]` (a set per
+# record: see util.records), without editing the library. See docs/policy-input.md.
+_custom_denials := {r | some pkg in data.consentry.custom; some r in object.get(pkg, "deny", set())}
+
+_custom_record_denials(rec) := {r |
+	some pkg in data.consentry.custom
+	some r in object.get(object.get(pkg, "record_deny", {}), rec.customer_id, set())
+}
+
+# Whether any custom rule denies anything: the fast path, which knows only the library's
+# rules, decides only when none does.
+_custom_active if count(_custom_denials) > 0
+
+_custom_active if {
+	some pkg in data.consentry.custom
+	some _, rs in object.get(pkg, "record_deny", {})
+	count(rs) > 0
+}
 
 _state_denials(rec) := {util.reason("state.unavailable", 503, sprintf("customer state could not be read: %v", [rec.enrichment.errors]))} if {
 	count(object.get(rec.enrichment, "errors", [])) > 0
 } else := set()
 
-_record_denials(rec) := (((_state_denials(rec) | consent.record_deny(rec)) | cases.record_deny(rec)) | rights.record_deny(rec)) | retention.record_deny(rec)
+_record_denials(rec) := ((((_state_denials(rec) | consent.record_deny(rec)) | cases.record_deny(rec)) | rights.record_deny(rec)) | retention.record_deny(rec)) | _custom_record_denials(rec)
 
 # The record a single-customer request touches.
 _single := {"customer_id": input.resource.customer_id, "enrichment": input.enrichment}
@@ -98,6 +118,7 @@ record_outcome(rec) := {"allow": true, "reasons": [], "fields": minimization.fie
 #   consentry.fastpath from precomputed sections; every other request by the rules here. Both
 #   give the same document (tests compare them).
 decision := d if {
+	not _custom_active
 	d := fastpath.decision
 } else := full_decision
 

@@ -129,3 +129,29 @@ test_type_bound_roles_from_a_token_grant_nothing if {
 	not consentry.decision.allow with input as service_as_processor
 	not consentry.full_decision.allow with input as service_as_processor
 }
+
+_custom_reason := {"code": "house.rule", "message": "a house rule", "status": 403}
+
+test_custom_request_deny if {
+	d := consentry.decision with input as fx.support with data.consentry.custom as {"house": {"deny": {_custom_reason}}}
+	d.allow == false
+	d.status == 403
+	{"code": "house.rule", "message": "a house rule"} in d.reasons
+}
+
+test_custom_record_deny_single if {
+	d := consentry.decision with input as fx.support with data.consentry.custom as {"house": {"record_deny": {"c-1": {_custom_reason}}}}
+	d.allow == false
+	{"code": "house.rule", "message": "a house rule"} in d.reasons
+}
+
+test_custom_record_deny_for_another_record_changes_nothing if {
+	d := consentry.decision with input as fx.support with data.consentry.custom as {"house": {"record_deny": {"c-2": {_custom_reason}, "c-1": set()}}}
+	d.allow == true
+	d == consentry.decision with input as fx.support
+}
+
+test_custom_package_without_rules_changes_nothing if {
+	d := consentry.decision with input as fx.support with data.consentry.custom as {"house": {"helper": 1}}
+	d == consentry.decision with input as fx.support
+}

@@ -127,3 +127,21 @@ withdrawn(c) if {
 	c.withdrawn_at
 	not _granted_after(c, c)
 }
+
+# METADATA
+# title: Records decided
+# description: |
+#   The records ({customer_id, enrichment}) this request decides: the one customer of a
+#   request-phase input, or every record of a list's response phase. Custom record-level rules
+#   (record_deny[customer_id] in a consentry.custom package) iterate it, so one rule serves
+#   single reads and list filtering alike.
+records contains rec if {
+	object.get(input, "phase", "request") == "request"
+	object.get(object.get(input, "resource", {}), "customer_id", "") != ""
+	rec := {"customer_id": input.resource.customer_id, "enrichment": input.enrichment}
+}
+
+records contains rec if {
+	input.phase == "response"
+	some rec in input.records
+}

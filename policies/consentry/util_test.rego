@@ -60,3 +60,22 @@ test_covering_table_has_every_catalogue_purpose if {
 		util.covering_table[p] == util.covering(p)
 	}
 }
+
+test_records_of_a_single_request if {
+	recs := util.records with input as fx.support
+	count(recs) == 1
+	some rec in recs
+	rec.customer_id == "c-1"
+	rec.enrichment.customer.id == fx.support.enrichment.customer.id
+}
+
+test_records_of_a_list_response if {
+	r1 := {"customer_id": "c-1", "enrichment": {"consents": []}}
+	r2 := {"customer_id": "c-2", "enrichment": {"consents": []}}
+	recs := util.records with input as fx.replace(fx.marketing, {"phase": "response", "resource": {"type": "customer", "customer_id": "", "fields": []}, "records": [r1, r2]})
+	{r.customer_id | some r in recs} == {"c-1", "c-2"}
+}
+
+test_no_records_for_a_list_request if {
+	count(util.records) == 0 with input as fx.replace(fx.marketing, {"resource": {"type": "customer", "customer_id": "", "fields": []}})
+}
