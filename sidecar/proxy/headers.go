@@ -12,6 +12,27 @@ import (
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
+// clientAddressHeaders tell a server who the client is and how it reached the proxy. The
+// proxy sets X-Forwarded-For/-Proto/-Host itself; every caller-supplied spelling of these and
+// of the other common ones (also with '_' for '-', which CGI-style servers read as the same
+// variable) is removed first, so that a caller cannot pose to the CRM as another address.
+var clientAddressHeaders = []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port",
+	"X-Forwarded-Prefix", "X-Forwarded-Server", "Forwarded", "X-Real-Ip", "X-Client-Ip", "True-Client-Ip",
+	"X-Cluster-Client-Ip", "X-Original-Forwarded-For"}
+
+// stripHeaders removes every header named in names (compared with '_' as '-').
+func stripHeaders(h *fasthttp.RequestHeader, names []string) {
+	var del []string
+	h.VisitAll(func(k, _ []byte) {
+		if headerIn(k, names) {
+			del = append(del, string(k))
+		}
+	})
+	for _, k := range del {
+		h.Del(k)
+	}
+}
+
 // bodyMode is what became of the CRM's body, which decides which of its headers pass.
 type bodyMode int
 
@@ -63,14 +84,9 @@ func forwardResponseHeader(k []byte, mode bodyMode) bool {
 // answer with less than the whole record (transform.RangeHeaders; transform.ReadConditionalHeaders when read is true).
 // Names are compared with '_' as '-': CGI-style servers read If_Range as If-Range.
 func stripUnenforceable(h *fasthttp.RequestHeader, read bool) {
-	var del []string
-	h.VisitAll(func(k, _ []byte) {
-		if headerIn(k, transform.RangeHeaders) || read && headerIn(k, transform.ReadConditionalHeaders) {
-			del = append(del, string(k))
-		}
-	})
-	for _, k := range del {
-		h.Del(k)
+	stripHeaders(h, transform.RangeHeaders)
+	if read {
+		stripHeaders(h, transform.ReadConditionalHeaders)
 	}
 }
 

@@ -158,6 +158,21 @@ func TestHygiene(t *testing.T) {
 		}
 	})
 
+	t.Run("caller-supplied client address headers never reach the CRM", func(t *testing.T) {
+		r := do(t, "GET", direct+"/api/customers/c-1001", agent, tt.Support, "case-7", "", with(
+			"X-Real-IP", "6.6.6.6", "Forwarded", "for=6.6.6.6", "X_Forwarded_For", "6.6.6.6", "True-Client-IP", "6.6.6.6",
+			"X-Forwarded-Port", "1", "X-Forwarded-Host", "evil.example"))
+		s := seen(t, r)
+		for k, v := range s {
+			if strings.Contains(fmt.Sprint(v), "6.6.6.6") || strings.Contains(fmt.Sprint(v), "evil.example") || k == "x-forwarded-port" {
+				t.Errorf("the CRM saw %s: %v", k, v)
+			}
+		}
+		if s["x-forwarded-for"] != "127.0.0.1" || s["x-marker"] != "m" {
+			t.Errorf("seen %v", s)
+		}
+	})
+
 	t.Run("x-forwarded-for behind a trusted proxy drops spoofed first values", func(t *testing.T) {
 		// The client wrote "6.6.6.6, 10.0.0.1"; the trusted balancer appended the real client 203.0.113.9.
 		r := do(t, "GET", behindLB+"/api/customers/c-1001", agent, tt.Support, "case-7", "", with("X-Forwarded-For", "6.6.6.6, 10.0.0.1, 203.0.113.9"))

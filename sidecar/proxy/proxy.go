@@ -514,7 +514,7 @@ func (s *Server) upstreamRequest(fctx *fasthttp.RequestCtx, out *pipeline.Outcom
 	for k, v := range out.UpstreamHeaders {
 		u.Header.Set(k, v)
 	}
-	u.Header.Del("X-Forwarded-For")
+	stripHeaders(&u.Header, clientAddressHeaders)
 	if xff := preq.Headers["x-forwarded-for"]; len(xff) == 1 {
 		u.Header.Set("X-Forwarded-For", xff[0])
 	}
