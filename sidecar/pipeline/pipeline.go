@@ -245,7 +245,7 @@ func (p *Pipeline) Check(ctx context.Context, req *Request) (out *Outcome) {
 			out.fail(&Error{Code: ReasonInternal, Status: http.StatusServiceUnavailable, Message: internalErrorPublicDetail, Err: fmt.Errorf("panic: %v", r)})
 		}
 		if out.Input == nil {
-			out.Input = &input.Input{Time: input.NewTime(start)}
+			out.Input = &input.Input{Time: input.NewTime(start), Enrichment: input.Enrichment{Consents: []input.Consent{}}}
 		}
 		p.respond(out)
 		out.Metrics[timerHandler] = p.now().Sub(start).Nanoseconds()
@@ -279,7 +279,9 @@ func (o *Outcome) fail(e *Error) {
 
 // check runs the steps; a non-nil error is the deny.
 func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error {
-	in := &input.Input{Time: input.NewTime(out.start), Phase: input.PhaseRequest}
+	// Consents is an empty list, never null, even in a decision denied before enrichment:
+	// the logged input follows input.json, where it is an array.
+	in := &input.Input{Time: input.NewTime(out.start), Phase: input.PhaseRequest, Enrichment: input.Enrichment{Consents: []input.Consent{}}}
 	out.Input = in
 	in.Request = input.Request{ID: req.ID, FrontDoor: req.FrontDoor, Host: req.Host, Source: req.Source,
 		Method: strings.ToValidUTF8(req.Method, "?"), Path: loggable(req.Target)}

@@ -525,3 +525,25 @@ func TestMetrics(t *testing.T) {
 // evaluation can exceed the 50ms production default, and these tests are about behaviour, not
 // speed (the benchmarks measure that).
 var slowCI = pipeline.Config{Timeout: 5 * time.Second}
+
+// TestDeniedBeforeEnrichmentLogsAnEmptyConsentList: a decision denied before enrichment (no
+// credential here) still logs input.enrichment.consents as an array, as input.json says.
+func TestDeniedBeforeEnrichmentLogsAnEmptyConsentList(t *testing.T) {
+	for _, req := range []*pipeline.Request{
+		request("GET", "/api/customers/c-1001", hdr{"x-purpose": {support}}),
+		request("GET", "/%2f", hdr{}),
+		nil,
+	} {
+		out := fx.Pipeline.Check(context.Background(), req)
+		if out.Allowed() {
+			t.Fatal("allowed")
+		}
+		raw, err := json.Marshal(out.Input)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(raw), `"consents":[]`) {
+			t.Errorf("logged input %s", raw)
+		}
+	}
+}
