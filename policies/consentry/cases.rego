@@ -45,9 +45,24 @@ _case_ok(c, customer_id) if {
 	c.status == "open"
 	c.customer_id == customer_id
 	input.subject.id in c.assignees
+	purpose_ok(c)
 }
 
-_problems(c, customer_id) := (_closed(c) | _mismatch(c, customer_id)) | _unassigned(c)
+# METADATA
+# title: Case purpose
+# description: |
+#   True when case c serves the declared purpose: it was opened for that purpose or a parent
+#   of it (fideslang keys), or it names no purpose. A case opened for one task does not open
+#   the customer's record for another task that also needs a case.
+purpose_ok(c) if object.get(c, "purpose", "") == ""
+
+purpose_ok(c) if util.purpose_covers(c.purpose, input.purpose)
+
+_problems(c, customer_id) := ((_closed(c) | _mismatch(c, customer_id)) | _unassigned(c)) | _purpose_mismatch(c)
+
+_purpose_mismatch(c) := {util.reason("case.purpose_mismatch", 403, sprintf("case %q was opened for %q, not for %q", [c.id, c.purpose, input.purpose]))} if {
+	not purpose_ok(c)
+} else := set()
 
 _closed(c) := {util.reason("case.closed", 403, sprintf("case %q is closed", [c.id]))} if {
 	c.status != "open"

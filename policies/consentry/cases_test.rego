@@ -104,3 +104,25 @@ test_unknown_case_denies_even_with_break_glass if {
 	not d.allow
 	"case.not_found" in fx.codes(d)
 }
+
+test_case_for_another_purpose if {
+	codes(fx.support, object.union(case_, {"purpose": "essential.service.payment_processing"})) == {"case.purpose_mismatch"}
+}
+
+test_case_for_the_purpose_or_a_parent if {
+	count(codes(fx.support, object.union(case_, {"purpose": "essential.service.operations.support"}))) == 0
+	count(codes(fx.support, object.union(case_, {"purpose": "essential.service"}))) == 0
+	count(codes(fx.support, object.union(case_, {"purpose": ""}))) == 0
+}
+
+test_case_for_a_child_purpose_does_not_serve_the_parent if {
+	codes(fx.support, object.union(case_, {"purpose": "essential.service.operations.support.priority"})) == {"case.purpose_mismatch"}
+}
+
+test_case_purpose_mismatch_denies_the_decision_on_both_paths if {
+	inp := fx.replace(fx.support, {"enrichment": object.union(fx.support.enrichment, {"case": object.union(fx.support.enrichment.case, {"purpose": "essential.service.payment_processing"})})})
+	d := data.consentry.decision with input as inp
+	not d.allow
+	"case.purpose_mismatch" in fx.codes(d)
+	d == data.consentry.full_decision with input as inp
+}

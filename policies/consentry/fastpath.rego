@@ -103,6 +103,7 @@ decision := {
 	cs.status == "open"
 	cs.customer_id == input.resource.customer_id
 	input.subject.id in cs.assignees
+	cases.purpose_ok(cs)
 	cust := input.enrichment.customer
 	not cust.erased == true
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
@@ -176,6 +177,7 @@ decision := {
 	cs.status == "open"
 	cs.customer_id == input.resource.customer_id
 	input.subject.id in cs.assignees
+	cases.purpose_ok(cs)
 	cust := input.enrichment.customer
 	not cust.erased == true
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
@@ -375,6 +377,7 @@ _record_case_ok(rec, _) if {
 	c.status == "open"
 	c.customer_id == rec.customer_id
 	input.subject.id in c.assignees
+	cases.purpose_ok(c)
 }
 
 # The reasons (public form) the full rules give when no consent covers the purpose and
