@@ -45,6 +45,10 @@ const (
 // CGI-style servers map both spellings to one variable.
 var overrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"}
 
+// overrideParams are the query parameters that do the same (Laravel, Symfony with
+// http_method_override, Rails/Rack MethodOverride on POST): "_method" in any case.
+func isOverrideParam(name string) bool { return strings.EqualFold(name, "_method") }
+
 func isOverrideHeader(lname string) bool {
 	if !strings.HasPrefix(lname, "x") {
 		return false
@@ -269,6 +273,9 @@ func (n *Normalizer) Query(raw string) (map[string][]string, error) {
 	for k, vals := range v {
 		if !cleanText(k) {
 			return nil, reject(ReasonQueryInvalid, "query parameter name is not clean UTF-8 text")
+		}
+		if isOverrideParam(k) {
+			return nil, reject(ReasonOverrideHeader, "query parameter %q would make the CRM run another method than the one decided", truncate(k))
 		}
 		for _, s := range vals {
 			if !cleanText(s) {

@@ -88,6 +88,16 @@ func TestQuery(t *testing.T) {
 			t.Errorf("Target(%q) = %v, want %s", bad, err, ReasonQueryInvalid)
 		}
 	}
+	// Laravel, Symfony and Rack run a POST carrying _method as that method.
+	for _, bad := range []string{"/a?_method=DELETE", "/a?x=1&_METHOD=put", "/a?%5Fmethod=patch"} {
+		var ne *Error
+		if _, err := n.Target(bad); !errors.As(err, &ne) || ne.Code != ReasonOverrideHeader {
+			t.Errorf("Target(%q) = %v, want %s", bad, err, ReasonOverrideHeader)
+		}
+	}
+	if _, err := n.Target("/a?method=x&_methods=y"); err != nil {
+		t.Errorf("look-alike parameters refused: %v", err)
+	}
 }
 
 func TestHeaders(t *testing.T) {

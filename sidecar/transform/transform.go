@@ -199,10 +199,12 @@ func (t *Transformer) Response(ctx context.Context, rd RecordDecider, out *pipel
 	case ndjson:
 		body, code, err = t.lines(ctx, rd, out, r.Body, perRecord, rep, &res.Enforcement)
 	case route.RecordPath != "" || perRecord:
-		body, code, err = t.list(ctx, rd, out, r.Body, perRecord, rep, &res.Enforcement)
-		if !success && errors.Is(err, errNoRecords) {
-			// An error document without records: the request's decision applies to it. One
-			// that carries records (a 500 with the page) is filtered like a success.
+		body, code, err = t.list(ctx, rd, out, r.Body, perRecord, perRecord && !success, rep, &res.Enforcement)
+		switch {
+		case success || !errors.Is(err, errNoRecords): // a list, filtered (or refused)
+		case perRecord: // no decision is that of a customer in it: its message only (errdoc.go)
+			body, code, err = t.errorDocument(r.Body, route, rep)
+		default: // one customer's records (notes): the request's decision is that customer's
 			body, code, err = t.single(ctx, out, r.Body, rep)
 		}
 	default:
@@ -335,7 +337,8 @@ type listRecord struct {
 }
 
 // list filters and transforms the record array at the route's record_path.
-func (t *Transformer) list(ctx context.Context, rd RecordDecider, out *pipeline.Outcome, b []byte, perRecord bool, rep *report, enf *audit.Enforcement) ([]byte, string, error) {
+// errDoc (a non-2xx on a per-record route) keeps only the envelope's message (errdoc.go).
+func (t *Transformer) list(ctx context.Context, rd RecordDecider, out *pipeline.Outcome, b []byte, perRecord, errDoc bool, rep *report, enf *audit.Enforcement) ([]byte, string, error) {
 	doc, err := document(b)
 	if err != nil {
 		return nil, ReasonInvalidJSON, err
@@ -352,7 +355,7 @@ func (t *Transformer) list(ctx context.Context, rd RecordDecider, out *pipeline.
 	if k := kind(b, arr); k != 'n' && k != '[' {
 		return nil, ReasonShape, fmt.Errorf("%w: %q is not an array", errNoRecords, out.Match.Route.RecordPath)
 	}
-	envelope, err := (&walker{t: t, b: b, rep: rep}).scrubOutside(doc, arr)
+	envelope, err := (&walker{t: t, b: b, rep: rep}).envelope(doc, arr, errDoc, out.Match.Route)
 	if err != nil {
 		return nil, ReasonInvalidJSON, err
 	}

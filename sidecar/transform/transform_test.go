@@ -114,7 +114,7 @@ func TestListWithoutKeys(t *testing.T) {
 
 // TestErrorResponsesKeepTheRecordRules: an error status does not lift the record path and the
 // per-record filter - a 500 carrying the page is filtered like a 200 - while an error document
-// without records passes under the request's decision.
+// without records keeps its message (TestListErrorDocumentCarriesNoRecords).
 func TestErrorResponsesKeepTheRecordRules(t *testing.T) {
 	tr, _ := transform.New(transform.Config{}, nil, nil)
 	mkt := fx.Token("emp-30", "employee", []string{"marketing"}, nil)
