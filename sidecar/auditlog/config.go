@@ -49,9 +49,11 @@ type Config struct {
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval" json:"checkpoint_interval"`
 	// SigningKeyFile is a PEM PKCS#8 Ed25519 private key used to sign checkpoints.
 	SigningKeyFile string `yaml:"signing_key_file" json:"signing_key_file"`
-	// SigningVaultKey names a Vault transit key ("transit/decision-log", type ed25519) that
-	// signs checkpoints instead of a key file; the caller passes the signer
-	// (vaultsign.New) in Options.Signer.
+	// SigningVaultKey is the name of a Vault transit key of type ed25519 in vault.transit_mount,
+	// e.g. "decision-log-signing" (the bare name, not a path), that signs checkpoints instead of
+	// a key file; it needs the vault section. Keep it outside the customer keys' prefix:
+	// deploy/vault/consentry.hcl grants read and sign on it, never delete. The caller passes
+	// the signer (vaultsign.New) in Options.Signer.
 	SigningVaultKey string `yaml:"signing_vault_key" json:"signing_vault_key"`
 	// UnsignedCheckpoints must be set explicitly to run without a signing key (development).
 	UnsignedCheckpoints bool `yaml:"unsigned_checkpoints" json:"unsigned_checkpoints"`

@@ -69,10 +69,11 @@ const header = `# Configuration reference
 consentry reads one YAML file (` + "`consentry run --config FILE`" + `). Each top-level section is
 decoded strictly into the config struct of the package it configures: an unknown key is an error
 that names the file and line, and ` + "`${VAR}`" + ` in values is replaced from the environment (keep
-secrets out of the file). ` + "`consentry run --config FILE --check`" + ` validates the file, opens the
-decision log and state store, and verifies and compiles a local policy source (policy.dir or
-policy.file), without serving; services it depends on (Vault, a bundle URL, a JWKS URL) are
-checked by readiness once it runs (docs/operations.md, start-up).
+secrets out of the file). ` + "`consentry run --config FILE --check`" + ` validates the file, with the
+key and purposes files it names, and verifies and compiles a local policy source (policy.dir or
+policy.file), without serving and without opening the decision log or the state database;
+services it depends on (Vault, the database, a bundle URL, a JWKS URL) are checked by readiness
+once it runs (docs/operations.md, start-up).
 
 This file is generated from the structs' doc comments (` + "`go test ./sidecar/config/configdoc -update`" + `);
 a test fails when it is out of date. Durations are Go durations (` + "`50ms`, `10s`, `24h`" + `).
