@@ -73,6 +73,9 @@ type App struct {
 	// checked next to the sidecar that runs it.
 	check     bool
 	checkSink audit.Sink
+	// hasVault: the configuration has a vault section (run --check validates it without
+	// logging in, so Keys stays nil there).
+	hasVault bool
 }
 
 // sink is the pipeline's decision log: the log, or run --check's stand-in.
@@ -86,8 +89,9 @@ func (a *App) sink() audit.Sink {
 // Option adjusts New.
 type Option func(*App)
 
-// CheckOnly makes New validate without opening the decision log or the state store
-// (`consentry run --check`): the App can be inspected and closed, not run.
+// CheckOnly makes New validate without opening the decision log or the state store, and
+// without logging in to Vault (`consentry run --check`): the App can be inspected and closed,
+// not run.
 func CheckOnly() Option { return func(a *App) { a.check = true } }
 
 // New assembles the sidecar described by cfg. Nothing listens until Run.

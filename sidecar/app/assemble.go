@@ -12,7 +12,6 @@ import (
 
 	"github.com/consentry/consentry/sidecar/audit"
 	"github.com/consentry/consentry/sidecar/auditlog"
-	"github.com/consentry/consentry/sidecar/auditlog/vaultsign"
 	"github.com/consentry/consentry/sidecar/bundle"
 	"github.com/consentry/consentry/sidecar/consent"
 	"github.com/consentry/consentry/sidecar/engine"
@@ -135,6 +134,10 @@ func (a *App) assembleVault(ctx context.Context) error {
 	if err != nil || !ok {
 		return err
 	}
+	a.hasVault = true
+	if a.check {
+		return checkVault(vc)
+	}
 	// Destruction records and the decision log name customers by the same pseudonym, so a
 	// reviewer can match an erasure to the customer's decisions. The log opens after Vault (it
 	// may sign checkpoints with Vault transit), hence the late binding.
@@ -174,47 +177,36 @@ func (a *App) assembleVault(ctx context.Context) error {
 
 // assembleDecisionLog opens the audit trail. It is not optional: without a `decision_log:`
 // section the log goes to var/decisions with a signing key generated on first start, so no
-// decision is ever unrecorded.
-func (a *App) assembleDecisionLog(context.Context) error {
-	var lc auditlog.Config
-	if _, err := a.Config.Section("decision_log", &lc); err != nil {
+// decision is ever unrecorded (ResolveDecisionLog: the CLI resolves the same files).
+func (a *App) assembleDecisionLog(ctx context.Context) error {
+	files, err := DecisionLogConfig(a.Config)
+	if err != nil {
 		return err
 	}
-	if lc.Dir == "" {
-		lc.Dir = filepath.Join("var", "decisions")
-	}
 	if a.check {
-		return a.checkDecisionLog(lc)
+		return a.checkDecisionLog(files)
 	}
-	keyDir := lc.Dir + ".keys"
-	if lc.SigningKeyFile == "" && lc.SigningVaultKey == "" && !lc.UnsignedCheckpoints {
-		lc.SigningKeyFile = filepath.Join(keyDir, "signing.pem")
-		if err := ensureFile(lc.SigningKeyFile, func() error {
-			_, err := auditlog.WriteKeyPair(lc.SigningKeyFile, filepath.Join(keyDir, "signing.pub"))
-			return err
-		}); err != nil {
-			return fmt.Errorf("decision_log.signing_key_file: %w", err)
-		}
-		a.Log.Warn("decision_log.signing_key_file not set: checkpoints are signed with a generated key; configure one (consentry audit keygen) so verifiers can pin it", "file", lc.SigningKeyFile)
+	if err := a.generateKeys(files); err != nil {
+		return err
 	}
-	if lc.PseudonymKeyFile == "" {
-		lc.PseudonymKeyFile = filepath.Join(keyDir, "pseudonym.key")
-		if err := ensureFile(lc.PseudonymKeyFile, func() error { return auditlog.WritePseudonymKey(lc.PseudonymKeyFile) }); err != nil {
-			return fmt.Errorf("decision_log.pseudonym_key_file: %w", err)
-		}
-	}
+	lc := files.Config
 	opts := auditlog.Options{Logger: a.Log.With("component", "decision_log"), Registerer: a.Registry}
+	var vs *vaultSigner
 	if lc.SigningVaultKey != "" {
 		if a.Keys == nil {
 			return errors.New("decision_log.signing_vault_key: needs the vault section")
 		}
-		sctx, cancel := context.WithTimeout(context.Background(), a.Keys.Config().Timeout*4)
-		s, err := vaultsign.New(sctx, a.Keys.Client(), a.Keys.Config().TransitMount, lc.SigningVaultKey)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("decision_log.signing_vault_key: %w", err)
+		if err := checkSigningVaultKey(lc.SigningVaultKey); err != nil {
+			return err
 		}
-		opts.Signer = s
+		// Read the key now when Vault answers, so the open checkpoint is signed; otherwise it
+		// is read in the background (vaultSigner.Run) and start-up goes on, not ready.
+		vs = newVaultSigner(a.Keys, lc.SigningVaultKey, a.Log.With("component", "decision_log"))
+		if err := vs.resolve(ctx); err != nil {
+			a.Log.Error("decision log: the Vault transit signing key cannot be read yet; retrying in the background, checkpoints are not signed meanwhile",
+				"err", err, "alarm", "decision_log_checkpoint")
+		}
+		opts.Signer = vs
 	}
 	if a.Keys != nil {
 		// Checkpoints anchor the key ledger's head; a start whose ledger lost records the
@@ -228,6 +220,10 @@ func (a *App) assembleDecisionLog(context.Context) error {
 	a.AddCloser(lg)
 	a.Decisions = lg
 	a.Admin.AddReadiness("decision_log", func(context.Context) error { return lg.Healthy() })
+	if vs != nil {
+		a.Add(vs)
+		a.Admin.AddReadiness("decision_log_signer", vs.Ready)
+	}
 	a.Admin.AddStatus("decision_log", func() any {
 		st := map[string]any{"dir": lg.Dir(), "committed": lg.Committed(), "mode": lc.WithDefaults().Mode}
 		if err := lg.Healthy(); err != nil {
@@ -235,6 +231,11 @@ func (a *App) assembleDecisionLog(context.Context) error {
 		}
 		if up, ok := lg.UploadStatus(); ok {
 			st["upload"] = up
+		}
+		if vs != nil {
+			if err := vs.Ready(context.Background()); err != nil {
+				st["signer_error"] = err.Error()
+			}
 		}
 		return st
 	})
@@ -277,7 +278,7 @@ func (a *App) assembleState(ctx context.Context) error {
 	opts := consent.Options{Logger: a.Log.With("component", "state"), Registry: a.Registry}
 	if a.Keys != nil {
 		opts.Eraser = a.Keys.EraseFunc()
-	} else if cc.EraseOnWithdrawal || cc.RetentionErasure.Enabled {
+	} else if !a.hasVault && (cc.EraseOnWithdrawal || cc.RetentionErasure.Enabled) {
 		// Without Vault there are no keys to destroy: every erasure would wait forever.
 		return errors.New("state.erase_on_withdrawal and state.retention_erasure need the vault section (the keys an erasure destroys)")
 	}
@@ -470,42 +471,6 @@ func ensureFile(path string, create func() error) error {
 }
 
 var _ enrich.Provider = (*consent.Store)(nil)
-
-// checkDecisionLog validates the decision log's configuration and the key files it names,
-// without opening the log (run --check): no lock, no checkpoint, no generated key.
-func (a *App) checkDecisionLog(lc auditlog.Config) error {
-	c := lc.WithDefaults()
-	// Keys run would generate (under the log's directory) are not generated here.
-	if c.PseudonymKeyFile == "" {
-		c.PseudonymKeyFile = "generated at start"
-	}
-	if c.SigningKeyFile == "" && c.SigningVaultKey == "" && !c.UnsignedCheckpoints {
-		c.SigningKeyFile = "generated at start"
-	}
-	if err := c.Validate(); err != nil {
-		return err
-	}
-	if lc.SigningVaultKey != "" && a.Keys == nil {
-		return errors.New("decision_log.signing_vault_key: needs the vault section")
-	}
-	if u := c.Upload; u != nil && u.BearerTokenFile != "" {
-		if _, err := os.ReadFile(u.BearerTokenFile); err != nil {
-			return fmt.Errorf("decision_log.upload.bearer_token_file: %w", err)
-		}
-	}
-	if lc.SigningKeyFile != "" {
-		if _, err := auditlog.LoadSigner(lc.SigningKeyFile); err != nil {
-			return fmt.Errorf("decision_log.signing_key_file: %w", err)
-		}
-	}
-	if lc.PseudonymKeyFile != "" {
-		if _, err := auditlog.ReadKeyFile(lc.PseudonymKeyFile); err != nil {
-			return fmt.Errorf("decision_log.pseudonym_key_file: %w", err)
-		}
-	}
-	a.checkSink = checkSink{}
-	return nil
-}
 
 // checkSink and checkEnrich stand in for the decision log and the state store in an App
 // assembled by run --check, which is never run: they refuse everything.

@@ -27,6 +27,7 @@ const (
 	ExitConfig       = 5 // configuration file invalid
 	ExitVerifyFailed = 6 // audit log or bundle verification failed
 	ExitChanged      = 7 // replay --fail-on-change found changed decisions
+	ExitNotReplayed  = 8 // replay --fail-on-change replayed no decision (the candidate was not exercised)
 )
 
 // Command is one subcommand. Name may contain a space for nested commands ("audit verify").
@@ -138,7 +139,8 @@ func printHelp(w io.Writer) {
 		fmt.Fprintf(w, "  %-22s %s\n", n, c.Summary)
 	}
 	fmt.Fprintln(w, "\nExit codes: 0 ok, 1 error, 2 usage, 3 policy does not compile, 4 policy tests failed,")
-	fmt.Fprintln(w, "            5 invalid config, 6 verification failed, 7 replay found changes")
+	fmt.Fprintln(w, "            5 invalid config, 6 verification failed, 7 replay found changes,")
+	fmt.Fprintln(w, "            8 replay --fail-on-change replayed nothing")
 }
 
 // NewFlags returns a flag set that reports errors instead of exiting, with usage naming the command.

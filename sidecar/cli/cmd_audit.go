@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/consentry/consentry/sidecar/app"
 	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/config"
 )
@@ -41,33 +41,32 @@ func auditParseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// decisionLogConfig reads the decision_log section of a consentry config file.
-func decisionLogConfig(path string) (auditlog.Config, error) {
-	var lc auditlog.Config
-	if path == "" {
-		return lc, nil
-	}
+// decisionLogConfig reads the decision_log section of a consentry config file and resolves
+// it as `consentry run` does (app.ResolveDecisionLog): the log directory and the key files
+// run generates under <dir>.keys/ when the configuration names none.
+func decisionLogConfig(path string) (app.DecisionLogFiles, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
-		return lc, Exit(ExitConfig, err)
+		return app.DecisionLogFiles{}, Exit(ExitConfig, err)
 	}
-	if _, err := cfg.Section("decision_log", &lc); err != nil {
-		return lc, Exit(ExitConfig, err)
+	f, err := app.DecisionLogConfig(cfg)
+	if err != nil {
+		return f, Exit(ExitConfig, err)
 	}
-	return lc, nil
+	return f, nil
 }
 
 // logPseudonymizer loads the pseudonym key from --pseudonym-key or the config's decision_log.
 func logPseudonymizer(keyFile, configPath string) (*auditlog.Pseudonymizer, error) {
-	if keyFile == "" {
-		lc, err := decisionLogConfig(configPath)
+	if keyFile == "" && configPath != "" {
+		f, err := decisionLogConfig(configPath)
 		if err != nil {
 			return nil, err
 		}
-		keyFile = lc.PseudonymKeyFile
+		keyFile = f.Config.PseudonymKeyFile
 	}
 	if keyFile == "" {
-		return nil, Usagef("--pseudonym-key (or --config with decision_log.pseudonym_key_file) is needed to look a customer up")
+		return nil, Usagef("--pseudonym-key (or --config: the decision log's pseudonym key) is needed to look a customer up")
 	}
 	k, err := auditlog.ReadKeyFile(keyFile)
 	if err != nil {
@@ -88,7 +87,7 @@ func auditVerifyCmd() *Command {
 		fs := NewFlags(c, env)
 		var keys auditKeyList
 		fs.Var(&keys, "public-key", "Ed25519 public key (PEM) that signs checkpoints; repeatable")
-		cfgPath := fs.String("config", "", "consentry config: use decision_log.signing_key_file's public key")
+		cfgPath := fs.String("config", "", "consentry config: use the decision log's signing key as consentry run does (decision_log.signing_key_file, or the generated <dir>.keys/signing.pub)")
 		unsigned := fs.Bool("allow-unsigned", false, "accept unsigned checkpoints (development logs)")
 		sealed := fs.Bool("sealed", false, "fail when records follow the last checkpoint (a stopped log)")
 		asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -100,12 +99,19 @@ func auditVerifyCmd() *Command {
 			return Usagef("exactly one log directory is required")
 		}
 		if *cfgPath != "" {
-			lc, err := decisionLogConfig(*cfgPath)
+			f, err := decisionLogConfig(*cfgPath)
 			if err != nil {
 				return err
 			}
-			if lc.SigningKeyFile != "" {
-				keys = append(keys, lc.SigningKeyFile)
+			switch {
+			case f.GeneratedSigningKey:
+				keys = append(keys, f.SigningPublicKeyFile) // the public half run wrote next to it
+			case f.Config.SigningKeyFile != "":
+				keys = append(keys, f.Config.SigningKeyFile)
+			case f.Config.SigningVaultKey != "" && len(keys) == 0:
+				// The key is in Vault: without its public half every checkpoint would be
+				// reported forged.
+				return Usagef("decision_log.signing_vault_key %q: the checkpoint key is a Vault transit key; pass its public half with --public-key", f.Config.SigningVaultKey)
 			}
 		}
 		pubs := map[string]ed25519.PublicKey{}
@@ -210,7 +216,7 @@ func auditQueryCmd() *Command {
 		fs := NewFlags(c, env)
 		logDir := fs.String("log", "", "decision log directory")
 		keyFile := fs.String("pseudonym-key", "", "pseudonym key file (to look up --customer)")
-		cfgPath := fs.String("config", "", "consentry config (decision_log.dir and pseudonym_key_file)")
+		cfgPath := fs.String("config", "", "consentry config: the decision log and pseudonym key consentry run uses (decision_log.dir, pseudonym_key_file or their defaults)")
 		format := fs.String("format", "table", "table or json (JSON lines, the stored records)")
 		progress := fs.Bool("progress", false, "report scan progress on stderr")
 		ff := addLogFilterFlags(fs)
@@ -266,14 +272,11 @@ func decisionLogDir(flagDir string, pos []string, cfgPath string) (string, error
 	case flagDir == "" && len(pos) == 1:
 		return pos[0], nil
 	case flagDir == "" && len(pos) == 0 && cfgPath != "":
-		lc, err := decisionLogConfig(cfgPath)
+		f, err := decisionLogConfig(cfgPath)
 		if err != nil {
 			return "", err
 		}
-		if lc.Dir == "" {
-			return "", Exit(ExitConfig, errors.New("decision_log.dir is not set"))
-		}
-		return lc.Dir, nil
+		return f.Config.Dir, nil
 	}
 	return "", Usagef("give the log directory once (--log DIR or DIR)")
 }
@@ -285,7 +288,7 @@ func auditReportCmd() *Command {
 		fs := NewFlags(c, env)
 		logDir := fs.String("log", "", "decision log directory")
 		keyFile := fs.String("pseudonym-key", "", "pseudonym key file")
-		cfgPath := fs.String("config", "", "consentry config (decision_log.dir and pseudonym_key_file)")
+		cfgPath := fs.String("config", "", "consentry config: the decision log and pseudonym key consentry run uses (decision_log.dir, pseudonym_key_file or their defaults)")
 		customer := fs.String("customer", "", "customer id")
 		format := fs.String("format", "html", "html, json or csv")
 		named := fs.Bool("name-employees", false, "show employee ids instead of pseudonyms")

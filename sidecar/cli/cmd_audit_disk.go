@@ -38,11 +38,11 @@ func auditDiskTestCmd() *Command {
 		}
 		o := auditlog.DiskTestOptions{Dir: dir, Rate: *rate, Duration: *duration, RecordBytes: *recordBytes}
 		if *cfgPath != "" {
-			lc, err := decisionLogConfig(*cfgPath)
+			f, err := decisionLogConfig(*cfgPath)
 			if err != nil {
 				return err
 			}
-			o.PreallocateBytes = max(lc.PreallocateBytes, 0) // -1 (append) still shows both modes
+			o.PreallocateBytes = max(f.Config.PreallocateBytes, 0) // -1 (append) still shows both modes
 		}
 		if !*asJSON {
 			fmt.Fprintf(env.Stderr, "writing a scratch file in %s: %d decisions/s of %d bytes, %s per mode...\n", dir, *rate, *recordBytes, *duration)

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/consentry/consentry/sidecar/bundle"
@@ -17,13 +16,13 @@ import (
 
 func init() {
 	Register(&Command{Name: "bundle build", Summary: "compile, test and package a policy directory as an OPA bundle (optionally signed)",
-		Usage: "DIR -o bundle.tar.gz [--revision R] [--skip-tests] [--signing-key KEY --keyid ID [--signing-alg RS256|ES256] [--scope S]]",
+		Usage: "DIR -o bundle.tar.gz [--revision R] [--skip-tests] [--signing-key KEY --keyid ID [--signing-alg ALG] [--scope S]]",
 		Run:   runBundleBuild})
 	Register(&Command{Name: "bundle sign", Summary: "sign a bundle tarball (RS256/ES256, keyid, optional scope)",
-		Usage: "BUNDLE --signing-key KEY --keyid ID [--signing-alg RS256|ES256] [--scope S] [-o OUT]",
+		Usage: "BUNDLE --signing-key KEY --keyid ID [--signing-alg ALG] [--scope S] [-o OUT]",
 		Run:   runBundleSign})
 	Register(&Command{Name: "bundle verify", Summary: "verify a bundle's signature, files and hashes, and that it compiles strictly",
-		Usage: "BUNDLE --verification-key PUB --keyid ID [--signing-alg RS256|ES256] [--scope S]",
+		Usage: "BUNDLE --verification-key PUB --keyid ID [--signing-alg ALG] [--scope S]",
 		Run:   runBundleVerify})
 	Register(&Command{Name: "bundle inspect", Summary: "show a bundle's revision, roots, files and (unverified) signature claims",
 		Usage: "BUNDLE [--json]",
@@ -57,17 +56,26 @@ func onePositional(c *Command, pos []string, what string) (string, error) {
 
 type signFlags struct{ key, alg, keyid, scope *string }
 
+// algFlagHelp: the algorithm follows the key unless given, so `bundle keygen` (ES256 by
+// default) and sign/build/verify with default flags agree.
+const algFlagHelp = "signing algorithm: RS256/384/512, PS256/384/512, ES256/384/512 (default: from the key - RSA: RS256, EC P-256/384/521: ES256/384/512)"
+
 func addSignFlags(fs *flag.FlagSet) signFlags {
 	return signFlags{
 		key:   fs.String("signing-key", "", "PEM private key to sign with"),
-		alg:   fs.String("signing-alg", "RS256", "signing algorithm: RS256, ES256 (also RS384/512, PS256/384/512, ES384/512)"),
+		alg:   fs.String("signing-alg", "", algFlagHelp),
 		keyid: fs.String("keyid", "", "key id put in the signature (sidecars select the verification key by it)"),
 		scope: fs.String("scope", "", "optional scope claim"),
 	}
 }
 
-func (s signFlags) options() *build.SignOptions {
-	return &build.SignOptions{KeyFile: *s.key, Algorithm: *s.alg, KeyID: *s.keyid, Scope: *s.scope}
+// options resolves the algorithm against the key (keyAlgorithm) and returns the signing options.
+func (s signFlags) options() (*build.SignOptions, error) {
+	alg, err := keyAlgorithm(*s.key, *s.alg)
+	if err != nil {
+		return nil, err
+	}
+	return &build.SignOptions{KeyFile: *s.key, Algorithm: alg, KeyID: *s.keyid, Scope: *s.scope}, nil
 }
 
 func runBundleBuild(ctx context.Context, env *Env, args []string) error {
@@ -87,7 +95,9 @@ func runBundleBuild(ctx context.Context, env *Env, args []string) error {
 	}
 	opts := build.Options{Revision: *rev, SkipTests: *skip}
 	if *sf.key != "" {
-		opts.Sign = sf.options()
+		if opts.Sign, err = sf.options(); err != nil {
+			return err
+		}
 	} else if *sf.keyid != "" || *sf.scope != "" {
 		return Usagef("--keyid and --scope need --signing-key")
 	}
@@ -140,11 +150,15 @@ func runBundleSign(_ context.Context, env *Env, args []string) error {
 	if *sf.key == "" || *sf.keyid == "" {
 		return Usagef("--signing-key and --keyid are required")
 	}
+	so, err := sf.options()
+	if err != nil {
+		return err
+	}
 	raw, err := os.ReadFile(in)
 	if err != nil {
 		return Exit(ExitFailure, err)
 	}
-	signed, err := build.Sign(raw, *sf.options())
+	signed, err := build.Sign(raw, *so)
 	if err != nil {
 		return Exit(ExitFailure, err)
 	}
@@ -154,7 +168,7 @@ func runBundleSign(_ context.Context, env *Env, args []string) error {
 	if err := os.WriteFile(*out, signed, 0o644); err != nil {
 		return Exit(ExitFailure, err)
 	}
-	fmt.Fprintf(env.Stdout, "signed %s with %s (%s)\n", *out, *sf.keyid, strings.ToUpper(*sf.alg))
+	fmt.Fprintf(env.Stdout, "signed %s with %s (%s)\n", *out, *sf.keyid, so.Algorithm)
 	return nil
 }
 
@@ -162,7 +176,7 @@ func runBundleVerify(ctx context.Context, env *Env, args []string) error {
 	c := commands["bundle verify"]
 	fs := NewFlags(c, env)
 	key := fs.String("verification-key", "", "PEM public key")
-	alg := fs.String("signing-alg", "RS256", "algorithm of the key")
+	alg := fs.String("signing-alg", "", algFlagHelp)
 	keyid := fs.String("keyid", "", "key id the key is known by (the signature's kid must match)")
 	scope := fs.String("scope", "", "scope the signature must carry")
 	pos, err := parseInterleaved(fs, args)
@@ -175,6 +189,9 @@ func runBundleVerify(ctx context.Context, env *Env, args []string) error {
 	}
 	if *key == "" || *keyid == "" {
 		return Usagef("--verification-key and --keyid are required")
+	}
+	if *alg, err = keyAlgorithm(*key, *alg); err != nil {
+		return err
 	}
 	raw, err := os.ReadFile(in)
 	if err != nil {

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/consentry/consentry/sidecar/app"
 	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/config"
 	"github.com/consentry/consentry/vaultkeys"
@@ -35,7 +35,7 @@ type keysFlags struct {
 
 func addKeysFlags(fs *flag.FlagSet) keysFlags {
 	return keysFlags{
-		config:  fs.String("config", "consentry.yaml", "consentry configuration file (its vault: section; decision_log.pseudonym_key_file names customers when vault.pseudonym_key_file is not set)"),
+		config:  fs.String("config", "consentry.yaml", "consentry configuration file (its vault: section; when vault.pseudonym_key_file is not set, customers are named with the decision log's pseudonym key, as consentry run does: decision_log.pseudonym_key_file or <dir>.keys/pseudonym.key)"),
 		address: fs.String("vault-addr", "", "override vault.address"),
 		ledger:  fs.String("ledger", "", "override vault.ledger_path"),
 	}
@@ -72,15 +72,16 @@ func (k keysFlags) open(ctx context.Context, env *Env) (*vaultkeys.Manager, erro
 	}
 	opts := vaultkeys.Options{Logger: slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if vc.PseudonymKey == "" && vc.PseudonymKeyFile == "" {
-		var lc auditlog.Config
-		if _, err := cfg.Section("decision_log", &lc); err != nil {
+		// The decision log's key as run uses it: configured, or generated under <dir>.keys/.
+		lf, err := app.DecisionLogConfig(cfg)
+		if err != nil {
 			return nil, Exit(ExitConfig, err)
 		}
-		if lc.PseudonymKeyFile == "" {
-			return nil, Exit(ExitConfig, errors.New("vault.pseudonym_key_file (or decision_log.pseudonym_key_file) is required to name customers in destruction records"))
-		}
-		key, err := auditlog.ReadKeyFile(lc.PseudonymKeyFile)
+		key, err := auditlog.ReadKeyFile(lf.Config.PseudonymKeyFile)
 		if err != nil {
+			if lf.GeneratedPseudonymKey {
+				err = fmt.Errorf("%w (the key `consentry run` generates on first start; set vault.pseudonym_key_file or decision_log.pseudonym_key_file otherwise)", err)
+			}
 			return nil, Exit(ExitConfig, fmt.Errorf("decision_log.pseudonym_key_file: %w", err))
 		}
 		ps, err := auditlog.NewPseudonymizer(key)

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/consentry/consentry/sidecar/auditlog"
@@ -11,12 +12,13 @@ import (
 
 func init() {
 	c := &Command{Name: "replay", Summary: "re-evaluate logged decisions with a candidate policy and report what would change",
-		Usage: "--log DIR --policies DIR|BUNDLE [--fail-on-change] [--format text|json] [--examples N] [filters: --purpose --customer --since ...]"}
+		Usage: "--log DIR --policies DIR|BUNDLE [--fail-on-change [--allow-empty]] [--format text|json] [--examples N] [filters: --purpose --customer --since ...]"}
 	c.Run = func(ctx context.Context, env *Env, args []string) error {
 		fs := NewFlags(c, env)
 		logDir := fs.String("log", "", "decision log directory")
 		policies := fs.String("policies", "", "candidate policy: a policy directory, an OPA bundle directory or a bundle .tar.gz")
-		failOnChange := fs.Bool("fail-on-change", false, "exit 7 when any decision would change (for CI)")
+		failOnChange := fs.Bool("fail-on-change", false, "exit 7 when any decision would change, 8 when no decision was replayed (for CI)")
+		allowEmpty := fs.Bool("allow-empty", false, "with --fail-on-change: replaying no decision is not a failure (a new deployment's empty log)")
 		format := fs.String("format", "text", "text or json")
 		examples := fs.Int("examples", 10, "number of example changes to show")
 		keyFile := fs.String("pseudonym-key", "", "pseudonym key file (to filter by --customer)")
@@ -65,8 +67,12 @@ func init() {
 			return Exit(ExitChanged, fmt.Errorf("%d of %d decisions would change", rep.Changed, rep.Replayed))
 		}
 		if rep.Replayed == 0 {
-			// Passing a gate on no evidence: say so (an empty log, a wrong --log, or filters
-			// that match nothing).
+			// A gate passed on no evidence (an empty log, a wrong --log, or filters that match
+			// nothing) would let any candidate through: it fails unless --allow-empty says an
+			// empty log is expected.
+			if *failOnChange && !*allowEmpty {
+				return Exit(ExitNotReplayed, errors.New("no decision was replayed: the candidate policy was not exercised (check --log and the filters; --allow-empty accepts an empty log)"))
+			}
 			fmt.Fprintln(env.Stderr, "replay: no decision was replayed: check --log and the filters; the candidate policy was not exercised")
 		}
 		return nil
