@@ -142,6 +142,7 @@ func TestAllowOverGRPC(t *testing.T) {
 		"x-case-id":               "case-7",
 		"x-consentry-decision-id": "spoofed",
 		"x-consentry-trusted":     "yes",
+		"x-real-ip":               "6.6.6.6",
 		":path":                   "/api/customers/c-1001?expand=notes",
 	}))
 	ok := resp.GetOkResponse()
@@ -159,7 +160,8 @@ func TestAllowOverGRPC(t *testing.T) {
 	if id == "" || id == "spoofed" || set[pipeline.HeaderPurpose] != support || !strings.Contains(set[pipeline.HeaderFields], "contact.email") || strings.Contains(set[pipeline.HeaderFields], "payment.card_number") {
 		t.Fatalf("upstream headers %v", set)
 	}
-	if !slices.Equal(ok.GetHeadersToRemove(), []string{"x-consentry-trusted"}) {
+	// Reserved headers, and client-address headers a caller could pose as another address with.
+	if !slices.Equal(ok.GetHeadersToRemove(), []string{"x-consentry-trusted", "x-real-ip"}) {
 		t.Fatalf("headers to remove %v", ok.GetHeadersToRemove())
 	}
 	md := resp.GetDynamicMetadata().GetFields()

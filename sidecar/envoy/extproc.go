@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -274,6 +275,15 @@ func (x *ExtProc) responseHeaders(ctx context.Context, ex *exchange, h *extprocv
 		}
 	}
 	mut := &extprocv3.HeaderMutation{SetHeaders: setHeaders(ex.out.ResponseHeaders)}
+	if transform.NeedsBody(ex.out) {
+		// The CRM's length, range, validators and digests describe the record before
+		// minimization: removed whether a body follows or not (a HEAD carries them too).
+		for _, hv := range h.GetHeaders().GetHeaders() {
+			if k := strings.ToLower(hv.GetKey()); headerIn(k, bodyDerivedHeaders) && !slices.Contains(mut.RemoveHeaders, k) {
+				mut.RemoveHeaders = append(mut.RemoveHeaders, k)
+			}
+		}
+	}
 	if h.GetEndOfStream() || !transform.NeedsBody(ex.out) {
 		return x.finish(ctx, ex, headersContinue(false, mut), audit.Enforcement{Status: ex.status})
 	}
@@ -286,12 +296,8 @@ func (x *ExtProc) responseHeaders(ctx context.Context, ex *exchange, h *extprocv
 		return immediate(http.StatusBadGateway, ex.out.DecisionID, ReasonBodyNotBuffered,
 			transform.DenyBody(ex.out.DecisionID, ReasonBodyNotBuffered, "the response body is not buffered to consentry"), nil)
 	}
-	// The CRM's length, range, validators and digests describe the body before minimization.
-	mut.RemoveHeaders = []string{"content-length"}
-	for _, hv := range h.GetHeaders().GetHeaders() {
-		if k := strings.ToLower(hv.GetKey()); k != "content-length" && headerIn(k, bodyDerivedHeaders) {
-			mut.RemoveHeaders = append(mut.RemoveHeaders, k)
-		}
+	if !slices.Contains(mut.RemoveHeaders, "content-length") {
+		mut.RemoveHeaders = append(mut.RemoveHeaders, "content-length") // the body will change
 	}
 	ex.respAwait = true
 	return headersContinue(false, mut)

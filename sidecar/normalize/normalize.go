@@ -45,9 +45,49 @@ const (
 // CGI-style servers map both spellings to one variable.
 var overrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"}
 
+// clientAddressHeaders tell a server who the client is, or how it reached the front door,
+// other than X-Forwarded-For/-Proto/-Host (which the proxy sets itself and Envoy sets or
+// appends to). A caller's own would let it pose to the CRM as another address: every front
+// door removes them before the CRM (the Envoy doors through the pipeline's RemoveHeaders).
+var clientAddressHeaders = []string{"forwarded", "x-real-ip", "true-client-ip", "x-client-ip", "x-cluster-client-ip",
+	"x-original-forwarded-for", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-server"}
+
+// ClientAddressHeaders returns a copy of the list above (lower case).
+func ClientAddressHeaders() []string { return append([]string(nil), clientAddressHeaders...) }
+
+// IsClientAddressHeader reports whether header name is one of them (compared with '_' as
+// '-', any case).
+func IsClientAddressHeader(name string) bool {
+	for _, h := range clientAddressHeaders {
+		if len(name) == len(h) && HasHeaderPrefix(name, h) {
+			return true
+		}
+	}
+	return false
+}
+
 // overrideParams are the query parameters that do the same (Laravel, Symfony with
 // http_method_override, Rails/Rack MethodOverride on POST): "_method" in any case.
-func isOverrideParam(name string) bool { return strings.EqualFold(name, "_method") }
+//
+// PHP builds $_GET after renaming: leading spaces are dropped and '.', ' ' and an unclosed
+// '[' become '_', so ".method", " _method" and "[method" all arrive as _method. Names are
+// compared after the same renaming.
+func isOverrideParam(name string) bool {
+	name = strings.TrimLeft(name, " ")
+	if len(name) != len("_method") {
+		return false
+	}
+	var b [7]byte
+	for i := range len(name) {
+		switch c := name[i]; c {
+		case '.', ' ', '[':
+			b[i] = '_'
+		default:
+			b[i] = c
+		}
+	}
+	return strings.EqualFold(string(b[:]), "_method")
+}
 
 func isOverrideHeader(lname string) bool {
 	if !strings.HasPrefix(lname, "x") {

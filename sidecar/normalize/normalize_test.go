@@ -89,13 +89,15 @@ func TestQuery(t *testing.T) {
 		}
 	}
 	// Laravel, Symfony and Rack run a POST carrying _method as that method.
-	for _, bad := range []string{"/a?_method=DELETE", "/a?x=1&_METHOD=put", "/a?%5Fmethod=patch"} {
+	for _, bad := range []string{"/a?_method=DELETE", "/a?x=1&_METHOD=put", "/a?%5Fmethod=patch",
+		// PHP's renaming of $_GET names: leading spaces dropped, '.', ' ' and '[' as '_'.
+		"/a?.method=DELETE", "/a?%2Emethod=DELETE", "/a?+_method=DELETE", "/a?%20_method=DELETE", "/a?%20.method=x", "/a?[method=x"} {
 		var ne *Error
 		if _, err := n.Target(bad); !errors.As(err, &ne) || ne.Code != ReasonOverrideHeader {
 			t.Errorf("Target(%q) = %v, want %s", bad, err, ReasonOverrideHeader)
 		}
 	}
-	if _, err := n.Target("/a?method=x&_methods=y"); err != nil {
+	if _, err := n.Target("/a?method=x&_methods=y&a.method=z"); err != nil {
 		t.Errorf("look-alike parameters refused: %v", err)
 	}
 }

@@ -434,6 +434,10 @@ func (p *Pipeline) splitHeaders(h map[string][]string, out *Outcome) []string {
 		case p.cfg.Headers.Reserved(name):
 			delete(h, name)
 			out.RemoveHeaders = append(out.RemoveHeaders, name)
+		case normalize.IsClientAddressHeader(name):
+			// Kept in the input (the policy and the log see what the caller sent), removed
+			// before the CRM: a caller cannot pose to it as another address.
+			out.RemoveHeaders = append(out.RemoveHeaders, name)
 		}
 	}
 	slices.Sort(out.RemoveHeaders)

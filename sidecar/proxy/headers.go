@@ -5,6 +5,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/consentry/consentry/sidecar/normalize"
 	"github.com/consentry/consentry/sidecar/transform"
 )
 
@@ -16,9 +17,8 @@ var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-A
 // proxy sets X-Forwarded-For/-Proto/-Host itself; every caller-supplied spelling of these and
 // of the other common ones (also with '_' for '-', which CGI-style servers read as the same
 // variable) is removed first, so that a caller cannot pose to the CRM as another address.
-var clientAddressHeaders = []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port",
-	"X-Forwarded-Prefix", "X-Forwarded-Server", "Forwarded", "X-Real-Ip", "X-Client-Ip", "True-Client-Ip",
-	"X-Cluster-Client-Ip", "X-Original-Forwarded-For"}
+var clientAddressHeaders = append([]string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"},
+	normalize.ClientAddressHeaders()...)
 
 // stripHeaders removes every header named in names (compared with '_' as '-').
 func stripHeaders(h *fasthttp.RequestHeader, names []string) {
