@@ -155,3 +155,20 @@ test_custom_package_without_rules_changes_nothing if {
 	d := consentry.decision with input as fx.support with data.consentry.custom as {"house": {"helper": 1}}
 	d == consentry.decision with input as fx.support
 }
+
+test_custom_rules_at_any_depth if {
+	d := consentry.decision with input as fx.support with data.consentry.custom as {"acme": {"house": {"deny": {_custom_reason}}}}
+	d.allow == false
+	{"code": "house.rule", "message": "a house rule"} in d.reasons
+	r := consentry.decision with input as fx.support with data.consentry.custom as {"acme": {"house": {"record_deny": {"c-1": {_custom_reason}}}}}
+	r.allow == false
+}
+
+test_custom_boolean_deny if {
+	d := consentry.decision with input as fx.support with data.consentry.custom as {"acme": {"deny": true}}
+	d.allow == false
+	d.status == 403
+	{"code": "custom.deny", "message": "denied by data.consentry.custom.acme"} in d.reasons
+	a := consentry.decision with input as fx.support with data.consentry.custom as {"acme": {"deny": false}}
+	a.allow == true
+}

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/consentry/consentry/sidecar/decision"
@@ -96,5 +98,52 @@ func TestCustomPackagesDeny(t *testing.T) {
 	}
 	if r := res.Decision.Records["c-1002"]; r.Allow || !slices.ContainsFunc(r.Reasons, func(x decision.Reason) bool { return x.Code == "house.retention_unset" }) {
 		t.Errorf("c-1002 served without a retention date: %+v", r)
+	}
+}
+
+// TestCustomPackagesAtAnyDepthAndShapes: a custom package nested deeper, and a boolean deny,
+// are consulted; shapes the library cannot read are refused at load instead of ignored.
+func TestCustomPackagesAtAnyDepthAndShapes(t *testing.T) {
+	load := func(src string) (*Engine, error) {
+		ps, err := LoadDir(policyDir, LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps.Modules["custom/x.rego"] = src
+		e := New(testConfig, quiet())
+		return e, e.Load(context.Background(), ps)
+	}
+	nested := strings.Replace(customRules, "package consentry.custom.house", "package consentry.custom.acme.house", 1)
+	e, err := load(nested)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := exampleInput(t)
+	in.Enrichment.Customer.RetentionUntil = nil
+	if res, err := e.Decide(context.Background(), in); err != nil || res.Decision.Allow {
+		t.Fatalf("a nested custom package was not consulted: %v %+v", err, res.Decision)
+	}
+	e, err = load("package consentry.custom.strict\n\ndeny if input.purpose != \"\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := e.Decide(context.Background(), exampleInput(t)); err != nil || res.Decision.Allow || !slices.Contains(res.Decision.ReasonCodes(), "custom.deny") {
+		t.Fatalf("a boolean deny was not consulted: %v %+v", err, res.Decision)
+	}
+	for _, bad := range []string{
+		"package consentry.custom.x\n\nrecord_deny(rec) := {\"no\"} if rec.customer_id != \"\"\n",
+		"package consentry.custom.x\n\nrecord_deny contains \"no\" if input.purpose != \"\"\n",
+		"package consentry.custom.x\n\ndeny(x) := true if x\n",
+		"package consentry.custom.x\n\ndeny[input.purpose] contains \"no\" if input.purpose != \"\"\n",
+	} {
+		_, err := load(bad)
+		var ce *CompileError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "never consults it") {
+			t.Errorf("%q: %v, want a compile error", bad, err)
+		}
+	}
+	// Other rules, and deny/record_deny outside consentry.custom, are the author's business.
+	if _, err := load("package consentry.custom.x\n\nhelper(x) := x\n\nmine.deny contains 1 if false\n"); err != nil {
+		t.Errorf("a helper function refused: %v", err)
 	}
 }
