@@ -162,7 +162,20 @@ func (x *ExtProc) handle(ctx context.Context, ex *exchange, msg *extprocv3.Proce
 		}
 		return undecided("response body before its headers were answered")
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
-		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
+		// A digest or checksum of the unminimized body may come as a trailer too.
+		tr := &extprocv3.TrailersResponse{}
+		if transform.NeedsBody(ex.out) {
+			var remove []string
+			for _, hv := range r.ResponseTrailers.GetTrailers().GetHeaders() {
+				if k := strings.ToLower(hv.GetKey()); headerIn(k, bodyDerivedHeaders) {
+					remove = append(remove, k)
+				}
+			}
+			if remove != nil {
+				tr.HeaderMutation = &extprocv3.HeaderMutation{RemoveHeaders: remove}
+			}
+		}
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: tr}}
 	}
 	return nil
 }

@@ -84,3 +84,37 @@ func TestExtProcRemovesClientAddressHeaders(t *testing.T) {
 		t.Error("x-forwarded-for removed: behind Envoy it is Envoy's own (use_remote_address)")
 	}
 }
+
+// TestExtProcResponseTrailersDropBodyDerived: a digest of the unminimized body sent as a
+// response trailer is removed like the header.
+func TestExtProcResponseTrailersDropBodyDerived(t *testing.T) {
+	e := tt.Start(t, tt.Options{})
+	client := startExtProc(t, e.Pipeline, e.Transformer)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := client.Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+		if err := st.Send(m); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	h := map[string]string{":method": "GET", ":path": "/api/customers/c-1001", ":authority": "crm.test", ":scheme": "http",
+		"authorization": "Bearer " + e.Agent(), "x-purpose": tt.Support, "x-case-id": "case-7"}
+	send(&extprocv3.ProcessingRequest{ProtocolConfig: buffered, Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs(h, true)}})
+	send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: hdrs(map[string]string{":status": "200", "content-type": "application/json"}, false)}})
+	send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: []byte(`{"id":"c-1001","name":"Ada"}`)}}})
+	resp := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseTrailers{ResponseTrailers: &extprocv3.HttpTrailers{
+		Trailers: hdrs(map[string]string{"content-digest": "sha-256=:x:", "grpc-status": "0"}, true).GetHeaders()}}})
+	removed := resp.GetResponseTrailers().GetHeaderMutation().GetRemoveHeaders()
+	if !slices.Equal(removed, []string{"content-digest"}) {
+		t.Fatalf("trailers removed: %v", removed)
+	}
+}

@@ -2,6 +2,7 @@ package transform
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/consentry/consentry/sidecar/routes"
 )
@@ -19,8 +20,8 @@ import (
 //   - the records at the record_path, if the document has them, are filtered per record like
 //     a success (list), and the objects leading to them are kept under this same rule;
 //   - a member whose value is a scalar (string, number, true, false, null) and whose name is
-//     neither a field of the route map's records (id, name, contact, ...) nor the route's
-//     customer_id_field is kept: type, title, status, detail, instance, error, code.
+//     neither a field of the route map's records (id, name, contact, ...), nor a part of one
+//     (email, card_number), nor the route's customer_id_field is kept: type, title, status, detail, instance, error, code.
 //     Ciphertext there is withheld, as everywhere;
 //   - every other member is dropped: any object or array (it could hold records, whatever its
 //     name), and any member named like a record field (the page's decision is not that
@@ -37,13 +38,25 @@ var noSkip = span{-1, -1}
 type errRule struct {
 	root    *trie
 	idField string
+	fields  []string // the route's record fields (dotted paths)
 	skip    span
 }
 
 // recordField reports whether a member name is one of a record's (a catalogue field, an object
-// holding some, or the customer id).
+// holding some, or the customer id), or names a part of one at any depth: an error that
+// echoes a flattened value ({"email": "..."} for contact.email) carries it as plainly.
 func (r *errRule) recordField(key string) bool {
-	return r.root.child(key) != nil || key == r.idField
+	if r.root.child(key) != nil || key == r.idField {
+		return true
+	}
+	for _, f := range r.fields {
+		for seg := range strings.SplitSeq(f, ".") {
+			if seg == key {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // errorDocument applies the rule to a non-2xx document without records on a per-record route.
@@ -73,7 +86,7 @@ func (w *walker) envelope(doc, arr span, errDoc bool, route *routes.Route) ([]ed
 // inside skip (the record array, which the records' decisions handle).
 func (w *walker) errorEnvelope(v, skip span, route *routes.Route) ([]edit, error) {
 	env := &record{}
-	r := &errRule{root: w.t.tries.get(route), idField: route.CustomerIDField, skip: skip}
+	r := &errRule{root: w.t.tries.get(route), idField: route.CustomerIDField, fields: route.Fields, skip: skip}
 	if err := w.errorValue(env, v, r, "", 0); err != nil {
 		return nil, err
 	}
