@@ -44,6 +44,31 @@ func TestFoldAgrees(t *testing.T) {
 		{{KindGranted, 0}, {KindExpired, 0}, {KindGranted, time.Minute}},
 		{{KindGranted, 0}, {KindExpired, 0}, {KindWithdrawn, 10 * time.Minute}, {KindGranted, 5 * time.Minute}},
 	}
+	// A withdrawal applied within the skew margin before the latest grant or withdrawal
+	// takes effect at it: the latest change never moves back, and a delayed grant captured
+	// in between stays stale. Both backends must end in the status given, not just agree.
+	final := map[int]string{}
+	for _, c := range []struct {
+		steps  []step
+		status string
+	}{
+		{[]step{{KindGranted, 0}, {KindWithdrawn, 20 * time.Minute}, {KindWithdrawn, 17 * time.Minute}, {KindGranted, 18 * time.Minute}}, KindWithdrawn},
+		{[]step{{KindWithdrawn, 10 * time.Minute}, {KindWithdrawn, 7 * time.Minute}, {KindGranted, 8 * time.Minute}}, KindWithdrawn},
+		// The margin does not creep: each withdrawal is measured against the latest change.
+		{[]step{{KindWithdrawn, 10 * time.Minute}, {KindWithdrawn, 7 * time.Minute}, {KindWithdrawn, 4 * time.Minute}}, KindWithdrawn},
+		{[]step{{KindGranted, 10 * time.Minute}, {KindWithdrawn, 7 * time.Minute}, {KindGranted, 8 * time.Minute}}, KindWithdrawn},
+		{[]step{{KindGranted, 10 * time.Minute}, {KindWithdrawn, 7 * time.Minute}, {KindWithdrawn, 6 * time.Minute}, {KindGranted, 9 * time.Minute}}, KindWithdrawn},
+		{[]step{{KindGranted, 10 * time.Minute}, {KindWithdrawn, 7 * time.Minute}, {KindGranted, 10 * time.Minute}}, KindGranted},
+		{[]step{{KindGranted, 10 * time.Minute}, {KindWithdrawn, 7 * time.Minute}, {KindGranted, 11 * time.Minute}}, KindGranted},
+		// After a re-grant, and after an expiry.
+		{[]step{{KindGranted, 0}, {KindWithdrawn, 20 * time.Minute}, {KindGranted, 30 * time.Minute}, {KindWithdrawn, 40 * time.Minute},
+			{KindWithdrawn, 37 * time.Minute}, {KindGranted, 38 * time.Minute}}, KindWithdrawn},
+		{[]step{{KindGranted, 10 * time.Minute}, {KindExpired, 0}, {KindWithdrawn, 7 * time.Minute}, {KindGranted, 8 * time.Minute}}, KindWithdrawn},
+		{[]step{{KindGranted, 10 * time.Minute}, {KindExpired, 0}, {KindWithdrawn, 7 * time.Minute}, {KindGranted, 12 * time.Minute}}, KindGranted},
+	} {
+		seqs = append(seqs, c.steps)
+		final[len(seqs)-1] = c.status
+	}
 	for _, backend := range testBackends {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
@@ -93,6 +118,9 @@ func TestFoldAgrees(t *testing.T) {
 				}
 				if err != nil || len(cur) != 1 || !reflect.DeepEqual(cur[0], *want) {
 					t.Fatalf("%v: stored %+v (%v), want %+v", kinds, cur, err, *want)
+				}
+				if st, ok := final[i]; ok && cur[0].Status != st {
+					t.Fatalf("%v: ends %s, want %s", kinds, cur[0].Status, st)
 				}
 			}
 		})

@@ -26,10 +26,11 @@ type appendResp struct {
 }
 
 type groupCommitter struct {
-	reqs   chan *appendReq
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	commit func(ctx context.Context, evs []Event) ([]AppendResult, error)
+	reqs     chan *appendReq
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	commit   func(ctx context.Context, evs []Event) ([]AppendResult, error)
 	// batches and events count commits and the events in them (events/batches is the
 	// grouping factor, shown in /status).
 	batches, events atomic.Int64
@@ -130,7 +131,8 @@ func (g *groupCommitter) drain() {
 	}
 }
 
+// close stops the workers once; a second Close of the store must not panic.
 func (g *groupCommitter) close() {
-	close(g.stop)
+	g.stopOnce.Do(func() { close(g.stop) })
 	g.wg.Wait()
 }

@@ -119,10 +119,17 @@ type Current struct {
 //   - an expiry changes only a grant that has expired by the expiry's time. The sweep reads
 //     due grants and records their expiry in two steps; a renewal or a withdrawal recorded
 //     in between must not be overwritten by it.
+//   - a change that applies never moves the state's latest grant or withdrawal back in time:
+//     the stale rule compares against it. A grant applies only at or after it; a withdrawal
+//     that applies within withdrawalSkew before it takes effect at it (withdrawn_at is the
+//     later of the two), so it wins over the grant or withdrawal it may have followed, and a
+//     delayed grant captured in between stays stale. In a withdrawn state withdrawn_at is
+//     therefore never before granted_at.
 //
 // consent_append (pgappend.go) applies the same rules; TestFoldAgrees checks they agree.
 func apply(cur *Current, ev Event) (Current, bool) {
-	if _, old := superseded(cur, ev); old || (ev.Kind == KindExpired && !expires(cur, ev.CapturedAt)) {
+	latest, old := superseded(cur, ev)
+	if old || (ev.Kind == KindExpired && !expires(cur, ev.CapturedAt)) {
 		if cur == nil {
 			return Current{}, false
 		}
@@ -141,6 +148,9 @@ func apply(cur *Current, ev Event) (Current, bool) {
 		next.GrantedAt, next.ExpiresAt, next.WithdrawnAt = &at, ev.ExpiresAt, nil
 	case KindWithdrawn:
 		next.Status = KindWithdrawn
+		if at.Before(latest) { // within the skew margin: see above
+			at = latest
+		}
 		next.WithdrawnAt = &at
 		if ev.Channel != "" {
 			next.Channel = ev.Channel

@@ -18,7 +18,9 @@ import (
 // The fold must match apply() in model.go: the shared suite checks both backends agree.
 // Schema version 3 replaced it (CREATE OR REPLACE) to add the expiry rule of apply(),
 // version 5 to add its stale rule (an event captured before the current state's latest
-// grant or withdrawal is recorded without effect).
+// grant or withdrawal is recorded without effect), version 6 so that a withdrawal applied
+// within the skew margin no longer moves that latest change back (withdrawn_at keeps the later
+// time, as apply() does).
 const pgAppendFunc = `
 CREATE OR REPLACE FUNCTION consent_append(e_id text, c_id text, purp text, knd text, nv text, nh text, chan text, cap_at bigint, cap_by text,
   exp_at bigint, rsn text, rec_at bigint, rec_by text, notify_channel text)
@@ -61,7 +63,10 @@ BEGIN
     nxt.status := 'granted'; nxt.notice_version := nv; nxt.notice_hash := nh; nxt.channel := chan; nxt.captured_by := cap_by;
     nxt.granted_at := cap_at; nxt.expires_at := exp_at; nxt.withdrawn_at := NULL;
   ELSIF knd = 'withdrawn' THEN
-    nxt.status := 'withdrawn'; nxt.withdrawn_at := cap_at;
+    -- Never before the latest grant or withdrawal (a withdrawal within the skew margin takes
+    -- effect at it), as apply(): else a delayed grant captured in between would re-grant.
+    -- GREATEST ignores NULLs (no previous state, or no withdrawal since the last grant).
+    nxt.status := 'withdrawn'; nxt.withdrawn_at := GREATEST(cap_at, nxt.granted_at, nxt.withdrawn_at);
     IF chan <> '' THEN nxt.channel := chan; END IF;
     IF cap_by <> '' THEN nxt.captured_by := cap_by; END IF;
   ELSE

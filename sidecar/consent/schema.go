@@ -113,6 +113,20 @@ CREATE TABLE erasure_requests (
 	// the current state's latest grant or withdrawal is recorded without effect);
 	// CREATE OR REPLACE, so version 4 databases are upgraded. SQLite folds with apply().
 	{version: 5, extra: map[string][]string{"postgres": {pgAppendFunc}}},
+	// A withdrawal applied within the skew margin no longer moves the latest change back
+	// (apply(); PostgreSQL: consent_append replaced). Withdrawn states the older fold left
+	// with withdrawn_at before their grant or before a withdrawal captured later (the later
+	// one arrived first) get the time the fold now keeps: the latest grant or withdrawal
+	// captured up to the state's event. Else a delayed grant captured in between still
+	// re-grants them. Raising withdrawn_at only makes such grants stale (fail closed).
+	{version: 6, sql: `
+UPDATE consent_current SET withdrawn_at = granted_at
+WHERE status = 'withdrawn' AND granted_at IS NOT NULL AND (withdrawn_at IS NULL OR withdrawn_at < granted_at);
+UPDATE consent_current SET withdrawn_at = (SELECT MAX(e.captured_at) FROM consent_events e WHERE e.customer_id = consent_current.customer_id
+  AND e.purpose = consent_current.purpose AND e.kind IN ('granted', 'withdrawn') AND e.seq <= consent_current.seq)
+WHERE status = 'withdrawn' AND withdrawn_at < (SELECT MAX(e.captured_at) FROM consent_events e WHERE e.customer_id = consent_current.customer_id
+  AND e.purpose = consent_current.purpose AND e.kind IN ('granted', 'withdrawn') AND e.seq <= consent_current.seq)`,
+		extra: map[string][]string{"postgres": {pgAppendFunc}}},
 }
 
 // statements splits a migration's shared SQL into statements (one per ";\n") and adds
