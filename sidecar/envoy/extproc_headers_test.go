@@ -17,22 +17,7 @@ import (
 func TestExtProcHeadDropsBodyDerivedHeaders(t *testing.T) {
 	e := tt.Start(t, tt.Options{})
 	client := startExtProc(t, e.Pipeline, e.Transformer)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := client.Process(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	send := func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
-		if err := st.Send(m); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := st.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp
-	}
+	send := stream(t, client)
 	h := map[string]string{":method": "HEAD", ":path": "/api/customers/c-1001", ":authority": "crm.test", ":scheme": "http",
 		"authorization": "Bearer " + e.Agent(), "x-purpose": tt.Support, "x-case-id": "case-7"}
 	resp := send(&extprocv3.ProcessingRequest{ProtocolConfig: buffered, Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs(h, true)}})
@@ -58,22 +43,11 @@ func TestExtProcHeadDropsBodyDerivedHeaders(t *testing.T) {
 func TestExtProcRemovesClientAddressHeaders(t *testing.T) {
 	e := tt.Start(t, tt.Options{})
 	client := startExtProc(t, e.Pipeline, e.Transformer)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := client.Process(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	send := stream(t, client)
 	h := map[string]string{":method": "GET", ":path": "/api/customers/c-1001", ":authority": "crm.test", ":scheme": "http",
 		"authorization": "Bearer " + e.Agent(), "x-purpose": tt.Support, "x-case-id": "case-7",
 		"x-real-ip": "6.6.6.6", "forwarded": "for=6.6.6.6", "true-client-ip": "6.6.6.6", "x_client_ip": "6.6.6.6", "x-forwarded-for": "6.6.6.6"}
-	if err := st.Send(&extprocv3.ProcessingRequest{ProtocolConfig: buffered, Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs(h, true)}}); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := st.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := send(&extprocv3.ProcessingRequest{ProtocolConfig: buffered, Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs(h, true)}})
 	removed := resp.GetRequestHeaders().GetResponse().GetHeaderMutation().GetRemoveHeaders()
 	for _, k := range []string{"x-real-ip", "forwarded", "true-client-ip", "x_client_ip"} {
 		if !slices.Contains(removed, k) {
@@ -90,22 +64,7 @@ func TestExtProcRemovesClientAddressHeaders(t *testing.T) {
 func TestExtProcResponseTrailersDropBodyDerived(t *testing.T) {
 	e := tt.Start(t, tt.Options{})
 	client := startExtProc(t, e.Pipeline, e.Transformer)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := client.Process(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	send := func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
-		if err := st.Send(m); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := st.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp
-	}
+	send := stream(t, client)
 	h := map[string]string{":method": "GET", ":path": "/api/customers/c-1001", ":authority": "crm.test", ":scheme": "http",
 		"authorization": "Bearer " + e.Agent(), "x-purpose": tt.Support, "x-case-id": "case-7"}
 	send(&extprocv3.ProcessingRequest{ProtocolConfig: buffered, Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs(h, true)}})
@@ -116,5 +75,28 @@ func TestExtProcResponseTrailersDropBodyDerived(t *testing.T) {
 	removed := resp.GetResponseTrailers().GetHeaderMutation().GetRemoveHeaders()
 	if !slices.Equal(removed, []string{"content-digest"}) {
 		t.Fatalf("trailers removed: %v", removed)
+	}
+}
+
+// stream opens one ext_proc stream, as Envoy does per request, and returns a function that
+// sends a message and waits for its answer.
+func stream(t *testing.T, client extprocv3.ExternalProcessorClient) func(*extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	st, err := client.Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+		t.Helper()
+		if err := st.Send(m); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
 	}
 }
