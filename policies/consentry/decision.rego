@@ -28,43 +28,38 @@ _status_rank := [401, 400, 422, 503, 403, 451]
 
 _request_denials := (((((request.deny | breakglass.deny) | processor.deny) | rights.deny) | minimization.deny) | cases.deny) | _custom_denials
 
-# Policy authors' own rules: every package at any depth under consentry.custom may add
-# request-level reasons with a `deny` set (or deny outright with a boolean `deny`) and
-# record-level reasons with `record_deny[customer_id]` sets (see util.records), without
-# editing the library. The engine refuses other shapes (a function record_deny(rec), an
-# unkeyed record_deny) at load time instead of ignoring them. See docs/policy-input.md.
+# Policy authors' own rules: every package consentry.custom.<name> may add request-level
+# reasons with a `deny` set (or deny outright with a boolean `deny`) and record-level reasons
+# with `record_deny[customer_id]` sets (see util.records), without editing the library. Only
+# those two rules of each package are read (never its other rules or data, whatever their
+# size). The engine refuses other shapes, and deny rules in deeper packages, at load time
+# instead of ignoring them. See docs/policy-input.md.
 _custom_denials := {r |
-	walk(data.consentry.custom, [path, value])
-	count(path) > 0
-	path[count(path) - 1] == "deny"
-	some r in _custom_reasons(path, value)
+	some name
+	d := data.consentry.custom[name].deny
+	some r in _custom_reasons(name, d)
 }
 
-_custom_reasons(_, value) := value if is_set(value)
+_custom_reasons(_, d) := d if is_set(d)
 
-_custom_reasons(path, value) := {util.reason("custom.deny", 403, sprintf("denied by data.consentry.custom.%s", [concat(".", array.slice(path, 0, count(path) - 1))]))} if {
-	value == true
+_custom_reasons(name, d) := {util.reason("custom.deny", 403, sprintf("denied by data.consentry.custom.%s", [name]))} if {
+	d == true
 }
 
-# [customer id, reason] for every record-level reason of a custom package.
-_custom_record_reasons := {[cid, r] |
-	walk(data.consentry.custom, [path, value])
-	n := count(path)
-	n >= 2
-	path[n - 2] == "record_deny"
-	cid := path[n - 1]
-	is_string(cid)
-	is_set(value)
-	some r in value
+_custom_record_denials(rec) := {r |
+	some name
+	some r in data.consentry.custom[name].record_deny[rec.customer_id]
 }
-
-_custom_record_denials(rec) := {r | some [cid, r] in _custom_record_reasons; cid == rec.customer_id}
 
 # Whether any custom rule denies anything: the fast path, which knows only the library's
 # rules, decides only when none does.
 _custom_active if count(_custom_denials) > 0
 
-_custom_active if count(_custom_record_reasons) > 0
+_custom_active if {
+	some name
+	some _, rs in data.consentry.custom[name].record_deny
+	count(rs) > 0
+}
 
 _state_denials(rec) := {util.reason("state.unavailable", 503, sprintf("customer state could not be read: %v", [rec.enrichment.errors]))} if {
 	count(object.get(rec.enrichment, "errors", [])) > 0

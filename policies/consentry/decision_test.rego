@@ -156,12 +156,11 @@ test_custom_package_without_rules_changes_nothing if {
 	d == consentry.decision with input as fx.support
 }
 
-test_custom_rules_at_any_depth if {
-	d := consentry.decision with input as fx.support with data.consentry.custom as {"acme": {"house": {"deny": {_custom_reason}}}}
-	d.allow == false
-	{"code": "house.rule", "message": "a house rule"} in d.reasons
-	r := consentry.decision with input as fx.support with data.consentry.custom as {"acme": {"house": {"record_deny": {"c-1": {_custom_reason}}}}}
-	r.allow == false
+test_custom_values_named_deny_are_not_rules if {
+	# A helper's value or a data document that happens to hold a "deny" member below the
+	# package level denies nothing: only the package's own deny is read.
+	d := consentry.decision with input as fx.support with data.consentry.custom as {"house": {"purpose_rules": {"x": {"deny": true}}, "blocked": {"deny": {_custom_reason}}}}
+	d.allow == true
 }
 
 test_custom_boolean_deny if {
