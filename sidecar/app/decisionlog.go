@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -181,6 +182,17 @@ func (s *vaultSigner) resolve(ctx context.Context) error {
 		s.lastErr.Store(&err)
 		return err
 	}
+	// Reading the key is not signing with it: a token that may read transit/keys but not
+	// update transit/sign would be ready while every checkpoint fails. Sign a probe.
+	probe := []byte("consentry decision log signer probe")
+	if sig, err := vs.Sign(ctx, probe); err != nil || !ed25519.Verify(vs.Public(), probe, sig) {
+		if err == nil {
+			err = errors.New("the signature does not verify with the key's public key")
+		}
+		err = fmt.Errorf("decision_log.signing_vault_key: signing a probe: %w", err)
+		s.lastErr.Store(&err)
+		return err
+	}
 	s.signer.Store(vs)
 	s.lastErr.Store(nil)
 	s.log.Info("decision log checkpoints are signed by the Vault transit key", "key", s.mount+"/"+s.name, "key_id", vs.KeyID())
@@ -221,7 +233,16 @@ func (s *vaultSigner) Sign(ctx context.Context, msg []byte) ([]byte, error) {
 		}
 		return nil, errSignerPending
 	}
-	return vs.Sign(ctx, msg)
+	// Readiness follows signing: a grant revoked or a key disabled at runtime makes the
+	// replica unready until a checkpoint is signed again.
+	sig, err := vs.Sign(ctx, msg)
+	if err != nil {
+		err = fmt.Errorf("signing a checkpoint: %w", err)
+		s.lastErr.Store(&err)
+		return nil, err
+	}
+	s.lastErr.Store(nil)
+	return sig, nil
 }
 
 // Name implements Component.

@@ -143,6 +143,7 @@ func TestAllowOverGRPC(t *testing.T) {
 		"x-consentry-decision-id": "spoofed",
 		"x-consentry-trusted":     "yes",
 		"x-real-ip":               "6.6.6.6",
+		"x-forwarded-host":        "evil.example",
 		":path":                   "/api/customers/c-1001?expand=notes",
 	}))
 	ok := resp.GetOkResponse()
@@ -161,7 +162,7 @@ func TestAllowOverGRPC(t *testing.T) {
 		t.Fatalf("upstream headers %v", set)
 	}
 	// Reserved headers, and client-address headers a caller could pose as another address with.
-	if !slices.Equal(ok.GetHeadersToRemove(), []string{"x-consentry-trusted", "x-real-ip"}) {
+	if !slices.Equal(ok.GetHeadersToRemove(), []string{"x-consentry-trusted", "x-forwarded-host", "x-real-ip"}) {
 		t.Fatalf("headers to remove %v", ok.GetHeadersToRemove())
 	}
 	md := resp.GetDynamicMetadata().GetFields()

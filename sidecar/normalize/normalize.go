@@ -46,11 +46,11 @@ const (
 var overrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"}
 
 // clientAddressHeaders tell a server who the client is, or how it reached the front door,
-// other than X-Forwarded-For/-Proto/-Host (which the proxy sets itself and Envoy sets or
-// appends to). A caller's own would let it pose to the CRM as another address: every front
+// other than X-Forwarded-For and X-Forwarded-Proto (which the proxy sets itself, and Envoy
+// sets, or appends to with use_remote_address). A caller's own would let it pose to the CRM as another address: every front
 // door removes them before the CRM (the Envoy doors through the pipeline's RemoveHeaders).
 var clientAddressHeaders = []string{"forwarded", "x-real-ip", "true-client-ip", "x-client-ip", "x-cluster-client-ip",
-	"x-original-forwarded-for", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-server"}
+	"x-original-forwarded-for", "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-server"}
 
 // ClientAddressHeaders returns a copy of the list above (lower case).
 func ClientAddressHeaders() []string { return append([]string(nil), clientAddressHeaders...) }

@@ -17,8 +17,7 @@ var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-A
 // proxy sets X-Forwarded-For/-Proto/-Host itself; every caller-supplied spelling of these and
 // of the other common ones (also with '_' for '-', which CGI-style servers read as the same
 // variable) is removed first, so that a caller cannot pose to the CRM as another address.
-var clientAddressHeaders = append([]string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"},
-	normalize.ClientAddressHeaders()...)
+var clientAddressHeaders = append([]string{"X-Forwarded-For", "X-Forwarded-Proto"}, normalize.ClientAddressHeaders()...)
 
 // stripHeaders removes every header named in names (compared with '_' as '-').
 func stripHeaders(h *fasthttp.RequestHeader, names []string) {
