@@ -129,6 +129,13 @@ func checkSigningVaultKey(name string) error {
 	if strings.Contains(name, "/") {
 		return fmt.Errorf("decision_log.signing_vault_key: %q: give the bare transit key name; its mount is vault.transit_mount", name)
 	}
+	// A name Vault's path cannot carry as given (?, #, spaces, ...) would leave the sidecar
+	// unready for good instead of failing here.
+	for i, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || i > 0 && (c == '-' || c == '_' || c == '.')) {
+			return fmt.Errorf("decision_log.signing_vault_key: %q: a transit key name is letters, digits and - _ . (not first)", name)
+		}
+	}
 	return nil
 }
 

@@ -106,6 +106,9 @@ func auditVerifyCmd() *Command {
 			switch {
 			case f.GeneratedSigningKey:
 				keys = append(keys, f.SigningPublicKeyFile) // the public half run wrote next to it
+				// A key stored beside the log proves the chain and checkpoints agree, not that
+				// nobody rewrote both: say so, and what would.
+				fmt.Fprintf(env.Stderr, "note: verifying with %s, generated beside the log; whoever can rewrite the log can usually replace it too. Keep a copy elsewhere and pass it with --public-key to prove the log was not rewritten.\n", f.SigningPublicKeyFile)
 			case f.Config.SigningKeyFile != "":
 				keys = append(keys, f.Config.SigningKeyFile)
 			case f.Config.SigningVaultKey != "" && len(keys) == 0:

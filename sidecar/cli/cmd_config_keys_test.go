@@ -110,6 +110,10 @@ func TestAuditConfigUsesRunsGeneratedKeys(t *testing.T) {
 				if code != ExitOK || !strings.Contains(out, c.want) {
 					t.Errorf("%s: exit %d, want 0 and %q\nstdout: %.600s\nstderr: %s", c.name, code, c.want, out, errs)
 				}
+				// A key generated beside the log is no proof against whoever rewrote both.
+				if c.args[1] == "verify" && !strings.Contains(errs, "--public-key") {
+					t.Errorf("%s: no note that the generated key is not pinned: %q", c.name, errs)
+				}
 			}
 		})
 	}
