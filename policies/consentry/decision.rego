@@ -40,15 +40,26 @@ _custom_denials := {r |
 	some r in _custom_reasons(name, d)
 }
 
-_custom_reasons(_, d) := d if is_set(d)
+# A reason made by util.reason is kept; anything else a custom set holds (the common
+# `deny contains msg` with a string) becomes one, so that it denies with its message instead of
+# failing the decision.
+_custom_reasons(_, d) := {_custom_reason(x) | some x in d} if is_set(d)
+
+_custom_reason(x) := x if {
+	is_string(x.code)
+	is_number(x.status)
+	is_string(x.message)
+} else := util.reason("custom.deny", 403, x) if {
+	is_string(x)
+} else := util.reason("custom.deny", 403, sprintf("%v", [x]))
 
 _custom_reasons(name, d) := {util.reason("custom.deny", 403, sprintf("denied by data.consentry.custom.%s", [name]))} if {
 	d == true
 }
 
-_custom_record_denials(rec) := {r |
+_custom_record_denials(rec) := {_custom_reason(x) |
 	some name
-	some r in data.consentry.custom[name].record_deny[rec.customer_id]
+	some x in data.consentry.custom[name].record_deny[rec.customer_id]
 }
 
 # Whether any custom rule denies anything: the fast path, which knows only the library's

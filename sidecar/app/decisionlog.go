@@ -200,8 +200,10 @@ func (s *vaultSigner) resolve(ctx context.Context) error {
 		s.lastErr.Store(&err)
 		return err
 	}
-	s.signer.Store(vs)
+	// Cleared before the signer is published: a checkpoint that then fails to sign records
+	// its error after this, never before it.
 	s.lastErr.Store(nil)
+	s.signer.Store(vs)
 	s.log.Info("decision log checkpoints are signed by the Vault transit key", "key", s.mount+"/"+s.name, "key_id", vs.KeyID())
 	return nil
 }

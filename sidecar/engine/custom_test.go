@@ -204,3 +204,89 @@ func BenchmarkDecideCustomBlocklist(b *testing.B) {
 		}
 	}
 }
+
+// TestCustomRulesByFullPath: a v1 rule head may run over several keys, so the whole path
+// counts, whatever the package: a deny that lands anywhere the library does not read, or with
+// a shape it cannot read, is refused at load; data documents cannot stand in for the rules.
+func TestCustomRulesByFullPath(t *testing.T) {
+	load := func(src string, data map[string]any) error {
+		ps, err := LoadDir(policyDir, LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps.Modules["custom/x.rego"] = src
+		if data != nil {
+			ps.Data["consentry"].(map[string]any)["custom"] = data
+		}
+		return New(testConfig, quiet()).Load(context.Background(), ps)
+	}
+	refused := func(err error) bool {
+		var ce *CompileError
+		return errors.As(err, &ce) && (strings.Contains(err.Error(), "never consults it") || strings.Contains(err.Error(), "may not stand where"))
+	}
+	for _, src := range []string{
+		"package consentry.custom.x\n\ny.deny if input.purpose != \"\"\n",
+		"package consentry.custom\n\nx.deny := \"no\" if input.purpose != \"\"\n",
+		"package consentry\n\ncustom.x.y.deny if input.purpose != \"\"\n",
+		"package consentry.custom\n\nx.record_deny[id] := false if { id := input.resource.customer_id; id != \"\" }\n",
+		"package consentry.custom\n\ndeny contains \"no\" if input.purpose != \"\"\n",
+		"package consentry.custom.x\n\ndeny := true if input.purpose == \"a\"\n\nelse := \"no\"\n",
+	} {
+		if err := load(src, nil); !refused(err) {
+			t.Errorf("%q: %v, want refused at load", src, err)
+		}
+	}
+	for _, data := range []map[string]any{
+		{"x": map[string]any{"deny": []any{"a"}}},
+		{"x": map[string]any{"record_deny": map[string]any{"c-1001": true}}},
+	} {
+		if err := load("package consentry.custom.y\n\nhelper := 1\n", data); !refused(err) {
+			t.Errorf("data %v: %v, want refused at load", data, err)
+		}
+	}
+	// What the library reads, written from package consentry.custom with a ref head, is fine.
+	if err := load("package consentry.custom\n\nx.deny if input.purpose == \"nothing\"\n", nil); err != nil {
+		t.Errorf("a boolean deny of package x written from consentry.custom: %v", err)
+	}
+}
+
+// TestCustomStringReasons: the common `deny contains msg` with a string denies with the
+// message (custom.deny, 403) instead of failing the decision, and a string record reason
+// filters that record out of a list instead of failing the whole list.
+func TestCustomStringReasons(t *testing.T) {
+	ps, err := LoadDir(policyDir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.Modules["custom/x.rego"] = "package consentry.custom.x\n\nimport data.consentry.util\n\n" +
+		"deny contains msg if { input.action == \"export\"; msg := \"no exports today\" }\n\n" +
+		"record_deny[rec.customer_id] contains \"not this one\" if { some rec in util.records; rec.customer_id == \"c-1002\" }\n"
+	e := New(testConfig, quiet())
+	if err := e.Load(context.Background(), ps); err != nil {
+		t.Fatal(err)
+	}
+	in := exampleInput(t)
+	in.Action, in.Resource.CustomerID = input.ActionExport, ""
+	res, err := e.Decide(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := res.Decision; d.Allow || d.Status != 403 || len(d.Reasons) == 0 || !slices.ContainsFunc(d.Reasons, func(r decision.Reason) bool { return r.Code == "custom.deny" && r.Message == "no exports today" }) {
+		t.Fatalf("string deny: %+v", d)
+	}
+	list := exampleInput(t)
+	list.Subject = input.Subject{ID: "emp-30", Type: "employee", Roles: []string{"marketing"}, AuthMethod: "jwt"}
+	list.Purpose, list.CaseID, list.Action, list.Phase = "marketing.communications.email", "", input.ActionList, "response"
+	list.Resource.CustomerID = ""
+	kept := input.Record{CustomerID: "c-1001", Enrichment: exampleInput(t).Enrichment}
+	other := input.Record{CustomerID: "c-1002", Enrichment: exampleInput(t).Enrichment}
+	other.Enrichment.Customer = &input.CustomerState{ID: "c-1002", RetentionUntil: kept.Enrichment.Customer.RetentionUntil}
+	list.Records = []input.Record{kept, other}
+	res, err = e.Decide(context.Background(), list)
+	if err != nil {
+		t.Fatalf("the whole list failed: %v", err)
+	}
+	if !res.Decision.Records["c-1001"].Allow || res.Decision.Records["c-1002"].Allow {
+		t.Fatalf("records %+v", res.Decision.Records)
+	}
+}

@@ -129,6 +129,9 @@ func (e *Engine) compile(ctx context.Context, ps *PolicySet) (*prepared, error) 
 	if err := checkCustomRules(modules); err != nil {
 		return nil, err
 	}
+	if err := checkCustomData(ps.Data); err != nil {
+		return nil, err
+	}
 	store := newStore(ps.Data)
 	var compiler *ast.Compiler
 	opts := append(e.regoOptions(ps, modules, store), rego.CompilerHook(func(c *ast.Compiler) { compiler = c }))
