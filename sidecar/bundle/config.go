@@ -55,7 +55,9 @@ type Config struct {
 	PersistDir string `yaml:"persist_dir" json:"persist_dir"`
 	// NoPersist opts out of persistence (tests, read-only file systems).
 	NoPersist bool `yaml:"no_persist" json:"no_persist"`
-	// MaxSizeBytes bounds a downloaded bundle and every file in it. Default 64 MiB.
+	// MaxSizeBytes bounds a downloaded bundle and every file in it; a bundle may inflate to 4x
+	// this and hold at most 10,000 files (checked while streaming, before anything is kept).
+	// Default 64 MiB.
 	MaxSizeBytes int64 `yaml:"max_size_bytes" json:"max_size_bytes"`
 }
 

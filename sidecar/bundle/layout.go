@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -19,13 +20,14 @@ import (
 // FromPolicySet maps a policy directory's PolicySet (engine.LoadDir, without tests) into an
 // OPA bundle:
 //
-//	<dir>/consentry/*.rego          -> /consentry/*.rego (paths relative to the directory)
+//	<dir>/consentry/*.rego          -> /consentry/*.rego (ps.Paths: relative to the directory LoadDir walked)
 //	<dir>/data/consentry/catalog/   -> one /data.json {"consentry": {"catalog": ...}}
 //	<dir>/schema/*.json             -> .manifest metadata.consentry.schemas (signed with the manifest)
 //	revision, rego_version 1, roots -> .manifest (roots: first segment of every package and data key)
 //
 // Tests (*_test.rego) are not shipped: they ran at build time, and test packages such as
-// consentry_test would fall outside the bundle's roots.
+// consentry_test would fall outside the bundle's roots. Two modules that map to one bundle
+// path are an error wrapping ErrDuplicateModule.
 func FromPolicySet(dir string, ps *engine.PolicySet, revision string) (*opabundle.Bundle, error) {
 	parsed, err := ps.ParseModules()
 	if err != nil {
@@ -41,12 +43,15 @@ func FromPolicySet(dir string, ps *engine.PolicySet, revision string) (*opabundl
 	if b.Data == nil {
 		b.Data = map[string]any{}
 	}
+	seen := make(map[string]string, len(names))
 	for _, n := range names {
-		rel, err := filepath.Rel(dir, n)
-		if err != nil || strings.HasPrefix(rel, "..") {
-			rel = filepath.Base(n)
+		p := "/" + modulePath(dir, ps, n)
+		// Two modules under one bundle path would be one module after the round trip through
+		// a tarball (or PolicySet): a deny rule could vanish without an error. Refuse instead.
+		if other, dup := seen[p]; dup {
+			return nil, fmt.Errorf("%w: %s and %s both map to %s", ErrDuplicateModule, other, n, p)
 		}
-		p := "/" + filepath.ToSlash(rel)
+		seen[p] = n
 		m := parsed[n]
 		roots[rootOf(m.Package.Path)] = true
 		b.Modules = append(b.Modules, opabundle.ModuleFile{URL: p, Path: p, RelativePath: p, Raw: []byte(ps.Modules[n]), Parsed: m})
@@ -65,6 +70,23 @@ func FromPolicySet(dir string, ps *engine.PolicySet, revision string) (*opabundl
 		b.Manifest.Metadata = map[string]any{metadataKey: map[string]any{metadataSchemasKey: ps.Schemas}}
 	}
 	return b, nil
+}
+
+// ErrDuplicateModule is wrapped by the error for two modules with the same bundle path.
+var ErrDuplicateModule = errors.New("duplicate module path")
+
+// modulePath is module n's slash path inside the bundle, without the leading slash: the
+// path engine.LoadDir recorded relative to the directory it walked, or, for a set not
+// loaded by LoadDir, n relative to dir (its base name when n is not under dir).
+func modulePath(dir string, ps *engine.PolicySet, n string) string {
+	if rel, ok := ps.Paths[n]; ok && rel != "" {
+		return strings.TrimPrefix(rel, "/")
+	}
+	rel, err := filepath.Rel(dir, n)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		rel = filepath.Base(n)
+	}
+	return filepath.ToSlash(rel)
 }
 
 // rootOf is the first path segment of a package ref (data.consentry.x -> consentry).

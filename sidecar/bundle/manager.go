@@ -288,8 +288,8 @@ func (m *Manager) activate(ctx context.Context, c candidate) error {
 // prepareQuietly runs prepare with the garbage collector held back: verifying and compiling a
 // bundle allocates tens of MB in ~100 ms, and every GC cycle it triggers makes the goroutines
 // serving decisions pay mark assists - the activation's main effect on decision latency. The
-// garbage is collected in one cycle afterwards. The extra heap is bounded by the bundle size
-// limit (policy.max_size_bytes) times the compiler's expansion.
+// garbage is collected in one cycle afterwards. The extra heap is bounded by the inflated
+// bundle limit (InflateFactor x policy.max_size_bytes) times the compiler's expansion.
 func (m *Manager) prepareQuietly(ctx context.Context, c candidate) (*ActiveBundle, error) {
 	release := engine.HoldGC(quietHeadroom)
 	defer release()
@@ -302,9 +302,11 @@ const quietHeadroom = 1 << 30
 func (m *Manager) prepare(ctx context.Context, c candidate) (*ActiveBundle, error) {
 	cur := m.Active()
 	var (
-		v      *Verified
-		digest string
-		err    error
+		v *Verified
+		// digest identifies the candidate as the active bundle; rejectDigest (default:
+		// digest) is what a rejection is remembered by.
+		digest, rejectDigest string
+		err                  error
 	)
 	switch {
 	case c.raw != nil:
@@ -321,21 +323,33 @@ func (m *Manager) prepare(ctx context.Context, c candidate) (*ActiveBundle, erro
 		}
 		v, err = m.ver.ReadTarball(c.raw)
 	case c.bundleDir != "":
-		v, err = m.ver.ReadDir(c.bundleDir)
-		if err == nil {
-			digest = "dir:" + ContentHash(v.PolicySet(m.cfg.Name)) + ":" + v.Revision
+		// Digest the directory's bytes before verifying it, so an unchanged directory that
+		// was rejected is not re-read, re-rejected and re-counted on every poll.
+		var sum string
+		sum, err = dirDigest(c.bundleDir, m.cfg.MaxSizeBytes, nil)
+		if sum != "" {
+			digest = "dir:" + sum
 			if cur != nil && cur.Digest == digest {
 				return nil, errUnchanged
 			}
+			if err := m.wasRejected(digest); err != nil {
+				return nil, err
+			}
+		}
+		if err == nil {
+			v, err = m.ver.ReadDir(c.bundleDir)
 		}
 	default:
-		v, digest, err = m.readPolicyDir(c.policyDir, cur)
+		v, digest, rejectDigest, err = m.readPolicyDir(c.policyDir, cur)
+	}
+	if rejectDigest == "" {
+		rejectDigest = digest
 	}
 	if err != nil {
-		return nil, m.noteRejected(digest, err)
+		return nil, m.noteRejected(rejectDigest, err)
 	}
 	if err := m.check(ctx, v, cur); err != nil {
-		return nil, m.noteRejected(digest, err)
+		return nil, m.noteRejected(rejectDigest, err)
 	}
 	return &ActiveBundle{
 		Name: m.cfg.Name, Revision: v.Revision, Source: c.source, Signed: v.Signed, KeyID: v.KeyID, Scope: v.Scope,
@@ -345,8 +359,8 @@ func (m *Manager) prepare(ctx context.Context, c candidate) (*ActiveBundle, erro
 
 // check runs the policy-level checks and activates v in the engine.
 func (m *Manager) check(ctx context.Context, v *Verified, cur *ActiveBundle) error {
-	if !v.definesDecision() {
-		return reject(ReasonNoDecision, v.Revision, errors.New("no rule defines data.consentry.decision"))
+	if err := v.RequireDecision(); err != nil {
+		return err
 	}
 	if cur != nil && !m.cfg.AllowRollback {
 		cmp, err := CompareRevisions(v.Revision, cur.Revision)
@@ -391,28 +405,47 @@ func (m *Manager) noteRejected(digest string, err error) error {
 
 // readPolicyDir turns a development policy directory into an unsigned bundle whose
 // revision is a timestamp (so hot reloads order after one another) plus a content hash.
-func (m *Manager) readPolicyDir(dir string, cur *ActiveBundle) (*Verified, string, error) {
+//
+// It returns two digests: the active bundle's digest (over the loaded policy set, so an edit
+// LoadDir does not see does not reactivate the directory) and, for rejections, a digest of
+// the directory's bytes taken before loading it, so a directory that fails to load is
+// remembered too and not re-rejected on every poll.
+func (m *Manager) readPolicyDir(dir string, cur *ActiveBundle) (v *Verified, active, rejectDigest string, err error) {
+	sum, err := dirDigest(dir, m.cfg.MaxSizeBytes, skipPolicyDirExtras)
+	if sum != "" {
+		rejectDigest = "policydirbytes:" + sum
+		if err := m.wasRejected(rejectDigest); err != nil {
+			return nil, "", "", err
+		}
+	}
+	if err != nil {
+		if ReasonOf(err) == "" {
+			err = reject(ReasonCompile, "", err) // as when LoadDir cannot read the directory
+		}
+		return nil, "", rejectDigest, err
+	}
 	ps, err := engine.LoadDir(dir, engine.LoadOptions{})
 	if err != nil {
-		return nil, "", reject(ReasonCompile, "", err)
+		return nil, "", rejectDigest, reject(ReasonCompile, "", err)
 	}
 	hash := ContentHash(ps)
-	digest := "policydir:" + hash
-	if cur != nil && cur.Digest == digest {
-		return nil, "", errUnchanged
-	}
-	if err := m.wasRejected(digest); err != nil {
-		return nil, "", err
+	active = "policydir:" + hash
+	if cur != nil && cur.Digest == active {
+		return nil, "", "", errUnchanged
 	}
 	if m.ver.required {
-		return nil, digest, reject(ReasonSignatureMissing, "", fmt.Errorf("%s is a policy directory, which is unsigned; build and sign a bundle or set policy.require_signatures: false for development", dir))
+		return nil, active, rejectDigest, reject(ReasonSignatureMissing, "", fmt.Errorf("%s is a policy directory, which is unsigned; build and sign a bundle or set policy.require_signatures: false for development", dir))
 	}
 	rev := NewRevision(m.now(), hash)
 	b, err := FromPolicySet(dir, ps, rev)
 	if err != nil {
-		return nil, digest, reject(ReasonCompile, rev, err)
+		reason := ReasonCompile
+		if errors.Is(err, ErrDuplicateModule) {
+			reason = ReasonMalformed
+		}
+		return nil, active, rejectDigest, reject(reason, rev, err)
 	}
-	return &Verified{Bundle: *b, Revision: rev, Schemas: ps.Schemas}, digest, nil
+	return &Verified{Bundle: *b, Revision: rev, Schemas: ps.Schemas}, active, rejectDigest, nil
 }
 
 func (m *Manager) rejected(c candidate, err error) {

@@ -383,3 +383,40 @@ func TestActivationRestoresGCSettings(t *testing.T) {
 		t.Errorf("memory limit after activation: %d, want %d", l, 3<<30)
 	}
 }
+
+// A watched directory that still holds the same rejected bundle is rejected (logged and
+// counted) once, not on every poll - also when it fails before a digest of the verified
+// bundle exists: an unsigned OPA bundle directory, a policy directory that does not compile.
+func TestRejectedDirNotReRejectedEveryPoll(t *testing.T) {
+	brokenPolicyDir := func(t *testing.T) string {
+		dir := t.TempDir()
+		bundletest.CopyDir(t, bundletest.Policies(t), dir)
+		if err := os.WriteFile(filepath.Join(dir, "consentry", "broken.rego"), []byte("package consentry.broken\n\nx := \n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	no := false
+	tests := []struct {
+		name     string
+		dir      func(t *testing.T) string
+		required *bool
+		reason   string
+	}{
+		{"unsigned OPA bundle dir", func(t *testing.T) string { return opaBundleDir(t, "3") }, nil, bundle.ReasonSignatureMissing},
+		{"policy dir that does not compile", brokenPolicyDir, &no, bundle.ReasonCompile},
+		{"policy dir while signatures are required", func(*testing.T) string { return bundletest.Policies(t) }, nil, bundle.ReasonSignatureMissing},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, bundle.Config{Dir: tc.dir(t), RequireSignatures: tc.required,
+				Polling: bundle.PollingConfig{MinDelay: 20 * time.Millisecond, MaxDelay: 20 * time.Millisecond}})
+			f.run(t)
+			eventually(t, 5*time.Second, "the first rejection", func() bool { return f.rejections(tc.reason) >= 1 })
+			time.Sleep(500 * time.Millisecond)
+			if n := f.rejections(tc.reason); n != 1 {
+				t.Fatalf("the same unchanged directory was rejected %v times in 0.5 s", n)
+			}
+		})
+	}
+}

@@ -95,8 +95,13 @@ func NewVerifier(v VerificationConfig, required bool, maxFileSize int64) (*Verif
 	return &Verifier{vc: vc, required: required, maxFileSize: maxFileSize}, nil
 }
 
-// ReadTarball reads and verifies a bundle tarball (bundle.tar.gz).
+// ReadTarball reads and verifies a bundle tarball (bundle.tar.gz). It refuses (too_large) a
+// tarball that inflates to more than InflateFactor x the size limit, or has more than
+// MaxBundleFiles entries, before OPA's reader holds it in memory.
 func (v *Verifier) ReadTarball(raw []byte) (*Verified, error) {
+	if err := prescanTarball(raw, v.maxFileSize); err != nil {
+		return nil, err
+	}
 	return v.read(opabundle.NewTarballLoader(bytes.NewReader(raw)), "")
 }
 
@@ -149,6 +154,9 @@ func (v *Verifier) read(loader opabundle.DirectoryLoader, baseDir string) (*Veri
 		out.KeyID, out.Scope = signatureInfo(b.Signatures.Signatures[0], v.vc.KeyID)
 	}
 	if out.Schemas, err = manifestSchemas(b.Manifest); err != nil {
+		return nil, reject(ReasonMalformed, out.Revision, err)
+	}
+	if err := uniqueModulePaths(b.Modules); err != nil {
 		return nil, reject(ReasonMalformed, out.Revision, err)
 	}
 	return out, nil
@@ -249,14 +257,42 @@ func (v *Verified) PolicySet(name string) *engine.PolicySet {
 	if ps.Data == nil {
 		ps.Data = map[string]any{}
 	}
-	for _, m := range v.Bundle.Modules {
-		ps.Modules[m.Path] = string(m.Raw)
+	for i, m := range v.Bundle.Modules {
+		name := m.Path
+		if _, dup := ps.Modules[name]; dup {
+			// The verifier refuses such bundles (uniqueModulePaths); a Verified built another
+			// way still loses no module: a dropped one could be a deny rule.
+			name = fmt.Sprintf("%s#%d", m.Path, i)
+		}
+		ps.Modules[name] = string(m.Raw)
 	}
 	return ps
 }
 
-// definesDecision reports whether some module defines data.consentry.decision, the one
-// query the sidecar evaluates. A bundle without it would compile and then deny everything.
+// uniqueModulePaths refuses two modules with one path: PolicySet keys modules by path, and
+// a bundle that says two different things under one name is not one consentry built.
+func uniqueModulePaths(mods []opabundle.ModuleFile) error {
+	seen := make(map[string]bool, len(mods))
+	for _, m := range mods {
+		if seen[m.Path] {
+			return fmt.Errorf("%w: %s appears twice", ErrDuplicateModule, m.Path)
+		}
+		seen[m.Path] = true
+	}
+	return nil
+}
+
+// RequireDecision returns a no_decision rejection unless some module defines
+// data.consentry.decision, the one query the sidecar evaluates: a bundle without it would
+// compile and then deny everything. The sidecar and `bundle verify` both run it.
+func (v *Verified) RequireDecision() error {
+	if !v.definesDecision() {
+		return reject(ReasonNoDecision, v.Revision, errors.New("no rule defines data.consentry.decision"))
+	}
+	return nil
+}
+
+// definesDecision reports whether some module defines data.consentry.decision.
 func (v *Verified) definesDecision() bool {
 	want := ast.MustParseRef("data.consentry.decision")
 	for _, m := range v.Bundle.Modules {

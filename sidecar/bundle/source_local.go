@@ -23,7 +23,8 @@ const debounce = 150 * time.Millisecond
 func (m *Manager) watchFile(ctx context.Context) error {
 	path := filepath.Clean(m.cfg.File)
 	check := func() {
-		raw, err := os.ReadFile(path)
+		// At most max_size_bytes+1 bytes: activate rejects more as too_large.
+		raw, err := readFileLimited(path, m.cfg.MaxSizeBytes)
 		if err != nil {
 			m.fetchFailed(err)
 			return
@@ -88,7 +89,7 @@ func (m *Manager) CheckLocalSource(ctx context.Context) (*ActiveBundle, error) {
 		}
 	case m.cfg.File != "":
 		path := filepath.Clean(m.cfg.File)
-		raw, err := os.ReadFile(path)
+		raw, err := readFileLimited(path, m.cfg.MaxSizeBytes)
 		if err != nil {
 			return nil, fmt.Errorf("policy.file: %w", err)
 		}

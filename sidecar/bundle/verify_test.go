@@ -121,3 +121,22 @@ func TestNewVerifierNeedsKeysWhenRequired(t *testing.T) {
 		t.Fatal("a verifier that requires signatures and has no key must not be built")
 	}
 }
+
+// `bundle verify` runs the sidecar's no_decision check (docs/bundles.md): a signed bundle
+// without a data.consentry.decision rule used to pass it and then be refused by every sidecar.
+func TestBuildVerifyRequiresDecisionRule(t *testing.T) {
+	es := bundletest.DevES256(t)
+	raw := signRaw(t, map[string][]byte{
+		".manifest":            []byte(`{"revision":"9","roots":["consentry"]}`),
+		"data.json":            []byte("{}"),
+		"consentry/other.rego": []byte("package consentry.other\n\nallow := true\n"),
+	})
+	f := newFixture(t, bundle.Config{File: "unused.tar.gz"})
+	if err := f.mgr.ActivateTarball(context.Background(), raw, "test"); bundle.ReasonOf(err) != bundle.ReasonNoDecision {
+		t.Fatalf("sidecar: %v", err)
+	}
+	_, err := build.Verify(context.Background(), raw, build.VerifyOptions{Verification: bundle.VerificationConfig{Keys: []bundle.KeyConfig{keyCfg(es)}}})
+	if bundle.ReasonOf(err) != bundle.ReasonNoDecision {
+		t.Fatalf("bundle verify accepted a bundle the sidecar refuses with no_decision (err=%v)", err)
+	}
+}

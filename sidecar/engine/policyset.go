@@ -18,6 +18,12 @@ import (
 type PolicySet struct {
 	// Modules maps a file name (used in error locations) to parsed Rego v1 source.
 	Modules map[string]string
+	// Paths maps a module name (a Modules key) to its slash-separated path relative to the
+	// directory LoadDir walked, e.g. "consentry/custom/a/rules.rego". LoadDir records it because
+	// only LoadDir knows that directory (a symlinked one is walked where it points): a bundle
+	// names modules by these paths, and recomputing them from the unresolved directory lost
+	// modules that share a base name. Nil for sets not loaded from a directory.
+	Paths map[string]string
 	// Data is the base document (data.*), e.g. {"consentry": {"catalog": {...}}}.
 	Data map[string]any
 	// Schemas maps a schema name ("input" for schema.input) to a JSON schema document.
@@ -65,7 +71,7 @@ func LoadDir(dir string, opts LoadOptions) (*PolicySet, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("load policies: %s is not a directory", dir)
 	}
-	ps := &PolicySet{Modules: map[string]string{}, Data: map[string]any{}, Schemas: map[string]any{}, Revision: noRevisionID}
+	ps := &PolicySet{Modules: map[string]string{}, Paths: map[string]string{}, Data: map[string]any{}, Schemas: map[string]any{}, Revision: noRevisionID}
 	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -85,6 +91,7 @@ func LoadDir(dir string, opts LoadOptions) (*PolicySet, error) {
 			return err
 		}
 		ps.Modules[path] = string(src)
+		ps.Paths[path] = filepath.ToSlash(rel)
 		return nil
 	})
 	if err != nil {

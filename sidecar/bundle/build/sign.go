@@ -119,6 +119,9 @@ func Verify(ctx context.Context, raw []byte, o VerifyOptions) (*bundle.Verified,
 	if err != nil {
 		return nil, err
 	}
+	if err := vb.RequireDecision(); err != nil {
+		return nil, err
+	}
 	if err := engine.New(o.Engine, slog.New(slog.DiscardHandler)).Check(ctx, vb.PolicySet("verify")); err != nil {
 		return nil, &bundle.RejectError{Reason: bundle.ReasonCompile, Revision: vb.Revision, Err: err}
 	}

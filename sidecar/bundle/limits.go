@@ -1,0 +1,214 @@
+package bundle
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/consentry/consentry/sidecar/engine"
+)
+
+// Limits on what a bundle may expand to. OPA's readers enforce only a per-file limit and
+// read every file of a tarball into memory before the signature is looked at, so without
+// these a small unsigned tarball (or directory) of many files just under max_size_bytes
+// costs files * max_size_bytes of heap before it is refused.
+const (
+	// InflateFactor bounds a bundle's decompressed size (the whole tar stream, headers
+	// included; for a directory, the sum of its files) to InflateFactor * max_size_bytes.
+	// A bundle is dominated by one data.json, which the per-file limit (max_size_bytes)
+	// already bounds, so this leaves room for several data files and the policies.
+	InflateFactor = 4
+	// MaxBundleFiles bounds the entries of a tarball (files and directories) and the files
+	// of a bundle or policy directory; each costs a descriptor, a buffer and, for .rego, a
+	// parse.
+	MaxBundleFiles = 10000
+)
+
+// inflateLimit is the decompressed size limit for a max_size_bytes of maxSize.
+func inflateLimit(maxSize int64) int64 {
+	if maxSize <= 0 {
+		maxSize = DefaultMaxSizeBytes
+	}
+	if maxSize > (1<<62)/InflateFactor {
+		return 1 << 62
+	}
+	return maxSize * InflateFactor
+}
+
+// errInflateLimit is returned by budgetReader once its budget is spent.
+var errInflateLimit = errors.New("decompressed size limit exceeded")
+
+// budgetReader fails with errInflateLimit as soon as more than left bytes were read.
+type budgetReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *budgetReader) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, errInflateLimit
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return n, errInflateLimit
+	}
+	return n, err
+}
+
+// prescanTarball streams raw's gzip+tar once, discarding the contents, and refuses it
+// (too_large) before OPA's reader buffers it when it inflates to more than
+// inflateLimit(maxFile) bytes, has more than MaxBundleFiles entries, or an entry larger
+// than maxFile. Memory stays at the decompressor's window plus one copy buffer. An
+// unreadable stream is malformed: OPA's reader would fail on it too, after buffering.
+func prescanTarball(raw []byte, maxFile int64) error {
+	limit := inflateLimit(maxFile)
+	tooLarge := func() error {
+		return reject(ReasonTooLarge, "", fmt.Errorf("bundle inflates to more than %d bytes (%d x policy.max_size_bytes)", limit, InflateFactor))
+	}
+	gz, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return reject(ReasonMalformed, "", fmt.Errorf("archive read failed: %w", err))
+	}
+	defer gz.Close()
+	tr := tar.NewReader(&budgetReader{r: gz, left: limit})
+	for entries := 0; ; entries++ {
+		hdr, err := tr.Next()
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case errors.Is(err, errInflateLimit):
+			return tooLarge()
+		case err != nil:
+			return reject(ReasonMalformed, "", fmt.Errorf("archive read failed: %w", err))
+		}
+		if entries >= MaxBundleFiles {
+			return reject(ReasonTooLarge, "", fmt.Errorf("bundle has more than %d entries", MaxBundleFiles))
+		}
+		// OPA allocates the declared size up front, before it copies the entry.
+		if hdr.Size > maxFile {
+			return reject(ReasonTooLarge, "", fmt.Errorf("bundle file %s is %d bytes, policy.max_size_bytes is %d", hdr.Name, hdr.Size, maxFile))
+		}
+		if _, err := io.Copy(io.Discard, tr); err != nil {
+			if errors.Is(err, errInflateLimit) {
+				return tooLarge()
+			}
+			return reject(ReasonMalformed, "", fmt.Errorf("archive read failed: %s: %w", hdr.Name, err))
+		}
+	}
+}
+
+// readFileLimited reads at most max+1 bytes of path: enough for the caller to see (and
+// reject as too_large) a file over max without reading all of it.
+func readFileLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, max+1))
+}
+
+// dirDigest is a digest of the regular files under dir (symlinks in it are not followed,
+// as OPA's directory loader does not follow them): sha256 over each file's sorted relative
+// path, size and bytes. skip, when set, leaves out a directory (by relative slash path).
+// It reads at most inflateLimit(maxSize) bytes: past that, or past MaxBundleFiles files, it
+// returns a digest of the names and sizes it saw with a too_large rejection, so a directory
+// too large to activate is still remembered as rejected and not re-read on every poll.
+func dirDigest(dir string, maxSize int64, skip func(rel string) bool) (string, error) {
+	root := dir
+	if resolved, err := filepath.EvalSymlinks(dir); err == nil {
+		root = resolved // a symlinked directory is read where it points
+	}
+	type entry struct {
+		rel  string
+		size int64
+	}
+	var files []entry
+	var tooMany bool
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			if rel != "." && skip != nil && skip(rel) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		if len(files) >= MaxBundleFiles {
+			tooMany = true
+			return filepath.SkipAll
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		files = append(files, entry{rel, info.Size()})
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", dir, err)
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].rel < files[j].rel })
+	h := sha256.New()
+	limit := inflateLimit(maxSize)
+	var total int64
+	for _, f := range files {
+		total += f.size
+	}
+	withContent := !tooMany && total <= limit
+	for _, f := range files {
+		fmt.Fprintf(h, "%s\x00%d\x00", f.rel, f.size)
+		if !withContent {
+			continue
+		}
+		if err := hashFile(h, filepath.Join(root, filepath.FromSlash(f.rel)), f.size); err != nil {
+			return "", fmt.Errorf("read %s: %w", dir, err)
+		}
+	}
+	digest := "sha256:" + hex.EncodeToString(h.Sum(nil))
+	switch {
+	case tooMany:
+		return digest, reject(ReasonTooLarge, "", fmt.Errorf("%s has more than %d files", dir, MaxBundleFiles))
+	case !withContent:
+		return digest, reject(ReasonTooLarge, "", fmt.Errorf("%s holds %d bytes, more than %d (%d x policy.max_size_bytes)", dir, total, limit, InflateFactor))
+	}
+	return digest, nil
+}
+
+// hashFile adds path's bytes to h, at most size+1 of them (a file that grew since it was
+// listed changes the digest without being read whole).
+func hashFile(h io.Writer, path string, size int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(h, io.LimitReader(f, size+1))
+	return err
+}
+
+// skipPolicyDirExtras leaves out of a policy directory's digest what engine.LoadDir does
+// not read: hidden directories and scenarios/.
+func skipPolicyDirExtras(rel string) bool {
+	return rel == engine.ScenarioDir || strings.HasPrefix(filepath.Base(rel), ".")
+}
