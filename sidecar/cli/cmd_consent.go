@@ -31,7 +31,7 @@ func init() {
 		Usage: "--customer ID [--history] [--json] [ADMIN FLAGS]",
 		Run:   runConsentShow})
 	Register(&Command{Name: "consent import", Summary: "import consent records from a CRM's CSV export (--dry-run, rejected rows report)",
-		Usage: "--file FILE.csv [--dry-run] [--rejects OUT.csv] [--map COLUMN=FIELD,...] [--purpose P] [--channel C] [--notice-version V --notice-hash H] [ADMIN FLAGS]",
+		Usage: "--file FILE.csv [--dry-run] [--rejects OUT.csv] [--map COLUMN=FIELD,...] [--purpose P] [--channel C] [--notice-version V --notice-hash H] [--captured-now] [ADMIN FLAGS]",
 		Run:   runConsentImport})
 }
 
@@ -221,6 +221,7 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 	channel := fs.String("channel", "", "channel for rows without one (default import)")
 	nv := fs.String("notice-version", "", "notice version for rows without one")
 	nh := fs.String("notice-hash", "", "notice hash for rows without one")
+	capturedNow := fs.Bool("captured-now", false, "stamp rows without a capture date with the import time (refused otherwise: an undated row could undo a later withdrawal)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	af := addAdminFlags(fs)
 	if err := ParseFlags(fs, args); err != nil {
@@ -244,6 +245,9 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 	}
 	q := url.Values{}
 	q.Set("dry_run", strconv.FormatBool(*dry))
+	if *capturedNow {
+		q.Set("captured_at", "now")
+	}
 	for k, v := range map[string]string{"map": *mapping, "purpose": *purpose, "channel": *channel, "notice_version": *nv, "notice_hash": *nh} {
 		if v != "" {
 			q.Set(k, v)

@@ -85,8 +85,14 @@ func TestConsentCommands(t *testing.T) {
 	csvFile := filepath.Join(t.TempDir(), "export.csv")
 	os.WriteFile(csvFile, []byte("Kunde,purpose\nC-3,analytics.reporting\nC-4,marketing.telepathy\n"), 0o600)
 	rejects := filepath.Join(t.TempDir(), "rejects.csv")
+	// Undated rows are refused unless the import time may stand in for their capture date.
 	code, out, _ := consentCLI(t, "", append([]string{"consent", "import", "--file", csvFile, "--dry-run", "--map", "Kunde=customer_id",
-		"--notice-version", "v1", "--notice-hash", hash, "--rejects", rejects}, adm...)...)
+		"--notice-version", "v1", "--notice-hash", hash}, adm...)...)
+	if code != ExitFailure || !strings.Contains(out, "0 accepted") || !strings.Contains(out, "captured_at_missing") {
+		t.Fatalf("undated rows without --captured-now: exit %d\n%s", code, out)
+	}
+	code, out, _ = consentCLI(t, "", append([]string{"consent", "import", "--file", csvFile, "--dry-run", "--map", "Kunde=customer_id",
+		"--notice-version", "v1", "--notice-hash", hash, "--captured-now", "--rejects", rejects}, adm...)...)
 	if code != ExitFailure || !strings.Contains(out, "dry run") || !strings.Contains(out, "1 accepted") || !strings.Contains(out, "line 3") {
 		t.Fatalf("dry run: exit %d\n%s", code, out)
 	}

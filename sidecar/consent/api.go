@@ -41,6 +41,31 @@ func (s *Store) MountAPI(r fiber.Router) {
 	r.Put("/agreements/:id", s.hPutAgreement)
 }
 
+// queryFlag parses a boolean query parameter strictly: absent is false, present without a
+// value (?dry_run, ?dry_run=) is true, and anything strconv.ParseBool or yes/no/on/off do
+// not cover is a 400 import.invalid_query.
+func queryFlag(c *fiber.Ctx, name string) (bool, error) {
+	args := c.Context().QueryArgs()
+	if !args.Has(name) {
+		return false, nil
+	}
+	if len(args.PeekMulti(name)) > 1 {
+		return false, bad("import.invalid_query", "%s is given more than once", name)
+	}
+	v := strings.ToLower(strings.TrimSpace(string(args.Peek(name))))
+	switch v {
+	case "", "yes", "on", "y":
+		return true, nil
+	case "no", "off", "n":
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, bad("import.invalid_query", "%s=%q is not a boolean (true/false, yes/no, on/off; no value means true)", name, truncate(v))
+	}
+	return b, nil
+}
+
 // fail writes err as {"error":{code,message}} with its status (500 for store failures).
 func (s *Store) fail(c *fiber.Ctx, err error) error {
 	var e *Error
@@ -114,8 +139,23 @@ func (s *Store) hWithdraw(c *fiber.Ctx) error {
 }
 
 func (s *Store) hImport(c *fiber.Ctx) error {
+	// Strictly: a dry run asked for in any spelling that is not understood must not become a
+	// real import (c.QueryBool answers false for "?dry_run", "yes", "on").
+	dry, err := queryFlag(c, "dry_run")
+	if err != nil {
+		return s.fail(c, err)
+	}
+	var capturedNow bool
+	switch v := c.Query("captured_at"); v {
+	case "":
+	case "now":
+		capturedNow = true
+	default:
+		return s.fail(c, bad("import.invalid_query", "captured_at=%q: the only default capture date is now (captured_at=now)", truncate(v)))
+	}
 	opts := ImportOptions{
-		DryRun:        c.QueryBool("dry_run", false),
+		DryRun:        dry,
+		CapturedNow:   capturedNow,
 		Purpose:       c.Query("purpose"),
 		Channel:       c.Query("channel"),
 		NoticeVersion: c.Query("notice_version"),
@@ -159,7 +199,7 @@ func (s *Store) hPutCustomer(c *fiber.Ctx) error {
 	if err := decode(c, &b); err != nil {
 		return s.fail(c, err)
 	}
-	out, err := s.PutCustomer(c.UserContext(), Customer{ID: c.Params("id"), RetentionUntil: b.RetentionUntil})
+	out, err := s.PutCustomer(c.UserContext(), Customer{ID: c.Params("id"), RetentionUntil: b.RetentionUntil, UpdatedBy: admin.Actor(c)})
 	if err != nil {
 		return s.fail(c, err)
 	}
@@ -187,7 +227,7 @@ func (s *Store) hPutCase(c *fiber.Ctx) error {
 	if err := decode(c, &b); err != nil {
 		return s.fail(c, err)
 	}
-	out, err := s.PutCase(c.UserContext(), Case{ID: c.Params("id"), CustomerID: b.CustomerID, Assignees: b.Assignees, Status: b.Status, Purpose: b.Purpose})
+	out, err := s.PutCase(c.UserContext(), Case{ID: c.Params("id"), CustomerID: b.CustomerID, Assignees: b.Assignees, Status: b.Status, Purpose: b.Purpose, UpdatedBy: admin.Actor(c)})
 	if err != nil {
 		return s.fail(c, err)
 	}
@@ -215,7 +255,7 @@ func (s *Store) hPutAgreement(c *fiber.Ctx) error {
 	if err := decode(c, &b); err != nil {
 		return s.fail(c, err)
 	}
-	out, err := s.PutAgreement(c.UserContext(), Agreement{ProcessorID: c.Params("id"), Purposes: b.Purposes, Categories: b.Categories, ValidFrom: b.ValidFrom, ValidUntil: b.ValidUntil})
+	out, err := s.PutAgreement(c.UserContext(), Agreement{ProcessorID: c.Params("id"), Purposes: b.Purposes, Categories: b.Categories, ValidFrom: b.ValidFrom, ValidUntil: b.ValidUntil, UpdatedBy: admin.Actor(c)})
 	if err != nil {
 		return s.fail(c, err)
 	}
@@ -301,7 +341,7 @@ func (cl *Client) Do(method, path string, body, out any) error {
 }
 
 // importChunkBytes keeps each import request well under the admin server's body limit
-// (4 MiB by default): a CRM export of millions of rows goes as many requests.
+// (admin.MaxBodyBytes, 4 MiB): a CRM export of millions of rows goes as many requests.
 var importChunkBytes = 1 << 20
 
 // Import sends a CSV export to POST /consents/import in chunks (each with the header row)

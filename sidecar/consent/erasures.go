@@ -46,8 +46,12 @@ type ErasureQueue interface {
 var _ ErasureQueue = (*sqlStore)(nil)
 
 func (s *sqlStore) RequestErasure(ctx context.Context, r ErasureRequest) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO erasure_requests (customer_id, requested_at, actor, reason) VALUES (?, ?, ?, ?)
-ON CONFLICT (customer_id) DO NOTHING`), r.CustomerID, ns(r.RequestedAt), truncate(r.Actor), truncate(r.Reason))
+	at, err := ns(r.RequestedAt)
+	if err != nil {
+		return fmt.Errorf("record erasure request: %w", err)
+	}
+	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO erasure_requests (customer_id, requested_at, actor, reason) VALUES (?, ?, ?, ?)
+ON CONFLICT (customer_id) DO NOTHING`), r.CustomerID, at, truncate(r.Actor), truncate(r.Reason))
 	if err != nil {
 		return fmt.Errorf("record erasure request: %w", err)
 	}
@@ -75,7 +79,7 @@ func (s *sqlStore) PendingErasures(ctx context.Context) ([]ErasureRequest, error
 }
 
 func (s *sqlStore) ClaimErasure(ctx context.Context, customerID string, d time.Duration) (bool, error) {
-	query, args := `UPDATE erasure_requests SET claimed_until = ? WHERE customer_id = ? AND claimed_until < ?`, []any{ns(time.Now().Add(d)), customerID, ns(time.Now())}
+	query, args := `UPDATE erasure_requests SET claimed_until = ? WHERE customer_id = ? AND claimed_until < ?`, []any{time.Now().Add(d).UnixNano(), customerID, time.Now().UnixNano()}
 	if s.d.name == "postgres" {
 		query = `UPDATE erasure_requests SET claimed_until = ` + pgNowNS + ` + $1 WHERE customer_id = $2 AND claimed_until < ` + pgNowNS
 		args = []any{int64(d), customerID}

@@ -76,7 +76,7 @@ func TestImport(t *testing.T) {
 			}
 			// Column mapping and defaults.
 			rep, err = s.Import(ctx, strings.NewReader("Kundennummer,x\nK-1,1\n"),
-				ImportOptions{Columns: map[string]string{"Kundennummer": "customer_id"}, Purpose: "analytics.reporting", NoticeVersion: "v1", NoticeHash: noticeHash}, "importer")
+				ImportOptions{Columns: map[string]string{"Kundennummer": "customer_id"}, Purpose: "analytics.reporting", NoticeVersion: "v1", NoticeHash: noticeHash, CapturedNow: true}, "importer")
 			if err != nil || rep.Accepted != 1 {
 				t.Fatalf("mapped import %+v %v", rep, err)
 			}
@@ -133,7 +133,7 @@ func TestClientImportChunks(t *testing.T) {
 			fmt.Fprintf(&b, "K-%d,analytics.reporting,\n", i)
 		}
 	}
-	rep, err := cl.Import(strings.NewReader(b.String()), "notice_version=v1&notice_hash="+noticeHash)
+	rep, err := cl.Import(strings.NewReader(b.String()), "captured_at=now&notice_version=v1&notice_hash="+noticeHash)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,11 @@ type ImportOptions struct {
 	Channel       string `json:"channel,omitempty"`
 	NoticeVersion string `json:"notice_version,omitempty"`
 	NoticeHash    string `json:"notice_hash,omitempty"`
+	// CapturedNow dates rows without a capture date with the time of the import (query
+	// captured_at=now). Off by default: such a row is rejected (import.captured_at_missing),
+	// because dating an old export "now" makes it newer than a withdrawal made since, and
+	// it would grant the consent again. Only for exports known to be current.
+	CapturedNow bool `json:"captured_now,omitempty"`
 }
 
 // ImportReport says what an import did (or, dry run, would do).
@@ -102,6 +107,15 @@ type importRow struct {
 	kind      string
 	event     Event
 	retention *time.Time
+	// stamped: the row had no capture date and was dated with the import (CapturedNow).
+	stamped bool
+}
+
+// canonicalField resolves a --map target through the alias table (map=Datum=consent_date
+// means captured_at), so that the column is read as the field it names.
+func canonicalField(f string) (string, bool) {
+	field, ok := columnAliases[normHeader(f)]
+	return field, ok
 }
 
 // Import reads a CSV export (header row first) and records each row as a consent event.
@@ -120,6 +134,13 @@ func (s *Store) Import(ctx context.Context, r io.Reader, opts ImportOptions, act
 	if err != nil {
 		return rep, bad("import.invalid_csv", "header: %v", err)
 	}
+	// Every map target must name a field (or an alias of one): a mapping that is not read
+	// is refused, whether or not the file has the column.
+	for c, f := range opts.Columns {
+		if _, known := canonicalField(f); !known {
+			return rep, bad("import.invalid_map", "column %q mapped to unknown field %q (fields: customer_id, purpose, status, notice_version, notice_hash, channel, captured_at, captured_by, expires_at, event_id, retention_until, reason)", truncate(c), truncate(f))
+		}
+	}
 	col := map[string]int{}
 	for i, h := range header {
 		name := normHeader(h)
@@ -131,9 +152,7 @@ func (s *Store) Import(ctx context.Context, r io.Reader, opts ImportOptions, act
 			field, ok = columnAliases[name]
 		}
 		if ok {
-			if _, known := columnAliases[field]; !known {
-				return rep, bad("import.invalid_map", "column %q mapped to unknown field %q", h, field)
-			}
+			field, _ = canonicalField(field)
 			if _, dup := col[field]; !dup {
 				col[field] = i
 			}
@@ -199,7 +218,11 @@ func (s *Store) Import(ctx context.Context, r io.Reader, opts ImportOptions, act
 		if err := s.staleRow(ctx, r.event); err != nil {
 			// Unless it is this very event again (a re-import), which is only a duplicate.
 			if res, cerr := s.be.CheckAppend(ctx, []Event{r.event}); cerr == nil && len(res) == 1 && CodeOf(res[0].Err) == "consent.duplicate_event" {
-				rep.Duplicates++
+				if cerr := r.duplicateOf(res[0].Err); cerr != nil {
+					reject(r.line, r.event.CustomerID, cerr)
+				} else {
+					rep.Duplicates++
+				}
 			} else {
 				reject(r.line, r.event.CustomerID, err)
 			}
@@ -226,7 +249,11 @@ func (s *Store) Import(ctx context.Context, r io.Reader, opts ImportOptions, act
 		for i, r := range res {
 			switch {
 			case CodeOf(r.Err) == "consent.duplicate_event":
-				rep.Duplicates++
+				if cerr := batch[i].duplicateOf(r.Err); cerr != nil {
+					reject(batch[i].line, batch[i].event.CustomerID, cerr)
+				} else {
+					rep.Duplicates++
+				}
 			case r.Err != nil:
 				reject(batch[i].line, batch[i].event.CustomerID, r.Err)
 			case r.NoEffect:
@@ -261,7 +288,7 @@ func (s *Store) Import(ctx context.Context, r io.Reader, opts ImportOptions, act
 	}
 	for id, until := range retention {
 		if !opts.DryRun {
-			if _, err := s.PutCustomer(ctx, Customer{ID: id, RetentionUntil: until}); err != nil {
+			if _, err := s.PutCustomer(ctx, Customer{ID: id, RetentionUntil: until, UpdatedBy: actor}); err != nil {
 				return rep, fmt.Errorf("import: %w", err)
 			}
 		}
@@ -299,6 +326,11 @@ func (s *Store) importRow(line int, get func(string) string, opts ImportOptions,
 	if in.CapturedAt, err = parseTime(get("captured_at")); err != nil {
 		return importRow{}, bad("import.invalid_captured_at", "captured_at: %v", err)
 	}
+	if in.CapturedAt == nil && !opts.CapturedNow {
+		// Dated "now", an old export would be newer than a withdrawal made since and grant
+		// the consent again ("an old export never grants a consent again").
+		return importRow{}, bad("import.captured_at_missing", "the row has no capture date: add a captured_at column (or --map COLUMN=captured_at); only for an export known to be current, import with captured_at=now")
+	}
 	if kind == KindGranted {
 		if in.ExpiresAt, err = parseTime(get("expires_at")); err != nil {
 			return importRow{}, bad("import.invalid_expires_at", "expires_at: %v", err)
@@ -310,6 +342,10 @@ func (s *Store) importRow(line int, get func(string) string, opts ImportOptions,
 	retention, err := parseTime(get("retention_until"))
 	if err != nil {
 		return importRow{}, bad("import.invalid_retention_until", "retention_until: %v", err)
+	}
+	// Checked with the row: the deadline is stored after the events, too late to reject it.
+	if err := checkTime("retention_until", retention); err != nil {
+		return importRow{}, err
 	}
 	if in.EventID == "" {
 		// Deterministic id: importing the same export twice records nothing new.
@@ -323,7 +359,36 @@ func (s *Store) importRow(line int, get func(string) string, opts ImportOptions,
 	if ev.Reason == "" {
 		ev.Reason = fmt.Sprintf("imported (line %d)", line)
 	}
-	return importRow{line: line, kind: kind, event: ev, retention: retention}, nil
+	return importRow{line: line, kind: kind, event: ev, retention: retention, stamped: in.CapturedAt == nil}, nil
+}
+
+// duplicateOf checks that the event already recorded under the row's event id (dup, a
+// consent.duplicate_event) is this row's event again - a re-import - and not another one
+// under a reused id: a CRM that keeps a consent record's id when the customer opts out
+// exports the withdrawal under the grant's id, and counting it as a duplicate would drop
+// the withdrawal silently. Provenance (channel, captured_by, reason) may differ between
+// imports; what was agreed, by whom, and when may not.
+func (r importRow) duplicateOf(dup error) error {
+	var e *Error
+	if !errors.As(dup, &e) || e.Event == nil {
+		return bad("import.event_id_conflict", "event_id %q is already recorded and the recorded event could not be compared with this row", r.event.EventID)
+	}
+	old, ev := e.Event, r.event
+	same := old.CustomerID == ev.CustomerID && old.Purpose == ev.Purpose && old.Kind == ev.Kind &&
+		old.NoticeVersion == ev.NoticeVersion && old.NoticeHash == ev.NoticeHash && sameTime(old.ExpiresAt, ev.ExpiresAt) &&
+		(r.stamped || old.CapturedAt.Equal(ev.CapturedAt)) // a stamped row's time is the import's, not the customer's
+	if same {
+		return nil
+	}
+	return bad("import.event_id_conflict", "event_id %q is already recorded for a different event (%s %s of %s, captured %s): a reused id is not a duplicate; give this row its own event_id",
+		ev.EventID, old.Kind, old.Purpose, old.CustomerID, old.CapturedAt.UTC().Format(time.RFC3339))
+}
+
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Equal(*b)
 }
 
 // staleRow refuses an imported event captured before the customer's current state for its

@@ -66,6 +66,9 @@ type Case struct {
 	Status     string    `json:"status"`
 	Purpose    string    `json:"purpose,omitempty"`
 	UpdatedAt  time.Time `json:"updated_at"`
+	// UpdatedBy is the authenticated admin who last put the case (need-to-know hinges on
+	// the assignees: who granted someone access must be on record).
+	UpdatedBy string `json:"updated_by,omitempty"`
 }
 
 // Case statuses.
@@ -82,6 +85,8 @@ type Agreement struct {
 	ValidFrom   *time.Time `json:"valid_from,omitempty"`
 	ValidUntil  *time.Time `json:"valid_until,omitempty"`
 	UpdatedAt   time.Time  `json:"updated_at"`
+	// UpdatedBy is the authenticated admin who last put the agreement.
+	UpdatedBy string `json:"updated_by,omitempty"`
 }
 
 // Customer is a customer's lifecycle state.
@@ -91,6 +96,9 @@ type Customer struct {
 	Erased         bool       `json:"erased"`
 	ErasedAt       *time.Time `json:"erased_at,omitempty"`
 	UpdatedAt      time.Time  `json:"updated_at"`
+	// UpdatedBy is the authenticated admin (or importer) who last set the retention
+	// deadline through PutCustomer; empty for a customer only a consent event created.
+	UpdatedBy string `json:"updated_by,omitempty"`
 }
 
 // Current is the current consent state for one (customer, purpose): the last event.

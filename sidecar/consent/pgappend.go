@@ -133,6 +133,7 @@ type (
 		ErasedAt       *int64 `json:"erased_at"`
 		UpdatedAt      int64  `json:"updated_at"`
 		Rev            int64  `json:"rev"`
+		UpdatedBy      string `json:"updated_by"`
 	}
 )
 
@@ -158,14 +159,18 @@ func pgAppendMany(ctx context.Context, q querier, channel string, evs []Event) (
 	eid, cid, purp, knd, nv, nh, chn, cby, rsn, rby := make([]string, n), make([]string, n), make([]string, n), make([]string, n),
 		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	cat, exp, rat := make([]int64, n), make([]int64, n), make([]int64, n)
+	var ta nsArgs
 	for j, i := range order {
 		ev := evs[i]
 		eid[j], cid[j], purp[j], knd[j], nv[j], nh[j], chn[j], cby[j], rsn[j], rby[j] = ev.EventID, ev.CustomerID, ev.Purpose, ev.Kind,
 			ev.NoticeVersion, ev.NoticeHash, ev.Channel, ev.CapturedBy, ev.Reason, ev.RecordedBy
-		cat[j], rat[j] = ns(ev.CapturedAt), ns(ev.RecordedAt)
+		cat[j], rat[j] = ta.at(ev.CapturedAt), ta.at(ev.RecordedAt)
 		if ev.ExpiresAt != nil {
-			exp[j] = ns(*ev.ExpiresAt)
+			exp[j] = ta.at(*ev.ExpiresAt)
 		}
+	}
+	if ta.err != nil {
+		return nil, fmt.Errorf("append events: %w", ta.err)
 	}
 	rows, err := q.QueryContext(ctx, pgAppendManySQL, eid, cid, purp, knd, nv, nh, chn, cat, cby, exp, rsn, rat, rby, channel)
 	if err != nil {
@@ -239,7 +244,7 @@ func pgResult(ev Event, outcome string, seq sql.NullInt64, dup, cur, cust sql.Nu
 	}
 	res.Event.Seq, res.Seq = seq.Int64, seq.Int64
 	res.Current = currentOf(jc)
-	res.Customer = Customer{ID: ju.ID, RetentionUntil: tsPtr(ju.RetentionUntil), Erased: ju.Erased != 0, ErasedAt: tsPtr(ju.ErasedAt), UpdatedAt: time.Unix(0, ju.UpdatedAt).UTC()}
+	res.Customer = Customer{ID: ju.ID, RetentionUntil: tsPtr(ju.RetentionUntil), Erased: ju.Erased != 0, ErasedAt: tsPtr(ju.ErasedAt), UpdatedAt: time.Unix(0, ju.UpdatedAt).UTC(), UpdatedBy: ju.UpdatedBy}
 	res.CustRev = ju.Rev
 	return res, nil
 }

@@ -127,6 +127,12 @@ UPDATE consent_current SET withdrawn_at = (SELECT MAX(e.captured_at) FROM consen
 WHERE status = 'withdrawn' AND withdrawn_at < (SELECT MAX(e.captured_at) FROM consent_events e WHERE e.customer_id = consent_current.customer_id
   AND e.purpose = consent_current.purpose AND e.kind IN ('granted', 'withdrawn') AND e.seq <= consent_current.seq)`,
 		extra: map[string][]string{"postgres": {pgAppendFunc}}},
+	// Who changed a case (its assignees decide need-to-know), an agreement or a customer's
+	// retention deadline: the authenticated admin of the last PUT. Rows from before are ''.
+	{version: 7, sql: `
+ALTER TABLE cases ADD COLUMN updated_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE agreements ADD COLUMN updated_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE customers ADD COLUMN updated_by TEXT NOT NULL DEFAULT ''`},
 }
 
 // statements splits a migration's shared SQL into statements (one per ";\n") and adds

@@ -212,12 +212,20 @@ func TestMigrationRepairsLatestWithdrawal(t *testing.T) {
 			db := s.be.(*sqlStore)
 			for _, tc := range cases {
 				tc.events(tc.cust)
-				if _, err := db.db.ExecContext(ctx, db.q(`UPDATE consent_current SET withdrawn_at = ? WHERE customer_id = ?`), nsPtr(tc.old), tc.cust); err != nil {
+				old, err := nsPtr(tc.old)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := db.db.ExecContext(ctx, db.q(`UPDATE consent_current SET withdrawn_at = ? WHERE customer_id = ?`), old, tc.cust); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if _, err := db.db.ExecContext(ctx, `DELETE FROM schema_migrations WHERE version = 6`); err != nil {
-				t.Fatal(err)
+			// Back to a version 5 database (version 7 added columns: drop them again).
+			for _, stmt := range []string{`DELETE FROM schema_migrations WHERE version >= 6`, `ALTER TABLE cases DROP COLUMN updated_by`,
+				`ALTER TABLE agreements DROP COLUMN updated_by`, `ALTER TABLE customers DROP COLUMN updated_by`} {
+				if _, err := db.db.ExecContext(ctx, stmt); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if err := s.Close(); err != nil {
 				t.Fatal(err)

@@ -17,21 +17,34 @@ func init() { RegisterBackend("sqlite", openSQLite) }
 // each commit, so an acknowledged event survives a crash or power loss; BEGIN IMMEDIATE
 // takes the write lock up front so concurrent writers queue (busy_timeout) instead of
 // failing on lock upgrade.
-func sqliteDSN(path string) string {
+//
+// The path goes into a file: URI escaped (and made absolute, since a URI path is): pasted in
+// as is, a '#' or '?' in state.data_dir would end the path there, and the database would be
+// created somewhere else - shared with every other store whose path has that prefix.
+func sqliteDSN(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("state sqlite path %q: %w", path, err)
+	}
 	v := url.Values{}
 	v.Add("_pragma", "journal_mode(WAL)")
 	v.Add("_pragma", "synchronous(FULL)")
 	v.Add("_pragma", "busy_timeout(10000)")
 	v.Add("_pragma", "foreign_keys(1)")
 	v.Set("_txlock", "immediate")
-	return "file:" + path + "?" + v.Encode()
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: v.Encode()}
+	return u.String(), nil
 }
 
 func openSQLite(ctx context.Context, cfg Config) (Backend, error) {
 	if err := os.MkdirAll(filepath.Dir(cfg.SQLitePath), 0o700); err != nil {
 		return nil, fmt.Errorf("state.data_dir: %w", err)
 	}
-	db, err := sql.Open("sqlite", sqliteDSN(cfg.SQLitePath))
+	dsn, err := sqliteDSN(cfg.SQLitePath)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", cfg.SQLitePath, err)
 	}

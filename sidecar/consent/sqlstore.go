@@ -114,15 +114,6 @@ func (s *sqlStore) SchemaVersion(ctx context.Context) (int, error) {
 	return v, err
 }
 
-func ns(t time.Time) int64 { return t.UnixNano() }
-
-func nsPtr(t *time.Time) any {
-	if t == nil {
-		return nil
-	}
-	return t.UnixNano()
-}
-
 func fromNS(v sql.NullInt64) *time.Time {
 	if !v.Valid {
 		return nil
@@ -156,25 +147,25 @@ func scanCurrent(r scanner) (Current, int64, error) {
 	return c, seq, err
 }
 
-const customerCols = `id, retention_until, erased, erased_at, updated_at, rev`
+const customerCols = `id, retention_until, erased, erased_at, updated_at, rev, updated_by`
 
 func scanCustomer(r scanner) (Customer, int64, error) {
 	var c Customer
 	var ret, era sql.NullInt64
 	var erased int
 	var upd, rev int64
-	err := r.Scan(&c.ID, &ret, &erased, &era, &upd, &rev)
+	err := r.Scan(&c.ID, &ret, &erased, &era, &upd, &rev, &c.UpdatedBy)
 	c.RetentionUntil, c.Erased, c.ErasedAt, c.UpdatedAt = fromNS(ret), erased != 0, fromNS(era), time.Unix(0, upd).UTC()
 	return c, rev, err
 }
 
-const caseCols = `id, customer_id, assignees, status, purpose, updated_at, rev`
+const caseCols = `id, customer_id, assignees, status, purpose, updated_at, rev, updated_by`
 
 func scanCase(r scanner) (Case, int64, error) {
 	var c Case
 	var assignees string
 	var upd, rev int64
-	if err := r.Scan(&c.ID, &c.CustomerID, &assignees, &c.Status, &c.Purpose, &upd, &rev); err != nil {
+	if err := r.Scan(&c.ID, &c.CustomerID, &assignees, &c.Status, &c.Purpose, &upd, &rev, &c.UpdatedBy); err != nil {
 		return c, 0, err
 	}
 	c.UpdatedAt = time.Unix(0, upd).UTC()
@@ -184,14 +175,14 @@ func scanCase(r scanner) (Case, int64, error) {
 	return c, rev, nil
 }
 
-const agreementCols = `processor_id, purposes, categories, valid_from, valid_until, updated_at, rev`
+const agreementCols = `processor_id, purposes, categories, valid_from, valid_until, updated_at, rev, updated_by`
 
 func scanAgreement(r scanner) (Agreement, int64, error) {
 	var a Agreement
 	var purposes, categories string
 	var from, until sql.NullInt64
 	var upd, rev int64
-	if err := r.Scan(&a.ProcessorID, &purposes, &categories, &from, &until, &upd, &rev); err != nil {
+	if err := r.Scan(&a.ProcessorID, &purposes, &categories, &from, &until, &upd, &rev, &a.UpdatedBy); err != nil {
 		return a, 0, err
 	}
 	a.ValidFrom, a.ValidUntil, a.UpdatedAt = fromNS(from), fromNS(until), time.Unix(0, upd).UTC()
@@ -205,6 +196,10 @@ func scanAgreement(r scanner) (Agreement, int64, error) {
 }
 
 func (s *sqlStore) Append(ctx context.Context, evs []Event) ([]AppendResult, error) {
+	// Checked before the group committer: one bad event must not fail the others' batch.
+	if err := checkEventTimes(evs); err != nil {
+		return nil, err
+	}
 	if len(evs) == 1 && s.group != nil {
 		r, err := s.group.append(ctx, evs[0])
 		if err != nil {
@@ -216,6 +211,9 @@ func (s *sqlStore) Append(ctx context.Context, evs []Event) ([]AppendResult, err
 }
 
 func (s *sqlStore) CheckAppend(ctx context.Context, evs []Event) ([]AppendResult, error) {
+	if err := checkEventTimes(evs); err != nil {
+		return nil, err
+	}
 	return s.appendEvents(ctx, evs, false)
 }
 
@@ -272,10 +270,15 @@ func (s *sqlStore) appendEvents(ctx context.Context, evs []Event, commit bool) (
 			continue
 		}
 		var seq int64
+		var ta nsArgs
+		capturedAt, expiresAt, recordedAt := ta.at(ev.CapturedAt), ta.ptr(ev.ExpiresAt), ta.at(ev.RecordedAt)
+		if ta.err != nil {
+			return nil, fmt.Errorf("insert event: %w", ta.err)
+		}
 		err = tx.QueryRowContext(ctx, s.q(`INSERT INTO consent_events (event_id, customer_id, purpose, kind, notice_version, notice_hash, channel, captured_at, captured_by, expires_at, reason, recorded_at, recorded_by)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`),
-			ev.EventID, ev.CustomerID, ev.Purpose, ev.Kind, ev.NoticeVersion, ev.NoticeHash, ev.Channel, ns(ev.CapturedAt), ev.CapturedBy,
-			nsPtr(ev.ExpiresAt), ev.Reason, ns(ev.RecordedAt), ev.RecordedBy).Scan(&seq)
+			ev.EventID, ev.CustomerID, ev.Purpose, ev.Kind, ev.NoticeVersion, ev.NoticeHash, ev.Channel, capturedAt, ev.CapturedBy,
+			expiresAt, ev.Reason, recordedAt, ev.RecordedBy).Scan(&seq)
 		if err != nil {
 			return nil, fmt.Errorf("insert event: %w", err)
 		}
@@ -294,12 +297,16 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`),
 			continue
 		}
 		next.Seq = seq
+		grantedAt, nextExpiresAt, withdrawnAt := ta.ptr(next.GrantedAt), ta.ptr(next.ExpiresAt), ta.ptr(next.WithdrawnAt)
+		if ta.err != nil {
+			return nil, fmt.Errorf("update current consent: %w", ta.err)
+		}
 		_, err = tx.ExecContext(ctx, s.q(`INSERT INTO consent_current (`+currentCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (customer_id, purpose) DO UPDATE SET status = excluded.status, notice_version = excluded.notice_version,
  notice_hash = excluded.notice_hash, channel = excluded.channel, captured_by = excluded.captured_by, granted_at = excluded.granted_at,
  expires_at = excluded.expires_at, withdrawn_at = excluded.withdrawn_at, event_id = excluded.event_id, seq = excluded.seq`),
 			next.CustomerID, next.Purpose, next.Status, next.NoticeVersion, next.NoticeHash, next.Channel, next.CapturedBy,
-			nsPtr(next.GrantedAt), nsPtr(next.ExpiresAt), nsPtr(next.WithdrawnAt), next.EventID, seq)
+			grantedAt, nextExpiresAt, withdrawnAt, next.EventID, seq)
 		if err != nil {
 			return nil, fmt.Errorf("update current consent: %w", err)
 		}
@@ -307,7 +314,7 @@ ON CONFLICT (customer_id, purpose) DO UPDATE SET status = excluded.status, notic
 		if _, ok := touched[ev.CustomerID]; !ok {
 			// Consent implies the customer exists in the CRM: create its state row.
 			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO customers (id, erased, updated_at, rev) VALUES (?, 0, ?, 1) ON CONFLICT (id) DO NOTHING`),
-				ev.CustomerID, ns(ev.RecordedAt)); err != nil {
+				ev.CustomerID, recordedAt); err != nil {
 				return nil, fmt.Errorf("create customer: %w", err)
 			}
 		}
@@ -439,12 +446,16 @@ func (s *sqlStore) writeTx(ctx context.Context, ch Change, fn func(tx *sql.Tx) e
 
 func (s *sqlStore) PutCase(ctx context.Context, c Case) (int64, error) {
 	assignees, _ := json.Marshal(c.Assignees)
+	updatedAt, err := ns(c.UpdatedAt)
+	if err != nil {
+		return 0, fmt.Errorf("put case: %w", err)
+	}
 	var rev int64
-	err := s.writeTx(ctx, Change{Kind: ChangeCase, Key: c.ID}, func(tx *sql.Tx) error {
-		return tx.QueryRowContext(ctx, s.q(`INSERT INTO cases (id, customer_id, assignees, status, purpose, updated_at, rev) VALUES (?, ?, ?, ?, ?, ?, 1)
+	err = s.writeTx(ctx, Change{Kind: ChangeCase, Key: c.ID}, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, s.q(`INSERT INTO cases (id, customer_id, assignees, status, purpose, updated_at, updated_by, rev) VALUES (?, ?, ?, ?, ?, ?, ?, 1)
 ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, assignees = excluded.assignees, status = excluded.status,
- purpose = excluded.purpose, updated_at = excluded.updated_at, rev = cases.rev + 1 RETURNING rev`),
-			c.ID, c.CustomerID, string(assignees), c.Status, c.Purpose, ns(c.UpdatedAt)).Scan(&rev)
+ purpose = excluded.purpose, updated_at = excluded.updated_at, updated_by = excluded.updated_by, rev = cases.rev + 1 RETURNING rev`),
+			c.ID, c.CustomerID, string(assignees), c.Status, c.Purpose, updatedAt, c.UpdatedBy).Scan(&rev)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("put case: %w", err)
@@ -455,12 +466,17 @@ ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, assignees = e
 func (s *sqlStore) PutAgreement(ctx context.Context, a Agreement) (int64, error) {
 	purposes, _ := json.Marshal(a.Purposes)
 	categories, _ := json.Marshal(a.Categories)
+	var ta nsArgs
+	validFrom, validUntil, updatedAt := ta.ptr(a.ValidFrom), ta.ptr(a.ValidUntil), ta.at(a.UpdatedAt)
+	if ta.err != nil {
+		return 0, fmt.Errorf("put agreement: %w", ta.err)
+	}
 	var rev int64
 	err := s.writeTx(ctx, Change{Kind: ChangeAgreement, Key: a.ProcessorID}, func(tx *sql.Tx) error {
-		return tx.QueryRowContext(ctx, s.q(`INSERT INTO agreements (processor_id, purposes, categories, valid_from, valid_until, updated_at, rev) VALUES (?, ?, ?, ?, ?, ?, 1)
+		return tx.QueryRowContext(ctx, s.q(`INSERT INTO agreements (processor_id, purposes, categories, valid_from, valid_until, updated_at, updated_by, rev) VALUES (?, ?, ?, ?, ?, ?, ?, 1)
 ON CONFLICT (processor_id) DO UPDATE SET purposes = excluded.purposes, categories = excluded.categories, valid_from = excluded.valid_from,
- valid_until = excluded.valid_until, updated_at = excluded.updated_at, rev = agreements.rev + 1 RETURNING rev`),
-			a.ProcessorID, string(purposes), string(categories), nsPtr(a.ValidFrom), nsPtr(a.ValidUntil), ns(a.UpdatedAt)).Scan(&rev)
+ valid_until = excluded.valid_until, updated_at = excluded.updated_at, updated_by = excluded.updated_by, rev = agreements.rev + 1 RETURNING rev`),
+			a.ProcessorID, string(purposes), string(categories), validFrom, validUntil, updatedAt, a.UpdatedBy).Scan(&rev)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("put agreement: %w", err)
@@ -469,13 +485,18 @@ ON CONFLICT (processor_id) DO UPDATE SET purposes = excluded.purposes, categorie
 }
 
 func (s *sqlStore) PutCustomer(ctx context.Context, c Customer) (Customer, int64, error) {
+	var ta nsArgs
+	retentionUntil, updatedAt := ta.ptr(c.RetentionUntil), ta.at(c.UpdatedAt)
+	if ta.err != nil {
+		return Customer{}, 0, fmt.Errorf("put customer: %w", ta.err)
+	}
 	var out Customer
 	var rev int64
 	err := s.writeTx(ctx, Change{Kind: ChangeCustomer, Key: c.ID}, func(tx *sql.Tx) error {
 		var err error
-		out, rev, err = scanCustomer(tx.QueryRowContext(ctx, s.q(`INSERT INTO customers (id, retention_until, erased, updated_at, rev) VALUES (?, ?, 0, ?, 1)
-ON CONFLICT (id) DO UPDATE SET retention_until = excluded.retention_until, updated_at = excluded.updated_at, rev = customers.rev + 1
-RETURNING `+customerCols), c.ID, nsPtr(c.RetentionUntil), ns(c.UpdatedAt)))
+		out, rev, err = scanCustomer(tx.QueryRowContext(ctx, s.q(`INSERT INTO customers (id, retention_until, erased, updated_at, updated_by, rev) VALUES (?, ?, 0, ?, ?, 1)
+ON CONFLICT (id) DO UPDATE SET retention_until = excluded.retention_until, updated_at = excluded.updated_at, updated_by = excluded.updated_by, rev = customers.rev + 1
+RETURNING `+customerCols), c.ID, retentionUntil, updatedAt, c.UpdatedBy))
 		return err
 	})
 	if err != nil {
@@ -485,13 +506,17 @@ RETURNING `+customerCols), c.ID, nsPtr(c.RetentionUntil), ns(c.UpdatedAt)))
 }
 
 func (s *sqlStore) MarkErased(ctx context.Context, id string, at time.Time) (Customer, int64, error) {
+	atNS, err := ns(at)
+	if err != nil {
+		return Customer{}, 0, fmt.Errorf("mark erased: %w", err)
+	}
 	var out Customer
 	var rev int64
-	err := s.writeTx(ctx, Change{Kind: ChangeCustomer, Key: id}, func(tx *sql.Tx) error {
+	err = s.writeTx(ctx, Change{Kind: ChangeCustomer, Key: id}, func(tx *sql.Tx) error {
 		var err error
 		out, rev, err = scanCustomer(tx.QueryRowContext(ctx, s.q(`INSERT INTO customers (id, erased, erased_at, updated_at, rev) VALUES (?, 1, ?, ?, 1)
 ON CONFLICT (id) DO UPDATE SET erased = 1, erased_at = COALESCE(customers.erased_at, excluded.erased_at), updated_at = excluded.updated_at, rev = customers.rev + 1
-RETURNING `+customerCols), id, ns(at), ns(at)))
+RETURNING `+customerCols), id, atNS, atNS))
 		return err
 	})
 	if err != nil {
@@ -501,15 +526,19 @@ RETURNING `+customerCols), id, ns(at), ns(at)))
 }
 
 func (s *sqlStore) Due(ctx context.Context, until time.Time) ([]Current, error) {
+	untilNS, err := ns(until)
+	if err != nil {
+		return nil, fmt.Errorf("due consents: %w", err)
+	}
 	var out []Current
-	err := s.each(ctx, `SELECT `+currentCols+` FROM consent_current WHERE status = 'granted' AND expires_at IS NOT NULL AND expires_at < ? ORDER BY expires_at`,
+	err = s.each(ctx, `SELECT `+currentCols+` FROM consent_current WHERE status = 'granted' AND expires_at IS NOT NULL AND expires_at < ? ORDER BY expires_at`,
 		func(r scanner) error {
 			c, _, err := scanCurrent(r)
 			if err == nil {
 				out = append(out, c)
 			}
 			return err
-		}, ns(until))
+		}, untilNS)
 	if err != nil {
 		return nil, fmt.Errorf("due consents: %w", err)
 	}
@@ -517,7 +546,11 @@ func (s *sqlStore) Due(ctx context.Context, until time.Time) ([]Current, error) 
 }
 
 func (s *sqlStore) ClaimNotice(ctx context.Context, eventID string, at time.Time) (bool, error) {
-	r, err := s.db.ExecContext(ctx, s.q(`INSERT INTO expiry_notices (event_id, notified_at) VALUES (?, ?) ON CONFLICT (event_id) DO NOTHING`), eventID, ns(at))
+	atNS, err := ns(at)
+	if err != nil {
+		return false, fmt.Errorf("claim notice: %w", err)
+	}
+	r, err := s.db.ExecContext(ctx, s.q(`INSERT INTO expiry_notices (event_id, notified_at) VALUES (?, ?) ON CONFLICT (event_id) DO NOTHING`), eventID, atNS)
 	if err != nil {
 		return false, fmt.Errorf("claim notice: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -444,7 +445,13 @@ func webhookSecret(cfg Config) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state.expiry.webhook_secret_file: %w", err)
 	}
-	return []byte(trimSpace(string(b))), nil
+	secret := trimSpace(string(b)) // as before: existing signatures stay valid
+	if strings.TrimSpace(secret) == "" {
+		// A secret mount that did not populate, a templating error: starting would send every
+		// notice unsigned, silently, to a receiver that was told to check signatures.
+		return nil, fmt.Errorf("state.expiry.webhook_secret_file: %s is empty: it must hold the webhook signing secret (unset the key to send unsigned notices)", cfg.Expiry.WebhookSecretFile)
+	}
+	return []byte(secret), nil
 }
 
 // loadPurposes returns the configured purposes or the catalogue's.

@@ -114,12 +114,8 @@ func (v *view) note(ch Change) {
 	v.mu.Unlock()
 }
 
-func nsOf(t *time.Time) int64 {
-	if t == nil {
-		return 0
-	}
-	return t.UnixNano()
-}
+// nsOf is a time in the view's form; viewNS (timerange.go) never wraps.
+func nsOf(t *time.Time) int64 { return viewNS(t) }
 
 func recOf(c Current, seq int64, in *interner) consentRec {
 	return consentRec{

@@ -77,6 +77,12 @@ func (s *Store) event(kind string, in ConsentInput, actor string, now time.Time)
 	if len(ev.CapturedBy) > 256 || len(ev.Reason) > 2000 {
 		return Event{}, bad("consent.too_long", "captured_by (256) or reason (2000 characters) too long")
 	}
+	if err := checkTime("captured_at", in.CapturedAt); err != nil {
+		return Event{}, err
+	}
+	if err := checkTime("expires_at", in.ExpiresAt); err != nil {
+		return Event{}, err
+	}
 	ev.CapturedAt = now.UTC()
 	if in.CapturedAt != nil {
 		if in.CapturedAt.After(now.Add(allowedClockSkew)) {
@@ -264,12 +270,18 @@ func (s *Store) PutCustomer(ctx context.Context, c Customer) (Customer, error) {
 	if err := validID("customer_id", c.ID); err != nil {
 		return Customer{}, err
 	}
+	if err := checkTime("retention_until", c.RetentionUntil); err != nil {
+		return Customer{}, err
+	}
 	c.UpdatedAt = s.now().UTC()
+	c.UpdatedBy = truncate(c.UpdatedBy)
 	out, rev, err := s.be.PutCustomer(ctx, c)
 	if err != nil {
 		return Customer{}, err
 	}
 	s.applyCustomer(ctx, out.ID, rev)
+	// A retention deadline decides when a customer stops being served (and is erased).
+	s.log.Info("customer updated", "customer_id", out.ID, "retention_until", out.RetentionUntil, "rev", rev, "actor", c.UpdatedBy)
 	return out, nil
 }
 
@@ -322,11 +334,14 @@ func (s *Store) PutCase(ctx context.Context, c Case) (Case, error) {
 		return Case{}, bad("case.unknown_purpose", "purpose %q is not in the catalogue", truncate(c.Purpose))
 	}
 	c.UpdatedAt = s.now().UTC()
+	c.UpdatedBy = truncate(c.UpdatedBy)
 	rev, err := s.be.PutCase(ctx, c)
 	if err != nil {
 		return Case{}, err
 	}
 	s.view.putCase(c.ID, &c, rev)
+	// The assignees get need-to-know access: who put them there is on record here too.
+	s.log.Info("case updated", "case_id", c.ID, "customer_id", c.CustomerID, "assignees", c.Assignees, "status", c.Status, "purpose", c.Purpose, "rev", rev, "actor", c.UpdatedBy)
 	return c, nil
 }
 
@@ -363,6 +378,12 @@ func (s *Store) PutAgreement(ctx context.Context, a Agreement) (Agreement, error
 			return Agreement{}, bad("agreement.invalid_category", "data category %q is not a fideslang key (e.g. user.contact.email)", truncate(c))
 		}
 	}
+	if err := checkTime("valid_from", a.ValidFrom); err != nil {
+		return Agreement{}, err
+	}
+	if err := checkTime("valid_until", a.ValidUntil); err != nil {
+		return Agreement{}, err
+	}
 	if a.ValidUntil == nil {
 		return Agreement{}, bad("agreement.unbounded", "valid_until is required: an agreement without an end date is not accepted")
 	}
@@ -372,11 +393,14 @@ func (s *Store) PutAgreement(ctx context.Context, a Agreement) (Agreement, error
 	sort.Strings(a.Purposes)
 	sort.Strings(a.Categories)
 	a.UpdatedAt = s.now().UTC()
+	a.UpdatedBy = truncate(a.UpdatedBy)
 	rev, err := s.be.PutAgreement(ctx, a)
 	if err != nil {
 		return Agreement{}, err
 	}
 	s.view.putAgreement(a.ProcessorID, &a, rev)
+	s.log.Info("agreement updated", "processor_id", a.ProcessorID, "purposes", a.Purposes, "categories", a.Categories,
+		"valid_from", a.ValidFrom, "valid_until", a.ValidUntil, "rev", rev, "actor", a.UpdatedBy)
 	return a, nil
 }
 
