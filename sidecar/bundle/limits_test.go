@@ -1,8 +1,6 @@
 package bundle_test
 
 import (
-	"archive/tar"
-	"bytes"
 	"compress/gzip"
 	"context"
 	"fmt"
@@ -12,31 +10,18 @@ import (
 	"testing"
 
 	"github.com/consentry/consentry/sidecar/bundle"
+	"github.com/consentry/consentry/sidecar/bundle/bundletest"
 )
 
 // tarGz writes entries (name -> size in zero bytes) as a maximally compressed tarball, in
 // name order as given by names.
 func tarGz(t testing.TB, names []string, size func(i int) int) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	gz, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-	tw := tar.NewWriter(gz)
+	entries := make([]bundletest.Entry, len(names))
 	for i, n := range names {
-		zero := make([]byte, size(i))
-		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(zero)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(zero); err != nil {
-			t.Fatal(err)
-		}
+		entries[i] = bundletest.Entry{Name: n, Body: make([]byte, size(i))}
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := gz.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return bundletest.TarEntries(t, gzip.BestCompression, entries)
 }
 
 func numbered(n int, format string) []string {

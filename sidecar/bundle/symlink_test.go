@@ -1,8 +1,6 @@
 package bundle_test
 
 import (
-	"archive/tar"
-	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -135,24 +133,11 @@ func TestDuplicateModulePathsRefused(t *testing.T) {
 // two entries with one name).
 func tarGzFiles(t testing.TB, entries [][2]string) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	for _, e := range entries {
-		if err := tw.WriteHeader(&tar.Header{Name: e[0], Mode: 0o644, Size: int64(len(e[1])), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(e[1])); err != nil {
-			t.Fatal(err)
-		}
+	es := make([]bundletest.Entry, len(entries))
+	for i, e := range entries {
+		es[i] = bundletest.Entry{Name: e[0], Body: []byte(e[1])}
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := gz.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return bundletest.TarEntries(t, gzip.DefaultCompression, es)
 }
 
 func opaModule(path, src string) opabundle.ModuleFile {

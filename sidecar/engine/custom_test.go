@@ -107,18 +107,7 @@ func TestCustomPackagesDeny(t *testing.T) {
 // inside a helper denies nothing; a large data document in a custom package costs nothing per
 // decision (only the package's deny and record_deny are read: BenchmarkDecideCustomBlocklist).
 func TestCustomPackageShapes(t *testing.T) {
-	load := func(src string, data map[string]any) (*Engine, error) {
-		ps, err := LoadDir(policyDir, LoadOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ps.Modules["custom/x.rego"] = src
-		if data != nil {
-			ps.Data["consentry"].(map[string]any)["custom"] = data
-		}
-		e := New(testConfig, quiet())
-		return e, e.Load(context.Background(), ps)
-	}
+	load := func(src string, data map[string]any) (*Engine, error) { return loadCustom(t, src, data) }
 	decide := func(e *Engine) *decision.Decision {
 		t.Helper()
 		res, err := e.Decide(context.Background(), exampleInput(t))
@@ -210,15 +199,8 @@ func BenchmarkDecideCustomBlocklist(b *testing.B) {
 // a shape it cannot read, is refused at load; data documents cannot stand in for the rules.
 func TestCustomRulesByFullPath(t *testing.T) {
 	load := func(src string, data map[string]any) error {
-		ps, err := LoadDir(policyDir, LoadOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ps.Modules["custom/x.rego"] = src
-		if data != nil {
-			ps.Data["consentry"].(map[string]any)["custom"] = data
-		}
-		return New(testConfig, quiet()).Load(context.Background(), ps)
+		_, err := loadCustom(t, src, data)
+		return err
 	}
 	refused := func(err error) bool {
 		var ce *CompileError
@@ -289,4 +271,20 @@ func TestCustomStringReasons(t *testing.T) {
 	if !res.Decision.Records["c-1001"].Allow || res.Decision.Records["c-1002"].Allow {
 		t.Fatalf("records %+v", res.Decision.Records)
 	}
+}
+
+// loadCustom loads the library with one custom module (custom/x.rego) and, when data is not
+// nil, data.consentry.custom.
+func loadCustom(t *testing.T, src string, data map[string]any) (*Engine, error) {
+	t.Helper()
+	ps, err := LoadDir(policyDir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.Modules["custom/x.rego"] = src
+	if data != nil {
+		ps.Data["consentry"].(map[string]any)["custom"] = data
+	}
+	e := New(testConfig, quiet())
+	return e, e.Load(context.Background(), ps)
 }

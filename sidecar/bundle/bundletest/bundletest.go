@@ -134,19 +134,39 @@ func Files(t testing.TB, raw []byte) map[string][]byte {
 // Tar packs files (name -> content) as a bundle tarball, in name order.
 func Tar(t testing.TB, files map[string][]byte) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, n := range names {
-		if err := tw.WriteHeader(&tar.Header{Name: "/" + n, Mode: 0o644, Size: int64(len(files[n])), Typeflag: tar.TypeReg}); err != nil {
+	entries := make([]Entry, len(names))
+	for i, n := range names {
+		entries[i] = Entry{Name: "/" + n, Body: files[n]}
+	}
+	return TarEntries(t, gzip.DefaultCompression, entries)
+}
+
+// Entry is one tar entry, named exactly as given.
+type Entry struct {
+	Name string
+	Body []byte
+}
+
+// TarEntries packs entries in the order given, at a gzip level: for tarballs a map cannot
+// describe (two entries with one name) and for compression bombs.
+func TarEntries(t testing.TB, level int, entries []Entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	gz, err := gzip.NewWriterLevel(&buf, level)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := tar.NewWriter(gz)
+	for _, e := range entries {
+		if err := tw.WriteHeader(&tar.Header{Name: e.Name, Mode: 0o644, Size: int64(len(e.Body)), Typeflag: tar.TypeReg}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tw.Write(files[n]); err != nil {
+		if _, err := tw.Write(e.Body); err != nil {
 			t.Fatal(err)
 		}
 	}
