@@ -151,16 +151,22 @@ func dirDigest(dir string, maxSize int64, skip func(rel string) bool) (string, e
 			}
 			return nil
 		}
-		if !d.Type().IsRegular() {
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			// A file symlink (a Kubernetes ConfigMap volume is all symlinks) is read where it
+			// points, as LoadDir reads it; a dangling one, or one to a directory, counts as absent.
+			if info, err = os.Stat(p); err != nil || !info.Mode().IsRegular() {
+				return nil
+			}
+		} else if !d.Type().IsRegular() {
 			return nil
 		}
 		if len(files) >= MaxBundleFiles {
 			tooMany = true
 			return filepath.SkipAll
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
 		}
 		files = append(files, entry{rel, info.Size()})
 		return nil

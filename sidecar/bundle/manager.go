@@ -406,35 +406,46 @@ func (m *Manager) noteRejected(digest string, err error) error {
 // readPolicyDir turns a development policy directory into an unsigned bundle whose
 // revision is a timestamp (so hot reloads order after one another) plus a content hash.
 //
-// It returns two digests: the active bundle's digest (over the loaded policy set, so an edit
-// LoadDir does not see does not reactivate the directory) and, for rejections, a digest of
-// the directory's bytes taken before loading it, so a directory that fails to load is
-// remembered too and not re-rejected on every poll.
+// A directory is remembered as rejected by what LoadDir loaded from it (the active digest,
+// over the loaded policy set), so any edit that reaches the policy, through a symlinked file
+// too, is tried again. Only a directory LoadDir cannot load at all is remembered by its bytes
+// (read before and after the attempt, and only when they did not change in between: a file
+// caught half-written is tried again), so it is not re-rejected on every poll either.
 func (m *Manager) readPolicyDir(dir string, cur *ActiveBundle) (v *Verified, active, rejectDigest string, err error) {
 	sum, err := dirDigest(dir, m.cfg.MaxSizeBytes, skipPolicyDirExtras)
+	bytesDigest := ""
 	if sum != "" {
-		rejectDigest = "policydirbytes:" + sum
-		if err := m.wasRejected(rejectDigest); err != nil {
-			return nil, "", "", err
-		}
+		bytesDigest = "policydirbytes:" + sum
 	}
 	if err != nil {
+		if err := m.wasRejected(bytesDigest); err != nil {
+			return nil, "", "", err
+		}
 		if ReasonOf(err) == "" {
 			err = reject(ReasonCompile, "", err) // as when LoadDir cannot read the directory
 		}
-		return nil, "", rejectDigest, err
+		return nil, "", bytesDigest, err
 	}
 	ps, err := engine.LoadDir(dir, engine.LoadOptions{})
 	if err != nil {
-		return nil, "", rejectDigest, reject(ReasonCompile, "", err)
+		if err := m.wasRejected(bytesDigest); err != nil {
+			return nil, "", "", err
+		}
+		if again, _ := dirDigest(dir, m.cfg.MaxSizeBytes, skipPolicyDirExtras); again != sum {
+			bytesDigest = "" // changed while it was read: not remembered, tried again
+		}
+		return nil, "", bytesDigest, reject(ReasonCompile, "", err)
 	}
 	hash := ContentHash(ps)
 	active = "policydir:" + hash
 	if cur != nil && cur.Digest == active {
 		return nil, "", "", errUnchanged
 	}
+	if err := m.wasRejected(active); err != nil {
+		return nil, "", "", err
+	}
 	if m.ver.required {
-		return nil, active, rejectDigest, reject(ReasonSignatureMissing, "", fmt.Errorf("%s is a policy directory, which is unsigned; build and sign a bundle or set policy.require_signatures: false for development", dir))
+		return nil, active, "", reject(ReasonSignatureMissing, "", fmt.Errorf("%s is a policy directory, which is unsigned; build and sign a bundle or set policy.require_signatures: false for development", dir))
 	}
 	rev := NewRevision(m.now(), hash)
 	b, err := FromPolicySet(dir, ps, rev)
@@ -443,9 +454,9 @@ func (m *Manager) readPolicyDir(dir string, cur *ActiveBundle) (v *Verified, act
 		if errors.Is(err, ErrDuplicateModule) {
 			reason = ReasonMalformed
 		}
-		return nil, active, rejectDigest, reject(reason, rev, err)
+		return nil, active, "", reject(reason, rev, err)
 	}
-	return &Verified{Bundle: *b, Revision: rev, Schemas: ps.Schemas}, active, rejectDigest, nil
+	return &Verified{Bundle: *b, Revision: rev, Schemas: ps.Schemas}, active, "", nil
 }
 
 func (m *Manager) rejected(c candidate, err error) {
