@@ -28,9 +28,9 @@ const (
 	// A bundle is dominated by one data.json, which the per-file limit (max_size_bytes)
 	// already bounds, so this leaves room for several data files and the policies.
 	InflateFactor = 4
-	// MaxBundleFiles bounds the entries of a tarball (files and directories) and the files
-	// of a bundle or policy directory; each costs a descriptor, a buffer and, for .rego, a
-	// parse.
+	// MaxBundleFiles bounds the files of a tarball (its entries of every kind at
+	// InflateFactor times this) and of a bundle or policy directory; each costs a descriptor,
+	// a buffer and, for .rego, a parse.
 	MaxBundleFiles = 10000
 )
 
@@ -85,6 +85,7 @@ func prescanTarball(raw []byte, maxFile int64) error {
 	}
 	defer gz.Close()
 	tr := tar.NewReader(&budgetReader{r: gz, left: limit})
+	files := 0
 	for entries := 0; ; entries++ {
 		hdr, err := tr.Next()
 		switch {
@@ -95,8 +96,13 @@ func prescanTarball(raw []byte, maxFile int64) error {
 		case err != nil:
 			return reject(ReasonMalformed, "", fmt.Errorf("archive read failed: %w", err))
 		}
-		if entries >= MaxBundleFiles {
-			return reject(ReasonTooLarge, "", fmt.Errorf("bundle has more than %d entries", MaxBundleFiles))
+		// Files are what the limit is about (a directory tree's own entries do not count);
+		// entries of every kind are bounded too, at a multiple, so headers alone cannot flood.
+		if hdr.Typeflag == tar.TypeReg {
+			files++
+		}
+		if files > MaxBundleFiles || entries >= InflateFactor*MaxBundleFiles {
+			return reject(ReasonTooLarge, "", fmt.Errorf("bundle has more than %d files (or %d entries)", MaxBundleFiles, InflateFactor*MaxBundleFiles))
 		}
 		// OPA allocates the declared size up front, before it copies the entry.
 		if hdr.Size > maxFile {
@@ -122,9 +128,10 @@ func readFileLimited(path string, max int64) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(f, max+1))
 }
 
-// dirDigest is a digest of the regular files under dir (symlinks in it are not followed,
-// as OPA's directory loader does not follow them): sha256 over each file's sorted relative
-// path, size and bytes. skip, when set, leaves out a directory (by relative slash path).
+// dirDigest is a digest of the regular files under dir, a symlinked file counted as the file
+// it points to (LoadDir reads through it; for a bundle directory, which OPA's loader reads
+// without them, it only means a change there is verified again): sha256 over each file's
+// sorted relative path, size and bytes. skip, when set, leaves out a directory (by relative slash path).
 // It reads at most inflateLimit(maxSize) bytes: past that, or past MaxBundleFiles files, it
 // returns a digest of the names and sizes it saw with a too_large rejection, so a directory
 // too large to activate is still remembered as rejected and not re-read on every poll.
