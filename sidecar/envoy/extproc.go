@@ -165,13 +165,7 @@ func (x *ExtProc) handle(ctx context.Context, ex *exchange, msg *extprocv3.Proce
 		// A digest or checksum of the unminimized body may come as a trailer too.
 		tr := &extprocv3.TrailersResponse{}
 		if transform.NeedsBody(ex.out) {
-			var remove []string
-			for _, hv := range r.ResponseTrailers.GetTrailers().GetHeaders() {
-				if k := strings.ToLower(hv.GetKey()); headerIn(k, bodyDerivedHeaders) {
-					remove = append(remove, k)
-				}
-			}
-			if remove != nil {
+			if remove := bodyDerived(r.ResponseTrailers.GetTrailers()); remove != nil {
 				tr.HeaderMutation = &extprocv3.HeaderMutation{RemoveHeaders: remove}
 			}
 		}
@@ -289,13 +283,8 @@ func (x *ExtProc) responseHeaders(ctx context.Context, ex *exchange, h *extprocv
 	}
 	mut := &extprocv3.HeaderMutation{SetHeaders: setHeaders(ex.out.ResponseHeaders)}
 	if transform.NeedsBody(ex.out) {
-		// The CRM's length, range, validators and digests describe the record before
-		// minimization: removed whether a body follows or not (a HEAD carries them too).
-		for _, hv := range h.GetHeaders().GetHeaders() {
-			if k := strings.ToLower(hv.GetKey()); headerIn(k, bodyDerivedHeaders) && !slices.Contains(mut.RemoveHeaders, k) {
-				mut.RemoveHeaders = append(mut.RemoveHeaders, k)
-			}
-		}
+		// Removed whether a body follows or not (a HEAD carries them too).
+		mut.RemoveHeaders = bodyDerived(h.GetHeaders())
 	}
 	if h.GetEndOfStream() || !transform.NeedsBody(ex.out) {
 		return x.finish(ctx, ex, headersContinue(false, mut), audit.Enforcement{Status: ex.status})
@@ -363,39 +352,13 @@ func (x *ExtProc) upstreamMutation(ex *exchange) *extprocv3.HeaderMutation {
 		method := strings.ToUpper(ex.req.Method)
 		read := method == http.MethodGet || method == http.MethodHead
 		for k := range ex.req.Headers {
-			if headerIn(k, rangeHeaders) || read && headerIn(k, readConditionals) {
+			if normalize.HeaderIn(k, transform.RangeHeaders) || read && normalize.HeaderIn(k, transform.ReadConditionalHeaders) {
 				m.RemoveHeaders = append(m.RemoveHeaders, k)
 			}
 		}
 		sort.Strings(m.RemoveHeaders)
 	}
 	return m
-}
-
-// The transformer's header lists in lower case, as normalize.HasHeaderPrefix compares.
-var (
-	rangeHeaders       = lowerAll(transform.RangeHeaders)
-	readConditionals   = lowerAll(transform.ReadConditionalHeaders)
-	bodyDerivedHeaders = lowerAll(transform.BodyDerivedHeaders)
-)
-
-func lowerAll(names []string) []string {
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = strings.ToLower(n)
-	}
-	return out
-}
-
-// headerIn reports whether header name k is one of names (lower case), compared as
-// CGI-style servers do ('_' as '-', any case).
-func headerIn(k string, names []string) bool {
-	for _, n := range names {
-		if len(k) == len(n) && normalize.HasHeaderPrefix(k, n) {
-			return true
-		}
-	}
-	return false
 }
 
 // requestFromHeaders converts ext_proc request headers (pseudo-headers included) into the
@@ -495,6 +458,18 @@ func bodyModeName(pc *extprocv3.ProtocolConfiguration, request bool) string {
 		return pc.GetRequestBodyMode().String()
 	}
 	return pc.GetResponseBodyMode().String()
+}
+
+// bodyDerived names the headers (or trailers) of hm that describe the CRM's record before
+// minimization (transform.BodyDerivedHeaders: length, range, validators, digests), once each.
+func bodyDerived(hm *corev3.HeaderMap) []string {
+	var out []string
+	for _, hv := range hm.GetHeaders() {
+		if k := strings.ToLower(hv.GetKey()); normalize.HeaderIn(k, transform.BodyDerivedHeaders) && !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // clearBody answers a body message by removing its bytes.

@@ -57,14 +57,7 @@ func ClientAddressHeaders() []string { return append([]string(nil), clientAddres
 
 // IsClientAddressHeader reports whether header name is one of them (compared with '_' as
 // '-', any case).
-func IsClientAddressHeader(name string) bool {
-	for _, h := range clientAddressHeaders {
-		if len(name) == len(h) && HasHeaderPrefix(name, h) {
-			return true
-		}
-	}
-	return false
-}
+func IsClientAddressHeader(name string) bool { return HeaderIn(name, clientAddressHeaders) }
 
 // overrideParams are the query parameters that do the same (Laravel, Symfony with
 // http_method_override, Rails/Rack MethodOverride on POST): "_method" in any case.
@@ -90,40 +83,42 @@ func isOverrideParam(name string) bool {
 }
 
 func isOverrideHeader(lname string) bool {
-	if !strings.HasPrefix(lname, "x") {
-		return false
-	}
-	for _, h := range overrideHeaders {
-		if len(lname) == len(h) && HasHeaderPrefix(lname, h) {
+	return strings.HasPrefix(lname, "x") && HeaderIn(lname, overrideHeaders)
+}
+
+// HeaderIn reports whether header name is one of names, compared as HasHeaderPrefix does.
+func HeaderIn(name string, names []string) bool {
+	for _, n := range names {
+		if len(name) == len(n) && HasHeaderPrefix(name, n) {
 			return true
 		}
 	}
 	return false
 }
 
-// HasHeaderPrefix reports whether header name starts with prefix (lower case), comparing as
-// CGI-style servers (PHP, WSGI, Rack) see names: case-insensitively, with '_' as '-'. Without
+// HasHeaderPrefix reports whether header name starts with prefix, comparing as CGI-style
+// servers (PHP, WSGI, Rack) see names: case-insensitively, with '_' as '-'. Without
 // allocating: it runs for every request header.
 func HasHeaderPrefix(name, prefix string) bool {
 	if len(name) < len(prefix) {
 		return false
 	}
 	for i := range len(prefix) {
-		a, b := name[i], prefix[i]
-		if 'A' <= a && a <= 'Z' {
-			a += 'a' - 'A'
-		}
-		if a == '_' {
-			a = '-'
-		}
-		if b == '_' {
-			b = '-'
-		}
-		if a != b {
+		if foldHeaderByte(name[i]) != foldHeaderByte(prefix[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+func foldHeaderByte(c byte) byte {
+	switch {
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	case c == '_':
+		return '-'
+	}
+	return c
 }
 
 // Error is a rejected request. Status is always 400.
