@@ -1,26 +1,18 @@
 package app_test
 
 import (
-	"context"
-	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/consentry/consentry/sidecar/app"
-	"github.com/consentry/consentry/sidecar/config"
-	"github.com/consentry/consentry/sidecar/pipeline/pipelinetest"
 	"github.com/consentry/consentry/vaultkeys/vaulttest"
 )
 
-// TestSignerReadinessNeedsASignature: the token can read the transit key (so the
-// background signer resolves and decision_log_signer turns green) but cannot sign with it
-// (the exact gap cf3f2ef fixed in the shipped policy; a revoked grant or a deleted key does the
-// same at runtime). Every checkpoint then fails, yet /ready answers 200: readiness stays green
-// while the log is unsigned.
+// TestSignerReadinessNeedsASignature: the token can read the transit key but cannot sign
+// with it (the grant the shipped policy once lacked; a revoked grant does the same at
+// runtime). Reading the key is not enough: decision_log_signer stays unready, naming its
+// failing probe, for as long as no checkpoint can be signed.
 func TestSignerReadinessNeedsASignature(t *testing.T) {
 	srv := vaulttest.Start(t)
 	createSigningKey(t, srv)
@@ -31,35 +23,11 @@ path "auth/token/lookup-self" { capabilities = ["read"] }
 `)
 	token := srv.CreateToken(t, time.Hour, "read-only-log-key")
 
-	root := pipelinetest.RepoRoot()
-	dir := t.TempDir()
-	admin := freeAddr(t)
-	y := fmt.Sprintf(`policy: {dir: %[1]s/policies, require_signatures: false}
-routes: {file: %[1]s/deploy/routes/democrm.yaml}
-state: {data_dir: %[2]s/state, purposes_file: %[1]s/policies/data/consentry/catalog/data.json}
-admin: {listen: %[4]s, token: test-admin-token}
-decision_log: {dir: %[2]s/decisions, signing_vault_key: decision-log, checkpoint_interval: 200ms}
-vault:
-  address: %[3]s
-  ledger_path: %[2]s/ledger.jsonl
-  auth: {method: token, token: %[5]s, backoff_min: 50ms, backoff_max: 200ms}
-`, root, dir, srv.Addr, admin, token)
-	cfg, err := config.Parse("t.yaml", []byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	_, adminURL, _, _ := signedLogSidecarAs(t, srv.Addr, token)
 	deadline := time.Now().Add(3 * time.Second)
 	seenUnready := false
 	for time.Now().Before(deadline) {
-		code, body := readyBody("http://" + admin)
+		code, body := readyBody(adminURL)
 		if code == http.StatusOK {
 			t.Fatalf("/ready = 200 (%s) with a token that cannot sign", strings.TrimSpace(body))
 		}

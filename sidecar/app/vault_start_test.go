@@ -95,8 +95,15 @@ func TestCheckDoesNotContactVault(t *testing.T) {
 }
 
 // signedLogSidecar assembles and runs a sidecar whose decision log is signed by the Vault
-// transit key "decision-log" of the Vault at addr; stop stops it (the close checkpoint).
+// transit key "decision-log" of the Vault at addr, logged in with the root token; stop stops
+// it (the close checkpoint).
 func signedLogSidecar(t *testing.T, addr string) (a *app.App, adminURL, logDir string, stop func()) {
+	t.Helper()
+	return signedLogSidecarAs(t, addr, vaulttest.RootToken)
+}
+
+// signedLogSidecarAs is signedLogSidecar with the Vault token token.
+func signedLogSidecarAs(t *testing.T, addr, token string) (a *app.App, adminURL, logDir string, stop func()) {
 	t.Helper()
 	root := pipelinetest.RepoRoot()
 	dir := t.TempDir()
@@ -110,7 +117,7 @@ vault:
   address: %[3]s
   ledger_path: %[2]s/ledger.jsonl
   auth: {method: token, token: %[5]s, backoff_min: 50ms, backoff_max: 200ms}
-`, root, dir, addr, admin, vaulttest.RootToken)
+`, root, dir, addr, admin, token)
 	cfg, err := config.Parse("t.yaml", []byte(y))
 	if err != nil {
 		t.Fatal(err)
