@@ -217,12 +217,7 @@ func TestLedgerHeadNeverWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The "other process" has written its record and not yet fsynced or unlocked.
-	rec := DestructionRecord{Seq: 2, CustomerPseudonym: "p2", Actor: "a", Reason: "r", Prev: l.Records()[0].Hash}
-	rec.Hash = recordHash(rec)
-	line, _ := json.Marshal(rec)
-	if _, err := f.Write(append(line, '\n')); err != nil {
-		t.Fatal(err)
-	}
+	writeNextRecord(t, f, l)
 	done := make(chan int64, 1)
 	go func() { seq, _ := other.Head(); done <- seq }()
 	select {
@@ -253,12 +248,7 @@ func TestLedgerHeadAnchorsOnlyWhatIsOnDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := DestructionRecord{Seq: 2, CustomerPseudonym: "p2", Actor: "a", Reason: "r", Prev: l.Records()[0].Hash}
-	rec.Hash = recordHash(rec)
-	line, _ := json.Marshal(rec)
-	if _, err := f.Write(append(line, '\n')); err != nil {
-		t.Fatal(err)
-	}
+	rec := writeNextRecord(t, f, l)
 	f.Close() // the "crashed appender": written, never fsynced
 
 	syncs := 0
@@ -280,4 +270,17 @@ func TestLedgerHeadAnchorsOnlyWhatIsOnDisk(t *testing.T) {
 	if seq, _ := other.Head(); seq != 2 || syncs != before {
 		t.Fatalf("Head flushed again with nothing new (seq %d, %d flushes)", seq, syncs-before)
 	}
+}
+
+// writeNextRecord writes, through f and as another process's appender would, the record
+// that chains after l's single record, without fsyncing it; it returns the record.
+func writeNextRecord(t *testing.T, f *os.File, l *Ledger) DestructionRecord {
+	t.Helper()
+	rec := DestructionRecord{Seq: 2, CustomerPseudonym: "p2", Actor: "a", Reason: "r", Prev: l.Records()[0].Hash}
+	rec.Hash = recordHash(rec)
+	line, _ := json.Marshal(rec)
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		t.Fatal(err)
+	}
+	return rec
 }
