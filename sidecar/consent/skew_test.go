@@ -11,12 +11,12 @@ import (
 	"github.com/consentry/consentry/sidecar/input"
 )
 
-// TestReviewSkewedWithdrawalMovesLatestBack (the reviewer's): a withdrawal within
+// TestSkewedWithdrawalNeverMovesLatestBack: a withdrawal within
 // withdrawalSkew *before* the current withdrawal applies; it used to overwrite withdrawn_at
 // with its older time, moving "the latest change" back, so a delayed grant captured between
 // the two withdrawals re-granted although the customer's latest expressed will (the later
 // withdrawal) was a withdrawal. A grant captured after both still applies.
-func TestReviewSkewedWithdrawalMovesLatestBack(t *testing.T) {
+func TestSkewedWithdrawalNeverMovesLatestBack(t *testing.T) {
 	for _, backend := range testBackends {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()

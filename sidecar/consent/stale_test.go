@@ -13,9 +13,9 @@ import (
 	"github.com/consentry/consentry/sidecar/input"
 )
 
-// TestReviewBackdatedGrantDoesNotOverrideLaterWithdrawal (the reviewer's): a delayed grant
+// TestBackdatedGrantDoesNotOverrideLaterWithdrawal: a delayed grant
 // captured before a later withdrawal must not grant the consent again.
-func TestReviewBackdatedGrantDoesNotOverrideLaterWithdrawal(t *testing.T) {
+func TestBackdatedGrantDoesNotOverrideLaterWithdrawal(t *testing.T) {
 	for _, backend := range testBackends {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
