@@ -212,9 +212,10 @@ func TestMigrationRepairsLatestWithdrawal(t *testing.T) {
 			db := s.be.(*sqlStore)
 			for _, tc := range cases {
 				tc.events(tc.cust)
-				old, err := nsPtr(tc.old)
-				if err != nil {
-					t.Fatal(err)
+				var ta nsArgs
+				old := ta.ptr(tc.old)
+				if ta.err != nil {
+					t.Fatal(ta.err)
 				}
 				if _, err := db.db.ExecContext(ctx, db.q(`UPDATE consent_current SET withdrawn_at = ? WHERE customer_id = ?`), old, tc.cust); err != nil {
 					t.Fatal(err)

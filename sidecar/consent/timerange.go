@@ -44,14 +44,6 @@ func ns(t time.Time) (int64, error) {
 	return t.UnixNano(), nil
 }
 
-// nsPtr is ns for an optional time (nil: SQL NULL).
-func nsPtr(t *time.Time) (any, error) {
-	if t == nil {
-		return nil, nil
-	}
-	return ns(*t)
-}
-
 // nsArgs converts times for one statement: the first out-of-range time is kept in err,
 // so a statement's arguments read as one list and are checked once before it runs.
 type nsArgs struct{ err error }
@@ -64,6 +56,7 @@ func (a *nsArgs) at(t time.Time) int64 {
 	return n
 }
 
+// ptr is at for an optional time (nil: SQL NULL).
 func (a *nsArgs) ptr(t *time.Time) any {
 	if t == nil {
 		return nil
