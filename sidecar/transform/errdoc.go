@@ -98,43 +98,21 @@ func (w *walker) errorEnvelope(v, skip span, route *routes.Route) ([]edit, error
 func (w *walker) errorValue(rec *record, v span, r *errRule, path string, depth int) error {
 	switch kind(w.b, v) {
 	case '{':
-		var items []span
-		var drop []bool
-		anyDrop := false
-		_, err := scanObject(w.b, v.start, depth, func(m member) error {
+		return w.members(rec, v, depth, func(m member) (bool, error) {
 			p := joinPath(path, m.key)
-			d := false
 			switch {
 			case m.val == r.skip:
 				// The records: filtered per record by the caller.
+				return false, nil
 			case r.skip.start >= 0 && m.val.start <= r.skip.start && r.skip.end <= m.val.end:
 				// The object leading to the records (a record_path of several members).
-				if err := w.errorValue(rec, m.val, r, p, depth+1); err != nil {
-					return err
-				}
+				return false, w.errorValue(rec, m.val, r, p, depth+1)
 			case !isContainer(w.b, m.val) && !r.recordField(m.key):
 				// A message member (title, detail, status): kept, but never ciphertext.
-				if err := w.scrub(rec, m.val, p, depth+1); err != nil {
-					return err
-				}
-			default:
-				d = true
-				if err := w.droppedAs(m.val, r.root.child(m.key), p, depth+1); err != nil {
-					return err
-				}
+				return false, w.scrub(rec, m.val, p, depth+1)
 			}
-			items = append(items, span{m.keyStart, m.val.end})
-			drop = append(drop, d)
-			anyDrop = anyDrop || d
-			return nil
+			return true, w.droppedAs(m.val, r.root.child(m.key), p, depth+1)
 		})
-		if err != nil {
-			return err
-		}
-		if anyDrop {
-			rec.edits = append(rec.edits, removals(items, drop)...)
-		}
-		return nil
 	case '[':
 		// Only the document itself can be an array here (a record_path runs through objects):
 		// its elements may be records, and none has a decision.

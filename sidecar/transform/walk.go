@@ -115,27 +115,32 @@ var nullJSON = []byte("null")
 
 // object walks the object at v with the trie node n.
 func (w *walker) object(rec *record, v span, n *trie, depth int) error {
-	var items []span
-	var drop []bool
-	anyDrop := false
-	_, err := scanObject(w.b, v.start, depth, func(m member) error {
-		items = append(items, span{m.keyStart, m.val.end})
-		c := n.child(m.key)
-		d := false
-		if c != nil {
-			var err error
-			d, err = w.member(rec, m.val, c, depth+1)
-			if err != nil {
-				return err
-			}
-		} else if mayHoldCiphertext(w.b[m.val.start:m.val.end]) {
+	return w.members(rec, v, depth, func(m member) (bool, error) {
+		if c := n.child(m.key); c != nil {
+			return w.member(rec, m.val, c, depth+1)
+		}
+		if mayHoldCiphertext(w.b[m.val.start:m.val.end]) {
 			// A member the route map does not list is passed as is, except ciphertext: it
 			// is never passed off as a value (the route map should list the field).
-			if err := w.scrub(rec, m.val, joinPath(n.path, m.key), depth+1); err != nil {
-				return err
-			}
+			return false, w.scrub(rec, m.val, joinPath(n.path, m.key), depth+1)
 		}
-		drop = append(drop, d)
+		return false, nil
+	})
+}
+
+// members scans the object at v, asks drop of each member whether it goes, and adds the
+// removals of those that go to rec's edits.
+func (w *walker) members(rec *record, v span, depth int, drop func(m member) (bool, error)) error {
+	var items []span
+	var dropped []bool
+	anyDrop := false
+	_, err := scanObject(w.b, v.start, depth, func(m member) error {
+		d, err := drop(m)
+		if err != nil {
+			return err
+		}
+		items = append(items, span{m.keyStart, m.val.end})
+		dropped = append(dropped, d)
 		anyDrop = anyDrop || d
 		return nil
 	})
@@ -143,7 +148,7 @@ func (w *walker) object(rec *record, v span, n *trie, depth int) error {
 		return err
 	}
 	if anyDrop {
-		rec.edits = append(rec.edits, removals(items, drop)...)
+		rec.edits = append(rec.edits, removals(items, dropped)...)
 	}
 	return nil
 }
