@@ -42,6 +42,7 @@ func TestPrinciplesEndToEnd(t *testing.T) {
 	s := startStack(t, demo.Options{})
 	t.Run("ext_authz gRPC", func(t *testing.T) { testExtAuthz(t, s) })
 	t.Run("ext_proc gRPC", func(t *testing.T) { testExtProc(t, s) })
+	t.Run("shipped route map", func(t *testing.T) { testShippedRouteMapServesTheCRM(t, s) })
 	t.Run("tour", func(t *testing.T) {
 		var out bytes.Buffer
 		tour := &demo.Tour{S: s, Out: &out}

@@ -89,6 +89,7 @@ decision_log:
   dir: %[5]s/decisions
 envoy:
   listen: %[6]s
+  response_phase: true   # the shipped route map drops unlisted members: only a response phase can
 %[7]s`, root, s.admin, is.Name, jwks, dir, s.grpc, extra)
 	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {

@@ -315,6 +315,11 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 				Reasons: []decision.Reason{{Code: ReasonRoutePublic, Message: "the route map marks this route public"}}}
 			return nil
 		}
+		// The action and customer are known from here on, so a request denied before the
+		// policy (no credential, an ambiguous purpose) is logged under the customer's
+		// pseudonym (its path and parameters too) and appears in the customer's access report.
+		in.Action = match.Route.Action
+		in.Resource = input.Resource{Type: match.Route.Resource, CustomerID: match.CustomerID()}
 	}
 
 	// 3. Authenticate (before revealing whether the route exists).
@@ -337,8 +342,6 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 	if err := p.declarations(headers, match, in); err != nil {
 		return err
 	}
-	in.Action = match.Route.Action
-	in.Resource = input.Resource{Type: match.Route.Resource, CustomerID: match.CustomerID()}
 	fields, err := requestFields(match.Route, in.Action, req, headers)
 	if err != nil {
 		return err
@@ -383,7 +386,7 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 			out.Decision, out.Revision, out.Bundles = cloneDecision(hit.d), hit.revision, hit.bundles
 			out.Decision.ID = out.DecisionID
 			out.Metrics[metricCacheHit] = 1
-			return p.obligations(req, in, out.Decision)
+			return p.obligations(req, match.Route, in, out.Decision)
 		}
 	}
 	res, err := p.deps.Engine.Decide(ctx, in)
@@ -412,7 +415,7 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 	}
 
 	// 7. Obligations the door cannot fulfil turn an allow into a deny.
-	return p.obligations(req, in, out.Decision)
+	return p.obligations(req, match.Route, in, out.Decision)
 }
 
 func normErr(err error) error {
@@ -512,7 +515,7 @@ func (p *Pipeline) enrich(ctx context.Context, match *routes.Match, in *input.In
 }
 
 // obligations denies when the decision needs something this door cannot do.
-func (p *Pipeline) obligations(req *Request, in *input.Input, d *decision.Decision) error {
+func (p *Pipeline) obligations(req *Request, route *routes.Route, in *input.Input, d *decision.Decision) error {
 	if !d.Allow {
 		return nil
 	}
@@ -545,12 +548,21 @@ func (p *Pipeline) obligations(req *Request, in *input.Input, d *decision.Decisi
 			return &Error{Code: ReasonObligation, Status: http.StatusForbidden,
 				Message: fmt.Sprintf("fields %v must be removed or masked from the response, which the %s front door cannot do", exposed, req.FrontDoor)}
 		}
+		if route != nil && route.Unlisted == routes.UnlistedDrop && !can(ObligationMinimizeFields) {
+			return &Error{Code: ReasonObligation, Status: http.StatusForbidden,
+				Message: fmt.Sprintf("the route drops response members it does not list, which the %s front door cannot do", req.FrontDoor)}
+		}
 	}
 	return nil
 }
 
-// loggable makes a raw target safe to keep in the log (valid UTF-8, bounded).
+// loggable makes a raw target safe to keep in the log until normalization replaces it: valid
+// UTF-8, bounded, and without its query string, which can carry credentials (access_token)
+// and personal data that the log's query masking never sees in a raw target.
 func loggable(s string) string {
+	if i := strings.IndexByte(s, '?'); i >= 0 {
+		s = s[:i]
+	}
 	if len(s) > maxLoggedTargetBytes {
 		s = s[:maxLoggedTargetBytes]
 	}

@@ -30,6 +30,17 @@ const (
 	BodyAny  = "any"
 )
 
+// What response-side enforcement does with a response member the route map does not list.
+const (
+	// UnlistedPass serves it as it is (ciphertext in it is still withheld). The default, so
+	// that a route map listing only the sensitive fields keeps working.
+	UnlistedPass = "pass"
+	// UnlistedDrop removes it: a record serves only its listed fields and passthrough
+	// members, a list response only its records and envelope members. The data-minimization
+	// setting: a member the CRM adds later is withheld until someone lists it.
+	UnlistedDrop = "drop"
+)
+
 // Route is one entry of the route map.
 type Route struct {
 	// Method is the HTTP method (GET, POST, ...). HEAD requests match GET routes.
@@ -64,6 +75,21 @@ type Route struct {
 	// Body is what the route accepts: none, json or any. Default json for POST/PUT/PATCH,
 	// none otherwise. Response-side enforcement passes non-JSON responses only with "any".
 	Body string `yaml:"body" json:"body"`
+	// Unlisted says what the response phase does with a member of the response the route
+	// does not list (neither a field nor a passthrough or envelope member): "pass" serves it
+	// as it is (ciphertext in it is still withheld), "drop" removes it. Default: the map's
+	// top-level unlisted, else "pass". On a door without a response phase (Envoy ext_authz
+	// alone) a drop route's reads are refused: nothing there could remove a member.
+	Unlisted string `yaml:"unlisted" json:"unlisted"`
+	// Passthrough lists members of a record (dotted JSON paths inside the record, without
+	// field_prefix: "id", "created_at", "meta.version") that are not personal data and are
+	// served without a decision on a drop route. Ciphertext in them is still withheld. A
+	// passthrough path may not be, hold or lie inside one of the route's fields.
+	Passthrough []string `yaml:"passthrough" json:"passthrough"`
+	// Envelope lists the members beside the records of a record_path route (dotted JSON paths
+	// from the document's root: "page", "total", "meta.cursor") that are served on a drop
+	// route. The objects leading to the records are always kept.
+	Envelope []string `yaml:"envelope" json:"envelope"`
 	// Description is free text for humans.
 	Description string `yaml:"description" json:"description"`
 
@@ -97,6 +123,9 @@ type Map struct {
 
 // File is the on-disk form.
 type File struct {
+	// Unlisted is the default of every route's unlisted ("pass" or "drop"; default "pass").
+	Unlisted string `yaml:"unlisted" json:"unlisted"`
+	// Routes are the routes.
 	Routes []*Route `yaml:"routes" json:"routes"`
 }
 
@@ -122,18 +151,30 @@ func Parse(raw []byte) (*Map, error) {
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
+	switch f.Unlisted {
+	case "", UnlistedPass, UnlistedDrop:
+	default:
+		return nil, fmt.Errorf("unlisted: %q is not pass or drop", f.Unlisted)
+	}
+	for _, r := range f.Routes {
+		if r != nil && r.Unlisted == "" {
+			r.Unlisted = f.Unlisted
+		}
+	}
 	return New(f.Routes)
 }
 
 // FromValue builds a map from bundle data: the value of data.consentry.routes, either
-// {"routes": [...]} or the list itself, as decoded JSON.
+// the file's form ({"unlisted": "drop", "routes": [...]}) or the list of routes itself, as
+// decoded JSON.
 func FromValue(v any) (*Map, error) {
+	doc := map[string]any{"routes": v}
 	if m, ok := v.(map[string]any); ok {
 		if _, has := m["routes"]; has {
-			v = m["routes"]
+			doc = m
 		}
 	}
-	raw, err := json.Marshal(map[string]any{"routes": v})
+	raw, err := json.Marshal(doc)
 	if err != nil {
 		return nil, fmt.Errorf("route map from data: %w", err)
 	}
@@ -219,6 +260,9 @@ func (r *Route) compile() error {
 	if r.CustomerIDField == "" {
 		r.CustomerIDField = "id"
 	}
+	if err := r.compileUnlisted(); err != nil {
+		return err
+	}
 	if r.Public {
 		return nil
 	}
@@ -229,6 +273,51 @@ func (r *Route) compile() error {
 		return errors.New("resource: required unless public")
 	}
 	return nil
+}
+
+// compileUnlisted checks unlisted, passthrough and envelope. A passthrough path that were, held
+// or lay inside a field would serve that field without its decision.
+func (r *Route) compileUnlisted() error {
+	switch r.Unlisted {
+	case "":
+		r.Unlisted = UnlistedPass
+	case UnlistedPass, UnlistedDrop:
+	default:
+		return fmt.Errorf("unlisted: %q is not pass or drop", r.Unlisted)
+	}
+	for _, p := range r.Passthrough {
+		if !validMemberPath(p) {
+			return fmt.Errorf("passthrough: %q is not a dotted member path", p)
+		}
+		for _, f := range r.Fields {
+			fp := strings.TrimPrefix(f, r.FieldPrefix)
+			if p == fp || strings.HasPrefix(fp, p+".") || strings.HasPrefix(p, fp+".") {
+				return fmt.Errorf("passthrough: %q overlaps the field %q, which is served only as its decision says", p, f)
+			}
+		}
+	}
+	if len(r.Envelope) > 0 && r.RecordPath == "" {
+		return errors.New("envelope: only a route with record_path has members beside its records")
+	}
+	for _, p := range r.Envelope {
+		if !validMemberPath(p) {
+			return fmt.Errorf("envelope: %q is not a dotted member path", p)
+		}
+		if p == r.RecordPath || strings.HasPrefix(r.RecordPath, p+".") || strings.HasPrefix(p, r.RecordPath+".") {
+			return fmt.Errorf("envelope: %q overlaps record_path %q: the records are served only as their decisions say", p, r.RecordPath)
+		}
+	}
+	return nil
+}
+
+// validMemberPath reports whether p is a dotted path of non-empty member names.
+func validMemberPath(p string) bool {
+	for seg := range strings.SplitSeq(p, ".") {
+		if seg == "" {
+			return false
+		}
+	}
+	return p != ""
 }
 
 // shape is the path with parameter names erased: two routes with one shape are ambiguous.

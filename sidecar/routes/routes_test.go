@@ -123,6 +123,15 @@ func TestInvalidMaps(t *testing.T) {
 		{"relative", `routes: [{method: GET, path: a, action: read, resource: x}]`, "start with /"},
 		{"ambiguous", `routes: [{method: GET, path: "/a/{x}", action: read, resource: x}, {method: GET, path: "/a/{y}", action: read, resource: x}]`, "ambiguous"},
 		{"bad body", `routes: [{method: POST, path: /a, action: create, resource: x, body: xml}]`, "body"},
+		{"bad unlisted", `routes: [{method: GET, path: /a, action: read, resource: x, unlisted: hide}]`, "unlisted"},
+		{"bad map unlisted", "unlisted: keep\nroutes: [{method: GET, path: /a, action: read, resource: x}]", "unlisted"},
+		{"passthrough is a field", `routes: [{method: GET, path: /a, action: read, resource: x, fields: [contact.email], passthrough: [contact.email]}]`, "overlaps the field"},
+		{"passthrough holds a field", `routes: [{method: GET, path: /a, action: read, resource: x, fields: [contact.email], passthrough: [contact]}]`, "overlaps the field"},
+		{"passthrough inside a field", `routes: [{method: GET, path: /a, action: read, resource: x, fields: [address], passthrough: [address.street]}]`, "overlaps the field"},
+		{"passthrough is a prefixed field", `routes: [{method: GET, path: /a, action: read, resource: x, field_prefix: "note.", fields: [note.body], passthrough: [body]}]`, "overlaps the field"},
+		{"passthrough empty segment", `routes: [{method: GET, path: /a, action: read, resource: x, passthrough: [meta..x]}]`, "dotted member path"},
+		{"envelope without records", `routes: [{method: GET, path: /a, action: read, resource: x, envelope: [total]}]`, "record_path"},
+		{"envelope is the records", `routes: [{method: GET, path: /a, action: list, resource: x, list: true, record_path: data.items, envelope: [data]}]`, "overlaps record_path"},
 	}
 	for _, tt := range tests {
 		_, err := Parse([]byte(tt.yaml))
@@ -147,5 +156,37 @@ func TestFromValue(t *testing.T) {
 	}
 	if _, err := FromValue(v.(map[string]any)["routes"]); err != nil {
 		t.Fatalf("list form: %v", err)
+	}
+	// The file's form keeps its top-level unlisted, and a typo there is an error, not a pass.
+	for raw, want := range map[string]string{
+		`{"unlisted":"drop","routes":[{"method":"GET","path":"/a","action":"read","resource":"x"},{"method":"GET","path":"/b","action":"read","resource":"x","unlisted":"pass"}]}`: "drop pass",
+		`{"unlisted":"keep","routes":[{"method":"GET","path":"/a","action":"read","resource":"x"}]}`:                                                                               "error",
+		`{"unlistd":"drop","routes":[{"method":"GET","path":"/a","action":"read","resource":"x"}]}`:                                                                                "error",
+	} {
+		var v any
+		if err := json.Unmarshal([]byte(raw), &v); err != nil {
+			t.Fatal(err)
+		}
+		m, err := FromValue(v)
+		got := "error"
+		if err == nil {
+			got = m.Routes()[0].Unlisted
+			if len(m.Routes()) > 1 {
+				got += " " + m.Routes()[1].Unlisted
+			}
+		}
+		if got != want {
+			t.Errorf("%s: got %q (%v), want %q", raw, got, err, want)
+		}
+	}
+}
+
+func TestUnlistedDefaultsToPass(t *testing.T) {
+	m, err := Parse([]byte(`routes: [{method: GET, path: /a, action: read, resource: x}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := m.Routes()[0].Unlisted; u != UnlistedPass {
+		t.Fatalf("unlisted %q, want pass", u)
 	}
 }

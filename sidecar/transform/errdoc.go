@@ -73,13 +73,42 @@ func (t *Transformer) errorDocument(b []byte, route *routes.Route, rep *report) 
 }
 
 // envelope returns the edits of a list response's members outside its records (arr): a
-// success's envelope ({"page":1,"total":20}) only loses ciphertext, an error's keeps only its
-// message.
+// success's envelope ({"page":1,"total":20}) only loses ciphertext (on a drop route, also the
+// members its envelope does not list), an error's keeps only its message.
 func (w *walker) envelope(doc, arr span, errDoc bool, route *routes.Route) ([]edit, error) {
-	if errDoc {
+	switch {
+	case errDoc:
 		return w.errorEnvelope(doc, arr, route)
+	case route.Unlisted == routes.UnlistedDrop:
+		env := &record{}
+		if err := w.listedEnvelope(env, doc, arr, route.Envelope, "", 0); err != nil {
+			return nil, err
+		}
+		slices.SortFunc(env.edits, func(a, b edit) int { return a.start - b.start })
+		return env.edits, nil
 	}
 	return w.scrubOutside(doc, arr)
+}
+
+// listedEnvelope keeps, of the object at v, the members leading to the records (skip) and those
+// the route's envelope lists (ciphertext in them withheld); it removes the others.
+func (w *walker) listedEnvelope(rec *record, v, skip span, listed []string, path string, depth int) error {
+	if kind(w.b, v) != '{' {
+		return nil // the records themselves (record_path "" is no envelope)
+	}
+	return w.members(rec, v, depth, func(m member) (bool, error) {
+		p := joinPath(path, m.key)
+		switch {
+		case m.val == skip:
+			return false, nil
+		case m.val.start <= skip.start && skip.end <= m.val.end:
+			return false, w.listedEnvelope(rec, m.val, skip, listed, p, depth+1)
+		case slices.Contains(listed, p):
+			return false, w.scrub(rec, m.val, p, depth+1)
+		}
+		w.rep.dropped[p] = true
+		return true, nil
+	})
 }
 
 // errorEnvelope returns the sorted edits that apply the rule to the document at v, except

@@ -205,11 +205,11 @@ func (t *Transformer) Response(ctx context.Context, rd RecordDecider, out *pipel
 		case perRecord: // no decision is that of a customer in it: its message only (errdoc.go)
 			body, code, err = t.errorDocument(r.Body, route, rep)
 		default: // one customer's records (notes): the request's decision is that customer's
-			body, code, err = t.single(ctx, out, r.Body, rep)
+			body, code, err = t.single(ctx, out, r.Body, !success, rep)
 		}
 	default:
 		// One record, or an error document: the request's decision applies to the document.
-		body, code, err = t.single(ctx, out, r.Body, rep)
+		body, code, err = t.single(ctx, out, r.Body, !success, rep)
 	}
 	if err != nil {
 		return t.fail(res, out, code, err)
@@ -291,13 +291,14 @@ func jsonKind(ct string) (ndjson, isJSON bool) {
 }
 
 // single applies the request's decision to the whole document (records at record_path, or the
-// document itself).
-func (t *Transformer) single(ctx context.Context, out *pipeline.Outcome, b []byte, rep *report) ([]byte, string, error) {
+// document itself). A non-2xx document (message) keeps its unlisted scalars on a drop route:
+// "error", "title", "detail" are its message, not the record's members.
+func (t *Transformer) single(ctx context.Context, out *pipeline.Outcome, b []byte, message bool, rep *report) ([]byte, string, error) {
 	doc, err := document(b)
 	if err != nil {
 		return nil, ReasonInvalidJSON, err
 	}
-	w := &walker{t: t, b: b, rep: rep}
+	w := &walker{t: t, b: b, rep: rep, message: message}
 	rec := &record{fields: out.Decision.Fields}
 	if err := w.descend(rec, doc, t.tries.get(out.Match.Route), 0); err != nil {
 		return nil, ReasonInvalidJSON, err

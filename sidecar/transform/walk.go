@@ -16,6 +16,14 @@ type trie struct {
 	field    string // catalogue name of the field that ends here ("" if none)
 	path     string // JSON path of this node inside a record ("" for the record itself)
 	children map[string]*trie
+	// pass marks a passthrough member: served without a decision (ciphertext withheld).
+	pass bool
+	// covered: this node is a field or lies inside one, so a member it does not list is
+	// part of that field's value (which was allowed, or the walk would not be here).
+	covered bool
+	// drop: unlisted members of this node are removed (the route's unlisted is drop and the
+	// node is not covered).
+	drop bool
 }
 
 func (t *trie) child(k string) *trie {
@@ -25,8 +33,26 @@ func (t *trie) child(k string) *trie {
 	return t.children[k]
 }
 
+// node returns the node at path p under root, creating it and its parents.
+func (t *trie) node(p string) *trie {
+	n := t
+	for _, seg := range splitPath(p) {
+		if n.children == nil {
+			n.children = map[string]*trie{}
+		}
+		c := n.children[seg]
+		if c == nil {
+			c = &trie{path: joinPath(n.path, seg)}
+			n.children[seg] = c
+		}
+		n = c
+	}
+	return n
+}
+
 // buildTrie compiles a route's fields: the route's field_prefix is stripped to get the JSON
-// path inside a record ("note.body" with prefix "note." is the member "body").
+// path inside a record ("note.body" with prefix "note." is the member "body"). Passthrough
+// members are leaves of their own (routes.compile keeps them apart from the fields).
 func buildTrie(r *routes.Route) *trie {
 	root := &trie{}
 	for _, f := range r.Fields {
@@ -34,23 +60,26 @@ func buildTrie(r *routes.Route) *trie {
 		if r.FieldPrefix != "" {
 			p = strings.TrimPrefix(f, r.FieldPrefix)
 		}
-		n := root
-		for _, seg := range splitPath(p) {
-			if n.children == nil {
-				n.children = map[string]*trie{}
-			}
-			c := n.children[seg]
-			if c == nil {
-				c = &trie{path: joinPath(n.path, seg)}
-				n.children[seg] = c
-			}
-			n = c
-		}
-		if n != root {
+		if n := root.node(p); n != root {
 			n.field = f
 		}
 	}
+	for _, p := range r.Passthrough {
+		if n := root.node(p); n != root && n.field == "" {
+			n.pass = true
+		}
+	}
+	root.mark(false, r.Unlisted == routes.UnlistedDrop)
 	return root
+}
+
+// mark sets covered and drop on t's subtree.
+func (t *trie) mark(covered, drop bool) {
+	t.covered = covered || t.field != ""
+	t.drop = drop && !t.covered
+	for _, c := range t.children {
+		c.mark(t.covered, drop)
+	}
 }
 
 // trieCache holds compiled tries per route (routes are immutable once compiled).
@@ -108,6 +137,9 @@ type walker struct {
 	t   *Transformer
 	b   []byte
 	rep *report
+	// message: the document is a non-2xx on a single-record route; on a drop route its
+	// unlisted scalar members (title, detail, error) are kept as its message.
+	message bool
 }
 
 var redactedJSON = []byte(`"` + Redacted + `"`)
@@ -116,15 +148,21 @@ var nullJSON = []byte("null")
 // object walks the object at v with the trie node n.
 func (w *walker) object(rec *record, v span, n *trie, depth int) error {
 	return w.members(rec, v, depth, func(m member) (bool, error) {
-		if c := n.child(m.key); c != nil {
+		c := n.child(m.key)
+		switch {
+		case c != nil && !c.pass:
 			return w.member(rec, m.val, c, depth+1)
+		case c == nil && n.drop && (!w.message || isContainer(w.b, m.val)):
+			// Unlisted on a drop route: not served (an error document keeps its message).
+			w.rep.dropped[joinPath(n.path, m.key)] = true
+			return true, nil
 		}
-		if mayHoldCiphertext(w.b[m.val.start:m.val.end]) {
-			// A member the route map does not list is passed as is, except ciphertext: it
-			// is never passed off as a value (the route map should list the field).
-			return false, w.scrub(rec, m.val, joinPath(n.path, m.key), depth+1)
+		// A passthrough member, or one the route map does not list on a pass route: served
+		// as it is, except ciphertext, which is never passed off as a value.
+		if !mayHoldCiphertext(w.b[m.val.start:m.val.end]) {
+			return false, nil
 		}
-		return false, nil
+		return false, w.scrub(rec, m.val, joinPath(n.path, m.key), depth+1)
 	})
 }
 
@@ -180,7 +218,23 @@ func (w *walker) member(rec *record, v span, c *trie, depth int) (bool, error) {
 	if len(c.children) == 0 {
 		return false, nil
 	}
+	if c.drop && !w.message && isScalar(w.b, v) {
+		// A string or number where the route map expects an object ("contact": "ann@..."):
+		// no listed field's value, so unlisted.
+		w.rep.dropped[c.path] = true
+		return true, nil
+	}
 	return false, w.descend(rec, v, c, depth)
+}
+
+// isScalar reports whether v is a string, number, true or false (not null, an object or an
+// array).
+func isScalar(b []byte, v span) bool {
+	switch kind(b, v) {
+	case '{', '[', 'n':
+		return false
+	}
+	return true
 }
 
 // descend walks into objects, and through arrays transparently (a path "addresses.street"
@@ -196,10 +250,16 @@ func (w *walker) descend(rec *record, v span, c *trie, depth int) error {
 			return w.descend(rec, e, c, depth+1)
 		})
 		return err
-	case '"':
-		if mayHoldCiphertext(w.b[v.start:v.end]) {
-			return w.scrub(rec, v, pathName(c.path), depth)
-		}
+	}
+	if c.drop && !w.message && isScalar(w.b, v) {
+		// A string or number where the route map expects an object, as an array element or
+		// the whole document: unlisted, so not served.
+		w.rep.dropped[pathName(c.path)] = true
+		rec.edits = append(rec.edits, edit{span: v, repl: nullJSON})
+		return nil
+	}
+	if kind(w.b, v) == '"' && mayHoldCiphertext(w.b[v.start:v.end]) {
+		return w.scrub(rec, v, pathName(c.path), depth)
 	}
 	return nil
 }

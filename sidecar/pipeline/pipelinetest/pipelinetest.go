@@ -72,6 +72,10 @@ type Options struct {
 	Config pipeline.Config
 	// Logger (default: discard).
 	Logger *slog.Logger
+	// Unlisted overrides every route's unlisted. Default "pass": the shipped map drops what
+	// it does not list, and tests of other behaviour answer with echo servers whose members
+	// no route lists. Tests of the shipped map as it is set routes.UnlistedDrop.
+	Unlisted string
 }
 
 // RepoRoot finds the repository root from this source file.
@@ -100,6 +104,13 @@ func New(dir string, opts Options) (*Fixture, error) {
 	rm, err := routes.Load(filepath.Join(root, "deploy", "routes", "democrm.yaml"))
 	if err != nil {
 		return nil, err
+	}
+	unlisted := opts.Unlisted
+	if unlisted == "" {
+		unlisted = routes.UnlistedPass
+	}
+	for _, r := range rm.Routes() {
+		r.Unlisted = unlisted
 	}
 	enr, err := static.Parse([]byte(State))
 	if err != nil {
