@@ -29,6 +29,7 @@ import (
 	"github.com/consentry/consentry/sidecar/enrich/static"
 	"github.com/consentry/consentry/sidecar/pipeline"
 	"github.com/consentry/consentry/sidecar/pipeline/pipelinetest"
+	"github.com/consentry/consentry/sidecar/routes"
 	"github.com/consentry/consentry/sidecar/transform"
 	"github.com/consentry/consentry/vaultkeys"
 	"github.com/consentry/consentry/vaultkeys/vaulttest"
@@ -102,7 +103,9 @@ func Start(tb testing.TB, opts Options) *Env {
 	tb.Helper()
 	e := &Env{Dir: tb.TempDir(), Plain: map[string]Customer{}}
 	var err error
-	e.Fixture, err = pipelinetest.New(e.Dir, pipelinetest.Options{})
+	// The upstream is the real demo CRM, so the shipped route map runs as shipped (unlisted:
+	// drop): a member it forgot to list would show up here as a missing value.
+	e.Fixture, err = pipelinetest.New(e.Dir, pipelinetest.Options{Unlisted: routes.UnlistedDrop})
 	if err != nil {
 		tb.Fatal(err)
 	}
