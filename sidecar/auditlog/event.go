@@ -100,12 +100,16 @@ type RecordsInfo struct {
 	Filtered int `json:"filtered"`
 }
 
-// RemovedSegment is one segment removed by retention.
+// RemovedSegment is one segment removed by retention, as read from the segment's own first
+// and last record.
 type RemovedSegment struct {
 	Segment  string `json:"segment"`
 	FirstSeq uint64 `json:"first_seq"`
 	LastSeq  uint64 `json:"last_seq"`
 	LastHash string `json:"last_hash"`
+	// LastTimestamp is the timestamp of the segment's last record, by which retain_age judged
+	// it (absent in records written before it was recorded).
+	LastTimestamp time.Time `json:"last_timestamp,omitzero"`
 }
 
 // kv is one top-level member with its canonical value.
@@ -273,6 +277,7 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 		}
 	}
 	var erased, masked []string
+	var c copies
 	if len(rules) == 0 && !sourceFailed && !b.forceGeneric {
 		// Both documents go into the record's arena: slices stay valid if it grows.
 		te := &typedEncoder{ids: ids, m: b.masker, b: r.arena}
@@ -287,9 +292,10 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 		r.addRaw("result", te.b[n:len(te.b):len(te.b)])
 		r.arena = te.b
 		erased = te.erased
+		c = b.inputCopies(e, in)
 	} else {
 		var err error
-		if erased, masked, err = b.generic(r, in, d, ids, rules, sourceFailed); err != nil {
+		if erased, masked, err = b.generic(r, e, in, d, ids, rules, sourceFailed, &c); err != nil {
 			return nil, err
 		}
 	}
@@ -334,27 +340,28 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 	}
 	addList("erased", erased)
 	addList("masked", masked)
-	addStr("requested_by", e.RequestedBy)
-	addStr("trace_id", e.TraceID)
-	addStr("purpose", in.Purpose)
-	addStr("case_id", in.CaseID)
-	addStr("action", in.Action)
-	addStr("resource_type", in.Resource.Type)
-	if in.Subject.ID != "" || in.Subject.Type != "" {
+	addStr("requested_by", c.requestedBy)
+	addStr("trace_id", c.traceID)
+	addStr("purpose", c.purpose)
+	addStr("case_id", c.caseID)
+	addStr("action", c.action)
+	addStr("resource_type", c.resourceType)
+	if s := c.subject; s.ID != "" || s.Type != "" {
 		subj := map[string]any{}
-		sid := in.Subject.ID
+		sid := s.ID
 		if in.Subject.Type == input.SubjectCustomer {
-			// A customer subject's id is the customer (see above): its pseudonym.
+			// A customer subject's id is the customer (see above): its pseudonym. The type
+			// before masking decides, so a rule on /input/subject/type cannot expose the id.
 			sid, _ = ids.lookup(sid)
 		}
 		if sid != "" {
 			subj["id"] = sid
 		}
-		if in.Subject.Type != "" {
-			subj["type"] = in.Subject.Type
+		if s.Type != "" {
+			subj["type"] = s.Type
 		}
-		if len(in.Subject.Roles) > 0 {
-			subj["roles"] = append([]string(nil), in.Subject.Roles...)
+		if len(s.Roles) > 0 {
+			subj["roles"] = s.Roles
 		}
 		_ = r.add("subject", subj)
 	}
@@ -400,7 +407,9 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 
 // generic encodes input and result through a generic JSON tree, which mask rules (JSON
 // pointers) operate on.
-func (b *builder) generic(r *record, in *input.Input, d *decision.Decision, ids idSet, rules []MaskRule, sourceFailed bool) (erased, masked []string, err error) {
+// It also fills c from the masked input, before ids are replaced in it.
+func (b *builder) generic(r *record, e *audit.Entry, in *input.Input, d *decision.Decision, ids idSet, rules []MaskRule, sourceFailed bool,
+	c *copies) (erased, masked []string, err error) {
 	gin, err := toGeneric(in)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode input: %w", err)
@@ -426,6 +435,7 @@ func (b *builder) generic(r *record, in *input.Input, d *decision.Decision, ids 
 		erased = append(erased, er...)
 		masked = append(masked, ma...)
 	}
+	*c = maskedCopies(root["input"], e, in)
 	if len(ids) > 0 {
 		root["input"] = replaceIDs(root["input"], ids)
 		root["result"] = replaceIDs(root["result"], ids)

@@ -134,6 +134,9 @@ type Log struct {
 	// retentionFault, set by tests only, fails the retention record's write: a disk that
 	// fails exactly there cannot be arranged for real.
 	retentionFault func() error
+	// retained is the last record the latest retention removed (retention.go): the oldest
+	// segment continuing it needs no search for the retention record. nil: not known yet.
+	retained *RemovedSegment
 	// keyLedger reads the key ledger's head for checkpoints; anchor is the head the last
 	// checkpoint before this Open recorded (nil: none recorded).
 	keyLedger KeyLedger

@@ -19,12 +19,13 @@ type metrics struct {
 }
 
 // newMetrics creates the log's metrics and registers them when reg is not nil. The alarm on
-// drops is consentry_decision_log_dropped_total > 0.
+// drops is consentry_decision_log_dropped_total > 0: in async mode it counts every accepted
+// event that is not in the log, whether the buffer was full or its write failed.
 func newMetrics(reg prometheus.Registerer) *metrics {
 	ns := "consentry_decision_log_"
 	m := &metrics{
 		events:       prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "events_total", Help: "Decision events durably appended."}),
-		dropped:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "dropped_total", Help: "Events dropped because the async buffer was full (alarm on > 0)."}),
+		dropped:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "dropped_total", Help: "Async-mode events lost: the buffer was full, or their write failed (alarm on > 0)."}),
 		errors:       prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "errors_total", Help: "Append, write, fsync or signing failures."}),
 		checkpoints:  prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "checkpoints_total", Help: "Signed checkpoints written."}),
 		segments:     prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "segments_opened_total", Help: "Segments opened (rotation)."}),

@@ -236,7 +236,7 @@ func TestRetentionRecordedAndVerified(t *testing.T) {
 func TestTimeRotationAndAgeRetention(t *testing.T) {
 	f := newFixture(t)
 	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano()) // retention compares with the files' real mtimes
+	clock.Store(time.Now().UnixNano())
 	f.cfg.SegmentMaxAge = time.Hour
 	f.cfg.CheckpointInterval = 1000 * time.Hour
 	l, err := Open(f.cfg, Options{Now: func() time.Time { return time.Unix(0, clock.Load()) }})
@@ -256,7 +256,7 @@ func TestTimeRotationAndAgeRetention(t *testing.T) {
 	if rep := f.verify(t); !rep.OK() {
 		t.Fatalf("%+v", rep.Problems)
 	}
-	// Reopen with age retention: the clock is far past the files' mtimes.
+	// Reopen with age retention: the clock is far past the segments' last records.
 	f.cfg.RetainAge = time.Hour
 	clock.Add(int64(48 * time.Hour))
 	l, err = Open(f.cfg, Options{Now: func() time.Time { return time.Unix(0, clock.Load()) }})

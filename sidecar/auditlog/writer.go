@@ -94,7 +94,7 @@ func (l *Log) fail(err error) {
 func (l *Log) commit(batch []*pending, force string) error {
 	now := l.now()
 	if b := l.broken.Load(); b != nil {
-		ack(batch, *b)
+		l.refuse(batch, *b)
 		return *b
 	}
 	if len(batch) > 0 && (l.segSize >= l.cfg.SegmentMaxBytes || now.Sub(l.segCreated) >= l.cfg.SegmentMaxAge) {
@@ -102,7 +102,7 @@ func (l *Log) commit(batch []*pending, force string) error {
 			// A failed retention record broke the log (its seq is spent, its bytes may be
 			// torn): nothing may be chained after it, so this batch fails like any later one.
 			if b := l.broken.Load(); b != nil {
-				ack(batch, *b)
+				l.refuse(batch, *b)
 				return *b
 			}
 			l.log.Error("decision log: rotation failed, continuing in the current segment", "err", err)
@@ -139,11 +139,18 @@ func (l *Log) commit(batch []*pending, force string) error {
 			l.fail(fmt.Errorf("%v; rollback: %w", err, terr))
 		}
 		l.segSize, l.segCap, l.ckptSize = size0, size0, cks0
-		l.lastWriteErr.Store(&err)
-		ack(batch, err)
+		// Logged when writes start failing or fail differently, not once per commit: a full
+		// disk fails every commit until space is freed.
+		if prev := l.lastWriteErr.Swap(&err); prev == nil || (*prev).Error() != err.Error() {
+			l.log.Error("decision log: write failed, batch rolled back", "err", err, "events", len(batch),
+				"alarm", "decision_log_unavailable")
+		}
+		l.refuse(batch, err)
 		return err
 	}
-	l.lastWriteErr.Store(nil)
+	if l.lastWriteErr.Swap(nil) != nil {
+		l.log.Info("decision log: writes succeed again")
+	}
 	l.committed.Store(int64(l.seq) - 1)
 	nowDone := time.Now()
 	waiters := false
@@ -177,11 +184,21 @@ func (l *Log) commit(batch []*pending, force string) error {
 	return nil
 }
 
-func ack(batch []*pending, err error) {
+// refuse fails a batch that was not written. A strict append gets the error; an async one
+// has already returned nil, so its event is lost: counted in dropped_total and alarmed like
+// one the full buffer dropped, which is what operators alarm on.
+func (l *Log) refuse(batch []*pending, err error) {
+	dropped := 0
 	for _, p := range batch {
 		if p.done != nil {
 			p.done <- err
+		} else {
+			dropped++
 		}
+	}
+	if dropped > 0 {
+		l.m.dropped.Add(float64(dropped))
+		l.log.Error("decision log: write failed, async events dropped", "events", dropped, "err", err, "alarm", "decision_log_drop")
 	}
 }
 
