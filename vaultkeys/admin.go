@@ -3,6 +3,7 @@ package vaultkeys
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -17,6 +18,12 @@ type Eraser interface {
 
 var _ Eraser = (*Manager)(nil)
 
+// MaxEraseReason bounds the reason (and the admin actor) of an admin erasure, in bytes: the
+// state store's erasure request keeps them in full up to the same bound
+// (consent.MaxErasureText), so that the sweep's retry of a failed erasure matches the ledger
+// record of the first attempt instead of writing a second one.
+const MaxEraseReason = 1024
+
 // EraseRequest is the body of POST /v1/customers/:id/erase.
 type EraseRequest struct {
 	Reason string `json:"reason"`
@@ -27,7 +34,8 @@ type EraseRequest struct {
 //
 //	POST /v1/customers/:id/erase  {"reason": "..."}
 //
-// 200 with the destruction record; 400 without a reason or with an invalid id; 502 when Vault
+// 200 with the destruction record; 400 without a reason, with a reason longer than
+// MaxEraseReason bytes or with an invalid id; 502 when Vault
 // failed after the erasure was recorded (the ledger has it; run replay-erasures). The actor is
 // the authenticated admin (admin.Actor).
 func MountAdmin(r fiber.Router, e Eraser) {
@@ -41,9 +49,17 @@ func MountAdmin(r fiber.Router, e Eraser) {
 		if strings.TrimSpace(req.Reason) == "" {
 			return c.Status(fiber.StatusBadRequest).JSON(admin.ErrorBody("erase.reason_required", "a reason is required"))
 		}
+		if len(req.Reason) > MaxEraseReason {
+			return c.Status(fiber.StatusBadRequest).JSON(admin.ErrorBody("erase.reason_too_long",
+				fmt.Sprintf("the reason is %d bytes; at most %d", len(req.Reason), MaxEraseReason)))
+		}
 		actor := admin.Actor(c)
 		if actor == "" {
 			return c.Status(fiber.StatusUnauthorized).JSON(admin.ErrorBody("admin.unauthenticated", "no admin actor"))
+		}
+		if len(actor) > MaxEraseReason {
+			return c.Status(fiber.StatusBadRequest).JSON(admin.ErrorBody("erase.actor_too_long",
+				fmt.Sprintf("the admin actor's name is %d bytes; at most %d", len(actor), MaxEraseReason)))
 		}
 		rec, err := e.Erase(c.UserContext(), c.Params("id"), actor, req.Reason)
 		switch {

@@ -53,6 +53,8 @@ func TestAdminEraseEndpoint(t *testing.T) {
 		{"no reason", "admin-secret", "adm1", `{}`, 400},
 		{"bad body", "admin-secret", "adm1", `{`, 400},
 		{"bad id", "admin-secret", "a%20b", `{"reason":"x"}`, 400},
+		// The state store keeps at most MaxEraseReason bytes for the retry to match the ledger.
+		{"reason too long", "admin-secret", "adm1", `{"reason":"` + strings.Repeat("x", MaxEraseReason+1) + `"}`, 400},
 	} {
 		if st, body := do(tc.token, tc.id, tc.body); st != tc.status {
 			t.Errorf("%s: status %d, want %d (%v)", tc.name, st, tc.status, body)

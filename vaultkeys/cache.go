@@ -2,6 +2,7 @@ package vaultkeys
 
 import (
 	"container/list"
+	"context"
 	"sync"
 	"time"
 )
@@ -9,16 +10,20 @@ import (
 // cacheEntry is one transit key held in memory: the raw key bytes of every version (owned by
 // the cache and zeroed when the entry leaves it) and the AEADs built from them.
 type cacheEntry struct {
+	name    string
 	key     *classKey
 	raw     [][]byte
 	bytes   int
 	expires time.Time
-	elem    *list.Element
+	elem    *list.Element // in lru
+	expElem *list.Element // in byExpiry
 }
 
 // keyCache is a bounded LRU of transit keys by key name, with a TTL. It never writes to disk.
 // Names of erased keys are blocked: a fetch that was in flight when the erasure happened
-// cannot put the key back.
+// cannot put the key back. Expired entries are zeroed and dropped by sweep (and by every get
+// and put), not only when their key is asked for again: a key nobody asks for any more must
+// not stay in memory, nor count in the cache metrics, past its TTL.
 type keyCache struct {
 	ttl        time.Duration
 	maxEntries int
@@ -28,8 +33,12 @@ type keyCache struct {
 	mu      sync.Mutex
 	entries map[string]*cacheEntry
 	lru     *list.List // front = most recently used; values are names
-	bytes   int
-	blocked map[string]struct{}
+	// byExpiry orders entries by expiry, earliest first (values are *cacheEntry), so a sweep
+	// costs only the entries it drops. The LRU order is no substitute: a used entry moves to
+	// the front but keeps its expiry.
+	byExpiry *list.List
+	bytes    int
+	blocked  map[string]struct{}
 }
 
 func newKeyCache(cfg CacheConfig, onEvict func(n int)) *keyCache {
@@ -40,6 +49,7 @@ func newKeyCache(cfg CacheConfig, onEvict func(n int)) *keyCache {
 		onEvict:    onEvict,
 		entries:    map[string]*cacheEntry{},
 		lru:        list.New(),
+		byExpiry:   list.New(),
 		blocked:    map[string]struct{}{},
 	}
 }
@@ -48,16 +58,30 @@ func newKeyCache(cfg CacheConfig, onEvict func(n int)) *keyCache {
 func (c *keyCache) get(name string, now time.Time) *classKey {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.sweepLocked(now)
 	e, ok := c.entries[name]
 	if !ok {
 		return nil
 	}
-	if !now.Before(e.expires) {
-		c.removeLocked(name, e)
-		return nil
-	}
 	c.lru.MoveToFront(e.elem)
 	return e.key
+}
+
+// sweep zeroes and drops every expired entry.
+func (c *keyCache) sweep(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sweepLocked(now)
+}
+
+func (c *keyCache) sweepLocked(now time.Time) {
+	for front := c.byExpiry.Front(); front != nil; front = c.byExpiry.Front() {
+		e := front.Value.(*cacheEntry)
+		if now.Before(e.expires) {
+			return
+		}
+		c.removeLocked(e.name, e)
+	}
 }
 
 // put caches key with its raw bytes (which the cache now owns). It reports false, and zeroes
@@ -73,11 +97,23 @@ func (c *keyCache) put(name string, key *classKey, raw [][]byte, now time.Time) 
 		zeroAll(raw)
 		return false
 	}
+	c.sweepLocked(now)
 	if old, ok := c.entries[name]; ok {
 		c.removeLocked(name, old)
 	}
-	e := &cacheEntry{key: key, raw: raw, bytes: size, expires: now.Add(c.ttl)}
+	e := &cacheEntry{name: name, key: key, raw: raw, bytes: size, expires: now.Add(c.ttl)}
 	e.elem = c.lru.PushFront(name)
+	// Every entry lives for the same TTL, so a new entry belongs at the back unless callers'
+	// clocks were read in another order than they got the lock.
+	at := c.byExpiry.Back()
+	for at != nil && at.Value.(*cacheEntry).expires.After(e.expires) {
+		at = at.Prev()
+	}
+	if at == nil {
+		e.expElem = c.byExpiry.PushFront(e)
+	} else {
+		e.expElem = c.byExpiry.InsertAfter(e, at)
+	}
 	c.entries[name] = e
 	c.bytes += size
 	evicted := 0
@@ -141,6 +177,7 @@ func (c *keyCache) stats() (entries, bytes int) {
 func (c *keyCache) removeLocked(name string, e *cacheEntry) {
 	delete(c.entries, name)
 	c.lru.Remove(e.elem)
+	c.byExpiry.Remove(e.expElem)
 	c.bytes -= e.bytes
 	zeroAll(e.raw)
 	// The AEADs stay reachable only from KeySets already handed out; dropping the reference
@@ -151,5 +188,31 @@ func (c *keyCache) removeLocked(name string, e *cacheEntry) {
 func zeroAll(bufs [][]byte) {
 	for _, b := range bufs {
 		clear(b)
+	}
+}
+
+// cacheSweepInterval is how often expired cache entries are zeroed and dropped when no
+// request touches them: half the TTL, at most a second, so key bytes outlive their TTL in
+// memory by at most that.
+func cacheSweepInterval(ttl time.Duration) time.Duration {
+	return max(min(ttl/2, time.Second), 10*time.Millisecond)
+}
+
+// sweepCache zeroes expired cache entries until ctx ends. Requests sweep too (put and get),
+// but an idle sidecar, or one whose traffic moved to other customers, makes none for the
+// entries that matter.
+func (m *Manager) sweepCache(ctx context.Context) {
+	if m.cfg.Cache.TTL < 0 {
+		return // disabled: nothing is ever cached
+	}
+	t := time.NewTicker(cacheSweepInterval(m.cfg.Cache.TTL))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.cache.sweep(m.now())
+		}
 	}
 }

@@ -261,3 +261,29 @@ func (k *KeySet) scopeErr(scope string, err error) {
 	}
 	k.errs[scope] = err
 }
+
+// decodeExport decodes the "keys" map of a transit export: version -> base64 key.
+func decodeExport(v any) (raw [][]byte, versions []int, err error) {
+	keys, ok := v.(map[string]any)
+	if !ok || len(keys) == 0 {
+		return nil, nil, errors.New("no keys in export")
+	}
+	for vs := range keys {
+		n, err := strconv.Atoi(vs)
+		if err != nil || n < 1 {
+			return nil, nil, fmt.Errorf("bad version %q", vs)
+		}
+		versions = append(versions, n)
+	}
+	sort.Ints(versions)
+	for _, n := range versions {
+		s, _ := keys[strconv.Itoa(n)].(string)
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil || len(b) == 0 {
+			zeroAll(raw)
+			return nil, nil, fmt.Errorf("version %d: bad key encoding", n)
+		}
+		raw = append(raw, b)
+	}
+	return raw, versions, nil
+}

@@ -68,6 +68,11 @@ type Ledger struct {
 	seq     int64
 	erased  map[string]struct{} // pseudonyms
 	records []DestructionRecord
+	// onRecord sees every record this handle reads or appends, once, whichever method read
+	// it (Refresh, Head, Append, RecordOf, CheckAnchor), under mu. The manager blocks the
+	// record's key names with it: a record that only Refresh handed out would be missed
+	// whenever another caller (the decision log's checkpoint calls Head) read it first.
+	onRecord func(DestructionRecord)
 	// head is the last record known to be on disk (appended and fsynced by this handle, or
 	// read and fsynced by Head): the only head Head gives out as an anchor.
 	head atomic.Pointer[ledgerHead]
@@ -79,7 +84,11 @@ type ledgerHead struct {
 }
 
 // OpenLedger opens (creating if needed) the ledger at path and verifies its chain.
-func OpenLedger(path string) (*Ledger, error) {
+func OpenLedger(path string) (*Ledger, error) { return openLedger(path, nil) }
+
+// openLedger is OpenLedger with onRecord (nil: none) called for every record read or
+// appended, starting with those read here.
+func openLedger(path string, onRecord func(DestructionRecord)) (*Ledger, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
@@ -88,7 +97,7 @@ func OpenLedger(path string) (*Ledger, error) {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
 	f.Close()
-	l := &Ledger{path: path, erased: map[string]struct{}{}}
+	l := &Ledger{path: path, erased: map[string]struct{}{}, onRecord: onRecord}
 	l.head.Store(&ledgerHead{})
 	if _, err := l.Refresh(); err != nil {
 		return nil, err
@@ -105,7 +114,8 @@ func OpenLedger(path string) (*Ledger, error) {
 func (l *Ledger) Path() string { return l.path }
 
 // Refresh reads records appended since the last read (by this or another process) and returns
-// them.
+// them. Records another method (Head, Append, RecordOf) read first are not returned again: a
+// consumer that must see every record uses the hook of openLedger.
 func (l *Ledger) Refresh() ([]DestructionRecord, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -149,13 +159,21 @@ func (l *Ledger) refreshLocked() ([]DestructionRecord, error) {
 		if rec.Seq != l.seq+1 || rec.Prev != l.last || rec.Hash != recordHash(rec) {
 			return nil, fmt.Errorf("%w: record %d does not chain (seq %d)", ErrLedgerCorrupt, l.seq+1, rec.Seq)
 		}
-		l.offset += int64(len(line))
-		l.seq, l.last = rec.Seq, rec.Hash
-		l.erased[rec.CustomerPseudonym] = struct{}{}
-		l.records = append(l.records, rec)
+		l.addLocked(rec, int64(len(line)))
 		added = append(added, rec)
 	}
 	return added, nil
+}
+
+// addLocked takes in a record that chains after the last one and is n bytes on disk.
+func (l *Ledger) addLocked(rec DestructionRecord, n int64) {
+	l.offset += n
+	l.seq, l.last = rec.Seq, rec.Hash
+	l.erased[rec.CustomerPseudonym] = struct{}{}
+	l.records = append(l.records, rec)
+	if l.onRecord != nil {
+		l.onRecord(rec)
+	}
 }
 
 // Append chains rec after the last record, writes it and fsyncs before returning.
@@ -198,11 +216,8 @@ func (l *Ledger) Append(rec *DestructionRecord) error {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("ledger sync: %w", err)
 	}
-	l.offset += int64(len(line))
-	l.seq, l.last = rec.Seq, rec.Hash
 	l.head.Store(&ledgerHead{rec.Seq, rec.Hash})
-	l.erased[rec.CustomerPseudonym] = struct{}{}
-	l.records = append(l.records, *rec)
+	l.addLocked(*rec, int64(len(line)))
 	return nil
 }
 

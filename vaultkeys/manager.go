@@ -17,14 +17,11 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -124,11 +121,16 @@ func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
 	if cfg.Namespace != "" {
 		client.SetNamespace(cfg.Namespace)
 	}
-	ledger, err := OpenLedger(cfg.LedgerPath)
+	cache := newKeyCache(cfg.Cache, nil)
+	// Every record the ledger reads, at open and later by whichever call (the decision log's
+	// checkpoint reads it through Head, Erase through RecordOf and Append), blocks its key
+	// names here at once: an erasure another process recorded must not wait for this
+	// manager's own refresh, which would no longer see the record.
+	ledger, err := openLedger(cfg.LedgerPath, func(rec DestructionRecord) { cache.block(keyNames(rec)) })
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, client: client, ledger: ledger, pseudo: pseudo, sink: opts.Destructions,
+	m := &Manager{cfg: cfg, client: client, ledger: ledger, cache: cache, pseudo: pseudo, sink: opts.Destructions,
 		logger: opts.Logger, now: opts.Now, done: make(chan struct{})}
 	if m.logger == nil {
 		m.logger = slog.Default()
@@ -136,21 +138,27 @@ func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
 	if m.now == nil {
 		m.now = time.Now
 	}
-	m.cache = newKeyCache(cfg.Cache, nil)
 	if m.metrics, err = newMetrics(opts.Registerer, m.cache); err != nil {
 		return nil, fmt.Errorf("vaultkeys metrics: %w", err)
 	}
 	m.cache.onEvict = func(n int) { m.metrics.evictions.Add(float64(n)) }
-	for _, rec := range ledger.Records() {
-		m.cache.block(keyNames(rec))
-	}
 	m.auth = newAuthenticator(cfg.Auth, client, m.logger, m.metrics)
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	first := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
-		defer close(m.done)
+		defer wg.Done()
 		m.auth.run(runCtx, first)
+	}()
+	go func() {
+		defer wg.Done()
+		m.sweepCache(runCtx)
+	}()
+	go func() {
+		wg.Wait()
+		close(m.done)
 	}()
 	select {
 	case <-first:
@@ -159,7 +167,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// Close stops the login loop and zeroes every cached key.
+// Close stops the login loop and the cache sweep, and zeroes every cached key.
 func (m *Manager) Close() {
 	m.cancel()
 	<-m.done
@@ -281,7 +289,7 @@ func (m *Manager) KeysForMigration(ctx context.Context, customerID string, class
 
 func (m *Manager) release(ctx context.Context, customerID string, scopes []string, create bool) (*KeySet, error) {
 	ks := emptyKeySet(customerID)
-	ks.refresh = m.refreshKey
+	ks.refresh = func(_ string, old *classKey) (*classKey, error) { return m.refreshKey(customerID, old) }
 	m.refreshLedger(false)
 	now := m.now()
 	type miss struct{ scope, name string }
@@ -332,7 +340,7 @@ func (m *Manager) release(ctx context.Context, customerID string, scopes []strin
 			results := make(chan result, len(misses))
 			for _, ms := range misses {
 				go func() {
-					k, err := m.fetch(ctx, ms.name, create)
+					k, err := m.fetch(ctx, customerID, ms.name, create)
 					results <- result{ms.scope, k, err}
 				}()
 			}
@@ -360,16 +368,42 @@ func (m *Manager) release(ctx context.Context, customerID string, scopes []strin
 }
 
 // refreshKey re-exports a released key whose cached copy is older than a ciphertext's version.
-// Only keys the decision already released reach here.
-func (m *Manager) refreshKey(scope string, old *classKey) (*classKey, error) {
+// Only keys the decision already released reach here, but the customer may have been erased
+// since the release (by name, or by pseudonym under another key_name template): then nothing
+// is fetched, and a key fetched while the erasure was recorded is not handed out.
+func (m *Manager) refreshKey(customerID string, old *classKey) (*classKey, error) {
 	m.cache.remove(old.name)
+	m.refreshLedger(false)
+	if err := m.erasedErr(customerID, old.name); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Timeout)
 	defer cancel()
-	return m.fetch(ctx, old.name, false)
+	k, err := m.fetch(ctx, customerID, old.name, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.erasedErr(customerID, old.name); err != nil {
+		m.cache.remove(old.name)
+		return nil, err
+	}
+	return k, nil
+}
+
+// erasedErr is ErrErased when key name is blocked or the customer's pseudonym is in the ledger.
+func (m *Manager) erasedErr(customerID, name string) error {
+	if m.cache.isBlocked(name) {
+		return fmt.Errorf("%w: key %s", ErrErased, name)
+	}
+	if m.ledger.Erased(m.Pseudonym(customerID)) {
+		return fmt.Errorf("%w: customer %s", ErrErased, m.Pseudonym(customerID))
+	}
+	return nil
 }
 
 // refreshLedger picks up erasures other processes (the CLI) appended, at most once a second
-// unless forced, and blocks their keys in the cache.
+// unless forced. The ledger's hook blocks their keys in the cache (so does any other read of
+// the ledger); this records whether the ledger still reads.
 func (m *Manager) refreshLedger(force bool) {
 	m.ledgerMu.Lock()
 	now := m.now()
@@ -379,23 +413,19 @@ func (m *Manager) refreshLedger(force bool) {
 	}
 	m.ledgerChecked = now
 	m.ledgerMu.Unlock()
-	added, err := m.ledger.Refresh()
+	_, err := m.ledger.Refresh()
 	m.ledgerMu.Lock()
 	m.ledgerErr = err
 	m.ledgerMu.Unlock()
 	if err != nil {
 		m.logger.Error("shredded-keys ledger refresh failed", "err", err)
-		return
-	}
-	for _, rec := range added {
-		m.cache.block(keyNames(rec))
 	}
 }
 
 // fetch exports one key from Vault (creating it first when create is set and it is missing)
 // and caches it. Concurrent misses for the same key share one Vault request; each caller
 // still gives up at its own deadline.
-func (m *Manager) fetch(ctx context.Context, name string, create bool) (*classKey, error) {
+func (m *Manager) fetch(ctx context.Context, customerID, name string, create bool) (*classKey, error) {
 	sfKey := name
 	if create {
 		sfKey = "create:" + name
@@ -410,7 +440,7 @@ func (m *Manager) fetch(ctx context.Context, name string, create bool) (*classKe
 		defer cancel()
 		k, err := m.export(fctx, name)
 		if errors.Is(err, ErrNoKey) && create {
-			if err = m.createKey(fctx, name); err != nil {
+			if err = m.createKey(fctx, customerID, name); err != nil {
 				return nil, err
 			}
 			k, err = m.export(fctx, name)
@@ -473,8 +503,8 @@ func (m *Manager) export(ctx context.Context, name string) (*classKey, error) {
 	return k, nil
 }
 
-// createKey creates an exportable transit key, refusing for an erased customer.
-func (m *Manager) createKey(ctx context.Context, name string) error {
+// createKey creates customerID's exportable transit key name, refusing for an erased customer.
+func (m *Manager) createKey(ctx context.Context, customerID, name string) error {
 	m.refreshLedger(true)
 	m.ledgerMu.Lock()
 	lerr := m.ledgerErr
@@ -484,8 +514,8 @@ func (m *Manager) createKey(ctx context.Context, name string) error {
 		// an erased customer's.
 		return fmt.Errorf("%w: shredded-keys ledger unreadable, not creating key %s: %v", ErrUnavailable, name, lerr)
 	}
-	if m.cache.isBlocked(name) {
-		return fmt.Errorf("%w: refusing to create key %s again", ErrErased, name)
+	if err := m.erasedErr(customerID, name); err != nil {
+		return fmt.Errorf("refusing to create key %s: %w", name, err)
 	}
 	_, err := m.call(ctx, "create", func() (*api.Secret, error) {
 		return m.client.Logical().WriteWithContext(ctx, m.cfg.TransitMount+"/keys/"+name,
@@ -495,9 +525,10 @@ func (m *Manager) createKey(ctx context.Context, name string) error {
 		return err
 	}
 	// An erasure (here or by another process) may have been recorded while the key was being
-	// created: it must not survive it.
+	// created: it must not survive it. The refresh may find nothing new because another call
+	// read the record meanwhile; the block and the pseudonym say so either way.
 	m.refreshLedger(true)
-	if m.cache.isBlocked(name) {
+	if m.erasedErr(customerID, name) != nil {
 		if derr := m.destroyKey(context.WithoutCancel(ctx), name); derr != nil {
 			m.logger.Error("a key created during an erasure could not be destroyed; run consentry keys replay-erasures", "key", name, "err", derr)
 		}
@@ -539,32 +570,6 @@ func keyNames(rec DestructionRecord) []string {
 		out[i] = k.Name
 	}
 	return out
-}
-
-// decodeExport decodes the "keys" map of a transit export: version -> base64 key.
-func decodeExport(v any) (raw [][]byte, versions []int, err error) {
-	keys, ok := v.(map[string]any)
-	if !ok || len(keys) == 0 {
-		return nil, nil, errors.New("no keys in export")
-	}
-	for vs := range keys {
-		n, err := strconv.Atoi(vs)
-		if err != nil || n < 1 {
-			return nil, nil, fmt.Errorf("bad version %q", vs)
-		}
-		versions = append(versions, n)
-	}
-	sort.Ints(versions)
-	for _, n := range versions {
-		s, _ := keys[strconv.Itoa(n)].(string)
-		b, err := base64.StdEncoding.DecodeString(s)
-		if err != nil || len(b) == 0 {
-			zeroAll(raw)
-			return nil, nil, fmt.Errorf("version %d: bad key encoding", n)
-		}
-		raw = append(raw, b)
-	}
-	return raw, versions, nil
 }
 
 // Client is the Vault client the manager authenticates (token renewed and re-acquired by its

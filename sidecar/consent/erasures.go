@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+	"unicode/utf8"
 )
 
 // Erasures a withdrawal or the end of retention asks for are durable requests: recorded
@@ -51,7 +52,7 @@ func (s *sqlStore) RequestErasure(ctx context.Context, r ErasureRequest) error {
 		return fmt.Errorf("record erasure request: %w", err)
 	}
 	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO erasure_requests (customer_id, requested_at, actor, reason) VALUES (?, ?, ?, ?)
-ON CONFLICT (customer_id) DO NOTHING`), r.CustomerID, at, truncate(r.Actor), truncate(r.Reason))
+ON CONFLICT (customer_id) DO NOTHING`), r.CustomerID, at, erasureText(r.Actor), erasureText(r.Reason))
 	if err != nil {
 		return fmt.Errorf("record erasure request: %w", err)
 	}
@@ -109,6 +110,26 @@ func (s *sqlStore) ErasureDone(ctx context.Context, customerID string) error {
 	return nil
 }
 
+// MaxErasureText bounds the actor and the reason an erasure request keeps, in bytes. They are
+// kept in full up to it: the sweep retries a request with them, and the key ledger recognizes
+// a retry of the same erasure by its exact actor and reason (any difference is a second
+// ledger record). Longer values are cut to it before the first attempt, so that every attempt
+// uses the same text.
+const MaxErasureText = 1024
+
+// erasureText cuts s to MaxErasureText bytes (at a UTF-8 boundary, marked "..."). It is
+// idempotent: a cut value stays as it is when cut again.
+func erasureText(s string) string {
+	if len(s) <= MaxErasureText {
+		return s
+	}
+	cut := MaxErasureText - len("...")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
 // erasureQueue returns the backend's erasure queue (every built-in backend has one).
 func (s *Store) erasureQueue() (ErasureQueue, error) {
 	q, ok := s.be.(ErasureQueue)
@@ -128,10 +149,15 @@ const erasureClaim = 2 * time.Minute
 // RunErasure records an erasure request and runs it at once, destroying the keys with
 // destroy (nil: the store's Eraser). The admin API passes its own, to answer with the
 // destruction record. The request stays pending when the run fails: the sweep retries it
-// (with the Eraser). ErrErasureInProgress: another replica is running it now.
+// (with the Eraser). ErrErasureInProgress: another replica is running it now. An actor or
+// reason longer than MaxErasureText is refused when destroy is given: destroy would run with
+// other text than the sweep retries with.
 func (s *Store) RunErasure(ctx context.Context, r ErasureRequest, destroy func(context.Context) error) error {
 	if err := validID("customer_id", r.CustomerID); err != nil {
 		return err
+	}
+	if destroy != nil && (erasureText(r.Actor) != r.Actor || erasureText(r.Reason) != r.Reason) {
+		return bad("erasure.invalid_request", "the actor and the reason of an erasure are at most %d bytes", MaxErasureText)
 	}
 	q, err := s.erasureQueue()
 	if err != nil {
@@ -143,6 +169,8 @@ func (s *Store) RunErasure(ctx context.Context, r ErasureRequest, destroy func(c
 // requestErasure records the request and runs it at once (see erase; destroy nil: the
 // Eraser). The request stays pending when the run fails: the sweep retries it.
 func (s *Store) requestErasure(ctx context.Context, q ErasureQueue, r ErasureRequest, destroy func(context.Context) error) error {
+	// The first attempt uses the text the request keeps, as every retry does.
+	r.Actor, r.Reason = erasureText(r.Actor), erasureText(r.Reason)
 	if err := q.RequestErasure(ctx, r); err != nil {
 		e := errf(http.StatusServiceUnavailable, "erasure.unavailable", "the erasure request could not be recorded: %v", err)
 		return fmt.Errorf("%w (%w)", e, errNoRequest)

@@ -1,0 +1,108 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/consentry/consentry/sidecar/decision"
+	"github.com/consentry/consentry/vaultkeys"
+	"github.com/consentry/consentry/vaultkeys/vaulttest"
+)
+
+// TestEraseRequiresTheSidecarsLedger: `consentry erase --config` records the erasure in the
+// shredded-keys ledger the sidecar reads. With the default, relative vault.ledger_path, run
+// from another directory than the sidecar's it used to start a new ledger there, exit 0, and
+// the sidecar never learnt of the erasure. It must refuse a ledger that does not exist
+// (naming the absolute path and the way out), and name the absolute ledger it wrote to.
+func TestEraseRequiresTheSidecarsLedger(t *testing.T) {
+	srv := vaulttest.Start(t)
+	sidecarDir, opsDir := t.TempDir(), t.TempDir()
+	cfgPath := filepath.Join(sidecarDir, "consentry.yaml")
+	yml := "vault:\n  address: " + srv.Addr + "\n  auth:\n    method: token\n    token: " + srv.Token + "\n  pseudonym_key: cli-test-pseudonym-key-0123\n"
+	if err := os.WriteFile(cfgPath, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The sidecar runs in sidecarDir: its relative default ledger path is resolved there.
+	vc, err := vaultkeys.LoadConfigFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sidecarLedger := filepath.Join(sidecarDir, vc.WithDefaults().LedgerPath)
+	vc.LedgerPath = sidecarLedger
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	km, err := vaultkeys.New(context.Background(), vc, vaultkeys.Options{Registerer: prometheus.NewRegistry(), Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(km.Close)
+	d := &decision.Decision{Allow: true, Fields: map[string]decision.Field{"e": {Outcome: decision.OutcomeAllow, KeyScope: "contact"}}, KeyScopes: []string{"contact"}}
+	keyExists := func(customer string) bool {
+		s, err := srv.Client(t).Logical().Read("transit/keys/consentry-" + customer + "-contact")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s != nil
+	}
+	opsDefault := filepath.Join(opsDir, "var", "vaultkeys", "shredded-keys.jsonl")
+	cases := []struct {
+		name, dir string
+		args      []string
+		wantCode  int
+		// wantStderr must all appear; erased: the customer's key is gone and the sidecar refuses it.
+		wantStderr []string
+		erased     bool
+	}{
+		{"relative default ledger from another directory", opsDir, nil, ExitConfig,
+			[]string{opsDefault, "relative", "working directory", "--ledger"}, false},
+		{"--ledger naming no file", opsDir, []string{"--ledger", "elsewhere.jsonl"}, ExitConfig,
+			[]string{filepath.Join(opsDir, "elsewhere.jsonl"), "--ledger"}, false},
+		{"--ledger naming the sidecar's ledger", opsDir, []string{"--ledger", sidecarLedger}, ExitOK,
+			[]string{"recorded in the shredded-keys ledger " + sidecarLedger}, true},
+		{"from the sidecar's directory", sidecarDir, nil, ExitOK,
+			[]string{"recorded in the shredded-keys ledger " + sidecarLedger}, true},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			customer := "c-" + string(rune('a'+i))
+			if _, err := km.ReleaseForWrite(context.Background(), customer, d); err != nil {
+				t.Fatal(err)
+			}
+			t.Chdir(tc.dir)
+			args := append([]string{"erase", "--config", cfgPath, "--customer", customer, "--reason", "DSR-9"}, tc.args...)
+			code, _, stderr := run(t, "", args...)
+			if code != tc.wantCode {
+				t.Fatalf("exit %d, want %d; stderr: %s", code, tc.wantCode, stderr)
+			}
+			for _, want := range tc.wantStderr {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr %q does not name %q", stderr, want)
+				}
+			}
+			for _, p := range []string{opsDefault, filepath.Join(opsDir, "elsewhere.jsonl")} {
+				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("erase created a ledger no sidecar reads at %s (%v)", p, err)
+				}
+			}
+			mu.Lock()
+			now = now.Add(2 * time.Second) // the sidecar re-reads the ledger at most once a second
+			mu.Unlock()
+			ks, err := km.Release(context.Background(), customer, d)
+			if got := !ks.Has("contact") && errors.Is(err, vaultkeys.ErrErased); got != tc.erased {
+				t.Errorf("sidecar refuses the key: %v, want %v (err %v)", got, tc.erased, err)
+			}
+			if exists := keyExists(customer); exists == tc.erased {
+				t.Errorf("key in Vault: %v, want %v", exists, !tc.erased)
+			}
+		})
+	}
+}
