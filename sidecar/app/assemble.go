@@ -94,13 +94,13 @@ var _ bundle.Activator = (*activator)(nil)
 func (v *activator) Load(ctx context.Context, ps *engine.PolicySet) error {
 	var m *routes.Map
 	if v.fromBundle {
-		raw, ok := dig(ps.Data, "consentry", "routes")
+		var ok bool
+		var err error
+		if m, ok, err = routes.FromData(ps.Data); err != nil {
+			return err
+		}
 		if !ok {
 			return errors.New("routes.from_bundle: the bundle has no data.consentry.routes")
-		}
-		var err error
-		if m, err = routes.FromValue(raw); err != nil {
-			return fmt.Errorf("bundle data.consentry.routes: %w", err)
 		}
 	}
 	if err := v.eng.Load(ctx, ps); err != nil {
@@ -110,20 +110,6 @@ func (v *activator) Load(ctx context.Context, ps *engine.PolicySet) error {
 		v.routes.Store(m)
 	}
 	return nil
-}
-
-func dig(m map[string]any, path ...string) (any, bool) {
-	var cur any = m
-	for _, p := range path {
-		mm, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = mm[p]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
 }
 
 // assembleVault connects to Vault when the `vault:` section is present. Without it every

@@ -244,6 +244,9 @@ func runBundleInspect(_ context.Context, env *Env, args []string) error {
 	} else {
 		fmt.Fprintln(env.Stdout, "signature: none")
 	}
+	for _, w := range info.Warnings {
+		fmt.Fprintf(env.Stdout, "warning: %s\n", w)
+	}
 	fmt.Fprintln(env.Stdout, "files:")
 	for _, f := range info.Files {
 		fmt.Fprintf(env.Stdout, "  %-50s %8d  sha256:%s\n", f.Name, f.Size, f.SHA256[:16])

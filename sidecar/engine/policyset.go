@@ -83,7 +83,10 @@ func LoadDir(dir string, opts LoadOptions) (*PolicySet, error) {
 			}
 			return nil
 		}
-		if !strings.HasSuffix(path, regoSuffix) || (!opts.Tests && strings.HasSuffix(path, testSuffix)) {
+		// Hidden files are skipped like hidden directories: editors keep theirs beside the
+		// file being edited (Emacs' lock ".#util.rego", a dangling symlink, exists while a
+		// buffer is unsaved and would refuse the whole directory).
+		if strings.HasPrefix(d.Name(), ".") || !strings.HasSuffix(path, regoSuffix) || (!opts.Tests && strings.HasSuffix(path, testSuffix)) {
 			return nil
 		}
 		src, err := os.ReadFile(path)

@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// LoadDir records each module's path relative to the directory it walked, also when it was
-// given a symlink to that directory: callers that recomputed paths from the unresolved
+// LoadDir records each module's path relative to the directory it walked (and skips hidden
+// files such as editor lock files), also when it was given a symlink to that directory: callers that recomputed paths from the unresolved
 // directory got "../.." and collapsed same-named modules in different directories.
 func TestLoadDirRecordsRelativePaths(t *testing.T) {
 	root := t.TempDir()
@@ -26,6 +26,11 @@ func TestLoadDirRecordsRelativePaths(t *testing.T) {
 		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// An editor's lock file beside a module being edited (Emacs: a dangling symlink named
+	// .#<file>) is not a module: a directory with one still loads.
+	if err := os.Symlink("user@host.1234:1700000000", filepath.Join(real, "consentry", "a", ".#rules.rego")); err != nil {
+		t.Fatal(err)
 	}
 	link := filepath.Join(root, "current")
 	if err := os.Symlink(real, link); err != nil {

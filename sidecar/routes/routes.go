@@ -181,6 +181,21 @@ func FromValue(v any) (*Map, error) {
 	return Parse(raw)
 }
 
+// FromData builds the route map bundle data carries at data.consentry.routes (ok false when
+// the data has none). The sidecar with routes.from_bundle, `bundle build` and `bundle verify`
+// all read it here, so a map one of them refuses, all refuse.
+func FromData(data map[string]any) (m *Map, ok bool, err error) {
+	c, _ := data["consentry"].(map[string]any)
+	raw, ok := c["routes"]
+	if !ok {
+		return nil, false, nil
+	}
+	if m, err = FromValue(raw); err != nil {
+		return nil, true, fmt.Errorf("bundle data.consentry.routes: %w", err)
+	}
+	return m, true, nil
+}
+
 // New validates and compiles routes.
 func New(rs []*Route) (*Map, error) {
 	if len(rs) == 0 {

@@ -105,6 +105,9 @@ func (w *walker) listedEnvelope(rec *record, v, skip span, listed []string, path
 			return false, w.listedEnvelope(rec, m.val, skip, listed, p, depth+1)
 		case slices.Contains(listed, p):
 			return false, w.scrub(rec, m.val, p, depth+1)
+		case kind(w.b, m.val) == '{' && slices.ContainsFunc(listed, func(l string) bool { return strings.HasPrefix(l, p+".") }):
+			// An object holding a listed member (meta for meta.cursor): kept, with only that.
+			return false, w.listedEnvelope(rec, m.val, skip, listed, p, depth+1)
 		}
 		w.rep.dropped[p] = true
 		return true, nil

@@ -78,6 +78,12 @@ func TestUnlistedMembers(t *testing.T) {
 			wantDropped: []string{"debug", "query", "tier"},
 		},
 		{
+			name: "drop route: a nested envelope member is served, its siblings are not",
+			out:  withRoute(list, drop(nil, []string{"total", "meta.cursor"})), status: 200,
+			body: `{"items":[],"total":0,"meta":{"cursor":"abc","debug":"sql"},"other":{"cursor":"x"}}`,
+			want: `{"items":[],"total":0,"meta":{"cursor":"abc"}}`, wantDropped: []string{"meta.debug", "other"},
+		},
+		{
 			name: "drop route: a customer's notes serve only the note body and passthrough",
 			out:  withRoute(notes, drop([]string{"id", "created_at"}, []string{"total"})), status: 200,
 			body:        `{"items":[{"id":"n1","customer_id":"c-1001","body":"hi","author":"emp-9","created_at":"2020"}],"total":1,"next":"x"}`,

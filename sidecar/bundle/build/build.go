@@ -14,6 +14,7 @@ import (
 
 	"github.com/consentry/consentry/sidecar/bundle"
 	"github.com/consentry/consentry/sidecar/engine"
+	"github.com/consentry/consentry/sidecar/routes"
 )
 
 // Options tune Build.
@@ -54,6 +55,10 @@ func Build(ctx context.Context, dir string, opts Options) (*Result, error) {
 	quiet := slog.New(slog.DiscardHandler)
 	if err := engine.New(opts.Engine, quiet).Check(ctx, ps); err != nil {
 		return nil, err
+	}
+	if _, _, err := routes.FromData(ps.Data); err != nil {
+		// A sidecar with routes.from_bundle refuses the bundle whole (compile), so does build.
+		return nil, &engine.CompileError{Errs: []string{err.Error()}}
 	}
 	res := &Result{Modules: len(ps.Modules)}
 	if !opts.SkipTests {

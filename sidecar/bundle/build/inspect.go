@@ -11,19 +11,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"sort"
 	"strings"
 )
 
 // Info describes a bundle tarball without verifying it (Inspect never trusts what it shows).
 type Info struct {
-	Revision    string          `json:"revision"`
-	Roots       []string        `json:"roots"`
-	RegoVersion *int            `json:"rego_version,omitempty"`
-	Schemas     []string        `json:"schemas,omitempty"`
-	Files       []FileInfo      `json:"files"`
-	Signature   *SignatureInfo  `json:"signature,omitempty"`
-	Manifest    json.RawMessage `json:"-"`
+	Revision    string         `json:"revision"`
+	Roots       []string       `json:"roots"`
+	RegoVersion *int           `json:"rego_version,omitempty"`
+	Schemas     []string       `json:"schemas,omitempty"`
+	Files       []FileInfo     `json:"files"`
+	Signature   *SignatureInfo `json:"signature,omitempty"`
+	// Warnings name what the sidecar would refuse that Inspect could still read (entry
+	// names that are not canonical, such as "./data.json" from `tar -C dir -czf b.tgz .`).
+	Warnings []string        `json:"warnings,omitempty"`
+	Manifest json.RawMessage `json:"-"`
 }
 
 // FileInfo is one file in the tarball.
@@ -69,6 +73,13 @@ func Inspect(raw []byte) (*Info, error) {
 		name := strings.TrimPrefix(h.Name, "/")
 		sum := sha256.Sum256(body)
 		info.Files = append(info.Files, FileInfo{Name: name, Size: int64(len(body)), SHA256: hex.EncodeToString(sum[:])})
+		// The loader and `bundle verify` match entry names exactly (OPA's reader trims only
+		// a leading "/"), so "./.manifest" is read here to show what the bundle claims, and
+		// named as the reason it will be refused.
+		if clean := path.Clean(name); clean != name {
+			info.Warnings = append(info.Warnings, fmt.Sprintf("entry %q is not a canonical name (%q): the sidecar and `bundle verify` refuse it (extra_file); build the tarball with `consentry bundle build`, or tar the directory's entries rather than \".\"", name, clean))
+			name = clean
+		}
 		switch name {
 		case ".manifest":
 			info.Manifest = body

@@ -22,6 +22,7 @@ import (
 
 	"github.com/consentry/consentry/sidecar/bundle"
 	"github.com/consentry/consentry/sidecar/engine"
+	"github.com/consentry/consentry/sidecar/routes"
 )
 
 // SignOptions choose the signing key.
@@ -108,7 +109,8 @@ type VerifyOptions struct {
 }
 
 // Verify checks what the sidecar would check before activating raw (signature, file list,
-// hashes, scope, strict compile, a data.consentry.decision rule), except anti-rollback,
+// hashes, scope, strict compile, a data.consentry.decision rule, a route map in
+// data.consentry.routes that parses), except anti-rollback,
 // which needs the active revision.
 func Verify(ctx context.Context, raw []byte, o VerifyOptions) (*bundle.Verified, error) {
 	v, err := bundle.NewVerifier(o.Verification, true, bundle.DefaultMaxSizeBytes)
@@ -122,7 +124,11 @@ func Verify(ctx context.Context, raw []byte, o VerifyOptions) (*bundle.Verified,
 	if err := vb.RequireDecision(); err != nil {
 		return nil, err
 	}
-	if err := engine.New(o.Engine, slog.New(slog.DiscardHandler)).Check(ctx, vb.PolicySet("verify")); err != nil {
+	ps := vb.PolicySet("verify")
+	if err := engine.New(o.Engine, slog.New(slog.DiscardHandler)).Check(ctx, ps); err != nil {
+		return nil, &bundle.RejectError{Reason: bundle.ReasonCompile, Revision: vb.Revision, Err: err}
+	}
+	if _, _, err := routes.FromData(ps.Data); err != nil {
 		return nil, &bundle.RejectError{Reason: bundle.ReasonCompile, Revision: vb.Revision, Err: err}
 	}
 	return vb, nil
