@@ -102,13 +102,7 @@ func compileOrError(err error) error {
 // readInput reads and strictly decodes an input document, reporting JSON errors with the
 // line and column where they occur.
 func readInput(env *Env, path string) (*input.Input, error) {
-	var raw []byte
-	var err error
-	if path == "-" {
-		raw, err = io.ReadAll(env.Stdin)
-	} else {
-		raw, err = os.ReadFile(path)
-	}
+	raw, err := readFileOrStdin(env, path)
 	if err != nil {
 		return nil, fmt.Errorf("read input: %w", err)
 	}
@@ -117,6 +111,14 @@ func readInput(env *Env, path string) (*input.Input, error) {
 		return nil, fmt.Errorf("input %s: %w", path, withPosition(raw, err))
 	}
 	return in, nil
+}
+
+// readFileOrStdin reads a file, or the command's stdin for "-".
+func readFileOrStdin(env *Env, path string) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(env.Stdin)
+	}
+	return os.ReadFile(path)
 }
 
 // withPosition adds line:column to JSON syntax and type errors.

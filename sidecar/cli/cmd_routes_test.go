@@ -1,0 +1,70 @@
+package cli
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const demoRoutes = "../../deploy/routes/democrm.yaml"
+
+// TestRoutesCheck: `routes check` validates a map (exit 5 when it does not load) and, given a
+// sample response, names the members the map does not list, which --fail-on-drop turns into
+// exit 1 for CI; a response the response phase would refuse is exit 1 too.
+func TestRoutesCheck(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	bad := write("bad.yaml", "routes: [{method: GET, path: /a, action: read, resource: x, unlisted: hide}]")
+	extra := write("extra.json", `{"id":"c-1","name":"Ann","contact":{"email":"a@x","fax":"1"},"ssn":"123"}`)
+	listed := write("listed.json", `{"id":"c-1","name":"Ann","contact":{"email":"a@x"},"created_at":"2020"}`)
+	page := write("page.json", `{"items":[{"id":"c-1","name":"Ann","tier":"gold"}],"page":1,"total":1,"debug":"sql"}`)
+	notJSON := write("page.txt", `name=Ann`)
+	tests := []struct {
+		name     string
+		args     []string
+		stdin    string
+		code     int
+		out, err string
+	}{
+		{"valid map", []string{"routes", "check", demoRoutes}, "", ExitOK, "10 routes, valid", ""},
+		{"invalid map", []string{"routes", "check", bad}, "", ExitConfig, "", "unlisted"},
+		{"request without response", []string{"routes", "check", demoRoutes, "--request", "GET /api/customers/c-1"}, "", ExitUsage, "", "go together"},
+		{"unknown route", []string{"routes", "check", demoRoutes, "--request", "GET /api/admin", "--response", listed}, "", ExitUsage, "", "route.unknown"},
+		{"members not listed", []string{"routes", "check", demoRoutes, "--request", "GET /api/customers/c-1", "--response", extra}, "", ExitOK, "contact.fax, ssn", ""},
+		{"members not listed fail", []string{"routes", "check", demoRoutes, "--request", "GET /api/customers/c-1", "--response", extra, "--fail-on-drop"}, "", ExitFailure, "", "2 member(s)"},
+		{"every member listed", []string{"routes", "check", demoRoutes, "--request", "GET /api/customers/c-1", "--response", listed, "--fail-on-drop"}, "", ExitOK, "nothing is dropped", ""},
+		{"list envelope and records, from stdin", []string{"routes", "check", demoRoutes, "--request", "GET /api/customers?page=1", "--response", "-"}, mustRead(t, page), ExitOK, "debug, tier", ""},
+		{"refused response", []string{"routes", "check", demoRoutes, "--request", "GET /api/customers/c-1", "--response", notJSON, "--content-type", "text/plain"}, "", ExitFailure, "refused", "refuses"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := run(t, tt.stdin, tt.args...)
+			if code != tt.code || !strings.Contains(out, tt.out) || !strings.Contains(errOut, tt.err) {
+				t.Fatalf("exit %d (want %d)\nstdout: %s\nstderr: %s", code, tt.code, out, errOut)
+			}
+		})
+	}
+	code, out, _ := run(t, "", "routes", "check", demoRoutes, "--request", "GET /api/customers/c-1", "--response", extra, "--json")
+	var rep routesCheckReport
+	if code != ExitOK || json.Unmarshal([]byte(out), &rep) != nil || rep.Request == nil ||
+		strings.Join(rep.Request.Dropped, ",") != "contact.fax,ssn" || strings.Contains(string(rep.Request.Body), "ssn") {
+		t.Fatalf("--json: exit %d %s", code, out)
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
