@@ -189,7 +189,7 @@ func (n *Normalizer) Target(raw string) (*Target, error) {
 func (n *Normalizer) Path(raw string) (string, error) {
 	if !strings.HasPrefix(raw, "/") {
 		// "*", absolute-form ("http://host/x") and relative paths are not origin-form.
-		return "", reject(ReasonPathInvalid, "path %q does not start with /", truncate(raw))
+		return "", reject(ReasonPathInvalid, "path does not start with / (absolute-form and asterisk-form targets are not accepted)")
 	}
 	decoded, err := decodeOnce(raw)
 	if err != nil {

@@ -49,9 +49,10 @@ func loggedLine(t *testing.T, dir, id string) string {
 }
 
 // TestEarlyDeniesAreLoggedUnderThePseudonym: a request denied before the policy ran (a target
-// that does not normalize, no credential, an ambiguous purpose) never puts a credential from
-// its query string or the raw customer id into the log, and a refused attempt on a customer
-// appears in that customer's access report.
+// that does not normalize, a path no route matches, no credential, an ambiguous purpose) never
+// puts a credential from its query string or fragment, or a raw customer id, into the log; a
+// refused attempt on a route that names the customer appears in that customer's access
+// report (a target that binds no customer is logged with only the route map's literals).
 func TestEarlyDeniesAreLoggedUnderThePseudonym(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -59,7 +60,10 @@ func TestEarlyDeniesAreLoggedUnderThePseudonym(t *testing.T) {
 		code     string
 		inReport bool // a known customer: listed in c-1001's report
 	}{
-		{"target does not normalize", request("GET", "/api/customers/x?access_token=SECRET-TOKEN-123&discount=10%", hdr{"x-purpose": {support}}), "request.", false},
+		{"query does not normalize", request("GET", "/api/customers/c-1001?access_token=SECRET-TOKEN-123&discount=10%", hdr{"authorization": bearer(fx.Agent()), "x-purpose": {support}}), "request.", false},
+		{"path does not normalize", request("GET", "/api/customers/c-1001%00", hdr{"authorization": bearer(fx.Agent()), "x-purpose": {support}}), "request.", false},
+		{"fragment", request("GET", "/api/customers/c-1001#access_token=SECRET-TOKEN-123", hdr{"x-purpose": {support}}), "request.", false},
+		{"no route", request("GET", "/api/customer/c-1001?customer_id=c-1001&access_token=SECRET-TOKEN-123", hdr{"authorization": bearer(fx.Agent()), "x-purpose": {support}}), pipeline.ReasonRouteUnknown, false},
 		{"no credential", request("GET", "/api/customers/c-1001?access_token=SECRET-TOKEN-123", hdr{"x-purpose": {support}}), "identity.", true},
 		{"two purposes", request("GET", "/api/customers/c-1001", hdr{"authorization": bearer(fx.Agent()), "x-purpose": {support, marketing}}), pipeline.ReasonHeaderAmbiguous, true},
 	}

@@ -49,12 +49,16 @@ type Authenticator interface {
 // comes with the bundle).
 type Routes interface {
 	Match(method, path string) (*routes.Match, bool)
+	// Redact hides the segments of a path that no route has as a literal (the log keeps
+	// paths that bind no customer only in this form).
+	Redact(path string) string
 }
 
 var (
 	_ Engine        = (*engine.Engine)(nil)
 	_ Authenticator = (*identity.Authenticator)(nil)
 	_ Routes        = (*routes.Map)(nil)
+	_ Routes        = (*routes.Holder)(nil)
 )
 
 // Deps are the pipeline's collaborators. All but Logger and Metrics are required.
@@ -294,6 +298,9 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 	in.Request.Method = method
 	target, err := p.norm.Target(req.Target)
 	if err != nil {
+		// What did not normalize binds no customer, so the log could not pseudonymize an
+		// id in it: only the route map's literal segments are kept.
+		in.Request.Path = p.deps.Routes.Redact(in.Request.Path)
 		return normErr(err)
 	}
 	in.Request.Path, in.Request.Query = target.Path, target.Query
@@ -335,7 +342,10 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 	}
 	in.Subject = subject
 	if !matched {
-		return &Error{Code: ReasonRouteUnknown, Status: p.cfg.UnknownRouteStatus, Message: fmt.Sprintf("no route for %s %s in the route map", method, target.Path)}
+		// Nor does a path no route matches: a typo'd route with a customer id in it is logged
+		// as /api/customer/*, and its query (which may name the customer too) not at all.
+		in.Request.Path, in.Request.Query = p.deps.Routes.Redact(target.Path), nil
+		return &Error{Code: ReasonRouteUnknown, Status: p.cfg.UnknownRouteStatus, Message: fmt.Sprintf("no route for %s %s in the route map", method, in.Request.Path)}
 	}
 
 	// 4. Purpose, case, break-glass, action, resource.
@@ -548,19 +558,21 @@ func (p *Pipeline) obligations(req *Request, route *routes.Route, in *input.Inpu
 			return &Error{Code: ReasonObligation, Status: http.StatusForbidden,
 				Message: fmt.Sprintf("fields %v must be removed or masked from the response, which the %s front door cannot do", exposed, req.FrontDoor)}
 		}
-		if route != nil && route.Unlisted == routes.UnlistedDrop && !can(ObligationMinimizeFields) {
-			return &Error{Code: ReasonObligation, Status: http.StatusForbidden,
-				Message: fmt.Sprintf("the route drops response members it does not list, which the %s front door cannot do", req.FrontDoor)}
-		}
+	}
+	// A route that drops the response members it does not list needs a response phase for
+	// every request: a write's answer (the CRM's echo of the whole record) is a response too.
+	if route != nil && route.Unlisted == routes.UnlistedDrop && !can(ObligationMinimizeFields) {
+		return &Error{Code: ReasonObligation, Status: http.StatusForbidden,
+			Message: fmt.Sprintf("the route drops response members it does not list, which the %s front door cannot do", req.FrontDoor)}
 	}
 	return nil
 }
 
 // loggable makes a raw target safe to keep in the log until normalization replaces it: valid
-// UTF-8, bounded, and without its query string, which can carry credentials (access_token)
-// and personal data that the log's query masking never sees in a raw target.
+// UTF-8, bounded, and without its query string or fragment, which can carry credentials
+// (access_token) and personal data that the log's query masking never sees in a raw target.
 func loggable(s string) string {
-	if i := strings.IndexByte(s, '?'); i >= 0 {
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
 		s = s[:i]
 	}
 	if len(s) > maxLoggedTargetBytes {

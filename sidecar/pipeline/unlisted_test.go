@@ -10,8 +10,9 @@ import (
 )
 
 // TestDropRouteNeedsAResponsePhase: a route that drops unlisted response members cannot be
-// honoured by a door that never sees the response (Envoy ext_authz alone), so its reads are
-// refused there; writes, and the same read on a pass route, are not affected.
+// honoured by a door that never sees the response (Envoy ext_authz alone), so its requests
+// are refused there, writes too (the CRM's answer to a PATCH echoes the whole record); the
+// same requests on a pass route are not affected.
 func TestDropRouteNeedsAResponsePhase(t *testing.T) {
 	shipped := mustRoutes(t) // the shipped map says unlisted: drop
 	passing := mustRoutes(t)
@@ -23,15 +24,23 @@ func TestDropRouteNeedsAResponsePhase(t *testing.T) {
 		r.CanFulfil = fulfil
 		return r
 	}
+	write := func(fulfil ...string) *pipeline.Request {
+		r := request("PATCH", "/api/customers/c-1001", hdr{"authorization": bearer(fx.Agent()), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/json"}})
+		r.Body, r.BodyComplete, r.CanFulfil = []byte(`{"name":"Ann B"}`), true, fulfil
+		return r
+	}
 	tests := []struct {
 		name  string
 		m     *routes.Map
 		req   *pipeline.Request
 		allow bool
 	}{
-		{"drop route, no response phase", shipped, read(), false},
-		{"drop route, response phase", shipped, read(pipeline.ObligationMinimizeFields), true},
-		{"pass route, no response phase", passing, read(), true},
+		{"drop route, read, no response phase", shipped, read(), false},
+		{"drop route, read, response phase", shipped, read(pipeline.ObligationMinimizeFields), true},
+		{"drop route, write, no response phase (its answer echoes the record)", shipped, write(), false},
+		{"drop route, write, response phase", shipped, write(pipeline.ObligationMinimizeFields), true},
+		{"pass route, read, no response phase", passing, read(), true},
+		{"pass route, write, no response phase", passing, write(), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

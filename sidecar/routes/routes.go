@@ -79,7 +79,7 @@ type Route struct {
 	// does not list (neither a field nor a passthrough or envelope member): "pass" serves it
 	// as it is (ciphertext in it is still withheld), "drop" removes it. Default: the map's
 	// top-level unlisted, else "pass". On a door without a response phase (Envoy ext_authz
-	// alone) a drop route's reads are refused: nothing there could remove a member.
+	// alone) a drop route's requests are refused: nothing there could remove a member.
 	Unlisted string `yaml:"unlisted" json:"unlisted"`
 	// Passthrough lists members of a record (dotted JSON paths inside the record, without
 	// field_prefix: "id", "created_at", "meta.version") that are not personal data and are
@@ -281,6 +281,11 @@ func (r *Route) compile() error {
 	if r.Public {
 		return nil
 	}
+	if r.Unlisted == UnlistedDrop && r.Body == BodyAny {
+		// A non-JSON response passes a body: any route unchanged, so nothing in it would be
+		// dropped: say unlisted: pass for this route (the map's default may be drop).
+		return errors.New("unlisted: drop cannot hold on a body: any route (non-JSON responses pass unchanged); set unlisted: pass on it")
+	}
 	if !slices.Contains(input.Actions, r.Action) {
 		return fmt.Errorf("action: %q is not one of %v", r.Action, input.Actions)
 	}
@@ -374,6 +379,30 @@ func (mt *Match) CaseID() string {
 	return mt.Params[mt.Route.CaseParam]
 }
 
+// Redact returns path with every segment that no route has as a literal at that position
+// replaced by "*": "/api/customers/c-1001%00" becomes "/api/customers/*". A path that matched
+// no route (or did not normalize) carries no customer binding the decision log could
+// pseudonymize, yet its other segments may be a customer's id; the literals still say which
+// part of the API was aimed at.
+func (m *Map) Redact(path string) string {
+	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	for i, seg := range segs {
+		if seg != "" && (m == nil || !m.hasLiteral(i, seg)) {
+			segs[i] = "*"
+		}
+	}
+	return "/" + strings.Join(segs, "/")
+}
+
+func (m *Map) hasLiteral(i int, seg string) bool {
+	for _, r := range m.routes {
+		if i < len(r.segments) && r.segments[i].literal == seg {
+			return true
+		}
+	}
+	return false
+}
+
 // Match finds the route for a method and a normalized path. Among matching templates the
 // one whose first differing segment is a literal wins.
 func (m *Map) Match(method, path string) (*Match, bool) {
@@ -450,6 +479,9 @@ func (h *Holder) Store(m *Map) { h.p.Store(m) }
 
 // Load returns the active map (nil before Store).
 func (h *Holder) Load() *Map { return h.p.Load() }
+
+// Redact redacts path with the active map (every non-empty segment before one is stored).
+func (h *Holder) Redact(path string) string { return h.p.Load().Redact(path) }
 
 // Match matches against the active map.
 func (h *Holder) Match(method, path string) (*Match, bool) {

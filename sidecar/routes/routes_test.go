@@ -131,6 +131,7 @@ func TestInvalidMaps(t *testing.T) {
 		{"passthrough is a prefixed field", `routes: [{method: GET, path: /a, action: read, resource: x, field_prefix: "note.", fields: [note.body], passthrough: [body]}]`, "overlaps the field"},
 		{"passthrough empty segment", `routes: [{method: GET, path: /a, action: read, resource: x, passthrough: [meta..x]}]`, "dotted member path"},
 		{"envelope without records", `routes: [{method: GET, path: /a, action: read, resource: x, envelope: [total]}]`, "record_path"},
+		{"drop with body any", "unlisted: drop\nroutes: [{method: GET, path: /a, action: read, resource: x, body: any}]", "body: any"},
 		{"envelope is the records", `routes: [{method: GET, path: /a, action: list, resource: x, list: true, record_path: data.items, envelope: [data]}]`, "overlaps record_path"},
 	}
 	for _, tt := range tests {
@@ -188,5 +189,34 @@ func TestUnlistedDefaultsToPass(t *testing.T) {
 	}
 	if u := m.Routes()[0].Unlisted; u != UnlistedPass {
 		t.Fatalf("unlisted %q, want pass", u)
+	}
+}
+
+// TestRedact: segments no route has as a literal at their position are hidden, whatever
+// they hold; an empty map hides every segment.
+func TestRedact(t *testing.T) {
+	m, err := Parse([]byte(`routes:
+  - {method: GET, path: "/api/customers/{customer_id}", action: read, resource: customer, customer_param: customer_id}
+  - {method: GET, path: "/api/customers/{customer_id}/notes", action: read, resource: note, customer_param: customer_id}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"/api/customers/c-1001%00":         "/api/customers/*",
+		"/api/customers/c-1001/notes":      "/api/customers/*/notes",
+		"/api/customer/c-1001":             "/api/*/*",
+		"/api/customers/notes/c-1001":      "/api/customers/*/*",
+		"/api/customers/c-1001/notes/x/..": "/api/customers/*/notes/*/*",
+		"//api":                            "//*",
+		"/":                                "/",
+	} {
+		if got := m.Redact(path); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", path, got, want)
+		}
+	}
+	var h Holder
+	if got := h.Redact("/api/customers/c-1"); got != "/*/*/*" {
+		t.Errorf("empty holder: %q", got)
 	}
 }

@@ -24,6 +24,9 @@ type trie struct {
 	// drop: unlisted members of this node are removed (the route's unlisted is drop and the
 	// node is not covered).
 	drop bool
+	// names (root only) are the member names a record's fields are made of, at any depth,
+	// and the customer id field: an error document's member so named is no message.
+	names map[string]bool
 }
 
 func (t *trie) child(k string) *trie {
@@ -70,6 +73,15 @@ func buildTrie(r *routes.Route) *trie {
 		}
 	}
 	root.mark(false, r.Unlisted == routes.UnlistedDrop)
+	root.names = map[string]bool{r.CustomerIDField: true}
+	for _, f := range r.Fields {
+		for seg := range strings.SplitSeq(strings.TrimPrefix(f, r.FieldPrefix), ".") {
+			root.names[seg] = true
+		}
+		for seg := range strings.SplitSeq(f, ".") {
+			root.names[seg] = true
+		}
+	}
 	return root
 }
 
@@ -138,7 +150,8 @@ type walker struct {
 	b   []byte
 	rep *report
 	// message: the document is a non-2xx on a single-record route; on a drop route its
-	// unlisted scalar members (title, detail, error) are kept as its message.
+	// unlisted scalar members (title, detail, error) are kept as its message, unless named
+	// like a part of a record (messageMember).
 	message bool
 }
 
@@ -152,7 +165,7 @@ func (w *walker) object(rec *record, v span, n *trie, depth int) error {
 		switch {
 		case c != nil && !c.pass:
 			return w.member(rec, m.val, c, depth+1)
-		case c == nil && n.drop && (!w.message || isContainer(w.b, m.val)):
+		case c == nil && n.drop && !w.messageMember(n, m):
 			// Unlisted on a drop route: not served (an error document keeps its message).
 			w.rep.dropped[joinPath(n.path, m.key)] = true
 			return true, nil
@@ -218,13 +231,21 @@ func (w *walker) member(rec *record, v span, c *trie, depth int) (bool, error) {
 	if len(c.children) == 0 {
 		return false, nil
 	}
-	if c.drop && !w.message && isScalar(w.b, v) {
+	if c.drop && isScalar(w.b, v) {
 		// A string or number where the route map expects an object ("contact": "ann@..."):
 		// no listed field's value, so unlisted.
 		w.rep.dropped[c.path] = true
 		return true, nil
 	}
 	return false, w.descend(rec, v, c, depth)
+}
+
+// messageMember reports whether an unlisted member m of node n is kept as an error
+// document's message on a drop route: a scalar at the document's top whose name is no part
+// of a record (an error echoing {"card_number": "4111..."} flattened carries the field as
+// plainly as the record would).
+func (w *walker) messageMember(n *trie, m member) bool {
+	return w.message && n.path == "" && isScalar(w.b, m.val) && !n.names[m.key]
 }
 
 // isScalar reports whether v is a string, number, true or false (not null, an object or an
@@ -251,7 +272,7 @@ func (w *walker) descend(rec *record, v span, c *trie, depth int) error {
 		})
 		return err
 	}
-	if c.drop && !w.message && isScalar(w.b, v) {
+	if c.drop && isScalar(w.b, v) {
 		// A string or number where the route map expects an object, as an array element or
 		// the whole document: unlisted, so not served.
 		w.rep.dropped[pathName(c.path)] = true
