@@ -1,12 +1,10 @@
 package build_test
 
 import (
-	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,47 +33,6 @@ func withRoutes(t *testing.T, unlisted string) string {
 	return dir
 }
 
-// repack rewrites a tarball's entries through fn (name and body in, name and body out).
-func repack(t *testing.T, raw []byte, fn func(name string, body []byte) (string, []byte)) []byte {
-	t.Helper()
-	zr, err := gzip.NewReader(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(zr)
-	var out bytes.Buffer
-	zw := gzip.NewWriter(&out)
-	tw := tar.NewWriter(zw)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.Name, body = fn(h.Name, body)
-		h.Size = int64(len(body))
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return out.Bytes()
-}
-
 // TestBundledRouteMapIsChecked: a route map in data.consentry.routes that a routes.from_bundle
 // sidecar refuses is refused by `bundle build` (compile) and `bundle verify` too, so the
 // release gate never passes a bundle every such sidecar rejects.
@@ -95,12 +52,13 @@ func TestBundledRouteMapIsChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 	changed := false
-	broken := repack(t, good.Tarball, func(name string, body []byte) (string, []byte) {
-		if strings.HasSuffix(name, "data.json") {
-			b := bytes.Replace(body, []byte(`"unlisted":"drop"`), []byte(`"unlisted":"dorp"`), 1)
-			changed, body = changed || !bytes.Equal(b, body), b
+	broken := bundletest.Rewrite(t, good.Tarball, func(files map[string][]byte) {
+		for name, body := range files {
+			if strings.HasSuffix(name, "data.json") {
+				b := bytes.Replace(body, []byte(`"unlisted":"drop"`), []byte(`"unlisted":"dorp"`), 1)
+				changed, files[name] = changed || !bytes.Equal(b, body), b
+			}
 		}
-		return name, body
 	})
 	if !changed {
 		t.Fatal("the route map was not found in the tarball's data")
@@ -127,9 +85,12 @@ func TestInspectNamesNonCanonicalEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dotted := repack(t, res.Tarball, func(name string, body []byte) (string, []byte) {
-		return "./" + strings.TrimPrefix(name, "/"), body
-	})
+	files := bundletest.Files(t, res.Tarball)
+	var entries []bundletest.Entry
+	for name, body := range files {
+		entries = append(entries, bundletest.Entry{Name: "./" + name, Body: body})
+	}
+	dotted := bundletest.TarEntries(t, gzip.DefaultCompression, entries)
 	info, err := build.Inspect(dotted)
 	if err != nil {
 		t.Fatal(err)
