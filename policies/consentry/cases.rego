@@ -60,18 +60,22 @@ purpose_ok(c) if util.purpose_covers(c.purpose, input.purpose)
 
 _problems(c, customer_id) := ((_closed(c) | _mismatch(c, customer_id)) | _unassigned(c)) | _purpose_mismatch(c)
 
-_purpose_mismatch(c) := {util.reason("case.purpose_mismatch", 403, sprintf("case %q was opened for %q, not for %q", [c.id, c.purpose, input.purpose]))} if {
+_purpose_mismatch(c) := {util.reason("case.purpose_mismatch", 403, sprintf("case %q was opened for %q, not for %q", [_id(c), c.purpose, input.purpose]))} if {
 	not purpose_ok(c)
 } else := set()
 
-_closed(c) := {util.reason("case.closed", 403, sprintf("case %q is closed", [c.id]))} if {
-	c.status != "open"
+# A case record missing a member is read as the member's zero value (no status is not open,
+# no customer is not this one): a partial record from bundle data must not pass for a good one.
+_closed(c) := {util.reason("case.closed", 403, sprintf("case %q is closed", [_id(c)]))} if {
+	object.get(c, "status", "") != "open"
 } else := set()
 
-_mismatch(c, customer_id) := {util.reason("case.customer_mismatch", 403, sprintf("case %q is not about this customer", [c.id]))} if {
-	c.customer_id != customer_id
+_mismatch(c, customer_id) := {util.reason("case.customer_mismatch", 403, sprintf("case %q is not about this customer", [_id(c)]))} if {
+	object.get(c, "customer_id", "") != customer_id
 } else := set()
 
-_unassigned(c) := {util.reason("case.not_assigned", 403, sprintf("case %q is not assigned to the caller", [c.id]))} if {
-	not input.subject.id in c.assignees
+_unassigned(c) := {util.reason("case.not_assigned", 403, sprintf("case %q is not assigned to the caller", [_id(c)]))} if {
+	not input.subject.id in object.get(c, "assignees", [])
 } else := set()
+
+_id(c) := object.get(c, "id", object.get(input, "case_id", ""))

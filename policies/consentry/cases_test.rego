@@ -126,3 +126,12 @@ test_case_purpose_mismatch_denies_the_decision_on_both_paths if {
 	"case.purpose_mismatch" in fx.codes(d)
 	d == data.consentry.full_decision with input as inp
 }
+
+# A case record missing its customer, status or id (bundle data, a partial import) is no open
+# case about this customer: its problems are still reported.
+test_partial_case_record_is_not_a_good_one if {
+	codes(fx.support, object.remove(case_, ["customer_id"])) == {"case.customer_mismatch"}
+	codes(fx.support, object.remove(case_, ["status"])) == {"case.closed"}
+	codes(fx.support, object.remove(case_, ["assignees"])) == {"case.not_assigned"}
+	codes(fx.support, object.remove(object.union(case_, {"status": "closed"}), ["id"])) == {"case.closed"}
+}

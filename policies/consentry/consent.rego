@@ -2,7 +2,8 @@
 # title: Consent before use (principle 1)
 # description: |
 #   A purpose whose legal basis is consent needs the customer's opt-in for that purpose (or a
-#   parent purpose): granted, not withdrawn, not expired. Decided per customer record.
+#   parent purpose): granted (not dated in the future), not taken back by a later withdrawal
+#   covering the purpose, not expired. Decided per customer record.
 package consentry.consent
 
 import data.consentry.util
@@ -40,6 +41,7 @@ _valid(c) if {
 	c.status == "granted"
 	_covers(c)
 	not _expired(c)
+	util.in_effect(c)
 }
 
 # A withdrawal covering the declared purpose that takes the grant back (util.takes_back).

@@ -99,3 +99,29 @@ test_granted_record_naming_a_later_withdrawal_is_withdrawn if {
 test_not_required_for_contract_purposes if {
 	count(codes(fx.support, [])) == 0
 }
+
+# The latest choice wins whichever purpose is broader: a withdrawal from all marketing takes
+# back an earlier email grant, and an email grant after it is consent again.
+test_later_parent_withdrawal_takes_back_child_grant if {
+	withdraw_all := {"purpose": "marketing", "status": "withdrawn", "withdrawn_at": "2026-10-01T00:00:00Z"}
+	codes(fx.marketing, [fx.granted(p), withdraw_all]) == {"consent.withdrawn"}
+	not consentry.decision.allow with input as fx.replace(fx.marketing, {"enrichment": {"consents": [fx.granted(p), withdraw_all], "customer": fx.customer}})
+}
+
+test_child_grant_after_parent_withdrawal_counts if {
+	withdraw_all := {"purpose": "marketing", "status": "withdrawn", "withdrawn_at": "2026-01-01T00:00:00Z"}
+	count(codes(fx.marketing, [fx.granted(p), withdraw_all])) == 0
+}
+
+# A grant dated in the future is no consent yet; one within the store's clock skew counts.
+test_grant_dated_in_the_future_is_no_consent if {
+	future := object.union(fx.granted(p), {"granted_at": "2027-01-01T00:00:00Z"})
+	codes(fx.marketing, [future]) == {"consent.missing"}
+	not consentry.decision.allow with input as fx.replace(fx.marketing, {"enrichment": {"consents": [future], "customer": fx.customer}})
+}
+
+test_grant_within_clock_skew_counts if {
+	# fx.now_ns is 2026-11-22T09:00:00Z; two minutes later is within the 5-minute skew.
+	soon := object.union(fx.granted(p), {"granted_at": "2026-11-22T09:02:00Z"})
+	count(codes(fx.marketing, [soon])) == 0
+}

@@ -112,8 +112,10 @@ _public(reasons) := sort([{"code": r.code, "message": r.message} | some r in rea
 
 _allowed_fields := minimization.allowed
 
+# A request bound to no customer (a list, an export, a search mapped as a read) returns whose
+# data the response shows: each record is decided with its own customer's state.
 _list_obligations contains {"type": "filter_records", "params": {}} if {
-	input.action in {"list", "export"}
+	input.action in {"list", "export", "read"}
 	object.get(input.resource, "customer_id", "") == ""
 }
 

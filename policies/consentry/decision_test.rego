@@ -171,3 +171,10 @@ test_custom_boolean_deny if {
 	a := consentry.decision with input as fx.support with data.consentry.custom as {"acme": {"deny": false}}
 	a.allow == true
 }
+
+# A read bound to no customer (a search mapped as a read) is filtered record by record too.
+test_unbound_read_obligates_filtering if {
+	inp := fx.replace(fx.marketing, {"action": "read", "resource": {"type": "customer", "customer_id": "", "fields": ["id", "contact.email"]}})
+	consentry.decision.obligations == [{"type": "filter_records", "params": {}}] with input as inp
+	consentry.full_decision.obligations == [{"type": "filter_records", "params": {}}] with input as inp
+}

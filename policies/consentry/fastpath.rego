@@ -305,6 +305,7 @@ decision := {
 } if {
 	# The response phase of a list: the same request-level checks, then one outcome per record.
 	input.phase == "response"
+	_case_known
 	input.subject.type in {"employee", "service"}
 	input.subject.id != ""
 	not input.break_glass
@@ -319,9 +320,16 @@ decision := {
 	served := {"allow": true, "reasons": [], "fields": known, "key_scopes": scopes}
 }
 
-# The per-record filtering obligation of a list request, as the full rules give it.
+# A request that names a case names one consentry knows with its customer (else the full
+# rules deny it: cases.deny, case.not_found).
+_case_known if object.get(input, "case_id", "") == ""
+
+_case_known if object.get(object.get(object.get(input, "enrichment", {}), "case", {}), "customer_id", "") != ""
+
+# The per-record filtering obligation of a request bound to no customer, as the full rules
+# give it.
 _list_obligations := [{"type": "filter_records", "params": {}}] if {
-	input.action in {"list", "export"}
+	input.action in {"list", "export", "read"}
 	object.get(input.resource, "customer_id", "") == ""
 } else := []
 
@@ -353,13 +361,14 @@ _record_consent_ok(_, s) if not s.consent_required
 
 _record_consent_ok(rec, s) if _consent_ok(rec.enrichment.consents, s)
 
-# A granted, unexpired consent covers the purpose and no withdrawal covering the purpose
-# takes it back (util.takes_back, as in consent.rego).
+# A granted, unexpired consent in effect covers the purpose and no withdrawal covering the
+# purpose takes it back (util.takes_back, util.in_effect, as in consent.rego).
 _consent_ok(consents, s) if {
 	some c in consents
 	c.status == "granted"
 	c.purpose in s.covering
 	_unexpired(c)
+	util.in_effect(c)
 	not _vetoed(c, consents, s)
 }
 

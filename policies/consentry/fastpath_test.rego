@@ -255,3 +255,15 @@ test_consent_and_case_branch if {
 	neither := _with_consents(no_case, [])
 	not fastpath.decision with input as neither with data.consentry.catalog as _both_catalog
 }
+
+# The response phase of a list that names a case consentry does not know is denied on both
+# paths (cases.deny), not served record by record.
+test_list_response_with_unknown_case_is_the_full_decision if {
+	inp := fx.replace(fx.marketing, {
+		"phase": "response", "action": "list", "case_id": "case-404",
+		"resource": {"type": "customer", "customer_id": "", "fields": ["id", "contact.email"]}, "enrichment": {"consents": []},
+		"records": [{"customer_id": "c-1", "enrichment": {"consents": [fx.granted("marketing.communications.email")], "customer": fx.customer}}],
+	})
+	consentry.decision == consentry.full_decision with input as inp
+	not consentry.decision.allow with input as inp
+}

@@ -101,17 +101,35 @@ ns(ts) := time.parse_rfc3339_ns(ts)
 # METADATA
 # title: Withdrawal takes a grant back
 # description: |
-#   True when consent record w is a withdrawal for grant g's purpose or a narrower one, and g
-#   is not later: consent to "marketing" does not outlive a later withdrawal from
-#   "marketing.communications.email". A withdrawal without a time counts as the later. The
-#   caller checks that w covers the declared purpose.
+#   True when consent record w is a withdrawal and grant g is not later: the customer's latest
+#   choice wins, whichever of the two purposes is broader. Consent to "marketing" does not
+#   outlive a later withdrawal from "marketing.communications.email", nor consent to
+#   "marketing.communications.email" a later withdrawal from all "marketing". A withdrawal
+#   without a time counts as the later. The caller checks that both cover the declared
+#   purpose (so one purpose covers the other).
 takes_back(w, g) if {
 	withdrawn(w)
-	purpose_covers(g.purpose, w.purpose)
 	not _granted_after(g, w)
 }
 
 _granted_after(g, w) if ns(g.granted_at) > ns(w.withdrawn_at)
+
+# METADATA
+# title: Clock skew
+# description: |
+#   How far ahead of the decision's time a consent may have been captured and still count
+#   (nanoseconds): the consent store accepts captures up to 5 minutes ahead of its clock.
+clock_skew_ns := 300000000000
+
+# METADATA
+# title: Grant in effect
+# description: |
+#   True when grant c was captured by now (allowing clock_skew_ns): a consent dated in the
+#   future (a wrong clock, a typo in bundle data) is no consent yet. A grant without a time is
+#   in effect.
+in_effect(c) if not c.granted_at
+
+in_effect(c) if ns(c.granted_at) <= now_ns + clock_skew_ns
 
 # METADATA
 # title: Withdrawn consent

@@ -289,6 +289,11 @@ func (r *Route) compile() error {
 	if !slices.Contains(input.Actions, r.Action) {
 		return fmt.Errorf("action: %q is not one of %v", r.Action, input.Actions)
 	}
+	if r.List && r.Action != input.ActionList && r.Action != input.ActionExport {
+		// Records are decided one by one (filter_records) for lists and exports; a list
+		// route with another action would be served under one request-level decision.
+		return fmt.Errorf("list: a route holding many customers' records must have action list or export, not %q", r.Action)
+	}
 	if r.Resource == "" {
 		return errors.New("resource: required unless public")
 	}
