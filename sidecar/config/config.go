@@ -48,10 +48,14 @@ func Load(path string) (*Config, error) {
 	return Parse(path, raw)
 }
 
-// Parse decodes raw (named path in errors). Environment references ${VAR} are expanded in
-// values, so secrets need not be written into the file.
+// Parse decodes raw (named path in errors). Environment references ${VAR} (and
+// ${VAR:-default}) are expanded in values, so secrets need not be written into the file
+// (expandEnv).
 func Parse(path string, raw []byte) (*Config, error) {
-	raw = []byte(os.Expand(string(raw), func(k string) string { return os.Getenv(k) }))
+	raw, err := expandEnv(path, raw, lookupEnv)
+	if err != nil {
+		return nil, err
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(raw, &root); err != nil {
 		return nil, located(path, err)

@@ -55,3 +55,42 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestEnvironmentReferences: only ${NAME} and ${NAME:-default} are replaced, in values; any
+// other "$" stays as written, "$${" is a literal "${", comments are left alone, and a variable
+// that is not set is an error naming the line instead of an empty value.
+func TestEnvironmentReferences(t *testing.T) {
+	env := map[string]string{"TOKEN": "t0k", "EMPTY": ""}
+	get := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	tests := []struct {
+		name, in, want, err string
+	}{
+		{"reference", "token: ${TOKEN}\n", "token: t0k\n", ""},
+		{"set to empty", "token: \"${EMPTY}\"\n", "token: \"\"\n", ""},
+		{"default", "dir: ${NOPE:-var/x}\n", "dir: var/x\n", ""},
+		{"empty default", "dir: \"${NOPE:-}\"\n", "dir: \"\"\n", ""},
+		{"dollars kept", "token: \"s3cr$t-Pa$$w0rd $HOME\"\n", "token: \"s3cr$t-Pa$$w0rd $HOME\"\n", ""},
+		{"escaped reference", "note: \"$${TOKEN}\"\n", "note: \"${TOKEN}\"\n", ""},
+		{"comment untouched", "a: 1 # ${NOT_SET} in prose\n# ${ALSO_NOT}\n", "a: 1 # ${NOT_SET} in prose\n# ${ALSO_NOT}\n", ""},
+		{"hash inside quotes is no comment", "url: \"http://x/#${TOKEN}\"\n", "url: \"http://x/#t0k\"\n", ""},
+		{"unset", "a: 1\nsigning_key_file: ${SIGNING_KEY}\n", "", "x.yaml:2: ${SIGNING_KEY}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := expandEnv("x.yaml", []byte(tt.in), get)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || string(got) != tt.want {
+				t.Fatalf("got %q (%v), want %q", got, err, tt.want)
+			}
+		})
+	}
+	c, err := Parse("x.yaml", []byte("admin:\n  token: \"s3cr$t-Pa$$w0rd\"\n"))
+	if err != nil || c.Admin.Token != "s3cr$t-Pa$$w0rd" {
+		t.Fatalf("admin.token loaded as %q (%v)", c.Admin.Token, err)
+	}
+}

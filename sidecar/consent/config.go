@@ -166,6 +166,11 @@ func (c Config) Validate() error {
 		if c.SQLitePath == "" {
 			return fmt.Errorf("state.sqlite_path: empty")
 		}
+		if c.Postgres.URL != "" || c.Postgres.URLFile != "" {
+			// A fleet meant to share PostgreSQL would run each replica on its own SQLite file:
+			// a withdrawal or an erasure through one would not reach the others.
+			return fmt.Errorf("state.postgres: set, but state.backend is %q: add backend: postgres (or remove the postgres section)", c.Backend)
+		}
 	case "postgres":
 		if c.Postgres.URL == "" && c.Postgres.URLFile == "" {
 			return fmt.Errorf("state.postgres.url: required with backend postgres")

@@ -55,6 +55,8 @@ func TestConfigValidate(t *testing.T) {
 		{"bad schema", func(c *Config) {
 			c.Backend, c.Postgres.URL, c.Postgres.Schema = "postgres", "postgres://x", "Robert'); DROP"
 		}, "state.postgres.schema"},
+		{"postgres section without backend", func(c *Config) { c.Postgres.URL, c.Postgres.Schema = "postgres://x", "shared" }, "state.postgres"},
+		{"postgres url file without backend", func(c *Config) { c.Postgres.URLFile = "/run/secrets/pg" }, "state.postgres"},
 		{"bad purpose", func(c *Config) { c.Purposes = []string{"Not A Key"} }, "state.purposes"},
 		{"bad erase purpose", func(c *Config) { c.EraseOnWithdrawalPurposes = []string{"x y"} }, "state.erase_on_withdrawal_purposes"},
 		{"bad webhook", func(c *Config) { c.Expiry.WebhookURL = "ftp://x" }, "state.expiry.webhook_url"},
