@@ -124,22 +124,28 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) ready(c *fiber.Ctx) error {
+	if failed := s.Unready(c.UserContext()); len(failed) > 0 {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready", "failed": failed})
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}
+
+// Unready runs every readiness check and returns the failing ones by name (empty: ready), as
+// /ready reports them. Other health signals (the gRPC health service) follow it.
+func (s *Server) Unready(ctx context.Context) map[string]string {
 	s.mu.Lock()
 	checks := make(map[string]ReadinessCheck, len(s.checks))
 	for k, v := range s.checks {
 		checks[k] = v
 	}
 	s.mu.Unlock()
-	failed := fiber.Map{}
+	failed := map[string]string{}
 	for name, check := range checks {
-		if err := check(c.UserContext()); err != nil {
+		if err := check(ctx); err != nil {
 			failed[name] = err.Error()
 		}
 	}
-	if len(failed) > 0 {
-		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready", "failed": failed})
-	}
-	return c.JSON(fiber.Map{"status": "ready"})
+	return failed
 }
 
 func (s *Server) statusHandler(c *fiber.Ctx) error {

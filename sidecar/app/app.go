@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -131,7 +132,7 @@ func (a *App) Run(ctx context.Context) error {
 	defer a.close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, len(a.components)+1)
+	errc := make(chan error, len(a.components)+2) // one per goroutine run starts: admin, grpc-health, components
 	var wg sync.WaitGroup
 	run := func(name string, f func(context.Context) error) {
 		wg.Add(1)
@@ -145,6 +146,9 @@ func (a *App) Run(ctx context.Context) error {
 		}()
 	}
 	run("admin", a.Admin.Serve)
+	if a.Envoy != nil {
+		run("grpc-health", a.followReadiness)
+	}
 	for _, c := range a.components {
 		run(c.Name(), c.Run)
 	}
@@ -157,6 +161,38 @@ func (a *App) Run(ctx context.Context) error {
 	cancel()
 	wg.Wait()
 	return first
+}
+
+// readinessPoll is how often the gRPC health service re-reads readiness.
+const readinessPoll = time.Second
+
+// followReadiness keeps the gRPC health service of the envoy listener (overall and
+// envoy.service.auth.v3.Authorization) at NOT_SERVING while /ready fails - no policy active,
+// the decision log unable to write, no JWKS - so that Envoy's or Kubernetes' gRPC health
+// checks take the replica out of rotation as an HTTP readiness probe would.
+func (a *App) followReadiness(ctx context.Context) error {
+	a.Envoy.SetServing(false)
+	t := time.NewTicker(readinessPoll)
+	defer t.Stop()
+	serving := false
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*readinessPoll)
+		failed := a.Admin.Unready(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if ok := len(failed) == 0; ok != serving {
+			serving = ok
+			a.Envoy.SetServing(ok)
+			a.Log.Info("grpc health", "serving", ok, "failed", failed)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 func (a *App) close() {
