@@ -82,9 +82,12 @@ func (c Ciphertext) String() string {
 // classKey is the usable form of one transit key: one AEAD per version. AEADs are safe for
 // concurrent use and shared between KeySets of the same cache entry.
 type classKey struct {
-	name   string
-	latest int
-	aeads  map[int]cipher.AEAD
+	name string
+	// pseudonym is the pseudonym of the customer the key belongs to, so that a release served
+	// from the cache can ask the ledger whether the customer was erased without computing it.
+	pseudonym string
+	latest    int
+	aeads     map[int]cipher.AEAD
 }
 
 // KeySet holds the keys a decision released for one customer: only the decision's key scopes.

@@ -66,8 +66,12 @@ type Ledger struct {
 	offset  int64 // bytes already read
 	last    string
 	seq     int64
-	erased  map[string]struct{} // pseudonyms
 	records []DestructionRecord
+	// erased holds the pseudonyms of records read so far, under its own lock: every key
+	// release asks Erased, and must not wait for an append holding mu through its file lock
+	// and fsync.
+	erasedMu sync.RWMutex
+	erased   map[string]struct{}
 	// onRecord sees every record this handle reads or appends, once, whichever method read
 	// it (Refresh, Head, Append, RecordOf, CheckAnchor), under mu. The manager blocks the
 	// record's key names with it: a record that only Refresh handed out would be missed
@@ -85,6 +89,18 @@ type ledgerHead struct {
 
 // OpenLedger opens (creating if needed) the ledger at path and verifies its chain.
 func OpenLedger(path string) (*Ledger, error) { return openLedger(path, nil) }
+
+// ReadLedger reads the ledger at path and verifies its chain without creating the file or its
+// directory, for `consentry run --check`, which must write nothing. A missing ledger is an
+// error wrapping fs.ErrNotExist.
+func ReadLedger(path string) (*Ledger, error) {
+	l := &Ledger{path: path, erased: map[string]struct{}{}}
+	l.head.Store(&ledgerHead{})
+	if _, err := l.Refresh(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
 
 // openLedger is OpenLedger with onRecord (nil: none) called for every record read or
 // appended, starting with those read here.
@@ -169,7 +185,9 @@ func (l *Ledger) refreshLocked() ([]DestructionRecord, error) {
 func (l *Ledger) addLocked(rec DestructionRecord, n int64) {
 	l.offset += n
 	l.seq, l.last = rec.Seq, rec.Hash
+	l.erasedMu.Lock()
 	l.erased[rec.CustomerPseudonym] = struct{}{}
+	l.erasedMu.Unlock()
 	l.records = append(l.records, rec)
 	if l.onRecord != nil {
 		l.onRecord(rec)
@@ -310,8 +328,8 @@ func (l *Ledger) RecordOf(pseudonym, actor, reason string) (rec *DestructionReco
 
 // Erased reports whether the customer with this pseudonym was erased.
 func (l *Ledger) Erased(pseudonym string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.erasedMu.RLock()
+	defer l.erasedMu.RUnlock()
 	_, ok := l.erased[pseudonym]
 	return ok
 }

@@ -14,10 +14,7 @@ package vaultkeys
 import (
 	"context"
 	"crypto/cipher"
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,6 +61,10 @@ type Manager struct {
 	logger  *slog.Logger
 	now     func() time.Time
 
+	// namesByPseudonym: the key_name template names customers by pseudonym, so every key
+	// name costs the pseudonym (an HMAC).
+	namesByPseudonym bool
+
 	ledgerMu      sync.Mutex
 	ledgerChecked time.Time
 	ledgerErr     error // last refresh error: the sidecar is not ready while the ledger is unreadable
@@ -86,11 +87,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
 		if err != nil {
 			return nil, err
 		}
-		pseudo = func(id string) string {
-			h := hmac.New(sha256.New, pkey)
-			h.Write([]byte(id))
-			return "hmac-sha256:" + hex.EncodeToString(h.Sum(nil))[:32]
-		}
+		pseudo = hmacPseudonymizer(pkey)
 	}
 	vc := api.DefaultConfig()
 	vc.Address = cfg.Address
@@ -131,7 +128,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, client: client, ledger: ledger, cache: cache, pseudo: pseudo, sink: opts.Destructions,
-		logger: opts.Logger, now: opts.Now, done: make(chan struct{})}
+		logger: opts.Logger, now: opts.Now, done: make(chan struct{}),
+		namesByPseudonym: strings.Contains(cfg.KeyName, "{pseudonym}")}
 	if m.logger == nil {
 		m.logger = slog.Default()
 	}
@@ -207,42 +205,6 @@ func (m *Manager) Status() any {
 	return st
 }
 
-// Pseudonym is the keyed pseudonym of a customer id used in destruction records.
-func (m *Manager) Pseudonym(customerID string) string { return m.pseudo(customerID) }
-
-// KeyName is the transit key of customerID for class.
-func (m *Manager) KeyName(customerID, class string) (string, error) {
-	if customerID == "" {
-		return "", fmt.Errorf("%w: empty", ErrInvalidCustomer)
-	}
-	name := strings.Replace(m.cfg.KeyName, "{class}", class, 1)
-	if strings.Contains(name, "{customer}") {
-		if !validName(customerID) {
-			return "", fmt.Errorf("%w: %q (allowed: letters, digits, _ . -, at most 128)", ErrInvalidCustomer, customerID)
-		}
-		return strings.Replace(name, "{customer}", customerID, 1), nil
-	}
-	return strings.Replace(name, "{pseudonym}", pseudonymToken(m.Pseudonym(customerID)), 1), nil
-}
-
-// pseudonymToken keeps the name-safe characters of a pseudonym ("hmac-sha256:ab12" -> "ab12",
-// "cp_ab12" -> "cp_ab12").
-func pseudonymToken(p string) string {
-	if _, after, ok := strings.Cut(p, ":"); ok {
-		p = after
-	}
-	return p
-}
-
-func (m *Manager) knownClass(class string) bool {
-	for _, c := range m.cfg.Classes {
-		if c == class {
-			return true
-		}
-	}
-	return false
-}
-
 // Release returns the keys the decision allows for customerID: only the scopes in
 // d.KeyScopes, and nothing at all (without any Vault request) when d does not allow. Warm
 // scopes come from the cache; cold scopes are exported from Vault concurrently, one request
@@ -291,6 +253,13 @@ func (m *Manager) release(ctx context.Context, customerID string, scopes []strin
 	ks := emptyKeySet(customerID)
 	ks.refresh = func(_ string, old *classKey) (*classKey, error) { return m.refreshKey(customerID, old) }
 	m.refreshLedger(false)
+	// The customer's pseudonym (an HMAC) is computed at most once: up front when key names
+	// need it, else taken from a cached key (the cache stores it with the key), else computed
+	// before anything is released.
+	var pseudonym string
+	if customerID != "" && m.namesByPseudonym {
+		pseudonym = m.Pseudonym(customerID)
+	}
 	now := m.now()
 	type miss struct{ scope, name string }
 	var misses []miss
@@ -299,15 +268,19 @@ func (m *Manager) release(ctx context.Context, customerID string, scopes []strin
 			ks.scopeErr(s, fmt.Errorf("%w: %q", ErrUnknownScope, s))
 			continue
 		}
-		name, err := m.KeyName(customerID, s)
+		name, err := m.keyName(customerID, pseudonym, s)
 		if err != nil {
 			ks.scopeErr(s, err)
 			continue
 		}
-		// Erased keys are never in the cache (blocked), so the warm path needs no other check.
+		// Keys named in the ledger are never in the cache (blocked); the customer's own
+		// erasure is checked below, before the hit is handed out.
 		if k := m.cache.get(name, now); k != nil {
 			m.metrics.hits.Inc()
 			ks.keys[s] = k
+			if pseudonym == "" {
+				pseudonym = k.pseudonym
+			}
 			continue
 		}
 		m.metrics.misses.Inc()
@@ -317,12 +290,21 @@ func (m *Manager) release(ctx context.Context, customerID string, scopes []strin
 		}
 		misses = append(misses, miss{s, name})
 	}
-	if len(misses) > 0 && m.ledger.Erased(m.Pseudonym(customerID)) {
-		// Erased under another key name template: still never go to Vault for this customer.
-		for _, ms := range misses {
-			ks.scopeErr(ms.scope, fmt.Errorf("%w: customer %s", ErrErased, m.Pseudonym(customerID)))
+	if len(ks.keys) > 0 || len(misses) > 0 {
+		if pseudonym == "" {
+			pseudonym = m.Pseudonym(customerID)
 		}
-		misses = nil
+		if pseudonym != "" && m.ledger.Erased(pseudonym) {
+			// Checked by pseudonym, not only by blocked key names: an eraser configured with
+			// another key_name template recorded (and blocked) other names than this
+			// manager's, so this customer's keys may still be cached here, or in Vault.
+			m.blockCustomer(customerID, pseudonym)
+			clear(ks.keys)
+			for _, s := range scopes {
+				ks.scopeErr(s, fmt.Errorf("%w: customer %s", ErrErased, pseudonym))
+			}
+			return m.released(ks, scopes)
+		}
 	}
 	if len(misses) > 0 {
 		if ok, aerr := m.auth.authenticated(); !ok {
@@ -338,9 +320,10 @@ func (m *Manager) release(ctx context.Context, customerID string, scopes []strin
 				err   error
 			}
 			results := make(chan result, len(misses))
+			pseudonym := pseudonym // a copy: the goroutines must not move the outer one to the heap
 			for _, ms := range misses {
 				go func() {
-					k, err := m.fetch(ctx, customerID, ms.name, create)
+					k, err := m.fetch(ctx, customerID, pseudonym, ms.name, create)
 					results <- result{ms.scope, k, err}
 				}()
 			}
@@ -354,6 +337,11 @@ func (m *Manager) release(ctx context.Context, customerID string, scopes []strin
 			}
 		}
 	}
+	return m.released(ks, scopes)
+}
+
+// released counts the outcome of each scope and joins the errors of those not released.
+func (m *Manager) released(ks *KeySet, scopes []string) (*KeySet, error) {
 	var errs []error
 	for _, s := range scopes {
 		if ks.Has(s) {
@@ -365,6 +353,18 @@ func (m *Manager) release(ctx context.Context, customerID string, scopes []strin
 		errs = append(errs, fmt.Errorf("scope %s: %w", s, err))
 	}
 	return ks, errors.Join(errs...)
+}
+
+// blockCustomer zeroes and blocks this manager's names for every class of an erased customer:
+// their cached copies go at once, and an export in flight cannot put them back.
+func (m *Manager) blockCustomer(customerID, pseudonym string) {
+	names := make([]string, 0, len(m.cfg.Classes))
+	for _, c := range m.cfg.Classes {
+		if name, err := m.keyName(customerID, pseudonym, c); err == nil {
+			names = append(names, name)
+		}
+	}
+	m.cache.block(names)
 }
 
 // refreshKey re-exports a released key whose cached copy is older than a ciphertext's version.
@@ -379,7 +379,7 @@ func (m *Manager) refreshKey(customerID string, old *classKey) (*classKey, error
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Timeout)
 	defer cancel()
-	k, err := m.fetch(ctx, customerID, old.name, false)
+	k, err := m.fetch(ctx, customerID, old.pseudonym, old.name, false)
 	if err != nil {
 		return nil, err
 	}
@@ -425,7 +425,7 @@ func (m *Manager) refreshLedger(force bool) {
 // fetch exports one key from Vault (creating it first when create is set and it is missing)
 // and caches it. Concurrent misses for the same key share one Vault request; each caller
 // still gives up at its own deadline.
-func (m *Manager) fetch(ctx context.Context, customerID, name string, create bool) (*classKey, error) {
+func (m *Manager) fetch(ctx context.Context, customerID, pseudonym, name string, create bool) (*classKey, error) {
 	sfKey := name
 	if create {
 		sfKey = "create:" + name
@@ -438,12 +438,12 @@ func (m *Manager) fetch(ctx context.Context, customerID, name string, create boo
 		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.Timeout)
 		defer cancel()
-		k, err := m.export(fctx, name)
+		k, err := m.export(fctx, name, pseudonym)
 		if errors.Is(err, ErrNoKey) && create {
 			if err = m.createKey(fctx, customerID, name); err != nil {
 				return nil, err
 			}
-			k, err = m.export(fctx, name)
+			k, err = m.export(fctx, name, pseudonym)
 		}
 		return k, err
 	})
@@ -458,8 +458,8 @@ func (m *Manager) fetch(ctx context.Context, customerID, name string, create boo
 	}
 }
 
-// export reads all versions of the key and caches them.
-func (m *Manager) export(ctx context.Context, name string) (*classKey, error) {
+// export reads all versions of the key and caches them with the pseudonym of their customer.
+func (m *Manager) export(ctx context.Context, name, pseudonym string) (*classKey, error) {
 	if m.cache.isBlocked(name) {
 		return nil, fmt.Errorf("%w: key %s", ErrErased, name)
 	}
@@ -485,7 +485,7 @@ func (m *Manager) export(ctx context.Context, name string) (*classKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: export of %s: %v", ErrUnavailable, name, err)
 	}
-	k := &classKey{name: name, aeads: make(map[int]cipher.AEAD, len(versions))}
+	k := &classKey{name: name, pseudonym: pseudonym, aeads: make(map[int]cipher.AEAD, len(versions))}
 	for i, v := range versions {
 		a, err := newAEAD(raw[i])
 		if err != nil {

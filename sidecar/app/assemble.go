@@ -64,6 +64,9 @@ func (a *App) assemble(ctx context.Context) error {
 // manager's watcher then finds it unchanged instead of compiling it a second time.
 func (a *App) assemblePolicy(ctx context.Context) error {
 	pc := a.Config.Policy
+	if a.check {
+		pc.NoPersist = true // --check writes nothing: no persist_dir is created
+	}
 	act := &activator{eng: a.Engine, routes: &a.routes, fromBundle: a.routesCfg.FromBundle}
 	mgr, err := bundle.NewManager(pc, act, a.Registry, a.Log)
 	if err != nil {
@@ -122,7 +125,7 @@ func (a *App) assembleVault(ctx context.Context) error {
 	}
 	a.hasVault = true
 	if a.check {
-		return checkVault(vc)
+		return checkVault(vc, a.Log)
 	}
 	// Destruction records and the decision log name customers by the same pseudonym, so a
 	// reviewer can match an erasure to the customer's decisions. The log opens after Vault (it
@@ -327,7 +330,11 @@ func (a *App) assemblePipeline(context.Context) error {
 	if _, err := a.Config.Section("identity", &ic); err != nil {
 		return err
 	}
-	id, err := identity.New(ic)
+	var idOpts []identity.Option
+	if a.check {
+		idOpts = append(idOpts, identity.WithoutPrefetch()) // --check reaches no JWKS URL
+	}
+	id, err := identity.New(ic, idOpts...)
 	if err != nil {
 		return err
 	}

@@ -7,16 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
 	"os/user"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/consentry/consentry/sidecar/config"
 	"github.com/consentry/consentry/vaultkeys"
 )
 
@@ -57,9 +54,6 @@ func init() {
 				*actor = "cli:" + u.Username
 			}
 		}
-		if err := requireLedger(kf); err != nil {
-			return err
-		}
 		m, err := kf.open(ctx, env)
 		if err != nil {
 			return err
@@ -84,40 +78,6 @@ func init() {
 		return nil
 	}
 	Register(c)
-}
-
-// requireLedger resolves the ledger erase records in (--ledger, else vault.ledger_path of
-// --config) to an absolute path, refuses one that does not exist, and makes the key manager
-// open exactly that file.
-func requireLedger(kf keysFlags) error {
-	path := *kf.ledger
-	if path == "" {
-		cfg, err := config.Load(*kf.config)
-		if err != nil {
-			return Exit(ExitConfig, err)
-		}
-		var vc vaultkeys.Config
-		if _, err := cfg.Section("vault", &vc); err != nil {
-			return Exit(ExitConfig, err)
-		}
-		path = vc.WithDefaults().LedgerPath
-	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return Exit(ExitConfig, fmt.Errorf("vault.ledger_path %q: %w", path, err))
-	}
-	if _, err := os.Stat(abs); errors.Is(err, fs.ErrNotExist) {
-		hint := ""
-		if !filepath.IsAbs(path) {
-			hint = fmt.Sprintf("; %q is relative, so it was resolved from this working directory: run erase from the sidecar's working directory, or set an absolute vault.ledger_path", path)
-		}
-		return Exit(ExitConfig, fmt.Errorf("vault.ledger_path: no shredded-keys ledger at %s%s; or pass --ledger with the path of the ledger the sidecar uses "+
-			"(a sidecar creates it when it starts; erase will not start a new one that no sidecar reads)", abs, hint))
-	} else if err != nil {
-		return Exit(ExitConfig, fmt.Errorf("vault.ledger_path: %w", err))
-	}
-	*kf.ledger = abs
-	return nil
 }
 
 func eraseViaAdmin(ctx context.Context, env *Env, base, tokenFile, customer, reason string) error {

@@ -3,9 +3,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -19,7 +21,8 @@ import (
 
 // Key commands: `keys encrypt` migrates a CRM export to encrypted fields, `keys
 // replay-erasures` re-applies the shredded-keys ledger after a Vault restore. The logic lives
-// in vaultkeys; see docs/key-model.md.
+// in vaultkeys; see docs/key-model.md. Like `erase`, they work on the ledger the sidecar reads
+// and refuse one that does not exist (keysFlags.open).
 
 func init() {
 	Register(keysEncryptCmd())
@@ -29,8 +32,6 @@ func init() {
 // keysFlags are the flags every command that talks to Vault directly shares.
 type keysFlags struct {
 	config, address, ledger *string
-	// existingLedger: refuse a ledger path that does not exist (replay-erasures).
-	existingLedger bool
 }
 
 func addKeysFlags(fs *flag.FlagSet) keysFlags {
@@ -41,9 +42,10 @@ func addKeysFlags(fs *flag.FlagSet) keysFlags {
 	}
 }
 
-// openKeys loads the vault section and opens a key manager. The pseudonymizer rule is the
-// one `consentry run` must follow too: vault.pseudonym_key(_file) when set, else the decision
-// log's customer pseudonymizer, so ledger, decision log and sidecar agree on pseudonyms.
+// open loads the vault section and opens a key manager on the sidecar's existing ledger (see
+// existingLedger). The pseudonymizer rule is the one `consentry run` must follow too:
+// vault.pseudonym_key(_file) when set, else the decision log's customer pseudonymizer, so
+// ledger, decision log and sidecar agree on pseudonyms.
 func (k keysFlags) open(ctx context.Context, env *Env) (*vaultkeys.Manager, error) {
 	cfg, err := config.Load(*k.config)
 	if err != nil {
@@ -63,12 +65,8 @@ func (k keysFlags) open(ctx context.Context, env *Env) (*vaultkeys.Manager, erro
 	if err := vc.Validate(); err != nil {
 		return nil, Exit(ExitConfig, cfg.KeyError(err))
 	}
-	if k.existingLedger {
-		// A wrong path (or a relative default read from another directory) would otherwise
-		// be created empty, and the command would report nothing to do.
-		if _, err := os.Stat(vc.LedgerPath); err != nil {
-			return nil, Exit(ExitConfig, fmt.Errorf("vault.ledger_path: %w (the ledger must exist: point --ledger or the config at the sidecar's ledger)", err))
-		}
+	if vc.LedgerPath, err = existingLedger(vc.LedgerPath); err != nil {
+		return nil, err
 	}
 	opts := vaultkeys.Options{Logger: slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if vc.PseudonymKey == "" && vc.PseudonymKeyFile == "" {
@@ -103,11 +101,36 @@ func (k keysFlags) open(ctx context.Context, env *Env) (*vaultkeys.Manager, erro
 	return m, nil
 }
 
+// existingLedger returns the absolute path of the shredded-keys ledger at path, refusing one
+// that does not exist. The key manager would create it empty, and a relative path (the
+// default) resolved from another working directory than the sidecar's names a file no
+// sidecar uses: `erase` would record there an erasure no sidecar reads, `keys encrypt` would
+// find no erasure in it and create the keys of erased customers again, and `keys
+// replay-erasures` would destroy nothing.
+func existingLedger(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", Exit(ExitConfig, fmt.Errorf("vault.ledger_path %q: %w", path, err))
+	}
+	if _, err := os.Stat(abs); errors.Is(err, fs.ErrNotExist) {
+		hint := ""
+		if !filepath.IsAbs(path) {
+			hint = fmt.Sprintf("; %q is relative, so it was resolved from this working directory: run the command from the sidecar's working directory, or set an absolute vault.ledger_path", path)
+		}
+		return "", Exit(ExitConfig, fmt.Errorf("vault.ledger_path: no shredded-keys ledger at %s: the ledger must exist%s; or pass --ledger with the path of the ledger the sidecar uses "+
+			"(`consentry run` creates it on its first start; before any start, create it empty where the sidecar will read it. This command does not create one: "+
+			"a new ledger holds none of the erasures the sidecar recorded, and no sidecar reads what is recorded in it)", abs, hint))
+	} else if err != nil {
+		return "", Exit(ExitConfig, fmt.Errorf("vault.ledger_path: %w", err))
+	}
+	return abs, nil
+}
+
 func keysEncryptCmd() *Command {
 	c := &Command{
 		Name:    "keys encrypt",
 		Summary: "encrypt the sensitive fields of a CRM export (JSON lines) with each customer's Vault keys",
-		Usage:   "--config FILE [--in FILE] [--out FILE] [--fields a=contact,b=financial | --catalog data.json] [--customer-field id]",
+		Usage:   "--config FILE [--ledger FILE] [--in FILE] [--out FILE] [--fields a=contact,b=financial | --catalog data.json] [--customer-field id]",
 	}
 	c.Run = func(ctx context.Context, env *Env, args []string) error {
 		fs := NewFlags(c, env)
@@ -207,7 +230,6 @@ func keysReplayCmd() *Command {
 		if err := ParseFlags(fs, args); err != nil {
 			return err
 		}
-		kf.existingLedger = true
 		m, err := kf.open(ctx, env)
 		if err != nil {
 			return err

@@ -28,6 +28,10 @@ func TestKeysCommands(t *testing.T) {
 	srv.WritePolicy(t, "consentry", string(hcl))
 	dir := t.TempDir()
 	ledger := filepath.Join(dir, "ledger.jsonl")
+	// The ledger a sidecar creates on its first start: the commands refuse to start one.
+	if err := os.WriteFile(ledger, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfgPath := filepath.Join(dir, "consentry.yaml")
 	yml := "vault:\n  address: " + srv.Addr + "\n  auth:\n    method: token\n    token: " + srv.CreateToken(t, time.Hour, "consentry") +
 		"\n  ledger_path: " + ledger + "\n  pseudonym_key: cli-test-pseudonym-key-0123\n"

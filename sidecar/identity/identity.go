@@ -70,6 +70,9 @@ type Authenticator struct {
 	services map[string]ServiceConfig
 	now      func() time.Time
 	cache    *tokenCache
+	// noFetch: URL key sets are not fetched at start (run --check validates without
+	// reaching the network).
+	noFetch bool
 }
 
 type issuer struct {
@@ -78,8 +81,12 @@ type issuer struct {
 	algs []jose.SignatureAlgorithm
 }
 
-// Option tunes an Authenticator (tests).
+// Option tunes an Authenticator.
 type Option func(*Authenticator)
+
+// WithoutPrefetch skips the start-up fetch of URL key sets (`consentry run --check`, which
+// must not reach the network); they are still fetched on first use.
+func WithoutPrefetch() Option { return func(a *Authenticator) { a.noFetch = true } }
 
 // WithClock replaces time.Now.
 func WithClock(now func() time.Time) Option { return func(a *Authenticator) { a.now = now } }
@@ -125,7 +132,9 @@ func New(cfg Config, opts ...Option) (*Authenticator, error) {
 		}
 		// Fetch URL key sets now, in the background with their own timeout, so the first
 		// requests neither wait for nor (with their short deadlines) abort the fetch.
-		_, _ = is.keys.start(false)
+		if !a.noFetch {
+			_, _ = is.keys.start(false)
+		}
 	}
 	if cfg.TokenCacheSize > 0 {
 		a.cache = newTokenCache(cfg.TokenCacheSize)
