@@ -21,8 +21,10 @@ const (
 	CheckpointClose = "close" // clean shutdown
 )
 
-// Signer signs checkpoints. Ed25519Signer signs with a key file; a Vault transit signer can
-// implement the same interface (not built yet, see docs/decision-log.md).
+// Signer signs checkpoints. Ed25519Signer signs with a key file, in place; any other signer
+// (vaultsign: a Vault transit key) may do I/O, so the log calls it from its own goroutine and
+// never lets an append wait on it (signing.go). Its KeyID and Sign are never called
+// concurrently, and KeyID is called right before the Sign whose signature it names.
 type Signer interface {
 	// KeyID names the key; the verifier looks the public key up by it.
 	KeyID() string
@@ -44,10 +46,28 @@ type CheckpointBody struct {
 	KeyID      string `json:"key_id,omitempty"`
 	// Signature is base64 (std) of the signature over CheckpointMessage.
 	Signature string `json:"signature,omitempty"`
+	// Deferred marks a checkpoint written before its signature existed (a signer that is not
+	// in memory signs off the writer's path): a later checkpoint carries the signature, over
+	// the same CheckpointMessage, in Signatures. Not signed itself: the record's hash, which
+	// the next signed checkpoint covers, is.
+	Deferred bool `json:"deferred,omitempty"`
+	// Signatures are the signatures of earlier deferred checkpoints, or their signing
+	// failures, in seq order.
+	Signatures []CheckpointSignature `json:"signatures,omitempty"`
 	// KeyLedger is the shredded-keys ledger's head when the checkpoint was written (with a
 	// vault section): at start the ledger must still hold that record, or it was truncated or
 	// replaced while consentry was stopped and an erasure could be forgotten.
 	KeyLedger *LedgerHead `json:"key_ledger,omitempty"`
+}
+
+// CheckpointSignature is the signature of the deferred checkpoint Seq, or (Error, no
+// Signature) why it could not be signed.
+type CheckpointSignature struct {
+	Seq       uint64 `json:"seq"`
+	Algorithm string `json:"alg,omitempty"`
+	KeyID     string `json:"key_id,omitempty"`
+	Signature string `json:"signature,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // LedgerHead names the last record of the shredded-keys ledger (vaultkeys.Ledger.Head):

@@ -124,10 +124,21 @@ type Log struct {
 	lastCkpt      time.Time
 	dirty         bool
 	// signRetryAt holds signing attempts back after a failure, so an unreachable signer (Vault
-	// down) costs one timeout per interval instead of one per batch.
+	// down) is tried once per interval instead of once per checkpoint.
 	signRetryAt time.Time
-	buf         []byte
-	ckptBuf     []byte
+	// async signs the checkpoints of a signer that may do I/O (signing.go), nil for a local
+	// one. signJobs are the deferred checkpoints of the commit being written, handed to it once
+	// the commit is; signInflight counts those handed and not collected. carry holds the
+	// signatures collected for the next checkpoint, carried those the commit being written
+	// took (back into carry if it rolls back). signerHung: it did not stop in time.
+	async        *asyncSigner
+	signJobs     []signJob
+	signInflight int
+	carry        []CheckpointSignature
+	carried      []CheckpointSignature
+	signerHung   bool
+	buf          []byte
+	ckptBuf      []byte
 	// ckptPending holds async mode's checkpoint copies until the next fsync makes their
 	// checkpoints durable (writer.go, write).
 	ckptPending []byte
@@ -229,6 +240,10 @@ func Open(cfg Config, opts Options) (*Log, error) {
 			return nil, err
 		}
 		l.uploader = u
+	}
+	if l.signer != nil && !isLocalSigner(l.signer) {
+		l.async = newAsyncSigner(l.signer, l.log, l.m)
+		go l.async.run()
 	}
 	go l.run()
 	if l.uploader != nil {

@@ -27,7 +27,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		events:       prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "events_total", Help: "Decision events durably appended."}),
 		dropped:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "dropped_total", Help: "Async-mode events lost: the buffer was full, or their write failed (alarm on > 0)."}),
 		errors:       prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "errors_total", Help: "Append, write, fsync or signing failures."}),
-		checkpoints:  prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "checkpoints_total", Help: "Signed checkpoints written."}),
+		checkpoints:  prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "checkpoints_total", Help: "Checkpoints written (with a remote signer, deferred ones before their signature)."}),
 		segments:     prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "segments_opened_total", Help: "Segments opened (rotation)."}),
 		recovered:    prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "recovery_truncated_bytes_total", Help: "Bytes of torn records truncated at open."}),
 		preallocated: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "preallocated_bytes_total", Help: "Zero-filled bytes written ahead of the active segment's records (decision_log.preallocate_bytes)."}),

@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 )
 
@@ -39,8 +41,10 @@ type VerifyOptions struct {
 	PublicKeys map[string]ed25519.PublicKey
 	// AllowUnsigned accepts checkpoints without signature (development logs).
 	AllowUnsigned bool
-	// RequireSealed fails when records follow the last checkpoint (a stopped log always ends
-	// with its "close" or a later checkpoint; a live one may have a short unsealed tail).
+	// RequireSealed fails when records follow the last sealed checkpoint: the last one signed
+	// (or, in an unsigned log, the last one). A stopped log always ends with its "close" or a
+	// later checkpoint; a live one may have a short unsealed tail, which with a remote signer
+	// includes the last checkpoint until the next one carries its signature.
 	RequireSealed bool
 	// MaxProblems bounds the problems listed (all are counted). Default 100.
 	MaxProblems int
@@ -76,18 +80,28 @@ type VerifyReport struct {
 func (r *VerifyReport) OK() bool { return r.ProblemCount == 0 }
 
 type verifier struct {
-	opts        VerifyOptions
-	rep         *VerifyReport
-	started     bool
-	nextSeq     uint64
-	head        string
-	firstPrev   string
-	sinceCkpt   int
-	sawCkpt     bool
-	lastCkptAt  time.Time
-	lastCkptSeq uint64
-	ckpts       map[uint64]string // in-chain checkpoint seq -> hash
-	removed     []RemovedSegment
+	opts       VerifyOptions
+	rep        *VerifyReport
+	started    bool
+	nextSeq    uint64
+	head       string
+	firstPrev  string
+	sinceCkpt  int
+	sawCkpt    bool
+	lastCkptAt time.Time
+	ckpts      map[uint64]string // in-chain checkpoint seq -> hash
+	removed    []RemovedSegment
+	// deferred are the checkpoints whose signature a later checkpoint is to carry, by seq.
+	deferred map[uint64]deferredCkpt
+	// sealedSeq is the last checkpoint that is signed (in place or carried) or plainly
+	// unsigned; the records after it are the unsealed tail.
+	sealed    bool
+	sealedSeq uint64
+}
+
+type deferredCkpt struct {
+	seg string
+	msg []byte // what its signature must sign
 }
 
 func (v *verifier) problem(kind, seg string, seq uint64, format string, args ...any) {
@@ -105,7 +119,7 @@ func Verify(dir string, opts VerifyOptions) (*VerifyReport, error) {
 	if opts.MaxProblems == 0 {
 		opts.MaxProblems = 100
 	}
-	v := &verifier{opts: opts, rep: &VerifyReport{}, ckpts: map[uint64]string{}}
+	v := &verifier{opts: opts, rep: &VerifyReport{}, ckpts: map[uint64]string{}, deferred: map[uint64]deferredCkpt{}}
 	segs, err := listSegments(dir)
 	if err != nil {
 		return nil, err
@@ -326,20 +340,18 @@ func (v *verifier) checkpoint(s segInfo, h lineHeader) {
 	if terr != nil {
 		v.problem(ProblemMalformed, s.name, h.seq, "checkpoint %d: bad timestamp", h.seq)
 	}
-	if b.Signature == "" {
-		if !v.opts.AllowUnsigned {
-			v.problem(ProblemUnsigned, s.name, h.seq, "checkpoint %d is not signed", h.seq)
-		}
-	} else {
-		pub, ok := v.opts.PublicKeys[b.KeyID]
-		sig, err := base64.StdEncoding.DecodeString(b.Signature)
-		switch {
-		case !ok:
-			v.problem(ProblemCheckpointForged, s.name, h.seq, "checkpoint %d: %v %q", h.seq, errNoKey, b.KeyID)
-		case err != nil || !ed25519.Verify(pub, CheckpointMessage(h.seq, h.prevHash, h.timestamp, b), sig):
-			v.problem(ProblemCheckpointForged, s.name, h.seq, "checkpoint %d: signature does not verify", h.seq)
-		}
+	switch {
+	case b.Signature != "":
+		v.verifySignature(s.name, h.seq, b.KeyID, b.Signature, CheckpointMessage(h.seq, h.prevHash, h.timestamp, b))
+	case b.Deferred:
+		v.deferred[h.seq] = deferredCkpt{seg: s.name, msg: CheckpointMessage(h.seq, h.prevHash, h.timestamp, b)}
+	case !v.opts.AllowUnsigned:
+		v.problem(ProblemUnsigned, s.name, h.seq, "checkpoint %d is not signed", h.seq)
 	}
+	if !b.Deferred {
+		v.sealed, v.sealedSeq = true, h.seq
+	}
+	v.carried(s, h.seq, b)
 	if v.sawCkpt || v.rep.FirstSeq == 0 {
 		if b.Every > 0 && v.sinceCkpt > b.Every {
 			v.problem(ProblemCheckpointMiss, s.name, h.seq, "%d decisions before checkpoint %d, configured every %d", v.sinceCkpt, h.seq, b.Every)
@@ -359,7 +371,64 @@ func (v *verifier) checkpoint(s segInfo, h lineHeader) {
 	if !v.sawCkpt && v.rep.FirstSeq == 0 && h.seq != 0 {
 		v.problem(ProblemCheckpointMiss, s.name, h.seq, "the log does not start with a checkpoint")
 	}
-	v.sawCkpt, v.lastCkptAt, v.lastCkptSeq, v.sinceCkpt = true, at, h.seq, 0
+	v.sawCkpt, v.lastCkptAt, v.sinceCkpt = true, at, 0
+}
+
+func (v *verifier) verifySignature(seg string, seq uint64, keyID, signature string, msg []byte) {
+	pub, ok := v.opts.PublicKeys[keyID]
+	sig, err := base64.StdEncoding.DecodeString(signature)
+	switch {
+	case !ok:
+		v.problem(ProblemCheckpointForged, seg, seq, "checkpoint %d: %v %q", seq, errNoKey, keyID)
+	case err != nil || !ed25519.Verify(pub, msg, sig):
+		v.problem(ProblemCheckpointForged, seg, seq, "checkpoint %d: signature does not verify", seq)
+	}
+}
+
+// carried checks what checkpoint at carries for deferred checkpoints - signatures, or why
+// one could not be signed - and settles the deferred ones whose signature can no longer come.
+// A checkpoint that could not be signed is reported as checkpoint_missing, as one the writer
+// left out is: the records before it were sealed only by a later checkpoint. The writer signs
+// deferred checkpoints in order and hands each outcome to the next checkpoint written, and
+// waits for them before it closes: one still waiting once a later one is settled, or at a
+// close checkpoint, is reported too. The ones waiting when the process stopped without
+// closing lost their signature with it; the next open checkpoint's signature seals those
+// records, so they are not reported (a crash leaves an unsealed tail either way).
+func (v *verifier) carried(s segInfo, at uint64, b CheckpointBody) {
+	var upTo uint64
+	for _, cs := range b.Signatures {
+		d, ok := v.deferred[cs.Seq]
+		if !ok {
+			if cs.Seq < v.rep.FirstSeq {
+				continue // its checkpoint was removed by retention
+			}
+			v.problem(ProblemCheckpointForged, s.name, at, "checkpoint %d carries a signature for %d, which is not a checkpoint awaiting one", at, cs.Seq)
+			continue
+		}
+		delete(v.deferred, cs.Seq)
+		upTo = max(upTo, cs.Seq)
+		if cs.Signature == "" {
+			v.problem(ProblemCheckpointMiss, d.seg, cs.Seq, "checkpoint %d was never signed: %s", cs.Seq, cs.Error)
+			continue
+		}
+		v.verifySignature(d.seg, cs.Seq, cs.KeyID, cs.Signature, d.msg)
+		if !v.sealed || cs.Seq > v.sealedSeq {
+			v.sealed, v.sealedSeq = true, cs.Seq
+		}
+	}
+	if len(v.deferred) == 0 {
+		return
+	}
+	for _, seq := range slices.Sorted(maps.Keys(v.deferred)) {
+		d := v.deferred[seq]
+		switch {
+		case b.Reason == CheckpointOpen && seq < at:
+			delete(v.deferred, seq)
+		case seq < upTo || b.Reason == CheckpointClose && seq < at:
+			delete(v.deferred, seq)
+			v.problem(ProblemCheckpointMiss, d.seg, seq, "checkpoint %d was never signed (its signature is not in the log): the records before it were sealed only by a later checkpoint", seq)
+		}
+	}
 }
 
 func (v *verifier) finish(dir string, ckptLimit int64) {
@@ -368,9 +437,12 @@ func (v *verifier) finish(dir string, ckptLimit int64) {
 		return
 	}
 	// Records after the last checkpoint.
-	if v.sawCkpt {
-		v.rep.UnsealedTail = int(v.rep.LastSeq - v.lastCkptSeq)
-	} else {
+	switch {
+	case v.sealed:
+		v.rep.UnsealedTail = int(v.rep.LastSeq - v.sealedSeq)
+	case v.sawCkpt:
+		v.rep.UnsealedTail = v.rep.Records // checkpoints all waiting for their signature
+	default:
 		v.rep.UnsealedTail = v.rep.Records
 		v.problem(ProblemCheckpointMiss, "", v.rep.LastSeq, "no checkpoint in the log")
 	}

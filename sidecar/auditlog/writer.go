@@ -1,9 +1,7 @@
 package auditlog
 
 import (
-	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"runtime"
@@ -57,6 +55,7 @@ func (l *Log) run() {
 				}
 				_ = l.commit(batch, "")
 			}
+			l.stopSigner() // its signatures go into the close checkpoint
 			_ = l.commit(nil, CheckpointClose)
 			if l.dirty && l.broken.Load() == nil {
 				l.fsync() // async mode: the tail and its pending checkpoint copies
@@ -110,6 +109,7 @@ func (l *Log) commit(batch []*pending, force string) error {
 	}
 	seq0, head0, since0, size0, ck0, cks0 := l.seq, l.head, l.sinceCkpt, l.segSize, l.lastCkpt, l.ckptSize
 	l.buf, l.ckptBuf = l.buf[:0], l.ckptBuf[:0]
+	l.carried = l.carried[:0]
 	for _, p := range batch {
 		l.appendRecord(p.rec)
 		if l.sinceCkpt >= l.cfg.CheckpointEvery {
@@ -128,6 +128,10 @@ func (l *Log) commit(batch []*pending, force string) error {
 	if err != nil {
 		l.m.errors.Inc()
 		l.seq, l.head, l.sinceCkpt, l.lastCkpt = seq0, head0, since0, ck0
+		// The checkpoints are gone and their seqs will be reused: nothing to sign, and the
+		// signatures they carried go into the next checkpoint instead.
+		l.signJobs = l.signJobs[:0]
+		l.carry = append(append([]CheckpointSignature(nil), l.carried...), l.carry...)
 		terr := l.seg.Truncate(size0)
 		if terr == nil {
 			terr = l.ckpt.Truncate(cks0)
@@ -152,6 +156,9 @@ func (l *Log) commit(batch []*pending, force string) error {
 		l.log.Info("decision log: writes succeed again")
 	}
 	l.committed.Store(int64(l.seq) - 1)
+	if len(l.signJobs) > 0 {
+		l.dispatchSignJobs()
+	}
 	nowDone := time.Now()
 	waiters := false
 	for _, p := range batch {
@@ -178,7 +185,9 @@ func (l *Log) commit(batch []*pending, force string) error {
 		// (BENCHMARKS.md, round 5).
 		runtime.Gosched()
 	}
-	if len(batch) > 0 {
+	if len(batch) > 0 || l.reserveErr.Load() != nil {
+		// Also without events: an idle log that the full disk made unready gets no traffic,
+		// so the time checkpoints are what retries the preallocation (at most once a second).
 		l.extendSeg()
 	}
 	return nil
@@ -309,26 +318,29 @@ func (l *Log) appendCheckpoint(now time.Time, reason string) {
 		seq, hash := l.keyLedger.Head()
 		body.KeyLedger = &LedgerHead{Seq: seq, Hash: hash}
 	}
-	if l.signer != nil {
-		if now.Before(l.signRetryAt) && reason != CheckpointOpen && reason != CheckpointClose {
-			return
-		}
-		body.Algorithm, body.KeyID = l.signer.Algorithm(), l.signer.KeyID()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		sig, err := l.signer.Sign(ctx, CheckpointMessage(l.seq, l.head, ts, body))
-		cancel()
-		if err != nil {
-			// The events stay durable; the verifier will report the missing checkpoint.
-			l.signRetryAt = now.Add(min(l.cfg.CheckpointInterval, 10*time.Second))
-			l.m.errors.Inc()
-			l.log.Error("decision log: checkpoint signing failed", "err", err, "alarm", "decision_log_checkpoint")
-			return
-		}
-		body.Signature = base64.StdEncoding.EncodeToString(sig)
+	if l.signer != nil && !l.sign(now, ts, reason, &body) {
+		// Left out: the events stay durable; the verifier reports the missing checkpoint.
+		return
 	}
 	cb := map[string]any{"reason": body.Reason, "events": body.Events, "every": body.Every, "interval_ms": body.IntervalMS}
 	if body.Signature != "" {
 		cb["alg"], cb["key_id"], cb["signature"] = body.Algorithm, body.KeyID, body.Signature
+	}
+	if body.Deferred {
+		cb["deferred"] = true
+	}
+	if len(body.Signatures) > 0 {
+		sigs := make([]any, len(body.Signatures))
+		for i, s := range body.Signatures {
+			e := map[string]any{"seq": s.Seq}
+			if s.Signature != "" {
+				e["alg"], e["key_id"], e["signature"] = s.Algorithm, s.KeyID, s.Signature
+			} else {
+				e["error"] = s.Error
+			}
+			sigs[i] = e
+		}
+		cb["signatures"] = sigs
 	}
 	if body.KeyLedger != nil {
 		cb["key_ledger"] = map[string]any{"seq": body.KeyLedger.Seq, "hash": body.KeyLedger.Hash}

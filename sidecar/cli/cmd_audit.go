@@ -89,7 +89,7 @@ func auditVerifyCmd() *Command {
 		fs.Var(&keys, "public-key", "Ed25519 public key (PEM) that signs checkpoints; repeatable")
 		cfgPath := fs.String("config", "", "consentry config: use the decision log's signing key as consentry run does (decision_log.signing_key_file, or the generated <dir>.keys/signing.pub)")
 		unsigned := fs.Bool("allow-unsigned", false, "accept unsigned checkpoints (development logs)")
-		sealed := fs.Bool("sealed", false, "fail when records follow the last checkpoint (a stopped log)")
+		sealed := fs.Bool("sealed", false, "fail when records follow the last signed checkpoint (a stopped log)")
 		asJSON := fs.Bool("json", false, "print the report as JSON")
 		pos, err := auditParseArgs(fs, args)
 		if err != nil {

@@ -1,6 +1,8 @@
 // Package vaultsign signs decision-log checkpoints with a Vault transit key (type ed25519), so
 // the signing key never leaves Vault. It implements auditlog.Signer; the signatures are plain
-// Ed25519 and verify with the key's public half (`consentry audit verify --public-key`).
+// Ed25519 and verify with the key's public half (`consentry audit verify --public-key`). The
+// log calls it off its writer's path (checkpoints are written deferred and a later checkpoint
+// carries the signature), so a hung or slow Vault never holds an append.
 package vaultsign
 
 import (

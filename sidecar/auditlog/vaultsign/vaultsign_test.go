@@ -49,9 +49,26 @@ func TestCheckpointsSignedByVaultTransit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := auditlog.Verify(dir, auditlog.VerifyOptions{PublicKeys: map[string]ed25519.PublicKey{s.KeyID(): pub}})
+	rep, err := auditlog.Verify(dir, auditlog.VerifyOptions{PublicKeys: map[string]ed25519.PublicKey{s.KeyID(): pub}, RequireSealed: true})
 	if err != nil || !rep.OK() || rep.Checkpoints < 4 {
 		t.Fatalf("verify: %v %+v", err, rep)
+	}
+	// The count checkpoints were signed off the writer's path: written deferred, their
+	// signatures carried by later checkpoints.
+	deferred, carried := 0, 0
+	if err := auditlog.ScanEvents(dir, func(ev *auditlog.Event, _ []byte) error {
+		if ev.Checkpoint != nil {
+			if ev.Checkpoint.Deferred {
+				deferred++
+			}
+			carried += len(ev.Checkpoint.Signatures)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if deferred < 2 || carried != deferred {
+		t.Fatalf("%d deferred checkpoints, %d signatures carried", deferred, carried)
 	}
 	// A different key does not verify.
 	other, _, _ := ed25519.GenerateKey(nil)
