@@ -23,6 +23,7 @@ type authenticator struct {
 	client  *api.Client
 	logger  *slog.Logger
 	metrics *metrics
+	health  *vaultHealth // login outcomes say whether Vault answers, too
 	kick    chan struct{}
 
 	mu      sync.RWMutex
@@ -31,8 +32,8 @@ type authenticator struct {
 	loginAt time.Time
 }
 
-func newAuthenticator(cfg AuthConfig, client *api.Client, logger *slog.Logger, m *metrics) *authenticator {
-	return &authenticator{cfg: cfg, client: client, logger: logger, metrics: m, kick: make(chan struct{}, 1),
+func newAuthenticator(cfg AuthConfig, client *api.Client, logger *slog.Logger, m *metrics, h *vaultHealth) *authenticator {
+	return &authenticator{cfg: cfg, client: client, logger: logger, metrics: m, health: h, kick: make(chan struct{}, 1),
 		lastErr: errors.New("not logged in yet")}
 }
 
@@ -61,6 +62,18 @@ func (a *authenticator) set(ok bool, err error) {
 // and wake the loop to log in again.
 func (a *authenticator) invalidate(err error) {
 	a.set(false, fmt.Errorf("token rejected: %w", err))
+	a.wake()
+}
+
+// retry cuts a failed login's backoff short (Vault answers again after being sealed or down).
+// A held token is left alone.
+func (a *authenticator) retry() {
+	if ok, _ := a.authenticated(); !ok {
+		a.wake()
+	}
+}
+
+func (a *authenticator) wake() {
 	select {
 	case a.kick <- struct{}{}:
 	default:
@@ -73,6 +86,9 @@ func (a *authenticator) run(ctx context.Context, first chan<- error) {
 	backoff := a.cfg.BackoffMin
 	for {
 		secret, err := a.login(ctx)
+		if ctx.Err() == nil {
+			a.health.observe(err)
+		}
 		if err != nil {
 			a.metrics.logins.WithLabelValues("error").Inc()
 			a.set(false, err)
@@ -84,6 +100,7 @@ func (a *authenticator) run(ctx context.Context, first chan<- error) {
 			select {
 			case <-ctx.Done():
 				return
+			case <-a.kick:
 			case <-time.After(backoff):
 			}
 			backoff = min(backoff*2, a.cfg.BackoffMax)
@@ -91,6 +108,12 @@ func (a *authenticator) run(ctx context.Context, first chan<- error) {
 		}
 		a.metrics.logins.WithLabelValues("ok").Inc()
 		backoff = a.cfg.BackoffMin
+		// A wake-up asked for while this login ran (Vault back, an old token rejected) is
+		// answered by it; left pending it would make watch log in again at once.
+		select {
+		case <-a.kick:
+		default:
+		}
 		a.set(true, nil)
 		if first != nil {
 			first <- nil

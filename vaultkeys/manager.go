@@ -45,6 +45,9 @@ type Options struct {
 	Pseudonymize func(customerID string) string
 	// Now is the clock (tests).
 	Now func() time.Time
+	// HealthInterval is how often Vault's sys/health is probed, so that readiness follows a
+	// sealed or stopped Vault without request traffic (0: DefaultHealthInterval; tests).
+	HealthInterval time.Duration
 }
 
 // Manager releases, creates and destroys customer keys.
@@ -60,6 +63,11 @@ type Manager struct {
 	sink    DestructionSink
 	logger  *slog.Logger
 	now     func() time.Time
+
+	// health: whether Vault answered the last call or sys/health probe; probeClient asks
+	// sys/health (token-less, root namespace).
+	health      *vaultHealth
+	probeClient *api.Client
 
 	// namesByPseudonym: the key_name template names customers by pseudonym, so every key
 	// name costs the pseudonym (an HMAC).
@@ -118,6 +126,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
 	if cfg.Namespace != "" {
 		client.SetNamespace(cfg.Namespace)
 	}
+	probeClient, err := newProbeClient(client)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
 	cache := newKeyCache(cfg.Cache, nil)
 	// Every record the ledger reads, at open and later by whichever call (the decision log's
 	// checkpoint reads it through Head, Erase through RecordOf and Append), blocks its key
@@ -140,12 +152,21 @@ func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
 		return nil, fmt.Errorf("vaultkeys metrics: %w", err)
 	}
 	m.cache.onEvict = func(n int) { m.metrics.evictions.Add(float64(n)) }
-	m.auth = newAuthenticator(cfg.Auth, client, m.logger, m.metrics)
+	m.probeClient = probeClient
+	m.health = newVaultHealth(m.metrics, m.logger)
+	m.auth = newAuthenticator(cfg.Auth, client, m.logger, m.metrics, m.health)
+	// A login failing while Vault was sealed or down backs off (up to backoff_max): retry it as
+	// soon as Vault answers again instead.
+	m.health.onRecover = m.auth.retry
+	interval := opts.HealthInterval
+	if interval <= 0 {
+		interval = DefaultHealthInterval
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	first := make(chan error, 1)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		m.auth.run(runCtx, first)
@@ -153,6 +174,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
 	go func() {
 		defer wg.Done()
 		m.sweepCache(runCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		m.probeVault(runCtx, interval)
 	}()
 	go func() {
 		wg.Wait()
@@ -165,7 +190,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// Close stops the login loop and the cache sweep, and zeroes every cached key.
+// Close stops the login loop, the health probe and the cache sweep, and zeroes every cached key.
 func (m *Manager) Close() {
 	m.cancel()
 	<-m.done
@@ -178,11 +203,15 @@ func (m *Manager) Config() Config { return m.cfg }
 // Ledger returns the shredded-keys ledger.
 func (m *Manager) Ledger() *Ledger { return m.ledger }
 
-// Ready reports nil while a valid Vault token is held and the shredded-keys ledger reads
-// (admin readiness check "vault").
+// Ready reports nil while a valid Vault token is held, Vault answered the last call or health
+// probe (not sealed, down, unreachable or slower than vault.timeout), and the shredded-keys
+// ledger reads (admin readiness check "vault"). It never calls Vault itself.
 func (m *Manager) Ready(context.Context) error {
 	if ok, err := m.auth.authenticated(); !ok {
 		return fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
+	if ok, err := m.health.available(); !ok {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	m.ledgerMu.Lock()
 	lerr := m.ledgerErr
@@ -202,6 +231,7 @@ func (m *Manager) Status() any {
 	if err != nil {
 		st["error"] = err.Error()
 	}
+	m.health.status(st)
 	return st
 }
 
@@ -535,32 +565,6 @@ func (m *Manager) createKey(ctx context.Context, customerID, name string) error 
 		return fmt.Errorf("%w: customer erased while key %s was created", ErrErased, name)
 	}
 	return nil
-}
-
-// call runs one Vault request with metrics, mapping failures to ErrUnavailable and a rejected
-// token to ErrUnauthenticated (waking the login loop).
-func (m *Manager) call(ctx context.Context, op string, f func() (*api.Secret, error)) (*api.Secret, error) {
-	start := time.Now()
-	s, err := f()
-	m.metrics.vaultLatency.WithLabelValues(op).Observe(time.Since(start).Seconds())
-	if err == nil {
-		return s, nil
-	}
-	m.metrics.vaultErrors.WithLabelValues(op).Inc()
-	var re *api.ResponseError
-	if errors.As(err, &re) {
-		switch re.StatusCode {
-		case http.StatusForbidden:
-			m.auth.invalidate(err)
-			return nil, fmt.Errorf("%w: %s: %v", ErrUnauthenticated, op, err)
-		case http.StatusBadRequest:
-			return nil, fmt.Errorf("%s: %w", op, err)
-		}
-	}
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, op, ctx.Err())
-	}
-	return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, op, err)
 }
 
 // keyNames lists the key names of a destruction record.

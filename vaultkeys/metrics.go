@@ -15,6 +15,7 @@ type metrics struct {
 	released      prometheus.Counter // releases{result="released"}, resolved once for the hot path
 	erasures      prometheus.Counter
 	authenticated prometheus.Gauge
+	available     prometheus.Gauge
 	logins        *prometheus.CounterVec
 }
 
@@ -46,6 +47,10 @@ func newMetrics(reg prometheus.Registerer, c *keyCache) (*metrics, error) {
 		authenticated: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "consentry_vaultkeys_authenticated", Help: "1 while consentry holds a valid Vault token.",
 		}),
+		available: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "consentry_vaultkeys_vault_available",
+			Help: "1 while Vault answers: 0 from the first 5xx (sealed), refused connection or timeout of a Vault call or health probe until one succeeds.",
+		}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "consentry_vaultkeys_logins_total", Help: "Vault logins by result.",
 		}, []string{"result"}),
@@ -54,7 +59,7 @@ func newMetrics(reg prometheus.Registerer, c *keyCache) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.hits, m.misses, m.evictions, m.vaultLatency, m.vaultErrors, m.releases, m.erasures, m.authenticated, m.logins,
+	cs := []prometheus.Collector{m.hits, m.misses, m.evictions, m.vaultLatency, m.vaultErrors, m.releases, m.erasures, m.authenticated, m.available, m.logins,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "consentry_vaultkeys_cache_entries", Help: "Keys held in the cache."},
 			func() float64 { n, _ := c.stats(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "consentry_vaultkeys_cache_bytes", Help: "Key bytes held in the cache."},

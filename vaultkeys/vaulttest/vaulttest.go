@@ -532,8 +532,7 @@ func (s *Server) PolicyToken(hclFile string, ttl time.Duration) (string, error) 
 	return sec.Auth.ClientToken, nil
 }
 
-// Seal seals the server: every request then fails with 503 until Unseal (persistent servers;
-// a dev server's unseal key is not kept).
+// Seal seals the server: every request then fails with 503 ("Vault is sealed") until Unseal.
 func (s *Server) Seal(tb testing.TB) {
 	tb.Helper()
 	if err := s.Client(tb).Sys().Seal(); err != nil {
@@ -541,15 +540,37 @@ func (s *Server) Seal(tb testing.TB) {
 	}
 }
 
-// Unseal unseals a persistent server.
+// Unseal unseals the server with its unseal key: a persistent server's UnsealKey, or the key a
+// dev server printed when it (re)started. A dev server keeps its in-memory state (keys,
+// tokens) across Seal and Unseal.
 func (s *Server) Unseal(tb testing.TB) {
 	tb.Helper()
-	if s.UnsealKey == "" {
-		tb.Fatal("vaulttest: no unseal key (only StartPersistent servers can be unsealed)")
+	key := s.UnsealKey
+	if !s.persistent {
+		key = devUnsealKey(s.Output())
 	}
-	if _, err := s.Client(tb).Sys().Unseal(s.UnsealKey); err != nil {
+	if key == "" {
+		tb.Fatal("vaulttest: no unseal key")
+	}
+	st, err := s.Client(tb).Sys().Unseal(key)
+	if err != nil {
 		tb.Fatalf("vaulttest: unseal: %v", err)
 	}
+	if st.Sealed {
+		tb.Fatal("vaulttest: still sealed after unseal")
+	}
+}
+
+// devUnsealKey finds the unseal key in a dev server's start-up banner ("Unseal Key: ...").
+// Output is the current process's only (Restart starts a new buffer), so there is one.
+func devUnsealKey(out string) string {
+	var key string
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Unseal Key:"); ok {
+			key = strings.TrimSpace(v)
+		}
+	}
+	return key
 }
 
 // Launch starts a dev server like Start, outside a test (the demo, the e2e suite's shared
