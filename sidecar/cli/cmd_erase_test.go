@@ -17,26 +17,35 @@ import (
 	"github.com/consentry/consentry/vaultkeys/vaulttest"
 )
 
+// sidecarAndOpsDirs starts a real Vault and writes a config into a sidecar's directory whose
+// vault section keeps the default, relative ledger path; vc is that config with the ledger
+// resolved where the sidecar (running in sidecarDir) has it. opsDir is another directory, where
+// an operator runs the CLI.
+func sidecarAndOpsDirs(t *testing.T) (srv *vaulttest.Server, sidecarDir, opsDir, cfgPath string, vc vaultkeys.Config) {
+	t.Helper()
+	srv = vaulttest.Start(t)
+	sidecarDir, opsDir = t.TempDir(), t.TempDir()
+	cfgPath = filepath.Join(sidecarDir, "consentry.yaml")
+	yml := "vault:\n  address: " + srv.Addr + "\n  auth:\n    method: token\n    token: " + srv.Token + "\n  pseudonym_key: cli-test-pseudonym-key-0123\n"
+	if err := os.WriteFile(cfgPath, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vc, err := vaultkeys.LoadConfigFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc.LedgerPath = filepath.Join(sidecarDir, vc.WithDefaults().LedgerPath)
+	return srv, sidecarDir, opsDir, cfgPath, vc
+}
+
 // TestEraseRequiresTheSidecarsLedger: `consentry erase --config` records the erasure in the
 // shredded-keys ledger the sidecar reads. With the default, relative vault.ledger_path, run
 // from another directory than the sidecar's it used to start a new ledger there, exit 0, and
 // the sidecar never learnt of the erasure. It must refuse a ledger that does not exist
 // (naming the absolute path and the way out), and name the absolute ledger it wrote to.
 func TestEraseRequiresTheSidecarsLedger(t *testing.T) {
-	srv := vaulttest.Start(t)
-	sidecarDir, opsDir := t.TempDir(), t.TempDir()
-	cfgPath := filepath.Join(sidecarDir, "consentry.yaml")
-	yml := "vault:\n  address: " + srv.Addr + "\n  auth:\n    method: token\n    token: " + srv.Token + "\n  pseudonym_key: cli-test-pseudonym-key-0123\n"
-	if err := os.WriteFile(cfgPath, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// The sidecar runs in sidecarDir: its relative default ledger path is resolved there.
-	vc, err := vaultkeys.LoadConfigFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sidecarLedger := filepath.Join(sidecarDir, vc.WithDefaults().LedgerPath)
-	vc.LedgerPath = sidecarLedger
+	srv, sidecarDir, opsDir, cfgPath, vc := sidecarAndOpsDirs(t)
+	sidecarLedger := vc.LedgerPath
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/consentry/consentry/sidecar/decision"
 	"github.com/consentry/consentry/vaultkeys"
-	"github.com/consentry/consentry/vaultkeys/vaulttest"
 )
 
 // TestKeysCommandsRequireTheSidecarsLedger: `keys encrypt` and `keys replay-erasures` work on
@@ -23,20 +22,8 @@ import (
 // commands must refuse a ledger that does not exist, as erase does (naming the absolute path
 // and the way out), create no file, and with the sidecar's ledger drop the erased customer.
 func TestKeysCommandsRequireTheSidecarsLedger(t *testing.T) {
-	srv := vaulttest.Start(t)
-	sidecarDir, opsDir := t.TempDir(), t.TempDir()
-	cfgPath := filepath.Join(sidecarDir, "consentry.yaml")
-	yml := "vault:\n  address: " + srv.Addr + "\n  auth:\n    method: token\n    token: " + srv.Token + "\n  pseudonym_key: cli-test-pseudonym-key-0123\n"
-	if err := os.WriteFile(cfgPath, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// The sidecar runs in sidecarDir: its relative default ledger path is resolved there.
-	vc, err := vaultkeys.LoadConfigFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sidecarLedger := filepath.Join(sidecarDir, vc.WithDefaults().LedgerPath)
-	vc.LedgerPath = sidecarLedger
+	srv, sidecarDir, opsDir, cfgPath, vc := sidecarAndOpsDirs(t)
+	sidecarLedger := vc.LedgerPath
 	km, err := vaultkeys.New(context.Background(), vc, vaultkeys.Options{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
