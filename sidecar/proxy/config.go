@@ -31,6 +31,11 @@ type Config struct {
 	// MaxBodyBytes bounds a request body; larger requests get 413 request.body_too_large and
 	// never reach the CRM. Default 1 MiB (the demo CRM's own limit).
 	MaxBodyBytes int `yaml:"max_body_bytes" json:"max_body_bytes"`
+	// MaxHeaderBytes bounds the request line and headers the proxy reads from a caller, and the
+	// status line and headers it reads from the CRM; a larger request gets 431 (a token with
+	// many group claims plus a session cookie easily passes 4 KiB). Default 65536, as
+	// normalize.max_header_bytes.
+	MaxHeaderBytes int `yaml:"max_header_bytes" json:"max_header_bytes"`
 	// MaxResponseBytes bounds a CRM response; a larger one is not passed (it could not be
 	// enforced) and the caller gets 502 upstream.response_too_large. Default 8 MiB.
 	MaxResponseBytes int `yaml:"max_response_bytes" json:"max_response_bytes"`
@@ -69,6 +74,9 @@ func (c Config) WithDefaults() Config {
 	if c.MaxResponseBytes == 0 {
 		c.MaxResponseBytes = 8 << 20
 	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
 	if c.MaxUpstreamConns == 0 {
 		c.MaxUpstreamConns = 512
 	}
@@ -95,6 +103,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 0 {
 		return errors.New("proxy.max_body_bytes: must not be negative")
+	}
+	if c.MaxHeaderBytes < 0 {
+		return errors.New("proxy.max_header_bytes: must not be negative")
 	}
 	if c.MaxResponseBytes < 0 {
 		return errors.New("proxy.max_response_bytes: must not be negative")

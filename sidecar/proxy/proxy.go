@@ -71,6 +71,10 @@ type Server struct {
 	trusted  []netip.Prefix
 	metrics  *metrics
 	tls      *tls.Config // nil: plaintext
+	// unframed holds a copy of the headers of each request whose body has no declared length
+	// (chunked), by the request's header: a body over the limit makes fasthttp reset the
+	// request before errorHandler runs, which must still say who tried what.
+	unframed sync.Map // *fasthttp.RequestHeader -> *fasthttp.RequestHeader
 }
 
 // The app runs the proxy as a component with a Close step.
@@ -124,9 +128,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: false,
 		MaxIdleConnDuration:           30 * time.Second,
+		ReadBufferSize:                cfg.MaxHeaderBytes,
 	}
 	s.app = fiber.New(fiber.Config{
 		BodyLimit:             cfg.MaxBodyBytes,
+		ReadBufferSize:        cfg.MaxHeaderBytes,
 		ReadTimeout:           cfg.ReadTimeout,
 		WriteTimeout:          cfg.WriteTimeout,
 		IdleTimeout:           cfg.IdleTimeout,
@@ -138,8 +144,21 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		// Our own strings are copies; this only protects against fiber internals we call.
 		Immutable: false,
 	})
+	s.app.Server().HeaderReceived = s.headerReceived
 	s.app.Use(s.handle)
 	return s, nil
+}
+
+// headerReceived keeps a copy of a chunked request's headers until the request is handled
+// (unframed): fasthttp checks a declared Content-Length against the limit before reading, but
+// a chunked body only while reading it, and on failure resets the request.
+func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if h.ContentLength() < 0 {
+		cp := &fasthttp.RequestHeader{}
+		h.CopyTo(cp)
+		s.unframed.Store(h, cp)
+	}
+	return fasthttp.RequestConfig{}
 }
 
 // Name names the component for the app's lifecycle.
@@ -249,6 +268,9 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		status = fe.Code
 	}
 	// Decide on what we have (no body) so the log says who tried what; then refuse anyway.
+	if h, ok := s.unframed.LoadAndDelete(&c.Context().Request.Header); ok {
+		h.(*fasthttp.RequestHeader).CopyTo(&c.Context().Request.Header) // fasthttp reset it
+	}
 	req := s.pipelineRequest(c.Context())
 	req.Body, req.BodyComplete = nil, false
 	out := s.deps.Pipeline.Check(c.UserContext(), req)
@@ -262,6 +284,7 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 func (s *Server) handle(c *fiber.Ctx) (err error) {
 	ctx := c.UserContext()
 	fctx := c.Context()
+	s.unframed.Delete(&fctx.Request.Header) // read whole: the copy is not needed
 	var out *pipeline.Outcome
 	defer func() {
 		if r := recover(); r != nil {
@@ -302,6 +325,13 @@ func (s *Server) handle(c *fiber.Ctx) (err error) {
 	start := time.Now()
 	uerr := s.client.DoTimeout(ureq, uresp, s.cfg.UpstreamTimeout)
 	s.metrics.upstream.Observe(time.Since(start).Seconds())
+	if uerr == nil && uresp.StatusCode() < 200 {
+		// The client consumes informational answers (103 Early Hints) and reads the final one;
+		// what is left is a 101 the proxy never asked for (it removes Upgrade). Its connection
+		// now speaks another protocol: it is never reused, and the answer is no record.
+		s.client.CloseIdleConnections()
+		uerr = fmt.Errorf("%w: status %d", errUnexpectedInterim, uresp.StatusCode())
+	}
 	if uerr != nil {
 		status, code, msg := upstreamError(uerr)
 		s.log.Warn("upstream failed", "decision_id", out.DecisionID, "code", code, "error", uerr)
@@ -543,6 +573,9 @@ func (s *Server) upstreamRequest(fctx *fasthttp.RequestCtx, out *pipeline.Outcom
 }
 
 // upstreamError maps a client error to a status and reason code.
+// errUnexpectedInterim is a 1xx answer left after the client read the CRM's response.
+var errUnexpectedInterim = errors.New("interim response where a final one was expected")
+
 func upstreamError(err error) (int, string, string) {
 	var ne net.Error
 	switch {
