@@ -130,7 +130,8 @@ type Log struct {
 	// one. signJobs are the deferred checkpoints of the commit being written, handed to it once
 	// the commit is; signInflight counts those handed and not collected. carry holds the
 	// signatures collected for the next checkpoint, carried those the commit being written
-	// took (back into carry if it rolls back). signerHung: it did not stop in time.
+	// took (back into carry if it rolls back). signerHung: it did not stop in time, or
+	// failed to sign at close what stop cancelled: the close checkpoint is not signed.
 	async        *asyncSigner
 	signJobs     []signJob
 	signInflight int

@@ -46,6 +46,10 @@ type signJob struct {
 type signResult struct {
 	sig CheckpointSignature
 	err error
+	// cancelled: the job was not signed because the log was closing (stop cancelled it, in
+	// flight or queued), not because the signer failed; stopSigner signs it in place.
+	cancelled bool
+	job       signJob
 }
 
 // asyncSigner is the goroutine that signs deferred checkpoints, in the order they were written.
@@ -86,7 +90,7 @@ func (a *asyncSigner) sign(j signJob) signResult {
 	var alg, keyID string
 	switch {
 	case a.ctx.Err() != nil:
-		err = fmt.Errorf("not attempted: the log closed first")
+		return a.cancelled(j, errClosedFirst)
 	case j.queued.Before(a.failedAt):
 		err = fmt.Errorf("not attempted: the signer failed meanwhile: %w", a.lastErr)
 	default:
@@ -96,6 +100,9 @@ func (a *asyncSigner) sign(j signJob) signResult {
 		ctx, cancel := context.WithTimeout(a.ctx, signTimeout)
 		raw, err = a.s.Sign(ctx, j.msg)
 		cancel()
+		if err != nil && a.ctx.Err() != nil {
+			return a.cancelled(j, err)
+		}
 		if err != nil {
 			a.failedAt, a.lastErr = time.Now(), err
 		}
@@ -111,9 +118,18 @@ func (a *asyncSigner) sign(j signJob) signResult {
 	return signResult{sig: CheckpointSignature{Seq: j.seq, Algorithm: alg, KeyID: keyID, Signature: base64.StdEncoding.EncodeToString(raw)}}
 }
 
+var errClosedFirst = errors.New("not attempted: the log closed first")
+
+// cancelled is the result of a job that stop cancelled; not logged or counted as a failure
+// here, since stopSigner still signs it in place.
+func (a *asyncSigner) cancelled(j signJob, err error) signResult {
+	return signResult{sig: CheckpointSignature{Seq: j.seq, Error: err.Error()}, err: err, cancelled: true, job: j}
+}
+
 // stop lets the queued jobs finish for up to grace, then cancels the rest (and a call in
-// flight). It reports whether they finished in time: if not, the signer is hanging and one
-// more call would only add its timeout to the shutdown.
+// flight). It reports whether the goroutine ended: a signer that is merely slow returns once
+// its call is cancelled, and only one that ignores its context is hanging - one more call to
+// it would only add its timeout to the shutdown.
 func (a *asyncSigner) stop(grace time.Duration) bool {
 	close(a.jobs)
 	t := time.NewTimer(grace)
@@ -129,9 +145,10 @@ func (a *asyncSigner) stop(grace time.Duration) bool {
 	t.Reset(grace)
 	select {
 	case <-a.done:
+		return true
 	case <-t.C:
+		return false
 	}
-	return false
 }
 
 // sign fills in the signature of the checkpoint about to be written at l.seq, or marks it
@@ -216,18 +233,64 @@ func (l *Log) dispatchSignJobs() {
 }
 
 // stopSigner ends the signing goroutine before the close checkpoint, collecting what it
-// signed so that the close checkpoint carries it. The close checkpoint itself is signed in
-// place afterwards, unless the signer did not finish in time: it is hanging (and may still be
-// in a call, and calls are never made at once), so the close checkpoint is not signed.
+// signed so that the close checkpoint carries it. The checkpoints whose signing stop cancelled
+// (a slow signer: still queued, or in flight, after the grace period) have their known
+// messages signed in place, within one more signTimeout for all of them: otherwise a stopped
+// log that nobody touched would fail verify --sealed with checkpoint_missing. The close
+// checkpoint itself is signed in place afterwards, with its own timeout, unless the signer
+// is hanging (its goroutine did not return even once cancelled: it may still be in a call,
+// and calls are never made at once) or just failed in place: one more call would only add
+// its timeout to the shutdown, so the close checkpoint is not signed.
 func (l *Log) stopSigner() {
 	if l.async == nil {
 		return
 	}
-	if !l.async.stop(signTimeout) {
+	a := l.async
+	l.async = nil
+	if !a.stop(signTimeout) {
 		l.signerHung = true
 		l.log.Error("decision log: the checkpoint signer did not answer; the close checkpoint is not signed",
 			"alarm", "decision_log_checkpoint")
 	}
-	l.collectSignatures(l.now())
-	l.async = nil
+	ctx, cancel := context.WithTimeout(context.Background(), signTimeout)
+	defer cancel()
+	for {
+		var r signResult
+		select {
+		case r = <-a.results:
+		default:
+			return
+		}
+		l.signInflight--
+		if r.cancelled {
+			if !l.signerHung {
+				r = l.signCancelled(ctx, r)
+			}
+			// Failures of the goroutine's own calls were logged there.
+			if r.err != nil {
+				l.signFailedAtClose(r)
+			}
+		}
+		l.carry = append(l.carry, r.sig)
+	}
+}
+
+func (l *Log) signFailedAtClose(r signResult) {
+	l.m.errors.Inc()
+	l.log.Error("decision log: checkpoint signing failed; the checkpoint stays unsigned", "seq", r.sig.Seq, "err", r.err,
+		"alarm", "decision_log_checkpoint")
+}
+
+// signCancelled signs a deferred checkpoint that stop cancelled, in place (the signing
+// goroutine has returned, so this is the only call). A failure marks the signer as not
+// answering: the rest, and the close checkpoint, are not attempted.
+func (l *Log) signCancelled(ctx context.Context, r signResult) signResult {
+	alg, keyID := l.signer.Algorithm(), l.signer.KeyID()
+	raw, err := l.signer.Sign(ctx, r.job.msg)
+	if err != nil {
+		l.signerHung = true
+		err = fmt.Errorf("signing at close: %w", err)
+		return signResult{sig: CheckpointSignature{Seq: r.job.seq, Error: err.Error()}, err: err}
+	}
+	return signResult{sig: CheckpointSignature{Seq: r.job.seq, Algorithm: alg, KeyID: keyID, Signature: base64.StdEncoding.EncodeToString(raw)}}
 }

@@ -102,6 +102,11 @@ type verifier struct {
 type deferredCkpt struct {
 	seg string
 	msg []byte // what its signature must sign
+	// followers counts the checkpoints after it that did not carry its outcome: the writer
+	// has at most signQueue deferred checkpoints awaiting a signature, so more than that
+	// means its signature is not coming - or the deferred mark was put there to hide that
+	// the checkpoint's signature no longer verifies.
+	followers int
 }
 
 func (v *verifier) problem(kind, seg string, seq uint64, format string, args ...any) {
@@ -340,9 +345,17 @@ func (v *verifier) checkpoint(s segInfo, h lineHeader) {
 	if terr != nil {
 		v.problem(ProblemMalformed, s.name, h.seq, "checkpoint %d: bad timestamp", h.seq)
 	}
+	// What it carries is settled before it is registered as awaiting a signature itself: its
+	// signatures are not in its signed message, so a signature for itself among them would
+	// seal it with nothing after it to show it was not cut there.
+	v.carried(s, h.seq, b)
 	switch {
 	case b.Signature != "":
 		v.verifySignature(s.name, h.seq, b.KeyID, b.Signature, CheckpointMessage(h.seq, h.prevHash, h.timestamp, b))
+	case b.Deferred && b.Reason == CheckpointOpen:
+		// The writer signs open checkpoints in place (the signing goroutine is not running
+		// yet), and a non-deferred open settles the ones awaiting a signature.
+		v.problem(ProblemUnsigned, s.name, h.seq, "checkpoint %d is not signed: an open checkpoint is never deferred", h.seq)
 	case b.Deferred:
 		v.deferred[h.seq] = deferredCkpt{seg: s.name, msg: CheckpointMessage(h.seq, h.prevHash, h.timestamp, b)}
 	case !v.opts.AllowUnsigned:
@@ -351,7 +364,6 @@ func (v *verifier) checkpoint(s segInfo, h lineHeader) {
 	if !b.Deferred {
 		v.sealed, v.sealedSeq = true, h.seq
 	}
-	v.carried(s, h.seq, b)
 	if v.sawCkpt || v.rep.FirstSeq == 0 {
 		if b.Every > 0 && v.sinceCkpt > b.Every {
 			v.problem(ProblemCheckpointMiss, s.name, h.seq, "%d decisions before checkpoint %d, configured every %d", v.sinceCkpt, h.seq, b.Every)
@@ -385,15 +397,21 @@ func (v *verifier) verifySignature(seg string, seq uint64, keyID, signature stri
 	}
 }
 
-// carried checks what checkpoint at carries for deferred checkpoints - signatures, or why
-// one could not be signed - and settles the deferred ones whose signature can no longer come.
-// A checkpoint that could not be signed is reported as checkpoint_missing, as one the writer
-// left out is: the records before it were sealed only by a later checkpoint. The writer signs
-// deferred checkpoints in order and hands each outcome to the next checkpoint written, and
-// waits for them before it closes: one still waiting once a later one is settled, or at a
-// close checkpoint, is reported too. The ones waiting when the process stopped without
-// closing lost their signature with it; the next open checkpoint's signature seals those
-// records, so they are not reported (a crash leaves an unsealed tail either way).
+// carried checks what checkpoint at carries for earlier deferred checkpoints - signatures, or
+// why one could not be signed - and settles the deferred ones whose signature can no longer
+// come. A checkpoint that could not be signed is reported as checkpoint_missing, as one the
+// writer left out is: the records before it were sealed only by a later checkpoint.
+//
+// The writer signs deferred checkpoints in order, hands each outcome to the next checkpoint
+// written, never has more than signQueue awaiting one, and waits for them before it closes.
+// So one is reported missing when it is still waiting once a later one is settled, once more
+// than signQueue checkpoints followed it, or at a close checkpoint. Otherwise a deferred mark
+// would excuse any checkpoint that no longer verifies: edit a record, recompute the chain,
+// strip the later signatures and mark those checkpoints deferred. The ones waiting when the
+// process stopped without closing lost their signature with it; the next open checkpoint's
+// signature seals those records (a crash leaves an unsealed tail either way), so an open
+// checkpoint - one signed in place, never a deferred one - settles them without a finding.
+// at itself is not registered yet: a signature for at or a later seq is forged.
 func (v *verifier) carried(s segInfo, at uint64, b CheckpointBody) {
 	var upTo uint64
 	for _, cs := range b.Signatures {
@@ -402,7 +420,7 @@ func (v *verifier) carried(s segInfo, at uint64, b CheckpointBody) {
 			if cs.Seq < v.rep.FirstSeq {
 				continue // its checkpoint was removed by retention
 			}
-			v.problem(ProblemCheckpointForged, s.name, at, "checkpoint %d carries a signature for %d, which is not a checkpoint awaiting one", at, cs.Seq)
+			v.problem(ProblemCheckpointForged, s.name, at, "checkpoint %d carries a signature for %d, which is not an earlier checkpoint awaiting one", at, cs.Seq)
 			continue
 		}
 		delete(v.deferred, cs.Seq)
@@ -421,12 +439,18 @@ func (v *verifier) carried(s segInfo, at uint64, b CheckpointBody) {
 	}
 	for _, seq := range slices.Sorted(maps.Keys(v.deferred)) {
 		d := v.deferred[seq]
+		d.followers++
 		switch {
-		case b.Reason == CheckpointOpen && seq < at:
+		case b.Reason == CheckpointOpen && !b.Deferred:
 			delete(v.deferred, seq)
-		case seq < upTo || b.Reason == CheckpointClose && seq < at:
+		case seq < upTo || b.Reason == CheckpointClose:
 			delete(v.deferred, seq)
 			v.problem(ProblemCheckpointMiss, d.seg, seq, "checkpoint %d was never signed (its signature is not in the log): the records before it were sealed only by a later checkpoint", seq)
+		case d.followers > signQueue:
+			delete(v.deferred, seq)
+			v.problem(ProblemCheckpointMiss, d.seg, seq, "checkpoint %d was never signed: %d checkpoints follow it without its signature, the writer carries it within %d", seq, d.followers, signQueue)
+		default:
+			v.deferred[seq] = d
 		}
 	}
 }
