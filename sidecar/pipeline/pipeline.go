@@ -290,23 +290,26 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 	in.Request = input.Request{ID: req.ID, FrontDoor: req.FrontDoor, Host: req.Host, Source: req.Source,
 		Method: strings.ToValidUTF8(req.Method, "?"), Path: loggable(req.Target)}
 
-	// 1. Normalize.
+	// 1. Normalize. A request refused here binds no customer, so the log could not
+	// pseudonymize an id in its path or query: only the route map's literal segments of the
+	// path are kept (unbound).
+	unbound := func(err error) error {
+		in.Request.Path, in.Request.Query = p.deps.Routes.Redact(in.Request.Path), nil
+		return normErr(err)
+	}
 	method, err := p.norm.Method(req.Method)
 	if err != nil {
-		return normErr(err)
+		return unbound(err)
 	}
 	in.Request.Method = method
 	target, err := p.norm.Target(req.Target)
 	if err != nil {
-		// What did not normalize binds no customer, so the log could not pseudonymize an
-		// id in it: only the route map's literal segments are kept.
-		in.Request.Path = p.deps.Routes.Redact(in.Request.Path)
-		return normErr(err)
+		return unbound(err)
 	}
 	in.Request.Path, in.Request.Query = target.Path, target.Query
 	headers, err := p.norm.Headers(req.Headers)
 	if err != nil {
-		return normErr(err)
+		return unbound(err)
 	}
 	authz := p.splitHeaders(headers, out)
 	in.Request.Headers = headers
