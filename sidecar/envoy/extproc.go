@@ -23,6 +23,7 @@ import (
 	"github.com/consentry/consentry/sidecar/input"
 	"github.com/consentry/consentry/sidecar/normalize"
 	"github.com/consentry/consentry/sidecar/pipeline"
+	"github.com/consentry/consentry/sidecar/routes"
 	"github.com/consentry/consentry/sidecar/transform"
 )
 
@@ -36,7 +37,7 @@ const (
 )
 
 // ExtProc implements envoy.service.ext_proc.v3.ExternalProcessor: request headers (and the
-// buffered request body of writes) get the pipeline's decision, a deny becomes an immediate
+// buffered request body, when one comes) get the pipeline's decision, a deny becomes an immediate
 // response; response bodies (buffered) pass the shared transformer, like the HTTP proxy's.
 type ExtProc struct {
 	extprocv3.UnimplementedExternalProcessorServer
@@ -135,6 +136,11 @@ func (x *ExtProc) handle(ctx context.Context, ex *exchange, msg *extprocv3.Proce
 			return x.requestBody(ctx, ex)
 		}
 		if !r.RequestBody.GetEndOfStream() {
+			if writeRoute(ex.out) {
+				// A write is never decided on its headers when a body follows; should its
+				// body stream anyway, no chunk passes unchecked and unencrypted.
+				return undecided("a write body streamed after a decision on headers")
+			}
 			return bodyContinue(true, nil, nil) // decided on headers: a read's body streams through
 		}
 		return x.requestBody(ctx, ex)
@@ -176,27 +182,55 @@ func (x *ExtProc) handle(ctx context.Context, ex *exchange, msg *extprocv3.Proce
 
 func (x *ExtProc) requestHeaders(ctx context.Context, ex *exchange, msg *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
 	ex.req = requestFromHeaders(h, msg.GetAttributes())
-	// The pipeline matches methods in any case (it upper-cases them), so this must too: a
-	// lowercase "patch" is a write whose body must be checked.
-	method := strings.ToUpper(ex.req.Method)
-	write := method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch
-	if write && !h.GetEndOfStream() {
-		// Without protocol_config (Envoy before 1.34) the body mode is unknown: a streamed body
-		// would reach the CRM unchecked, so it counts as not buffered.
-		if ex.protocol == nil || ex.protocol.GetRequestBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
-			// Streamed chunks would reach the CRM before the body is checked and encrypted.
-			x.log.Error("ext_proc: request body mode is not BUFFERED; writes are refused (see docs/front-doors.md)", "mode", bodyModeName(ex.protocol, true))
-			return immediate(http.StatusServiceUnavailable, "", ReasonBodyNotBuffered,
-				transform.DenyBody("", ReasonBodyNotBuffered, "writes need processing_mode.request_body_mode: BUFFERED"), nil)
-		}
-		// Decide on the whole body: a support agent may correct an e-mail without being
-		// allowed to write card numbers, and the body must be encrypted before the CRM.
+	if h.GetEndOfStream() {
+		// No body coming: the request is decided on its headers (a write carries no field).
+		ex.req.BodyComplete = true
+		return x.decide(ctx, ex, x.p.Check(ctx, ex.req), true)
+	}
+	if ex.protocol.GetRequestBodyMode() == extprocfilterv3.ProcessingMode_BUFFERED {
+		// Decide on the whole body, whatever the method, as the proxy does: a route map may
+		// declare a write on any method (OData's MERGE), a support agent may correct an
+		// e-mail without being allowed to write card numbers, and the body must be encrypted
+		// before the CRM.
 		ex.awaitBody = true
 		return headersContinue(true, nil)
 	}
-	// No body (or none coming): every field the route accepts is assumed (the safe direction).
-	ex.req.BodyComplete = h.GetEndOfStream()
-	return x.decide(ctx, ex, true)
+	// The body would reach the CRM in chunks consentry never holds whole (without
+	// protocol_config, Envoy before 1.34, the mode is unknown: counted as not buffered).
+	// The pipeline matches methods in any case (it upper-cases them), so this must too: a
+	// lowercase "patch" is a write whose body must be checked.
+	method := strings.ToUpper(ex.req.Method)
+	if method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
+		return x.bodyNotBuffered(ex.protocol)
+	}
+	// Other methods: whether the request is a write follows its route's action, which only
+	// the pipeline's match tells. Every field the route accepts is assumed (the safe
+	// direction); a write route is refused all the same, since its body would pass unseen.
+	out := x.p.Check(ctx, ex.req)
+	if writeRoute(out) {
+		return x.bodyNotBuffered(ex.protocol)
+	}
+	return x.decide(ctx, ex, out, true)
+}
+
+// bodyNotBuffered refuses a write whose body Envoy does not buffer to consentry: streamed
+// chunks (or, with NONE, the whole body) would reach the CRM before it is checked and
+// encrypted. Nothing was decided, so nothing is recorded.
+func (x *ExtProc) bodyNotBuffered(pc *extprocv3.ProtocolConfiguration) *extprocv3.ProcessingResponse {
+	x.log.Error("ext_proc: request body mode is not BUFFERED; writes are refused (see docs/front-doors.md)", "mode", bodyModeName(pc, true))
+	return immediate(http.StatusServiceUnavailable, "", ReasonBodyNotBuffered,
+		transform.DenyBody("", ReasonBodyNotBuffered, "writes need processing_mode.request_body_mode: BUFFERED"), nil)
+}
+
+// writeRoute reports whether out matched a route whose body is a create or update the write
+// transformer checks and encrypts (transform.IsWrite), whether or not it was allowed: the
+// action, not the method, makes a write.
+func writeRoute(out *pipeline.Outcome) bool {
+	if out == nil || out.Match == nil || out.Match.Route.Public {
+		return false
+	}
+	r := out.Match.Route
+	return (r.Action == input.ActionCreate || r.Action == input.ActionUpdate) && r.Body == routes.BodyJSON
 }
 
 func (x *ExtProc) requestBody(ctx context.Context, ex *exchange) *extprocv3.ProcessingResponse {
@@ -207,7 +241,7 @@ func (x *ExtProc) requestBody(ctx context.Context, ex *exchange) *extprocv3.Proc
 		return x.writeBody(ctx, ex) // decided on headers (no protocol config): encrypt now
 	}
 	ex.req.Body, ex.req.BodyComplete = ex.reqBody, true
-	return x.decide(ctx, ex, false)
+	return x.decide(ctx, ex, x.p.Check(ctx, ex.req), false)
 }
 
 // undecided answers a message that must not arrive before a decision with a 503: Envoy then
@@ -216,12 +250,24 @@ func undecided(why string) *extprocv3.ProcessingResponse {
 	return immediate(http.StatusServiceUnavailable, "", ReasonExtProcInternal, transform.DenyBody("", ReasonExtProcInternal, why), nil)
 }
 
-// decide runs the pipeline; the answer is for the headers phase (onHeaders) or the body phase.
-func (x *ExtProc) decide(ctx context.Context, ex *exchange, onHeaders bool) *extprocv3.ProcessingResponse {
+// decide settles the pipeline's outcome; the answer is for the headers phase (onHeaders) or
+// the body phase.
+func (x *ExtProc) decide(ctx context.Context, ex *exchange, out *pipeline.Outcome, onHeaders bool) *extprocv3.ProcessingResponse {
 	ex.awaitBody = false
-	ex.out = x.p.Check(ctx, ex.req)
+	ex.out = out
 	if !ex.out.Allowed() {
 		return x.deny(ctx, ex)
+	}
+	if transform.NeedsBody(ex.out) && ex.protocol != nil && ex.protocol.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
+		// Envoy says it will not buffer the response body: the response could not be
+		// minimized, and with response_header_mode SKIP consentry would never see it at all.
+		// Refuse before the CRM runs the request. (Without protocol_config the mode is
+		// unknown; responseHeaders refuses then.)
+		x.log.Error("ext_proc: response body mode is not BUFFERED; requests whose responses need minimizing are refused (see docs/front-doors.md)", "mode", bodyModeName(ex.protocol, false))
+		ex.recorded = true
+		_ = x.p.Record(ctx, ex.out, audit.Enforcement{Status: http.StatusBadGateway})
+		return immediate(http.StatusBadGateway, ex.out.DecisionID, ReasonBodyNotBuffered,
+			transform.DenyBody(ex.out.DecisionID, ReasonBodyNotBuffered, "the response body is not buffered to consentry"), nil)
 	}
 	if !onHeaders {
 		return x.writeBody(ctx, ex)
