@@ -38,6 +38,25 @@ func sidecarAndOpsDirs(t *testing.T) (srv *vaulttest.Server, sidecarDir, opsDir,
 	return srv, sidecarDir, opsDir, cfgPath, vc
 }
 
+// checkLedgerRefusal checks a ledger command's exit code and that stderr names every wanted
+// string, and that none of the ledgers no sidecar reads was created.
+func checkLedgerRefusal(t *testing.T, code, wantCode int, stderr string, wantStderr []string, notCreated ...string) {
+	t.Helper()
+	if code != wantCode {
+		t.Fatalf("exit %d, want %d; stderr: %s", code, wantCode, stderr)
+	}
+	for _, want := range wantStderr {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr %q does not name %q", stderr, want)
+		}
+	}
+	for _, p := range notCreated {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a ledger no sidecar reads was created at %s (%v)", p, err)
+		}
+	}
+}
+
 // TestEraseRequiresTheSidecarsLedger: `consentry erase --config` records the erasure in the
 // shredded-keys ledger the sidecar reads. With the default, relative vault.ledger_path, run
 // from another directory than the sidecar's it used to start a new ledger there, exit 0, and
@@ -89,19 +108,7 @@ func TestEraseRequiresTheSidecarsLedger(t *testing.T) {
 			t.Chdir(tc.dir)
 			args := append([]string{"erase", "--config", cfgPath, "--customer", customer, "--reason", "DSR-9"}, tc.args...)
 			code, _, stderr := run(t, "", args...)
-			if code != tc.wantCode {
-				t.Fatalf("exit %d, want %d; stderr: %s", code, tc.wantCode, stderr)
-			}
-			for _, want := range tc.wantStderr {
-				if !strings.Contains(stderr, want) {
-					t.Errorf("stderr %q does not name %q", stderr, want)
-				}
-			}
-			for _, p := range []string{opsDefault, filepath.Join(opsDir, "elsewhere.jsonl")} {
-				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
-					t.Errorf("erase created a ledger no sidecar reads at %s (%v)", p, err)
-				}
-			}
+			checkLedgerRefusal(t, code, tc.wantCode, stderr, tc.wantStderr, opsDefault, filepath.Join(opsDir, "elsewhere.jsonl"))
 			mu.Lock()
 			now = now.Add(2 * time.Second) // the sidecar re-reads the ledger at most once a second
 			mu.Unlock()

@@ -80,19 +80,7 @@ func TestKeysCommandsRequireTheSidecarsLedger(t *testing.T) {
 				args = append(args, "--in", in, "--out", out, "--fields", "contact.email=contact")
 			}
 			code, _, stderr := run(t, "", args...)
-			if code != tc.wantCode {
-				t.Fatalf("exit %d, want %d; stderr: %s", code, tc.wantCode, stderr)
-			}
-			for _, want := range tc.wantStderr {
-				if !strings.Contains(stderr, want) {
-					t.Errorf("stderr %q does not name %q", stderr, want)
-				}
-			}
-			for _, p := range []string{opsDefault, filepath.Join(opsDir, "elsewhere.jsonl")} {
-				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
-					t.Errorf("a ledger no sidecar reads was created at %s (%v)", p, err)
-				}
-			}
+			checkLedgerRefusal(t, code, tc.wantCode, stderr, tc.wantStderr, opsDefault, filepath.Join(opsDir, "elsewhere.jsonl"))
 			if keyExists() {
 				t.Fatal("the erased customer's key was created again in Vault")
 			}

@@ -2,7 +2,6 @@ package envoy_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"testing"
 	"time"
@@ -149,24 +148,7 @@ func TestExtProcResponseBodyNotBufferedRefusedBeforeCRM(t *testing.T) {
 		{"read, no protocol_config", nil, headers("GET", "/api/customers/c-1001", e.Agent(), tt.Support, "case-7"), "", 0, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			st, err := client.Process(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = st.CloseSend() }()
-			send := func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
-				t.Helper()
-				if err := st.Send(m); err != nil {
-					t.Fatal(err)
-				}
-				resp, err := st.Recv()
-				if err != nil {
-					t.Fatal(err)
-				}
-				return resp
-			}
+			send := stream(t, client)
 			resp := send(&extprocv3.ProcessingRequest{ProtocolConfig: c.protocol, Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs(c.headers, c.body == "")}})
 			if c.body != "" && resp.GetImmediateResponse() == nil {
 				resp = send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(c.body), EndOfStream: true}}})
