@@ -44,8 +44,10 @@ type Config struct {
 	// EraseOnWithdrawal makes a consent withdrawal trigger cryptographic erasure of the
 	// customer (through the Eraser given to Open). Default false.
 	EraseOnWithdrawal bool `yaml:"erase_on_withdrawal" json:"erase_on_withdrawal"`
-	// EraseOnWithdrawalPurposes limits EraseOnWithdrawal to withdrawals of these purposes
-	// (empty: every purpose).
+	// EraseOnWithdrawalPurposes limits EraseOnWithdrawal to withdrawals that cover or are
+	// covered by one of these purposes (fideslang keys: withdrawing "marketing" erases for
+	// "marketing.communications.email", and the reverse); empty: every purpose. Each must be
+	// a known purpose or a parent of one (a typo would never match: refused at start).
 	EraseOnWithdrawalPurposes []string `yaml:"erase_on_withdrawal_purposes" json:"erase_on_withdrawal_purposes"`
 	// Expiry configures expiry of consents and the notices sent before it.
 	Expiry ExpiryConfig `yaml:"expiry" json:"expiry"`

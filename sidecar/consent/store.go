@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -95,7 +96,7 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 			return nil, err
 		}
 	}
-	purposes, err := loadPurposes(cfg)
+	purposes, err := purposesFor(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -424,7 +425,7 @@ func CheckConfig(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if _, err := loadPurposes(cfg); err != nil {
+	if _, err := purposesFor(cfg); err != nil {
 		return err
 	}
 	if cfg.Backend == "postgres" {
@@ -452,6 +453,32 @@ func webhookSecret(cfg Config) ([]byte, error) {
 		return nil, fmt.Errorf("state.expiry.webhook_secret_file: %s is empty: it must hold the webhook signing secret (unset the key to send unsigned notices)", cfg.Expiry.WebhookSecretFile)
 	}
 	return []byte(secret), nil
+}
+
+// purposesFor loads the purposes (loadPurposes) and checks that every
+// erase_on_withdrawal_purposes entry is one of them or a parent of one: a mistyped key
+// ("marketing.communication.email") is a valid fideslang key that no withdrawal would ever
+// match, so the erasure it asks for would silently never run.
+func purposesFor(cfg Config) (map[string]bool, error) {
+	purposes, err := loadPurposes(cfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range cfg.EraseOnWithdrawalPurposes {
+		known := false
+		for q := range purposes {
+			known = known || covers(p, q)
+		}
+		if !known {
+			names := make([]string, 0, len(purposes))
+			for q := range purposes {
+				names = append(names, q)
+			}
+			slices.Sort(names)
+			return nil, fmt.Errorf("state.erase_on_withdrawal_purposes: %q is neither a known purpose nor a parent of one (known: %s)", p, strings.Join(names, ", "))
+		}
+	}
+	return purposes, nil
 }
 
 // loadPurposes returns the configured purposes or the catalogue's.

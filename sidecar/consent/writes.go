@@ -191,7 +191,10 @@ func (s *Store) erasesOn(purpose string) bool {
 		return true
 	}
 	for _, p := range s.cfg.EraseOnWithdrawalPurposes {
-		if covers(p, purpose) {
+		// A withdrawal of the purpose, of a narrower one, or of a broader one: withdrawing
+		// all "marketing" withdraws "marketing.communications.email" too (the policy takes
+		// the grant back: util.takes_back), so its erasure runs.
+		if covers(p, purpose) || covers(purpose, p) {
 			return true
 		}
 	}
