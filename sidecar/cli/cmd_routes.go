@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/consentry/consentry/sidecar/decision"
@@ -18,7 +19,7 @@ import (
 
 func init() {
 	Register(&Command{Name: "routes check", Summary: "validate a route map; with --request and --response, show what a response keeps on its route",
-		Usage: "MAP [--request 'GET /api/customers/c-1' --response FILE|- [--content-type T] [--status N] [--fail-on-drop]] [--json]",
+		Usage: "MAP [--catalog FILE] [--request 'GET /api/customers/c-1' --response FILE|- [--content-type T] [--status N] [--fail-on-drop]] [--json]",
 		Run:   runRoutesCheck})
 }
 
@@ -64,6 +65,7 @@ func runRoutesCheck(_ context.Context, env *Env, args []string) error {
 	ctype := fs.String("content-type", "application/json", "the response's content type (application/x-ndjson for JSON lines)")
 	status := fs.Int("status", 200, "the response's HTTP status")
 	failOnDrop := fs.Bool("fail-on-drop", false, "exit 1 when the response has members the map does not list")
+	catalog := fs.String("catalog", "", "the policy catalogue whose fields the routes name (default "+defaultCatalog+" when it exists)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -78,6 +80,9 @@ func runRoutesCheck(_ context.Context, env *Env, args []string) error {
 	}
 	m, err := routes.Load(path)
 	if err != nil {
+		return Exit(ExitConfig, err)
+	}
+	if err := checkCatalogFields(m, *catalog); err != nil {
 		return Exit(ExitConfig, err)
 	}
 	rep := &routesCheckReport{}
@@ -112,6 +117,43 @@ func runRoutesCheck(_ context.Context, env *Env, args []string) error {
 		if *failOnDrop && len(rc.Dropped) > 0 {
 			return Exit(ExitFailure, fmt.Errorf("%d member(s) the route map does not list: %s", len(rc.Dropped), strings.Join(rc.Dropped, ", ")))
 		}
+	}
+	return nil
+}
+
+// defaultCatalog is the policy library's catalogue, relative to a repository checkout.
+const defaultCatalog = "policies/data/consentry/catalog/data.json"
+
+// checkCatalogFields refuses a route field the catalogue does not know: the policy denies an
+// unknown field, and on a pass route the CRM's real member (name, for a misspelt nmae) would
+// then be served unchecked. Without --catalog the default is used only when it exists.
+func checkCatalogFields(m *routes.Map, catalog string) error {
+	if catalog == "" {
+		if _, err := os.Stat(defaultCatalog); err != nil {
+			return nil
+		}
+		catalog = defaultCatalog
+	}
+	raw, err := os.ReadFile(catalog)
+	if err != nil {
+		return fmt.Errorf("--catalog: %w", err)
+	}
+	var doc struct {
+		Fields map[string]json.RawMessage `json:"fields"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil || len(doc.Fields) == 0 {
+		return fmt.Errorf("--catalog %s: not a catalogue with fields (%v)", catalog, err)
+	}
+	var unknown []string
+	for _, r := range m.Routes() {
+		for _, f := range r.Fields {
+			if _, ok := doc.Fields[f]; !ok {
+				unknown = append(unknown, fmt.Sprintf("%s: %q", r.Name(), f))
+			}
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("fields the catalogue %s does not know (the policy denies them; a misspelt field leaves the real member unchecked): %s", catalog, strings.Join(unknown, "; "))
 	}
 	return nil
 }

@@ -23,6 +23,8 @@ func TestRoutesCheck(t *testing.T) {
 		return p
 	}
 	bad := write("bad.yaml", "routes: [{method: GET, path: /a, action: read, resource: x, unlisted: hide}]")
+	typo := write("typo.yaml", "routes: [{method: GET, path: \"/a/{id}\", action: read, resource: customer, customer_param: id, fields: [nmae]}]")
+	catalog := "../../policies/data/consentry/catalog/data.json"
 	extra := write("extra.json", `{"id":"c-1","name":"Ann","contact":{"email":"a@x","fax":"1"},"ssn":"123"}`)
 	listed := write("listed.json", `{"id":"c-1","name":"Ann","contact":{"email":"a@x"},"created_at":"2020"}`)
 	page := write("page.json", `{"items":[{"id":"c-1","name":"Ann","tier":"gold"}],"page":1,"total":1,"debug":"sql"}`)
@@ -36,6 +38,9 @@ func TestRoutesCheck(t *testing.T) {
 	}{
 		{"valid map", []string{"routes", "check", demoRoutes}, "", ExitOK, "10 routes, valid", ""},
 		{"invalid map", []string{"routes", "check", bad}, "", ExitConfig, "", "unlisted"},
+		{"field the catalogue does not know", []string{"routes", "check", typo, "--catalog", catalog}, "", ExitConfig, "", `"nmae"`},
+		{"shipped map against the catalogue", []string{"routes", "check", demoRoutes, "--catalog", catalog}, "", ExitOK, "10 routes, valid", ""},
+		{"missing catalogue", []string{"routes", "check", demoRoutes, "--catalog", "/nonexistent/data.json"}, "", ExitConfig, "", "--catalog"},
 		{"request without response", []string{"routes", "check", demoRoutes, "--request", "GET /api/customers/c-1"}, "", ExitUsage, "", "go together"},
 		{"unknown route", []string{"routes", "check", demoRoutes, "--request", "GET /api/admin", "--response", listed}, "", ExitUsage, "", "route.unknown"},
 		{"members not listed", []string{"routes", "check", demoRoutes, "--request", "GET /api/customers/c-1", "--response", extra}, "", ExitOK, "contact.fax, ssn", ""},
