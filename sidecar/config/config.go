@@ -49,16 +49,26 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes raw (named path in errors). Environment references ${VAR} (and
-// ${VAR:-default}) are expanded in values, so secrets need not be written into the file
-// (expandEnv).
+// ${VAR:-default}) are expanded in the parsed values, so secrets need not be written into the
+// file (expandNodes). The file is decoded from its expanded document, re-encoded; line
+// numbers (LineOf, KeyError) come from the file as written.
 func Parse(path string, raw []byte) (*Config, error) {
-	raw, err := expandEnv(path, raw, lookupEnv)
-	if err != nil {
-		return nil, err
-	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(raw, &root); err != nil {
 		return nil, located(path, err)
+	}
+	expanded, err := expandNodes(path, &root, lookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	if expanded {
+		var buf bytes.Buffer
+		enc := yaml.NewEncoder(&buf)
+		enc.SetIndent(2)
+		if err := enc.Encode(&root); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		raw = buf.Bytes()
 	}
 	c := &Config{path: path, root: &root}
 	dec := yaml.NewDecoder(bytes.NewReader(raw))

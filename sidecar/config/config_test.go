@@ -1,8 +1,11 @@
 package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 func TestParseErrorsNameFileAndLine(t *testing.T) {
@@ -56,60 +59,92 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// TestEnvironmentReferences: only ${NAME} and ${NAME:-default} are replaced, in values, and
-// the value arrives exactly as set (escaped for where it stands); any other "$" stays as
-// written, "$${" is a literal "${", comments are left alone (also after an apostrophe in a
-// plain value), and a variable that is not set, or another shell form, is an error naming the
-// line instead of an empty or literal value.
+// TestEnvironmentReferences: only ${NAME} and ${NAME:-default} are replaced, in the parsed
+// values, so the value arrives exactly as set wherever it stands (plain, quoted, block, flow,
+// several lines, a key); any other "$" stays as written, "$${" is a literal "${", comments are
+// never expanded, and a variable that is not set, or another shell form, is an error naming
+// the line instead of an empty or literal value.
 func TestEnvironmentReferences(t *testing.T) {
-	env := map[string]string{"TOKEN": "t0k", "EMPTY": "", "HASH": "s3cret #part2", "NULL": "null", "TILDE": "~",
-		"STAR": "*star", "QUOTE": `a"b'c\d`, "PORT": "8080"}
-	get := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	pem := "-----BEGIN KEY-----\nAAA\n-----END KEY-----"
 	tests := []struct {
-		name, in, want, err string
+		name, in string
+		env      map[string]string
+		want     any    // the value of key k
+		err      string // an error containing this instead
 	}{
-		{"reference", "token: ${TOKEN}\n", "token: t0k\n", ""},
-		{"number stays plain", "max_conns: ${PORT}\n", "max_conns: 8080\n", ""},
-		{"set to empty", "token: \"${EMPTY}\"\n", "token: \"\"\n", ""},
-		{"default", "dir: ${NOPE:-var/x}\n", "dir: var/x\n", ""},
-		{"empty default", "dir: ${NOPE:-}\n", "dir: \"\"\n", ""},
-		{"dollars kept", "token: \"s3cr$t-Pa$$w0rd $HOME\"\n", "token: \"s3cr$t-Pa$$w0rd $HOME\"\n", ""},
-		{"escaped reference", "note: \"$${TOKEN}\"\n", "note: \"${TOKEN}\"\n", ""},
-		{"comment untouched", "a: 1 # ${NOT_SET} in prose\n# ${ALSO_NOT}\n", "a: 1 # ${NOT_SET} in prose\n# ${ALSO_NOT}\n", ""},
-		{"comment after an apostrophe", "owner: O'Neil   # set ${NOT_SET} in prod\n", "owner: O'Neil   # set ${NOT_SET} in prod\n", ""},
-		{"hash inside quotes is no comment", "url: \"http://x/#${TOKEN}\"\n", "url: \"http://x/#t0k\"\n", ""},
-		{"in a URL", "url: postgres://u:${TOKEN}@db/x\n", "url: postgres://u:t0k@db/x\n", ""},
-		{"unset", "a: 1\nsigning_key_file: ${SIGNING_KEY}\n", "", "x.yaml:2: ${SIGNING_KEY}"},
-		{"other shell form", "token: ${TOKEN:?}\n", "", "unsupported reference"},
-		{"other shell form with default", "token: ${TOKEN-x}\n", "", "unsupported reference"},
-		{"value that would change the YAML inside a plain scalar", "url: x${HASH}\n", "", "double quotes"},
+		{"plain", "k: ${X}\n", map[string]string{"X": "t0k"}, "t0k", ""},
+		{"number stays a number", "k: ${X}\n", map[string]string{"X": "8080"}, 8080, ""},
+		{"null stays text", "k: ${X}\n", map[string]string{"X": "null"}, "null", ""},
+		{"tilde stays text", "k: ${X}\n", map[string]string{"X": "~"}, "~", ""},
+		{"empty", "k: ${X}\n", map[string]string{"X": ""}, "", ""},
+		{"hash", "k: ${X}\n", map[string]string{"X": "s3cret #part2"}, "s3cret #part2", ""},
+		{"star", "k: ${X}\n", map[string]string{"X": "*star"}, "*star", ""},
+		{"quotes and backslash", "k: \"${X}\"\n", map[string]string{"X": `a"b'c\d`}, `a"b'c\d`, ""},
+		{"single quoted", "k: '${X}'\n", map[string]string{"X": "it's"}, "it's", ""},
+		{"default", "k: ${NOPE:-var/x}\n", nil, "var/x", ""},
+		{"empty default", "k: x${NOPE:-}\n", nil, "x", ""},
+		{"default with hash (quoted: a plain \" #\" starts a YAML comment)", "k: \"${N:-a #b}\"\n", nil, "a #b", ""},
+		{"inside a plain scalar", "k: postgres://user:${PW}@db/x\n", map[string]string{"PW": "s3cret! #2"}, "postgres://user:s3cret! #2@db/x", ""},
+		{"after a dash", "k: crm-${T}\n", map[string]string{"T": "my tenant"}, "crm-my tenant", ""},
+		{"flow sequence (quoted: braces are flow indicators)", "k: [a, \"${X}\"]\n", map[string]string{"X": "b,c"}, []any{"a", "b,c"}, ""},
+		{"flow mapping", "k: {x: \"${X}\"}\n", map[string]string{"X": "b,c"}, map[string]any{"x": "b,c"}, ""},
+		{"literal block", "k: |\n  ${X}\n", map[string]string{"X": pem}, pem + "\n", ""},
+		{"folded block", "k: >\n  a ${X}\n", map[string]string{"X": "b #c"}, "a b #c\n", ""},
+		{"multi-line double quoted", "k: \"first\n  ${X} last\"\n", map[string]string{"X": `C:\temp "q"`}, `first C:\temp "q" last`, ""},
+		{"tagged", "k: !!str ${X}\n", map[string]string{"X": "8080"}, "8080", ""},
+		{"anchor", "k: &a ${X}\n", map[string]string{"X": "null"}, "null", ""},
+		{"key", "${K}: v\n", map[string]string{"K": "k"}, "v", ""},
+		{"sequence item", "k:\n  - ${X}\n", map[string]string{"X": "null"}, []any{"null"}, ""},
+		{"dollars kept", "k: \"s3cr$t-Pa$$w0rd $HOME\"\n", nil, "s3cr$t-Pa$$w0rd $HOME", ""},
+		{"escaped reference", "k: \"$${X}\"\n", nil, "${X}", ""},
+		{"comments untouched", "a: 1 # ${NOT_SET} in prose\n# ${ALSO_NOT}\nk: O'Neil   # set ${NOT_SET} in prod\n", nil, "O'Neil", ""},
+		{"carriage returns", "a: 1 # c\rk: ${X}\r", map[string]string{"X": "v"}, "v", ""},
+		{"unset", "a: 1\nk: ${SIGNING_KEY}\n", nil, nil, "x.yaml:2: ${SIGNING_KEY}"},
+		{"other shell form", "k: ${X:?}\n", map[string]string{"X": "v"}, nil, "unsupported reference"},
+		{"other shell form with default", "k: ${X-x}\n", nil, nil, "unsupported reference"},
+		{"unterminated", "k: \"${X\"\n", nil, nil, "unterminated"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := expandEnv("x.yaml", []byte(tt.in), get)
+			get := func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
+			var root yaml.Node
+			if err := yaml.Unmarshal([]byte(tt.in), &root); err != nil {
+				t.Fatal(err)
+			}
+			_, err := expandNodes("x.yaml", &root, get)
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("err %v, want %q", err, tt.err)
 				}
 				return
 			}
-			if err != nil || string(got) != tt.want {
-				t.Fatalf("got %q (%v), want %q", got, err, tt.want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := yaml.Marshal(&root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]any
+			if err := yaml.Unmarshal(out, &m); err != nil {
+				t.Fatalf("re-encoded %q does not parse: %v", out, err)
+			}
+			if !reflect.DeepEqual(m["k"], tt.want) {
+				t.Fatalf("k = %#v (from %q), want %#v", m["k"], out, tt.want)
 			}
 		})
 	}
-	// Whatever the value holds, the loaded string is the value.
-	for _, name := range []string{"HASH", "NULL", "TILDE", "STAR", "QUOTE", "EMPTY"} {
-		for _, form := range []string{"${%s}", "\"${%s}\"", "'${%s}'"} {
-			t.Setenv("CONSENTRY_TEST_"+name, env[name])
-			ref := strings.ReplaceAll(form, "%s", "CONSENTRY_TEST_"+name)
-			c, err := Parse("x.yaml", []byte("admin:\n  token: "+ref+"\n"))
-			if err != nil || c.Admin.Token != env[name] {
-				t.Errorf("%s: admin.token %q (%v), want %q", ref, c.Admin.Token, err, env[name])
-			}
-		}
+	// Through Parse: a secret with every character YAML cares about, and an int field.
+	t.Setenv("CONSENTRY_TEST_TOKEN", `s3cr$t #2: "x" 'y' null`)
+	t.Setenv("CONSENTRY_TEST_EMPTY", "")
+	c, err := Parse("x.yaml", []byte("admin:\n  token: ${CONSENTRY_TEST_TOKEN}\n"))
+	if err != nil || c.Admin.Token != `s3cr$t #2: "x" 'y' null` {
+		t.Fatalf("admin.token %q (%v)", c.Admin.Token, err)
 	}
-	c, err := Parse("x.yaml", []byte("admin:\n  token: \"s3cr$t-Pa$$w0rd\"\n"))
+	if _, err := Parse("x.yaml", []byte("admin:\n  listen: 127.0.0.1:1\n  token: ${CONSENTRY_TEST_UNSET_X}\n")); err == nil || !strings.Contains(err.Error(), "x.yaml:3:") {
+		t.Fatalf("unset: %v", err)
+	}
+	c, err = Parse("x.yaml", []byte("admin:\n  token: \"s3cr$t-Pa$$w0rd\"\n"))
 	if err != nil || c.Admin.Token != "s3cr$t-Pa$$w0rd" {
 		t.Fatalf("admin.token loaded as %q (%v)", c.Admin.Token, err)
 	}

@@ -70,9 +70,10 @@ consentry reads one YAML file (` + "`consentry run --config FILE`" + `). Each to
 decoded strictly into the config struct of the package it configures: an unknown key is an error
 that names the file and line. ` + "`${VAR}`" + ` in values is replaced from the environment (keep
 secrets out of the file); a variable that is not set is an error naming the line, unless written
-` + "`${VAR:-default}`" + ` (` + "`${VAR:-}`" + ` for empty); other shell forms (` + "`${VAR:?}`" + `) are errors too. The value
-arrives exactly as set, quoted for where it stands (` + "`s3cret #2`" + `, ` + "`null`" + ` stay text). No other ` + "`$`" + ` is
-touched (a password ` + "`Pa$$w0rd`" + ` stays as written), ` + "`$${`" + ` writes a literal ` + "`${`" + `, and comments are not
+` + "`${VAR:-default}`" + ` (` + "`${VAR:-}`" + ` for empty); other shell forms (` + "`${VAR:?}`" + `) are errors too. References are
+expanded in the parsed values, so the value arrives exactly as set (` + "`s3cret #2`" + `, ` + "`null`" + ` stay text)
+wherever it stands; YAML's own rules apply first (quote a reference that carries ` + "` #`" + ` in a default,
+or stands in a flow ` + "`[...]`" + `/` + "`{...}`" + `). No other ` + "`$`" + ` is touched (a password ` + "`Pa$$w0rd`" + ` stays as written), ` + "`$${`" + ` writes a literal ` + "`${`" + `, and comments are not
 expanded. Relative paths (` + "`policy.dir`" + `, ` + "`routes.file`" + `, ` + "`decision_log.dir`" + `, ...) are relative to the
 working directory ` + "`consentry`" + ` runs in, not to the file. ` + "`consentry run --config FILE --check`" + ` validates the file, with the
 key and purposes files it names, and verifies and compiles a local policy source (policy.dir or
