@@ -22,11 +22,11 @@ var clientAddressHeaders = append([]string{"X-Forwarded-For", "X-Forwarded-Proto
 // stripHeaders removes every header named in names (compared with '_' as '-').
 func stripHeaders(h *fasthttp.RequestHeader, names []string) {
 	var del []string
-	h.VisitAll(func(k, _ []byte) {
+	for k := range h.All() {
 		if headerIn(k, names) {
 			del = append(del, string(k))
 		}
-	})
+	}
 	for _, k := range del {
 		h.Del(k)
 	}
@@ -52,7 +52,7 @@ const (
 // change), and consentry's reserved x-consentry-* (the CRM cannot speak for consentry).
 func copyResponseHeaders(dst *fasthttp.ResponseHeader, src *fasthttp.ResponseHeader, mode bodyMode) {
 	var named []string // headers the CRM's Connection header makes hop-by-hop
-	src.VisitAll(func(k, v []byte) {
+	for k, v := range src.All() {
 		if headerIs(k, "Connection") {
 			for _, t := range strings.Split(string(v), ",") {
 				if t = strings.TrimSpace(t); t != "" {
@@ -60,12 +60,12 @@ func copyResponseHeaders(dst *fasthttp.ResponseHeader, src *fasthttp.ResponseHea
 				}
 			}
 		}
-	})
-	src.VisitAll(func(k, v []byte) {
+	}
+	for k, v := range src.All() {
 		if forwardResponseHeader(k, mode) && !headerIn(k, named) {
 			dst.AddBytesKV(k, v)
 		}
-	})
+	}
 }
 
 // forwardResponseHeader reports whether the CRM's response header k passes under mode.
@@ -92,7 +92,7 @@ func stripUnenforceable(h *fasthttp.RequestHeader, read bool) {
 // connectionTokens lists the headers the caller named in Connection (hop-by-hop too).
 func connectionTokens(h *fasthttp.RequestHeader) []string {
 	var out []string
-	h.VisitAll(func(k, v []byte) {
+	for k, v := range h.All() {
 		if headerIs(k, "Connection") {
 			for _, t := range strings.Split(string(v), ",") {
 				if t = strings.TrimSpace(t); t != "" {
@@ -100,7 +100,7 @@ func connectionTokens(h *fasthttp.RequestHeader) []string {
 				}
 			}
 		}
-	})
+	}
 	return out
 }
 

@@ -424,10 +424,10 @@ func (s *Server) send(c *fiber.Ctx, status int, headers map[string]string, ct st
 func (s *Server) pipelineRequest(fctx *fasthttp.RequestCtx) *pipeline.Request {
 	r := &fctx.Request
 	h := make(map[string][]string, r.Header.Len())
-	r.Header.VisitAll(func(k, v []byte) {
+	for k, v := range r.Header.All() {
 		name := strings.ToLower(string(k))
 		h[name] = append(h[name], string(v))
-	})
+	}
 	peer := peerAddr(fctx)
 	client, chain := s.forwardedFor(peer, h["x-forwarded-for"])
 	delete(h, "x-forwarded-for")
@@ -533,11 +533,11 @@ func (s *Server) upstreamRequest(fctx *fasthttp.RequestCtx, out *pipeline.Outcom
 	}
 	var reserved []string
 	hc := s.deps.Pipeline.Config().Headers
-	u.Header.VisitAll(func(k, _ []byte) {
+	for k := range u.Header.All() {
 		if hc.Reserved(string(k)) {
 			reserved = append(reserved, string(k))
 		}
-	})
+	}
 	for _, k := range reserved {
 		u.Header.Del(k)
 	}
