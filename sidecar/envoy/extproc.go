@@ -188,10 +188,18 @@ func (x *ExtProc) requestHeaders(ctx context.Context, ex *exchange, msg *extproc
 		return x.decide(ctx, ex, x.p.Check(ctx, ex.req), true)
 	}
 	if ex.protocol.GetRequestBodyMode() == extprocfilterv3.ProcessingMode_BUFFERED {
-		// Decide on the whole body, whatever the method, as the proxy does: a route map may
-		// declare a write on any method (OData's MERGE), a support agent may correct an
-		// e-mail without being allowed to write card numbers, and the body must be encrypted
-		// before the CRM.
+		// A write is decided on its whole body, whatever the method, as the proxy does: a
+		// route map may declare a write on any method (OData's MERGE), a support agent may
+		// correct an e-mail without being allowed to write card numbers, and the body must be
+		// encrypted before the CRM. Anything else is decided on its headers now (its body
+		// changes nothing in the decision): Envoy sends no body message for a request that
+		// carries none after headers without end_of_stream (HTTP/2 HEADERS, then trailers
+		// only), and continues it to the CRM after a bare CONTINUE - undecided and unlogged.
+		// Writes need request_trailer_mode: SEND for that case (docs/front-doors.md).
+		out := x.p.Check(ctx, ex.req)
+		if !writeRoute(out) {
+			return x.decide(ctx, ex, out, true)
+		}
 		ex.awaitBody = true
 		return headersContinue(true, nil)
 	}
