@@ -184,6 +184,9 @@ func TestVerifyDeferredCheckpointCannotCarryOwnSignature(t *testing.T) {
 // signer answering in 400 ms made an untouched stopped log fail verify --sealed. A signer that
 // returns once cancelled is not hanging: what was cancelled is signed in place, then the close.
 // A hung one still holds the close for a bounded time, and its checkpoints are reported.
+// A 700 ms signer (well within signTimeout per call) used to run out of the one signTimeout
+// shared by the cancelled checkpoints, which marked it hung and left the close unsigned: the
+// close is now signed first, with its own timeout, and a signed close seals the rest.
 func TestStopSignsOutstandingCheckpoints(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -191,6 +194,7 @@ func TestStopSignsOutstandingCheckpoints(t *testing.T) {
 		sealed bool // the stopped log verifies --sealed; otherwise only checkpoint_missing
 	}{
 		{"slow signer", func(s *remoteSigner) { s.delay = 400 * time.Millisecond }, true},
+		{"slow signer past the shared close budget", func(s *remoteSigner) { s.delay = 700 * time.Millisecond }, true},
 		{"hung signer", func(s *remoteSigner) { s.hang.Store(true) }, false},
 	}
 	for _, tc := range cases {

@@ -130,16 +130,17 @@ type Log struct {
 	// one. signJobs are the deferred checkpoints of the commit being written, handed to it once
 	// the commit is; signInflight counts those handed and not collected. carry holds the
 	// signatures collected for the next checkpoint, carried those the commit being written
-	// took (back into carry if it rolls back). signerHung: it did not stop in time, or
-	// failed to sign at close what stop cancelled: the close checkpoint is not signed.
-	async        *asyncSigner
-	signJobs     []signJob
-	signInflight int
-	carry        []CheckpointSignature
-	carried      []CheckpointSignature
-	signerHung   bool
-	buf          []byte
-	ckptBuf      []byte
+	// took (back into carry if it rolls back). signerHung: it did not stop in time: the close
+	// checkpoint is not signed. cancelledJobs: those stop cancelled, signed after the close.
+	async         *asyncSigner
+	signJobs      []signJob
+	signInflight  int
+	carry         []CheckpointSignature
+	carried       []CheckpointSignature
+	signerHung    bool
+	cancelledJobs []signJob
+	buf           []byte
+	ckptBuf       []byte
 	// ckptPending holds async mode's checkpoint copies until the next fsync makes their
 	// checkpoints durable (writer.go, write).
 	ckptPending []byte

@@ -175,6 +175,11 @@ func (l *Log) sign(now time.Time, ts, reason string, body *CheckpointBody) bool 
 				body.Signature = base64.StdEncoding.EncodeToString(sig)
 			}
 		}
+		if reason == CheckpointClose {
+			// After the close's own signature, which pins every earlier record: the time left
+			// for the cancelled checkpoints can then never cost the close its signature.
+			l.signCancelled(err)
+		}
 		if err != nil {
 			l.signRetryAt = now.Add(min(l.cfg.CheckpointInterval, 10*time.Second))
 			l.m.errors.Inc()
@@ -234,13 +239,12 @@ func (l *Log) dispatchSignJobs() {
 
 // stopSigner ends the signing goroutine before the close checkpoint, collecting what it
 // signed so that the close checkpoint carries it. The checkpoints whose signing stop cancelled
-// (a slow signer: still queued, or in flight, after the grace period) have their known
-// messages signed in place, within one more signTimeout for all of them: otherwise a stopped
-// log that nobody touched would fail verify --sealed with checkpoint_missing. The close
-// checkpoint itself is signed in place afterwards, with its own timeout, unless the signer
-// is hanging (its goroutine did not return even once cancelled: it may still be in a call,
-// and calls are never made at once) or just failed in place: one more call would only add
-// its timeout to the shutdown, so the close checkpoint is not signed.
+// (a slow signer: still queued, or in flight, after the grace period) are kept for
+// signCancelled, which signs their known messages in place once the close checkpoint is signed:
+// otherwise a stopped log that nobody touched would fail verify --sealed with
+// checkpoint_missing. The close checkpoint is not signed when the signer is hanging (its
+// goroutine did not return even once cancelled: it may still be in a call, and calls are never
+// made at once): one more call would only add its timeout to the shutdown.
 func (l *Log) stopSigner() {
 	if l.async == nil {
 		return
@@ -252,8 +256,6 @@ func (l *Log) stopSigner() {
 		l.log.Error("decision log: the checkpoint signer did not answer; the close checkpoint is not signed",
 			"alarm", "decision_log_checkpoint")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), signTimeout)
-	defer cancel()
 	for {
 		var r signResult
 		select {
@@ -263,34 +265,65 @@ func (l *Log) stopSigner() {
 		}
 		l.signInflight--
 		if r.cancelled {
-			if !l.signerHung {
-				r = l.signCancelled(ctx, r)
-			}
-			// Failures of the goroutine's own calls were logged there.
-			if r.err != nil {
-				l.signFailedAtClose(r)
-			}
+			l.cancelledJobs = append(l.cancelledJobs, r.job)
+			continue
 		}
 		l.carry = append(l.carry, r.sig)
 	}
 }
 
-func (l *Log) signFailedAtClose(r signResult) {
-	l.m.errors.Inc()
-	l.log.Error("decision log: checkpoint signing failed; the checkpoint stays unsigned", "seq", r.sig.Seq, "err", r.err,
-		"alarm", "decision_log_checkpoint")
-}
+// errSealedByClose is the error carried for a checkpoint the time to sign at close did not
+// reach, the close checkpoint being signed: the verifier accepts it only from a close
+// checkpoint signed in place (verify.go, carried), whose signature pins the records. A signer
+// that failed is still reported.
+var errSealedByClose = errors.New("not signed: the time to sign at close ran out; the close checkpoint seals it")
 
-// signCancelled signs a deferred checkpoint that stop cancelled, in place (the signing
-// goroutine has returned, so this is the only call). A failure marks the signer as not
-// answering: the rest, and the close checkpoint, are not attempted.
-func (l *Log) signCancelled(ctx context.Context, r signResult) signResult {
-	alg, keyID := l.signer.Algorithm(), l.signer.KeyID()
-	raw, err := l.signer.Sign(ctx, r.job.msg)
-	if err != nil {
-		l.signerHung = true
-		err = fmt.Errorf("signing at close: %w", err)
-		return signResult{sig: CheckpointSignature{Seq: r.job.seq, Error: err.Error()}, err: err}
+// signCancelled signs in place, within one signTimeout for all of them, the deferred
+// checkpoints that stop cancelled (the signing goroutine has returned, so these are the only
+// calls), and hands their signatures, or why they have none, to the close checkpoint. closeErr
+// is why the close checkpoint could not be signed: the signer is not tried again. Running out
+// of the shared time says nothing about the signer (each call may take up to signTimeout), so
+// it only leaves the rest unsigned; a close that is signed pins their records anyway.
+func (l *Log) signCancelled(closeErr error) {
+	jobs := l.cancelledJobs
+	l.cancelledJobs = nil
+	if len(jobs) == 0 {
+		return
 	}
-	return signResult{sig: CheckpointSignature{Seq: r.job.seq, Algorithm: alg, KeyID: keyID, Signature: base64.StdEncoding.EncodeToString(raw)}}
+	ctx, cancel := context.WithTimeout(context.Background(), signTimeout)
+	defer cancel()
+	skip := closeErr
+	if skip != nil {
+		skip = fmt.Errorf("not attempted: the close checkpoint could not be signed: %w", skip)
+	}
+	for _, j := range jobs {
+		err := skip
+		if err == nil && ctx.Err() != nil {
+			err = errSealedByClose
+		}
+		if err == nil {
+			alg, keyID := l.signer.Algorithm(), l.signer.KeyID()
+			raw, serr := l.signer.Sign(ctx, j.msg)
+			if serr == nil {
+				l.carry = append(l.carry, CheckpointSignature{Seq: j.seq, Algorithm: alg, KeyID: keyID, Signature: base64.StdEncoding.EncodeToString(raw)})
+				continue
+			}
+			err = fmt.Errorf("signing at close: %w", serr)
+			if ctx.Err() != nil {
+				err = errSealedByClose
+			} else {
+				// The signer itself failed: the rest would most likely fail too.
+				skip = fmt.Errorf("not attempted: the signer failed at close: %w", serr)
+			}
+		}
+		if errors.Is(err, errSealedByClose) {
+			// Not the signer failing: the signed close checkpoint seals these records.
+			l.log.Warn("decision log: no time left to sign a checkpoint at close; the close checkpoint seals it", "seq", j.seq)
+		} else {
+			l.m.errors.Inc()
+			l.log.Error("decision log: checkpoint signing failed; the checkpoint stays unsigned", "seq", j.seq, "err", err,
+				"alarm", "decision_log_checkpoint")
+		}
+		l.carry = append(l.carry, CheckpointSignature{Seq: j.seq, Error: err.Error()})
+	}
 }

@@ -411,8 +411,15 @@ func (v *verifier) verifySignature(seg string, seq uint64, keyID, signature stri
 // process stopped without closing lost their signature with it; the next open checkpoint's
 // signature seals those records (a crash leaves an unsealed tail either way), so an open
 // checkpoint - one signed in place, never a deferred one - settles them without a finding.
+// A close checkpoint signed in place excuses the checkpoints it carries errSealedByClose for:
+// the writer signs the close before the checkpoints whose signing the shutdown cut short, and
+// a slow but healthy signer may leave some of those to the close, whose signature pins every
+// earlier record. (Its carried list is not signed, but changing it cannot hide an edit of a
+// record.) A failure of the signer, or no entry at all - the writer carries one for every
+// checkpoint still waiting at close - is still reported.
 // at itself is not registered yet: a signature for at or a later seq is forged.
 func (v *verifier) carried(s segInfo, at uint64, b CheckpointBody) {
+	closeSigned := b.Reason == CheckpointClose && !b.Deferred && b.Signature != ""
 	var upTo uint64
 	for _, cs := range b.Signatures {
 		d, ok := v.deferred[cs.Seq]
@@ -426,6 +433,9 @@ func (v *verifier) carried(s segInfo, at uint64, b CheckpointBody) {
 		delete(v.deferred, cs.Seq)
 		upTo = max(upTo, cs.Seq)
 		if cs.Signature == "" {
+			if closeSigned && cs.Error == errSealedByClose.Error() {
+				continue
+			}
 			v.problem(ProblemCheckpointMiss, d.seg, cs.Seq, "checkpoint %d was never signed: %s", cs.Seq, cs.Error)
 			continue
 		}
