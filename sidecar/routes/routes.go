@@ -289,6 +289,11 @@ func (r *Route) compile() error {
 	if !slices.Contains(input.Actions, r.Action) {
 		return fmt.Errorf("action: %q is not one of %v", r.Action, input.Actions)
 	}
+	if r.List && (r.CustomerParam != "" || r.CaseParam != "") {
+		// Bound to one customer, the request would carry that customer's decision only, and
+		// every record of the page would be served under it.
+		return errors.New("list: a route holding many customers' records cannot be bound to one customer (customer_param or case_param); use record_path without list for one customer's records")
+	}
 	if r.List && r.Action != input.ActionList && r.Action != input.ActionExport {
 		// Records are decided one by one (filter_records) for lists and exports; a list
 		// route with another action would be served under one request-level decision.

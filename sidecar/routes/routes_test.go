@@ -131,6 +131,8 @@ func TestInvalidMaps(t *testing.T) {
 		{"passthrough is a prefixed field", `routes: [{method: GET, path: /a, action: read, resource: x, field_prefix: "note.", fields: [note.body], passthrough: [body]}]`, "overlaps the field"},
 		{"passthrough empty segment", `routes: [{method: GET, path: /a, action: read, resource: x, passthrough: [meta..x]}]`, "dotted member path"},
 		{"envelope without records", `routes: [{method: GET, path: /a, action: read, resource: x, envelope: [total]}]`, "record_path"},
+		{"list route bound to a customer", `routes: [{method: GET, path: "/a/{id}/household", action: list, resource: customer, list: true, customer_param: id, record_path: items}]`, "cannot be bound to one customer"},
+		{"list route bound to a case", `routes: [{method: GET, path: "/cases/{c}/customers", action: list, resource: customer, list: true, case_param: c, record_path: items}]`, "cannot be bound to one customer"},
 		{"list route read", `routes: [{method: GET, path: /search, action: read, resource: customer, list: true, record_path: items}]`, "action list or export"},
 		{"drop with body any", "unlisted: drop\nroutes: [{method: GET, path: /a, action: read, resource: x, body: any}]", "body: any"},
 		{"envelope is the records", `routes: [{method: GET, path: /a, action: list, resource: x, list: true, record_path: data.items, envelope: [data]}]`, "overlaps record_path"},

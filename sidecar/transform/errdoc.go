@@ -128,6 +128,11 @@ func (w *walker) errorEnvelope(v, skip span, route *routes.Route) ([]edit, error
 }
 
 func (w *walker) errorValue(rec *record, v span, r *errRule, path string, depth int) error {
+	if v == r.skip {
+		// The document is the record array itself (record_path ""): the caller filters it
+		// per record; removing it here too made overlapping edits.
+		return nil
+	}
 	switch kind(w.b, v) {
 	case '{':
 		return w.members(rec, v, depth, func(m member) (bool, error) {

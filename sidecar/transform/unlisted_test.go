@@ -114,3 +114,20 @@ func TestUnlistedMembers(t *testing.T) {
 		})
 	}
 }
+
+// TestErrorArrayAtEmptyRecordPath: a non-2xx answer that is itself the record array (a list
+// route whose record_path is "") is filtered per record like a 2xx; the error-document rule
+// also removing the whole array made overlapping edits, and the transformer panicked.
+func TestErrorArrayAtEmptyRecordPath(t *testing.T) {
+	tr, err := transform.New(transform.Config{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mkt := fx.Token("emp-30", "employee", []string{"marketing"}, nil)
+	list := withRoute(check(t, "GET", "/api/customers", mkt, "marketing.communications.email", ""), func(r *routes.Route) { r.RecordPath = "" })
+	res := tr.Response(context.Background(), fx.Pipeline, list, transform.Response{Status: 404, ContentType: "application/json",
+		Body: []byte(`[{"id":"c-1001","name":"A"},{"id":"c-3003","name":"Withdrawn"}]`)})
+	if strings.Contains(string(res.Body), "Withdrawn") || !strings.Contains(string(res.Body), "c-1001") || res.Status != 404 {
+		t.Fatalf("%d %s", res.Status, res.Body)
+	}
+}
