@@ -136,7 +136,7 @@ func (x *ExtProc) handle(ctx context.Context, ex *exchange, msg *extprocv3.Proce
 			return x.requestBody(ctx, ex)
 		}
 		if !r.RequestBody.GetEndOfStream() {
-			if writeRoute(ex.out) {
+			if writeRoute(ex.out.Match) {
 				// A write is never decided on its headers when a body follows; should its
 				// body stream anyway, no chunk passes unchecked and unencrypted.
 				return undecided("a write body streamed after a decision on headers")
@@ -196,9 +196,8 @@ func (x *ExtProc) requestHeaders(ctx context.Context, ex *exchange, msg *extproc
 		// carries none after headers without end_of_stream (HTTP/2 HEADERS, then trailers
 		// only), and continues it to the CRM after a bare CONTINUE - undecided and unlogged.
 		// Writes need request_trailer_mode: SEND for that case (docs/front-doors.md).
-		out := x.p.Check(ctx, ex.req)
-		if !writeRoute(out) {
-			return x.decide(ctx, ex, out, true)
+		if !writeRoute(x.p.Route(ex.req.Method, ex.req.Target)) {
+			return x.decide(ctx, ex, x.p.Check(ctx, ex.req), true)
 		}
 		ex.awaitBody = true
 		return headersContinue(true, nil)
@@ -211,14 +210,13 @@ func (x *ExtProc) requestHeaders(ctx context.Context, ex *exchange, msg *extproc
 	if method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
 		return x.bodyNotBuffered(ex.protocol)
 	}
-	// Other methods: whether the request is a write follows its route's action, which only
-	// the pipeline's match tells. Every field the route accepts is assumed (the safe
-	// direction); a write route is refused all the same, since its body would pass unseen.
-	out := x.p.Check(ctx, ex.req)
-	if writeRoute(out) {
+	// Other methods: whether the request is a write follows its route's action (the
+	// pipeline's route match, nothing decided yet); a write route is refused all the same,
+	// since its body would pass unseen. Anything else is decided on its headers.
+	if writeRoute(x.p.Route(ex.req.Method, ex.req.Target)) {
 		return x.bodyNotBuffered(ex.protocol)
 	}
-	return x.decide(ctx, ex, out, true)
+	return x.decide(ctx, ex, x.p.Check(ctx, ex.req), true)
 }
 
 // bodyNotBuffered refuses a write whose body Envoy does not buffer to consentry: streamed
@@ -230,14 +228,14 @@ func (x *ExtProc) bodyNotBuffered(pc *extprocv3.ProtocolConfiguration) *extprocv
 		transform.DenyBody("", ReasonBodyNotBuffered, "writes need processing_mode.request_body_mode: BUFFERED"), nil)
 }
 
-// writeRoute reports whether out matched a route whose body is a create or update the write
-// transformer checks and encrypts (transform.IsWrite), whether or not it was allowed: the
-// action, not the method, makes a write.
-func writeRoute(out *pipeline.Outcome) bool {
-	if out == nil || out.Match == nil || out.Match.Route.Public {
+// writeRoute reports whether m is a route whose body is a create or update the write
+// transformer checks and encrypts (transform.IsWrite): the action, not the method, makes a
+// write.
+func writeRoute(m *routes.Match) bool {
+	if m == nil || m.Route.Public {
 		return false
 	}
-	r := out.Match.Route
+	r := m.Route
 	return (r.Action == input.ActionCreate || r.Action == input.ActionUpdate) && r.Body == routes.BodyJSON
 }
 

@@ -274,6 +274,25 @@ func (p *Pipeline) Check(ctx context.Context, req *Request) (out *Outcome) {
 	return out
 }
 
+// Route returns the route a request's method and target match (nil when they do not
+// normalize or no route matches), deciding nothing: a front door that must know whether a
+// request is a write before it has its body asks here instead of running Check twice.
+func (p *Pipeline) Route(method, target string) *routes.Match {
+	m, err := p.norm.Method(method)
+	if err != nil {
+		return nil
+	}
+	t, err := p.norm.Target(target)
+	if err != nil {
+		return nil
+	}
+	match, ok := p.deps.Routes.Match(m, t.Path)
+	if !ok {
+		return nil
+	}
+	return match
+}
+
 // fail replaces the decision with a coded deny, keeping the decision id.
 func (o *Outcome) fail(e *Error) {
 	o.Decision = decision.Deny(e.Status, e.Code, e.Message)
