@@ -33,30 +33,19 @@ import (
 // noSkip is a span no value has: an error document without records skips nothing.
 var noSkip = span{-1, -1}
 
-// errRule is the rule for one error document: the route's record fields and the span of its
-// records (noSkip when it has none).
+// errRule is the rule for one error document: the route's compiled fields and the span of
+// its records (noSkip when it has none).
 type errRule struct {
-	root    *trie
-	idField string
-	fields  []string // the route's record fields (dotted paths)
-	skip    span
+	root *trie
+	skip span
 }
 
 // recordField reports whether a member name is one of a record's (a catalogue field, an object
 // holding some, or the customer id), or names a part of one at any depth: an error that
-// echoes a flattened value ({"email": "..."} for contact.email) carries it as plainly.
+// echoes a flattened value ({"email": "..."} for contact.email) carries it as plainly. The
+// trie keeps those names (trie.names), which the drop rule for single records reads too.
 func (r *errRule) recordField(key string) bool {
-	if r.root.child(key) != nil || key == r.idField {
-		return true
-	}
-	for _, f := range r.fields {
-		for seg := range strings.SplitSeq(f, ".") {
-			if seg == key {
-				return true
-			}
-		}
-	}
-	return false
+	return r.root.child(key) != nil || r.root.names[key]
 }
 
 // errorDocument applies the rule to a non-2xx document without records on a per-record route.
@@ -118,7 +107,7 @@ func (w *walker) listedEnvelope(rec *record, v, skip span, listed []string, path
 // inside skip (the record array, which the records' decisions handle).
 func (w *walker) errorEnvelope(v, skip span, route *routes.Route) ([]edit, error) {
 	env := &record{}
-	r := &errRule{root: w.t.tries.get(route), idField: route.CustomerIDField, fields: route.Fields, skip: skip}
+	r := &errRule{root: w.t.tries.get(route), skip: skip}
 	if err := w.errorValue(env, v, r, "", 0); err != nil {
 		return nil, err
 	}

@@ -25,7 +25,8 @@ type trie struct {
 	// node is not covered).
 	drop bool
 	// names (root only) are the member names a record's fields are made of, at any depth,
-	// and the customer id field: an error document's member so named is no message.
+	// and the customer id field: an error document's member so named is no message (the
+	// list rule, errRule.recordField, and the single-record drop rule, messageMember).
 	names map[string]bool
 }
 
