@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/consentry/consentry/sidecar/decision"
@@ -200,7 +201,9 @@ func checkResponse(m *routes.Map, requestLine string, resp transform.Response) (
 		return rc, nil
 	}
 	for _, d := range res.Enforcement.FieldsDropped {
-		if !fieldOf(route.Fields, d) {
+		// The walk names a field the decision removed by its catalogue name, an unlisted
+		// member by its JSON path: only the latter are the map's gaps.
+		if !slices.Contains(route.Fields, d) {
 			rc.Dropped = append(rc.Dropped, d)
 		}
 	}
@@ -208,17 +211,6 @@ func checkResponse(m *routes.Map, requestLine string, resp transform.Response) (
 		rc.Body = res.Body
 	}
 	return rc, nil
-}
-
-// fieldOf reports whether name is one of the route's fields (the walk reports a field the
-// decision removed by its catalogue name, an unlisted member by its JSON path).
-func fieldOf(fields []string, name string) bool {
-	for _, f := range fields {
-		if f == name {
-			return true
-		}
-	}
-	return false
 }
 
 func printRoutesCheck(w io.Writer, path string, rep *routesCheckReport) {
