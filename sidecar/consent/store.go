@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -470,12 +471,8 @@ func purposesFor(cfg Config) (map[string]bool, error) {
 			known = known || covers(p, q)
 		}
 		if !known {
-			names := make([]string, 0, len(purposes))
-			for q := range purposes {
-				names = append(names, q)
-			}
-			slices.Sort(names)
-			return nil, fmt.Errorf("state.erase_on_withdrawal_purposes: %q is neither a known purpose nor a parent of one (known: %s)", p, strings.Join(names, ", "))
+			return nil, fmt.Errorf("state.erase_on_withdrawal_purposes: %q is neither a known purpose nor a parent of one (known: %s)",
+				p, strings.Join(slices.Sorted(maps.Keys(purposes)), ", "))
 		}
 	}
 	return purposes, nil
