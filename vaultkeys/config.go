@@ -341,10 +341,22 @@ func keyNameOf(template, id, class string) string {
 	return strings.NewReplacer("{customer}", id, "{pseudonym}", id).Replace(name)
 }
 
-// validName reports whether s is usable in a transit key name (Vault's GenericNameRegex
-// additionally forbids a leading or trailing '.' or '-').
+// validName reports whether s is usable in a transit key name: Vault's GenericNameRegex
+// additionally forbids a leading or trailing '.' or '-', and Vault refuses every request path
+// holding "..", so a name with ".." can never be created, read or deleted (a customer "a..b"
+// would have every read withheld, every write refused and every erasure fail forever).
 func validName(s string) bool {
 	if s == "" || len(s) > 128 {
+		return false
+	}
+	return vaultCanHold(s)
+}
+
+// vaultCanHold reports whether Vault can have a transit key named s (validName without the
+// length bound, which is consentry's own): a ledger may name keys Vault cannot hold, recorded
+// before validName refused them, and those keys are absent by construction.
+func vaultCanHold(s string) bool {
+	if s == "" || strings.Contains(s, "..") {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

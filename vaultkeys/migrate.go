@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -21,10 +23,15 @@ type MigrateOptions struct {
 	// Progress, when set, is called every ProgressEvery records and at the end.
 	Progress      func(MigrateStats)
 	ProgressEvery int
+	// Refused, when set, is called for every reason a record is refused (a record may have
+	// several, one per field). Refused records are not written, and EncryptJSONLines returns
+	// ErrRecordsRefused at the end.
+	Refused func(Refusal)
 }
 
 // MigrateStats counts what EncryptJSONLines did.
 type MigrateStats struct {
+	// Records counts the records read; all but the Refused ones were written.
 	Records   int `json:"records"`
 	Encrypted int `json:"fields_encrypted"`
 	// Skipped counts values already in transit ciphertext form (the migration is re-runnable).
@@ -32,7 +39,31 @@ type MigrateStats struct {
 	// Erased counts records of erased customers, written out with their sensitive fields
 	// removed: their keys are gone and must not be created again.
 	Erased int `json:"records_erased"`
+	// Refused counts records not written because a sensitive value in them cannot be
+	// encrypted as it is (Refusal says why).
+	Refused int `json:"records_refused"`
 }
+
+// Refusal is one reason a record was refused by EncryptJSONLines. It names the record by its
+// line and the field by its path, never a value.
+type Refusal struct {
+	Line int `json:"line"`
+	// Field is the sensitive field concerned ("" when the record as a whole is refused,
+	// e.g. for its customer id).
+	Field  string `json:"field,omitempty"`
+	Reason string `json:"reason"`
+}
+
+func (r Refusal) String() string {
+	if r.Field == "" {
+		return fmt.Sprintf("line %d: %s", r.Line, r.Reason)
+	}
+	return fmt.Sprintf("line %d: field %s: %s", r.Line, r.Field, r.Reason)
+}
+
+// ErrRecordsRefused is returned, after the whole input was read, when records were refused:
+// the output lacks them, so it is no complete migration of the input.
+var ErrRecordsRefused = errors.New("records refused")
 
 // ParseFieldMap parses "contact.email=contact,payment.card_number=financial".
 func ParseFieldMap(s string) (map[string]string, error) {
@@ -78,10 +109,20 @@ func FieldMapFromCatalog(r io.Reader) (map[string]string, error) {
 }
 
 // EncryptJSONLines migrates a CRM export (one JSON object per line) to encrypted fields,
-// streaming: each configured string field is replaced by transit ciphertext of its customer's
-// key of the field's class (created when missing). Values already encrypted are kept, so an
-// interrupted migration can be re-run. Object key order is not preserved. Records of erased
-// customers lose their sensitive fields.
+// streaming: each configured field is replaced by transit ciphertext of its customer's key of
+// the field's class (created when missing). A string is encrypted as its text; a number or
+// boolean as its JSON text, as the write path does, so reads serve it the same way (as a
+// string). Values already encrypted are kept, so an interrupted migration can be re-run; null
+// and "" stay as they are. Object key order is not preserved. Records of erased customers
+// lose every sensitive field, whatever its value.
+//
+// A record that holds a sensitive value which cannot be encrypted as it is — an object or an
+// array (no one value: its members would stay plaintext and survive an erasure), a field
+// found both under its literal dotted name and nested ({"contact.email": ..., "contact":
+// {"email": ...}}: which one the CRM reads is unknown), a field inside an array, or a
+// customer id that is missing, ambiguous or cannot name a key — is refused: not written,
+// reported through opts.Refused, counted, and the call returns ErrRecordsRefused once the
+// whole input has been read, so every refusal is named in one pass.
 func (m *Manager) EncryptJSONLines(ctx context.Context, r io.Reader, w io.Writer, opts MigrateOptions) (MigrateStats, error) {
 	var st MigrateStats
 	if opts.CustomerField == "" {
@@ -90,20 +131,14 @@ func (m *Manager) EncryptJSONLines(ctx context.Context, r io.Reader, w io.Writer
 	if opts.ProgressEvery <= 0 {
 		opts.ProgressEvery = 1000
 	}
+	fields := make([]string, 0, len(opts.Fields))
 	for f, c := range opts.Fields {
 		if !m.knownClass(c) {
 			return st, fmt.Errorf("field %s: %w %q", f, ErrUnknownScope, c)
 		}
+		fields = append(fields, f)
 	}
-	classes := map[string]bool{}
-	for _, c := range opts.Fields {
-		classes[c] = true
-	}
-	classList := make([]string, 0, len(classes))
-	for c := range classes {
-		classList = append(classList, c)
-	}
-	sort.Strings(classList)
+	sort.Strings(fields) // refusals in a stable order
 
 	br := bufio.NewReaderSize(r, 1<<20)
 	bw := bufio.NewWriterSize(w, 1<<20)
@@ -111,14 +146,22 @@ func (m *Manager) EncryptJSONLines(ctx context.Context, r io.Reader, w io.Writer
 	for lineNo := 1; ; lineNo++ {
 		line, err := br.ReadBytes('\n')
 		if len(bytes.TrimSpace(line)) > 0 {
-			out, err := m.migrateRecord(ctx, line, opts, classList, &st)
+			out, refusals, err := m.migrateRecord(ctx, line, opts, fields, &st)
 			if err != nil {
 				return st, fmt.Errorf("line %d: %w", lineNo, err)
 			}
-			if _, err := bw.Write(append(out, '\n')); err != nil {
+			st.Records++
+			if len(refusals) > 0 {
+				st.Refused++
+				for _, rf := range refusals {
+					rf.Line = lineNo
+					if opts.Refused != nil {
+						opts.Refused(rf)
+					}
+				}
+			} else if _, err := bw.Write(append(out, '\n')); err != nil {
 				return st, err
 			}
-			st.Records++
 			if opts.Progress != nil && st.Records%opts.ProgressEvery == 0 {
 				opts.Progress(st)
 			}
@@ -136,109 +179,130 @@ func (m *Manager) EncryptJSONLines(ctx context.Context, r io.Reader, w io.Writer
 	if opts.Progress != nil {
 		opts.Progress(st)
 	}
-	return st, bw.Flush()
+	if err := bw.Flush(); err != nil {
+		return st, err
+	}
+	if st.Refused > 0 {
+		return st, fmt.Errorf("%d of %d records not written: %w", st.Refused, st.Records, ErrRecordsRefused)
+	}
+	return st, nil
 }
 
-func (m *Manager) migrateRecord(ctx context.Context, line []byte, opts MigrateOptions, classes []string, st *MigrateStats) ([]byte, error) {
+// migrateRecord returns the record to write, or the reasons it is refused (nothing is
+// encrypted, and no key created, for a refused record).
+func (m *Manager) migrateRecord(ctx context.Context, line []byte, opts MigrateOptions, fields []string, st *MigrateStats) ([]byte, []Refusal, error) {
 	var rec map[string]any
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.UseNumber()
 	if err := dec.Decode(&rec); err != nil {
-		return nil, fmt.Errorf("not a JSON object: %w", err)
+		return nil, nil, fmt.Errorf("not a JSON object: %w", err)
 	}
-	idv, _ := getPath(rec, opts.CustomerField)
-	var id string
-	switch v := idv.(type) {
-	case string:
-		id = v
-	case json.Number:
-		id = v.String()
-	default:
-		return nil, fmt.Errorf("no customer id in field %q", opts.CustomerField)
+	id, refusal := customerIDOf(rec, opts.CustomerField)
+	if refusal != "" {
+		return nil, []Refusal{{Reason: refusal}}, nil
 	}
-	needed := false
-	for f := range opts.Fields {
-		if v, ok := getPath(rec, f); ok {
-			if s, ok := v.(string); ok && s != "" && !IsCiphertext(s) {
-				needed = true
-			}
+
+	type work struct {
+		field, class string
+		at           loc
+		plain        []byte
+	}
+	var todo []work
+	var found [][]loc // every place a sensitive field was found, for an erased customer
+	var refusals []Refusal
+	skipped := 0
+	for _, f := range fields {
+		locs, inArray := locate(rec, f, false, nil)
+		if len(locs) == 0 {
+			continue
 		}
+		found = append(found, locs)
+		switch {
+		case inArray:
+			refusals = append(refusals, Refusal{Field: f, Reason: "found inside an array: each element's value would stay plaintext"})
+			continue
+		case len(locs) > 1:
+			refusals = append(refusals, Refusal{Field: f, Reason: "found both under its literal dotted name and nested: which one the CRM reads is ambiguous"})
+			continue
+		}
+		at := locs[0]
+		var plain []byte
+		switch v := at.get().(type) {
+		case nil:
+			continue // null: nothing to encrypt
+		case string:
+			if v == "" {
+				continue
+			}
+			if IsCiphertext(v) {
+				skipped++
+				continue
+			}
+			plain = []byte(v)
+		case json.Number:
+			plain = []byte(v.String()) // its JSON text, as the write path encrypts it
+		case bool:
+			plain = []byte(strconv.FormatBool(v))
+		case map[string]any, []any:
+			refusals = append(refusals, Refusal{Field: f, Reason: "holds an object or array, which cannot be encrypted as one value: make it a string, or list its members as fields"})
+			continue
+		default:
+			return nil, nil, fmt.Errorf("field %s: unexpected JSON value %T", f, v)
+		}
+		todo = append(todo, work{field: f, class: opts.Fields[f], at: at, plain: plain})
+	}
+	if len(found) == 0 {
+		b, err := json.Marshal(rec)
+		return b, nil, err
+	}
+	// An erased customer's record loses every sensitive field, whatever it holds and
+	// whatever else is wrong with it: nothing sensitive is left to refuse.
+	m.refreshLedger(false)
+	erased := m.ledger.Erased(m.Pseudonym(id))
+	if !erased && len(refusals) > 0 {
+		return nil, refusals, nil
 	}
 	var ks *KeySet
-	if needed {
+	if !erased && len(todo) > 0 {
+		classes := make([]string, 0, len(todo))
+		for _, w := range todo {
+			if !slices.Contains(classes, w.class) {
+				classes = append(classes, w.class)
+			}
+		}
 		var err error
 		ks, err = m.KeysForMigration(ctx, id, classes)
-		if errors.Is(err, ErrErased) {
-			for f := range opts.Fields {
-				deletePath(rec, f)
-			}
-			st.Erased++
-			return json.Marshal(rec)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("customer %s: %w", m.Pseudonym(id), err)
+		switch {
+		case errors.Is(err, ErrErased):
+			erased = true
+		case errors.Is(err, ErrInvalidCustomer):
+			// An id the key_name template cannot hold (an email, "a..b"): no key can encrypt
+			// its values, and the id is not repeated in the report.
+			return nil, []Refusal{{Reason: fmt.Sprintf("the customer id in field %q cannot name a transit key (%s)", opts.CustomerField, nameRule)}}, nil
+		case err != nil:
+			return nil, nil, fmt.Errorf("customer %s: %w", m.Pseudonym(id), err)
 		}
 	}
-	for f, class := range opts.Fields {
-		v, ok := getPath(rec, f)
-		s, isStr := v.(string)
-		if !ok || !isStr || s == "" {
-			continue
+	if erased {
+		for _, locs := range found {
+			for _, at := range locs {
+				at.remove()
+			}
 		}
-		if IsCiphertext(s) {
-			st.Skipped++
-			continue
-		}
-		ct, err := ks.Encrypt(class, []byte(s))
+		st.Erased++
+		b, err := json.Marshal(rec)
+		return b, nil, err
+	}
+	st.Skipped += skipped
+	for _, w := range todo {
+		ct, err := ks.Encrypt(w.class, w.plain)
+		clear(w.plain)
 		if err != nil {
-			return nil, fmt.Errorf("field %s: %w", f, err)
+			return nil, nil, fmt.Errorf("field %s: %w", w.field, err)
 		}
-		setPath(rec, f, ct)
+		w.at.set(ct)
 		st.Encrypted++
 	}
-	return json.Marshal(rec)
-}
-
-// getPath reads a dotted path; a literal key containing dots wins over nesting.
-func getPath(rec map[string]any, path string) (any, bool) {
-	if v, ok := rec[path]; ok {
-		return v, true
-	}
-	head, rest, ok := strings.Cut(path, ".")
-	if !ok {
-		return nil, false
-	}
-	sub, ok := rec[head].(map[string]any)
-	if !ok {
-		return nil, false
-	}
-	return getPath(sub, rest)
-}
-
-func setPath(rec map[string]any, path string, v any) {
-	if _, ok := rec[path]; ok {
-		rec[path] = v
-		return
-	}
-	head, rest, ok := strings.Cut(path, ".")
-	if !ok {
-		return
-	}
-	if sub, ok := rec[head].(map[string]any); ok {
-		setPath(sub, rest, v)
-	}
-}
-
-func deletePath(rec map[string]any, path string) {
-	if _, ok := rec[path]; ok {
-		delete(rec, path)
-		return
-	}
-	head, rest, ok := strings.Cut(path, ".")
-	if !ok {
-		return
-	}
-	if sub, ok := rec[head].(map[string]any); ok {
-		deletePath(sub, rest)
-	}
+	b, err := json.Marshal(rec)
+	return b, nil, err
 }

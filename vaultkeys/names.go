@@ -35,6 +35,9 @@ func hmacPseudonymizer(key []byte) func(string) string {
 // Pseudonym is the keyed pseudonym of a customer id used in destruction records.
 func (m *Manager) Pseudonym(customerID string) string { return m.pseudo(customerID) }
 
+// nameRule is validName in words, for errors.
+const nameRule = `allowed: letters, digits, _ . -; no "." or "-" first or last, no ".."; at most 128`
+
 // KeyName is the transit key of customerID for class.
 func (m *Manager) KeyName(customerID, class string) (string, error) {
 	return m.keyName(customerID, "", class)
@@ -49,14 +52,21 @@ func (m *Manager) keyName(customerID, pseudonym, class string) (string, error) {
 	name := strings.Replace(m.cfg.KeyName, "{class}", class, 1)
 	if strings.Contains(name, "{customer}") {
 		if !validName(customerID) {
-			return "", fmt.Errorf("%w: %q (allowed: letters, digits, _ . -, at most 128)", ErrInvalidCustomer, customerID)
+			return "", fmt.Errorf("%w: %q (%s)", ErrInvalidCustomer, customerID, nameRule)
 		}
 		return strings.Replace(name, "{customer}", customerID, 1), nil
 	}
 	if pseudonym == "" {
 		pseudonym = m.Pseudonym(customerID)
 	}
-	return strings.Replace(name, "{pseudonym}", pseudonymToken(pseudonym), 1), nil
+	// An integrator's Pseudonymize may return anything: a token with '/' would name another
+	// Vault path, one with ".." a path Vault refuses. Such a customer can have no key, as an
+	// id the {customer} template cannot hold.
+	tok := pseudonymToken(pseudonym)
+	if !validName(tok) {
+		return "", fmt.Errorf("%w: its pseudonym %q cannot name a key (%s)", ErrInvalidCustomer, tok, nameRule)
+	}
+	return strings.Replace(name, "{pseudonym}", tok, 1), nil
 }
 
 // pseudonymToken keeps the name-safe characters of a pseudonym ("hmac-sha256:ab12" -> "ab12",

@@ -188,11 +188,19 @@ func keysEncryptCmd() *Command {
 		}
 		start := time.Now()
 		progress := func(s vaultkeys.MigrateStats) {
-			fmt.Fprintf(env.Stderr, "keys encrypt: %d records, %d fields encrypted, %d already encrypted, %d erased customers (%s)\n",
-				s.Records, s.Encrypted, s.Skipped, s.Erased, time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(env.Stderr, "keys encrypt: %d records, %d fields encrypted, %d already encrypted, %d erased customers, %d refused (%s)\n",
+				s.Records, s.Encrypted, s.Skipped, s.Erased, s.Refused, time.Since(start).Round(time.Millisecond))
 		}
+		// Each refused record is named as it is met (line and field, never a value); the
+		// run goes on so that one pass names them all, and then fails.
+		refused := func(r vaultkeys.Refusal) { fmt.Fprintf(env.Stderr, "keys encrypt: refused %s\n", r) }
 		st, err := m.EncryptJSONLines(ctx, r, w, vaultkeys.MigrateOptions{CustomerField: *idField, Fields: fieldMap,
-			Progress: progress, ProgressEvery: *every})
+			Progress: progress, ProgressEvery: *every, Refused: refused})
+		if errors.Is(err, vaultkeys.ErrRecordsRefused) {
+			// Not a migration of the whole export: --out is not written (a CRM loaded from it
+			// would lose the refused records), and stdout lacks them.
+			return fmt.Errorf("%w: a sensitive value in them cannot be encrypted as it is (named above); fix them in the export and run again", err)
+		}
 		if err != nil {
 			return fmt.Errorf("after %d records: %w", st.Records, err)
 		}

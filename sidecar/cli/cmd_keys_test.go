@@ -78,6 +78,34 @@ func TestKeysCommands(t *testing.T) {
 	if _, err := os.Stat(typo); !os.IsNotExist(err) {
 		t.Fatal("a plaintext export was written as the encrypted one")
 	}
+	// A sensitive value that cannot be encrypted as it is (an object) is never written in
+	// plaintext: its record is named, the command fails, and --out is not written. A number
+	// is encrypted as its JSON text.
+	mixed := filepath.Join(dir, "mixed.jsonl")
+	if err := os.WriteFile(mixed, []byte(`{"id":"c3","payment":{"card_number":4111111111111111}}`+"\n"+`{"id":"c4","address":{"street":"1 Main St"}}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mixedOut := filepath.Join(dir, "mixed-encrypted.jsonl")
+	code, _, stderr = run("keys", "encrypt", "--config", cfgPath, "--in", mixed, "--out", mixedOut, "--fields", "payment.card_number=financial,address=contact")
+	if code != ExitFailure || !strings.Contains(stderr, "refused line 2: field address: holds an object") || !strings.Contains(stderr, "1 of 2 records not written") {
+		t.Fatalf("keys encrypt with an object in a sensitive field: %d %s", code, stderr)
+	}
+	if _, err := os.Stat(mixedOut); !os.IsNotExist(err) {
+		t.Fatal("an export missing refused records was written as the encrypted one")
+	}
+	code, stdout, stderr := run("keys", "encrypt", "--config", cfgPath, "--in", mixed, "--fields", "payment.card_number=financial")
+	if code != ExitOK || strings.Contains(stdout, "4111111111111111") {
+		t.Fatalf("keys encrypt of a number: %d %s %s", code, stdout, stderr)
+	}
+	var num struct {
+		Payment struct {
+			CardNumber string `json:"card_number"`
+		} `json:"payment"`
+	}
+	_ = json.Unmarshal([]byte(strings.SplitN(stdout, "\n", 2)[0]), &num)
+	if sec, err := srv.Client(t).Logical().Write("transit/decrypt/consentry-c3-financial", map[string]any{"ciphertext": num.Payment.CardNumber}); err != nil || sec.Data["plaintext"] != "NDExMTExMTExMTExMTExMQ==" {
+		t.Fatalf("transit decrypt of a migrated number: %v %v", sec, err)
+	}
 	// replay-erasures refuses a ledger that does not exist (instead of replaying nothing).
 	if code, _, stderr := run("keys", "replay-erasures", "--config", cfgPath, "--ledger", filepath.Join(dir, "nowhere", "ledger.jsonl")); code != ExitConfig || !strings.Contains(stderr, "must exist") {
 		t.Fatalf("replay-erasures with a missing ledger: %d %s", code, stderr)
@@ -90,7 +118,7 @@ func TestKeysCommands(t *testing.T) {
 	if code, _, _ := run("erase", "--config", cfgPath, "--customer", "../x", "--reason", "r"); code != ExitUsage {
 		t.Fatalf("erase with a bad id: exit %d", code)
 	}
-	code, stdout, stderr := run("erase", "--config", cfgPath, "--customer", "c1", "--reason", "consent withdrawn", "--actor", "dpo")
+	code, stdout, stderr = run("erase", "--config", cfgPath, "--customer", "c1", "--reason", "consent withdrawn", "--actor", "dpo")
 	if code != ExitOK {
 		t.Fatalf("erase: %d %s", code, stderr)
 	}

@@ -72,8 +72,11 @@ type Route struct {
 	// Public routes are allowed without credentials or policy evaluation (health checks, API
 	// docs). They are still logged.
 	Public bool `yaml:"public" json:"public"`
-	// Body is what the route accepts: none, json or any. Default json for POST/PUT/PATCH,
-	// none otherwise. Response-side enforcement passes non-JSON responses only with "any".
+	// Body is what the route accepts: none, json or any. Default json for POST/PUT/PATCH and
+	// for create/update routes, none otherwise. A create/update route must be json (its
+	// body's sensitive fields are encrypted before the CRM; any other body would pass as it
+	// came): the map is refused otherwise. Response-side enforcement passes non-JSON
+	// responses only with "any".
 	Body string `yaml:"body" json:"body"`
 	// Unlisted says what the response phase does with a member of the response the route
 	// does not list (neither a field nor a passthrough or envelope member): "pass" serves it
@@ -262,15 +265,25 @@ func (r *Route) compile() error {
 	if r.CaseParam != "" && !params[r.CaseParam] {
 		return fmt.Errorf("case_param: %q is not a parameter of the path", r.CaseParam)
 	}
+	write := !r.Public && (r.Action == input.ActionCreate || r.Action == input.ActionUpdate)
 	switch r.Body {
 	case "":
 		r.Body = BodyNone
-		if r.Method == "POST" || r.Method == "PUT" || r.Method == "PATCH" {
+		if write || r.Method == "POST" || r.Method == "PUT" || r.Method == "PATCH" {
+			// A write on another method (OData's MERGE) is a JSON write too: its body is
+			// checked and its sensitive fields encrypted.
 			r.Body = BodyJSON
 		}
 	case BodyNone, BodyJSON, BodyAny:
 	default:
 		return fmt.Errorf("body: %q is not none, json or any", r.Body)
+	}
+	if write && r.Body != BodyJSON {
+		// Only a JSON body is checked field by field and has its sensitive fields encrypted
+		// before the CRM: any other body would be forwarded as it came, plaintext card
+		// numbers included.
+		return fmt.Errorf("body: %q on a route with action %s: a create/update body is checked and its sensitive fields encrypted only as JSON, "+
+			"so any other body would reach the CRM unencrypted; use body: json (a write that sends no body passes as json too)", r.Body, r.Action)
 	}
 	if r.CustomerIDField == "" {
 		r.CustomerIDField = "id"

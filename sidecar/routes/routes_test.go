@@ -135,12 +135,42 @@ func TestInvalidMaps(t *testing.T) {
 		{"list route bound to a case", `routes: [{method: GET, path: "/cases/{c}/customers", action: list, resource: customer, list: true, case_param: c, record_path: items}]`, "cannot be bound to one customer"},
 		{"list route read", `routes: [{method: GET, path: /search, action: read, resource: customer, list: true, record_path: items}]`, "action list or export"},
 		{"drop with body any", "unlisted: drop\nroutes: [{method: GET, path: /a, action: read, resource: x, body: any}]", "body: any"},
+		// Only a JSON body is checked and encrypted on the way to the CRM: the reviewer's
+		// route forwarded a plaintext card number.
+		{"update with body none", `routes: [{method: PUT, path: "/api/customers/{customer_id}/payment", action: update, resource: customer, customer_param: customer_id, fields: [payment.card_number], body: none}]`, `body: "none" on a route with action update`},
+		{"create with body any", `routes: [{method: POST, path: /api/customers, action: create, resource: customer, fields: [contact.email], body: any}]`, `body: "any" on a route with action create`},
 		{"envelope is the records", `routes: [{method: GET, path: /a, action: list, resource: x, list: true, record_path: data.items, envelope: [data]}]`, "overlaps record_path"},
 	}
 	for _, tt := range tests {
 		_, err := Parse([]byte(tt.yaml))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: err %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+// TestWriteRoutesDefaultToJSON: a create/update route without body is json whatever its
+// method (OData's MERGE), so its body is checked and encrypted; other routes keep their
+// method's default.
+func TestWriteRoutesDefaultToJSON(t *testing.T) {
+	m, err := Parse([]byte(`routes:
+  - {method: MERGE, path: "/api/customers/{id}", action: update, resource: customer, customer_param: id, fields: [contact.email]}
+  - {method: POST, path: "/api/customers/{id}/erase", action: erase, resource: customer, customer_param: id}
+  - {method: DELETE, path: "/api/customers/{id}", action: delete, resource: customer, customer_param: id}
+  - {method: POST, path: /upload, public: true, action: create, body: any}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ method, path, body string }{
+		{"MERGE", "/api/customers/c-1", BodyJSON},
+		{"POST", "/api/customers/c-1/erase", BodyJSON},
+		{"DELETE", "/api/customers/c-1", BodyNone},
+		{"POST", "/upload", BodyAny},
+	} {
+		mt, ok := m.Match(tc.method, tc.path)
+		if !ok || mt.Route.Body != tc.body {
+			t.Errorf("%s %s: body %q, want %q", tc.method, tc.path, mt.Route.Body, tc.body)
 		}
 	}
 }
