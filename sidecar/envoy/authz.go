@@ -79,6 +79,8 @@ func (a *Authz) Check(ctx context.Context, req *authv3.CheckRequest) (resp *auth
 	preq := RequestFromCheck(req)
 	preq.CanFulfil = a.fulfil
 	out := a.checker.Check(ctx, preq)
+	// Envoy forwards the raw :path, not the decided one: only its canonical spelling passes.
+	refuseNonCanonical(out, preq.Target)
 	// ext_authz enforces nothing after this answer: record now. A log failure turns the
 	// outcome into a 503 deny before it is sent.
 	enf := audit.Enforcement{}

@@ -8,6 +8,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc/codes"
+
+	"github.com/consentry/consentry/sidecar/normalize"
 )
 
 // FuzzCheckRequest drives arbitrary CheckRequests (method, path, one header as map entry and
@@ -86,6 +88,10 @@ func FuzzCheckRequest(f *testing.F) {
 		}
 		if resp.GetOkResponse() == nil {
 			t.Fatalf("allow without ok response: %v", resp)
+		}
+		// Envoy forwards the path and method as sent: only their canonical forms pass.
+		if err := normalize.CheckCanonical(path); err != nil || method != strings.ToUpper(method) {
+			t.Fatalf("allowed a non-canonical request line %s %q (%v)", method, path, err)
 		}
 	})
 }

@@ -196,6 +196,8 @@ func TestDenialsOverGRPC(t *testing.T) {
 		{"joined purposes", checkRequest("GET", "/api/customers/c-1001", map[string]string{"authorization": agent, "x-purpose": support + "," + marketing, "x-case-id": "case-7"}), 400, "request.header_ambiguous", codes.PermissionDenied},
 		{"list without response phase", checkRequest("GET", "/api/customers?page=1", map[string]string{"authorization": mkt, "x-purpose": marketing}), 403, "obligation.unsupported", codes.PermissionDenied},
 		{"missing method", checkRequest("", "/api/customers", nil), 400, "request.method_invalid", codes.PermissionDenied},
+		// Envoy forwards the method as sent: "get" is not decided as GET.
+		{"lower-case method", checkRequest("get", "/api/customers/c-1001", map[string]string{"authorization": agent, "x-purpose": support, "x-case-id": "case-7"}), 400, "request.method_invalid", codes.PermissionDenied},
 		{"empty request", &authv3.CheckRequest{}, 400, "request.method_invalid", codes.PermissionDenied},
 	}
 	for _, tt := range tests {

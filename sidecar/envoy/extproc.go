@@ -204,8 +204,8 @@ func (x *ExtProc) requestHeaders(ctx context.Context, ex *exchange, msg *extproc
 	}
 	// The body would reach the CRM in chunks consentry never holds whole (without
 	// protocol_config, Envoy before 1.34, the mode is unknown: counted as not buffered).
-	// The pipeline matches methods in any case (it upper-cases them), so this must too: a
-	// lowercase "patch" is a write whose body must be checked.
+	// A lower-case "patch" is refused as well (the pipeline would refuse it as
+	// request.method_invalid): nothing of its body passes either way.
 	method := strings.ToUpper(ex.req.Method)
 	if method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
 		return x.bodyNotBuffered(ex.protocol)
@@ -261,6 +261,8 @@ func undecided(why string) *extprocv3.ProcessingResponse {
 func (x *ExtProc) decide(ctx context.Context, ex *exchange, out *pipeline.Outcome, onHeaders bool) *extprocv3.ProcessingResponse {
 	ex.awaitBody = false
 	ex.out = out
+	// Envoy forwards the raw :path, not the decided one: only its canonical spelling passes.
+	refuseNonCanonical(ex.out, ex.req.Target)
 	if !ex.out.Allowed() {
 		return x.deny(ctx, ex)
 	}

@@ -53,6 +53,8 @@ routes:
 		refused   = "refused on headers"
 		denied    = "denied on the body"
 		encrypted = "encrypted body"
+		// Methods are case-sensitive and Envoy forwards them as sent: "merge" is not MERGE.
+		badMethod = "refused as an invalid method"
 	)
 	for _, c := range []struct {
 		name     string
@@ -67,7 +69,8 @@ routes:
 		{"BUFFERED with request trailers, forbidden field", "MERGE", buffered, false, card, denied},
 		{"BUFFERED, forbidden field", "MERGE", buffered, true, card, denied},
 		{"STREAMED", "MERGE", mode(extprocfilterv3.ProcessingMode_STREAMED), false, phone, refused},
-		{"STREAMED, lowercase method", "merge", mode(extprocfilterv3.ProcessingMode_STREAMED), false, phone, refused},
+		{"STREAMED, lowercase method", "merge", mode(extprocfilterv3.ProcessingMode_STREAMED), false, phone, badMethod},
+		{"BUFFERED, lowercase method", "merge", buffered, false, phone, badMethod},
 		{"BUFFERED_PARTIAL", "MERGE", mode(extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL), true, phone, refused},
 		{"NONE", "MERGE", mode(extprocfilterv3.ProcessingMode_NONE), true, phone, refused},
 		{"no protocol_config", "MERGE", nil, true, phone, refused},
@@ -78,6 +81,12 @@ routes:
 				"content-type": "application/json", "authorization": "Bearer " + e.Agent(), "x-purpose": tt.Support, "x-case-id": "case-7"}
 			resp := send(&extprocv3.ProcessingRequest{ProtocolConfig: c.protocol, Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs(h, false)}})
 			ir := resp.GetImmediateResponse()
+			if c.want == badMethod {
+				if ir == nil || ir.GetStatus().GetCode() != 400 || ir.GetDetails() != "request.method_invalid" {
+					t.Fatalf("a lowercase method was let through on its headers: %v", resp)
+				}
+				return
+			}
 			if c.want == refused {
 				if ir == nil || ir.GetStatus().GetCode() != 503 || !bytes.Contains(ir.GetBody(), []byte(envoy.ReasonBodyNotBuffered)) {
 					t.Fatalf("a write whose body is not buffered was let through on its headers: %v", resp)

@@ -34,6 +34,11 @@ func mapClaims(cfg ClaimsConfig, raw map[string]any) (input.Subject, error) {
 	if s.CustomerID, err = stringClaim(raw, cfg.CustomerID); err != nil {
 		return s, fail(ReasonClaims, "claim %q: %v", cfg.CustomerID, err)
 	}
+	if s.Type == input.SubjectProcessor && s.ProcessorID == "" {
+		// A processor is bound by its agreement, looked up by this id: without one it would
+		// act as a processor no agreement can restrict.
+		return s, fail(ReasonClaims, "a processor subject needs claim %q", cfg.ProcessorID)
+	}
 	if cfg.MFA != "" {
 		switch v := lookup(raw, cfg.MFA).(type) {
 		case bool:

@@ -40,8 +40,18 @@ type IssuerConfig struct {
 	Audiences []string `yaml:"audiences" json:"audiences"`
 	// JWKSFile is a JSON Web Key Set file. Exactly one of JWKSFile and JWKSURL.
 	JWKSFile string `yaml:"jwks_file" json:"jwks_file"`
-	// JWKSURL is fetched over HTTP(S) and cached.
+	// JWKSURL is fetched and cached. It must be https:// (the key set decides who may call),
+	// except on a loopback host (localhost, 127.0.0.0/8, ::1) or with JWKSInsecureHTTP. A
+	// redirect to another host, or from https to http, is refused.
 	JWKSURL string `yaml:"jwks_url" json:"jwks_url"`
+	// JWKSCAFile is a PEM bundle of the CA certificates that verify the JWKS server instead of
+	// the system roots (an identity provider with a private CA). Only with an https jwks_url.
+	// Read at start.
+	JWKSCAFile string `yaml:"jwks_ca_file" json:"jwks_ca_file"`
+	// JWKSInsecureHTTP accepts an http:// jwks_url on a non-loopback host. Anyone on the
+	// network path can then replace the issuer's keys and mint accepted tokens: for test
+	// setups only.
+	JWKSInsecureHTTP bool `yaml:"jwks_insecure_http" json:"jwks_insecure_http"`
 	// Algorithms allowed for this issuer. Default RS256, ES256, EdDSA. "none" and HMAC
 	// algorithms are never accepted.
 	Algorithms []string `yaml:"algorithms" json:"algorithms"`
@@ -91,7 +101,7 @@ type ServiceConfig struct {
 	Type string `yaml:"type" json:"type"`
 	// Roles of the service.
 	Roles []string `yaml:"roles" json:"roles"`
-	// ProcessorID for processor services.
+	// ProcessorID for processor services (required with type processor).
 	ProcessorID string `yaml:"processor_id" json:"processor_id"`
 }
 
@@ -187,6 +197,14 @@ func (c Config) Validate() error {
 			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 				return fmt.Errorf("%s.jwks_url: %q is not an http(s) URL", k, ic.JWKSURL)
 			}
+			if u.Scheme == "http" && !loopbackHost(u.Hostname()) && !ic.JWKSInsecureHTTP {
+				return fmt.Errorf("%s.jwks_url: %q is plain http: anyone on the path could replace the keys; use https (jwks_ca_file for a private CA), or set jwks_insecure_http for a test setup", k, ic.JWKSURL)
+			}
+			if ic.JWKSCAFile != "" && u.Scheme != "https" {
+				return fmt.Errorf("%s.jwks_ca_file: only with an https jwks_url", k)
+			}
+		} else if ic.JWKSCAFile != "" || ic.JWKSInsecureHTTP {
+			return fmt.Errorf("%s: jwks_ca_file and jwks_insecure_http apply to a jwks_url only", k)
 		}
 		for _, a := range ic.Algorithms {
 			if !allowedAlgorithms[a] {
@@ -212,6 +230,11 @@ func (c Config) Validate() error {
 		}
 		if s.Type != "" && s.Type != input.SubjectService && s.Type != input.SubjectProcessor {
 			return fmt.Errorf("%s.type: %q must be service or processor", k, s.Type)
+		}
+		if s.Type == input.SubjectProcessor && s.ProcessorID == "" {
+			// The processor agreement is looked up by this id: without it the service would
+			// act as a processor no agreement can bind.
+			return fmt.Errorf("%s.processor_id: required for a processor service", k)
 		}
 	}
 	if c.ClockSkew < 0 || c.ClockSkew > 10*time.Minute {

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -91,11 +92,26 @@ func WithoutPrefetch() Option { return func(a *Authenticator) { a.noFetch = true
 // WithClock replaces time.Now.
 func WithClock(now func() time.Time) Option { return func(a *Authenticator) { a.now = now } }
 
-// WithHTTPClient replaces the client used to fetch JWKS URLs.
+// WithHTTPClient replaces the client used to fetch JWKS URLs (its transport and timeout; the
+// redirect rule stays consentry's).
 func WithHTTPClient(c *http.Client) Option {
 	return func(a *Authenticator) {
+		cp := *c
+		cp.CheckRedirect = checkJWKSRedirect
 		for _, is := range a.issuers {
-			is.keys.client = c
+			is.keys.client = &cp
+		}
+	}
+}
+
+// WithLogger sets the logger (JWKS keys skipped; default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(a *Authenticator) {
+		if l == nil {
+			return
+		}
+		for _, is := range a.issuers {
+			is.keys.log = l
 		}
 	}
 }
@@ -108,11 +124,14 @@ func New(cfg Config, opts ...Option) (*Authenticator, error) {
 		return nil, err
 	}
 	a := &Authenticator{cfg: cfg, issuers: map[string]*issuer{}, services: map[string]ServiceConfig{}, now: time.Now}
-	client := &http.Client{Timeout: 10 * time.Second}
 	for _, ic := range cfg.Issuers {
 		is := &issuer{cfg: ic}
 		for _, alg := range ic.Algorithms {
 			is.algs = append(is.algs, jose.SignatureAlgorithm(alg))
+		}
+		client, err := jwksClient(ic)
+		if err != nil {
+			return nil, fmt.Errorf("identity.issuers[%s].%w", ic.Issuer, err)
 		}
 		is.keys = newKeySet(ic, client, func() time.Time { return a.now() })
 		a.issuers[ic.Issuer] = is

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +30,10 @@ type keySet struct {
 	cfg    IssuerConfig
 	client *http.Client
 	now    func() time.Time
+	log    *slog.Logger
+	// skipped is the last logged list of keys the issuer's set holds but consentry cannot use
+	// (logged when it changes, not on every refresh).
+	skipped atomic.Pointer[string]
 
 	keys        atomic.Pointer[jose.JSONWebKeySet]
 	fetchedAt   atomic.Int64 // unix nanos of the last successful load
@@ -44,7 +50,7 @@ type flight struct {
 }
 
 func newKeySet(cfg IssuerConfig, client *http.Client, now func() time.Time) *keySet {
-	return &keySet{cfg: cfg, client: client, now: now}
+	return &keySet{cfg: cfg, client: client, now: now, log: slog.Default()}
 }
 
 var errNoKeys = errors.New("no key set could be loaded")
@@ -137,8 +143,11 @@ func (k *keySet) start(force bool) (*flight, error) {
 // fetch loads the key set with its own timeout and completes f.
 func (k *keySet) fetch(f *flight, started time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), k.cfg.FetchTimeout)
-	set, err := k.load(ctx)
+	set, skipped, err := k.load(ctx)
 	cancel()
+	if err == nil || skipped != nil { // the document was read (a failed fetch says nothing about its keys)
+		k.noteSkipped(skipped)
+	}
 	if err != nil {
 		msg := err.Error()
 		k.lastErr.Store(&msg)
@@ -158,12 +167,14 @@ func (k *keySet) fetch(f *flight, started time.Time) {
 	close(f.done)
 }
 
-func (k *keySet) load(ctx context.Context) (*jose.JSONWebKeySet, error) {
+// load reads the key set and returns its usable signing keys, and a description of each key
+// it skipped.
+func (k *keySet) load(ctx context.Context) (*jose.JSONWebKeySet, []string, error) {
 	var raw []byte
 	if k.cfg.JWKSFile != "" {
 		b, err := os.ReadFile(k.cfg.JWKSFile)
 		if err != nil {
-			return nil, fmt.Errorf("read jwks: %w", err)
+			return nil, nil, fmt.Errorf("read jwks: %w", err)
 		}
 		raw = b
 	} else {
@@ -171,34 +182,59 @@ func (k *keySet) load(ctx context.Context) (*jose.JSONWebKeySet, error) {
 		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.cfg.JWKSURL, nil)
 		if err != nil {
-			return nil, fmt.Errorf("jwks request: %w", err)
+			return nil, nil, fmt.Errorf("jwks request: %w", err)
 		}
 		req.Header.Set("Accept", "application/json")
 		resp, err := k.client.Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("fetch jwks: %w", err)
+			return nil, nil, fmt.Errorf("fetch jwks: %w", err)
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("fetch jwks: %s answered %d", k.cfg.JWKSURL, resp.StatusCode)
+			return nil, nil, fmt.Errorf("fetch jwks: %s answered %d", k.cfg.JWKSURL, resp.StatusCode)
 		}
 		raw, err = io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
 		if err != nil {
-			return nil, fmt.Errorf("read jwks: %w", err)
+			return nil, nil, fmt.Errorf("read jwks: %w", err)
 		}
 		if len(raw) > maxJWKSBytes {
-			return nil, fmt.Errorf("jwks larger than %d bytes", maxJWKSBytes)
+			return nil, nil, fmt.Errorf("jwks larger than %d bytes", maxJWKSBytes)
 		}
 	}
-	var set jose.JSONWebKeySet
-	if err := json.Unmarshal(raw, &set); err != nil {
-		return nil, fmt.Errorf("parse jwks: %w", err)
+	return parseKeySet(raw)
+}
+
+// parseKeySet keeps the public signing keys of a JWKS document. Keys are parsed one by one:
+// identity providers publish keys consentry has no use for beside their signing keys (an
+// X25519 or RSA-OAEP encryption key, a secp256k1 key, a kty a later RFC defines), and one of
+// them must not make the whole set unreadable - New would fail, and a URL set would never
+// refresh again, keeping rotated-out keys. Such keys are skipped and described; only a set
+// without any usable signing key is an error. Private material is reduced to its public half
+// (a set that carries it by accident must not make us hold it); encryption keys (use: enc) and
+// symmetric keys never verify a signature here.
+func parseKeySet(raw []byte) (*jose.JSONWebKeySet, []string, error) {
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
 	}
-	// Keep public signing keys only: a JWKS that accidentally carries private material must
-	// not make us hold it, and encryption keys never verify signatures.
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, nil, fmt.Errorf("parse jwks: %w", err)
+	}
 	out := &jose.JSONWebKeySet{}
-	for _, key := range set.Keys {
-		if key.Use == "enc" || !key.Valid() {
+	var skipped []string
+	for i, rk := range doc.Keys {
+		var key jose.JSONWebKey
+		why := ""
+		if err := key.UnmarshalJSON(rk); err != nil {
+			why = err.Error()
+		} else if _, symmetric := key.Key.([]byte); symmetric {
+			why = "symmetric key"
+		} else if key.Use == "enc" {
+			why = "encryption key (use: enc)"
+		} else if !key.Valid() {
+			why = "incomplete key"
+		}
+		if why != "" {
+			skipped = append(skipped, describeKey(i, rk)+": "+why)
 			continue
 		}
 		if !key.IsPublic() {
@@ -207,9 +243,36 @@ func (k *keySet) load(ctx context.Context) (*jose.JSONWebKeySet, error) {
 		out.Keys = append(out.Keys, key)
 	}
 	if len(out.Keys) == 0 {
-		return nil, errors.New("jwks holds no usable signing key")
+		if len(skipped) > 0 {
+			return nil, skipped, fmt.Errorf("jwks holds no usable signing key (skipped %s)", strings.Join(skipped, "; "))
+		}
+		return nil, nil, errors.New("jwks holds no usable signing key")
 	}
-	return out, nil
+	return out, skipped, nil
+}
+
+// describeKey names a raw JWK by position, kid, kty and crv, for the log.
+func describeKey(i int, rk json.RawMessage) string {
+	var h struct{ Kid, Kty, Crv string }
+	_ = json.Unmarshal(rk, &h)
+	d := fmt.Sprintf("key %d kid=%q kty=%q", i, truncate(h.Kid), truncate(h.Kty))
+	if h.Crv != "" {
+		d += fmt.Sprintf(" crv=%q", truncate(h.Crv))
+	}
+	return d
+}
+
+// noteSkipped logs the keys a load skipped, once for each different list: a set refreshed
+// every few minutes with the same unusable key must not fill the log.
+func (k *keySet) noteSkipped(skipped []string) {
+	note := strings.Join(skipped, "; ")
+	if prev := k.skipped.Load(); prev != nil && *prev == note || prev == nil && note == "" {
+		return
+	}
+	k.skipped.Store(&note)
+	if note != "" {
+		k.log.Warn("identity: JWKS keys skipped (not usable to verify signatures)", "issuer", k.cfg.Issuer, "count", len(skipped), "keys", note)
+	}
 }
 
 // candidates returns the keys a token with this kid and alg may be verified with.

@@ -45,12 +45,19 @@ const (
 // CGI-style servers map both spellings to one variable.
 var overrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"}
 
-// clientAddressHeaders tell a server who the client is, or how it reached the front door,
-// other than X-Forwarded-For and X-Forwarded-Proto (which the proxy sets itself, and Envoy
-// sets, or appends to with use_remote_address). A caller's own would let it pose to the CRM as another address: every front
-// door removes them before the CRM (the Envoy doors through the pipeline's RemoveHeaders).
+// clientAddressHeaders tell a server who the client is, or how (which URI, method, scheme)
+// the request reached the front door, other than X-Forwarded-For and X-Forwarded-Proto
+// (which the proxy sets itself, and Envoy sets, or appends to with use_remote_address). A
+// caller's own would let it pose to the CRM as another address, or make a CRM that trusts
+// them (nginx auth_request setups, Traefik forward-auth, Rack's X-Forwarded-Ssl) read another
+// path or method than the one decided: every front door removes them before the CRM (the
+// Envoy doors through the pipeline's RemoveHeaders). The proxy removes every X-Forwarded-*
+// and X-Original-* besides; the Envoy doors only these, since Envoy may set others itself
+// before the filters run (X-Forwarded-Client-Cert with forward_client_cert_details).
 var clientAddressHeaders = []string{"forwarded", "x-real-ip", "true-client-ip", "x-client-ip", "x-cluster-client-ip",
-	"x-original-forwarded-for", "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-server"}
+	"x-original-forwarded-for", "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-server",
+	"x-forwarded-uri", "x-forwarded-path", "x-forwarded-method", "x-forwarded-scheme", "x-forwarded-ssl",
+	"x-original-uri", "x-original-method", "x-envoy-original-path"}
 
 // ClientAddressHeaders returns a copy of the list above (lower case).
 func ClientAddressHeaders() []string { return append([]string(nil), clientAddressHeaders...) }
@@ -153,12 +160,20 @@ type Target struct {
 	RawQuery string
 }
 
-// Method validates an HTTP method (a token, upper-cased on return).
+// Method validates an HTTP method: a token without lower-case letters. Methods are
+// case-sensitive (RFC 9110 9.1) and a front door forwards the method as sent (Envoy passes
+// "get" on unchanged): a "get" decided as GET could run as another method, or another
+// route, at the CRM, so it is refused rather than upper-cased.
 func (n *Normalizer) Method(m string) (string, error) {
 	if m == "" || len(m) > 32 || !isToken(m) {
 		return "", reject(ReasonMethodInvalid, "method %q is not a valid HTTP method", truncate(m))
 	}
-	return strings.ToUpper(m), nil
+	for i := 0; i < len(m); i++ {
+		if 'a' <= m[i] && m[i] <= 'z' {
+			return "", reject(ReasonMethodInvalid, "method %q is not upper case (methods are case-sensitive)", truncate(m))
+		}
+	}
+	return m, nil
 }
 
 // Target normalizes a request target (path plus optional query) as found in the request line

@@ -153,12 +153,31 @@ func TestHeaders(t *testing.T) {
 
 func TestMethod(t *testing.T) {
 	n := New(Config{})
-	if m, err := n.Method("get"); err != nil || m != "GET" {
-		t.Fatalf("Method(get) = %q %v", m, err)
+	for _, ok := range []string{"GET", "PATCH", "MERGE", "M-SEARCH"} {
+		if m, err := n.Method(ok); err != nil || m != ok {
+			t.Errorf("Method(%q) = %q %v", ok, m, err)
+		}
 	}
-	for _, bad := range []string{"", "GE T", "G\x00", strings.Repeat("A", 40)} {
-		if _, err := n.Method(bad); err == nil {
-			t.Errorf("Method(%q) accepted", bad)
+	// A front door forwards the method as sent: "get" is not decided as GET.
+	for _, bad := range []string{"", "GE T", "G\x00", strings.Repeat("A", 40), "get", "Get", "patcH"} {
+		var ne *Error
+		if _, err := n.Method(bad); !errors.As(err, &ne) || ne.Code != ReasonMethodInvalid {
+			t.Errorf("Method(%q) = %v, want %s", bad, err, ReasonMethodInvalid)
+		}
+	}
+}
+
+// TestClientAddressHeaders: headers that tell the CRM which URI, method or scheme the request
+// came with are removed before it like the client-address ones, in either spelling.
+func TestClientAddressHeaders(t *testing.T) {
+	for _, h := range []string{"X-Forwarded-Uri", "x_forwarded_path", "X-Forwarded-Method", "X-Original-URI", "X_Original_Method", "X-Envoy-Original-Path", "X-Real-IP"} {
+		if !IsClientAddressHeader(h) {
+			t.Errorf("%s is not removed before the CRM", h)
+		}
+	}
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Client-Cert", "X-Purpose"} {
+		if IsClientAddressHeader(h) {
+			t.Errorf("%s is removed (Envoy sets it, or it is not about the client)", h)
 		}
 	}
 }

@@ -120,7 +120,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("pipeline.timeout, pipeline.audit_timeout: must not be negative")
 	}
 	for k, v := range map[string]string{"purpose": c.Headers.Purpose, "case_id": c.Headers.CaseID, "break_glass": c.Headers.BreakGlass} {
-		if strings.HasPrefix(v, c.Headers.ReservedPrefix) {
+		if normalize.HasHeaderPrefix(v, c.Headers.ReservedPrefix) { // '_' as '-', as Reserved strips them
 			return fmt.Errorf("pipeline.headers.%s: %q uses the reserved prefix %q (it would be stripped)", k, v, c.Headers.ReservedPrefix)
 		}
 	}

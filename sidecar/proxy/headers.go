@@ -1,11 +1,15 @@
 package proxy
 
 import (
+	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/consentry/consentry/sidecar/decision"
 	"github.com/consentry/consentry/sidecar/normalize"
+	"github.com/consentry/consentry/sidecar/pipeline"
 	"github.com/consentry/consentry/sidecar/transform"
 )
 
@@ -13,11 +17,29 @@ import (
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
-// clientAddressHeaders tell a server who the client is and how it reached the proxy. The
-// proxy sets X-Forwarded-For/-Proto/-Host itself; every caller-supplied spelling of these and
-// of the other common ones (also with '_' for '-', which CGI-style servers read as the same
-// variable) is removed first, so that a caller cannot pose to the CRM as another address.
-var clientAddressHeaders = append([]string{"X-Forwarded-For", "X-Forwarded-Proto"}, normalize.ClientAddressHeaders()...)
+// clientAddressHeaders tell a server who the client is and how it reached the proxy
+// (normalize.ClientAddressHeaders: Forwarded, X-Real-IP, X-Envoy-Original-Path, ...).
+var clientAddressHeaders = normalize.ClientAddressHeaders()
+
+// stripCallerForwarding removes what a caller may claim about how the request reached a front
+// door: every X-Forwarded-* and X-Original-* (not only the ones consentry knows: CRMs behind
+// nginx auth_request or Traefik forward-auth read X-Forwarded-Uri, X-Forwarded-Method or
+// X-Original-URI as the request's own, and X-Forwarded-Client-Cert as a verified
+// certificate) and the other client-address headers, also spelled with '_' for '-' (CGI-style
+// servers read both as the same variable). The proxy then sets its own X-Forwarded-For,
+// -Proto and -Host, so a caller can pose to the CRM neither as another address nor as
+// another request.
+func stripCallerForwarding(h *fasthttp.RequestHeader) {
+	var del []string
+	for k := range h.All() {
+		if hasPrefixFold(k, "x-forwarded-") || hasPrefixFold(k, "x-original-") || headerIn(k, clientAddressHeaders) {
+			del = append(del, string(k))
+		}
+	}
+	for _, k := range del {
+		h.Del(k)
+	}
+}
 
 // stripHeaders removes every header named in names (compared with '_' as '-').
 func stripHeaders(h *fasthttp.RequestHeader, names []string) {
@@ -30,6 +52,46 @@ func stripHeaders(h *fasthttp.RequestHeader, names []string) {
 	for _, k := range del {
 		h.Del(k)
 	}
+}
+
+// refuseOtherSpelling refuses an allowed request that carries another spelling of a header
+// the decision reads (otherSpelling).
+func refuseOtherSpelling(out *pipeline.Outcome, h map[string][]string, hc pipeline.HeaderConfig) {
+	if name := otherSpelling(h, hc); name != "" {
+		refuse(out, pipeline.ReasonHeaderAmbiguous, "header "+name+" is another spelling of one the decision reads; the CRM may read either")
+	}
+}
+
+// otherSpelling returns the first header of h (names lower case, as the pipeline request
+// holds them) that is another spelling of one the decision reads - purpose, case,
+// break-glass justification - with '_' for '-' or the other way round ("x_purpose" beside
+// or instead of "x-purpose"), or "" when there is none. The pipeline reads only the
+// configured spelling, but PHP, WSGI and Rack map both to one variable and the CRM may read
+// the other: such a request is ambiguous (pipeline.ReasonHeaderAmbiguous), like two purposes.
+func otherSpelling(h map[string][]string, hc pipeline.HeaderConfig) string {
+	decided := []string{hc.Purpose, hc.CaseID, hc.BreakGlass}
+	for k := range h {
+		if normalize.HeaderIn(k, decided) && !slices.Contains(decided, k) {
+			return k
+		}
+	}
+	return ""
+}
+
+// refuse turns an allowed outcome into a 400 deny with code, so that the decision log records
+// the request as the refusal it was, under the subject and customer it was decided for.
+func refuse(out *pipeline.Outcome, code, msg string) {
+	if !out.Allowed() {
+		return // a deny already: nothing is forwarded
+	}
+	d := decision.Deny(http.StatusBadRequest, code, msg)
+	d.ID = out.DecisionID
+	out.Decision = d
+	out.Status = http.StatusBadRequest
+	out.Body = transform.DenyBody(out.DecisionID, code, msg)
+	out.ResponseHeaders = map[string]string{pipeline.HeaderDecisionID: out.DecisionID, "content-type": "application/json"}
+	out.UpstreamHeaders = nil
+	out.Err = &pipeline.Error{Code: code, Status: http.StatusBadRequest, Message: msg}
 }
 
 // bodyMode is what became of the CRM's body, which decides which of its headers pass.

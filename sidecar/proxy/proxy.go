@@ -300,6 +300,7 @@ func (s *Server) handle(c *fiber.Ctx) (err error) {
 	}()
 	preq := s.pipelineRequest(fctx)
 	out = s.deps.Pipeline.Check(ctx, preq)
+	refuseOtherSpelling(out, preq.Headers, s.deps.Pipeline.Config().Headers)
 	if !out.Allowed() {
 		return s.deny(c, out)
 	}
@@ -544,7 +545,7 @@ func (s *Server) upstreamRequest(fctx *fasthttp.RequestCtx, out *pipeline.Outcom
 	for k, v := range out.UpstreamHeaders {
 		u.Header.Set(k, v)
 	}
-	stripHeaders(&u.Header, clientAddressHeaders)
+	stripCallerForwarding(&u.Header)
 	if xff := preq.Headers["x-forwarded-for"]; len(xff) == 1 {
 		u.Header.Set("X-Forwarded-For", xff[0])
 	}
