@@ -65,7 +65,12 @@ func (a *App) assemble(ctx context.Context) error {
 func (a *App) assemblePolicy(ctx context.Context) error {
 	pc := a.Config.Policy
 	if a.check {
-		pc.NoPersist = true // --check writes nothing: no persist_dir is created
+		// --check writes nothing (no persist_dir is created), but judges the configuration
+		// as run would: a url without persist_dir is refused here, not at the first start.
+		if err := pc.Validate(); err != nil {
+			return err
+		}
+		pc.NoPersist = true
 	}
 	act := &activator{eng: a.Engine, routes: &a.routes, fromBundle: a.routesCfg.FromBundle}
 	mgr, err := bundle.NewManager(pc, act, a.Registry, a.Log)
@@ -106,12 +111,17 @@ func (v *activator) Load(ctx context.Context, ps *engine.PolicySet) error {
 			return errors.New("routes.from_bundle: the bundle has no data.consentry.routes")
 		}
 	}
-	if err := v.eng.Load(ctx, ps); err != nil {
+	// Compile first (the step that may fail), then swap the route map, then the policy: a
+	// request never meets the new policy under the old route map, whose routes (names, actions,
+	// customer binding) the new policy may not decide as the old one did.
+	p, err := v.eng.Prepare(ctx, ps)
+	if err != nil {
 		return err
 	}
 	if m != nil {
 		v.routes.Store(m)
 	}
+	v.eng.Activate(p)
 	return nil
 }
 

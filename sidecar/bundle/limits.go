@@ -69,11 +69,21 @@ func (b *budgetReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// PrescanTarball is the limit check every reader of a bundle tarball runs before OPA's reader
+// holds it in memory (the sidecar, `bundle verify`, `bundle sign`); see prescanTarball.
+func PrescanTarball(raw []byte, maxFile int64) error {
+	if maxFile <= 0 {
+		maxFile = DefaultMaxSizeBytes
+	}
+	return prescanTarball(raw, maxFile)
+}
+
 // prescanTarball streams raw's gzip+tar once, discarding the contents, and refuses it
 // (too_large) before OPA's reader buffers it when it inflates to more than
-// inflateLimit(maxFile) bytes, has more than MaxBundleFiles entries, or an entry larger
-// than maxFile. Memory stays at the decompressor's window plus one copy buffer. An
-// unreadable stream is malformed: OPA's reader would fail on it too, after buffering.
+// inflateLimit(maxFile) bytes, declares entries totalling more than that, has more than
+// MaxBundleFiles entries, or an entry larger than maxFile. Memory stays at the
+// decompressor's window plus one copy buffer. An unreadable stream is malformed: OPA's reader
+// would fail on it too, after buffering. So is a sparse entry (see sparseEntry).
 func prescanTarball(raw []byte, maxFile int64) error {
 	limit := inflateLimit(maxFile)
 	tooLarge := func() error {
@@ -86,6 +96,9 @@ func prescanTarball(raw []byte, maxFile int64) error {
 	defer gz.Close()
 	tr := tar.NewReader(&budgetReader{r: gz, left: limit})
 	files := 0
+	// What the entries declare, which is what OPA allocates (one buffer of hdr.Size per
+	// file): the stream's bytes alone undercount any entry archive/tar expands itself.
+	var declared int64
 	for entries := 0; ; entries++ {
 		hdr, err := tr.Next()
 		switch {
@@ -108,6 +121,12 @@ func prescanTarball(raw []byte, maxFile int64) error {
 		if hdr.Size > maxFile {
 			return reject(ReasonTooLarge, "", fmt.Errorf("bundle file %s is %d bytes, policy.max_size_bytes is %d", hdr.Name, hdr.Size, maxFile))
 		}
+		if declared += max(hdr.Size, 0); declared > limit {
+			return reject(ReasonTooLarge, "", fmt.Errorf("bundle entries declare more than %d bytes (%d x policy.max_size_bytes)", limit, InflateFactor))
+		}
+		if sparseEntry(hdr) {
+			return reject(ReasonMalformed, "", fmt.Errorf("bundle file %s is a sparse tar entry, which bundles never hold (archive/tar expands its holes without reading them)", hdr.Name))
+		}
 		if _, err := io.Copy(io.Discard, tr); err != nil {
 			if errors.Is(err, errInflateLimit) {
 				return tooLarge()
@@ -115,6 +134,23 @@ func prescanTarball(raw []byte, maxFile int64) error {
 			return reject(ReasonMalformed, "", fmt.Errorf("archive read failed: %s: %w", hdr.Name, err))
 		}
 	}
+}
+
+// sparseEntry reports a GNU sparse entry: an old GNU 'S' entry, or a PAX entry with
+// GNU.sparse.* records (which archive/tar returns as a regular file whose Size is the expanded
+// size). Its holes are zeros archive/tar makes up without reading the stream, so a few bytes
+// of tarball could declare (and make OPA's reader allocate) gigabytes; no bundle writer
+// produces them, so they are refused outright rather than counted.
+func sparseEntry(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 // readFileLimited reads at most max+1 bytes of path: enough for the caller to see (and

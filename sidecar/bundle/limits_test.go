@@ -1,9 +1,12 @@
 package bundle_test
 
 import (
+	"archive/tar"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -126,5 +129,62 @@ func TestDirOverInflateLimitIsTooLarge(t *testing.T) {
 				t.Fatalf("got %v, want too_large", err)
 			}
 		})
+	}
+}
+
+// A sparse tar entry expands in archive/tar without being in the stream: 40 entries of a
+// PAX 1.0 sparse file (`tar --sparse --sparse-version=1.0 --format=pax`), or old GNU 'S'
+// entries, from about a kilobyte each. The pre-scan counted only the stream's bytes, so
+// OPA's loader then allocated every entry's expanded size before the (missing) signature was
+// looked at. They are refused before anything is buffered.
+func TestSparseTarballRejectedBeforeAllocating(t *testing.T) {
+	const limit = 1 << 20 // policy.max_size_bytes
+	const files = 40      // 40 MiB expanded, 10x the inflate limit
+	for _, format := range []string{bundletest.SparsePAX10, bundletest.SparseOldGNU} {
+		t.Run(format, func(t *testing.T) {
+			raw := bundletest.SparseTar(t, format, files, limit-1024)
+			sparseEntriesAsExpected(t, raw, format, limit-1024)
+			f := newFixture(t, bundle.Config{File: "unused.tar.gz", MaxSizeBytes: limit})
+			runtime.GC()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			err := f.mgr.ActivateTarball(context.Background(), raw, "test")
+			runtime.ReadMemStats(&after)
+			alloc := after.TotalAlloc - before.TotalAlloc
+			t.Logf("compressed %d bytes, rejected as %q after allocating %d KiB: %v", len(raw), bundle.ReasonOf(err), alloc>>10, err)
+			if bundle.ReasonOf(err) != bundle.ReasonMalformed || alloc > limit {
+				t.Fatalf("a %d-byte sparse tarball expanding to %d MiB was rejected as %q after allocating %d KiB (want malformed, under %d KiB)",
+					len(raw), files*(limit-1024)>>20, bundle.ReasonOf(err), alloc>>10, limit>>10)
+			}
+			// The same limits hold for every reader of a tarball.
+			if err := bundle.PrescanTarball(raw, limit); bundle.ReasonOf(err) != bundle.ReasonMalformed {
+				t.Fatalf("PrescanTarball: %v", err)
+			}
+		})
+	}
+}
+
+// sparseEntriesAsExpected checks the test's tarball: archive/tar reads it, and each entry is
+// the sparse file it means to be (so the test does not pass on a tarball nobody can read).
+func sparseEntriesAsExpected(t *testing.T, raw []byte, format string, realSize int64) {
+	t.Helper()
+	gz, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(gz)
+	hdr, err := tr.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hdr.Size != realSize || hdr.Name != "/x/0/data.json" {
+		t.Fatalf("entry %q of %d bytes, want /x/0/data.json of %d", hdr.Name, hdr.Size, realSize)
+	}
+	if want := map[string]byte{bundletest.SparsePAX10: tar.TypeReg, bundletest.SparseOldGNU: tar.TypeGNUSparse}[format]; hdr.Typeflag != want {
+		t.Fatalf("type %q, want %q", hdr.Typeflag, want)
+	}
+	n, err := io.Copy(io.Discard, tr)
+	if err != nil || n != realSize {
+		t.Fatalf("read %d bytes (%v), want %d", n, err, realSize)
 	}
 }

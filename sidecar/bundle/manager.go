@@ -257,6 +257,8 @@ func (m *Manager) activate(ctx context.Context, c candidate) error {
 		return nil
 	case errors.As(err, &ar):
 		return err // logged and counted when it was first rejected
+	case ReasonOf(err) == "" && ctx.Err() != nil:
+		return err // shutting down mid-activation: nothing is wrong with the bundle
 	case err != nil:
 		m.rejected(c, err)
 		return err
@@ -349,6 +351,9 @@ func (m *Manager) prepare(ctx context.Context, c candidate) (*ActiveBundle, erro
 		return nil, m.noteRejected(rejectDigest, err)
 	}
 	if err := m.check(ctx, v, cur); err != nil {
+		if ReasonOf(err) == "" {
+			return nil, err // interrupted (see check): tried again, not remembered
+		}
 		return nil, m.noteRejected(rejectDigest, err)
 	}
 	return &ActiveBundle{
@@ -372,6 +377,14 @@ func (m *Manager) check(ctx context.Context, v *Verified, cur *ActiveBundle) err
 		}
 	}
 	if err := m.eng.Load(ctx, v.PolicySet(m.cfg.Name)); err != nil {
+		switch {
+		case errors.Is(err, engine.ErrActivationTimeout):
+			// Remembered like any rejection: the same bundle is not compiled (for
+			// engine.activation_timeout) again on every poll; a new one is tried.
+			return reject(ReasonActivationTimeout, v.Revision, err)
+		case ctx.Err() != nil:
+			return err // the manager is stopping
+		}
 		return reject(ReasonCompile, v.Revision, err)
 	}
 	return nil

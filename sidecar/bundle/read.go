@@ -19,17 +19,19 @@ import (
 // Rejection reasons: the `reason` label of consentry_bundle_rejections_total and the
 // Reason of a *RejectError.
 const (
-	ReasonSignatureMissing = "signature_missing" // no .signatures.json while signatures are required
-	ReasonSignatureInvalid = "signature_invalid" // bad JWT signature, unknown or missing key id
-	ReasonScopeMismatch    = "scope_mismatch"    // the signature's scope is not the configured one
-	ReasonExtraFile        = "extra_file"        // a file the signature does not list
-	ReasonMissingFile      = "missing_file"      // a file the signature lists is not in the bundle
-	ReasonHashMismatch     = "hash_mismatch"     // a file's digest differs from the signed one
-	ReasonRollback         = "rollback"          // revision older than (or not comparable with) the active one
-	ReasonCompile          = "compile"           // policies do not compile strictly / fail the type-check
-	ReasonTooLarge         = "too_large"         // bundle or a file in it exceeds max_size_bytes
-	ReasonMalformed        = "malformed"         // not a readable snapshot bundle
-	ReasonNoDecision       = "no_decision"       // no rule defines data.consentry.decision
+	ReasonSignatureMissing  = "signature_missing"  // no .signatures.json while signatures are required
+	ReasonSignatureInvalid  = "signature_invalid"  // bad JWT signature, unknown or missing key id
+	ReasonScopeMismatch     = "scope_mismatch"     // the signature's scope is not the configured one
+	ReasonExtraFile         = "extra_file"         // a file the signature does not list
+	ReasonMissingFile       = "missing_file"       // a file the signature lists is not in the bundle
+	ReasonHashMismatch      = "hash_mismatch"      // a file's digest differs from the signed one
+	ReasonRollback          = "rollback"           // revision older than (or not comparable with) the active one
+	ReasonCompile           = "compile"            // policies do not compile strictly / fail the type-check
+	ReasonActivationTimeout = "activation_timeout" // compile + tables took longer than engine.activation_timeout
+	ReasonTooLarge          = "too_large"          // bundle or a file in it exceeds max_size_bytes
+	ReasonMalformed         = "malformed"          // not a readable snapshot bundle
+	ReasonNoDecision        = "no_decision"        // no rule defines data.consentry.decision
+	ReasonUnsupported       = "unsupported"        // wasm modules, wasm resolvers or plan files: consentry evaluates Rego only
 )
 
 // RejectError is why a bundle was not activated.
@@ -99,6 +101,9 @@ func NewVerifier(v VerificationConfig, required bool, maxFileSize int64) (*Verif
 // tarball that inflates to more than InflateFactor x the size limit, or has more than
 // MaxBundleFiles entries, before OPA's reader holds it in memory.
 func (v *Verifier) ReadTarball(raw []byte) (*Verified, error) {
+	if int64(len(raw)) > v.maxFileSize {
+		return nil, reject(ReasonTooLarge, "", fmt.Errorf("bundle is %d bytes, policy.max_size_bytes is %d", len(raw), v.maxFileSize))
+	}
 	if err := prescanTarball(raw, v.maxFileSize); err != nil {
 		return nil, err
 	}
@@ -140,6 +145,14 @@ func (v *Verifier) read(loader opabundle.DirectoryLoader, baseDir string) (*Veri
 	out := &Verified{Bundle: b, Revision: b.Manifest.Revision}
 	if b.Type() != opabundle.SnapshotBundleType {
 		return nil, reject(ReasonMalformed, out.Revision, errors.New("delta bundles are not supported"))
+	}
+	// OPA would evaluate a wasm module (or an IR plan) in place of the Rego it ships beside,
+	// for the entrypoints its resolvers name; consentry compiles and evaluates the Rego only.
+	// A bundle whose behaviour depends on which engine runs it is refused rather than run
+	// differently from how `opa` would run it.
+	if len(b.WasmModules) > 0 || len(b.Wasm) > 0 || len(b.Manifest.WasmResolvers) > 0 || len(b.PlanModules) > 0 {
+		return nil, reject(ReasonUnsupported, out.Revision, fmt.Errorf("bundle holds wasm modules (%d), wasm resolvers (%d) or plan files (%d): consentry evaluates Rego only",
+			len(b.WasmModules), len(b.Manifest.WasmResolvers), len(b.PlanModules)))
 	}
 	if p := b.Signatures.Plugin; p != "" && p != "_default" {
 		return nil, reject(ReasonSignatureInvalid, out.Revision, fmt.Errorf("signature plugin %q is not supported", b.Signatures.Plugin))

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
 	"github.com/consentry/consentry/sidecar/bundle"
 	"github.com/consentry/consentry/sidecar/bundle/build"
 	"github.com/consentry/consentry/sidecar/engine"
+	"github.com/consentry/consentry/sidecar/verify"
 )
 
 func init() {
@@ -114,7 +116,11 @@ func runBundleBuild(ctx context.Context, env *Env, args []string) error {
 			fmt.Fprintln(env.Stderr, e)
 		}
 		return Exit(ExitCompile, err)
-	case errors.Is(err, build.ErrTestsFailed):
+	case errors.Is(err, engine.ErrActivationTimeout), bundle.ReasonOf(err) == bundle.ReasonNoDecision:
+		// Bundles a sidecar would refuse (activation_timeout, no_decision), as for a compile error.
+		return Exit(ExitCompile, err)
+	case errors.Is(err, build.ErrTestsFailed), errors.Is(err, verify.ErrScenarioFile):
+		// A scenario file that cannot be read is tests that cannot run, as in `consentry test`.
 		return Exit(ExitTestsFailed, err)
 	case err != nil:
 		return Exit(ExitFailure, err)
@@ -132,6 +138,17 @@ func runBundleBuild(ctx context.Context, env *Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stdout, "built %s: revision %s, roots %v, %d modules, tests %s, %s\n", *out, res.Revision, res.Roots, res.Modules, tests, signed)
 	return nil
+}
+
+// readBundleFile reads a bundle tarball, at most bundle.DefaultMaxSizeBytes + 1 bytes of it:
+// enough for Sign and Verify to refuse a larger one (too_large) without reading it whole.
+func readBundleFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, bundle.DefaultMaxSizeBytes+1))
 }
 
 func runBundleSign(_ context.Context, env *Env, args []string) error {
@@ -154,7 +171,7 @@ func runBundleSign(_ context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	raw, err := os.ReadFile(in)
+	raw, err := readBundleFile(in)
 	if err != nil {
 		return Exit(ExitFailure, err)
 	}
@@ -193,7 +210,7 @@ func runBundleVerify(ctx context.Context, env *Env, args []string) error {
 	if *alg, err = keyAlgorithm(*key, *alg); err != nil {
 		return err
 	}
-	raw, err := os.ReadFile(in)
+	raw, err := readBundleFile(in)
 	if err != nil {
 		return Exit(ExitFailure, err)
 	}

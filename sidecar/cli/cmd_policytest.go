@@ -32,7 +32,7 @@ func init() {
 		rep, err := verify.Run(ctx, dir, verify.Options{Filter: *run})
 		if err != nil {
 			var ce *engine.CompileError
-			if errors.As(err, &ce) {
+			if errors.As(err, &ce) || errors.Is(err, engine.ErrActivationTimeout) {
 				return Exit(ExitCompile, err)
 			}
 			if errors.Is(err, verify.ErrScenarioFile) {

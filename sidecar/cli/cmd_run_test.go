@@ -56,6 +56,7 @@ func TestRunCheckLocalBundle(t *testing.T) {
 		{"does not compile", "  file: " + broken + "\n  require_signatures: false\n", ExitCompile, "broken.rego"},
 		{"missing file", "  file: " + filepath.Join(tmp, "nope.tar.gz") + "\n  require_signatures: false\n", ExitConfig, "policy.file: open"},
 		{"url: not fetched", "  url: http://127.0.0.1:1/bundle.tar.gz\n  no_persist: true\n" + trust(es), ExitOK, "not fetched by --check"},
+		{"url without persist_dir", "  url: http://127.0.0.1:1/bundle.tar.gz\n" + trust(es), ExitConfig, "policy.persist_dir: required"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

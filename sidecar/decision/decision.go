@@ -136,6 +136,26 @@ func (d *Decision) HasKeyScope(scope string) bool {
 	return false
 }
 
+// The members policies/schema/decision.json requires of a decision and of a record. A
+// document without one is not a decision the library could have made: a custom rule that
+// dropped obligations (and with it filter_records) or reasons must not decode as if it had
+// said "none".
+var (
+	requiredMembers       = []string{"allow", "status", "reasons", "fields", "key_scopes", "obligations", "headers", "flags"}
+	requiredRecordMembers = []string{"allow", "reasons"}
+)
+
+// requireMembers fails unless m has every key of keys, none of them null (the schema types
+// each as an array, object, boolean or integer).
+func requireMembers(m map[string]any, keys []string, where string) error {
+	for _, k := range keys {
+		if v, ok := m[k]; !ok || v == nil {
+			return fmt.Errorf("%w: %s%s missing", ErrInvalid, where, k)
+		}
+	}
+	return nil
+}
+
 // ErrInvalid is wrapped by every decoding error.
 var ErrInvalid = errors.New("decision does not match schema")
 
@@ -144,6 +164,9 @@ func FromResult(v any) (*Decision, error) {
 	m, ok := v.(map[string]any)
 	if !ok {
 		return nil, fmt.Errorf("%w: result is %T, not an object", ErrInvalid, v)
+	}
+	if err := requireMembers(m, requiredMembers, ""); err != nil {
+		return nil, err
 	}
 	d := &Decision{}
 	var err error

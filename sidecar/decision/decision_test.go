@@ -3,6 +3,7 @@ package decision
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -15,6 +16,27 @@ func decode(t testing.TB, s string) (*Decision, error) {
 		t.Fatal(err)
 	}
 	return FromResult(v)
+}
+
+// complete adds the required members a case leaves out (empty), so that each case tests
+// what it names rather than the required members (which the "missing" cases test).
+func complete(t testing.TB, s string) string {
+	t.Helper()
+	var m map[string]any
+	if json.Unmarshal([]byte(s), &m) != nil || m == nil {
+		return s
+	}
+	empty := map[string]any{"reasons": []any{}, "fields": map[string]any{}, "key_scopes": []any{}, "obligations": []any{}, "headers": map[string]any{}, "flags": []any{}}
+	for k, v := range empty {
+		if _, ok := m[k]; !ok {
+			m[k] = v
+		}
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }
 
 func TestFromResult(t *testing.T) {
@@ -46,10 +68,20 @@ func TestFromResult(t *testing.T) {
 		{"headers must be strings", `{"allow": true, "status": 200, "headers": {"a": 1}}`, false, nil},
 		{"obligation needs type", `{"allow": true, "status": 200, "obligations": [{"params": {}}]}`, false, nil},
 		{"not an object", `[1, 2]`, false, nil},
+		// The schema's required members: a custom rule that leaves obligations out (and with
+		// them filter_records) does not decode as if it had said "none".
+		{"missing reasons", `{"allow": true, "status": 200, "fields": {}, "key_scopes": [], "obligations": [], "headers": {}, "flags": []}`, false, nil},
+		{"missing obligations", `{"allow": true, "status": 200, "reasons": [], "fields": {}, "key_scopes": [], "headers": {}, "flags": []}`, false, nil},
+		{"null fields", `{"allow": true, "status": 200, "reasons": [], "fields": null, "key_scopes": [], "obligations": [], "headers": {}, "flags": []}`, false, nil},
+		{"record without reasons", `{"allow": true, "status": 200, "records": {"c-1": {"allow": true}}}`, false, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := decode(t, tc.in)
+			in := tc.in
+			if !strings.HasPrefix(tc.name, "missing") && !strings.HasPrefix(tc.name, "null") {
+				in = complete(t, in)
+			}
+			d, err := decode(t, in)
 			if tc.ok != (err == nil) {
 				t.Fatalf("ok=%v, err=%v", tc.ok, err)
 			}

@@ -227,6 +227,9 @@ func records(v any) (map[string]Record, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := requireMembers(rm, requiredRecordMembers, at+"."); err != nil {
+			return nil, err
+		}
 		var r Record
 		if r.Allow, err = boolField(rm, "allow", true); err != nil {
 			return nil, fmt.Errorf("%s: %w", at, err)

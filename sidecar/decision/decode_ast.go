@@ -30,7 +30,7 @@ func FromValue(v ast.Value) (*Decision, error) {
 // (and also where it is merely unsure, e.g. an object with a non-string key).
 func fromValue(v ast.Value) (*Decision, bool) {
 	m, ok := v.(ast.Object)
-	if !ok || !stringKeys(m) {
+	if !ok || !stringKeys(m) || !hasMembers(m, requiredMembers) {
 		return nil, false
 	}
 	d := &Decision{}
@@ -106,6 +106,20 @@ func get(m ast.Object, k string) ast.Value {
 		return t.Value
 	}
 	return nil
+}
+
+// hasMembers mirrors requireMembers: every key present and not null.
+func hasMembers(m ast.Object, keys []string) bool {
+	for _, k := range keys {
+		t := m.Get(keyTerm(k))
+		if t == nil {
+			return false
+		}
+		if _, null := t.Value.(ast.Null); null {
+			return false
+		}
+	}
+	return true
 }
 
 // stringKeys reports whether every key of m is a string (JSON conversion renders other keys
@@ -367,7 +381,7 @@ func astRecords(v ast.Value) (map[string]Record, bool) {
 func astRecord(v ast.Value) (Record, bool) {
 	var r Record
 	rm, ok := astObject(v)
-	if !ok || rm == nil {
+	if !ok || rm == nil || !hasMembers(rm, requiredRecordMembers) {
 		return r, false
 	}
 	if r.Allow, ok = astBool(rm, "allow", true); !ok {

@@ -65,6 +65,12 @@ func TestFromValueIsFromResult(t *testing.T) {
 		`{"allow": true, "status": 200, "obligations": [{"type": "a", "params": [1]}]}`,
 		`{"allow": true, "status": 200, "obligations": [{"params": {}}]}`,
 		`{"allow": true, "status": 200, "obligations": [null]}`,
+		// The schema's required members, present, absent and null.
+		`{"allow": true, "status": 200, "reasons": [], "fields": {}, "key_scopes": [], "obligations": [], "headers": {}, "flags": []}`,
+		`{"allow": true, "status": 200, "reasons": [], "fields": {}, "key_scopes": [], "headers": {}, "flags": []}`,
+		`{"allow": true, "status": 200, "reasons": [], "fields": {}, "key_scopes": [], "obligations": null, "headers": {}, "flags": []}`,
+		`{"allow": true, "status": 200, "reasons": [], "fields": {}, "key_scopes": [], "obligations": [], "headers": {}, "flags": [], "records": {"c-1": {"allow": true}}}`,
+		`{"allow": true, "status": 200, "reasons": [], "fields": {}, "key_scopes": [], "obligations": [], "headers": {}, "flags": [], "records": {"c-1": {"allow": true, "reasons": []}}}`,
 		`[1]`,
 		`"decision"`,
 		`null`,

@@ -12,10 +12,21 @@ type Config struct {
 	// Timeout bounds one evaluation when the request carries no earlier deadline. A decision
 	// that does not finish in time is a deny (engine.timeout). Default 50ms.
 	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+	// ActivationTimeout bounds activating a policy: compiling it and computing its data-only
+	// tables (materialized rules such as consentry.minimization.tables), in the sidecar, in
+	// `bundle build`/`bundle verify` and in `consentry test`. A policy that does not activate in
+	// time is refused (bundle rejection activation_timeout) and the active policy stays: a rule
+	// that loops for hours must not hold the bundle manager, and later bundles, with it.
+	// Default 30s.
+	ActivationTimeout time.Duration `yaml:"activation_timeout" json:"activation_timeout"`
 	// Query replaces the evaluated query (default data.consentry.decision). Not configurable
 	// in YAML: tools use it, e.g. `consentry test` evaluates data.consentry.full_decision to
 	// check that the library's fast path agrees with its full rules.
 	Query string `yaml:"-" json:"-"`
+	// ClockFromInput sets the clock built-ins (time.now_ns) to input.time.now instead of the
+	// wall clock. Not configurable in YAML: `consentry replay` uses it, so that a candidate
+	// policy calling time.now_ns() sees the time of the decision it replays.
+	ClockFromInput bool `yaml:"-" json:"-"`
 	// AllowHTTPSend lets policies call http.send. Off by default: a network call on the hot path
 	// makes decisions slow and non-replayable.
 	AllowHTTPSend bool `yaml:"allow_http_send" json:"allow_http_send"`
@@ -67,6 +78,9 @@ func (c Config) evaluators() int {
 // DefaultTimeout is used when Config.Timeout is zero.
 const DefaultTimeout = 50 * time.Millisecond
 
+// DefaultActivationTimeout is used when Config.ActivationTimeout is zero.
+const DefaultActivationTimeout = 30 * time.Second
+
 // DefaultGCHeadroomMiB is used when Config.GCHeadroomMiB is zero.
 const DefaultGCHeadroomMiB = 64
 
@@ -78,6 +92,9 @@ func (c Config) WithDefaults() Config {
 	if c.GCHeadroomMiB == 0 {
 		c.GCHeadroomMiB = DefaultGCHeadroomMiB
 	}
+	if c.ActivationTimeout == 0 {
+		c.ActivationTimeout = DefaultActivationTimeout
+	}
 	return c
 }
 
@@ -85,6 +102,9 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	if c.Timeout < 0 {
 		return fmt.Errorf("engine.timeout: must not be negative, got %s", c.Timeout)
+	}
+	if c.ActivationTimeout < 0 {
+		return fmt.Errorf("engine.activation_timeout: must not be negative, got %s", c.ActivationTimeout)
 	}
 	if c.GCPercent < -1 {
 		return fmt.Errorf("engine.gc_percent: must be -1 (off) or positive, got %d", c.GCPercent)

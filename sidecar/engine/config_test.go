@@ -18,6 +18,7 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{name: "defaults", cfg: Config{}.WithDefaults()},
 		{name: "negative timeout", cfg: Config{Timeout: -1}, wantError: "engine.timeout"},
+		{name: "negative activation timeout", cfg: Config{ActivationTimeout: -1}, wantError: "engine.activation_timeout"},
 		{name: "gc percent below -1", cfg: Config{GCPercent: -2}, wantError: "engine.gc_percent: must be -1"},
 		{name: "collector off without a memory limit", cfg: Config{GCPercent: -1}, wantError: "needs a GOMEMLIMIT"},
 		{name: "collector off with a memory limit", cfg: Config{GCPercent: -1}, memLimit: "512MiB"},

@@ -106,13 +106,35 @@ func (e *Engine) Revision() (string, map[string]string) {
 // Load compiles ps and, only if it compiles, makes it the active policy. A failed Load leaves
 // the previous policy active.
 func (e *Engine) Load(ctx context.Context, ps *PolicySet) error {
-	p, err := e.compile(ctx, ps)
+	p, err := e.Prepare(ctx, ps)
 	if err != nil {
 		return err
 	}
-	e.active.Store(p)
-	e.log.Debug("policy activated", "revision", p.revision, "bundles", p.bundles, "modules", len(ps.Modules))
+	e.Activate(p)
 	return nil
+}
+
+// Prepared is a policy set compiled by Prepare and not active yet.
+type Prepared struct {
+	p       *prepared
+	modules int
+}
+
+// Prepare compiles ps (within engine.activation_timeout) without activating it, for a caller
+// that must swap something else in step with the policy (the route map of a bundle) between
+// the compile, which may fail, and the swap, which cannot.
+func (e *Engine) Prepare(ctx context.Context, ps *PolicySet) (*Prepared, error) {
+	p, err := e.compile(ctx, ps)
+	if err != nil {
+		return nil, err
+	}
+	return &Prepared{p: p, modules: len(ps.Modules)}, nil
+}
+
+// Activate makes p, prepared by this engine, the active policy: one atomic swap.
+func (e *Engine) Activate(p *Prepared) {
+	e.active.Store(p.p)
+	e.log.Debug("policy activated", "revision", p.p.revision, "bundles", p.p.bundles, "modules", p.modules)
 }
 
 // Check compiles ps without activating it (used by `bundle build` and tests).
@@ -121,7 +143,30 @@ func (e *Engine) Check(ctx context.Context, ps *PolicySet) error {
 	return err
 }
 
+// ErrActivationTimeout is wrapped by the error of a Load or Check that did not compile the
+// policy and compute its tables within engine.activation_timeout.
+var ErrActivationTimeout = errors.New("policy activation timed out")
+
 func (e *Engine) compile(ctx context.Context, ps *PolicySet) (*prepared, error) {
+	// OPA's evaluator stops at the deadline (a materialized rule is evaluated under ctx), so a
+	// rule that loops for hours costs at most activation_timeout of the activating goroutine.
+	limit := e.cfg.ActivationTimeout
+	ctx, cancel := context.WithTimeoutCause(ctx, limit, ErrActivationTimeout)
+	defer cancel()
+	p, err := e.compileWithin(ctx, ps)
+	if err != nil {
+		switch cause := context.Cause(ctx); {
+		case cause == nil:
+		case errors.Is(cause, ErrActivationTimeout):
+			return nil, fmt.Errorf("%w: the policy did not compile and compute its tables within engine.activation_timeout (%s): %v", ErrActivationTimeout, limit, err)
+		default: // the caller gave up (shutdown): nothing is wrong with the policy
+			return nil, fmt.Errorf("policy activation interrupted: %w", cause)
+		}
+	}
+	return p, err
+}
+
+func (e *Engine) compileWithin(ctx context.Context, ps *PolicySet) (*prepared, error) {
 	modules, err := ps.ParseModules()
 	if err != nil {
 		return nil, err
@@ -262,6 +307,9 @@ func (e *Engine) evaluate(ctx context.Context, p *prepared, in *input.Input, tra
 	}
 	if tracer != nil {
 		evalOpts = append(evalOpts, rego.EvalQueryTracer(tracer))
+	}
+	if e.cfg.ClockFromInput && !in.Time.Now.IsZero() {
+		evalOpts = append(evalOpts, rego.EvalTime(in.Time.Now))
 	}
 	start := time.Now()
 	rs, err := p.query.Eval(ctx, evalOpts...)

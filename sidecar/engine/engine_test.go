@@ -99,6 +99,7 @@ func TestFailClosed(t *testing.T) {
 		{"mask without kind", `decision := {"allow": true, "status": 200, "fields": {"a": {"outcome": "mask"}}}`, decision.ReasonEngineInvalid},
 		{"key scope no field needs", `decision := {"allow": true, "status": 200, "fields": {"a": {"outcome": "deny", "key_scope": "health"}}, "key_scopes": ["health"]}`, decision.ReasonEngineInvalid},
 		{"conflicting values", "decision := 1 if input.action\n\ndecision := 2 if input.purpose", decision.ReasonEngineError},
+		{"required member missing", `decision := {"allow": true, "status": 200, "reasons": [], "fields": {}, "key_scopes": [], "headers": {}, "flags": []}`, decision.ReasonEngineInvalid},
 		{"builtin error is strict", `decision := {"allow": true, "status": time.parse_rfc3339_ns("not a time")}`, decision.ReasonEngineError},
 	}
 	for _, tc := range cases {
@@ -222,9 +223,9 @@ func TestFailedReloadKeepsActivePolicy(t *testing.T) {
 func TestAtomicSwap(t *testing.T) {
 	ctx := context.Background()
 	e := New(testConfig, quiet())
-	allow := minimal(`decision := {"allow": true, "status": 200}`)
+	allow := minimal(`decision := {"allow": true, "status": 200, "reasons": [], "fields": {}, "key_scopes": [], "obligations": [], "headers": {}, "flags": []}`)
 	allow.Revision = "allow"
-	deny := minimal(`decision := {"allow": false, "status": 403, "reasons": [{"code": "r", "message": "m"}]}`)
+	deny := minimal(`decision := {"allow": false, "status": 403, "reasons": [{"code": "r", "message": "m"}], "fields": {}, "key_scopes": [], "obligations": [], "headers": {}, "flags": []}`)
 	deny.Revision = "deny"
 	if err := e.Load(ctx, allow); err != nil {
 		t.Fatal(err)
@@ -294,7 +295,7 @@ func TestPrintGoesToLog(t *testing.T) {
 		return buf.Write(p)
 	}), nil))
 	e := New(testConfig, log)
-	if err := e.Load(context.Background(), minimal("decision := {\"allow\": true, \"status\": 200} if {\n\tprint(\"hello from policy\")\n}")); err != nil {
+	if err := e.Load(context.Background(), minimal("decision := {\"allow\": true, \"status\": 200, \"reasons\": [], \"fields\": {}, \"key_scopes\": [], \"obligations\": [], \"headers\": {}, \"flags\": []} if {\n\tprint(\"hello from policy\")\n}")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.Decide(context.Background(), &input.Input{}); err != nil {

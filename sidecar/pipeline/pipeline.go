@@ -546,50 +546,6 @@ func (p *Pipeline) enrich(ctx context.Context, match *routes.Match, in *input.In
 	in.Enrichment = e
 }
 
-// obligations denies when the decision needs something this door cannot do.
-func (p *Pipeline) obligations(req *Request, route *routes.Route, in *input.Input, d *decision.Decision) error {
-	if !d.Allow {
-		return nil
-	}
-	can := func(t string) bool { return slices.Contains(req.CanFulfil, t) }
-	for _, o := range d.Obligations {
-		switch o.Type {
-		case ObligationJustification:
-			// Fulfilled by Record: the justification is in the logged input.
-			if in.BreakGlass == nil {
-				return &Error{Code: ReasonObligation, Status: http.StatusForbidden, Message: "record_justification without a justification"}
-			}
-		default:
-			if !can(o.Type) {
-				return &Error{Code: ReasonObligation, Status: http.StatusForbidden, Message: fmt.Sprintf("the %s front door cannot fulfil obligation %q", req.FrontDoor, o.Type)}
-			}
-		}
-	}
-	// A read whose response would carry a plaintext field the decision masks or denies needs
-	// response-side enforcement. Encrypted fields (with a key scope) are safe: without the key
-	// the CRM only ever returns ciphertext.
-	if in.Action == input.ActionRead || in.Action == input.ActionList || in.Action == input.ActionExport {
-		var exposed []string
-		for name, f := range d.Fields {
-			if f.Outcome != decision.OutcomeAllow && f.KeyScope == "" {
-				exposed = append(exposed, name)
-			}
-		}
-		if len(exposed) > 0 && !can(ObligationMinimizeFields) {
-			slices.Sort(exposed)
-			return &Error{Code: ReasonObligation, Status: http.StatusForbidden,
-				Message: fmt.Sprintf("fields %v must be removed or masked from the response, which the %s front door cannot do", exposed, req.FrontDoor)}
-		}
-	}
-	// A route that drops the response members it does not list needs a response phase for
-	// every request: a write's answer (the CRM's echo of the whole record) is a response too.
-	if route != nil && route.Unlisted == routes.UnlistedDrop && !can(ObligationMinimizeFields) {
-		return &Error{Code: ReasonObligation, Status: http.StatusForbidden,
-			Message: fmt.Sprintf("the route drops response members it does not list, which the %s front door cannot do", req.FrontDoor)}
-	}
-	return nil
-}
-
 // loggable makes a raw target safe to keep in the log until normalization replaces it: valid
 // UTF-8, bounded, and without its query string or fragment, which can carry credentials
 // (access_token) and personal data that the log's query masking never sees in a raw target.

@@ -123,16 +123,28 @@ func RunScenarios(ctx context.Context, dir string, files []*ScenarioFile, opts O
 	if err != nil {
 		return nil, err
 	}
+	eng := engine.New(scenarioConfig(opts), slog.New(slog.DiscardHandler))
+	if err := eng.Load(ctx, ps); err != nil {
+		return nil, err
+	}
+	return runScenarios(ctx, dir, ps, eng, files, opts)
+}
+
+// scenarioConfig is the engine configuration scenarios are decided with.
+func scenarioConfig(opts Options) engine.Config {
 	ec := opts.Engine
 	if ec.Timeout == 0 {
 		// Offline runs are not on a request path; a loaded CI machine must not turn a slow
 		// evaluation into a failed scenario.
 		ec.Timeout = OfflineTimeout
 	}
-	eng := engine.New(ec, slog.New(slog.DiscardHandler))
-	if err := eng.Load(ctx, ps); err != nil {
-		return nil, err
-	}
+	return ec
+}
+
+// runScenarios decides the scenarios with eng, which has ps (dir's policies, tests excluded)
+// loaded.
+func runScenarios(ctx context.Context, dir string, ps *engine.PolicySet, eng *engine.Engine, files []*ScenarioFile, opts Options) ([]TestResult, error) {
+	ec := scenarioConfig(opts)
 	// A policy that decides some requests through a shortcut (the library's fast path) also
 	// defines full_decision, the document every rule gives: each scenario is decided both ways
 	// and must agree, so a rule change the shortcut does not know about fails here instead of

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sort"
 	"strings"
 	"time"
@@ -87,6 +88,18 @@ func (r *Report) Print(w io.Writer, verbose bool) {
 var ErrScenarioFile = errors.New("scenario file invalid")
 
 func Run(ctx context.Context, dir string, opts Options) (*Report, error) {
+	// The policy the sidecar would run (tests excluded) first passes the engine's own checks,
+	// scenarios or not: the Rego tests compile with a bare compiler, which knows nothing of
+	// the custom-rule shapes, the decision query or the materialized tables, so a policy the
+	// sidecar refuses would otherwise pass. The engine loaded here decides the scenarios.
+	policy, err := engine.LoadDir(dir, engine.LoadOptions{})
+	if err != nil {
+		return nil, err
+	}
+	eng := engine.New(scenarioConfig(opts), slog.New(slog.DiscardHandler))
+	if err := eng.Load(ctx, policy); err != nil {
+		return nil, err
+	}
 	ps, err := engine.LoadDir(dir, engine.LoadOptions{Tests: true})
 	if err != nil {
 		return nil, err
@@ -103,7 +116,7 @@ func Run(ctx context.Context, dir string, opts Options) (*Report, error) {
 		return nil, fmt.Errorf("%w: %w", ErrScenarioFile, err)
 	}
 	if len(scenarios) > 0 {
-		if rep.Scenarios, err = RunScenarios(ctx, dir, scenarios, opts); err != nil {
+		if rep.Scenarios, err = runScenarios(ctx, dir, policy, eng, scenarios, opts); err != nil {
 			return nil, err
 		}
 	}

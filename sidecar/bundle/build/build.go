@@ -45,8 +45,11 @@ type Result struct {
 var ErrTestsFailed = errors.New("policy tests failed")
 
 // Build compiles, tests and packages the policy directory dir. A compile or type-check
-// failure returns an *engine.CompileError; failing tests return an error wrapping
-// ErrTestsFailed (with the report in the Result).
+// failure returns an *engine.CompileError (one that does not finish within
+// engine.activation_timeout, an error wrapping engine.ErrActivationTimeout); a policy without
+// data.consentry.decision, a no_decision *bundle.RejectError; failing tests return an error
+// wrapping ErrTestsFailed (with the report in the Result), a scenario file that cannot be
+// read one wrapping verify.ErrScenarioFile.
 func Build(ctx context.Context, dir string, opts Options) (*Result, error) {
 	ps, err := engine.LoadDir(dir, engine.LoadOptions{})
 	if err != nil {
@@ -60,17 +63,6 @@ func Build(ctx context.Context, dir string, opts Options) (*Result, error) {
 		// A sidecar with routes.from_bundle refuses the bundle whole (compile), so does build.
 		return nil, &engine.CompileError{Errs: []string{err.Error()}}
 	}
-	res := &Result{Modules: len(ps.Modules)}
-	if !opts.SkipTests {
-		rep, err := RunTests(ctx, dir, opts.Engine)
-		if err != nil {
-			return nil, err
-		}
-		res.Tests = rep
-		if rep.Failed > 0 {
-			return res, fmt.Errorf("%w: %d of %d failed", ErrTestsFailed, rep.Failed, rep.Total)
-		}
-	}
 	rev := opts.Revision
 	if rev == "" {
 		now := time.Now
@@ -82,6 +74,22 @@ func Build(ctx context.Context, dir string, opts Options) (*Result, error) {
 	b, err := bundle.FromPolicySet(dir, ps, rev)
 	if err != nil {
 		return nil, err
+	}
+	// The sidecar and `bundle verify` refuse a bundle without the one rule it evaluates
+	// (no_decision); --skip-tests must not be how such a bundle gets built and signed.
+	if err := (&bundle.Verified{Bundle: *b, Revision: rev}).RequireDecision(); err != nil {
+		return nil, err
+	}
+	res := &Result{Modules: len(ps.Modules)}
+	if !opts.SkipTests {
+		rep, err := RunTests(ctx, dir, opts.Engine)
+		if err != nil {
+			return nil, err
+		}
+		res.Tests = rep
+		if rep.Failed > 0 {
+			return res, fmt.Errorf("%w: %d of %d failed", ErrTestsFailed, rep.Failed, rep.Total)
+		}
 	}
 	if opts.Sign != nil {
 		if err := signBundle(b, *opts.Sign); err != nil {

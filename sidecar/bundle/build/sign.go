@@ -89,9 +89,20 @@ func signBundle(b *opabundle.Bundle, o SignOptions) error {
 	return nil
 }
 
-// Sign (re-)signs a bundle tarball, replacing any existing signature.
+// Sign (re-)signs a bundle tarball, replacing any existing signature. It reads raw under
+// the sidecar's default limits (bundle.DefaultMaxSizeBytes for the tarball and each file,
+// bundle.PrescanTarball before OPA's reader buffers it): a bundle a sidecar would refuse as
+// too_large is not worth signing, and a small tar bomb must not cost the signer gigabytes.
 func Sign(raw []byte, o SignOptions) ([]byte, error) {
-	b, err := opabundle.NewReader(bytes.NewReader(raw)).WithSkipBundleVerification(true).WithProcessAnnotations(true).Read()
+	const limit = bundle.DefaultMaxSizeBytes
+	if int64(len(raw)) > limit {
+		return nil, &bundle.RejectError{Reason: bundle.ReasonTooLarge, Err: fmt.Errorf("bundle is %d bytes, more than %d", len(raw), limit)}
+	}
+	if err := bundle.PrescanTarball(raw, limit); err != nil {
+		return nil, err
+	}
+	loader := opabundle.NewTarballLoader(bytes.NewReader(raw)).WithSizeLimitBytes(limit)
+	b, err := opabundle.NewCustomReader(loader).WithSizeLimitBytes(limit).WithSkipBundleVerification(true).WithProcessAnnotations(true).Read()
 	if err != nil {
 		return nil, fmt.Errorf("read bundle: %w", err)
 	}
@@ -109,7 +120,8 @@ type VerifyOptions struct {
 }
 
 // Verify checks what the sidecar would check before activating raw (signature, file list,
-// hashes, scope, strict compile, a data.consentry.decision rule, a route map in
+// hashes, scope, no wasm, strict compile within engine.activation_timeout, a
+// data.consentry.decision rule, a route map in
 // data.consentry.routes that parses), except anti-rollback,
 // which needs the active revision.
 func Verify(ctx context.Context, raw []byte, o VerifyOptions) (*bundle.Verified, error) {
@@ -126,7 +138,11 @@ func Verify(ctx context.Context, raw []byte, o VerifyOptions) (*bundle.Verified,
 	}
 	ps := vb.PolicySet("verify")
 	if err := engine.New(o.Engine, slog.New(slog.DiscardHandler)).Check(ctx, ps); err != nil {
-		return nil, &bundle.RejectError{Reason: bundle.ReasonCompile, Revision: vb.Revision, Err: err}
+		reason := bundle.ReasonCompile
+		if errors.Is(err, engine.ErrActivationTimeout) {
+			reason = bundle.ReasonActivationTimeout // as the sidecar would reject it
+		}
+		return nil, &bundle.RejectError{Reason: reason, Revision: vb.Revision, Err: err}
 	}
 	if _, _, err := routes.FromData(ps.Data); err != nil {
 		return nil, &bundle.RejectError{Reason: bundle.ReasonCompile, Revision: vb.Revision, Err: err}
