@@ -37,7 +37,8 @@ type Entry struct {
 	Metrics map[string]int64
 }
 
-// Enforcement records what happened after the decision. Never values, only names and counts.
+// Enforcement records what happened after the decision. Never field values: names, counts,
+// and for a list filtered per record the customers and the state the policy saw.
 type Enforcement struct {
 	// Status is the HTTP status the caller received (0 when the front door does not know it).
 	Status int
@@ -52,6 +53,27 @@ type Enforcement struct {
 	RecordsFiltered int
 	// Withheld names fields withheld because their keys were unavailable (fail closed).
 	Withheld []string
+	// Records is the response phase of a list response filtered per record
+	// (pipeline.DecideRecords); nil when no record was decided per record. The log names the
+	// customers a list served from it: the request's own input and decision name none.
+	Records *ListRecords
+}
+
+// ListRecords is what the response phase of a list decided and what the front door did with
+// each customer's records. Customer ids are raw: the log pseudonymizes them.
+type ListRecords struct {
+	// Input is input.records of the response phase: each customer of the response once, with
+	// the enrichment the policy saw (so a replay can decide the records again).
+	Input []input.Record
+	// Decisions is the outcome each customer's records got, as enforced
+	// (pipeline.EnforcedRecords): the policy's, or a deny with the page's reasons for every
+	// customer when the response phase refused the page. A customer the policy gave no
+	// outcome is absent (its records were removed).
+	Decisions map[string]decision.Record
+	// Served and Filtered are the customers whose records the caller received / whose
+	// records were removed, each once, sorted. A customer with records both served and
+	// removed (a record that is not an object is removed whatever its outcome) is in both.
+	Served, Filtered []string
 }
 
 // Sink stores decision log entries.

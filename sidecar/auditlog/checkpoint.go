@@ -58,6 +58,10 @@ type CheckpointBody struct {
 	// vault section): at start the ledger must still hold that record, or it was truncated or
 	// replaced while consentry was stopped and an erasure could be forgotten.
 	KeyLedger *LedgerHead `json:"key_ledger,omitempty"`
+	// PseudonymKey is the fingerprint of the pseudonym key the writer used
+	// (Pseudonymizer.Fingerprint; absent in logs written before it was recorded). Not signed:
+	// the hash chain covers it.
+	PseudonymKey string `json:"pseudonym_key,omitempty"`
 }
 
 // CheckpointSignature is the signature of the deferred checkpoint Seq, or (Error, no

@@ -3,6 +3,7 @@ package auditlog
 import (
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/consentry/consentry/sidecar/audit"
 	"github.com/consentry/consentry/sidecar/input"
@@ -10,7 +11,10 @@ import (
 
 // copies are the top-level members of a decision record that repeat values of the input, so
 // that reviewers and the query tool need not dig into it. They must not hold what masking took
-// out of the input: with mask rules they are read from the masked input (maskedCopies).
+// out of the input: with mask rules they are read from the masked input (maskedCopies). They
+// are read before customer ids are replaced in the input, so pseudonymize must replace them
+// in the copies too: a case id or purpose a caller set to a customer id ("c-1001", "ticket for
+// c-1001") would otherwise reach the log raw next to the pseudonymized input.
 type copies struct {
 	requestedBy, traceID                  string
 	purpose, caseID, action, resourceType string
@@ -77,6 +81,37 @@ func maskedCopies(tree any, e *audit.Entry, in *input.Input) copies {
 		c.traceID = ""
 	}
 	return c
+}
+
+// pseudonymize replaces the customer ids of ids in the copies as the input encoders replace
+// them in every input string (replaceInText, after the same UTF-8 repair), so a copy never
+// holds a raw customer id its source in the input no longer does. A customer subject's id is
+// left alone: the record maps it whole to the customer's pseudonym (ids.lookup), which a
+// replacement here would defeat.
+func (c *copies) pseudonymize(ids idSet, customerSubject bool) {
+	if len(ids) == 0 {
+		return
+	}
+	for _, s := range []*string{&c.requestedBy, &c.traceID, &c.purpose, &c.caseID, &c.action, &c.resourceType} {
+		*s = pseudonymizeText(*s, ids)
+	}
+	if !customerSubject {
+		c.subject.ID = pseudonymizeText(c.subject.ID, ids)
+	}
+	for i, r := range c.subject.Roles {
+		c.subject.Roles[i] = pseudonymizeText(r, ids)
+	}
+}
+
+// pseudonymizeText is typedEncoder.id for a copy.
+func pseudonymizeText(s string, ids idSet) string {
+	if s == "" {
+		return s
+	}
+	if !utf8.ValidString(s) {
+		s = sanitizeUTF8(s)
+	}
+	return replaceInText(s, ids)
 }
 
 // containsID reports whether one of vals contains id.

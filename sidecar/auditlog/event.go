@@ -52,22 +52,24 @@ type Event struct {
 	TraceID     string                `json:"trace_id,omitempty"`
 
 	// consentry fields.
-	Purpose        string       `json:"purpose,omitempty"`
-	CaseID         string       `json:"case_id,omitempty"`
-	Action         string       `json:"action,omitempty"`
-	ResourceType   string       `json:"resource_type,omitempty"`
-	Subject        *Subject     `json:"subject,omitempty"`
-	Customer       string       `json:"customer,omitempty"`
-	Customers      []string     `json:"customers,omitempty"`
-	Outcome        string       `json:"outcome,omitempty"`
-	Status         int          `json:"status,omitempty"`
-	Reasons        []string     `json:"reasons,omitempty"`
-	Fields         *FieldsInfo  `json:"fields,omitempty"`
-	KeyScopes      []string     `json:"key_scopes,omitempty"`
-	Flags          []string     `json:"flags,omitempty"`
-	PolicyRevision string       `json:"policy_revision,omitempty"`
-	Error          string       `json:"error,omitempty"`
-	Records        *RecordsInfo `json:"records,omitempty"`
+	Purpose      string   `json:"purpose,omitempty"`
+	CaseID       string   `json:"case_id,omitempty"`
+	Action       string   `json:"action,omitempty"`
+	ResourceType string   `json:"resource_type,omitempty"`
+	Subject      *Subject `json:"subject,omitempty"`
+	Customer     string   `json:"customer,omitempty"`
+	Customers    []string `json:"customers,omitempty"`
+	// CustomersFiltered names the customers a list response filtered out (not served).
+	CustomersFiltered []string     `json:"customers_filtered,omitempty"`
+	Outcome           string       `json:"outcome,omitempty"`
+	Status            int          `json:"status,omitempty"`
+	Reasons           []string     `json:"reasons,omitempty"`
+	Fields            *FieldsInfo  `json:"fields,omitempty"`
+	KeyScopes         []string     `json:"key_scopes,omitempty"`
+	Flags             []string     `json:"flags,omitempty"`
+	PolicyRevision    string       `json:"policy_revision,omitempty"`
+	Error             string       `json:"error,omitempty"`
+	Records           *RecordsInfo `json:"records,omitempty"`
 
 	Checkpoint *CheckpointBody  `json:"checkpoint,omitempty"`
 	Removed    []RemovedSegment `json:"removed,omitempty"`
@@ -98,6 +100,9 @@ type FieldsInfo struct {
 type RecordsInfo struct {
 	Returned int `json:"returned"`
 	Filtered int `json:"filtered"`
+	// DetailsOmitted counts the customers whose response-phase input and outcome are not in
+	// input.records / result.records (beyond MaxRecordDetails).
+	DetailsOmitted int `json:"details_omitted,omitempty"`
 }
 
 // RemovedSegment is one segment removed by retention, as read from the segment's own first
@@ -263,6 +268,24 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 	if customer == "" && in.Subject.Type == input.SubjectCustomer {
 		customer, _ = ids.lookup(in.Subject.CustomerID)
 	}
+	// A list filtered per record: the customers served (and removed) are named, and the
+	// response phase - each customer's input record and outcome - is logged as input.records
+	// and result.records, already pseudonymized (listrecords.go), so a replay decides them
+	// again.
+	var list *listDetails
+	if lr := e.Enforcement.Records; lr != nil {
+		list = b.listDetails(lr)
+		for _, id := range list.caseCustomers {
+			addID(id)
+		}
+		customers = list.served
+		lin := *in
+		lin.Records = list.records
+		in = &lin
+		ld := *d
+		ld.Records = list.decisions
+		d = &ld
+	}
 
 	// Mask rules: configured ones plus the source's for this decision. A failing source erases
 	// the input (fail closed on content, never on the event).
@@ -299,6 +322,8 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 			return nil, err
 		}
 	}
+	// The copies were read before ids were replaced in the input: replace them there too.
+	c.pseudonymize(ids, in.Subject.Type == input.SubjectCustomer)
 	r.addString("type", TypeDecision)
 	r.addString("decision_id", id)
 	r.addString("timestamp", ts.UTC().Format(time.RFC3339Nano))
@@ -367,6 +392,9 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 	}
 	addStr("customer", customer)
 	addList("customers", customers)
+	if list != nil {
+		addList("customers_filtered", list.filtered)
+	}
 	outcome := decision.OutcomeDeny
 	if d.Allow {
 		outcome = decision.OutcomeAllow
@@ -397,7 +425,11 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 	addList("key_scopes", scopes)
 	addList("flags", d.Flags)
 	if en.RecordsReturned != 0 || en.RecordsFiltered != 0 {
-		_ = r.add("records", map[string]any{"returned": en.RecordsReturned, "filtered": en.RecordsFiltered})
+		ri := map[string]any{"returned": en.RecordsReturned, "filtered": en.RecordsFiltered}
+		if list != nil && list.omitted > 0 {
+			ri["details_omitted"] = list.omitted
+		}
+		_ = r.add("records", ri)
 	}
 	addStr("policy_revision", e.Revision)
 	addStr("error", e.Error)

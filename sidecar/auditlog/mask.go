@@ -100,12 +100,20 @@ var credentialHeaders = []string{"authorization", "proxy-authorization", "cookie
 // a credential header or query parameter the log always drops. The policy never reads them,
 // so a replay need not skip a decision for them.
 func CredentialPointer(p string) bool {
-	for prefix, names := range map[string][]string{"/input/request/headers/": credentialHeaders, "/input/request/query/": credentialQuery} {
-		if name, ok := strings.CutPrefix(p, prefix); ok && slices.Contains(names, strings.ToLower(name)) {
-			return true
-		}
+	if name, ok := strings.CutPrefix(p, "/input/request/headers/"); ok {
+		return slices.Contains(credentialHeaders, headerKey(name))
+	}
+	if name, ok := strings.CutPrefix(p, "/input/request/query/"); ok {
+		return slices.Contains(credentialQuery, strings.ToLower(name))
 	}
 	return false
+}
+
+// headerKey folds a header name to lower case with '_' read as '-': many CRM stacks (CGI, PHP,
+// WSGI, Rack) read Proxy_Authorization as Proxy-Authorization, so the underscore spelling of
+// a credential header is dropped from the log too.
+func headerKey(name string) string {
+	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
 }
 
 // credentialQuery are query parameters commonly carrying secrets.
@@ -121,7 +129,7 @@ type masker struct {
 func newMasker(cfg Config) *masker {
 	m := &masker{rules: cfg.Mask, dropHeaders: map[string]bool{}, dropQuery: map[string]bool{}}
 	for _, h := range append(append([]string(nil), credentialHeaders...), cfg.DropHeaders...) {
-		m.dropHeaders[strings.ToLower(h)] = true
+		m.dropHeaders[headerKey(h)] = true
 	}
 	for _, q := range append(append([]string(nil), credentialQuery...), cfg.DropQuery...) {
 		m.dropQuery[strings.ToLower(q)] = true
@@ -139,7 +147,7 @@ func (m *masker) scrub(in map[string]any) []string {
 	var erased []string
 	if h, ok := req["headers"].(map[string]any); ok {
 		for k := range h {
-			if m.dropHeaders[strings.ToLower(k)] {
+			if m.dropHeaders[headerKey(k)] {
 				delete(h, k)
 				erased = append(erased, "/input/request/headers/"+escapePointer(k))
 			}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -17,16 +19,25 @@ import (
 type Filter struct {
 	// Customer is a customer pseudonym (Pseudonymizer.Customer of the raw id); it matches the
 	// decision's customer and list records' customers.
-	Customer   string
-	Subject    string
-	Purpose    string
-	Case       string
-	Outcome    string // allow | deny
-	Reason     string // a reason code
-	Action     string
-	DecisionID string
-	Since      time.Time
-	Until      time.Time
+	Customer string
+	// Subject matches the subject's id as logged: an employee's id. SubjectPseudonym, the
+	// customer pseudonym of the same value, matches too: a customer subject is logged by the
+	// pseudonym of its customer id (its login takes the same one), never raw.
+	Subject          string
+	SubjectPseudonym string
+	Purpose          string
+	Case             string
+	Outcome          string // allow | deny
+	Reason           string // a reason code
+	Action           string
+	DecisionID       string
+	// Since is inclusive, Until exclusive.
+	Since time.Time
+	Until time.Time
+	// KeyFingerprint is the Fingerprint of the key Customer and SubjectPseudonym were made
+	// with: QueryLog then refuses (ErrPseudonymKeyMismatch) a log whose checkpoints show that
+	// records in the time range were written with another key, where nothing could match.
+	KeyFingerprint string
 }
 
 // Match reports whether ev passes f: a decision record, or an erasure record of f.Customer
@@ -41,8 +52,10 @@ func (f *Filter) Match(ev *Event) bool {
 	if f.Customer != "" && ev.Customer != f.Customer && !slices.Contains(ev.Customers, f.Customer) {
 		return false
 	}
-	if f.Subject != "" && (ev.Subject == nil || ev.Subject.ID != f.Subject) {
-		return false
+	if f.Subject != "" || f.SubjectPseudonym != "" {
+		if ev.Subject == nil || ev.Subject.ID == "" || (ev.Subject.ID != f.Subject && ev.Subject.ID != f.SubjectPseudonym) {
+			return false
+		}
 	}
 	if (f.Purpose != "" && ev.Purpose != f.Purpose) || (f.Case != "" && ev.CaseID != f.Case) ||
 		(f.Outcome != "" && ev.Outcome != f.Outcome) || (f.Action != "" && ev.Action != f.Action) ||
@@ -62,21 +75,29 @@ func (f *Filter) inRange(t time.Time) bool {
 // erasures reports whether f selects erasure records too: a customer and nothing that only a
 // decision has.
 func (f *Filter) erasures() bool {
-	return f.Customer != "" && f.Subject == "" && f.Purpose == "" && f.Case == "" && f.Outcome == "" &&
+	return f.Customer != "" && f.Subject == "" && f.SubjectPseudonym == "" && f.Purpose == "" && f.Case == "" && f.Outcome == "" &&
 		f.Reason == "" && f.Action == "" && f.DecisionID == ""
 }
 
 // Prefilter returns a cheap test that rejects lines that cannot match before they are
 // decoded: the record must be a decision (or an erasure, see Match) and every string filter
 // value must appear in the line's bytes as the log encodes it (JSON-escaped: a subject
-// "CORP\jdoe" is stored as "CORP\\jdoe"). Match decides. The values are escaped once, here,
-// not once per line.
+// "CORP\jdoe" is stored as "CORP\\jdoe"); of the subject's two forms, one. Match decides. The
+// values are escaped once, here, not once per line.
 func (f *Filter) Prefilter() func(line []byte) bool {
-	var needles [][]byte
-	for _, s := range []string{f.Customer, f.Subject, f.Purpose, f.Case, f.Reason, f.DecisionID} {
+	needle := func(s string) []byte {
+		q := appendString(nil, s)
+		return q[1 : len(q)-1]
+	}
+	var needles, subject [][]byte
+	for _, s := range []string{f.Customer, f.Purpose, f.Case, f.Reason, f.DecisionID} {
 		if s != "" {
-			q := appendString(nil, s)
-			needles = append(needles, q[1:len(q)-1])
+			needles = append(needles, needle(s))
+		}
+	}
+	for _, s := range []string{f.Subject, f.SubjectPseudonym} {
+		if s != "" {
+			subject = append(subject, needle(s))
 		}
 	}
 	erasures := f.erasures()
@@ -85,6 +106,9 @@ func (f *Filter) Prefilter() func(line []byte) bool {
 			if !bytes.Contains(line, n) {
 				return false
 			}
+		}
+		if len(subject) > 0 && !slices.ContainsFunc(subject, func(n []byte) bool { return bytes.Contains(line, n) }) {
+			return false
 		}
 		return bytes.Contains(line, []byte(`"type":"decision"`)) || (erasures && bytes.Contains(line, []byte(`"type":"erasure"`)))
 	}
@@ -98,14 +122,38 @@ type Progress struct {
 }
 
 // Query streams the decision records of dir matching f to fn, in log order. progress, when not
-// nil, is called at every segment start and every 100,000 records.
+// nil, is called at every segment start and every 100,000 records. It is QueryLog without the
+// statistics.
 func Query(ctx context.Context, dir string, f Filter, fn func(ev *Event, line []byte) error, progress func(Progress)) error {
+	_, err := QueryLog(ctx, dir, f, fn, progress)
+	return err
+}
+
+// QueryLog is Query returning what the scan saw (QueryStats), so that a caller never reports
+// "nothing recorded" about the wrong data. It fails with ErrNoLog when dir holds no segment,
+// and, after the scan, with ErrPseudonymKeyMismatch when f.KeyFingerprint is set and records
+// in the time range were written with another pseudonym key. The statistics are returned with
+// either error.
+func QueryLog(ctx context.Context, dir string, f Filter, fn func(ev *Event, line []byte) error, progress func(Progress)) (QueryStats, error) {
+	var st QueryStats
 	if err := ctx.Err(); err != nil {
-		return err
+		return st, err
 	}
+	segs, err := listScanSegments(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, fmt.Errorf("%w: %s does not exist", ErrNoLog, dir)
+	}
+	if err != nil {
+		return st, err
+	}
+	if len(segs) == 0 {
+		return st, fmt.Errorf("%w: %s holds no segment-*.jsonl file", ErrNoLog, dir)
+	}
+	st.Segments = len(segs)
 	keep := f.Prefilter()
+	sc := newStatsScan(&f, &st)
 	var p Progress
-	return ScanLines(dir, func(seg string, line []byte) error {
+	err = scanSegments(dir, segs, func(seg string, line []byte) error {
 		if seg != p.Segment {
 			p.Segment = seg
 			if progress != nil {
@@ -122,6 +170,9 @@ func Query(ctx context.Context, dir string, f Filter, fn func(ev *Event, line []
 		if progress != nil && p.Scanned%100000 == 0 {
 			progress(p)
 		}
+		if err := sc.line(seg, line); err != nil {
+			return err
+		}
 		if !keep(line) {
 			return nil
 		}
@@ -133,8 +184,19 @@ func Query(ctx context.Context, dir string, f Filter, fn func(ev *Event, line []
 			return nil
 		}
 		p.Matched++
+		st.Matched++
 		return fn(&ev, line)
 	})
+	sc.finish()
+	if err != nil {
+		return st, err
+	}
+	if st.KeyOther > 0 {
+		return st, fmt.Errorf("%w: %d of the %d decision records searched were pseudonymized with another key (fingerprint %s), not with this one (%s); "+
+			"pass the log's pseudonym key, or narrow --since/--until to the records this key wrote", ErrPseudonymKeyMismatch,
+			st.KeyOther, st.Decisions, strings.Join(st.OtherKeys, ", "), f.KeyFingerprint)
+	}
+	return st, nil
 }
 
 // TableWriter prints events as an aligned table.

@@ -3,6 +3,8 @@ package auditlog
 import (
 	"bufio"
 	"bytes"
+	"cmp"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,17 +13,25 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // ScanLines calls fn with every complete record line of the log in dir, in order, and the
 // segment it is in. A trailing partial line (a live writer mid-write) is ignored, and so is a
 // listed segment that retention removed before the scan reached it (a scan of a live log
-// takes minutes). The line slice is only valid during the call.
+// takes minutes). Segments an operator compressed (segment-*.jsonl.gz) are read through gzip;
+// where both forms of a segment exist (gzip still running), the plain one. The line slice is
+// only valid during the call.
 func ScanLines(dir string, fn func(segment string, line []byte) error) error {
-	segs, err := listSegments(dir)
+	segs, err := listScanSegments(dir)
 	if err != nil {
 		return err
 	}
+	return scanSegments(dir, segs, fn)
+}
+
+func scanSegments(dir string, segs []segInfo, fn func(segment string, line []byte) error) error {
 	for _, s := range segs {
 		err := scanFile(filepath.Join(dir, s.name), func(line []byte) error { return fn(s.name, line) })
 		if errors.Is(err, errSegmentGone) {
@@ -32,6 +42,45 @@ func ScanLines(dir string, fn func(segment string, line []byte) error) error {
 		}
 	}
 	return nil
+}
+
+// gzSuffix names a segment an operator compressed in place (gzip segment-*.jsonl).
+const gzSuffix = ".gz"
+
+// listScanSegments is listSegments plus the compressed segments, for the readers (the writer,
+// retention and the uploader only ever deal with the plain files).
+func listScanSegments(dir string) ([]segInfo, error) {
+	segs, err := listSegments(dir)
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var have map[uint64]bool
+	for _, e := range ents {
+		n := e.Name()
+		if e.IsDir() || !strings.HasPrefix(n, segmentPrefix) || !strings.HasSuffix(n, segmentSuffix+gzSuffix) {
+			continue
+		}
+		first, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(n, segmentPrefix), segmentSuffix+gzSuffix), 10, 64)
+		if err != nil {
+			continue
+		}
+		if have == nil {
+			have = make(map[uint64]bool, len(segs))
+			for _, s := range segs {
+				have[s.first] = true
+			}
+		}
+		if !have[first] {
+			have[first] = true
+			segs = append(segs, segInfo{name: n, first: first})
+		}
+	}
+	slices.SortFunc(segs, func(a, b segInfo) int { return cmp.Compare(a.first, b.first) })
+	return segs, nil
 }
 
 // errSegmentGone: the segment was listed, then removed before it was opened.
@@ -45,14 +94,26 @@ func scanFile(path string, fn func(line []byte) error) error {
 	if err != nil {
 		return err
 	}
-	return scanOpen(f, fn)
+	if !strings.HasSuffix(path, gzSuffix) {
+		return scanOpen(f, f, fn)
+	}
+	zr, err := gzip.NewReader(bufio.NewReaderSize(f, 256<<10))
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	if err := scanOpen(f, zr, fn); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	return nil
 }
 
-func scanOpen(f *os.File, fn func(line []byte) error) error {
+// scanOpen reads the records of r (f, or f decompressed) and closes f.
+func scanOpen(f *os.File, r io.Reader, fn func(line []byte) error) error {
 	defer f.Close()
-	r := bufio.NewReaderSize(f, 1<<20)
+	br := bufio.NewReaderSize(r, 1<<20)
 	for {
-		line, err := readLine(r)
+		line, err := readLine(br)
 		if err != nil {
 			if endOfRecords(err) {
 				return nil // a partial line or the zero-filled space of a live segment

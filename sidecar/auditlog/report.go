@@ -39,7 +39,16 @@ type Report struct {
 	Employees   string         `json:"employees"` // "pseudonymized" or "named"
 	// Erasures lists when the customer's data was erased (keys destroyed), if it was.
 	Erasures []ReportErasure `json:"erasures,omitempty"`
-	summary  map[string]*PurposeCount
+	// RecordsSearched is the number of decision records (everyone's) in the period searched.
+	RecordsSearched int `json:"records_searched"`
+	// DeletedBefore is set when the log no longer holds its oldest records: those before it
+	// were deleted by retention (DeletedByRetention) or are missing, and the report cannot
+	// show accesses from then.
+	DeletedBefore      *time.Time `json:"deleted_before,omitempty"`
+	DeletedByRetention bool       `json:"deleted_by_retention,omitempty"`
+	// Stats is what the scan saw, for the operator (warnings on stderr), not the customer.
+	Stats   QueryStats `json:"-"`
+	summary map[string]*PurposeCount
 }
 
 // ReportErasure is one erasure of the customer's data: when, why, which key classes.
@@ -47,6 +56,8 @@ type ReportErasure struct {
 	Time    time.Time `json:"time"`
 	Reason  string    `json:"reason"`
 	Classes []string  `json:"classes"`
+	// at is the number of accesses logged before it: where it goes among them in the CSV.
+	at int
 }
 
 // ReportRow is one access (or refused attempt).
@@ -96,10 +107,12 @@ func BuildReport(ctx context.Context, dir string, o ReportOptions) (*Report, err
 		r.Until = &o.Until
 	}
 	revs := map[string]bool{}
-	f := Filter{Customer: r.Pseudonym, Since: o.Since, Until: o.Until}
-	err := Query(ctx, dir, f, func(ev *Event, _ []byte) error {
+	// The key's fingerprint: a log written with another key is refused, not reported empty.
+	f := Filter{Customer: r.Pseudonym, Since: o.Since, Until: o.Until, KeyFingerprint: o.Pseudonymizer.Fingerprint()}
+	st, err := QueryLog(ctx, dir, f, func(ev *Event, _ []byte) error {
 		if ev.Type == TypeErasure {
-			r.Erasures = append(r.Erasures, ReportErasure{Time: ev.Timestamp.UTC(), Reason: ev.Erasure.Reason, Classes: ev.Erasure.Classes})
+			r.Erasures = append(r.Erasures, ReportErasure{Time: ev.Timestamp.UTC(), Reason: ev.Erasure.Reason, Classes: ev.Erasure.Classes,
+				at: len(r.Accesses)})
 			return nil
 		}
 		row := ReportRow{Time: ev.Timestamp.UTC(), DecisionID: ev.DecisionID, Purpose: ev.Purpose, Case: ev.CaseID, Action: ev.Action,
@@ -142,6 +155,11 @@ func BuildReport(ctx context.Context, dir string, o ReportOptions) (*Report, err
 	if err != nil {
 		return nil, err
 	}
+	r.Stats, r.RecordsSearched = st, st.Decisions
+	if !st.DeletedBefore.IsZero() {
+		t := st.DeletedBefore.UTC()
+		r.DeletedBefore, r.DeletedByRetention = &t, st.DeletedByRetention
+	}
 	for _, pc := range r.summary {
 		r.ByPurpose = append(r.ByPurpose, *pc)
 	}
@@ -160,26 +178,75 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// WriteCSV writes one row per access.
+// WriteCSV writes one row per access, with the erasures of the customer's data among them
+// (event "erasure": when, the reason, the key classes destroyed) and, first, a row saying
+// when records before a time were deleted (event "retention"): the CSV tells what the HTML
+// and JSON tell.
 func (r *Report) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"time", "who", "who_type", "roles", "purpose", "case", "action", "outcome", "reasons", "fields_released", "fields_masked", "fields_withheld", "policy_revision", "decision_id"})
-	for _, a := range r.Accesses {
-		row := []string{a.Time.Format(time.RFC3339), a.Who, a.WhoType, strings.Join(a.Roles, ";"), a.Purpose, a.Case, a.Action, a.Outcome,
-			strings.Join(a.Reasons, ";"), strings.Join(a.Released, ";"), strings.Join(a.Masked, ";"), strings.Join(a.Withheld, ";"), a.Revision, a.DecisionID}
+	write := func(row []string) {
 		for i := range row {
 			row[i] = csvSafe(row[i])
 		}
 		_ = cw.Write(row)
 	}
+	// Columns added at the end (event, note), so readers of the earlier ones keep working.
+	write([]string{"time", "who", "who_type", "roles", "purpose", "case", "action", "outcome", "reasons", "fields_released", "fields_masked",
+		"fields_withheld", "policy_revision", "decision_id", "event", "note"})
+	blank := func(t time.Time, event, reason, note string) []string {
+		return []string{t.Format(time.RFC3339), "", "", "", "", "", "", "", reason, "", "", "", "", "", event, note}
+	}
+	if r.DeletedBefore != nil {
+		// To the nanosecond: the cut is the oldest record kept, which may be one of the rows.
+		row := blank(*r.DeletedBefore, "retention", "", r.deletedNote(r.DeletedBefore.Format(time.RFC3339Nano)))
+		row[0] = r.DeletedBefore.Format(time.RFC3339Nano)
+		write(row)
+	}
+	erasures := r.Erasures
+	erasure := func(before int) {
+		for len(erasures) > 0 && erasures[0].at <= before {
+			e := erasures[0]
+			erasures = erasures[1:]
+			write(blank(e.Time, "erasure", e.Reason, "your data was erased: the keys that decrypted it ("+strings.Join(e.Classes, "; ")+") were destroyed"))
+		}
+	}
+	for i, a := range r.Accesses {
+		erasure(i)
+		write([]string{a.Time.Format(time.RFC3339), a.Who, a.WhoType, strings.Join(a.Roles, ";"), a.Purpose, a.Case, a.Action, a.Outcome,
+			strings.Join(a.Reasons, ";"), strings.Join(a.Released, ";"), strings.Join(a.Masked, ";"), strings.Join(a.Withheld, ";"), a.Revision,
+			a.DecisionID, "access", ""})
+	}
+	erasure(len(r.Accesses))
 	cw.Flush()
 	return cw.Error()
+}
+
+// deletedNote says what DeletedBefore means, at the time when.
+func (r *Report) deletedNote(when string) string {
+	if r.DeletedByRetention {
+		return "records before " + when + " were deleted by retention: accesses before then cannot be shown"
+	}
+	return "records before " + when + " are missing from the log: accesses before then cannot be shown"
 }
 
 // csvSafe keeps a spreadsheet from reading a cell as a formula: purpose and case come from
 // request headers, so a caller could log "=HYPERLINK(...)" into the customer's report. A
 // cell starting with = + - @ or a tab or carriage return gets a leading apostrophe (OWASP).
+// The test applies to every ';'-separated part of the cell too: a spreadsheet that splits on
+// ';' (the list separator of many locales) starts a cell after each one, so a list joined
+// with ';' or a purpose "x;=HYPERLINK(...)" must not put a formula there either.
 func csvSafe(s string) string {
+	if !strings.Contains(s, ";") {
+		return formulaSafe(s)
+	}
+	parts := strings.Split(s, ";")
+	for i, p := range parts {
+		parts[i] = formulaSafe(p)
+	}
+	return strings.Join(parts, ";")
+}
+
+func formulaSafe(s string) string {
 	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
 		return "'" + s
 	}
@@ -192,6 +259,13 @@ func (r *Report) WriteHTML(w io.Writer) error { return reportTmpl.Execute(w, r) 
 var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"join": func(l []string) string { return strings.Join(l, ", ") },
 	"date": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+	// dateUp rounds up to the minute: "records before 09:01" must cover one at 09:00:30.
+	"dateUp": func(t time.Time) string {
+		if m := t.Truncate(time.Minute); !m.Equal(t) {
+			t = m.Add(time.Minute)
+		}
+		return t.UTC().Format("2006-01-02 15:04 UTC")
+	},
 	"purpose": func(p string) string {
 		if p == "" {
 			return "(none declared)"
@@ -219,10 +293,12 @@ th{background:#f6f8fa}
 </head>
 <body>
 <h1>Who accessed my data and why</h1>
-<p class="meta">Customer <strong>{{.Customer}}</strong> &middot; generated {{date .GeneratedAt}}{{if .Since}} &middot; from {{date .Since.UTC}}{{end}}{{if .Until}} &middot; until {{date .Until.UTC}}{{end}}</p>
+<p class="meta">Customer <strong>{{.Customer}}</strong> &middot; generated {{date .GeneratedAt}}{{if .Since}} &middot; from {{date .Since.UTC}}{{end}}{{if .Until}} &middot; before {{date .Until.UTC}}{{end}} &middot; recorded requests searched: {{itoa .RecordsSearched}}</p>
 <div class="note">This report lists every request that touched your data, as recorded in our tamper-evident decision log:
 who asked (employees are shown as {{.Employees}} identifiers), for which purpose, which fields were shown, masked or withheld,
 and whether the request was allowed. Refused attempts are listed too.</div>
+{{if .DeletedBefore}}<div class="note">{{if .DeletedByRetention}}Records before {{dateUp .DeletedBefore.UTC}} were deleted by retention{{else}}Records before {{dateUp .DeletedBefore.UTC}} are missing from the log{{end}}: accesses before then cannot be shown.</div>
+{{end}}
 <h2>Summary by purpose</h2>
 {{if .ByPurpose}}<table>
 <tr><th>Purpose</th><th>Allowed</th><th>Refused</th></tr>

@@ -148,15 +148,15 @@ func (e *typedEncoder) anyMap(k string, m map[string]any) error {
 	return err
 }
 
-// multiMap writes headers or query, dropping credential names.
-func (e *typedEncoder) multiMap(k string, m map[string][]string, drop map[string]bool, where string) {
+// multiMap writes headers or query, dropping credential names (as fold spells them).
+func (e *typedEncoder) multiMap(k string, m map[string][]string, drop map[string]bool, fold func(string) string, where string) {
 	if len(m) == 0 {
 		return
 	}
 	e.key(k)
 	e.open()
 	for _, kp := range orderedKeys(e, m) {
-		if drop[strings.ToLower(kp.raw)] {
+		if drop[fold(kp.raw)] {
 			e.erased = append(e.erased, where+escapePointer(kp.out))
 			continue
 		}
@@ -199,7 +199,7 @@ func (e *typedEncoder) input(in *input.Input) error {
 	e.key("request")
 	e.open()
 	e.strOE("front_door", r.FrontDoor)
-	e.multiMap("headers", r.Headers, e.m.dropHeaders, "/input/request/headers/")
+	e.multiMap("headers", r.Headers, e.m.dropHeaders, headerKey, "/input/request/headers/")
 	e.strOE("host", r.Host)
 	e.strOE("id", r.ID)
 	e.str("method", r.Method)
@@ -213,7 +213,7 @@ func (e *typedEncoder) input(in *input.Input) error {
 		e.close()
 	}
 	e.str("path", r.Path)
-	e.multiMap("query", r.Query, e.m.dropQuery, "/input/request/query/")
+	e.multiMap("query", r.Query, e.m.dropQuery, strings.ToLower, "/input/request/query/")
 	e.strOE("route", r.Route)
 	// encoding/json (v2 semantics in this Go) omits the empty source object.
 	if r.Source.Address != "" || r.Source.Principal != "" {

@@ -35,7 +35,10 @@ import (
 //     max_backoff);
 //   - any other 4xx (and 413 to a single event): the service will answer the same again, but
 //     this is an audit trail, so the batch is never dropped: retried with backoff, and logged
-//     at error level with alarm=true, the status and the start of the answer's body.
+//     at error level with alarm=true, the status and the start of the answer's body;
+//   - any 3xx: redirects are never followed (a 301/302/303 would turn the POST into a GET
+//     without the body, and a login page's 200 to that GET would count as delivered): a failure,
+//     retried and alarmed like a 4xx, with the Location in the log line.
 //
 // The last failure is in UploadStatus and every failed attempt counts in
 // consentry_decision_log_upload_failures_total.
@@ -94,7 +97,11 @@ func (u *Uploader) Status() UploadStatus {
 }
 
 func newUploader(l *Log, cfg UploadConfig) (*Uploader, error) {
-	u := &Uploader{l: l, cfg: cfg, client: &http.Client{Timeout: cfg.Timeout}, stop: make(chan struct{}), done: make(chan struct{}),
+	client := &http.Client{Timeout: cfg.Timeout, CheckRedirect: func(*http.Request, []*http.Request) error {
+		// Never follow: the 3xx itself is the answer, and post counts it a failure.
+		return http.ErrUseLastResponse
+	}}
+	u := &Uploader{l: l, cfg: cfg, client: client, stop: make(chan struct{}), done: make(chan struct{}),
 		path: filepath.Join(l.dir, "upload-"+cfg.Name+".cursor")}
 	if cfg.BearerTokenFile != "" {
 		b, err := os.ReadFile(cfg.BearerTokenFile)
@@ -206,8 +213,12 @@ func (u *Uploader) sleep(err error) bool {
 	if ue != nil && ue.rejected() {
 		// The service will most likely answer the same again: someone has to look. The batch
 		// is kept (an audit trail drops nothing) and retried with backoff.
-		u.l.log.Error("decision log upload rejected by the service; retrying, nothing is dropped", "alarm", true,
-			"url", u.cfg.URL, "status", ue.status, "body", ue.body, "events", ue.events, "bytes", ue.bytes, "in", d)
+		msg := "decision log upload rejected by the service; retrying, nothing is dropped"
+		if ue.redirect() {
+			msg = "decision log upload redirected (redirects are not followed: check the url); retrying, nothing is dropped"
+		}
+		u.l.log.Error(msg, "alarm", true,
+			"url", u.cfg.URL, "status", ue.status, "location", ue.location, "body", ue.body, "events", ue.events, "bytes", ue.bytes, "in", d)
 	} else {
 		u.l.log.Warn("decision log upload failed, retrying", "url", u.cfg.URL, "err", err, "in", d)
 	}
@@ -339,6 +350,7 @@ func (u *Uploader) post(body []byte, events int) error {
 	}
 	return &uploadError{status: resp.StatusCode, events: events, bytes: len(body),
 		body:       strings.TrimSpace(strings.ToValidUTF8(string(answer), "?")),
+		location:   snippet(resp.Header.Get("Location")),
 		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 }
 
@@ -351,10 +363,19 @@ const (
 	batchGrowAfter = 10
 )
 
+// snippet bounds a value from the answer for the log and status.
+func snippet(s string) string {
+	if len(s) > answerSnippetBytes {
+		s = s[:answerSnippetBytes]
+	}
+	return strings.ToValidUTF8(s, "?")
+}
+
 // uploadError is a failed POST.
 type uploadError struct {
 	status     int    // HTTP status; 0 when there was no answer (err)
 	body       string // start of the answer's body
+	location   string // a 3xx answer's Location (not followed)
 	retryAfter time.Duration
 	events     int // events in the batch
 	bytes      int // compressed body size
@@ -365,6 +386,9 @@ func (e *uploadError) Error() string {
 	if e.status == 0 {
 		return fmt.Sprintf("upload: %v", e.err)
 	}
+	if e.redirect() {
+		return fmt.Sprintf("upload: answered %d, redirect to %q not followed (a redirected POST delivers nothing)", e.status, e.location)
+	}
 	if e.body != "" {
 		return fmt.Sprintf("upload: answered %d: %s", e.status, e.body)
 	}
@@ -373,9 +397,15 @@ func (e *uploadError) Error() string {
 
 func (e *uploadError) Unwrap() error { return e.err }
 
-// rejected reports a 4xx the service will most likely give again: not 408 or 429, and not a
+func (e *uploadError) redirect() bool { return e.status >= 300 && e.status <= 399 }
+
+// rejected reports an answer the service will most likely give again: a 3xx (a redirect, to
+// a login page or a moved collector: someone has to fix the URL), or a 4xx but 408, 429 and a
 // 413 the uploader can answer by halving the batch.
 func (e *uploadError) rejected() bool {
+	if e.redirect() {
+		return true
+	}
 	return e.status >= 400 && e.status <= 499 && e.status != http.StatusRequestTimeout && e.status != http.StatusTooManyRequests &&
 		(e.status != http.StatusRequestEntityTooLarge || e.events <= 1)
 }

@@ -345,6 +345,10 @@ func (l *Log) appendCheckpoint(now time.Time, reason string) {
 	if body.KeyLedger != nil {
 		cb["key_ledger"] = map[string]any{"seq": body.KeyLedger.Seq, "hash": body.KeyLedger.Hash}
 	}
+	// Which pseudonym key the records up to here were written with (a fingerprint, never the
+	// key): query and report refuse a key that is not the log's instead of finding nothing.
+	// Not in the signed message: the chain, which the next signature covers, protects it.
+	cb["pseudonym_key"] = l.build.pseudo.Fingerprint()
 	cv, _ := appendCanonical(nil, cb)
 	start := len(l.buf)
 	l.buf = l.seal(l.buf, []kv{{"checkpoint", cv}, {"timestamp", appendString(nil, ts)}, {"type", appendString(nil, TypeCheckpoint)}})

@@ -30,6 +30,13 @@ const (
 	ExitNotReplayed  = 8 // replay --fail-on-change replayed no decision (the candidate was not exercised)
 )
 
+// Exit codes of audit query and report for "this is not the data you think" (never "nothing
+// recorded" about the wrong data).
+const (
+	ExitWrongKey = 9  // the pseudonym key is not the one the log's records were written with
+	ExitNoLog    = 10 // the directory holds no decision log segment
+)
+
 // Command is one subcommand. Name may contain a space for nested commands ("audit verify").
 type Command struct {
 	Name    string

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,7 +68,7 @@ func logPseudonymizer(keyFile, configPath string) (*auditlog.Pseudonymizer, erro
 		keyFile = f.Config.PseudonymKeyFile
 	}
 	if keyFile == "" {
-		return nil, Usagef("--pseudonym-key (or --config: the decision log's pseudonym key) is needed to look a customer up")
+		return nil, Exit(ExitUsage, errNoPseudonymKey)
 	}
 	k, err := auditlog.ReadKeyFile(keyFile)
 	if err != nil {
@@ -75,6 +77,9 @@ func logPseudonymizer(keyFile, configPath string) (*auditlog.Pseudonymizer, erro
 	return auditlog.NewPseudonymizer(k)
 }
 
+// errNoPseudonymKey: neither --pseudonym-key nor --config names the key.
+var errNoPseudonymKey = errors.New("--pseudonym-key (or --config: the decision log's pseudonym key) is needed to look a customer up")
+
 type auditKeyList []string
 
 func (s *auditKeyList) String() string     { return strings.Join(*s, ",") }
@@ -82,12 +87,12 @@ func (s *auditKeyList) Set(v string) error { *s = append(*s, v); return nil }
 
 func auditVerifyCmd() *Command {
 	c := &Command{Name: "audit verify", Summary: "verify a decision log: hash chain, sequence, signed checkpoints, truncation",
-		Usage: "DIR [--public-key FILE]... [--config FILE] [--allow-unsigned] [--sealed] [--json]"}
+		Usage: "DIR|--config FILE [--public-key FILE]... [--allow-unsigned] [--sealed] [--json]"}
 	c.Run = func(ctx context.Context, env *Env, args []string) error {
 		fs := NewFlags(c, env)
 		var keys auditKeyList
 		fs.Var(&keys, "public-key", "Ed25519 public key (PEM) that signs checkpoints; repeatable")
-		cfgPath := fs.String("config", "", "consentry config: use the decision log's signing key as consentry run does (decision_log.signing_key_file, or the generated <dir>.keys/signing.pub)")
+		cfgPath := fs.String("config", "", "consentry config: verify its decision log (when DIR is not given) with the signing key consentry run uses (decision_log.signing_key_file, or the generated <dir>.keys/signing.pub)")
 		unsigned := fs.Bool("allow-unsigned", false, "accept unsigned checkpoints (development logs)")
 		sealed := fs.Bool("sealed", false, "fail when records follow the last signed checkpoint (a stopped log)")
 		asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -95,8 +100,9 @@ func auditVerifyCmd() *Command {
 		if err != nil {
 			return err
 		}
-		if len(pos) != 1 {
-			return Usagef("exactly one log directory is required")
+		dir, err := decisionLogDir("", pos, *cfgPath)
+		if err != nil {
+			return err
 		}
 		if *cfgPath != "" {
 			f, err := decisionLogConfig(*cfgPath)
@@ -126,7 +132,7 @@ func auditVerifyCmd() *Command {
 			pubs[auditlog.KeyIDOf(pk)] = pk
 		}
 		start := time.Now()
-		rep, err := auditlog.Verify(pos[0], auditlog.VerifyOptions{PublicKeys: pubs, AllowUnsigned: *unsigned, RequireSealed: *sealed, Context: ctx})
+		rep, err := auditlog.Verify(dir, auditlog.VerifyOptions{PublicKeys: pubs, AllowUnsigned: *unsigned, RequireSealed: *sealed, Context: ctx})
 		if err != nil {
 			return err
 		}
@@ -162,18 +168,21 @@ type logFilterFlags struct {
 func addLogFilterFlags(fs *flag.FlagSet) *logFilterFlags {
 	return &logFilterFlags{
 		customer: fs.String("customer", "", "customer id (pseudonymized with the log's key before matching)"),
-		subject:  fs.String("subject", "", "subject (caller) id"),
+		subject:  fs.String("subject", "", "subject (caller) id: an employee's id, or (with the pseudonym key) a customer's id"),
 		purpose:  fs.String("purpose", "", "purpose"),
 		caseID:   fs.String("case", "", "case id"),
 		outcome:  fs.String("outcome", "", "allow or deny"),
 		reason:   fs.String("reason", "", "reason code"),
 		action:   fs.String("action", "", "action"),
-		since:    fs.String("since", "", "from this time (RFC 3339, or a duration like 24h meaning that long ago)"),
-		until:    fs.String("until", "", "before this time (RFC 3339 or duration ago)"),
+		since:    fs.String("since", "", "from this time (RFC 3339, a date (UTC), or a duration like 24h meaning that long ago)"),
+		until:    fs.String("until", "", "before this time (RFC 3339 or duration ago); a date (UTC) includes that whole day"),
 	}
 }
 
-func parseLogTime(s string, now time.Time) (time.Time, error) {
+// parseLogTime reads a --since or --until value: RFC 3339, a date (UTC) or a duration ago. A
+// date-only --until (until) means the end of that day: "--until 2026-11-30" includes the
+// 30th, as a reader expects, so the exclusive bound is the next midnight.
+func parseLogTime(s string, now time.Time, until bool) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
@@ -184,6 +193,9 @@ func parseLogTime(s string, now time.Time) (time.Time, error) {
 		return t, nil
 	}
 	if t, err := time.Parse("2006-01-02", s); err == nil {
+		if until {
+			t = t.AddDate(0, 0, 1)
+		}
 		return t, nil
 	}
 	return time.Time{}, fmt.Errorf("%q is neither RFC 3339, a date nor a duration", s)
@@ -196,10 +208,10 @@ func (ff *logFilterFlags) filter(ps func() (*auditlog.Pseudonymizer, error)) (au
 	}
 	var err error
 	now := time.Now()
-	if f.Since, err = parseLogTime(*ff.since, now); err != nil {
+	if f.Since, err = parseLogTime(*ff.since, now, false); err != nil {
 		return f, Usagef("--since: %v", err)
 	}
-	if f.Until, err = parseLogTime(*ff.until, now); err != nil {
+	if f.Until, err = parseLogTime(*ff.until, now, true); err != nil {
 		return f, Usagef("--until: %v", err)
 	}
 	if *ff.customer != "" {
@@ -207,9 +219,56 @@ func (ff *logFilterFlags) filter(ps func() (*auditlog.Pseudonymizer, error)) (au
 		if err != nil {
 			return f, err
 		}
-		f.Customer = p.Customer(*ff.customer)
+		f.Customer, f.KeyFingerprint = p.Customer(*ff.customer), p.Fingerprint()
+	}
+	if f.Subject != "" {
+		// A customer subject is logged by the pseudonym of its customer id (which its login
+		// takes too), never raw: with the key, --subject matches that as well. Without one it
+		// matches employees, whose ids are logged as they are.
+		p, err := ps()
+		switch {
+		case err == nil:
+			f.SubjectPseudonym, f.KeyFingerprint = p.Customer(f.Subject), p.Fingerprint()
+		case !errors.Is(err, errNoPseudonymKey):
+			return f, err
+		}
 	}
 	return f, nil
+}
+
+// searchError gives the query and report errors that mean "the wrong data" their exit codes.
+func searchError(err error) error {
+	switch {
+	case errors.Is(err, auditlog.ErrPseudonymKeyMismatch):
+		return Exit(ExitWrongKey, err)
+	case errors.Is(err, auditlog.ErrNoLog):
+		return Exit(ExitNoLog, err)
+	}
+	return err
+}
+
+// warnSearch tells the operator, on stderr, when an empty result may not mean "nothing
+// recorded": no decision in the range, or a key the log cannot confirm; and when older
+// records were deleted.
+func warnSearch(w io.Writer, st auditlog.QueryStats, f auditlog.Filter) {
+	span := func() string {
+		return fmt.Sprintf("%s to %s", st.First.UTC().Format(time.RFC3339), st.Last.UTC().Format(time.RFC3339))
+	}
+	switch {
+	case st.Decisions == 0:
+		fmt.Fprintf(w, "warning: no decision record in the time range: %d records in %d segments searched, none could match\n", st.Records, st.Segments)
+	case st.Matched == 0 && f.KeyFingerprint != "" && st.KeyChecked == 0:
+		fmt.Fprintf(w, "warning: nothing matched in %d decision records (%s), and the log does not name the pseudonym key they were written with "+
+			"(checkpoints written before they carried its fingerprint): a --pseudonym-key that is not the log's would look the same; make sure it is\n",
+			st.Decisions, span())
+	}
+	if !st.DeletedBefore.IsZero() && (f.Since.IsZero() || f.Since.Before(st.DeletedBefore)) {
+		how := "were deleted by retention"
+		if !st.DeletedByRetention {
+			how = "are missing from the log, and no retention record accounts for them (run consentry audit verify)"
+		}
+		fmt.Fprintf(w, "note: records before %s %s\n", st.DeletedBefore.UTC().Format(time.RFC3339Nano), how)
+	}
 }
 
 func auditQueryCmd() *Command {
@@ -241,11 +300,12 @@ func auditQueryCmd() *Command {
 				fmt.Fprintf(env.Stderr, "scanned %d records, %d matched (%s)\n", p.Scanned, p.Matched, p.Segment)
 			}
 		}
+		var st auditlog.QueryStats
 		switch *format {
 		case "table":
 			tw := auditlog.NewTableWriter(env.Stdout)
 			n := 0
-			err = auditlog.Query(ctx, dir, f, func(ev *auditlog.Event, _ []byte) error {
+			st, err = auditlog.QueryLog(ctx, dir, f, func(ev *auditlog.Event, _ []byte) error {
 				tw.Write(ev)
 				if n++; n%1000 == 0 {
 					return tw.Flush()
@@ -256,14 +316,18 @@ func auditQueryCmd() *Command {
 				err = ferr
 			}
 		case "json":
-			err = auditlog.Query(ctx, dir, f, func(_ *auditlog.Event, line []byte) error {
+			st, err = auditlog.QueryLog(ctx, dir, f, func(_ *auditlog.Event, line []byte) error {
 				_, werr := env.Stdout.Write(append(line, '\n'))
 				return werr
 			}, prog)
 		default:
 			return Usagef("--format must be table or json")
 		}
-		return err
+		if err != nil {
+			return searchError(err)
+		}
+		warnSearch(env.Stderr, st, f)
+		return nil
 	}
 	return c
 }
@@ -295,8 +359,8 @@ func auditReportCmd() *Command {
 		customer := fs.String("customer", "", "customer id")
 		format := fs.String("format", "html", "html, json or csv")
 		named := fs.Bool("name-employees", false, "show employee ids instead of pseudonyms")
-		since := fs.String("since", "", "from this time (RFC 3339, date or duration ago)")
-		until := fs.String("until", "", "before this time")
+		since := fs.String("since", "", "from this time (RFC 3339, a date (UTC) or a duration ago)")
+		until := fs.String("until", "", "before this time (RFC 3339 or a duration ago); a date (UTC) includes that whole day")
 		out := fs.String("out", "", "write to this file instead of stdout")
 		pos, err := auditParseArgs(fs, args)
 		if err != nil {
@@ -318,16 +382,17 @@ func auditReportCmd() *Command {
 		}
 		now := time.Now()
 		o := auditlog.ReportOptions{CustomerID: *customer, Pseudonymizer: ps, NameEmployees: *named}
-		if o.Since, err = parseLogTime(*since, now); err != nil {
+		if o.Since, err = parseLogTime(*since, now, false); err != nil {
 			return Usagef("--since: %v", err)
 		}
-		if o.Until, err = parseLogTime(*until, now); err != nil {
+		if o.Until, err = parseLogTime(*until, now, true); err != nil {
 			return Usagef("--until: %v", err)
 		}
 		rep, err := auditlog.BuildReport(ctx, dir, o)
 		if err != nil {
-			return err
+			return searchError(err)
 		}
+		warnSearch(env.Stderr, rep.Stats, auditlog.Filter{Customer: rep.Pseudonym, Since: o.Since, Until: o.Until, KeyFingerprint: ps.Fingerprint()})
 		write := rep.WriteHTML
 		switch *format {
 		case "json":

@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/consentry/consentry/sidecar/audit"
 	"github.com/consentry/consentry/sidecar/auditlog"
+	"github.com/consentry/consentry/sidecar/decision"
 	"github.com/consentry/consentry/sidecar/engine"
 	"github.com/consentry/consentry/sidecar/input"
 )
@@ -129,5 +131,117 @@ func TestAuditCommands(t *testing.T) {
 	}
 	if again, _ := os.ReadFile(base + ".key"); !bytes.Equal(keyPEM, again) {
 		t.Fatal("the existing key changed")
+	}
+}
+
+// TestAuditSearchRefusesWrongData: query and report never say "nothing recorded" about the
+// wrong data. Another pseudonym key than the log's exits 9 (the checkpoints name the key by
+// its fingerprint); a directory with no segment exits 10; a log too old to name its key gets
+// a warning on stderr with the number of records searched.
+func TestAuditSearchRefusesWrongData(t *testing.T) {
+	logDir, keys := auditFixture(t)
+	key := filepath.Join(keys, "pseudonym.key")
+	otherKeys := t.TempDir()
+	if code, _, errs := run(t, "", "audit", "keygen", "--out", otherKeys); code != 0 {
+		t.Fatalf("keygen: %s", errs)
+	}
+	other := filepath.Join(otherKeys, "pseudonym.key")
+	empty := t.TempDir()
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string // in stderr
+	}{
+		{"query, the log's key", []string{"audit", "query", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", key}, ExitOK, ""},
+		{"query, another key", []string{"audit", "query", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", other}, ExitWrongKey, "another key"},
+		{"query --subject, another key", []string{"audit", "query", "--log", logDir, "--subject", "c-1001", "--pseudonym-key", other}, ExitWrongKey, "another key"},
+		{"report, another key", []string{"audit", "report", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", other}, ExitWrongKey, "not the log's"},
+		{"query, empty directory", []string{"audit", "query", "--log", empty}, ExitNoLog, "no segment"},
+		{"query, the keys directory", []string{"audit", "query", "--log", keys, "--customer", "c-1001", "--pseudonym-key", key}, ExitNoLog, "no segment"},
+		{"report, missing directory", []string{"audit", "report", "--log", filepath.Join(empty, "nope"), "--customer", "c-1001", "--pseudonym-key", key}, ExitNoLog, "does not exist"},
+		{"query, nothing in range", []string{"audit", "query", "--log", logDir, "--since", "2027-01-01"}, ExitOK, "no decision record in the time range"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errs := run(t, "", tc.args...)
+			if code != tc.code || !strings.Contains(errs, tc.want) {
+				t.Fatalf("exit %d, want %d; stderr %q (want %q); stdout %s", code, tc.code, errs, tc.want, out)
+			}
+		})
+	}
+
+	// A log written before checkpoints named the key: nothing to refuse on, so a search that
+	// finds nothing says how much it searched and that the key could not be checked.
+	segs, _ := filepath.Glob(filepath.Join(logDir, "segment-*.jsonl"))
+	for _, s := range segs {
+		b, _ := os.ReadFile(s)
+		b = regexp.MustCompile(`,"pseudonym_key":"kf_[0-9a-f]+"`).ReplaceAll(b, nil)
+		if err := os.WriteFile(s, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, errs := run(t, "", "audit", "report", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", other, "--format", "json")
+	if code != ExitOK || !strings.Contains(errs, "nothing matched in 12 decision records") || !strings.Contains(errs, "make sure it is") ||
+		!strings.Contains(out, `"records_searched": 12`) {
+		t.Fatalf("old log, another key: %d\nstderr %s\nstdout %s", code, errs, out)
+	}
+}
+
+// TestAuditSearchFlags: a date-only --until includes that day (the fixture's decisions are at
+// 2026-11-22T09:00Z); --subject with the key finds a customer subject, which the log holds by
+// its pseudonym only.
+func TestAuditSearchFlags(t *testing.T) {
+	logDir, keys := auditFixture(t)
+	key := filepath.Join(keys, "pseudonym.key")
+	lines := func(args ...string) int {
+		t.Helper()
+		code, out, errs := run(t, "", append([]string{"audit", "query", "--log", logDir, "--format", "json"}, args...)...)
+		if code != ExitOK {
+			t.Fatalf("%v: exit %d %s", args, code, errs)
+		}
+		return strings.Count(out, "\n")
+	}
+	cases := []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"until the day, inclusive", []string{"--until", "2026-11-22"}, 12},
+		{"until the day before", []string{"--until", "2026-11-21"}, 0},
+		{"until an instant, exclusive", []string{"--until", "2026-11-22T09:00:00Z"}, 0},
+		{"since the day", []string{"--since", "2026-11-22"}, 12},
+		{"subject employee, no key", []string{"--subject", "emp-17"}, 12},
+		{"subject employee, key", []string{"--subject", "emp-17", "--pseudonym-key", key}, 12},
+	}
+	for _, tc := range cases {
+		if got := lines(tc.args...); got != tc.want {
+			t.Errorf("%s: %d records, want %d", tc.name, got, tc.want)
+		}
+	}
+	code, _, errs := run(t, "", "audit", "report", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", key, "--until", "2026-11-22", "--format", "json")
+	if code != ExitOK || strings.Contains(errs, "warning") {
+		t.Fatalf("report until the day: %d %s", code, errs)
+	}
+
+	// A customer subject (a self-service request): logged by its customer's pseudonym.
+	dir := t.TempDir()
+	l, err := auditlog.Open(auditlog.Config{Dir: dir, SigningKeyFile: filepath.Join(keys, "signing.pem"), PseudonymKeyFile: key},
+		auditlog.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := input.Input{Subject: input.Subject{ID: "alice@example.com", Type: input.SubjectCustomer, CustomerID: "c-3003"}, Purpose: "self_service",
+		Resource: input.Resource{Type: "customer", CustomerID: "c-3003"}}
+	if err := l.Append(context.Background(), &audit.Entry{DecisionID: "d-self", Input: &in, Decision: &decision.Decision{Allow: true, Status: 200}}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	logDir = dir
+	if got := lines("--subject", "c-3003"); got != 0 {
+		t.Errorf("--subject without the key matched %d customer subjects", got)
+	}
+	if got := lines("--subject", "c-3003", "--pseudonym-key", key); got != 1 {
+		t.Errorf("--subject with the key: %d records, want 1", got)
 	}
 }

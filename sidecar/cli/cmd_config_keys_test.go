@@ -102,6 +102,7 @@ func TestAuditConfigUsesRunsGeneratedKeys(t *testing.T) {
 			}{
 				{"verify", []string{"audit", "verify", logDir, "--config", cfgPath}, "OK"},
 				{"verify --sealed --json", []string{"audit", "verify", logDir, "--config", cfgPath, "--sealed", "--json"}, `"problem_count": 0`},
+				{"verify, the directory from --config", []string{"audit", "verify", "--config", cfgPath}, "OK"},
 				{"query --customer", []string{"audit", "query", "--config", cfgPath, "--customer", "c-1001", "--format", "json"}, `"d-4"`},
 				{"report --customer", []string{"audit", "report", "--config", cfgPath, "--customer", "c-1001", "--format", "csv"}, "essential.service.operations.support"},
 			}

@@ -28,6 +28,11 @@ func init() {
 		if err := ParseFlags(fs, args); err != nil {
 			return err
 		}
+		if fs.NArg() > 0 {
+			// Flag parsing stops at the first argument: the flags after it (--fail-on-change)
+			// would be ignored without a word, and a CI gate would pass whatever changed.
+			return Usagef("unexpected argument %q (usage: consentry %s %s)", fs.Arg(0), c.Name, c.Usage)
+		}
 		if *logDir == "" || *policies == "" {
 			return Usagef("--log and --policies are required")
 		}

@@ -34,3 +34,19 @@ func TestReplayFailOnChangeFailsWhenNothingReplayed(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayRefusesPositionalArguments: flag parsing stops at the first argument, so in
+// `replay --log L --policies P extra --fail-on-change` the gate flag was ignored and the
+// command exited 0 whatever changed. An argument is a usage error.
+func TestReplayRefusesPositionalArguments(t *testing.T) {
+	logDir, _ := auditFixture(t)
+	for _, args := range [][]string{
+		{"replay", "--log", logDir, "--policies", policies, "extra", "--fail-on-change"},
+		{"replay", "--log", logDir, "--policies", policies, "--fail-on-change", "extra"},
+	} {
+		code, out, errs := run(t, "", args...)
+		if code != ExitUsage || !strings.Contains(errs, `unexpected argument "extra"`) {
+			t.Fatalf("%v: exit %d, want %d\nstdout: %s\nstderr: %s", args, code, ExitUsage, out, errs)
+		}
+	}
+}

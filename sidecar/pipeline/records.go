@@ -25,8 +25,23 @@ import (
 // Fail closed: on any error the returned decision denies every record (and the error says
 // why); a customer missing from Records must be dropped by the caller.
 func (p *Pipeline) DecideRecords(ctx context.Context, out *Outcome, customerIDs []string) (*decision.Decision, error) {
+	pg, err := p.DecidePage(ctx, out, customerIDs)
+	return pg.Decision, err
+}
+
+// Page is the response phase of a list page: the decision and the records it decided.
+type Page struct {
+	// Decision is DecideRecords' decision (never nil).
+	Decision *decision.Decision
+	// Records is input.records as the policy saw it: each customer once, sorted by id, with
+	// its enrichment. The decision log keeps it so that replay can decide the records again.
+	Records []input.Record
+}
+
+// DecidePage is DecideRecords returning the records it decided as well. It never returns nil.
+func (p *Pipeline) DecidePage(ctx context.Context, out *Outcome, customerIDs []string) (*Page, error) {
 	if out == nil || !out.Allowed() || out.Input == nil {
-		return denyAll(http.StatusForbidden, ReasonInternal, "records decided without an allowed request"), errors.New("pipeline: DecideRecords needs an allowed outcome")
+		return &Page{Decision: denyAll(http.StatusForbidden, ReasonInternal, "records decided without an allowed request")}, errors.New("pipeline: DecideRecords needs an allowed outcome")
 	}
 	in := *out.Input
 	in.Phase = input.PhaseResponse
@@ -49,13 +64,35 @@ func (p *Pipeline) DecideRecords(ctx context.Context, out *Outcome, customerIDs 
 	if err != nil {
 		p.log.Warn("batch enrichment failed", "decision_id", out.DecisionID, "customers", len(ids), "error", err)
 	}
+	pg := &Page{Records: in.Records}
 	d, derr := p.decideRecords(ctx, &in)
 	if derr != nil || d == nil {
 		code := engine.CodeOf(derr)
-		return denyAll(http.StatusServiceUnavailable, code, "records could not be decided"), fmt.Errorf("pipeline: response phase: %w", derr)
+		pg.Decision = denyAll(http.StatusServiceUnavailable, code, "records could not be decided")
+		return pg, fmt.Errorf("pipeline: response phase: %w", derr)
 	}
 	d.ID = out.DecisionID
-	return d, nil
+	pg.Decision = d
+	return pg, nil
+}
+
+// EnforcedRecords returns the outcome each of customerIDs gets from d, a response-phase
+// decision, as the front doors enforce it: its record in d.Records while d allows the page;
+// when d refuses the page, a deny with d's reasons for every customer, whatever its record
+// says. A customer d gives no outcome is absent: its records are removed. The transformer
+// filters by it, the decision log records it and replay recomputes it, so the three agree.
+func EnforcedRecords(d *decision.Decision, customerIDs []string) map[string]decision.Record {
+	out := make(map[string]decision.Record, len(customerIDs))
+	for _, id := range customerIDs {
+		if !d.Allow {
+			out[id] = decision.Record{Reasons: append([]decision.Reason{}, d.Reasons...)}
+			continue
+		}
+		if r, ok := d.Records[id]; ok {
+			out[id] = r
+		}
+	}
+	return out
 }
 
 // decideRecords evaluates the response phase of in: in one evaluation, or - for a page larger

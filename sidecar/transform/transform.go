@@ -13,7 +13,8 @@
 //
 // List routes are filtered per record: each record is decided with its own customer's state
 // (pipeline.DecideRecords, one batch lookup) and records that may not be served are removed;
-// only counts are logged. Write requests are checked again field by field and their sensitive
+// the decision log is told which customers were served and which removed, with each one's
+// outcome (audit.ListRecords). Write requests are checked again field by field and their sensitive
 // fields encrypted (vaultkeys ReleaseForWrite) before they reach the CRM. docs/response-transform.md
 // describes the rules.
 package transform
@@ -47,9 +48,10 @@ type Keys interface {
 	ReleaseForWrite(ctx context.Context, customerID string, d *decision.Decision) (*vaultkeys.KeySet, error)
 }
 
-// RecordDecider decides the records of a list response (*pipeline.Pipeline).
+// RecordDecider decides the records of a list response (*pipeline.Pipeline). DecidePage never
+// returns nil and, on error, denies every record.
 type RecordDecider interface {
-	DecideRecords(ctx context.Context, out *pipeline.Outcome, customerIDs []string) (*decision.Decision, error)
+	DecidePage(ctx context.Context, out *pipeline.Outcome, customerIDs []string) (*pipeline.Page, error)
 }
 
 var (
@@ -466,6 +468,7 @@ func (t *Transformer) records(ctx context.Context, rd RecordDecider, out *pipeli
 	root := t.tries.get(route)
 	w := &walker{t: t, b: b, rep: rep}
 	d := out.Decision
+	var outcomes map[string]decision.Record
 	if perRecord && len(recs) > 0 {
 		var ids []string
 		for _, r := range recs {
@@ -478,27 +481,25 @@ func (t *Transformer) records(ctx context.Context, rd RecordDecider, out *pipeli
 			if rd == nil {
 				return nil, ReasonRecordsUndecided, errors.New("no record decider")
 			}
-			rdec, err := rd.DecideRecords(ctx, out, ids)
+			pg, err := rd.DecidePage(ctx, out, ids)
 			if err != nil {
-				// DecideRecords denies every record on error: serve none rather than fail the
+				// DecidePage denies every record on error: serve none rather than fail the
 				// whole response? No: an empty list looks like "no customers match", which is
 				// a lie the caller cannot detect. Fail closed with a clear status instead.
 				return nil, ReasonRecordsUndecided, err
 			}
-			if !rdec.Allow {
-				// The policy refused the page as a whole at response time: no record is served
-				// (none is marked kept yet), whatever the per-record outcomes say.
-				enf.RecordsFiltered += len(recs)
-				return nil, "", nil
-			}
-			d = rdec
+			d = pg.Decision
+			// A page the policy refused as a whole at response time serves no record,
+			// whatever the per-record outcomes say: EnforcedRecords denies them all.
+			outcomes = pipeline.EnforcedRecords(d, ids)
+			enf.Records = &audit.ListRecords{Input: pg.Records, Decisions: outcomes}
 		}
 	}
 	var need []*listRecord
 	for _, r := range recs {
 		fields := d.Fields
 		if perRecord {
-			rec, ok := d.Records[r.customerID]
+			rec, ok := outcomes[r.customerID]
 			if r.customerID == "" || !ok || !rec.Allow {
 				continue // undecided, denied, or without a customer id: removed
 			}
@@ -520,15 +521,29 @@ func (t *Transformer) records(ctx context.Context, rd RecordDecider, out *pipeli
 	}
 	t.releaseRecords(ctx, out, d, need, perRecord, w)
 	var edits []edit
+	var served, filtered []string
 	for _, r := range recs {
 		if r.keep {
 			enf.RecordsReturned++
 			edits = append(edits, r.rec.edits...)
+			served = append(served, r.customerID)
 		} else {
 			enf.RecordsFiltered++
+			if r.customerID != "" {
+				filtered = append(filtered, r.customerID)
+			}
 		}
 	}
+	if enf.Records != nil {
+		enf.Records.Served = sortedUnique(served)
+		enf.Records.Filtered = sortedUnique(filtered)
+	}
 	return edits, "", nil
+}
+
+func sortedUnique(ids []string) []string {
+	slices.Sort(ids)
+	return slices.Compact(ids)
 }
 
 // releaseRecords releases each record's keys (concurrently, bounded) and finishes its values.

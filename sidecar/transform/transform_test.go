@@ -46,8 +46,8 @@ func check(t *testing.T, method, target, tok, purpose, caseID string) *pipeline.
 
 type failingDecider struct{}
 
-func (failingDecider) DecideRecords(context.Context, *pipeline.Outcome, []string) (*decision.Decision, error) {
-	return nil, errors.New("enrichment down")
+func (failingDecider) DecidePage(context.Context, *pipeline.Outcome, []string) (*pipeline.Page, error) {
+	return &pipeline.Page{Decision: decision.Deny(503, "state.unavailable", "enrichment down")}, errors.New("enrichment down")
 }
 
 func TestResponseFailClosed(t *testing.T) {
@@ -136,13 +136,13 @@ func TestErrorResponsesKeepTheRecordRules(t *testing.T) {
 // policy that refuses the page at response time while allowing records would answer.
 type pageDenied struct{}
 
-func (pageDenied) DecideRecords(ctx context.Context, out *pipeline.Outcome, ids []string) (*decision.Decision, error) {
-	d, err := fx.Pipeline.DecideRecords(ctx, out, ids)
+func (pageDenied) DecidePage(ctx context.Context, out *pipeline.Outcome, ids []string) (*pipeline.Page, error) {
+	pg, err := fx.Pipeline.DecidePage(ctx, out, ids)
 	if err != nil {
 		return nil, err
 	}
-	d.Allow = false
-	return d, nil
+	pg.Decision.Allow = false
+	return pg, nil
 }
 
 func TestPageDeniedAtResponseTime(t *testing.T) {

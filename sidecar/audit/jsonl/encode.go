@@ -334,6 +334,64 @@ func (w *encoder) enforcement(e *audit.Enforcement) {
 	w.int(e.RecordsFiltered)
 	w.key("Withheld")
 	w.strs(e.Withheld)
+	w.key("Records")
+	if lr := e.Records; lr == nil {
+		w.null()
+	} else {
+		w.open()
+		w.key("Input")
+		if lr.Input == nil {
+			w.null()
+		} else {
+			w.b = append(w.b, '[')
+			for i := range lr.Input {
+				w.sep()
+				w.inputRecord(&lr.Input[i])
+			}
+			w.b = append(w.b, ']')
+		}
+		w.key("Decisions")
+		if lr.Decisions == nil {
+			w.null()
+		} else {
+			w.records(lr.Decisions)
+		}
+		w.key("Served")
+		w.strs(lr.Served)
+		w.key("Filtered")
+		w.strs(lr.Filtered)
+		w.close()
+	}
+	w.close()
+}
+
+func (w *encoder) inputRecord(r *input.Record) {
+	w.open()
+	w.key("customer_id")
+	w.str(r.CustomerID)
+	w.key("enrichment")
+	w.enrichment(&r.Enrichment)
+	w.close()
+}
+
+// records writes per-record outcomes by customer id.
+func (w *encoder) records(m map[string]decision.Record) {
+	w.open()
+	for _, k := range sortedKeys(m) {
+		r := m[k]
+		w.key2(k)
+		w.open()
+		w.key("allow")
+		w.bool(r.Allow)
+		w.key("reasons")
+		w.reasons(r.Reasons)
+		if len(r.Fields) > 0 {
+			w.key("fields")
+			w.fields(r.Fields)
+		}
+		w.optStrs("key_scopes", r.KeyScopes)
+		w.close()
+	}
 	w.close()
 }
 
@@ -417,12 +475,7 @@ func (w *encoder) input(in *input.Input) {
 		w.b = append(w.b, '[')
 		for i := range in.Records {
 			w.sep()
-			w.open()
-			w.key("customer_id")
-			w.str(in.Records[i].CustomerID)
-			w.key("enrichment")
-			w.enrichment(&in.Records[i].Enrichment)
-			w.close()
+			w.inputRecord(&in.Records[i])
 		}
 		w.b = append(w.b, ']')
 	}
@@ -580,23 +633,7 @@ func (w *encoder) decision(d *decision.Decision) {
 	w.strs(d.Flags)
 	if len(d.Records) > 0 {
 		w.key("records")
-		w.open()
-		for _, k := range sortedKeys(d.Records) {
-			r := d.Records[k]
-			w.key2(k)
-			w.open()
-			w.key("allow")
-			w.bool(r.Allow)
-			w.key("reasons")
-			w.reasons(r.Reasons)
-			if len(r.Fields) > 0 {
-				w.key("fields")
-				w.fields(r.Fields)
-			}
-			w.optStrs("key_scopes", r.KeyScopes)
-			w.close()
-		}
-		w.close()
+		w.records(d.Records)
 	}
 	w.close()
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -27,6 +26,7 @@ import (
 	"github.com/consentry/consentry/sidecar/decision"
 	"github.com/consentry/consentry/sidecar/engine"
 	"github.com/consentry/consentry/sidecar/input"
+	"github.com/consentry/consentry/sidecar/pipeline"
 )
 
 // Options configure a replay.
@@ -44,17 +44,6 @@ type Options struct {
 	Progress func(auditlog.Progress)
 }
 
-// Outcome is the comparable part of a decision.
-type Outcome struct {
-	Allow     bool              `json:"allow"`
-	Status    int               `json:"status"`
-	Reasons   []string          `json:"reasons"`
-	Fields    map[string]string `json:"fields,omitempty"`
-	KeyScopes []string          `json:"key_scopes,omitempty"`
-	// Records is the per-record allow of a list response, by customer pseudonym.
-	Records map[string]bool `json:"records,omitempty"`
-}
-
 // Change is one decision that would change.
 type Change struct {
 	Seq        uint64    `json:"seq"`
@@ -64,7 +53,8 @@ type Change struct {
 	Action     string    `json:"action"`
 	Subject    string    `json:"subject,omitempty"`
 	Customer   string    `json:"customer,omitempty"`
-	// Kinds say what changed: outcome, status, reasons, fields, key_scopes, records.
+	// Kinds say what changed: outcome, status, reasons, fields, key_scopes, obligations,
+	// flags, headers, records.
 	Kinds []string `json:"kinds"`
 	Old   Outcome  `json:"old"`
 	New   Outcome  `json:"new"`
@@ -79,8 +69,9 @@ type Report struct {
 	AllowToDeny int `json:"allow_to_deny"`
 	DenyToAllow int `json:"deny_to_allow"`
 	// Skipped counts logged decisions not replayed: SkippedPipeline those the pipeline
-	// decided, not the policy (identity, request and route failures, unsupported obligations,
-	// engine errors: the logged "error" is set and the input is partial), SkippedMasked those
+	// decided, not the policy (public routes, allowed by the route map with reason
+	// route.public; identity, request and route failures, unsupported obligations, engine
+	// errors: the logged "error" is set and the input is partial), SkippedMasked those
 	// whose input a mask rule erased or masked in part (the policy would see other values).
 	// Credential headers and query parameters the log drops do not count: the policy never
 	// sees them.
@@ -182,6 +173,8 @@ func Run(ctx context.Context, dir string, ps *engine.PolicySet, o Options) (*Rep
 	if o.Engine.Timeout == 0 {
 		o.Engine.Timeout = 10 * time.Second
 	}
+	// time.now_ns() in a candidate is the time of the decision replayed, as input.time is.
+	o.Engine.ClockFromInput = true
 	eng := engine.New(o.Engine, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err := eng.Load(ctx, ps); err != nil {
 		return nil, fmt.Errorf("candidate policy: %w", err)
@@ -323,7 +316,7 @@ func replayOne(ctx context.Context, eng *engine.Engine, rec *logged) (*Change, s
 	if rec.Input == nil || rec.Result == nil {
 		return nil, skipMasked, false
 	}
-	if rec.Error != "" {
+	if rec.Error != "" || publicRoute(rec.Result) {
 		return nil, skipPipeline, false
 	}
 	for _, p := range append(rec.Erased[:len(rec.Erased):len(rec.Erased)], rec.Masked...) {
@@ -331,72 +324,48 @@ func replayOne(ctx context.Context, eng *engine.Engine, rec *logged) (*Change, s
 			return nil, skipMasked, false
 		}
 	}
-	in := rec.Input
+	// A list filtered per record logs its response phase next to the request: input.records
+	// (each customer with its state) and result.records (each customer's outcome as
+	// enforced). The request is decided without them, as the pipeline did; the records are
+	// then decided again in a response phase, as pipeline.DecideRecords does.
+	in := *rec.Input
 	in.Request.FrontDoor = "replay"
-	res, err := eng.Decide(ctx, in)
+	page := in.Records
+	in.Records = nil
+	res, err := eng.Decide(ctx, &in)
+	failed := err != nil
 	o, n := summarize(rec.Result), summarize(res.Decision)
+	if len(page) > 0 || len(rec.Result.Records) > 0 {
+		ids := make([]string, len(page))
+		for i, r := range page {
+			ids[i] = r.CustomerID
+		}
+		o.Records = summarizeRecords(rec.Result.Records)
+		d := res.Decision // a request the candidate refuses serves no record (EnforcedRecords)
+		if d.Allow && len(page) > 0 {
+			rin := in
+			rin.Phase, rin.Records = input.PhaseResponse, page
+			rres, rerr := eng.Decide(ctx, &rin)
+			failed = failed || rerr != nil
+			d = rres.Decision
+		}
+		n.Records = summarizeRecords(pipeline.EnforcedRecords(d, ids))
+	}
 	kinds := diff(o, n)
 	if len(kinds) == 0 {
-		return nil, "", err != nil
+		return nil, "", failed
 	}
 	ch := &Change{Seq: rec.Seq, DecisionID: rec.DecisionID, Time: rec.Timestamp, Purpose: rec.Purpose, Action: rec.Action, Customer: rec.Customer, Kinds: kinds, Old: o, New: n}
 	if rec.Subject != nil {
 		ch.Subject = rec.Subject.ID
 	}
-	return ch, "", err != nil
+	return ch, "", failed
 }
 
-func summarize(d *decision.Decision) Outcome {
-	o := Outcome{Allow: d.Allow, Status: d.Status, Reasons: d.ReasonCodes(), KeyScopes: append([]string(nil), d.KeyScopes...)}
-	sort.Strings(o.Reasons)
-	sort.Strings(o.KeyScopes)
-	if len(d.Records) > 0 {
-		o.Records = make(map[string]bool, len(d.Records))
-		for id, r := range d.Records {
-			o.Records[id] = r.Allow
-		}
-	}
-	if len(d.Fields) > 0 {
-		o.Fields = make(map[string]string, len(d.Fields))
-		for name, f := range d.Fields {
-			v := f.Outcome
-			if f.Mask != "" {
-				v += ":" + f.Mask
-			}
-			o.Fields[name] = v
-		}
-	}
-	return o
-}
-
-func diff(a, b Outcome) []string {
-	var k []string
-	if a.Allow != b.Allow {
-		k = append(k, "outcome")
-	}
-	if a.Status != b.Status {
-		k = append(k, "status")
-	}
-	if !slices.Equal(a.Reasons, b.Reasons) {
-		k = append(k, "reasons")
-	}
-	if len(a.Fields) != len(b.Fields) {
-		k = append(k, "fields")
-	} else {
-		for n, v := range a.Fields {
-			if b.Fields[n] != v {
-				k = append(k, "fields")
-				break
-			}
-		}
-	}
-	if !slices.Equal(a.KeyScopes, b.KeyScopes) {
-		k = append(k, "key_scopes")
-	}
-	if !maps.Equal(a.Records, b.Records) {
-		k = append(k, "records")
-	}
-	return k
+// publicRoute reports whether d is the allow the pipeline gives a route the route map marks
+// public: no policy was evaluated, so there is nothing to replay.
+func publicRoute(d *decision.Decision) bool {
+	return d.Allow && len(d.Reasons) == 1 && d.Reasons[0].Code == pipeline.ReasonRoutePublic
 }
 
 // WriteText prints a human summary.
@@ -404,7 +373,7 @@ func (r *Report) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "replayed %d decisions against %s in %.2fs (%.0f/s): %d would change (%d allow->deny, %d deny->allow), %d evaluation errors\n",
 		r.Replayed, r.Candidate, r.Seconds, r.PerSec, r.Changed, r.AllowToDeny, r.DenyToAllow, r.Errors)
 	if r.Skipped > 0 {
-		fmt.Fprintf(w, "skipped %d: %d decided by the pipeline, not the policy (identity, request, obligations, engine errors); %d with input masked in part\n",
+		fmt.Fprintf(w, "skipped %d: %d decided by the pipeline, not the policy (public routes, identity, request, obligations, engine errors); %d with input masked in part\n",
 			r.Skipped, r.SkippedPipeline, r.SkippedMasked)
 	}
 	printCounts(w, "by purpose", r.ByPurpose)
@@ -416,37 +385,6 @@ func (r *Report) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "  seq %d %s %s %s %s: %s\n", c.Seq, c.Time.UTC().Format(time.RFC3339), c.DecisionID, c.Purpose, c.Action, describe(c))
 		}
 	}
-}
-
-func describe(c Change) string {
-	var parts []string
-	if slices.Contains(c.Kinds, "outcome") || slices.Contains(c.Kinds, "status") {
-		parts = append(parts, fmt.Sprintf("%s(%d) -> %s(%d)", allowWord(c.Old.Allow), c.Old.Status, allowWord(c.New.Allow), c.New.Status))
-	}
-	if slices.Contains(c.Kinds, "reasons") {
-		parts = append(parts, fmt.Sprintf("reasons [%s] -> [%s]", strings.Join(c.Old.Reasons, ","), strings.Join(c.New.Reasons, ",")))
-	}
-	if slices.Contains(c.Kinds, "fields") {
-		var fs []string
-		for n, v := range c.New.Fields {
-			if c.Old.Fields[n] != v {
-				fs = append(fs, fmt.Sprintf("%s %s->%s", n, c.Old.Fields[n], v))
-			}
-		}
-		sort.Strings(fs)
-		parts = append(parts, "fields "+strings.Join(fs, ", "))
-	}
-	if slices.Contains(c.Kinds, "key_scopes") {
-		parts = append(parts, fmt.Sprintf("key scopes [%s] -> [%s]", strings.Join(c.Old.KeyScopes, ","), strings.Join(c.New.KeyScopes, ",")))
-	}
-	return strings.Join(parts, "; ")
-}
-
-func allowWord(b bool) string {
-	if b {
-		return "allow"
-	}
-	return "deny"
 }
 
 func printCounts(w io.Writer, title string, m map[string]int) {

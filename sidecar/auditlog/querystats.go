@@ -1,0 +1,229 @@
+package auditlog
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+var (
+	// ErrNoLog: the directory holds no decision log segment (empty, not a log, or a typo), so a
+	// query or report would say "nothing recorded" about nothing.
+	ErrNoLog = errors.New("no decision log there")
+	// ErrPseudonymKeyMismatch: the log's checkpoints show that records searched were written
+	// with another pseudonym key; no customer pseudonym made with this one can match them.
+	ErrPseudonymKeyMismatch = errors.New("the pseudonym key is not the log's")
+)
+
+// QueryStats is what a query saw besides its matches: how much it searched, whether the
+// pseudonym key is the log's, and whether older records were deleted.
+type QueryStats struct {
+	// Segments is the number of segment files (plain or gzip) searched.
+	Segments int `json:"segments"`
+	// Records counts every record read; Decisions the decision records in the time range.
+	Records   int `json:"records"`
+	Decisions int `json:"decisions"`
+	// Matched counts the records passed to the caller.
+	Matched int `json:"matched"`
+	// First and Last are the oldest and newest timestamps of the decisions in range.
+	First time.Time `json:"first,omitzero"`
+	Last  time.Time `json:"last,omitzero"`
+	// With Filter.KeyFingerprint: the decisions in range written with that key (KeyChecked),
+	// with another key (KeyOther; OtherKeys are those fingerprints), and with a key the log does
+	// not name (KeyUnknown: written before checkpoints carried the fingerprint). A record's key
+	// is the one the checkpoint before it names, or for the records before the first
+	// checkpoint searched (retention removed the run's start), the checkpoint after them.
+	KeyChecked int      `json:"key_checked"`
+	KeyOther   int      `json:"key_other"`
+	KeyUnknown int      `json:"key_unknown"`
+	OtherKeys  []string `json:"other_keys,omitempty"`
+	// DeletedBefore is set when the log no longer starts at seq 0: the records before that
+	// time, the oldest decision kept, are gone. DeletedByRetention tells whether a retention
+	// record accounts for them (otherwise `audit verify` reports the missing head).
+	DeletedBefore      time.Time `json:"deleted_before,omitzero"`
+	DeletedByRetention bool      `json:"deleted_by_retention,omitempty"`
+}
+
+// statsScan fills QueryStats from every line of a query's scan, decoding as little as it can.
+type statsScan struct {
+	f  *Filter
+	st *QueryStats
+	// ranged: the filter has a time range, so a decision's timestamp must be read.
+	ranged bool
+	first  bool // the next line is the log's first
+	// key is the fingerprint the last checkpoint named ("" none: an older log); keyKnown
+	// whether a checkpoint was seen; pending counts the decisions in range before the first.
+	key      string
+	keyKnown bool
+	pending  int
+	firstSeq uint64
+	// firstTime is the timestamp of the oldest decision kept (in log order), or of the first
+	// record while there is none.
+	firstTime     time.Time
+	firstDecision bool
+	lastRaw       []byte // the last decision's timestamp, without a time range
+}
+
+func newStatsScan(f *Filter, st *QueryStats) *statsScan {
+	return &statsScan{f: f, st: st, ranged: !f.Since.IsZero() || !f.Until.IsZero(), first: true}
+}
+
+func (s *statsScan) line(seg string, line []byte) error {
+	s.st.Records++
+	if s.first {
+		s.first = false
+		var h struct {
+			Seq       uint64    `json:"seq"`
+			Timestamp time.Time `json:"timestamp"`
+		}
+		if err := json.Unmarshal(line, &h); err != nil {
+			return fmt.Errorf("%s: %w", seg, err)
+		}
+		s.firstSeq, s.firstTime = h.Seq, h.Timestamp
+	}
+	switch lineType(line) {
+	case TypeDecision:
+		s.decision(line)
+	case TypeCheckpoint:
+		s.checkpoint(line)
+	case TypeRetention:
+		s.st.DeletedByRetention = true
+	}
+	return nil
+}
+
+func (s *statsScan) decision(line []byte) {
+	if !s.firstDecision {
+		// Checkpoints carry the writer's clock, decisions the request's time: the cut is said
+		// in the decisions' time.
+		s.firstDecision = true
+		if ts, ok := lineTimestamp(line); ok {
+			s.firstTime = ts
+		}
+	}
+	if s.ranged {
+		if ts, ok := lineTimestamp(line); ok {
+			if !s.f.inRange(ts) {
+				return
+			}
+			if s.st.First.IsZero() {
+				s.st.First = ts
+			}
+			s.st.Last = ts
+		}
+	} else {
+		// Every decision is in range: keep the last one's timestamp text, parse it once.
+		raw := stringMember(line, `"timestamp":"`)
+		if s.st.Decisions == 0 {
+			s.st.First, _ = time.Parse(time.RFC3339Nano, string(raw))
+		}
+		s.lastRaw = append(s.lastRaw[:0], raw...)
+	}
+	s.st.Decisions++
+	if s.f.KeyFingerprint == "" {
+		return
+	}
+	if !s.keyKnown {
+		s.pending++
+		return
+	}
+	s.count(s.key, 1)
+}
+
+// count attributes n decisions to the key fingerprint key.
+func (s *statsScan) count(key string, n int) {
+	switch {
+	case n == 0:
+	case key == "":
+		s.st.KeyUnknown += n
+	case key == s.f.KeyFingerprint:
+		s.st.KeyChecked += n
+	default:
+		s.st.KeyOther += n
+		if !slices.Contains(s.st.OtherKeys, key) {
+			s.st.OtherKeys = append(s.st.OtherKeys, key)
+		}
+	}
+}
+
+func (s *statsScan) checkpoint(line []byte) {
+	s.key = string(stringMember(line, `"pseudonym_key":"`))
+	if !s.keyKnown {
+		s.keyKnown = true
+		s.count(s.key, s.pending)
+		s.pending = 0
+	}
+}
+
+// finish settles what only the end of the scan tells.
+func (s *statsScan) finish() {
+	s.count("", s.pending) // decisions after no checkpoint at all
+	s.pending = 0
+	if len(s.lastRaw) > 0 {
+		s.st.Last, _ = time.Parse(time.RFC3339Nano, string(s.lastRaw))
+	}
+	if s.st.Records > 0 && s.firstSeq > 0 {
+		s.st.DeletedBefore = s.firstTime
+	}
+}
+
+var typeMembers = [...]struct {
+	typ string
+	b   []byte
+}{
+	{TypeDecision, []byte(`"type":"decision"`)},
+	{TypeCheckpoint, []byte(`"type":"checkpoint"`)},
+	{TypeRetention, []byte(`"type":"retention"`)},
+	{TypeErasure, []byte(`"type":"erasure"`)},
+}
+
+// lineType returns a record line's type without decoding it. "type" sorts after every member
+// the writer writes today, so it ends the line before the hash the writer appends; a line
+// where it does not is searched, decision first: a decision's input may hold a nested
+// "type" member, which the other records have none of.
+func lineType(line []byte) string {
+	if end := len(line) - hashSuffixLen; end > 0 {
+		for _, m := range typeMembers {
+			if bytes.HasSuffix(line[:end], m.b) {
+				return m.typ
+			}
+		}
+	}
+	for _, m := range typeMembers {
+		if bytes.Contains(line, m.b) {
+			return m.typ
+		}
+	}
+	return ""
+}
+
+// lineTimestamp reads a record line's top-level timestamp without decoding it: the last
+// `"timestamp":"` of the line, as the member sorts after input, result and subject (the only
+// objects that could nest one) and JSON escapes every quote inside strings.
+func lineTimestamp(line []byte) (time.Time, bool) {
+	v := stringMember(line, `"timestamp":"`)
+	if len(v) == 0 {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(v))
+	return t, err == nil
+}
+
+// stringMember returns the value of the last string member opened by key (`"name":"`) in
+// line, nil when there is none. Values read this way (fingerprints, timestamps) hold no
+// escapes. The members looked for sort near the end of their records, where LastIndex starts.
+func stringMember(line []byte, key string) []byte {
+	i := bytes.LastIndex(line, []byte(key))
+	if i < 0 {
+		return nil
+	}
+	v := line[i+len(key):]
+	j := bytes.IndexByte(v, '"')
+	if j < 0 {
+		return nil
+	}
+	return v[:j]
+}
