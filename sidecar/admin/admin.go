@@ -9,6 +9,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"mime"
 	"net"
 	"strings"
 	"sync"
@@ -169,6 +170,12 @@ func Actor(c *fiber.Ctx) string {
 }
 
 func (s *Server) authenticate(c *fiber.Ctx) error {
+	// One credential per request. Each authenticator (and fiber's c.Get) reads the first
+	// Authorization header; a proxy in front of the admin listener may read the last. With
+	// two, who acted would depend on who reads: refuse instead of picking one.
+	if n := len(c.Request().Header.PeekAll(fiber.HeaderAuthorization)); n > 1 {
+		return c.Status(fiber.StatusUnauthorized).JSON(ErrorBody("admin.unauthenticated", fmt.Sprintf("%d Authorization headers: send exactly one credential", n)))
+	}
 	s.mu.Lock()
 	authn := append([]Authenticator(nil), s.authn...)
 	s.mu.Unlock()
@@ -190,6 +197,14 @@ func tokenAuth(token string) Authenticator {
 		}
 		return "admin-token", true
 	}
+}
+
+// IsJSON reports whether the request's Content-Type is application/json (any case, with or
+// without parameters such as charset). The media type is parsed, not prefix-matched:
+// application/jsonx or application/json-patch+json are other formats.
+func IsJSON(c *fiber.Ctx) bool {
+	mt, _, err := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
+	return err == nil && mt == fiber.MIMEApplicationJSON
 }
 
 // ErrorBody is the JSON error shape of every admin API error: {"error": {"code", "message"}}.

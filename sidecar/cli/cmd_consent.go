@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/consentry/consentry/sidecar/config"
 	"github.com/consentry/consentry/sidecar/consent"
@@ -31,7 +34,7 @@ func init() {
 		Usage: "--customer ID [--history] [--json] [ADMIN FLAGS]",
 		Run:   runConsentShow})
 	Register(&Command{Name: "consent import", Summary: "import consent records from a CRM's CSV export (--dry-run, rejected rows report)",
-		Usage: "--file FILE.csv [--dry-run] [--rejects OUT.csv] [--map COLUMN=FIELD,...] [--purpose P] [--channel C] [--notice-version V --notice-hash H] [--captured-now] [ADMIN FLAGS]",
+		Usage: "--file FILE.csv [--dry-run] [--rejects OUT.csv] [--map COLUMN=FIELD,...] [--purpose P] [--channel C] [--notice-version V --notice-hash H] [--default-status granted|withdrawn] [--timezone ZONE] [--captured-now] [ADMIN FLAGS]",
 		Run:   runConsentImport})
 }
 
@@ -184,7 +187,7 @@ func runConsentShow(ctx context.Context, env *Env, args []string) error {
 		}
 		for _, e := range h.Events {
 			fmt.Fprintf(env.Stdout, "%6d  %s  %-9s  %-40s  notice=%s channel=%s by=%s event=%s\n", e.Seq, e.CapturedAt.Format(time.RFC3339),
-				e.Kind, e.Purpose, e.NoticeVersion, e.Channel, e.CapturedBy, e.EventID)
+				termSafe(e.Kind), termSafe(e.Purpose), termSafe(e.NoticeVersion), termSafe(e.Channel), termSafe(e.CapturedBy), termSafe(e.EventID))
 		}
 		return nil
 	}
@@ -195,7 +198,7 @@ func runConsentShow(ctx context.Context, env *Env, args []string) error {
 	if *asJSON {
 		return printJSON(env, v)
 	}
-	fmt.Fprintf(env.Stdout, "customer %s  erased=%v", v.Customer.ID, v.Customer.Erased)
+	fmt.Fprintf(env.Stdout, "customer %s  erased=%v", termSafe(v.Customer.ID), v.Customer.Erased)
 	if v.Customer.RetentionUntil != nil {
 		fmt.Fprintf(env.Stdout, "  retention_until=%s", v.Customer.RetentionUntil.Format(time.RFC3339))
 	}
@@ -205,7 +208,7 @@ func runConsentShow(ctx context.Context, env *Env, args []string) error {
 		if c.ExpiresAt != nil {
 			exp = " expires=" + c.ExpiresAt.Format(time.RFC3339)
 		}
-		fmt.Fprintf(env.Stdout, "  %-40s %-9s notice=%s channel=%s%s event=%s\n", c.Purpose, c.Status, c.NoticeVersion, c.Channel, exp, c.EventID)
+		fmt.Fprintf(env.Stdout, "  %-40s %-9s notice=%s channel=%s%s event=%s\n", termSafe(c.Purpose), termSafe(c.Status), termSafe(c.NoticeVersion), termSafe(c.Channel), exp, termSafe(c.EventID))
 	}
 	return nil
 }
@@ -216,11 +219,13 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 	file := fs.String("file", "", "CSV export with a header row (- for stdin)")
 	dry := fs.Bool("dry-run", false, "validate every row against the catalogue and the stored state; write nothing")
 	rejects := fs.String("rejects", "", "write rejected rows (line, customer_id, code, reason) to this CSV file")
-	mapping := fs.String("map", "", "column mapping for unusual headers: COLUMN=FIELD,... (fields: customer_id, purpose, status, notice_version, notice_hash, channel, captured_at, captured_by, expires_at, event_id, retention_until, reason)")
+	mapping := fs.String("map", "", "column mapping for unusual headers: COLUMN=FIELD,... (fields: customer_id, purpose, status, opt_out, notice_version, notice_hash, channel, captured_at, captured_by, expires_at, event_id, retention_until, reason); a mapped column wins over one whose header is an alias of the same field")
 	purpose := fs.String("purpose", "", "purpose for rows without a purpose column")
 	channel := fs.String("channel", "", "channel for rows without one (default import)")
 	nv := fs.String("notice-version", "", "notice version for rows without one")
 	nh := fs.String("notice-hash", "", "notice hash for rows without one")
+	defaultStatus := fs.String("default-status", "", "granted or withdrawn: the status of every row of a file without a status or opt-out column (refused otherwise)")
+	timezone := fs.String("timezone", "", "IANA time zone of times written without one, e.g. Europe/Berlin (default UTC)")
 	capturedNow := fs.Bool("captured-now", false, "stamp rows without a capture date with the import time (refused otherwise: an undated row could undo a later withdrawal)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	af := addAdminFlags(fs)
@@ -229,6 +234,11 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 	}
 	if *file == "" {
 		return Usagef("--file is required")
+	}
+	switch *defaultStatus {
+	case "", consent.KindGranted, consent.KindWithdrawn:
+	default:
+		return Usagef("--default-status: %q is neither granted nor withdrawn", *defaultStatus)
 	}
 	in := env.Stdin
 	if *file != "-" {
@@ -248,18 +258,22 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 	if *capturedNow {
 		q.Set("captured_at", "now")
 	}
-	for k, v := range map[string]string{"map": *mapping, "purpose": *purpose, "channel": *channel, "notice_version": *nv, "notice_hash": *nh} {
+	for k, v := range map[string]string{"map": *mapping, "purpose": *purpose, "channel": *channel, "notice_version": *nv, "notice_hash": *nh,
+		"default_status": *defaultStatus, "timezone": *timezone} {
 		if v != "" {
 			q.Set(k, v)
 		}
 	}
 	rep, err := cl.Import(in, q.Encode())
-	if err != nil {
+	var failed *consent.ImportFailure
+	if err != nil && !errors.As(err, &failed) {
 		return err
 	}
+	// Also when the import stopped part-way: the totals so far, the rejected rows and which
+	// lines were written are what the operator needs to go on.
 	if *rejects != "" {
-		if err := writeRejects(*rejects, rep.Rejections); err != nil {
-			return err
+		if werr := writeRejects(*rejects, rep.Rejections); werr != nil {
+			return errors.Join(err, werr)
 		}
 	}
 	if *asJSON {
@@ -267,15 +281,13 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 			return err
 		}
 	} else {
-		mode := "imported"
-		if rep.DryRun {
-			mode = "dry run (nothing written)"
-		}
-		fmt.Fprintf(env.Stdout, "%s: %d rows, %d accepted, %d already recorded, %d rejected, %d customers' retention set\n",
-			mode, rep.Rows, rep.Accepted, rep.Duplicates, rep.Rejected, rep.Customers)
-		for _, r := range rep.Rejections {
-			fmt.Fprintf(env.Stdout, "  line %d  customer=%s  %s: %s\n", r.Line, r.CustomerID, r.Code, r.Reason)
-		}
+		printImportReport(env.Stdout, rep, failed)
+	}
+	if failed != nil && *asJSON {
+		return Exit(ExitFailure, fmt.Errorf("%w\n%s", err, failed.Summary()))
+	}
+	if failed != nil {
+		return Exit(ExitFailure, err) // the summary is in the report above
 	}
 	if rep.Rejected > 0 {
 		return Exit(ExitFailure, fmt.Errorf("%d of %d rows rejected", rep.Rejected, rep.Rows))
@@ -283,12 +295,44 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 	return nil
 }
 
+func printImportReport(w io.Writer, rep consent.ImportReport, failed *consent.ImportFailure) {
+	mode := "imported"
+	switch {
+	case failed != nil && rep.DryRun:
+		mode = "dry run stopped by an error (nothing written)"
+	case failed != nil:
+		mode = "import stopped by an error; so far"
+	case rep.DryRun:
+		mode = "dry run (nothing written)"
+	}
+	fmt.Fprintf(w, "%s: %d rows, %d accepted, %d already recorded, %d rejected, %d customers' retention set\n",
+		mode, rep.Rows, rep.Accepted, rep.Duplicates, rep.Rejected, rep.Customers)
+	if n := rep.Rows - rep.Accepted - rep.Duplicates - rep.Rejected; n > 0 {
+		fmt.Fprintf(w, "  %d rows read but not processed (not written)\n", n)
+	}
+	if len(rep.IgnoredColumns) > 0 {
+		cols := make([]string, len(rep.IgnoredColumns))
+		for i, c := range rep.IgnoredColumns {
+			cols[i] = strconv.Quote(c)
+		}
+		fmt.Fprintf(w, "  columns not read: %s\n", strings.Join(cols, ", "))
+	}
+	for _, r := range rep.Rejections {
+		fmt.Fprintf(w, "  line %d  customer=%s  %s: %s\n", r.Line, termSafe(r.CustomerID), termSafe(r.Code), termSafe(r.Reason))
+	}
+	if failed != nil {
+		fmt.Fprintf(w, "  %s\n", failed.Summary())
+	}
+}
+
 func writeRejects(path string, rs []consent.Rejection) error {
 	err := writePrivate(path, func(f io.Writer) error { // customer ids
 		w := csv.NewWriter(f)
 		_ = w.Write([]string{"line", "customer_id", "code", "reason"})
 		for _, r := range rs {
-			_ = w.Write([]string{strconv.Itoa(r.Line), r.CustomerID, r.Code, r.Reason})
+			// The customer id and the reason quote the rejected row: a cell of the export
+			// (=HYPERLINK(...)) must not become a formula in the spreadsheet that opens this.
+			_ = w.Write([]string{strconv.Itoa(r.Line), csvSafe(r.CustomerID), csvSafe(r.Code), csvSafe(r.Reason)})
 		}
 		w.Flush()
 		return w.Error()
@@ -297,4 +341,49 @@ func writeRejects(path string, rs []consent.Rejection) error {
 		return fmt.Errorf("--rejects: %w", err)
 	}
 	return nil
+}
+
+// csvSafe keeps a spreadsheet from reading a cell as a formula: a cell starting with
+// = + - @ or a tab or carriage return gets a leading apostrophe (OWASP; as auditlog's
+// report does).
+func csvSafe(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
+
+// termSafe escapes what a terminal would act on instead of print - control characters
+// (ESC sequences, carriage returns, C1), bidirectional overrides and invalid UTF-8 - in
+// text that comes from the state store: ids and names a CSV import or an API client chose.
+func termSafe(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || unsafeRune(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case unsafeRune(r):
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+		i += n
+	}
+	return b.String()
+}
+
+func unsafeRune(r rune) bool {
+	return unicode.IsControl(r) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c
 }

@@ -1,7 +1,6 @@
 package consent
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -83,8 +82,8 @@ func (s *Store) fail(c *fiber.Ctx, err error) error {
 // decode reads a JSON body strictly: unknown fields and trailing data are errors, so a
 // typo in a field name is not silently a missing value.
 func decode(c *fiber.Ctx, v any) error {
-	if !strings.HasPrefix(strings.ToLower(c.Get(fiber.HeaderContentType)), fiber.MIMEApplicationJSON) {
-		return errf(http.StatusUnsupportedMediaType, "invalid.content_type", "send application/json")
+	if !admin.IsJSON(c) {
+		return errf(http.StatusUnsupportedMediaType, "invalid.content_type", "send Content-Type: application/json")
 	}
 	dec := json.NewDecoder(bytes.NewReader(c.Body()))
 	dec.DisallowUnknownFields()
@@ -138,49 +137,6 @@ func (s *Store) hWithdraw(c *fiber.Ctx) error {
 	return c.Status(recordedStatus(res)).JSON(res)
 }
 
-func (s *Store) hImport(c *fiber.Ctx) error {
-	// Strictly: a dry run asked for in any spelling that is not understood must not become a
-	// real import (c.QueryBool answers false for "?dry_run", "yes", "on").
-	dry, err := queryFlag(c, "dry_run")
-	if err != nil {
-		return s.fail(c, err)
-	}
-	var capturedNow bool
-	switch v := c.Query("captured_at"); v {
-	case "":
-	case "now":
-		capturedNow = true
-	default:
-		return s.fail(c, bad("import.invalid_query", "captured_at=%q: the only default capture date is now (captured_at=now)", truncate(v)))
-	}
-	opts := ImportOptions{
-		DryRun:        dry,
-		CapturedNow:   capturedNow,
-		Purpose:       c.Query("purpose"),
-		Channel:       c.Query("channel"),
-		NoticeVersion: c.Query("notice_version"),
-		NoticeHash:    c.Query("notice_hash"),
-	}
-	for _, m := range strings.Split(c.Query("map"), ",") {
-		if m == "" {
-			continue
-		}
-		col, field, ok := strings.Cut(m, "=")
-		if !ok {
-			return s.fail(c, bad("import.invalid_map", "map entries are column=field, got %q", m))
-		}
-		if opts.Columns == nil {
-			opts.Columns = map[string]string{}
-		}
-		opts.Columns[col] = field
-	}
-	rep, err := s.Import(c.UserContext(), bytes.NewReader(c.Body()), opts, admin.Actor(c))
-	if err != nil {
-		return s.fail(c, err)
-	}
-	return c.JSON(rep)
-}
-
 func (s *Store) hCustomer(c *fiber.Ctx) error {
 	v, err := s.Customer(c.UserContext(), c.Params("id"))
 	if err != nil {
@@ -192,11 +148,16 @@ func (s *Store) hCustomer(c *fiber.Ctx) error {
 // customerBody is PUT /customers/{id}.
 type customerBody struct {
 	RetentionUntil *time.Time `json:"retention_until"`
+	// RetentionInPast "confirm" accepts a deadline already past (CheckRetentionDeadline).
+	RetentionInPast string `json:"retention_in_past"`
 }
 
 func (s *Store) hPutCustomer(c *fiber.Ctx) error {
 	var b customerBody
 	if err := decode(c, &b); err != nil {
+		return s.fail(c, err)
+	}
+	if err := s.CheckRetentionDeadline(b.RetentionUntil, b.RetentionInPast); err != nil {
 		return s.fail(c, err)
 	}
 	out, err := s.PutCustomer(c.UserContext(), Customer{ID: c.Params("id"), RetentionUntil: b.RetentionUntil, UpdatedBy: admin.Actor(c)})
@@ -338,85 +299,4 @@ func (cl *Client) Do(method, path string, body, out any) error {
 		}
 	}
 	return nil
-}
-
-// importChunkBytes keeps each import request well under the admin server's body limit
-// (admin.MaxBodyBytes, 4 MiB): a CRM export of millions of rows goes as many requests.
-var importChunkBytes = 1 << 20
-
-// Import sends a CSV export to POST /consents/import in chunks (each with the header row)
-// and merges the reports; rejection line numbers refer to the whole file. Rows are
-// ordered by captured_at within a chunk, chunks are applied in file order.
-func (cl *Client) Import(r io.Reader, query string) (ImportReport, error) {
-	total := ImportReport{Rejections: []Rejection{}}
-	br := bufio.NewReaderSize(r, 64<<10)
-	header, err := readCSVRecord(br)
-	if err != nil {
-		return total, err
-	}
-	if len(bytes.TrimSpace(header)) == 0 {
-		return total, bad("import.empty", "the CSV is empty: a header row is required")
-	}
-	offset := 0 // data lines sent before this chunk
-	for eof := false; !eof; {
-		var chunk bytes.Buffer
-		chunk.Write(header)
-		if !bytes.HasSuffix(header, []byte("\n")) {
-			chunk.WriteByte('\n')
-		}
-		lines := 0
-		for chunk.Len() < importChunkBytes && !eof {
-			rec, err := readCSVRecord(br)
-			if errors.Is(err, io.EOF) {
-				eof = true
-			} else if err != nil {
-				return total, err
-			}
-			if len(rec) == 0 {
-				continue
-			}
-			chunk.Write(rec)
-			if !bytes.HasSuffix(rec, []byte("\n")) {
-				chunk.WriteByte('\n')
-				lines++ // the last line of a file without a final newline
-			}
-			lines += bytes.Count(rec, []byte("\n"))
-		}
-		if lines == 0 && offset > 0 {
-			break
-		}
-		var rep ImportReport
-		if err := cl.Do(http.MethodPost, "/consents/import?"+query, &chunk, &rep); err != nil {
-			return total, err
-		}
-		total.DryRun = rep.DryRun
-		total.Rows += rep.Rows
-		total.Accepted += rep.Accepted
-		total.Duplicates += rep.Duplicates
-		total.Rejected += rep.Rejected
-		total.Customers += rep.Customers
-		for _, rj := range rep.Rejections {
-			rj.Line += offset
-			total.Rejections = append(total.Rejections, rj)
-		}
-		offset += lines
-	}
-	return total, nil
-}
-
-// readCSVRecord reads one CSV record's raw bytes (a quoted field may span lines).
-func readCSVRecord(br *bufio.Reader) ([]byte, error) {
-	var out []byte
-	quotes := 0
-	for {
-		line, err := br.ReadBytes('\n')
-		out = append(out, line...)
-		quotes += bytes.Count(line, []byte(`"`))
-		if err != nil {
-			return out, err
-		}
-		if quotes%2 == 0 {
-			return out, nil
-		}
-	}
 }

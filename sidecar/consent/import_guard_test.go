@@ -66,7 +66,7 @@ func TestImportCapturedNow(t *testing.T) {
 	}
 	before := time.Now().Add(-time.Minute)
 	var rep ImportReport
-	if err := cl.Do("POST", "/consents/import?captured_at=now", strings.NewReader(body), &rep); err != nil || rep.Accepted != 1 {
+	if err := cl.Do("POST", "/consents/import?captured_at=now&default_status=granted", strings.NewReader(body), &rep); err != nil || rep.Accepted != 1 {
 		t.Fatalf("captured_at=now: %+v %v", rep, err)
 	}
 	h, _ := s.History(ctx, "C-now")
@@ -74,7 +74,7 @@ func TestImportCapturedNow(t *testing.T) {
 		t.Fatalf("history %+v", h)
 	}
 	// The same undated export again is a re-import (its time is the import's, not the row's).
-	if err := cl.Do("POST", "/consents/import?captured_at=now", strings.NewReader(body), &rep); err != nil || rep.Duplicates != 1 || rep.Rejected != 0 {
+	if err := cl.Do("POST", "/consents/import?captured_at=now&default_status=granted", strings.NewReader(body), &rep); err != nil || rep.Duplicates != 1 || rep.Rejected != 0 {
 		t.Fatalf("re-import: %+v %v", rep, err)
 	}
 }
@@ -86,7 +86,7 @@ func TestImportMapTargets(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t, testConfig(t, "sqlite"), Options{})
 	body := "Kunde,purpose,notice_version,notice_hash,channel,Datum\nC-m,marketing.communications.email,2026-01," + noticeHash + ",web,2026-01-02\n"
-	rep, err := s.Import(ctx, strings.NewReader(body), ImportOptions{Columns: map[string]string{"Kunde": "Customer ID", "Datum": "consent_date"}}, "importer")
+	rep, err := s.Import(ctx, strings.NewReader(body), ImportOptions{Columns: map[string]string{"Kunde": "Customer ID", "Datum": "consent_date"}, DefaultStatus: KindGranted}, "importer")
 	if err != nil || rep.Accepted != 1 {
 		t.Fatalf("aliased map targets: %+v %v", rep, err)
 	}
@@ -222,7 +222,7 @@ func TestImportTooLarge(t *testing.T) {
 	// Under the limit, a large import goes through.
 	body := "customer_id,purpose\n" + strings.Repeat("C-1,marketing.communications.email\n", 3<<20/35)
 	var rep ImportReport
-	if err := cl.Do("POST", "/consents/import?dry_run=true", strings.NewReader(body), &rep); err != nil || rep.Rows == 0 {
+	if err := cl.Do("POST", "/consents/import?dry_run=true&default_status=granted", strings.NewReader(body), &rep); err != nil || rep.Rows == 0 {
 		t.Fatalf("3 MiB import: %+v %v", rep.Rows, err)
 	}
 }

@@ -76,7 +76,7 @@ func TestImport(t *testing.T) {
 			}
 			// Column mapping and defaults.
 			rep, err = s.Import(ctx, strings.NewReader("Kundennummer,x\nK-1,1\n"),
-				ImportOptions{Columns: map[string]string{"Kundennummer": "customer_id"}, Purpose: "analytics.reporting", NoticeVersion: "v1", NoticeHash: noticeHash, CapturedNow: true}, "importer")
+				ImportOptions{Columns: map[string]string{"Kundennummer": "customer_id"}, Purpose: "analytics.reporting", NoticeVersion: "v1", NoticeHash: noticeHash, CapturedNow: true, DefaultStatus: KindGranted}, "importer")
 			if err != nil || rep.Accepted != 1 {
 				t.Fatalf("mapped import %+v %v", rep, err)
 			}
@@ -100,7 +100,7 @@ func FuzzImport(f *testing.F) {
 	f.Add("\ufeffcustomer_id,purpose\nA,analytics.reporting\nA,analytics.reporting,extra,fields\n")
 	s := openStore(f, testConfig(f, "sqlite"), Options{})
 	f.Fuzz(func(t *testing.T, data string) {
-		rep, err := s.Import(context.Background(), strings.NewReader(data), ImportOptions{DryRun: true, NoticeVersion: "v1", NoticeHash: noticeHash}, "fuzz")
+		rep, err := s.Import(context.Background(), strings.NewReader(data), ImportOptions{DryRun: true, NoticeVersion: "v1", NoticeHash: noticeHash, DefaultStatus: KindGranted}, "fuzz")
 		if err != nil {
 			if !IsClientError(err) {
 				t.Fatalf("non-client error: %v", err)
@@ -133,7 +133,7 @@ func TestClientImportChunks(t *testing.T) {
 			fmt.Fprintf(&b, "K-%d,analytics.reporting,\n", i)
 		}
 	}
-	rep, err := cl.Import(strings.NewReader(b.String()), "captured_at=now&notice_version=v1&notice_hash="+noticeHash)
+	rep, err := cl.Import(strings.NewReader(b.String()), "captured_at=now&default_status=granted&notice_version=v1&notice_hash="+noticeHash)
 	if err != nil {
 		t.Fatal(err)
 	}

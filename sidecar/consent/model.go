@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/consentry/consentry/sidecar/input"
 )
@@ -56,6 +57,13 @@ type Event struct {
 	// RecordedAt/RecordedBy: when and by which authenticated actor the store accepted it.
 	RecordedAt time.Time `json:"recorded_at"`
 	RecordedBy string    `json:"recorded_by,omitempty"`
+
+	// serverStamped: CapturedAt is the time the server took the event (the client sent
+	// none), not the customer's. The backend then dates it after the stored state's latest
+	// change (stampAfter), under the customer's lock: a server whose clock is behind the one
+	// that dated the stored state must not make the event stale. event() sets it for
+	// withdrawals only; not stored.
+	serverStamped bool
 }
 
 // Case is a need-to-know case.
@@ -180,20 +188,39 @@ func apply(cur *Current, ev Event) (Current, bool) {
 // captured before the latest change never applies. consent_append spells it in ns.
 const withdrawalSkew = allowedClockSkew
 
-// superseded reports whether ev was captured before the current state's latest grant or
-// withdrawal (for a withdrawal: more than withdrawalSkew before), and that time. An expiry
-// never is: it changes only a grant (withdrawn_at unset) whose expiry, after its capture,
-// is at or before the expiry's time.
-func superseded(cur *Current, ev Event) (time.Time, bool) {
-	if cur == nil {
-		return time.Time{}, false
-	}
+// lastChange is the current state's latest grant or withdrawal (zero: none), the time the
+// stale rule compares with.
+func lastChange(cur *Current) time.Time {
 	var latest time.Time
+	if cur == nil {
+		return latest
+	}
 	for _, t := range []*time.Time{cur.GrantedAt, cur.WithdrawnAt} {
 		if t != nil && (latest.IsZero() || t.After(latest)) {
 			latest = *t
 		}
 	}
+	return latest
+}
+
+// stampAfter is the capture time of a server-stamped event (Event.serverStamped): its
+// stamp at, or just after the current state's latest change when at is not after it. The
+// server received the event after everything stored, whatever its clock says; a
+// microsecond later keeps it strictly after (a delayed grant captured at that change
+// stays stale). consent_append_many (pgappend.go) applies the same rule.
+func stampAfter(cur *Current, at time.Time) time.Time {
+	if latest := lastChange(cur); !latest.IsZero() && !at.After(latest) {
+		return latest.Add(time.Microsecond)
+	}
+	return at
+}
+
+// superseded reports whether ev was captured before the current state's latest grant or
+// withdrawal (for a withdrawal: more than withdrawalSkew before), and that time. An expiry
+// never is: it changes only a grant (withdrawn_at unset) whose expiry, after its capture,
+// is at or before the expiry's time.
+func superseded(cur *Current, ev Event) (time.Time, bool) {
+	latest := lastChange(cur)
 	if latest.IsZero() {
 		return latest, false
 	}
@@ -256,11 +283,31 @@ func validID(kind, id string) error {
 	return nil
 }
 
+// truncate cuts s to 64 bytes for messages and names (marked "..."), at a UTF-8
+// boundary: a name cut inside a character would be invalid UTF-8, which PostgreSQL refuses.
 func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
+	if len(s) <= 64 {
+		return s
 	}
-	return s
+	cut := 64
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
+// textCode refuses free text a database cannot hold.
+const textCode = "invalid.text"
+
+// validText refuses a NUL character or invalid UTF-8 in free text (reasons, captured_by,
+// the admin actor's name): a PostgreSQL TEXT column holds neither, so the write failed
+// there as a database error (500, a withdrawal not recorded), while SQLite stored bytes no
+// JSON answer can carry. Both backends refuse it alike, before anything is written.
+func validText(field, s string) error {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return nil
+	}
+	return errf(http.StatusBadRequest, textCode, "%s contains a NUL character or invalid UTF-8", field)
 }
 
 // normalizeHash returns the notice hash in its canonical "sha256:<hex>" form.

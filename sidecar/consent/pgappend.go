@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sort"
 	"time"
 )
 
@@ -82,17 +81,61 @@ BEGIN
   RETURN NEXT;
 END $$`
 
+// pgLockFunc takes the advisory locks of a batch's customers, deduplicated and in lock-key
+// order (schema 8). The key is hashtext(id), and ids can share one (C-132044 and C-157406
+// do): batches that locked in id order could each hold one key while waiting for the
+// other's - {C-132044, C-14} and {C-14, C-157406} deadlocked. One global key order cannot.
+// consent_append locks its customer again (re-entrant: already held).
+const pgLockFunc = `
+CREATE OR REPLACE FUNCTION consent_lock_customers(ids text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  k integer;
+BEGIN
+  FOR k IN SELECT DISTINCT hashtext(x) FROM unnest(ids) AS x ORDER BY 1 LOOP
+    PERFORM pg_advisory_xact_lock(k);
+  END LOOP;
+END $$`
+
+// pgAppendManyFunc records a batch (schema 8): every customer's lock first
+// (consent_lock_customers), then consent_append per event in the order given. A
+// server-stamped event (Event.serverStamped) is dated after its consent's latest grant or
+// withdrawal when its stamp is not (stampAfter in model.go: + 1 microsecond, in ns); the
+// capture time used is returned with each result.
+const pgAppendManyFunc = `
+CREATE OR REPLACE FUNCTION consent_append_many(p_eid text[], p_cid text[], p_purp text[], p_knd text[], p_nv text[], p_nh text[], p_chan text[],
+  p_cap bigint[], p_cby text[], p_exp bigint[], p_rsn text[], p_rat bigint[], p_rby text[], p_stamped boolean[], notify_channel text)
+RETURNS TABLE (o_ord integer, o_outcome text, o_seq bigint, o_dup text, o_cur text, o_cust text, o_cap bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_cap bigint;
+  v_latest bigint;
+BEGIN
+  PERFORM consent_lock_customers(p_cid);
+  FOR i IN 1 .. COALESCE(array_length(p_eid, 1), 0) LOOP
+    v_cap := p_cap[i];
+    IF p_stamped[i] THEN
+      SELECT GREATEST(cc.granted_at, cc.withdrawn_at) INTO v_latest FROM consent_current cc WHERE cc.customer_id = p_cid[i] AND cc.purpose = p_purp[i];
+      IF v_latest IS NOT NULL AND v_cap <= v_latest THEN
+        v_cap := v_latest + 1000;
+      END IF;
+    END IF;
+    RETURN QUERY SELECT i, r.outcome, r.out_seq, r.dup_event, r.cur, r.cust, v_cap
+      FROM consent_append(p_eid[i], p_cid[i], p_purp[i], p_knd[i], p_nv[i], p_nh[i], p_chan[i], v_cap, p_cby[i], NULLIF(p_exp[i], 0),
+        p_rsn[i], p_rat[i], p_rby[i], notify_channel) r;
+  END LOOP;
+END $$`
+
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
 // pgAppendManySQL records a whole batch in one statement (one round trip, one commit
-// when run outside a transaction): consent_append per row, in the order given.
-const pgAppendManySQL = `SELECT r.outcome, r.out_seq, r.dup_event, r.cur, r.cust
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::bigint[],
-  $11::text[], $12::bigint[], $13::text[]) WITH ORDINALITY AS e(e_id, c_id, purp, knd, nv, nh, chan, cap_at, cap_by, exp_at, rsn, rec_at, rec_by, ord)
-CROSS JOIN LATERAL consent_append(e.e_id, e.c_id, e.purp, e.knd, e.nv, e.nh, e.chan, e.cap_at, e.cap_by, NULLIF(e.exp_at, 0), e.rsn, e.rec_at, e.rec_by, $14) r
-ORDER BY e.ord`
+// when run outside a transaction): consent_append_many.
+const pgAppendManySQL = `SELECT o_ord, o_outcome, o_seq, o_dup, o_cur, o_cust, o_cap
+FROM consent_append_many($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::bigint[],
+  $11::text[], $12::bigint[], $13::text[], $14::boolean[], $15)
+ORDER BY o_ord`
 
 // Row shapes of row_to_json over the tables (times are the BIGINT ns columns).
 type (
@@ -145,34 +188,29 @@ func tsPtr(v *int64) *time.Time {
 	return &t
 }
 
-// pgAppendMany records evs through consent_append on q (the pool: one implicit
-// transaction; or a transaction). Events are applied grouped by customer (stable, so each
-// customer's events keep their order): batches then take customer locks in one global
-// order and cannot deadlock one another.
+// pgAppendMany records evs through consent_append_many on q (the pool: one implicit
+// transaction; or a transaction), in the order given. The function takes every customer's
+// lock first, in lock-key order (consent_lock_customers): concurrent batches cannot
+// deadlock one another, whatever their customers and however their keys collide.
 func pgAppendMany(ctx context.Context, q querier, channel string, evs []Event) ([]AppendResult, error) {
-	order := make([]int, len(evs))
-	for i := range order {
-		order[i] = i
-	}
-	sort.SliceStable(order, func(a, b int) bool { return evs[order[a]].CustomerID < evs[order[b]].CustomerID })
 	n := len(evs)
 	eid, cid, purp, knd, nv, nh, chn, cby, rsn, rby := make([]string, n), make([]string, n), make([]string, n), make([]string, n),
 		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	cat, exp, rat := make([]int64, n), make([]int64, n), make([]int64, n)
+	stamped := make([]bool, n)
 	var ta nsArgs
-	for j, i := range order {
-		ev := evs[i]
-		eid[j], cid[j], purp[j], knd[j], nv[j], nh[j], chn[j], cby[j], rsn[j], rby[j] = ev.EventID, ev.CustomerID, ev.Purpose, ev.Kind,
+	for i, ev := range evs {
+		eid[i], cid[i], purp[i], knd[i], nv[i], nh[i], chn[i], cby[i], rsn[i], rby[i] = ev.EventID, ev.CustomerID, ev.Purpose, ev.Kind,
 			ev.NoticeVersion, ev.NoticeHash, ev.Channel, ev.CapturedBy, ev.Reason, ev.RecordedBy
-		cat[j], rat[j] = ta.at(ev.CapturedAt), ta.at(ev.RecordedAt)
+		cat[i], rat[i], stamped[i] = ta.at(ev.CapturedAt), ta.at(ev.RecordedAt), ev.serverStamped
 		if ev.ExpiresAt != nil {
-			exp[j] = ta.at(*ev.ExpiresAt)
+			exp[i] = ta.at(*ev.ExpiresAt)
 		}
 	}
 	if ta.err != nil {
 		return nil, fmt.Errorf("append events: %w", ta.err)
 	}
-	rows, err := q.QueryContext(ctx, pgAppendManySQL, eid, cid, purp, knd, nv, nh, chn, cat, cby, exp, rsn, rat, rby, channel)
+	rows, err := q.QueryContext(ctx, pgAppendManySQL, eid, cid, purp, knd, nv, nh, chn, cat, cby, exp, rsn, rat, rby, stamped, channel)
 	if err != nil {
 		return nil, fmt.Errorf("append events: %w", err)
 	}
@@ -180,17 +218,21 @@ func pgAppendMany(ctx context.Context, q querier, channel string, evs []Event) (
 	res := make([]AppendResult, n)
 	j := 0
 	for rows.Next() {
+		var ord int
 		var outcome string
-		var seq sql.NullInt64
+		var seq, capAt sql.NullInt64
 		var dup, cur, cust sql.NullString
-		if err := rows.Scan(&outcome, &seq, &dup, &cur, &cust); err != nil {
+		if err := rows.Scan(&ord, &outcome, &seq, &dup, &cur, &cust, &capAt); err != nil {
 			return nil, fmt.Errorf("append events: %w", err)
 		}
-		if j >= n {
-			return nil, fmt.Errorf("append events: more results than events")
+		if j >= n || ord != j+1 {
+			return nil, fmt.Errorf("append events: result %d out of order (%d events)", ord, n)
 		}
-		i := order[j]
-		if res[i], err = pgResult(evs[i], outcome, seq, dup, cur, cust); err != nil {
+		ev := evs[j]
+		if capAt.Valid {
+			ev.CapturedAt = time.Unix(0, capAt.Int64).UTC() // a server-stamped event's, as recorded
+		}
+		if res[j], err = pgResult(ev, outcome, seq, dup, cur, cust); err != nil {
 			return nil, err
 		}
 		j++

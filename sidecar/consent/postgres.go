@@ -51,8 +51,8 @@ func openPostgres(ctx context.Context, cfg Config) (Backend, error) {
 		name:   "postgres",
 		serial: "BIGSERIAL PRIMARY KEY",
 		dollar: true,
-		lockCustomer: func(ctx context.Context, tx *sql.Tx, id string) error {
-			_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, id)
+		lockCustomers: func(ctx context.Context, tx *sql.Tx, ids []string) error {
+			_, err := tx.ExecContext(ctx, `SELECT consent_lock_customers($1::text[])`, ids)
 			return err
 		},
 		// NOTIFY is transactional: listeners hear it only if (and when) the write commits.

@@ -133,6 +133,14 @@ WHERE status = 'withdrawn' AND withdrawn_at < (SELECT MAX(e.captured_at) FROM co
 ALTER TABLE cases ADD COLUMN updated_by TEXT NOT NULL DEFAULT '';
 ALTER TABLE agreements ADD COLUMN updated_by TEXT NOT NULL DEFAULT '';
 ALTER TABLE customers ADD COLUMN updated_by TEXT NOT NULL DEFAULT ''`},
+	// PostgreSQL: batches lock their customers in lock-key order, and server-stamped events
+	// are dated after the stored state (consent_lock_customers, consent_append_many:
+	// pgappend.go); TRUNCATE, which fires no row trigger, is refused like UPDATE and DELETE
+	// (dropped first: the statements may run again on a database that has it). SQLite has
+	// no TRUNCATE and locks nothing: the version only keeps the numbering shared.
+	{version: 8, extra: map[string][]string{"postgres": {pgLockFunc, pgAppendManyFunc,
+		`DROP TRIGGER IF EXISTS consent_events_no_truncate ON consent_events`,
+		`CREATE TRIGGER consent_events_no_truncate BEFORE TRUNCATE ON consent_events FOR EACH STATEMENT EXECUTE FUNCTION consent_events_append_only()`}}},
 }
 
 // statements splits a migration's shared SQL into statements (one per ";\n") and adds

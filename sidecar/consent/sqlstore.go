@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -18,9 +17,10 @@ type dialect struct {
 	serial string
 	// dollar: placeholders are $1..$n instead of ?.
 	dollar bool
-	// lockCustomer serializes writers of one customer (PostgreSQL: advisory lock; SQLite
-	// needs none, BEGIN IMMEDIATE already serializes writers).
-	lockCustomer func(ctx context.Context, tx *sql.Tx, id string) error
+	// lockCustomers serializes writers of the customers ids (PostgreSQL: advisory locks,
+	// taken in lock-key order: consent_lock_customers; SQLite needs none, BEGIN IMMEDIATE
+	// already serializes writers).
+	lockCustomers func(ctx context.Context, tx *sql.Tx, ids []string) error
 	// notify announces a change to other replicas when the transaction commits.
 	notify func(ctx context.Context, tx *sql.Tx, ch Change) error
 	// beginMigrate prepares a migration transaction (PostgreSQL: lock + create schema).
@@ -229,21 +229,15 @@ func (s *sqlStore) appendEvents(ctx context.Context, evs []Event, commit bool) (
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if s.d.lockCustomer != nil {
-		// Lock every customer of the batch in a fixed order: concurrent batches cannot deadlock.
+	if s.d.lockCustomers != nil {
+		// Every customer of the batch, before any write: the dialect takes the locks in one
+		// global order, so concurrent batches cannot deadlock.
 		ids := make([]string, 0, len(evs))
-		seen := map[string]bool{}
 		for _, ev := range evs {
-			if !seen[ev.CustomerID] {
-				seen[ev.CustomerID] = true
-				ids = append(ids, ev.CustomerID)
-			}
+			ids = append(ids, ev.CustomerID)
 		}
-		sort.Strings(ids)
-		for _, id := range ids {
-			if err := s.d.lockCustomer(ctx, tx, id); err != nil {
-				return nil, fmt.Errorf("lock customer: %w", err)
-			}
+		if err := s.d.lockCustomers(ctx, tx, ids); err != nil {
+			return nil, fmt.Errorf("lock customers: %w", err)
 		}
 	}
 	if s.d.appendMany != nil {
@@ -269,6 +263,16 @@ func (s *sqlStore) appendEvents(ctx context.Context, evs []Event, commit bool) (
 			res[i].Err = erasedErr(ev.CustomerID)
 			continue
 		}
+		var prev *Current
+		c, _, err := scanCurrent(tx.QueryRowContext(ctx, s.q(`SELECT `+currentCols+` FROM consent_current WHERE customer_id = ? AND purpose = ?`), ev.CustomerID, ev.Purpose))
+		if err == nil {
+			prev = &c
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("read current consent: %w", err)
+		}
+		if ev.serverStamped {
+			ev.CapturedAt = stampAfter(prev, ev.CapturedAt)
+		}
 		var seq int64
 		var ta nsArgs
 		capturedAt, expiresAt, recordedAt := ta.at(ev.CapturedAt), ta.ptr(ev.ExpiresAt), ta.at(ev.RecordedAt)
@@ -284,13 +288,6 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`),
 		}
 		ev.Seq = seq
 		res[i].Event = ev
-		var prev *Current
-		c, _, err := scanCurrent(tx.QueryRowContext(ctx, s.q(`SELECT `+currentCols+` FROM consent_current WHERE customer_id = ? AND purpose = ?`), ev.CustomerID, ev.Purpose))
-		if err == nil {
-			prev = &c
-		} else if !errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("read current consent: %w", err)
-		}
 		next, changed := apply(prev, ev)
 		if !changed {
 			res[i].Current, res[i].NoEffect, res[i].Seq = next, true, seq
@@ -427,8 +424,8 @@ func (s *sqlStore) writeTx(ctx context.Context, ch Change, fn func(tx *sql.Tx) e
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if ch.Kind == ChangeCustomer && s.d.lockCustomer != nil {
-		if err := s.d.lockCustomer(ctx, tx, ch.Key); err != nil {
+	if ch.Kind == ChangeCustomer && s.d.lockCustomers != nil {
+		if err := s.d.lockCustomers(ctx, tx, []string{ch.Key}); err != nil {
 			return fmt.Errorf("lock customer: %w", err)
 		}
 	}

@@ -74,9 +74,11 @@ type Store struct {
 	// afterDue runs between the sweep's read of due grants and its writes (tests: a
 	// renewal or withdrawal recorded in between).
 	afterDue func()
-	// refreshFault, set by tests only, fails a refresh: a database that fails exactly for
-	// one re-read after a reload cannot be arranged for real.
-	refreshFault func(Change) error
+	// refreshFault, set by tests only (setRefreshFault), fails a refresh: a database that
+	// fails exactly for one re-read cannot be arranged for real.
+	refreshFault atomic.Pointer[func(Change) error]
+	// unref holds the customers whose refresh after a local write failed (unrefreshed.go).
+	unref unrefreshed
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -129,6 +131,10 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 		_ = s.be.Close()
 		return nil, err
 	}
+	// Always, like the change feed: a view behind a write is a correctness matter.
+	s.unref.kick = make(chan struct{}, 1)
+	s.wg.Add(1)
+	go s.retryRefreshes(bg)
 	if !opts.NoBackground {
 		s.wg.Add(1)
 		go s.sweepLoop(bg)
@@ -257,6 +263,9 @@ func (s *Store) Ready(ctx context.Context) error {
 		return fmt.Errorf("state change feed down or view behind for %s: changes may be missing from the view (lookups fail closed after %s)",
 			gap.Round(time.Millisecond), s.cfg.Postgres.MaxFeedGap)
 	}
+	if n := s.unref.n.Load(); n > 0 {
+		return fmt.Errorf("state view behind the database for %d customer(s): the refresh after a write failed and is retried (their lookups fail closed)", n)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := s.be.Ping(ctx); err != nil {
@@ -275,6 +284,9 @@ func (s *Store) Status() any {
 	}
 	if snap := s.view.snap.Load(); snap != nil {
 		out["view"] = snap.stats()
+	}
+	if n := s.unref.n.Load(); n > 0 {
+		out["unrefreshed_customers"] = n
 	}
 	if q, ok := s.be.(ErasureQueue); ok {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -336,10 +348,20 @@ func (s *Store) Reload(ctx context.Context) error {
 	return nil
 }
 
+// setRefreshFault makes every refresh call f first and fail with its error (tests; nil:
+// no fault).
+func (s *Store) setRefreshFault(f func(Change) error) {
+	if f == nil {
+		s.refreshFault.Store(nil)
+		return
+	}
+	s.refreshFault.Store(&f)
+}
+
 // refresh re-reads one entity from the database into the view.
 func (s *Store) refresh(ctx context.Context, ch Change) error {
-	if s.refreshFault != nil {
-		if err := s.refreshFault(ch); err != nil {
+	if f := s.refreshFault.Load(); f != nil {
+		if err := (*f)(ch); err != nil {
 			return err
 		}
 	}
@@ -375,7 +397,9 @@ func (s *Store) Enrich(_ context.Context, q enrich.Query) (input.Enrichment, err
 		return input.Enrichment{Consents: []input.Consent{}, Errors: []string{"consent", "case", "agreement", "customer"}}, nil
 	}
 	var e input.Enrichment
-	if q.CustomerID != "" {
+	if q.CustomerID != "" && s.customerUnrefreshed(q.CustomerID) {
+		e.Consents, e.Errors = []input.Consent{}, unrefreshedErrors()
+	} else if q.CustomerID != "" {
 		e.Consents, e.Customer = s.view.customer(snap, q.CustomerID, q.Purpose, s.now().UnixNano(), newArena(1))
 	} else {
 		e.Consents = []input.Consent{}
@@ -412,12 +436,20 @@ func (s *Store) EnrichBatch(_ context.Context, q enrich.Query, customerIDs []str
 	ar := newArena(len(customerIDs))
 	for _, id := range customerIDs {
 		var e input.Enrichment
-		e.Consents, e.Customer = s.view.customer(snap, id, q.Purpose, now, ar)
+		if s.customerUnrefreshed(id) {
+			e.Consents, e.Errors = []input.Consent{}, unrefreshedErrors()
+		} else {
+			e.Consents, e.Customer = s.view.customer(snap, id, q.Purpose, now, ar)
+		}
 		e.Case, e.Agreement = c, a
 		out[id] = e
 	}
 	return out, nil
 }
+
+// unrefreshedErrors are the failed lookups of a customer the view may be behind on
+// (customerUnrefreshed): its consents and its state, so policies deny.
+func unrefreshedErrors() []string { return []string{"consent", "customer"} }
 
 // CheckConfig validates cfg as Open would, without opening the database (run --check):
 // defaults, the keys' values, the purposes (file) and the PostgreSQL URL (file).

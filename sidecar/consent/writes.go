@@ -77,6 +77,11 @@ func (s *Store) event(kind string, in ConsentInput, actor string, now time.Time)
 	if len(ev.CapturedBy) > 256 || len(ev.Reason) > 2000 {
 		return Event{}, bad("consent.too_long", "captured_by (256) or reason (2000 characters) too long")
 	}
+	for _, f := range []struct{ name, v string }{{"captured_by", ev.CapturedBy}, {"reason", ev.Reason}, {"the admin actor's name", actor}} {
+		if err := validText(f.name, f.v); err != nil {
+			return Event{}, err
+		}
+	}
 	if err := checkTime("captured_at", in.CapturedAt); err != nil {
 		return Event{}, err
 	}
@@ -89,6 +94,12 @@ func (s *Store) event(kind string, in ConsentInput, actor string, now time.Time)
 			return Event{}, bad("consent.captured_in_future", "captured_at %s is in the future", in.CapturedAt.Format(time.RFC3339))
 		}
 		ev.CapturedAt = in.CapturedAt.UTC()
+	} else {
+		// Stamped on arrival: a withdrawal must never lose to a state another server's clock
+		// (ahead of this one) dated, nor to this server's own before its clock stepped back.
+		// A grant is not re-dated: one that loses fails closed (and an explicit captured_at
+		// keeps its meaning for both).
+		ev.serverStamped = kind == KindWithdrawn
 	}
 	switch kind {
 	case KindGranted:
@@ -276,6 +287,9 @@ func (s *Store) PutCustomer(ctx context.Context, c Customer) (Customer, error) {
 	if err := checkTime("retention_until", c.RetentionUntil); err != nil {
 		return Customer{}, err
 	}
+	if err := validText("the admin actor's name", c.UpdatedBy); err != nil {
+		return Customer{}, err
+	}
 	c.UpdatedAt = s.now().UTC()
 	c.UpdatedBy = truncate(c.UpdatedBy)
 	out, rev, err := s.be.PutCustomer(ctx, c)
@@ -286,6 +300,27 @@ func (s *Store) PutCustomer(ctx context.Context, c Customer) (Customer, error) {
 	// A retention deadline decides when a customer stops being served (and is erased).
 	s.log.Info("customer updated", "customer_id", out.ID, "retention_until", out.RetentionUntil, "rev", rev, "actor", c.UpdatedBy)
 	return out, nil
+}
+
+// RetentionInPastConfirm is the value of PUT /v1/customers/{id}'s "retention_in_past" that
+// confirms a retention deadline already past.
+const RetentionInPastConfirm = "confirm"
+
+// CheckRetentionDeadline refuses a retention deadline more than the clock skew margin in
+// the past (400 customer.retention_in_past) unless confirm is RetentionInPastConfirm: the
+// customer stops being served at once and, with state.retention_erasure on, the next sweep
+// crypto-shreds it irrevocably - for a typo (2025 for 2035) as much as on purpose. Any other
+// non-empty confirm is refused too: a misspelt confirmation must not pass for none. The
+// admin API's PUT /v1/customers/{id} checks it; PutCustomer does not (the import calls it).
+func (s *Store) CheckRetentionDeadline(until *time.Time, confirm string) error {
+	if confirm != "" && confirm != RetentionInPastConfirm {
+		return bad("customer.retention_in_past", "retention_in_past is %q: the only value is %q", truncate(confirm), RetentionInPastConfirm)
+	}
+	if until == nil || confirm == RetentionInPastConfirm || !until.Before(s.now().Add(-allowedClockSkew)) {
+		return nil
+	}
+	return bad("customer.retention_in_past", "retention_until %s is in the past: the customer would no longer be served and, with retention erasure on, be erased at the next sweep; "+
+		"send \"retention_in_past\": %q to confirm", until.UTC().Format(time.RFC3339), RetentionInPastConfirm)
 }
 
 // MarkErased records that a customer's data was erased (the erasure flow calls it after
@@ -305,11 +340,18 @@ func (s *Store) MarkErased(ctx context.Context, customerID string, at time.Time)
 
 // applyCustomer makes a customer state change visible on this node before returning.
 func (s *Store) applyCustomer(ctx context.Context, id string, _ int64) {
-	if err := s.refresh(ctx, Change{Kind: ChangeCustomer, Key: id}); err != nil {
-		// The write is durable; the watcher or the next resync brings the view up to date.
-		s.log.Error("state refresh after write failed", "customer_id", id, "err", err)
+	ch := Change{Kind: ChangeCustomer, Key: id}
+	if err := s.refresh(ctx, ch); err != nil {
+		// The write is durable, the view is behind it: the customer's lookups fail closed
+		// and readiness fails until a retry of the refresh succeeds (unrefreshed.go). No
+		// change feed would bring it up to date on SQLite.
+		s.log.Error("state refresh after write failed; retried, the customer's lookups fail closed meanwhile", "customer_id", id, "err", err)
+		s.markUnrefreshed(ch)
 	}
 }
+
+// MaxCaseAssignees bounds a case's assignees: every decision on the case carries the list.
+const MaxCaseAssignees = 1000
 
 // PutCase creates or replaces a case.
 func (s *Store) PutCase(ctx context.Context, c Case) (Case, error) {
@@ -328,6 +370,9 @@ func (s *Store) PutCase(ctx context.Context, c Case) (Case, error) {
 	if c.Assignees == nil {
 		c.Assignees = []string{}
 	}
+	if len(c.Assignees) > MaxCaseAssignees {
+		return Case{}, bad("case.too_many_assignees", "a case has at most %d assignees, not %d", MaxCaseAssignees, len(c.Assignees))
+	}
 	for _, a := range c.Assignees {
 		if err := validID("assignee", a); err != nil {
 			return Case{}, err
@@ -335,6 +380,9 @@ func (s *Store) PutCase(ctx context.Context, c Case) (Case, error) {
 	}
 	if c.Purpose != "" && !s.purposes[c.Purpose] {
 		return Case{}, bad("case.unknown_purpose", "purpose %q is not in the catalogue", truncate(c.Purpose))
+	}
+	if err := validText("the admin actor's name", c.UpdatedBy); err != nil {
+		return Case{}, err
 	}
 	c.UpdatedAt = s.now().UTC()
 	c.UpdatedBy = truncate(c.UpdatedBy)
@@ -392,6 +440,9 @@ func (s *Store) PutAgreement(ctx context.Context, a Agreement) (Agreement, error
 	}
 	if a.ValidFrom != nil && !a.ValidUntil.After(*a.ValidFrom) {
 		return Agreement{}, bad("agreement.invalid_period", "valid_until must be after valid_from")
+	}
+	if err := validText("the admin actor's name", a.UpdatedBy); err != nil {
+		return Agreement{}, err
 	}
 	sort.Strings(a.Purposes)
 	sort.Strings(a.Categories)

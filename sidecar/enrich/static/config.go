@@ -4,7 +4,8 @@ import "errors"
 
 // Config is the `enrichment:` section (the static provider).
 type Config struct {
-	// File is the YAML or JSON file of customers, consents, cases and agreements.
+	// File is the YAML or JSON file of customers, consents, cases and agreements. It is read
+	// once, at start: restart consentry to apply a change.
 	File string `yaml:"file" json:"file"`
 }
 

@@ -10,7 +10,12 @@
 //	cases:      [{id, customer_id, assignees: [...], status, purpose}]
 //	agreements: [{processor_id, purposes: [...], categories: [...], valid_from, valid_until}]
 //
-// Reload swaps the whole data set atomically; requests in flight keep the set they started with.
+// Case ids and agreement processor ids are unique in the file (as customer ids): one listed
+// twice is refused at load, never resolved silently to the last entry.
+//
+// consentry run reads the file once, at start: restart it to apply a changed file. Reload
+// is for programs embedding the provider: it swaps the whole data set atomically (requests in
+// flight keep the set they started with) and keeps the previous one when the file is invalid.
 package static
 
 import (
@@ -154,21 +159,34 @@ func build(f File) (*index, error) {
 		}
 		ix.consents[c.CustomerID] = append(ix.consents[c.CustomerID], c.Consent)
 	}
+	// A case's assignees decide need-to-know, an agreement's purposes what a processor may
+	// receive: two entries under one id are a mistake in the file, and silently taking the
+	// last one could grant what the first withheld.
+	caseAt := map[string]int{}
 	for i := range f.Cases {
 		c := f.Cases[i]
 		if c.ID == "" {
 			return nil, fmt.Errorf("cases[%d].id: required", i)
 		}
+		if j, dup := caseAt[c.ID]; dup {
+			return nil, fmt.Errorf("cases[%d].id: %q is listed twice (also cases[%d])", i, c.ID, j)
+		}
+		caseAt[c.ID] = i
 		if c.Assignees == nil {
 			c.Assignees = []string{}
 		}
 		ix.cases[c.ID] = &c
 	}
+	agreementAt := map[string]int{}
 	for i := range f.Agreements {
 		a := f.Agreements[i]
 		if a.ProcessorID == "" {
 			return nil, fmt.Errorf("agreements[%d].processor_id: required", i)
 		}
+		if j, dup := agreementAt[a.ProcessorID]; dup {
+			return nil, fmt.Errorf("agreements[%d].processor_id: %q is listed twice (also agreements[%d])", i, a.ProcessorID, j)
+		}
+		agreementAt[a.ProcessorID] = i
 		ix.agreements[a.ProcessorID] = &a
 	}
 	return ix, nil

@@ -77,6 +77,23 @@ func TestInvalidFiles(t *testing.T) {
 	}
 }
 
+// TestDuplicateIDsRefused: a case or agreement id listed twice silently took the last entry
+// (a case's assignees decide need-to-know, an agreement's purposes what a processor may
+// get): the file is refused at load, naming both entries.
+func TestDuplicateIDsRefused(t *testing.T) {
+	for name, tc := range map[string]struct{ doc, want string }{
+		"case": {`cases: [{id: k-1, customer_id: c, assignees: [alice]}, {id: k-2, customer_id: c}, {id: k-1, customer_id: c, assignees: [mallory]}]`,
+			`cases[2].id: "k-1" is listed twice (also cases[0])`},
+		"agreement": {`agreements: [{processor_id: acme, purposes: [a]}, {processor_id: acme, purposes: [b]}]`,
+			`agreements[1].processor_id: "acme" is listed twice (also agreements[0])`},
+	} {
+		_, err := Parse([]byte(tc.doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", name, err, tc.want)
+		}
+	}
+}
+
 func TestReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.yaml")
 	if err := os.WriteFile(path, []byte(sample), 0o600); err != nil {
