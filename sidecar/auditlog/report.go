@@ -186,7 +186,7 @@ func (r *Report) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
 	write := func(row []string) {
 		for i := range row {
-			row[i] = csvSafe(row[i])
+			row[i] = CSVSafe(row[i])
 		}
 		_ = cw.Write(row)
 	}
@@ -229,13 +229,13 @@ func (r *Report) deletedNote(when string) string {
 	return "records before " + when + " are missing from the log: accesses before then cannot be shown"
 }
 
-// csvSafe keeps a spreadsheet from reading a cell as a formula: purpose and case come from
+// CSVSafe keeps a spreadsheet from reading a cell as a formula: purpose and case come from
 // request headers, so a caller could log "=HYPERLINK(...)" into the customer's report. A
 // cell starting with = + - @ or a tab or carriage return gets a leading apostrophe (OWASP).
 // The test applies to every ';'-separated part of the cell too: a spreadsheet that splits on
 // ';' (the list separator of many locales) starts a cell after each one, so a list joined
 // with ';' or a purpose "x;=HYPERLINK(...)" must not put a formula there either.
-func csvSafe(s string) string {
+func CSVSafe(s string) string {
 	if !strings.Contains(s, ";") {
 		return formulaSafe(s)
 	}

@@ -16,6 +16,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/config"
 	"github.com/consentry/consentry/sidecar/consent"
 )
@@ -332,7 +333,7 @@ func writeRejects(path string, rs []consent.Rejection) error {
 		for _, r := range rs {
 			// The customer id and the reason quote the rejected row: a cell of the export
 			// (=HYPERLINK(...)) must not become a formula in the spreadsheet that opens this.
-			_ = w.Write([]string{strconv.Itoa(r.Line), csvSafe(r.CustomerID), csvSafe(r.Code), csvSafe(r.Reason)})
+			_ = w.Write([]string{strconv.Itoa(r.Line), auditlog.CSVSafe(r.CustomerID), auditlog.CSVSafe(r.Code), auditlog.CSVSafe(r.Reason)})
 		}
 		w.Flush()
 		return w.Error()
@@ -341,16 +342,6 @@ func writeRejects(path string, rs []consent.Rejection) error {
 		return fmt.Errorf("--rejects: %w", err)
 	}
 	return nil
-}
-
-// csvSafe keeps a spreadsheet from reading a cell as a formula: a cell starting with
-// = + - @ or a tab or carriage return gets a leading apostrophe (OWASP; as auditlog's
-// report does).
-func csvSafe(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
 }
 
 // termSafe escapes what a terminal would act on instead of print - control characters

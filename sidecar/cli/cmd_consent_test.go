@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/consentry/consentry/sidecar/admin"
+	"github.com/consentry/consentry/sidecar/auditlog"
 	"github.com/consentry/consentry/sidecar/consent"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -155,8 +156,8 @@ func TestTermSafeAndCSVSafe(t *testing.T) {
 		}
 	}
 	for in, want := range map[string]string{"=1+2": "'=1+2", "+1": "'+1", "-1": "'-1", "@A1": "'@A1", "\tx": "'\tx", "C-1": "C-1", "": ""} {
-		if got := csvSafe(in); got != want {
-			t.Errorf("csvSafe(%q) = %q, want %q", in, got, want)
+		if got := auditlog.CSVSafe(in); got != want {
+			t.Errorf("CSVSafe(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
