@@ -12,11 +12,15 @@ import "strings"
 //
 // The canonical spelling (RFC 3986 section 6.2.2) has no empty segment (repeated or trailing
 // "/", except the root), no "." or ".." segment, and percent-encodes exactly the bytes a path
-// segment cannot carry as they are: unreserved characters, the sub-delimiters and ":" and "@"
-// appear as they are ("%2D" for "-" is refused), everything else (non-ASCII, space, '"', '<',
-// ...) is percent-encoded. Only the case of hex digits in an escape is free ("%c3%a9" and
-// "%C3%A9" alike). The sub-delimiters ("!$&'()*+,;=") stay raw, as Envoy's normalize_path
-// leaves them, unlike Go's url.URL.EscapedPath, which would escape "'()*!".
+// segment cannot carry as they are: unreserved characters appear as they are ("%2D" for "-"
+// is refused: RFC 3986 makes the two spellings equivalent and Envoy's normalize_path decodes
+// them), everything else (non-ASCII, space, '"', '<', ...) is percent-encoded. The
+// sub-delimiters ("!$&'()*+,;="), ":" and "@" may come either way: raw, as Envoy's
+// normalize_path leaves them (Go's url.URL.EscapedPath would escape "'()*!"), or encoded, as
+// every client library's component encoder sends them (encodeURIComponent, Python's quote,
+// Java's URLEncoder: "ada%40example.com"); both decode to the one path decided, and an encoded
+// one stays data in the segment for the CRM too. Hex digits may be either case ("%c3%a9" and
+// "%C3%A9" alike).
 //
 // The error is an *Error with ReasonPathNonCanonical. Forms Target rejects with a code of
 // their own (encoded separators, NUL, double encoding, malformed escapes, fragments) pass
@@ -43,7 +47,7 @@ func CheckCanonical(target string) error {
 			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
 				return nil // malformed: Target refuses it
 			}
-			if d := unhex(raw[i+1])<<4 | unhex(raw[i+2]); pathByte(d) {
+			if d := unhex(raw[i+1])<<4 | unhex(raw[i+2]); unreservedByte(d) {
 				return reject(ReasonPathNonCanonical, "%s at byte %d encodes %q, which is sent unencoded: the path is forwarded as sent", raw[i:i+3], i, string(rune(d)))
 			}
 			i += 2
@@ -54,6 +58,16 @@ func CheckCanonical(target string) error {
 		}
 	}
 	return nil
+}
+
+// unreservedByte reports whether c is an RFC 3986 unreserved character: letters, digits and
+// "-._~", whose escapes are only another spelling of the same path.
+func unreservedByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return c == '-' || c == '.' || c == '_' || c == '~'
 }
 
 // pathByte reports whether c may appear unencoded in a path segment (RFC 3986 pchar without
