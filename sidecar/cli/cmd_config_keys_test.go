@@ -29,7 +29,10 @@ func startedLog(t *testing.T, dir, sections string, n int) (string, *auditlog.Ps
 	t.Helper()
 	root := pipelinetest.RepoRoot()
 	y := fmt.Sprintf("policy: {dir: %[1]s/policies, require_signatures: false}\nroutes: {file: %[1]s/deploy/routes/democrm.yaml}\n"+
-		"state: {data_dir: %[2]s/state, purposes_file: %[1]s/policies/data/consentry/catalog/data.json}\n%[3]s", root, dir, sections)
+		"state: {data_dir: %[2]s/state, purposes_file: %[1]s/policies/data/consentry/catalog/data.json}\n"+
+		// Not a timing test: a first evaluation on a busy CI machine may take longer than the
+		// default evaluation deadline.
+		"engine: {timeout: 10s}\n%[3]s", root, dir, sections)
 	cfgPath := filepath.Join(dir, "consentry.yaml")
 	if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
 		t.Fatal(err)
