@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -35,7 +36,8 @@ type EraseRequest struct {
 //	POST /v1/customers/:id/erase  {"reason": "..."}
 //
 // 200 with the destruction record; 400 without a reason, with a reason longer than
-// MaxEraseReason bytes or with an invalid id; 502 when Vault
+// MaxEraseReason bytes, with a reason or actor that is not valid UTF-8 or holds a NUL
+// (invalid.text), or with an invalid id; 502 when Vault
 // failed after the erasure was recorded (the ledger has it; run replay-erasures). The actor is
 // the authenticated admin (admin.Actor).
 func MountAdmin(r fiber.Router, e Eraser) {
@@ -60,6 +62,13 @@ func MountAdmin(r fiber.Router, e Eraser) {
 		if len(actor) > MaxEraseReason {
 			return c.Status(fiber.StatusBadRequest).JSON(admin.ErrorBody("erase.actor_too_long",
 				fmt.Sprintf("the admin actor's name is %d bytes; at most %d", len(actor), MaxEraseReason)))
+		}
+		// As every other admin write: neither can be stored (PostgreSQL refused the erasure
+		// request, and the endpoint answered a retryable 503 that never succeeded).
+		for _, f := range []struct{ name, v string }{{"reason", req.Reason}, {"the admin actor's name", actor}} {
+			if !utf8.ValidString(f.v) || strings.IndexByte(f.v, 0) >= 0 {
+				return c.Status(fiber.StatusBadRequest).JSON(admin.ErrorBody("invalid.text", f.name+" contains a NUL character or invalid UTF-8"))
+			}
 		}
 		rec, err := e.Erase(c.UserContext(), c.Params("id"), actor, req.Reason)
 		switch {

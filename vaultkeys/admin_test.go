@@ -86,3 +86,33 @@ func TestAdminEraseEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// eraserFunc is an Eraser for endpoint tests that need no Vault.
+type eraserFunc func(ctx context.Context, customerID, actor, reason string) (*DestructionRecord, error)
+
+func (f eraserFunc) Erase(ctx context.Context, customerID, actor, reason string) (*DestructionRecord, error) {
+	return f(ctx, customerID, actor, reason)
+}
+
+// TestAdminEraseRefusesUnstorableText: a reason with a NUL character (JSON "\u0000") cannot
+// be stored in the erasure request: the endpoint answered a retryable 503 erase.failed that
+// never succeeded on PostgreSQL. It is refused with 400 invalid.text before anything runs.
+func TestAdminEraseRefusesUnstorableText(t *testing.T) {
+	called := false
+	a := admin.New(admin.Config{Token: "admin-secret"}, prometheus.NewRegistry())
+	MountAdmin(a.API(), eraserFunc(func(context.Context, string, string, string) (*DestructionRecord, error) {
+		called = true
+		return &DestructionRecord{}, nil
+	}))
+	req := httptest.NewRequest("POST", "/v1/customers/adm1/erase", strings.NewReader(`{"reason":"ticket\u0000 42"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer admin-secret")
+	resp, err := a.App().Test(req, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || !strings.Contains(string(b), `"invalid.text"`) || called {
+		t.Fatalf("reason with a NUL: %d %s (eraser called: %v)", resp.StatusCode, b, called)
+	}
+}

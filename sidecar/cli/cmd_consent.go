@@ -35,7 +35,7 @@ func init() {
 		Usage: "--customer ID [--history] [--json] [ADMIN FLAGS]",
 		Run:   runConsentShow})
 	Register(&Command{Name: "consent import", Summary: "import consent records from a CRM's CSV export (--dry-run, rejected rows report)",
-		Usage: "--file FILE.csv [--dry-run] [--rejects OUT.csv] [--map COLUMN=FIELD,...] [--purpose P] [--channel C] [--notice-version V --notice-hash H] [--default-status granted|withdrawn] [--timezone ZONE] [--captured-now] [ADMIN FLAGS]",
+		Usage: "--file FILE.csv [--dry-run] [--rejects OUT.csv] [--map COLUMN=FIELD,...] [--purpose P] [--channel C] [--notice-version V --notice-hash H] [--default-status granted|withdrawn] [--timezone ZONE] [--captured-now] [--retention-in-past confirm] [ADMIN FLAGS]",
 		Run:   runConsentImport})
 }
 
@@ -227,6 +227,7 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 	nh := fs.String("notice-hash", "", "notice hash for rows without one")
 	defaultStatus := fs.String("default-status", "", "granted or withdrawn: the status of every row of a file without a status or opt-out column (refused otherwise)")
 	timezone := fs.String("timezone", "", "IANA time zone of times written without one, e.g. Europe/Berlin (default UTC)")
+	retentionInPast := fs.String("retention-in-past", "", "confirm: accept retention_until deadlines already past (the customer is no longer served and, with retention erasure on, erased at the next sweep); such rows are rejected otherwise")
 	capturedNow := fs.Bool("captured-now", false, "stamp rows without a capture date with the import time (refused otherwise: an undated row could undo a later withdrawal)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	af := addAdminFlags(fs)
@@ -240,6 +241,9 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 	case "", consent.KindGranted, consent.KindWithdrawn:
 	default:
 		return Usagef("--default-status: %q is neither granted nor withdrawn", *defaultStatus)
+	}
+	if *retentionInPast != "" && *retentionInPast != consent.RetentionInPastConfirm {
+		return Usagef("--retention-in-past: the only value is %q", consent.RetentionInPastConfirm)
 	}
 	in := env.Stdin
 	if *file != "-" {
@@ -260,7 +264,7 @@ func runConsentImport(ctx context.Context, env *Env, args []string) error {
 		q.Set("captured_at", "now")
 	}
 	for k, v := range map[string]string{"map": *mapping, "purpose": *purpose, "channel": *channel, "notice_version": *nv, "notice_hash": *nh,
-		"default_status": *defaultStatus, "timezone": *timezone} {
+		"default_status": *defaultStatus, "timezone": *timezone, "retention_in_past": *retentionInPast} {
 		if v != "" {
 			q.Set(k, v)
 		}

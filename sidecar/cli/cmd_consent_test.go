@@ -55,6 +55,7 @@ func TestConsentCommands(t *testing.T) {
 	url, tok := consentAdmin(t)
 	adm := []string{"--admin", url, "--token-file", tok}
 	const hash = "3f79bb7b435b05321651daefd374cdc681dc06faa65e374e38337b88ca046dea"
+	const pastRetention = "id,purpose,status,consent_date,retention_until\nC-9,marketing.communications.email,no,2026-01-02,2025-01-01\n"
 	steps := []struct {
 		name  string
 		stdin string
@@ -77,6 +78,12 @@ func TestConsentCommands(t *testing.T) {
 		{"wrong token", "", []string{"consent", "show", "--customer", "C-1", "--admin", url}, ExitFailure, ""},
 		{"import ok", "id,purpose,status,notice_version,notice_hash,consent_date\nC-2,analytics.reporting,yes,v1," + hash + ",2026-01-02\n",
 			append([]string{"consent", "import", "--file", "-"}, adm...), ExitOK, "1 accepted"},
+		// A retention deadline already past is rejected unless confirmed, as PUT /v1/customers/{id}.
+		{"import past retention", pastRetention, append([]string{"consent", "import", "--file", "-"}, adm...), ExitFailure, "import.retention_in_past"},
+		{"import past retention, misspelt confirmation", pastRetention,
+			append([]string{"consent", "import", "--file", "-", "--retention-in-past", "yes"}, adm...), ExitUsage, ""},
+		{"import past retention, confirmed", pastRetention,
+			append([]string{"consent", "import", "--file", "-", "--retention-in-past", "confirm"}, adm...), ExitOK, "1 customers' retention set"},
 	}
 	for _, s := range steps {
 		code, out, errOut := consentCLI(t, s.stdin, s.args...)

@@ -151,9 +151,18 @@ const erasureClaim = 2 * time.Minute
 // destruction record. The request stays pending when the run fails: the sweep retries it
 // (with the Eraser). ErrErasureInProgress: another replica is running it now. An actor or
 // reason longer than MaxErasureText is refused when destroy is given: destroy would run with
-// other text than the sweep retries with.
+// other text than the sweep retries with. A reason or actor that is not valid UTF-8 or holds a
+// NUL is refused (400 invalid.text), as on every other write.
 func (s *Store) RunErasure(ctx context.Context, r ErasureRequest, destroy func(context.Context) error) error {
 	if err := validID("customer_id", r.CustomerID); err != nil {
+		return err
+	}
+	// Refused before anything is recorded: PostgreSQL cannot store the request (a retryable
+	// 503 that could never succeed), SQLite would keep bytes no answer can carry.
+	if err := validText("reason", r.Reason); err != nil {
+		return err
+	}
+	if err := validText("the admin actor's name", r.Actor); err != nil {
 		return err
 	}
 	if destroy != nil && (erasureText(r.Actor) != r.Actor || erasureText(r.Reason) != r.Reason) {

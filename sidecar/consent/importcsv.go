@@ -47,6 +47,11 @@ type ImportOptions struct {
 	// because dating an old export "now" makes it newer than a withdrawal made since, and
 	// it would grant the consent again. Only for exports known to be current.
 	CapturedNow bool `json:"captured_now,omitempty"`
+	// RetentionInPast "confirm" (query retention_in_past=confirm) accepts retention_until
+	// deadlines already past, as PUT /v1/customers/{id}'s "retention_in_past" does. Without
+	// it such a row is rejected (import.retention_in_past): the customer would stop being
+	// served at once and, with retention erasure on, be erased at the next sweep.
+	RetentionInPast string `json:"retention_in_past,omitempty"`
 }
 
 // ImportReport says what an import did (or, dry run, would do).
@@ -87,6 +92,10 @@ func (o ImportOptions) check() (*time.Location, error) {
 	case "", KindGranted, KindWithdrawn:
 	default:
 		return nil, bad("import.invalid_query", "default_status=%q: granted or withdrawn", truncate(o.DefaultStatus))
+	}
+	if o.RetentionInPast != "" && o.RetentionInPast != RetentionInPastConfirm {
+		// A misspelt confirmation must not pass for none, nor for one.
+		return nil, bad("import.invalid_query", "retention_in_past=%q: the only value is %q", truncate(o.RetentionInPast), RetentionInPastConfirm)
 	}
 	if o.Timezone == "" {
 		return time.UTC, nil
@@ -399,13 +408,19 @@ func (ir *importRun) duplicate(row importRow, dup error) {
 
 // repeatedWithdrawal decides about a withdrawal row without event_id whose derived id is
 // already recorded. The id is a hash of what the row says, and a withdrawal says little:
-// the customer opting out again on the same date (or, with captured_at=now, at all) gets
-// the same id, and counting it as a duplicate left a consent granted since then granted.
-// So it is a duplicate only when applying it again would change nothing: the consent is
-// withdrawn (by this row or otherwise), or the row is older than the state that
-// replaced it. Otherwise it is applied again under an id derived from the event it
-// overrides, so that running the same file once more finds it recorded and current. A
-// grant is never re-applied this way: a customer's withdrawal since must stand.
+// with captured_at=now every run of an export gets the same id, and counting it as a
+// duplicate left a consent granted since then granted. So it is a duplicate only when
+// applying it again would change nothing: the consent is withdrawn (by this row or
+// otherwise), or the opt-out is older than the state that replaced it. Otherwise it is
+// applied again under an id derived from the event it overrides, so that running the same
+// file once more finds it recorded and current. A grant is never re-applied this way: a
+// customer's withdrawal since must stand.
+//
+// A dated row is the opt-out already recorded, and "older" is judged by the time it was
+// recorded with, not the time this run reads: a date-only withdrawal of today is dated
+// with the import (withdrawalTime), so each run of the same file dates it later, and
+// against that time a grant made through the API since would lose to the same old row. A
+// row stamped with the import (captured_at=now) says "as of now": its time is this run's.
 func (ir *importRun) repeatedWithdrawal(row importRow, dup error) (importRow, bool, error) {
 	if err := row.duplicateOf(dup); err != nil {
 		ir.reject(row.line, row.event.CustomerID, err)
@@ -416,6 +431,10 @@ func (ir *importRun) repeatedWithdrawal(row importRow, dup error) (importRow, bo
 		return row, false, err
 	}
 	again := row
+	var e *Error
+	if !row.stamped && errors.As(dup, &e) && e.Event != nil { // duplicateOf checked it
+		again.event.CapturedAt = e.Event.CapturedAt
+	}
 	if ok {
 		h := sha256.Sum256([]byte(cur.EventID))
 		again.event.EventID = row.event.EventID + "-" + hex.EncodeToString(h[:4])
@@ -464,8 +483,9 @@ func (r importRow) duplicateOf(dup error) error {
 	old, ev := e.Event, r.event
 	// The time of a stamped row is the import's, not the customer's; a derived id hashes
 	// the row's date text, so the same id is the same date (read perhaps in another time
-	// zone, or at another end of its day).
-	sameWhen := r.stamped || r.hashed || old.CapturedAt.Equal(ev.CapturedAt)
+	// zone, or at another end of its day). A bare day says only the day: a date-only
+	// withdrawal of today is dated with the time of each run (withdrawalTime).
+	sameWhen := r.stamped || r.hashed || old.CapturedAt.Equal(ev.CapturedAt) || (r.dateOnly && sameDay(old.CapturedAt, ev.CapturedAt, r.loc))
 	same := old.CustomerID == ev.CustomerID && old.Purpose == ev.Purpose && old.Kind == ev.Kind &&
 		old.NoticeVersion == ev.NoticeVersion && old.NoticeHash == ev.NoticeHash && sameTime(old.ExpiresAt, ev.ExpiresAt) && sameWhen
 	if same {
@@ -473,6 +493,16 @@ func (r importRow) duplicateOf(dup error) error {
 	}
 	return bad("import.event_id_conflict", "event_id %q is already recorded for a different event (%s %s of %s, captured %s): a reused id is not a duplicate; give this row its own event_id",
 		ev.EventID, old.Kind, old.Purpose, old.CustomerID, old.CapturedAt.UTC().Format(time.RFC3339))
+}
+
+// sameDay reports whether a and b fall on the same day in loc.
+func sameDay(a, b time.Time, loc *time.Location) bool {
+	if loc == nil {
+		loc = time.UTC
+	}
+	ay, am, ad := a.In(loc).Date()
+	by, bm, bd := b.In(loc).Date()
+	return ay == by && am == bm && ad == bd
 }
 
 func sameTime(a, b *time.Time) bool {

@@ -41,6 +41,9 @@ func (s *Store) hImport(c *fiber.Ctx) error {
 		NoticeHash:    c.Query("notice_hash"),
 		DefaultStatus: c.Query("default_status"),
 		Timezone:      c.Query("timezone"),
+		// retention_in_past=confirm: retention deadlines already past are meant (any other
+		// value is refused by ImportOptions.check).
+		RetentionInPast: c.Query("retention_in_past"),
 	}
 	for _, m := range strings.Split(c.Query("map"), ",") {
 		if m == "" {

@@ -225,6 +225,15 @@ func withdrawalTime(day time.Time, loc *time.Location, now time.Time) time.Time 
 	return end
 }
 
+// retentionTime reads a date-only retention deadline as the end of its day (in loc): the
+// customer is kept through the day named. At 00:00 a deadline of today would already be
+// past, and one of any day would end a day early. The last nanosecond of the day keeps a
+// deadline on the last supported day in range.
+func retentionTime(day time.Time, loc *time.Location) time.Time {
+	d := day.In(loc)
+	return time.Date(d.Year(), d.Month(), d.Day()+1, 0, 0, 0, 0, loc).Add(-time.Nanosecond).UTC()
+}
+
 type importRow struct {
 	line      int
 	kind      string
@@ -234,6 +243,10 @@ type importRow struct {
 	stamped bool
 	// hashed: the row had no event_id; its id is derived from its content (rowEventID).
 	hashed bool
+	// dateOnly: the capture date was a bare day, read in loc. The time it is dated with can
+	// differ between runs of the same file (withdrawalTime caps it at now).
+	dateOnly bool
+	loc      *time.Location
 }
 
 // rowEventID is the id of a row without event_id: a hash of what it says, so that
@@ -313,13 +326,24 @@ func (s *Store) importRow(line int, get func(string) string, cols columns, opts 
 			in.CapturedAt = &t
 		}
 	}
-	retention, _, err := parseTime(get("retention_until"), loc)
+	retention, retentionDay, err := parseTime(get("retention_until"), loc)
 	if err != nil {
 		return importRow{}, bad("import.invalid_retention_until", "retention_until: %v", err)
+	}
+	if retentionDay {
+		t := retentionTime(*retention, loc)
+		retention = &t
 	}
 	// Checked with the row: the deadline is stored after the events, too late to reject it.
 	if err := checkTime("retention_until", retention); err != nil {
 		return importRow{}, err
+	}
+	// As PUT /v1/customers/{id} (CheckRetentionDeadline): a past deadline stops serving the
+	// customer at once and, with retention erasure on, erases them at the next sweep - for a
+	// typo (2025 for 2035) as much as on purpose. Only an explicit confirmation lets it in.
+	if retention != nil && opts.RetentionInPast != RetentionInPastConfirm && retention.Before(now.Add(-allowedClockSkew)) {
+		return importRow{}, bad("import.retention_in_past", "retention_until %s is in the past: the customer would no longer be served and, with retention erasure on, be erased at the next sweep; "+
+			"if that is meant, import with retention_in_past=confirm (consentry consent import --retention-in-past confirm)", retention.UTC().Format(time.RFC3339))
 	}
 	hashed := in.EventID == ""
 	if hashed {
@@ -334,5 +358,5 @@ func (s *Store) importRow(line int, get func(string) string, cols columns, opts 
 	if ev.Reason == "" {
 		ev.Reason = fmt.Sprintf("imported (line %d)", line)
 	}
-	return importRow{line: line, kind: kind, event: ev, retention: retention, stamped: in.CapturedAt == nil, hashed: hashed}, nil
+	return importRow{line: line, kind: kind, event: ev, retention: retention, stamped: in.CapturedAt == nil, hashed: hashed, dateOnly: dateOnly, loc: loc}, nil
 }

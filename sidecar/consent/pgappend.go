@@ -4,9 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net/http"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // On PostgreSQL a consent write is one round trip: consent_append does, server side and
@@ -125,6 +129,41 @@ BEGIN
         p_rsn[i], p_rat[i], p_rby[i], notify_channel) r;
   END LOOP;
 END $$`
+
+// pgDeadlock reports a PostgreSQL deadlock (SQLSTATE 40P01). PostgreSQL aborts one
+// transaction of the cycle and rolls it back whole, so running it again is safe. Batches of
+// this version cannot deadlock one another (consent_lock_customers), but during a rolling
+// upgrade from schema 7 a replica still running the old version locks its batch's customers
+// in id order as consent_append reaches them, and two ordinary ids (C-10, C-11) can be in
+// the opposite hash order: without a retry the whole group-commit batch failed with 500.
+func pgDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "40P01"
+}
+
+// appendAttempts bounds how often appendEvents runs a batch the database aborted
+// (dialect.retryAppend).
+const appendAttempts = 4
+
+// appendEvents runs the append transaction and commits it, or rolls it back (dry run:
+// the results are exactly what a real append would report). A transaction the database
+// aborted and rolled back as a whole (retryAppend) runs again after a short random pause:
+// failing it would fail every write of a group-commit batch.
+func (s *sqlStore) appendEvents(ctx context.Context, evs []Event, commit bool) ([]AppendResult, error) {
+	for attempt := 1; ; attempt++ {
+		res, err := s.appendOnce(ctx, evs, commit)
+		if err == nil || s.d.retryAppend == nil || !s.d.retryAppend(err) || attempt == appendAttempts {
+			return res, err
+		}
+		// Jittered: the batches of a deadlock pause apart instead of colliding again.
+		pause := time.Duration(attempt) * (5*time.Millisecond + time.Duration(mrand.Int64N(int64(20*time.Millisecond))))
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(pause):
+		}
+	}
+}
 
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)

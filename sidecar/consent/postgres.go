@@ -72,6 +72,7 @@ func openPostgres(ctx context.Context, cfg Config) (Backend, error) {
 		appendMany: func(ctx context.Context, q querier, evs []Event) ([]AppendResult, error) {
 			return pgAppendMany(ctx, q, channel, evs)
 		},
+		retryAppend: pgDeadlock,
 		watch: func(ctx context.Context, w Watcher) error {
 			// A third of the gap: a silent connection is found and reported (with the time
 			// it was last heard) well within max_feed_gap.

@@ -27,6 +27,9 @@ type dialect struct {
 	beginMigrate func(ctx context.Context, tx *sql.Tx) error
 	// appendMany, when set, records events in a single statement (PostgreSQL).
 	appendMany func(ctx context.Context, q querier, evs []Event) ([]AppendResult, error)
+	// retryAppend, when set, says that a failed append may run again (appendEvents): the
+	// database rolled the whole transaction back (PostgreSQL: a deadlock victim).
+	retryAppend func(err error) bool
 	// watch implements Backend.Watch.
 	watch func(ctx context.Context, w Watcher) error
 	close func()
@@ -217,9 +220,8 @@ func (s *sqlStore) CheckAppend(ctx context.Context, evs []Event) ([]AppendResult
 	return s.appendEvents(ctx, evs, false)
 }
 
-// appendEvents runs the append transaction and commits it, or rolls it back (dry run:
-// the results are exactly what a real append would report).
-func (s *sqlStore) appendEvents(ctx context.Context, evs []Event, commit bool) ([]AppendResult, error) {
+// appendOnce is one attempt of appendEvents.
+func (s *sqlStore) appendOnce(ctx context.Context, evs []Event, commit bool) ([]AppendResult, error) {
 	if s.d.appendMany != nil && commit {
 		// One statement is its own transaction: a single round trip and commit.
 		return s.d.appendMany(ctx, s.db, evs)

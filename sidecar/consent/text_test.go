@@ -11,7 +11,8 @@ import (
 )
 
 // TestTextFieldsRefuseNULAndInvalidUTF8: PostgreSQL refuses a NUL character or invalid
-// UTF-8 in a TEXT column, so such a reason, captured_by or admin actor name failed the write
+// UTF-8 in a TEXT column, so such a reason (also an erasure's), captured_by or admin actor
+// name failed the write
 // with 500 state.error there (the withdrawal was not recorded) and was stored on SQLite. Both
 // backends now refuse it with 400 invalid.text before anything is written.
 func TestTextFieldsRefuseNULAndInvalidUTF8(t *testing.T) {
@@ -56,6 +57,19 @@ func TestTextFieldsRefuseNULAndInvalidUTF8(t *testing.T) {
 					_, err := s.PutCustomer(ctx, Customer{ID: "c-1", RetentionUntil: &until, UpdatedBy: "\x00"})
 					return err
 				}},
+				// An erasure request kept such text on SQLite, and on PostgreSQL failed as a
+				// retryable 503 (erase.failed) that could never succeed.
+				{"erasure reason with NUL", func() error {
+					return s.RunErasure(ctx, ErasureRequest{CustomerID: "c-2", RequestedAt: time.Now(), Actor: "ops", Reason: "ticket\x00 42"},
+						func(context.Context) error { return nil })
+				}},
+				{"erasure reason with invalid UTF-8", func() error {
+					return s.RunErasure(ctx, ErasureRequest{CustomerID: "c-2", RequestedAt: time.Now(), Actor: "ops", Reason: "caf\xe9"}, nil)
+				}},
+				{"erasure by an actor with NUL", func() error {
+					return s.RunErasure(ctx, ErasureRequest{CustomerID: "c-2", RequestedAt: time.Now(), Actor: "o\x00ps", Reason: "ticket 42"},
+						func(context.Context) error { return nil })
+				}},
 			}
 			for _, tc := range cases {
 				err := tc.write()
@@ -69,6 +83,12 @@ func TestTextFieldsRefuseNULAndInvalidUTF8(t *testing.T) {
 			}
 			if c, _, err := s.be.Case(ctx, "K-1"); err != nil || c != nil {
 				t.Fatalf("refused case stored: %+v %v", c, err)
+			}
+			if p, err := s.be.(ErasureQueue).PendingErasures(ctx); err != nil || len(p) != 0 {
+				t.Fatalf("refused erasure requested: %+v %v", p, err)
+			}
+			if c, _, _, err := s.be.Customer(ctx, "c-2"); err != nil || (c != nil && c.Erased) {
+				t.Fatalf("refused erasure marked the customer erased: %+v %v", c, err)
 			}
 
 			// Through the admin API: JSON can carry a NUL (\u0000).
