@@ -103,6 +103,24 @@ func (c *copies) pseudonymize(ids idSet, customerSubject bool) {
 	}
 }
 
+// pseudonymizeList replaces the ids of a list's customers in the copies, as the encoders do
+// in the request-level strings of the input (a purpose or case id naming a customer of the
+// list).
+func (c *copies) pseudonymizeList(list *listIDs, customerSubject bool) {
+	if list == nil {
+		return
+	}
+	for _, s := range []*string{&c.requestedBy, &c.traceID, &c.purpose, &c.caseID, &c.action, &c.resourceType} {
+		*s = list.text(*s)
+	}
+	if !customerSubject {
+		c.subject.ID = list.text(c.subject.ID)
+	}
+	for i, r := range c.subject.Roles {
+		c.subject.Roles[i] = list.text(r)
+	}
+}
+
 // pseudonymizeText is typedEncoder.id for a copy.
 func pseudonymizeText(s string, ids idSet) string {
 	if s == "" {

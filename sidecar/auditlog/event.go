@@ -301,9 +301,13 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 	}
 	var erased, masked []string
 	var c copies
+	var lids *listIDs
+	if list != nil {
+		lids = list.ids
+	}
 	if len(rules) == 0 && !sourceFailed && !b.forceGeneric {
 		// Both documents go into the record's arena: slices stay valid if it grows.
-		te := &typedEncoder{ids: ids, m: b.masker, b: r.arena}
+		te := &typedEncoder{ids: ids, list: lids, m: b.masker, b: r.arena}
 		if err := te.input(in); err != nil {
 			return nil, fmt.Errorf("encode input: %w", err)
 		}
@@ -318,12 +322,13 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 		c = b.inputCopies(e, in)
 	} else {
 		var err error
-		if erased, masked, err = b.generic(r, e, in, d, ids, rules, sourceFailed, &c); err != nil {
+		if erased, masked, err = b.generic(r, e, in, d, ids, lids, rules, sourceFailed, &c); err != nil {
 			return nil, err
 		}
 	}
 	// The copies were read before ids were replaced in the input: replace them there too.
 	c.pseudonymize(ids, in.Subject.Type == input.SubjectCustomer)
+	c.pseudonymizeList(lids, in.Subject.Type == input.SubjectCustomer)
 	r.addString("type", TypeDecision)
 	r.addString("decision_id", id)
 	r.addString("timestamp", ts.UTC().Format(time.RFC3339Nano))
@@ -440,8 +445,8 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 // generic encodes input and result through a generic JSON tree, which mask rules (JSON
 // pointers) operate on.
 // It also fills c from the masked input, before ids are replaced in it.
-func (b *builder) generic(r *record, e *audit.Entry, in *input.Input, d *decision.Decision, ids idSet, rules []MaskRule, sourceFailed bool,
-	c *copies) (erased, masked []string, err error) {
+func (b *builder) generic(r *record, e *audit.Entry, in *input.Input, d *decision.Decision, ids idSet, list *listIDs, rules []MaskRule,
+	sourceFailed bool, c *copies) (erased, masked []string, err error) {
 	gin, err := toGeneric(in)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode input: %w", err)
@@ -471,6 +476,10 @@ func (b *builder) generic(r *record, e *audit.Entry, in *input.Input, d *decisio
 	if len(ids) > 0 {
 		root["input"] = replaceIDs(root["input"], ids)
 		root["result"] = replaceIDs(root["result"], ids)
+	}
+	if list != nil {
+		list.replaceMembers(root["input"])
+		list.replaceMembers(root["result"])
 	}
 	if err := r.add("input", root["input"]); err != nil {
 		return nil, nil, err

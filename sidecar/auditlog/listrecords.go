@@ -24,6 +24,9 @@ type listDetails struct {
 	// served and filtered are the pseudonyms of every customer served / removed, sorted.
 	served, filtered []string
 	omitted          int
+	// ids maps every served and filtered customer's raw id to its pseudonym, for the
+	// request-level strings of the record (listids.go).
+	ids *listIDs
 	// caseCustomers are the raw customer ids of the cases the records name: they stay in the
 	// event's id set (usually the request's own case customer).
 	caseCustomers []string
@@ -32,15 +35,22 @@ type listDetails struct {
 // listDetails pseudonymizes a list's response phase record by record: each record's strings
 // are rewritten with its own customer's pseudonym only, so a page of n customers costs O(n),
 // not the O(n²) of putting every customer into the event's id set (which every string of the
-// event is matched against).
+// event is matched against). The request's own strings (a search by customer id) are
+// rewritten against every customer of the list by ld.ids, word by word.
 func (b *builder) listDetails(lr *audit.ListRecords) *listDetails {
-	ld := &listDetails{}
+	ld := &listDetails{ids: &listIDs{}}
 	pseudo := func(ids []string) []string {
 		out := make([]string, 0, len(ids))
 		for _, id := range ids {
-			if id != "" {
-				out = append(out, b.pseudo.Customer(id))
+			if id == "" {
+				continue
 			}
+			p, ok := ld.ids.pseudonym(id)
+			if !ok {
+				p = b.pseudo.Customer(id)
+				ld.ids.add(id, p)
+			}
+			out = append(out, p)
 		}
 		slices.Sort(out)
 		return slices.Compact(out)
@@ -54,7 +64,11 @@ func (b *builder) listDetails(lr *audit.ListRecords) *listDetails {
 	ld.records = make([]input.Record, 0, n)
 	ld.decisions = make(map[string]decision.Record, n)
 	for _, rec := range lr.Input[:n] {
-		p := b.pseudo.Customer(rec.CustomerID)
+		p, ok := ld.ids.pseudonym(rec.CustomerID)
+		if !ok {
+			p = b.pseudo.Customer(rec.CustomerID)
+			ld.ids.add(rec.CustomerID, p)
+		}
 		own := idSet{{rec.CustomerID, p}}
 		if rec.CustomerID == "" {
 			own = nil

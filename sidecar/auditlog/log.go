@@ -267,9 +267,11 @@ func (l *Log) acquireLock() error {
 	return nil
 }
 
-// recover finds the chain head, truncating a torn tail of the last segment.
+// recover finds the chain head, truncating a torn tail of the last segment. The last segment
+// may be compressed (an operator gzipped every segment of a stopped log): the chain continues
+// after it, in a new plain segment, rather than starting over at seq 0 beside it.
 func (l *Log) recover() error {
-	segs, err := listSegments(l.dir)
+	segs, err := listScanSegments(l.dir)
 	if err != nil {
 		return fmt.Errorf("decision log: %w", err)
 	}
@@ -278,6 +280,19 @@ func (l *Log) recover() error {
 	for i := len(segs) - 1; i >= 0; i-- {
 		var st tailState
 		path := filepath.Join(l.dir, segs[i].name)
+		if isCompressed(segs[i].name) {
+			if err := recoverCompressed(path, segs[i].first, &st); err != nil {
+				return fmt.Errorf("decision log recovery: %w", err)
+			}
+			if st.head == "" {
+				continue // not the writer's to remove
+			}
+			l.seq, l.head = st.nextSeq, st.head
+			if st.lastAnchor != nil {
+				l.anchor, anchorSeq = anchorOf(st.lastAnchor), st.anchorSeq
+			}
+			break
+		}
 		cut, err := recoverSegment(path, segs[i].first, &st)
 		if err != nil {
 			return fmt.Errorf("decision log recovery: %w", err)

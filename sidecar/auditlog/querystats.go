@@ -31,11 +31,19 @@ type QueryStats struct {
 	// First and Last are the oldest and newest timestamps of the decisions in range.
 	First time.Time `json:"first,omitzero"`
 	Last  time.Time `json:"last,omitzero"`
-	// With Filter.KeyFingerprint: the decisions in range written with that key (KeyChecked),
-	// with another key (KeyOther; OtherKeys are those fingerprints), and with a key the log does
-	// not name (KeyUnknown: written before checkpoints carried the fingerprint). A record's key
-	// is the one the checkpoint before it names, or for the records before the first
-	// checkpoint searched (retention removed the run's start), the checkpoint after them.
+	// With Filter.KeyFingerprint: the decisions in range that a pseudonym made with the key
+	// could match (all of them for a customer; for a subject alone, those whose subject is a
+	// customer, logged by pseudonym) written with that key (KeyChecked), with another key
+	// (KeyOther; OtherKeys are those fingerprints), and with a key the log does not name
+	// (KeyUnknown: written before checkpoints carried the fingerprint). A checkpoint names the
+	// key of the records since the checkpoint before it, so a record's key is the one the
+	// checkpoint after it names: an "open" checkpoint left out (its signer was down at start)
+	// then costs nothing. Except across a restart: the records just before an "open"
+	// checkpoint were written by the run before it (a crash left them without their closing
+	// checkpoint), under the key the checkpoint before them names (a crash followed by a start
+	// whose "open" was left out leaves nothing to tell the runs apart: the crashed run's tail
+	// is then credited to the next run's key). The records after the last checkpoint (a live
+	// log's tail) take its key.
 	KeyChecked int      `json:"key_checked"`
 	KeyOther   int      `json:"key_other"`
 	KeyUnknown int      `json:"key_unknown"`
@@ -55,7 +63,8 @@ type statsScan struct {
 	ranged bool
 	first  bool // the next line is the log's first
 	// key is the fingerprint the last checkpoint named ("" none: an older log); keyKnown
-	// whether a checkpoint was seen; pending counts the decisions in range before the first.
+	// whether a checkpoint was seen; pending counts the decisions in range since the last one,
+	// whose key the next checkpoint names.
 	key      string
 	keyKnown bool
 	pending  int
@@ -123,14 +132,19 @@ func (s *statsScan) decision(line []byte) {
 		s.lastRaw = append(s.lastRaw[:0], raw...)
 	}
 	s.st.Decisions++
-	if s.f.KeyFingerprint == "" {
+	if s.f.KeyFingerprint == "" || !s.f.keyDependent(line) {
 		return
 	}
-	if !s.keyKnown {
-		s.pending++
-		return
-	}
-	s.count(s.key, 1)
+	s.pending++
+}
+
+// keyDependent reports whether a decision record could match f only through a pseudonym
+// made with the key: with a customer, any; with a subject alone, one whose subject is a
+// customer (logged by the pseudonym of its customer id). An employee is logged by its id,
+// which matches whatever the key: a record written with another key does not make a search
+// for an employee wrong.
+func (f *Filter) keyDependent(line []byte) bool {
+	return f.Customer != "" || bytes.Contains(line, []byte(`"subject":{"id":"cp_`))
 }
 
 // count attributes n decisions to the key fingerprint key.
@@ -150,17 +164,23 @@ func (s *statsScan) count(key string, n int) {
 }
 
 func (s *statsScan) checkpoint(line []byte) {
-	s.key = string(stringMember(line, `"pseudonym_key":"`))
-	if !s.keyKnown {
-		s.keyKnown = true
-		s.count(s.key, s.pending)
-		s.pending = 0
+	key := string(stringMember(line, `"pseudonym_key":"`))
+	switch {
+	case string(stringMember(line, `"reason":"`)) != CheckpointOpen:
+		s.count(key, s.pending)
+	case s.keyKnown:
+		s.count(s.key, s.pending) // the run before the restart
+	default:
+		s.count("", s.pending) // no checkpoint of that run was searched
 	}
+	s.pending = 0
+	s.key, s.keyKnown = key, true
 }
 
 // finish settles what only the end of the scan tells.
 func (s *statsScan) finish() {
-	s.count("", s.pending) // decisions after no checkpoint at all
+	// The records after the last checkpoint (none: not known).
+	s.count(s.key, s.pending)
 	s.pending = 0
 	if len(s.lastRaw) > 0 {
 		s.st.Last, _ = time.Parse(time.RFC3339Nano, string(s.lastRaw))

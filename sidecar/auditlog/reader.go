@@ -47,8 +47,9 @@ func scanSegments(dir string, segs []segInfo, fn func(segment string, line []byt
 // gzSuffix names a segment an operator compressed in place (gzip segment-*.jsonl).
 const gzSuffix = ".gz"
 
-// listScanSegments is listSegments plus the compressed segments, for the readers (the writer,
-// retention and the uploader only ever deal with the plain files).
+// listScanSegments is listSegments plus the compressed segments (compressed.go): what the
+// readers, verify, retention and the writer's recovery see. The writer writes, and the upload
+// sink follows, plain files only.
 func listScanSegments(dir string) ([]segInfo, error) {
 	segs, err := listSegments(dir)
 	if err != nil {

@@ -61,7 +61,8 @@ func (l *Log) rotate(now time.Time) error {
 	last := removed[len(removed)-1]
 	l.retained = &last
 	for _, r := range removed {
-		if err := os.Remove(filepath.Join(l.dir, r.Segment)); err != nil {
+		// Both forms: a segment an operator compressed with gzip -k is there twice.
+		if err := removeSegment(l.dir, segInfo{name: r.Segment, first: r.FirstSeq}); err != nil {
 			l.log.Warn("decision log: retention could not remove segment", "segment", r.Segment, "err", err)
 		}
 	}
@@ -90,7 +91,9 @@ func (l *Log) planRetention(now time.Time) ([]RemovedSegment, error) {
 	if l.cfg.RetainSegments == 0 && l.cfg.RetainAge == 0 {
 		return nil, nil
 	}
-	segs, err := listSegments(l.dir)
+	// Compressed segments (gzip in place) are segments like the plain files: counted, judged
+	// by their records and removed.
+	segs, err := listScanSegments(l.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -216,12 +219,12 @@ func (l *Log) headAccounted(closed []segInfo, first lineHeader) error {
 
 // firstRecord returns the header of a segment's first record, checked against its hash.
 func firstRecord(path string) (lineHeader, error) {
-	f, err := os.Open(path)
+	r, c, err := openRecords(path)
 	if err != nil {
 		return lineHeader{}, err
 	}
-	defer f.Close()
-	line, err := readLine(bufio.NewReader(f))
+	defer c.Close()
+	line, err := readLine(bufio.NewReader(r))
 	if err != nil {
 		return lineHeader{}, fmt.Errorf("read first record of %s: %w", filepath.Base(path), err)
 	}
@@ -235,6 +238,9 @@ func firstRecord(path string) (lineHeader, error) {
 // lastRecord returns the header of a closed segment's last record, checked against its hash,
 // reading the file backwards from its end (a closed segment is trimmed to its records).
 func lastRecord(path string) (lineHeader, error) {
+	if isCompressed(path) {
+		return lastCompressedRecord(path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return lineHeader{}, err

@@ -126,17 +126,23 @@ func afterNUL(f *os.File, from int64) (recordAt, nonZero int64, err error) {
 	if err != nil {
 		return -1, 0, err
 	}
+	recordAt, nonZero = afterNULBytes(rest, from)
+	return recordAt, nonZero, nil
+}
+
+// afterNULBytes is afterNUL on rest, the segment's bytes from offset from on.
+func afterNULBytes(rest []byte, from int64) (recordAt, nonZero int64) {
 	nonZero = int64(len(rest) - bytes.Count(rest, []byte{0}))
 	off := from
 	for {
 		i := bytes.IndexByte(rest, '\n')
 		if i < 0 {
-			return -1, nonZero, nil
+			return -1, nonZero
 		}
 		line := bytes.TrimLeft(rest[:i], "\x00")
 		if len(line) > 0 && bytes.IndexByte(line, 0) < 0 {
 			if _, err := parseHeader(line); err == nil {
-				return off + int64(i-len(line)), nonZero, nil
+				return off + int64(i-len(line)), nonZero
 			}
 		}
 		off += int64(i + 1)

@@ -17,9 +17,12 @@ import (
 // query parameters and replaces customer ids on the way. It is used when no mask rule needs
 // the generic tree.
 type typedEncoder struct {
-	b      []byte
-	first  []bool
-	ids    idSet
+	b     []byte
+	first []bool
+	ids   idSet
+	// list, for a list's record, replaces its customers' ids everywhere but in the records,
+	// which listDetails pseudonymized record by record.
+	list   *listIDs
 	m      *masker
 	erased []string
 }
@@ -60,14 +63,18 @@ func orderedKeys[V any](e *typedEncoder, m map[string]V) []keyPair {
 
 // id replaces a raw customer id with its pseudonym.
 func (e *typedEncoder) id(s string) string {
-	if len(e.ids) == 0 {
+	if len(e.ids) == 0 && e.list == nil {
 		return s
 	}
 	if !utf8.ValidString(s) {
 		// Match what the JSON text will say, as the generic path does.
 		s = sanitizeUTF8(s)
 	}
-	return replaceInText(s, e.ids)
+	s = replaceInText(s, e.ids)
+	if e.list != nil {
+		s = e.list.replace(s)
+	}
+	return s
 }
 
 func (e *typedEncoder) str(k, v string) {
@@ -143,6 +150,9 @@ func (e *typedEncoder) anyMap(k string, m map[string]any) error {
 	if len(e.ids) > 0 {
 		g = replaceIDs(g, e.ids)
 	}
+	if e.list != nil {
+		g = e.list.replaceTree(g)
+	}
 	e.key(k)
 	e.b, err = appendCanonical(e.b, g)
 	return err
@@ -181,6 +191,8 @@ func (e *typedEncoder) input(in *input.Input) error {
 	e.strOE("phase", in.Phase)
 	e.str("purpose", in.Purpose)
 	if len(in.Records) > 0 {
+		list := e.list
+		e.list = nil
 		e.key("records")
 		e.b = append(e.b, '[')
 		for i := range in.Records {
@@ -194,6 +206,7 @@ func (e *typedEncoder) input(in *input.Input) error {
 			e.close()
 		}
 		e.b = append(e.b, ']')
+		e.list = list
 	}
 	r := &in.Request
 	e.key("request")
@@ -395,6 +408,8 @@ func (e *typedEncoder) result(d *decision.Decision) error {
 	}
 	e.reasons("reasons", d.Reasons)
 	if len(d.Records) > 0 {
+		list := e.list
+		e.list = nil
 		e.key("records")
 		e.open()
 		for _, kp := range orderedKeys(e, d.Records) {
@@ -408,6 +423,7 @@ func (e *typedEncoder) result(d *decision.Decision) error {
 			e.close()
 		}
 		e.close()
+		e.list = list
 	}
 	e.int("status", int64(d.Status))
 	e.close()

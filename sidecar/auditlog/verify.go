@@ -125,7 +125,8 @@ func Verify(dir string, opts VerifyOptions) (*VerifyReport, error) {
 		opts.MaxProblems = 100
 	}
 	v := &verifier{opts: opts, rep: &VerifyReport{}, ckpts: map[uint64]string{}, deferred: map[uint64]deferredCkpt{}}
-	segs, err := listSegments(dir)
+	// Segments an operator compressed in place are verified through gzip.
+	segs, err := listScanSegments(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -164,6 +165,9 @@ type vbatch struct {
 	done  chan struct{}
 	// overwritten, when set, is a finding about the segment at this point (records after NULs).
 	overwritten string
+	// unreadable, when set, is why the rest of a compressed segment cannot be read (a
+	// truncated or corrupt .gz): a finding, the records in it being missing from the chain.
+	unreadable string
 }
 
 func (v *verifier) scan(dir string, segs []segInfo) error {
@@ -205,6 +209,9 @@ func (v *verifier) scan(dir string, segs []segInfo) error {
 		if b.overwritten != "" {
 			v.problem(ProblemModified, b.seg.name, v.nextSeq, "%s", b.overwritten)
 		}
+		if b.unreadable != "" {
+			v.problem(ProblemMalformed, b.seg.name, v.nextSeq, "%s", b.unreadable)
+		}
 	}
 	return readErr
 }
@@ -233,27 +240,51 @@ func stillNUL(f *os.File, off int64) bool {
 // readBatches splits a segment into complete lines in batches of about 1 MiB. A trailing
 // partial line (a live writer mid-write) and the zero-filled space after the records of the
 // active segment are ignored.
+// A compressed segment is read through gzip (offsets are then in the decompressed records); a
+// gzip stream that cannot be read to its end is a finding, not an I/O error.
 func readBatches(path string, s segInfo, emit func(*vbatch)) error {
-	f, err := os.Open(path)
+	compressed := isCompressed(path)
+	r, c, err := openRecords(path)
 	if err != nil {
+		if compressed && !errors.Is(err, os.ErrNotExist) {
+			emit(&vbatch{seg: s, done: make(chan struct{}), unreadable: err.Error()})
+			return nil
+		}
 		return err
 	}
-	defer f.Close()
+	defer c.Close()
 	var carry []byte
 	var pos int64 // of chunk in the file
-	var overwritten string
+	var overwritten, unreadable string
 	first := true
 	chunk := make([]byte, 1<<20)
 	for {
-		n, rerr := f.Read(chunk)
+		n, rerr := r.Read(chunk)
+		if compressed && rerr != nil && rerr != io.EOF {
+			// The records read so far are checked; the rest of the segment is missing.
+			unreadable = fmt.Sprintf("%s: %v", s.name, rerr)
+			rerr = io.EOF
+		}
 		if i := bytes.IndexByte(chunk[:n], 0); i >= 0 {
 			// The zero-filled space after a live segment's records - unless records follow.
-			at, _, err := afterNUL(f, pos+int64(i))
-			if err != nil {
-				return err
-			}
-			if at >= 0 && stillNUL(f, pos+int64(i)) {
-				overwritten = fmt.Sprintf("NUL bytes at offset %d are followed by a record at offset %d: the segment was overwritten", pos+int64(i), at)
+			if compressed {
+				// A closed segment: what follows the NUL is the rest of the stream.
+				rest, zerr := io.ReadAll(r)
+				if zerr != nil && unreadable == "" {
+					unreadable = fmt.Sprintf("%s: %v", s.name, zerr)
+				}
+				if at, _ := afterNULBytes(append(chunk[i:n:n], rest...), pos+int64(i)); at >= 0 {
+					overwritten = fmt.Sprintf("NUL bytes at offset %d are followed by a record at offset %d: the segment was overwritten", pos+int64(i), at)
+				}
+			} else {
+				f := c.(*os.File)
+				at, _, err := afterNUL(f, pos+int64(i))
+				if err != nil {
+					return err
+				}
+				if at >= 0 && stillNUL(f, pos+int64(i)) {
+					overwritten = fmt.Sprintf("NUL bytes at offset %d are followed by a record at offset %d: the segment was overwritten", pos+int64(i), at)
+				}
 			}
 			n, rerr = i, io.EOF
 		}
@@ -273,8 +304,8 @@ func readBatches(path string, s segInfo, emit func(*vbatch)) error {
 			}
 		}
 		if rerr == io.EOF {
-			if overwritten != "" {
-				emit(&vbatch{seg: s, done: make(chan struct{}), overwritten: overwritten})
+			if overwritten != "" || unreadable != "" {
+				emit(&vbatch{seg: s, done: make(chan struct{}), overwritten: overwritten, unreadable: unreadable})
 			}
 			return nil
 		}

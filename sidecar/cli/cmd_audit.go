@@ -255,9 +255,13 @@ func warnSearch(w io.Writer, st auditlog.QueryStats, f auditlog.Filter) {
 		return fmt.Sprintf("%s to %s", st.First.UTC().Format(time.RFC3339), st.Last.UTC().Format(time.RFC3339))
 	}
 	switch {
+	case st.Decisions == 0 && st.Matched > 0:
+		// The customer's erasure records matched (query --customer and report return them).
+		fmt.Fprintf(w, "note: no decision record in the time range (%d records in %d segments searched): no access is recorded there, only erasures (%d shown)\n",
+			st.Records, st.Segments, st.Matched)
 	case st.Decisions == 0:
 		fmt.Fprintf(w, "warning: no decision record in the time range: %d records in %d segments searched, none could match\n", st.Records, st.Segments)
-	case st.Matched == 0 && f.KeyFingerprint != "" && st.KeyChecked == 0:
+	case st.Matched == 0 && f.KeyFingerprint != "" && st.KeyChecked == 0 && st.KeyUnknown > 0:
 		fmt.Fprintf(w, "warning: nothing matched in %d decision records (%s), and the log does not name the pseudonym key they were written with "+
 			"(checkpoints written before they carried its fingerprint): a --pseudonym-key that is not the log's would look the same; make sure it is\n",
 			st.Decisions, span())

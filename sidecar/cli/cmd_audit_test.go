@@ -155,7 +155,8 @@ func TestAuditSearchRefusesWrongData(t *testing.T) {
 	}{
 		{"query, the log's key", []string{"audit", "query", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", key}, ExitOK, ""},
 		{"query, another key", []string{"audit", "query", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", other}, ExitWrongKey, "another key"},
-		{"query --subject, another key", []string{"audit", "query", "--log", logDir, "--subject", "c-1001", "--pseudonym-key", other}, ExitWrongKey, "another key"},
+		// Only records of customer subjects depend on the key (TestAuditSubjectAcrossKeyRotation).
+		{"query --subject, another key, no customer subject logged", []string{"audit", "query", "--log", logDir, "--subject", "c-1001", "--pseudonym-key", other}, ExitOK, ""},
 		{"report, another key", []string{"audit", "report", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", other}, ExitWrongKey, "not the log's"},
 		{"query, empty directory", []string{"audit", "query", "--log", empty}, ExitNoLog, "no segment"},
 		{"query, the keys directory", []string{"audit", "query", "--log", keys, "--customer", "c-1001", "--pseudonym-key", key}, ExitNoLog, "no segment"},
@@ -243,5 +244,97 @@ func TestAuditSearchFlags(t *testing.T) {
 	}
 	if got := lines("--subject", "c-3003", "--pseudonym-key", key); got != 1 {
 		t.Errorf("--subject with the key: %d records, want 1", got)
+	}
+}
+
+// TestAuditSubjectAcrossKeyRotation: after the pseudonym key changed, --subject for an
+// employee (logged by its id) is answered with either key: only records whose subject is a
+// customer (logged by pseudonym) depend on the key, and only for those does the wrong key
+// exit 9. --customer is refused only over the range the other key wrote.
+func TestAuditSubjectAcrossKeyRotation(t *testing.T) {
+	logDir, keys := auditFixture(t) // 12 decisions of emp-17 on 2026-11-22, key A
+	keyA := filepath.Join(keys, "pseudonym.key")
+	newKeys := t.TempDir()
+	if code, _, errs := run(t, "", "audit", "keygen", "--out", newKeys); code != 0 {
+		t.Fatal(errs)
+	}
+	keyB := filepath.Join(newKeys, "pseudonym.key")
+	l, err := auditlog.Open(auditlog.Config{Dir: logDir, SigningKeyFile: filepath.Join(keys, "signing.pem"), PseudonymKeyFile: keyB},
+		auditlog.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(policies + "/examples/support-read.json")
+	at := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	for i, subj := range []input.Subject{{}, {ID: "c-1001", Type: input.SubjectCustomer, CustomerID: "c-1001"}} {
+		var in input.Input
+		if err := json.Unmarshal(raw, &in); err != nil {
+			t.Fatal(err)
+		}
+		if subj.ID != "" {
+			in.Subject = subj
+		}
+		in.Time = input.NewTime(at)
+		if err := l.Append(context.Background(), &audit.Entry{DecisionID: fmt.Sprintf("d-b%d", i), Timestamp: at, Input: &in,
+			Decision: &decision.Decision{Allow: true, Status: 200}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	cases := []struct {
+		name  string
+		args  []string
+		code  int
+		lines int
+	}{
+		{"employee, the new key", []string{"--subject", "emp-17", "--pseudonym-key", keyB}, ExitOK, 13},
+		{"employee, the old key", []string{"--subject", "emp-17", "--pseudonym-key", keyA}, ExitOK, 13},
+		{"customer subject, the new key", []string{"--subject", "c-1001", "--pseudonym-key", keyB}, ExitOK, 1},
+		{"customer subject, the old key", []string{"--subject", "c-1001", "--pseudonym-key", keyA}, ExitWrongKey, 0},
+		{"customer, the new key, its range", []string{"--customer", "c-1001", "--pseudonym-key", keyB, "--since", "2026-11-24"}, ExitOK, 2},
+		{"customer, the old key, its range", []string{"--customer", "c-1001", "--pseudonym-key", keyA, "--until", "2026-11-23"}, ExitOK, 12},
+		{"customer, the old key, the new range", []string{"--customer", "c-1001", "--pseudonym-key", keyA}, ExitWrongKey, 0},
+	}
+	for _, tc := range cases {
+		code, out, errs := run(t, "", append([]string{"audit", "query", "--log", logDir, "--format", "json"}, tc.args...)...)
+		if code != tc.code || (code == ExitOK && strings.Count(out, "\n") != tc.lines) {
+			t.Errorf("%s: exit %d (want %d), %d records (want %d); stderr %s", tc.name, code, tc.code, strings.Count(out, "\n"), tc.lines, errs)
+		}
+	}
+}
+
+// TestAuditWarningWhenOnlyErasuresMatch: a range holding no decision but the customer's
+// erasure returns the erasure; stderr says so instead of "none could match".
+func TestAuditWarningWhenOnlyErasuresMatch(t *testing.T) {
+	logDir, keys := auditFixture(t) // decisions on 2026-11-22
+	key := filepath.Join(keys, "pseudonym.key")
+	l, err := auditlog.Open(auditlog.Config{Dir: logDir, SigningKeyFile: filepath.Join(keys, "signing.pem"), PseudonymKeyFile: key},
+		auditlog.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AppendErasure(context.Background(), time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC), auditlog.Erasure{
+		Customer: l.Pseudonymizer().Customer("c-1001"), Classes: []string{"contact"}, Actor: "dpo", Reason: "art. 17", LedgerSeq: 1, LedgerHash: "ab"}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	cases := []struct {
+		name           string
+		args           []string
+		lines          int
+		want, unwanted string
+	}{
+		{"query, only the erasure in range", []string{"audit", "query", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", key, "--since", "2026-11-29", "--format", "json"},
+			1, "only erasures (1 shown)", "none could match"},
+		{"report, only the erasure in range", []string{"audit", "report", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", key, "--since", "2026-11-29", "--format", "json"},
+			-1, "only erasures (1 shown)", "none could match"},
+		{"query, nothing in range", []string{"audit", "query", "--log", logDir, "--customer", "c-1001", "--pseudonym-key", key, "--since", "2026-12-01", "--format", "json"},
+			0, "none could match", "erasures"},
+	}
+	for _, tc := range cases {
+		code, out, errs := run(t, "", tc.args...)
+		if code != ExitOK || (tc.lines >= 0 && strings.Count(out, "\n") != tc.lines) || !strings.Contains(errs, tc.want) || strings.Contains(errs, tc.unwanted) {
+			t.Errorf("%s: exit %d, %d lines; stderr %q (want %q, not %q)", tc.name, code, strings.Count(out, "\n"), errs, tc.want, tc.unwanted)
+		}
 	}
 }

@@ -97,11 +97,15 @@ func eraseViaAdmin(ctx context.Context, env *Env, base, tokenFile, customer, rea
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	resp, err := adminHTTPClient(30 * time.Second).Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode/100 == 3 {
+		return fmt.Errorf("admin API answered %s to %s (Location %q); redirects are not followed, nothing was erased: pass the admin listener's own URL as --admin",
+			resp.Status, u, resp.Header.Get("Location"))
+	}
 	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	env.Stdout.Write(out)
 	if len(out) > 0 && out[len(out)-1] != '\n' {
@@ -109,10 +113,26 @@ func eraseViaAdmin(ctx context.Context, env *Env, base, tokenFile, customer, rea
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
+		// The admin API answers an erasure with its destruction record; a 200 without one is
+		// some other server (a proxy's or login page), which erased nothing.
+		var ok struct {
+			Record json.RawMessage `json:"record"`
+		}
+		if json.Unmarshal(out, &ok) != nil || len(ok.Record) == 0 || string(ok.Record) == "null" {
+			return fmt.Errorf("admin API answered %s without an erasure record: is %s the sidecar's admin listener? nothing is known to be erased", resp.Status, base)
+		}
 		return nil
 	case resp.StatusCode == http.StatusBadRequest:
 		return Usagef("admin API refused: %s", resp.Status)
 	default:
 		return fmt.Errorf("admin API: %s", resp.Status)
 	}
+}
+
+// adminHTTPClient is the client of the CLI's admin API calls. It never follows a redirect: Go
+// resends a POST answered 301, 302 or 303 as a GET without its body, so a redirect (http to
+// https, a moved host, an SSO gateway's login page) would end in some page's 200, reported as
+// done while nothing was. A 3xx is returned as it is, for the caller to fail on.
+func adminHTTPClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }

@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,6 +120,51 @@ func TestEraseRequiresTheSidecarsLedger(t *testing.T) {
 			}
 			if exists := keyExists(customer); exists == tc.erased {
 				t.Errorf("key in Vault: %v, want %v", exists, !tc.erased)
+			}
+		})
+	}
+}
+
+// TestEraseAdminNeverFollowsRedirects: an --admin URL that redirects (http to https, a moved
+// host, an SSO gateway) turned the POST into a bodyless GET, whose 200 (a login page) was
+// reported as a completed erasure. A redirect, or a 200 without the erasure record, fails.
+func TestEraseAdminNeverFollowsRedirects(t *testing.T) {
+	cases := []struct {
+		name     string
+		status   int
+		body     string
+		wantCode int
+		wantErr  string
+	}{
+		{name: "302 to a login page", status: http.StatusFound, wantCode: ExitFailure, wantErr: "redirects are not followed"},
+		{name: "307, which would resend the POST", status: http.StatusTemporaryRedirect, wantCode: ExitFailure, wantErr: "redirects are not followed"},
+		{name: "200 from another server", status: http.StatusOK, body: "<html>please log in</html>", wantCode: ExitFailure, wantErr: "without an erasure record"},
+		{name: "the admin API's answer", status: http.StatusOK, body: `{"record":{"seq":1}}`, wantCode: ExitOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var erasePosts, logins int
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/login" {
+					logins++
+					_, _ = w.Write([]byte("<html>please log in</html>"))
+					return
+				}
+				if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/erase") {
+					erasePosts++
+				}
+				if tc.status/100 == 3 {
+					http.Redirect(w, r, "/login", tc.status)
+					return
+				}
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			}))
+			defer srv.Close()
+			t.Setenv("CONSENTRY_ADMIN_TOKEN", "tok")
+			code, out, errs := run(t, "", "erase", "--customer", "c-1001", "--reason", "art 17 request", "--admin", srv.URL)
+			if code != tc.wantCode || !strings.Contains(errs, tc.wantErr) || erasePosts != 1 || logins != 0 {
+				t.Errorf("exit %d (want %d), %d posts, %d redirects followed; stdout %q stderr %q", code, tc.wantCode, erasePosts, logins, out, errs)
 			}
 		})
 	}

@@ -271,10 +271,7 @@ func (cl *Client) Do(method, path string, body, out any) error {
 	if cl.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+cl.Token)
 	}
-	h := cl.HTTP
-	if h == nil {
-		h = &http.Client{Timeout: 5 * time.Minute}
-	}
+	h := cl.httpClient()
 	resp, err := h.Do(req)
 	if err != nil {
 		return fmt.Errorf("admin API: %w", err)
@@ -299,4 +296,14 @@ func (cl *Client) Do(method, path string, body, out any) error {
 		}
 	}
 	return nil
+}
+
+// httpClient is cl.HTTP or, unset, one that never follows a redirect: a 302 to a login page
+// would turn a POST into a bodyless GET whose 200 read as success (a consent never recorded),
+// and a 307 would resend the admin token and the body elsewhere. A 3xx is an error.
+func (cl *Client) httpClient() *http.Client {
+	if cl.HTTP != nil {
+		return cl.HTTP
+	}
+	return &http.Client{Timeout: 5 * time.Minute, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/consentry/consentry/sidecar/admin"
 	"github.com/gofiber/fiber/v2"
@@ -290,10 +289,7 @@ func (cl *Client) importPart(query string, body io.Reader) (rep ImportReport, pa
 	if cl.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+cl.Token)
 	}
-	h := cl.HTTP
-	if h == nil {
-		h = &http.Client{Timeout: 5 * time.Minute}
-	}
+	h := cl.httpClient()
 	resp, err := h.Do(req)
 	if err != nil {
 		return rep, nil, fmt.Errorf("admin API: %w", err)
