@@ -89,8 +89,8 @@ func (a *App) assemblePolicy(ctx context.Context) error {
 }
 
 // activator loads a policy set into the engine and, when the route map travels with the
-// bundle (routes.from_bundle), swaps the route map too. A bundle whose route map is invalid
-// is rejected as a whole, so policy and routes never disagree about what a route is.
+// bundle (routes.from_bundle), publishes the route map with it. A bundle whose route map is
+// invalid is rejected as a whole, so policy and routes never disagree about what a route is.
 type activator struct {
 	eng        *engine.Engine
 	routes     *routes.Holder
@@ -111,14 +111,19 @@ func (v *activator) Load(ctx context.Context, ps *engine.PolicySet) error {
 			return errors.New("routes.from_bundle: the bundle has no data.consentry.routes")
 		}
 	}
-	// Compile first (the step that may fail), then swap the route map, then the policy: a
-	// request never meets the new policy under the old route map, whose routes (names, actions,
-	// customer binding) the new policy may not decide as the old one did.
+	// Compile first (the step that may fail), then publish the route map with the policy in
+	// one swap: the pipeline takes both at once for each request (engine.Active), routes it
+	// with that map and decides it, and its list's response phase, with that policy. So a
+	// request routed by the old map is never decided by the new policy, whose rules may not
+	// decide the old routes (names, actions, customer binding) as the old one did, however
+	// long it waits between routing and evaluation. The holder gets the map too: the
+	// pipeline routes with it only while no policy carrying a map is active.
 	p, err := v.eng.Prepare(ctx, ps)
 	if err != nil {
 		return err
 	}
 	if m != nil {
+		p = p.WithRoutes(m)
 		v.routes.Store(m)
 	}
 	v.eng.Activate(p)
@@ -150,7 +155,9 @@ func (a *App) assembleVault(ctx context.Context) error {
 		}
 	}
 	// Every completed destruction also goes into the decision log's hash chain, next to the
-	// customer's decisions (the key ledger keeps the full record with key names).
+	// customer's decisions (the key ledger keeps the full record with key names). The record
+	// has no raw id: AppendErasure finds the customer's id in actor and reason by the
+	// pseudonym the key manager made (its own, with a Vault pseudonym key) and replaces it.
 	opts.Destructions = vaultkeys.DestructionSinkFunc(func(ctx context.Context, rec *vaultkeys.DestructionRecord) error {
 		if a.Decisions == nil {
 			return errors.New("decision log not open")
@@ -158,6 +165,7 @@ func (a *App) assembleVault(ctx context.Context) error {
 		return a.Decisions.AppendErasure(context.WithoutCancel(ctx), rec.Time, auditlog.Erasure{
 			Customer: rec.CustomerPseudonym, Classes: keyClasses(rec, a.Keys.Config().Classes),
 			Actor: rec.Actor, Reason: rec.Reason, LedgerSeq: rec.Seq, LedgerHash: rec.Hash, Complete: true,
+			Pseudonymize: a.Keys.Pseudonym,
 		})
 	})
 	km, err := vaultkeys.New(ctx, vc, opts)

@@ -3,7 +3,9 @@ package bundle_test
 import (
 	"context"
 	"errors"
+	"net/http/httptest"
 	"runtime/debug"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,4 +90,92 @@ func TestActivationTimeoutRejectsAndLaterBundlesActivate(t *testing.T) {
 	if rev, _ := eng.Revision(); rev != "3" {
 		t.Fatalf("active revision %q, want 3", rev)
 	}
+}
+
+// A timeout may be the machine's, not the bundle's: a bundle rejected for activation_timeout
+// is compiled once more when offered ActivationRetryDelay later (a second timeout is final),
+// from a file source or from a bundle server whose If-None-Match would never offer it again.
+func TestActivationTimeoutRetriedOnceAfterDelay(t *testing.T) {
+	const limit = 200 * time.Millisecond
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	advance := func(d time.Duration) { clock.Add(int64(d)) }
+	no := false
+	slow := slowTablesBundle(t, "2")
+
+	t.Run("offered again", func(t *testing.T) {
+		eng := engine.New(engine.Config{Timeout: 5 * time.Second, ActivationTimeout: limit}, quiet)
+		reg := prometheus.NewRegistry()
+		mgr, err := bundle.NewManager(bundle.Config{File: "unused.tar.gz", RequireSignatures: &no}, eng, reg, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundle.SetClock(mgr, now)
+		f := &fixture{eng: eng, mgr: mgr, reg: reg}
+		ctx := context.Background()
+		offer := func() (time.Duration, error) {
+			start := time.Now()
+			err := mgr.ActivateTarball(ctx, slow, "test")
+			return time.Since(start), err
+		}
+		if _, err := offer(); bundle.ReasonOf(err) != bundle.ReasonActivationTimeout {
+			t.Fatalf("first offer: %v", err)
+		}
+		st := mgr.Status().(bundle.Status)
+		if want := now().Add(bundle.ActivationRetryDelay); st.LastRejection == nil || !st.LastRejection.RetryAt.Equal(want) {
+			t.Fatalf("/status last_rejection %+v, want retry_at %s", st.LastRejection, want)
+		}
+		advance(bundle.ActivationRetryDelay - time.Second)
+		if took, err := offer(); bundle.ReasonOf(err) != bundle.ReasonActivationTimeout || took >= limit {
+			t.Fatalf("before the retry delay: %v after %s (compiled again?)", err, took)
+		}
+		advance(time.Second)
+		if took, err := offer(); bundle.ReasonOf(err) != bundle.ReasonActivationTimeout || took < limit {
+			t.Fatalf("after the retry delay: %v after %s, want a second compile that times out", err, took)
+		}
+		if n := f.rejections(bundle.ReasonActivationTimeout); n != 2 {
+			t.Fatalf("%v activation_timeout rejections, want 2 (the retry counts)", n)
+		}
+		if st := mgr.Status().(bundle.Status); !st.LastRejection.RetryAt.IsZero() {
+			t.Fatalf("a second timeout schedules another retry: %+v", st.LastRejection)
+		}
+		advance(time.Hour)
+		if took, err := offer(); bundle.ReasonOf(err) != bundle.ReasonActivationTimeout || took >= limit {
+			t.Fatalf("after the one retry: %v after %s (compiled a third time?)", err, took)
+		}
+		if n := f.rejections(bundle.ReasonActivationTimeout); n != 2 {
+			t.Fatalf("%v activation_timeout rejections, want 2", n)
+		}
+	})
+
+	t.Run("bundle server", func(t *testing.T) {
+		srv := newBundleServer(slow, false)
+		ts := httptest.NewServer(srv)
+		t.Cleanup(ts.Close)
+		eng := engine.New(engine.Config{Timeout: 5 * time.Second, ActivationTimeout: limit}, quiet)
+		reg := prometheus.NewRegistry()
+		mgr, err := bundle.NewManager(bundle.Config{URL: ts.URL, NoPersist: true, RequireSignatures: &no, Polling: fastPolling()}, eng, reg, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundle.SetClock(mgr, now)
+		f := &fixture{eng: eng, mgr: mgr, reg: reg}
+		f.run(t)
+		eventually(t, 10*time.Second, "the first timeout", func() bool { return f.rejections(bundle.ReasonActivationTimeout) == 1 })
+		eventually(t, 5*time.Second, "conditional polls answered 304", func() bool { return srv.count(304) >= 3 })
+		if n := srv.count(200); n != 1 {
+			t.Fatalf("downloaded %d times before the retry delay, want 1", n)
+		}
+		advance(bundle.ActivationRetryDelay)
+		eventually(t, 10*time.Second, "the retry", func() bool { return f.rejections(bundle.ReasonActivationTimeout) == 2 })
+		polled := srv.count(304)
+		eventually(t, 5*time.Second, "polls after the retry", func() bool { return srv.count(304) >= polled+3 })
+		advance(time.Hour)
+		polled = srv.count(304)
+		eventually(t, 5*time.Second, "polls an hour later", func() bool { return srv.count(304) >= polled+3 })
+		if n, got := f.rejections(bundle.ReasonActivationTimeout), srv.count(200); n != 2 || got != 2 {
+			t.Fatalf("%v timeouts, %d downloads: want one retry (2, 2)", n, got)
+		}
+	})
 }

@@ -69,13 +69,21 @@ func (b *budgetReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// LimitSetting names the size limit in the sidecar's errors: the setting an operator raises.
+const LimitSetting = "policy.max_size_bytes"
+
 // PrescanTarball is the limit check every reader of a bundle tarball runs before OPA's reader
-// holds it in memory (the sidecar, `bundle verify`, `bundle sign`); see prescanTarball.
-func PrescanTarball(raw []byte, maxFile int64) error {
+// holds it in memory (the sidecar, `bundle build`, `bundle verify`, `bundle sign`); see
+// prescanTarball. setting names maxFile in errors ("": LimitSetting): a command line tool
+// names its flag, the setting its user can raise.
+func PrescanTarball(raw []byte, maxFile int64, setting string) error {
 	if maxFile <= 0 {
 		maxFile = DefaultMaxSizeBytes
 	}
-	return prescanTarball(raw, maxFile)
+	if setting == "" {
+		setting = LimitSetting
+	}
+	return prescanTarball(raw, maxFile, setting)
 }
 
 // prescanTarball streams raw's gzip+tar once, discarding the contents, and refuses it
@@ -84,10 +92,10 @@ func PrescanTarball(raw []byte, maxFile int64) error {
 // MaxBundleFiles entries, or an entry larger than maxFile. Memory stays at the
 // decompressor's window plus one copy buffer. An unreadable stream is malformed: OPA's reader
 // would fail on it too, after buffering. So is a sparse entry (see sparseEntry).
-func prescanTarball(raw []byte, maxFile int64) error {
+func prescanTarball(raw []byte, maxFile int64, setting string) error {
 	limit := inflateLimit(maxFile)
 	tooLarge := func() error {
-		return reject(ReasonTooLarge, "", fmt.Errorf("bundle inflates to more than %d bytes (%d x policy.max_size_bytes)", limit, InflateFactor))
+		return reject(ReasonTooLarge, "", fmt.Errorf("bundle inflates to more than %d bytes (%d x %s)", limit, InflateFactor, setting))
 	}
 	gz, err := gzip.NewReader(bytes.NewReader(raw))
 	if err != nil {
@@ -119,10 +127,10 @@ func prescanTarball(raw []byte, maxFile int64) error {
 		}
 		// OPA allocates the declared size up front, before it copies the entry.
 		if hdr.Size > maxFile {
-			return reject(ReasonTooLarge, "", fmt.Errorf("bundle file %s is %d bytes, policy.max_size_bytes is %d", hdr.Name, hdr.Size, maxFile))
+			return reject(ReasonTooLarge, "", fmt.Errorf("bundle file %s is %d bytes, %s is %d", hdr.Name, hdr.Size, setting, maxFile))
 		}
 		if declared += max(hdr.Size, 0); declared > limit {
-			return reject(ReasonTooLarge, "", fmt.Errorf("bundle entries declare more than %d bytes (%d x policy.max_size_bytes)", limit, InflateFactor))
+			return reject(ReasonTooLarge, "", fmt.Errorf("bundle entries declare more than %d bytes (%d x %s)", limit, InflateFactor, setting))
 		}
 		if sparseEntry(hdr) {
 			return reject(ReasonMalformed, "", fmt.Errorf("bundle file %s is a sparse tar entry, which bundles never hold (archive/tar expands its holes without reading them)", hdr.Name))

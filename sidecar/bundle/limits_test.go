@@ -157,7 +157,7 @@ func TestSparseTarballRejectedBeforeAllocating(t *testing.T) {
 					len(raw), files*(limit-1024)>>20, bundle.ReasonOf(err), alloc>>10, limit>>10)
 			}
 			// The same limits hold for every reader of a tarball.
-			if err := bundle.PrescanTarball(raw, limit); bundle.ReasonOf(err) != bundle.ReasonMalformed {
+			if err := bundle.PrescanTarball(raw, limit, ""); bundle.ReasonOf(err) != bundle.ReasonMalformed {
 				t.Fatalf("PrescanTarball: %v", err)
 			}
 		})

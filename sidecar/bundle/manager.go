@@ -51,9 +51,15 @@ type Manager struct {
 	// directory that still holds the same rejected bundle is not re-rejected on every poll.
 	rejectedDigest string
 	rejectedErr    error
-	lastErr        string
-	lastCheck      time.Time
-	readyCh        chan struct{}
+	// rejectedRetryAt, when set, is when the remembered rejection may be tried once more: an
+	// activation_timeout may have met a machine busy for a moment rather than a policy that can
+	// never activate. retriedDigest is the candidate that had that one retry.
+	rejectedRetryAt time.Time
+	retriedDigest   string
+
+	lastErr   string
+	lastCheck time.Time
+	readyCh   chan struct{}
 }
 
 // ActiveBundle describes the bundle the engine runs.
@@ -76,6 +82,9 @@ type Rejection struct {
 	Source   string    `json:"source"`
 	Error    string    `json:"error"`
 	At       time.Time `json:"at"`
+	// RetryAt is when the same bundle is compiled once more if it is still offered (only
+	// after a first activation_timeout; zero: it is not tried again until it changes).
+	RetryAt time.Time `json:"retry_at,omitzero"`
 }
 
 // Status is the /status "policy" section.
@@ -379,8 +388,9 @@ func (m *Manager) check(ctx context.Context, v *Verified, cur *ActiveBundle) err
 	if err := m.eng.Load(ctx, v.PolicySet(m.cfg.Name)); err != nil {
 		switch {
 		case errors.Is(err, engine.ErrActivationTimeout):
-			// Remembered like any rejection: the same bundle is not compiled (for
-			// engine.activation_timeout) again on every poll; a new one is tried.
+			// Remembered like any rejection, so the same bundle is not compiled (for
+			// engine.activation_timeout) again on every poll, but tried once more after
+			// ActivationRetryDelay (noteRejected); a new one is tried at once.
 			return reject(ReasonActivationTimeout, v.Revision, err)
 		case ctx.Err() != nil:
 			return err // the manager is stopping
@@ -396,24 +406,43 @@ type alreadyRejected struct{ err error }
 func (a *alreadyRejected) Error() string { return a.err.Error() + " (already rejected)" }
 func (a *alreadyRejected) Unwrap() error { return a.err }
 
-// wasRejected returns the earlier rejection when digest was the last rejected candidate.
+// ActivationRetryDelay is how long after its first activation_timeout a bundle that is still
+// offered is compiled once more. A second timeout is final for that bundle.
+const ActivationRetryDelay = time.Minute
+
+// wasRejected returns the earlier rejection when digest was the last rejected candidate,
+// unless that rejection's one retry is due (then it takes the retry and returns nil).
 func (m *Manager) wasRejected(digest string) error {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if digest != "" && m.rejectedDigest == digest {
-		return &alreadyRejected{err: m.rejectedErr}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if digest == "" || m.rejectedDigest != digest {
+		return nil
 	}
-	return nil
+	if !m.rejectedRetryAt.IsZero() && !m.now().Before(m.rejectedRetryAt) {
+		m.rejectedRetryAt, m.retriedDigest = time.Time{}, digest
+		return nil
+	}
+	return &alreadyRejected{err: m.rejectedErr}
 }
 
 func (m *Manager) noteRejected(digest string, err error) error {
 	var ar *alreadyRejected
 	if digest != "" && !errors.Is(err, errUnchanged) && !errors.As(err, &ar) {
 		m.mu.Lock()
-		m.rejectedDigest, m.rejectedErr = digest, err
+		m.rejectedDigest, m.rejectedErr, m.rejectedRetryAt = digest, err, time.Time{}
+		if ReasonOf(err) == ReasonActivationTimeout && m.retriedDigest != digest {
+			m.rejectedRetryAt = m.now().Add(ActivationRetryDelay)
+		}
 		m.mu.Unlock()
 	}
 	return err
+}
+
+// retryAt is when the last rejected candidate may be tried once more (zero: not again).
+func (m *Manager) retryAt() time.Time {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.rejectedRetryAt
 }
 
 // readPolicyDir turns a development policy directory into an unsigned bundle whose
@@ -486,6 +515,9 @@ func (m *Manager) rejected(c candidate, err error) {
 	m.log.Warn("policy bundle rejected", "reason", reason, "revision", rev, "source", c.source, "error", err)
 	m.mu.Lock()
 	m.lastReject = &Rejection{Reason: reason, Revision: rev, Source: c.source, Error: err.Error(), At: m.now().UTC()}
+	if reason == ReasonActivationTimeout && !m.rejectedRetryAt.IsZero() {
+		m.lastReject.RetryAt = m.rejectedRetryAt.UTC()
+	}
 	m.mu.Unlock()
 }
 

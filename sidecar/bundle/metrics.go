@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -24,7 +25,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"name"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "consentry_bundle_rejections_total",
-			Help: "Policy bundles rejected, by reason (signature_missing, signature_invalid, scope_mismatch, extra_file, missing_file, hash_mismatch, rollback, compile, too_large, malformed, no_decision).",
+			Help: "Policy bundles rejected, by reason (" + strings.Join(rejectionReasons, ", ") + ").",
 		}, []string{"name", "reason"}),
 		fetchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "consentry_bundle_fetch_errors_total",

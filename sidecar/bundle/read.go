@@ -34,6 +34,13 @@ const (
 	ReasonUnsupported       = "unsupported"        // wasm modules, wasm resolvers or plan files: consentry evaluates Rego only
 )
 
+// rejectionReasons lists every reason above, in the order the metric's help text names them.
+var rejectionReasons = []string{
+	ReasonSignatureMissing, ReasonSignatureInvalid, ReasonScopeMismatch, ReasonExtraFile, ReasonMissingFile,
+	ReasonHashMismatch, ReasonRollback, ReasonCompile, ReasonActivationTimeout, ReasonTooLarge, ReasonMalformed,
+	ReasonNoDecision, ReasonUnsupported,
+}
+
 // RejectError is why a bundle was not activated.
 type RejectError struct {
 	Reason   string
@@ -80,6 +87,8 @@ type Verifier struct {
 	vc          *opabundle.VerificationConfig
 	required    bool
 	maxFileSize int64
+	// limitName names maxFileSize in errors (LimitSetting unless WithLimitName).
+	limitName string
 }
 
 // NewVerifier builds a verifier. required rejects unsigned bundles; it needs keys.
@@ -94,7 +103,14 @@ func NewVerifier(v VerificationConfig, required bool, maxFileSize int64) (*Verif
 	if maxFileSize <= 0 {
 		maxFileSize = DefaultMaxSizeBytes
 	}
-	return &Verifier{vc: vc, required: required, maxFileSize: maxFileSize}, nil
+	return &Verifier{vc: vc, required: required, maxFileSize: maxFileSize, limitName: LimitSetting}, nil
+}
+
+// WithLimitName makes v's too_large errors name the size limit as name (a command's flag
+// instead of policy.max_size_bytes, which a command that reads no configuration ignores).
+func (v *Verifier) WithLimitName(name string) *Verifier {
+	v.limitName = name
+	return v
 }
 
 // ReadTarball reads and verifies a bundle tarball (bundle.tar.gz). It refuses (too_large) a
@@ -102,9 +118,9 @@ func NewVerifier(v VerificationConfig, required bool, maxFileSize int64) (*Verif
 // MaxBundleFiles entries, before OPA's reader holds it in memory.
 func (v *Verifier) ReadTarball(raw []byte) (*Verified, error) {
 	if int64(len(raw)) > v.maxFileSize {
-		return nil, reject(ReasonTooLarge, "", fmt.Errorf("bundle is %d bytes, policy.max_size_bytes is %d", len(raw), v.maxFileSize))
+		return nil, reject(ReasonTooLarge, "", fmt.Errorf("bundle is %d bytes, %s is %d", len(raw), v.limitName, v.maxFileSize))
 	}
-	if err := prescanTarball(raw, v.maxFileSize); err != nil {
+	if err := prescanTarball(raw, v.maxFileSize, v.limitName); err != nil {
 		return nil, err
 	}
 	return v.read(opabundle.NewTarballLoader(bytes.NewReader(raw)), "")

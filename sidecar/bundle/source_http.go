@@ -28,6 +28,10 @@ type httpSource struct {
 	token    string
 	etag     string
 	longPoll bool // the server advertised long-poll support (or we have not asked yet)
+	// retryAt is when the bundle behind etag, rejected for activation_timeout, is fetched
+	// once more (the manager then compiles it again): If-None-Match would otherwise never
+	// let it through again (zero: no retry pending).
+	retryAt time.Time
 }
 
 func newHTTPSource(m *Manager) *httpSource {
@@ -68,6 +72,13 @@ type fetchResult struct {
 func (s *httpSource) run(ctx context.Context) error {
 	retry := 0
 	for {
+		if !s.retryAt.IsZero() && !s.m.now().Before(s.retryAt) {
+			s.retryAt = time.Time{}
+			s.etag = "" // the active bundle's ETag, if it has one: a 304 would hide the retry
+			if a := s.m.Active(); a != nil {
+				s.etag = a.ETag
+			}
+		}
 		start := time.Now()
 		res, err := s.fetch(ctx)
 		if ctx.Err() != nil {
@@ -89,7 +100,15 @@ func (s *httpSource) run(ctx context.Context) error {
 				if res.tooLarge {
 					s.m.rejected(candidate{source: s.m.sourceName()}, reject(ReasonTooLarge, "", fmt.Errorf("bundle exceeds policy.max_size_bytes (%d)", s.m.cfg.MaxSizeBytes)))
 				} else {
-					_ = s.m.activate(ctx, candidate{source: s.m.sourceName(), raw: res.raw, etag: res.etag, persist: true})
+					err := s.m.activate(ctx, candidate{source: s.m.sourceName(), raw: res.raw, etag: res.etag, persist: true})
+					// An already rejected bundle (fetched again after a fetch error dropped the
+					// ETag) leaves a pending retry as it was.
+					if ar := (*alreadyRejected)(nil); !errors.As(err, &ar) {
+						s.retryAt = time.Time{}
+						if ReasonOf(err) == ReasonActivationTimeout {
+							s.retryAt = s.m.retryAt()
+						}
+					}
 				}
 				// Accepted or rejected, remember the ETag: a rejected bundle is not fetched and
 				// rejected again until the server has a different one.

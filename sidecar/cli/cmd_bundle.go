@@ -18,13 +18,13 @@ import (
 
 func init() {
 	Register(&Command{Name: "bundle build", Summary: "compile, test and package a policy directory as an OPA bundle (optionally signed)",
-		Usage: "DIR -o bundle.tar.gz [--revision R] [--skip-tests] [--signing-key KEY --keyid ID [--signing-alg ALG] [--scope S]]",
+		Usage: "DIR -o bundle.tar.gz [--revision R] [--skip-tests] [--signing-key KEY --keyid ID [--signing-alg ALG] [--scope S]] [--max-size-bytes N] [--activation-timeout D]",
 		Run:   runBundleBuild})
 	Register(&Command{Name: "bundle sign", Summary: "sign a bundle tarball (RS256/ES256, keyid, optional scope)",
-		Usage: "BUNDLE --signing-key KEY --keyid ID [--signing-alg ALG] [--scope S] [-o OUT]",
+		Usage: "BUNDLE --signing-key KEY --keyid ID [--signing-alg ALG] [--scope S] [-o OUT] [--max-size-bytes N]",
 		Run:   runBundleSign})
 	Register(&Command{Name: "bundle verify", Summary: "verify a bundle's signature, files and hashes, and that it compiles strictly",
-		Usage: "BUNDLE --verification-key PUB --keyid ID [--signing-alg ALG] [--scope S]",
+		Usage: "BUNDLE --verification-key PUB --keyid ID [--signing-alg ALG] [--scope S] [--max-size-bytes N] [--activation-timeout D]",
 		Run:   runBundleVerify})
 	Register(&Command{Name: "bundle inspect", Summary: "show a bundle's revision, roots, files and (unverified) signature claims",
 		Usage: "BUNDLE [--json]",
@@ -71,6 +71,31 @@ func addSignFlags(fs *flag.FlagSet) signFlags {
 	}
 }
 
+// addMaxSizeFlag adds --max-size-bytes (build.MaxSizeFlag): these commands read no
+// configuration, so the sidecar's policy.max_size_bytes reaches them only as this flag.
+func addMaxSizeFlag(fs *flag.FlagSet) *int64 {
+	return fs.Int64(build.MaxSizeFlag[2:], bundle.DefaultMaxSizeBytes,
+		"size limit for the tarball and each file in it (4 x for the inflated bundle): the policy.max_size_bytes of the sidecars that will load the bundle")
+}
+
+// addActivationTimeoutFlag adds --activation-timeout: the engine.activation_timeout of the
+// sidecars that will load the policy, which these commands (no --config) cannot read.
+func addActivationTimeoutFlag(fs *flag.FlagSet) *time.Duration {
+	return fs.Duration("activation-timeout", engine.DefaultActivationTimeout,
+		"bound on compiling the policy and computing its tables: the engine.activation_timeout of the sidecars that will load it")
+}
+
+// checkLimits refuses (bad usage) a size limit or activation timeout that is not positive.
+func checkLimits(maxSize *int64, activation *time.Duration) error {
+	if maxSize != nil && *maxSize <= 0 {
+		return Usagef("%s must be positive, got %d", build.MaxSizeFlag, *maxSize)
+	}
+	if activation != nil && *activation <= 0 {
+		return Usagef("--activation-timeout must be positive, got %s", *activation)
+	}
+	return nil
+}
+
 // options resolves the algorithm against the key (keyAlgorithm) and returns the signing options.
 func (s signFlags) options() (*build.SignOptions, error) {
 	alg, err := keyAlgorithm(*s.key, *s.alg)
@@ -87,6 +112,8 @@ func runBundleBuild(ctx context.Context, env *Env, args []string) error {
 	rev := fs.String("revision", "", "manifest revision (default: RFC 3339 UTC timestamp + content hash)")
 	skip := fs.Bool("skip-tests", false, "build without running the policy tests")
 	sf := addSignFlags(fs)
+	maxSize := addMaxSizeFlag(fs)
+	activation := addActivationTimeoutFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -95,7 +122,10 @@ func runBundleBuild(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := build.Options{Revision: *rev, SkipTests: *skip}
+	if err := checkLimits(maxSize, activation); err != nil {
+		return err
+	}
+	opts := build.Options{Revision: *rev, SkipTests: *skip, MaxSizeBytes: *maxSize, Engine: engine.Config{ActivationTimeout: *activation}}
 	if *sf.key != "" {
 		if opts.Sign, err = sf.options(); err != nil {
 			return err
@@ -116,8 +146,9 @@ func runBundleBuild(ctx context.Context, env *Env, args []string) error {
 			fmt.Fprintln(env.Stderr, e)
 		}
 		return Exit(ExitCompile, err)
-	case errors.Is(err, engine.ErrActivationTimeout), bundle.ReasonOf(err) == bundle.ReasonNoDecision:
-		// Bundles a sidecar would refuse (activation_timeout, no_decision), as for a compile error.
+	case errors.Is(err, engine.ErrActivationTimeout), bundle.ReasonOf(err) == bundle.ReasonNoDecision, bundle.ReasonOf(err) == bundle.ReasonTooLarge:
+		// Bundles a sidecar would refuse (activation_timeout, no_decision, too_large), as for
+		// a compile error.
 		return Exit(ExitCompile, err)
 	case errors.Is(err, build.ErrTestsFailed), errors.Is(err, verify.ErrScenarioFile):
 		// A scenario file that cannot be read is tests that cannot run, as in `consentry test`.
@@ -140,15 +171,16 @@ func runBundleBuild(ctx context.Context, env *Env, args []string) error {
 	return nil
 }
 
-// readBundleFile reads a bundle tarball, at most bundle.DefaultMaxSizeBytes + 1 bytes of it:
-// enough for Sign and Verify to refuse a larger one (too_large) without reading it whole.
-func readBundleFile(path string) ([]byte, error) {
+// readBundleFile reads a bundle tarball, at most limit + 1 bytes of it (limit:
+// --max-size-bytes): enough for Sign and Verify to refuse a larger one (too_large) without
+// reading it whole.
+func readBundleFile(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, bundle.DefaultMaxSizeBytes+1))
+	return io.ReadAll(io.LimitReader(f, limit+1))
 }
 
 func runBundleSign(_ context.Context, env *Env, args []string) error {
@@ -156,6 +188,7 @@ func runBundleSign(_ context.Context, env *Env, args []string) error {
 	fs := NewFlags(c, env)
 	out := fs.String("o", "", "output file (default: overwrite BUNDLE)")
 	sf := addSignFlags(fs)
+	maxSize := addMaxSizeFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -167,11 +200,15 @@ func runBundleSign(_ context.Context, env *Env, args []string) error {
 	if *sf.key == "" || *sf.keyid == "" {
 		return Usagef("--signing-key and --keyid are required")
 	}
+	if err := checkLimits(maxSize, nil); err != nil {
+		return err
+	}
 	so, err := sf.options()
 	if err != nil {
 		return err
 	}
-	raw, err := readBundleFile(in)
+	so.MaxSizeBytes = *maxSize
+	raw, err := readBundleFile(in, *maxSize)
 	if err != nil {
 		return Exit(ExitFailure, err)
 	}
@@ -196,6 +233,8 @@ func runBundleVerify(ctx context.Context, env *Env, args []string) error {
 	alg := fs.String("signing-alg", "", algFlagHelp)
 	keyid := fs.String("keyid", "", "key id the key is known by (the signature's kid must match)")
 	scope := fs.String("scope", "", "scope the signature must carry")
+	maxSize := addMaxSizeFlag(fs)
+	activation := addActivationTimeoutFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -207,15 +246,18 @@ func runBundleVerify(ctx context.Context, env *Env, args []string) error {
 	if *key == "" || *keyid == "" {
 		return Usagef("--verification-key and --keyid are required")
 	}
+	if err := checkLimits(maxSize, activation); err != nil {
+		return err
+	}
 	if *alg, err = keyAlgorithm(*key, *alg); err != nil {
 		return err
 	}
-	raw, err := readBundleFile(in)
+	raw, err := readBundleFile(in, *maxSize)
 	if err != nil {
 		return Exit(ExitFailure, err)
 	}
 	vc := bundle.VerificationConfig{Keys: []bundle.KeyConfig{{ID: *keyid, Algorithm: *alg, KeyFile: *key}}, Scope: *scope}
-	v, err := build.Verify(ctx, raw, build.VerifyOptions{Verification: vc})
+	v, err := build.Verify(ctx, raw, build.VerifyOptions{Verification: vc, MaxSizeBytes: *maxSize, Engine: engine.Config{ActivationTimeout: *activation}})
 	if err != nil {
 		if bundle.ReasonOf(err) == "" {
 			return Exit(ExitUsage, err) // bad key configuration

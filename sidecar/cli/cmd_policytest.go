@@ -13,13 +13,17 @@ func init() {
 	c := &Command{
 		Name:    "test",
 		Summary: "run the policy directory's Rego tests and scenario files",
-		Usage:   "[-v] [-run SUBSTRING] [PATH]  (PATH defaults to ./policies)",
+		Usage:   "[-v] [-run SUBSTRING] [--activation-timeout D] [PATH]  (PATH defaults to ./policies)",
 	}
 	c.Run = func(ctx context.Context, env *Env, args []string) error {
 		fs := NewFlags(c, env)
 		verbose := fs.Bool("v", false, "print passing tests too")
 		run := fs.String("run", "", "only tests and scenarios whose name contains this")
+		activation := addActivationTimeoutFlag(fs)
 		if err := ParseFlags(fs, args); err != nil {
+			return err
+		}
+		if err := checkLimits(nil, activation); err != nil {
 			return err
 		}
 		dir := "policies"
@@ -29,7 +33,7 @@ func init() {
 		if fs.NArg() == 1 {
 			dir = fs.Arg(0)
 		}
-		rep, err := verify.Run(ctx, dir, verify.Options{Filter: *run})
+		rep, err := verify.Run(ctx, dir, verify.Options{Filter: *run, Engine: engine.Config{ActivationTimeout: *activation}})
 		if err != nil {
 			var ce *engine.CompileError
 			if errors.As(err, &ce) || errors.Is(err, engine.ErrActivationTimeout) {

@@ -116,7 +116,7 @@ func BenchmarkPlainRego(b *testing.B) {
 // value: evaluation alone, no input conversion, no decoding.
 func BenchmarkPlainRegoParsedInput(b *testing.B) {
 	e := loadLibrary(b)
-	p := e.active.Load()
+	p := e.active.Load().p
 	in := exampleInput(b).ToValue()
 	ctx := context.Background()
 	runLatency(b, func() {

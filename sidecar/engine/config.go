@@ -12,11 +12,12 @@ type Config struct {
 	// Timeout bounds one evaluation when the request carries no earlier deadline. A decision
 	// that does not finish in time is a deny (engine.timeout). Default 50ms.
 	Timeout time.Duration `yaml:"timeout" json:"timeout"`
-	// ActivationTimeout bounds activating a policy: compiling it and computing its data-only
-	// tables (materialized rules such as consentry.minimization.tables), in the sidecar, in
-	// `bundle build`/`bundle verify` and in `consentry test`. A policy that does not activate in
-	// time is refused (bundle rejection activation_timeout) and the active policy stays: a rule
-	// that loops for hours must not hold the bundle manager, and later bundles, with it.
+	// ActivationTimeout bounds activating a policy in the sidecar: compiling it and computing
+	// its data-only tables (materialized rules such as consentry.minimization.tables). A policy
+	// that does not activate in time is refused (bundle rejection activation_timeout) and the
+	// active policy stays: a rule that loops for hours must not hold the bundle manager, and
+	// later bundles, with it. `bundle build`, `bundle verify` and `consentry test` read no
+	// configuration: give them the same bound with --activation-timeout (default 30s there too).
 	// Default 30s.
 	ActivationTimeout time.Duration `yaml:"activation_timeout" json:"activation_timeout"`
 	// Query replaces the evaluated query (default data.consentry.decision). Not configurable

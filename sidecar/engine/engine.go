@@ -26,13 +26,14 @@ import (
 
 	"github.com/consentry/consentry/sidecar/decision"
 	"github.com/consentry/consentry/sidecar/input"
+	"github.com/consentry/consentry/sidecar/routes"
 )
 
 // Engine evaluates decisions. It is safe for concurrent use.
 type Engine struct {
 	cfg    Config
 	log    *slog.Logger
-	active atomic.Pointer[prepared]
+	active atomic.Pointer[Prepared]
 	// pool runs evaluations on long-lived goroutines (nil: on the caller's).
 	pool *evaluators
 	// noMaterialize skips materialize (tests compare decisions with and without it).
@@ -43,7 +44,8 @@ type Engine struct {
 }
 
 // prepared is one compiled policy revision. In-flight evaluations keep the pointer they
-// started with, so a swap never changes the policy under a running request.
+// started with, so a swap never changes the policy under a running evaluation (and a caller
+// that took the policy from Active keeps it across its evaluations).
 type prepared struct {
 	query rego.PreparedEvalQuery
 	// base serves data.* to every evaluation (see frozenBase); nil evaluates without it.
@@ -96,12 +98,14 @@ func (e *Engine) Ready() bool { return e.active.Load() != nil }
 
 // Revision returns the active revision and bundles ("" when none is active).
 func (e *Engine) Revision() (string, map[string]string) {
-	p := e.active.Load()
-	if p == nil {
-		return "", nil
-	}
-	return p.revision, p.bundles
+	return e.active.Load().Revision()
 }
+
+// Active returns the active policy (nil when none is). A caller that must decide with one
+// policy across several steps (route a request with the route map published with the policy,
+// then evaluate it; evaluate a list's response phase as its request phase was) takes it once
+// and passes it to DecideWith: a Load in between changes nothing for it.
+func (e *Engine) Active() *Prepared { return e.active.Load() }
 
 // Load compiles ps and, only if it compiles, makes it the active policy. A failed Load leaves
 // the previous policy active.
@@ -114,10 +118,40 @@ func (e *Engine) Load(ctx context.Context, ps *PolicySet) error {
 	return nil
 }
 
-// Prepared is a policy set compiled by Prepare and not active yet.
+// Prepared is a policy set compiled by Prepare: not active yet, or (from Active) the active
+// one. It never changes once made.
 type Prepared struct {
 	p       *prepared
 	modules int
+	// by is the engine that prepared it (see Owns).
+	by *Engine
+	// routes is the route map published with the policy (WithRoutes), nil for none.
+	routes *routes.Map
+}
+
+// WithRoutes returns p carrying m, the route map whose routes (names, actions, customer
+// binding) the policy decides: Activate publishes both in one atomic swap, so a request
+// routed with m (Routes of the policy it took from Active) is decided by this policy.
+func (p *Prepared) WithRoutes(m *routes.Map) *Prepared {
+	c := *p
+	c.routes = m
+	return &c
+}
+
+// Routes returns the route map published with p (nil when p is nil or carries none).
+func (p *Prepared) Routes() *routes.Map {
+	if p == nil {
+		return nil
+	}
+	return p.routes
+}
+
+// Revision returns p's revision and bundles ("" when p is nil).
+func (p *Prepared) Revision() (string, map[string]string) {
+	if p == nil {
+		return "", nil
+	}
+	return p.p.revision, p.p.bundles
 }
 
 // Prepare compiles ps (within engine.activation_timeout) without activating it, for a caller
@@ -128,12 +162,17 @@ func (e *Engine) Prepare(ctx context.Context, ps *PolicySet) (*Prepared, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &Prepared{p: p, modules: len(ps.Modules)}, nil
+	return &Prepared{p: p, modules: len(ps.Modules), by: e}, nil
 }
 
-// Activate makes p, prepared by this engine, the active policy: one atomic swap.
+// Owns reports whether p was prepared by e (and so is, or was, a policy of e's): a caller
+// holding a policy taken elsewhere (another engine's) decides with e's own instead.
+func (e *Engine) Owns(p *Prepared) bool { return p != nil && p.by == e }
+
+// Activate makes p, prepared by this engine, the active policy (with its route map, if it
+// carries one): one atomic swap.
 func (e *Engine) Activate(p *Prepared) {
-	e.active.Store(p.p)
+	e.active.Store(p)
 	e.log.Debug("policy activated", "revision", p.p.revision, "bundles", p.p.bundles, "modules", p.modules)
 }
 
@@ -260,7 +299,13 @@ func RestrictedCapabilities(cfg Config) *ast.Capabilities {
 // on any failure the Decision is a deny carrying the failure's reason code, and the error
 // (an *Error) says what went wrong.
 func (e *Engine) Decide(ctx context.Context, in *input.Input) (*Result, error) {
-	res, err := e.decide(ctx, in, nil)
+	return e.DecideWith(ctx, e.active.Load(), in)
+}
+
+// DecideWith is Decide with pol (from Active or Prepare of this engine) instead of the active
+// policy; a nil pol decides as when no policy is active (engine.not_ready).
+func (e *Engine) DecideWith(ctx context.Context, pol *Prepared, in *input.Input) (*Result, error) {
+	res, err := e.decide(ctx, pol, in, nil)
 	if err != nil {
 		var ce *Error
 		if !errors.As(err, &ce) {
@@ -272,12 +317,12 @@ func (e *Engine) Decide(ctx context.Context, in *input.Input) (*Result, error) {
 	return res, nil
 }
 
-func (e *Engine) decide(ctx context.Context, in *input.Input, tracer topdown.QueryTracer) (*Result, error) {
+func (e *Engine) decide(ctx context.Context, pol *Prepared, in *input.Input, tracer topdown.QueryTracer) (*Result, error) {
 	res := &Result{}
-	p := e.active.Load()
-	if p == nil {
+	if pol == nil {
 		return res, codedError(decision.ReasonEngineNotReady, http.StatusServiceUnavailable, errors.New("no policy is active"))
 	}
+	p := pol.p
 	res.Revision, res.Bundles = p.revision, p.bundles
 	if in == nil {
 		return res, codedError(decision.ReasonEngineError, http.StatusBadRequest, errors.New("no input"))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/consentry/consentry/sidecar/decision"
 	"github.com/consentry/consentry/sidecar/input"
+	"github.com/consentry/consentry/sidecar/routes"
 )
 
 const policyDir = "../../policies"
@@ -85,22 +86,27 @@ func TestLibraryDecision(t *testing.T) {
 
 func TestFailClosed(t *testing.T) {
 	ctx := context.Background()
+	// rest completes a decision document (every required member but those a case sets), so
+	// that each case fails on the check it names, not on a missing member.
+	const rest = `"obligations": [], "headers": {}, "flags": []`
 	cases := []struct {
 		name   string
 		policy string
 		code   string
+		// want is a substring of the error: the check that refused the decision.
+		want string
 	}{
-		{"undefined decision", `other := 1`, decision.ReasonEngineUndefined},
-		{"decision not an object", `decision := "allow"`, decision.ReasonEngineInvalid},
-		{"allow not boolean", `decision := {"allow": "yes", "status": 200}`, decision.ReasonEngineInvalid},
-		{"allow with deny status", `decision := {"allow": true, "status": 403, "reasons": [], "fields": {}}`, decision.ReasonEngineInvalid},
-		{"deny without reason", `decision := {"allow": false, "status": 403, "reasons": []}`, decision.ReasonEngineInvalid},
-		{"bad field outcome", `decision := {"allow": true, "status": 200, "fields": {"a": {"outcome": "maybe"}}}`, decision.ReasonEngineInvalid},
-		{"mask without kind", `decision := {"allow": true, "status": 200, "fields": {"a": {"outcome": "mask"}}}`, decision.ReasonEngineInvalid},
-		{"key scope no field needs", `decision := {"allow": true, "status": 200, "fields": {"a": {"outcome": "deny", "key_scope": "health"}}, "key_scopes": ["health"]}`, decision.ReasonEngineInvalid},
-		{"conflicting values", "decision := 1 if input.action\n\ndecision := 2 if input.purpose", decision.ReasonEngineError},
-		{"required member missing", `decision := {"allow": true, "status": 200, "reasons": [], "fields": {}, "key_scopes": [], "headers": {}, "flags": []}`, decision.ReasonEngineInvalid},
-		{"builtin error is strict", `decision := {"allow": true, "status": time.parse_rfc3339_ns("not a time")}`, decision.ReasonEngineError},
+		{"undefined decision", `other := 1`, decision.ReasonEngineUndefined, "undefined"},
+		{"decision not an object", `decision := "allow"`, decision.ReasonEngineInvalid, "not an object"},
+		{"allow not boolean", `decision := {"allow": "yes", "status": 200, "reasons": [], "fields": {}, "key_scopes": [], ` + rest + `}`, decision.ReasonEngineInvalid, "allow is string, not a boolean"},
+		{"allow with deny status", `decision := {"allow": true, "status": 403, "reasons": [], "fields": {}, "key_scopes": [], ` + rest + `}`, decision.ReasonEngineInvalid, "allow with status 403"},
+		{"deny without reason", `decision := {"allow": false, "status": 403, "reasons": [], "fields": {}, "key_scopes": [], ` + rest + `}`, decision.ReasonEngineInvalid, "deny without a reason"},
+		{"bad field outcome", `decision := {"allow": true, "status": 200, "reasons": [], "fields": {"a": {"outcome": "maybe"}}, "key_scopes": [], ` + rest + `}`, decision.ReasonEngineInvalid, `outcome "maybe" is not allow, mask or deny`},
+		{"mask without kind", `decision := {"allow": true, "status": 200, "reasons": [], "fields": {"a": {"outcome": "mask"}}, "key_scopes": [], ` + rest + `}`, decision.ReasonEngineInvalid, "fields.a.mask"},
+		{"key scope no field needs", `decision := {"allow": true, "status": 200, "reasons": [], "fields": {"a": {"outcome": "deny", "key_scope": "health"}}, "key_scopes": ["health"], ` + rest + `}`, decision.ReasonEngineInvalid, `scope "health" released but no allowed field needs it`},
+		{"conflicting values", "decision := 1 if input.action\n\ndecision := 2 if input.purpose", decision.ReasonEngineError, "conflict"},
+		{"required member missing", `decision := {"allow": true, "status": 200, "reasons": [], "fields": {}, "key_scopes": [], "headers": {}, "flags": []}`, decision.ReasonEngineInvalid, "obligations missing"},
+		{"builtin error is strict", `decision := {"allow": true, "status": time.parse_rfc3339_ns("not a time")}`, decision.ReasonEngineError, "parse_rfc3339_ns"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -114,6 +120,9 @@ func TestFailClosed(t *testing.T) {
 			}
 			if CodeOf(err) != tc.code {
 				t.Errorf("code: want %s, got %s (%v)", tc.code, CodeOf(err), err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not name the check (want %q)", err, tc.want)
 			}
 			if res.Decision == nil || res.Decision.Allow || res.Decision.Status < 400 {
 				t.Fatalf("want a deny decision, got %+v", res.Decision)
@@ -338,5 +347,45 @@ func TestMaterializedTablesSameDecision(t *testing.T) {
 	}
 	if !reflect.DeepEqual(a.Decision, b.Decision) {
 		t.Fatalf("materialized %+v\ncomputed %+v", a.Decision, b.Decision)
+	}
+}
+
+// A policy taken from Active decides with DecideWith whatever activates later, and carries
+// the route map published with it; WithRoutes leaves the policy it copies unchanged.
+func TestDecideWithTheTakenPolicy(t *testing.T) {
+	ctx := context.Background()
+	e := New(testConfig, quiet())
+	allow := `decision := {"allow": true, "status": 200, "reasons": [], "fields": {}, "key_scopes": [], "obligations": [], "headers": {}, "flags": []}`
+	load := func(rev string, m *routes.Map) {
+		ps := minimal(allow)
+		ps.Revision = rev
+		p, err := e.Prepare(ctx, ps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m != nil {
+			if q := p.WithRoutes(m); q.Routes() != m || p.Routes() != nil {
+				t.Fatal("WithRoutes changed the policy it copies")
+			}
+			p = p.WithRoutes(m)
+		}
+		e.Activate(p)
+	}
+	m1, err := routes.Parse([]byte("routes:\n  - {method: GET, path: \"/a/{id}\", customer_param: id, action: read, resource: customer, fields: [id]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	load("1", m1)
+	pol := e.Active()
+	load("2", nil)
+	in := &input.Input{Action: "read"}
+	if res, err := e.DecideWith(ctx, pol, in); err != nil || res.Revision != "1" || pol.Routes() != m1 {
+		t.Fatalf("taken policy: %v revision %q routes %p", err, res.Revision, pol.Routes())
+	}
+	if res, err := e.Decide(ctx, in); err != nil || res.Revision != "2" || e.Active().Routes() != nil {
+		t.Fatalf("active policy: %v revision %q", err, res.Revision)
+	}
+	if res, err := e.DecideWith(ctx, nil, in); CodeOf(err) != decision.ReasonEngineNotReady || res.Decision.Allow {
+		t.Fatalf("no policy: %v %+v", err, res.Decision)
 	}
 }

@@ -24,7 +24,7 @@ func (e *Engine) Explain(ctx context.Context, in *input.Input, mode string) (*Re
 		return nil, "", fmt.Errorf("explain mode %q: want notes or full", mode)
 	}
 	buf := topdown.NewBufferTracer()
-	res, err := e.decide(ctx, in, buf)
+	res, err := e.decide(ctx, e.active.Load(), in, buf)
 	var out bytes.Buffer
 	events := *buf
 	if mode == ExplainNotes {

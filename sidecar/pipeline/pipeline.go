@@ -46,7 +46,8 @@ type Authenticator interface {
 }
 
 // Routes matches a normalized request to a route (*routes.Map, or routes.Holder when the map
-// comes with the bundle).
+// comes with the bundle). With routes.from_bundle the active policy carries its route map
+// (engine.Prepared.Routes), which the pipeline routes with instead (see policySource).
 type Routes interface {
 	Match(method, path string) (*routes.Match, bool)
 	// Redact hides the segments of a path that no route has as a literal (the log keeps
@@ -85,6 +86,9 @@ type Pipeline struct {
 	now     func() time.Time
 	metrics *metrics
 	cache   *decisionCache
+	// policies is deps.Engine when it is a policySource (nil otherwise: each evaluation takes
+	// the engine's active policy).
+	policies policySource
 	// labelsByDoor holds each front door's log labels (front door -> map[string]string).
 	labelsByDoor sync.Map
 }
@@ -128,6 +132,7 @@ func New(cfg Config, deps Deps) (*Pipeline, error) {
 	if _, ok := deps.Engine.(revisioner); ok {
 		p.cache = newDecisionCache(cfg.DecisionCache)
 	}
+	p.policies, _ = deps.Engine.(policySource)
 	return p, nil
 }
 
@@ -181,6 +186,9 @@ type Outcome struct {
 	// Revision and Bundles identify the policy that decided ("" when none evaluated).
 	Revision string
 	Bundles  map[string]string
+	// policy is the policy taken for the request (see policySource): DecidePage decides the
+	// response phase with it too. Nil when the engine is no policySource or none was active.
+	policy *engine.Prepared
 	// Err is the failure behind a fail-closed deny, for the log (never sent to the caller).
 	Err error
 	// Metrics are timings in nanoseconds.
@@ -286,7 +294,8 @@ func (p *Pipeline) Route(method, target string) *routes.Match {
 	if err != nil {
 		return nil
 	}
-	match, ok := p.deps.Routes.Match(m, t.Path)
+	_, rt := p.snapshot()
+	match, ok := rt.Match(m, t.Path)
 	if !ok {
 		return nil
 	}
@@ -308,12 +317,15 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 	out.Input = in
 	in.Request = input.Request{ID: req.ID, FrontDoor: req.FrontDoor, Host: req.Host, Source: req.Source,
 		Method: strings.ToValidUTF8(req.Method, "?"), Path: loggable(req.Target)}
+	// The policy and route map this request is routed and decided with, taken once.
+	pol, rt := p.snapshot()
+	out.policy = pol
 
 	// 1. Normalize. A request refused here binds no customer, so the log could not
 	// pseudonymize an id in its path or query: only the route map's literal segments of the
 	// path are kept (unbound).
 	unbound := func(err error) error {
-		in.Request.Path, in.Request.Query = p.deps.Routes.Redact(in.Request.Path), nil
+		in.Request.Path, in.Request.Query = rt.Redact(in.Request.Path), nil
 		return normErr(err)
 	}
 	method, err := p.norm.Method(req.Method)
@@ -334,7 +346,7 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 	in.Request.Headers = headers
 
 	// 2. Route (matching needs only method and path; public routes need nothing else).
-	match, matched := p.deps.Routes.Match(method, target.Path)
+	match, matched := rt.Match(method, target.Path)
 	if matched {
 		out.Match = match
 		in.Request.Route = match.Route.Name()
@@ -366,7 +378,7 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 	if !matched {
 		// Nor does a path no route matches: a typo'd route with a customer id in it is logged
 		// as /api/customer/*, and its query (which may name the customer too) not at all.
-		in.Request.Path, in.Request.Query = p.deps.Routes.Redact(target.Path), nil
+		in.Request.Path, in.Request.Query = rt.Redact(target.Path), nil
 		return &Error{Code: ReasonRouteUnknown, Status: p.cfg.UnknownRouteStatus, Message: fmt.Sprintf("no route for %s %s in the route map", method, in.Request.Path)}
 	}
 
@@ -391,7 +403,11 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 	var lead *flight
 	cacheable := p.cache != nil && len(in.Enrichment.Errors) == 0
 	if cacheable {
-		keyRev, _ = p.deps.Engine.(revisioner).Revision()
+		if p.policies != nil {
+			keyRev, _ = pol.Revision()
+		} else {
+			keyRev, _ = p.deps.Engine.(revisioner).Revision()
+		}
 		key, cacheable = p.cache.key(keyRev, in)
 	}
 	if cacheable {
@@ -421,7 +437,7 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 			return p.obligations(req, match.Route, in, out.Decision)
 		}
 	}
-	res, err := p.deps.Engine.Decide(ctx, in)
+	res, err := p.decide(ctx, pol, in)
 	if lead != nil {
 		if err == nil && res != nil && res.Decision != nil && res.Revision == keyRev && keyRev != "" {
 			e := cached{d: cloneDecision(res.Decision), revision: res.Revision, bundles: res.Bundles}

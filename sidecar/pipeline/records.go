@@ -65,7 +65,13 @@ func (p *Pipeline) DecidePage(ctx context.Context, out *Outcome, customerIDs []s
 		p.log.Warn("batch enrichment failed", "decision_id", out.DecisionID, "customers", len(ids), "error", err)
 	}
 	pg := &Page{Records: in.Records}
-	d, derr := p.decideRecords(ctx, &in)
+	pol := out.policy
+	if p.policies != nil && !p.policies.Owns(pol) {
+		// An outcome this pipeline's Check did not make (no policy was active, or another
+		// pipeline's): decided with the active policy.
+		pol = p.policies.Active()
+	}
+	d, derr := p.decideRecords(ctx, pol, &in)
 	if derr != nil || d == nil {
 		code := engine.CodeOf(derr)
 		pg.Decision = denyAll(http.StatusServiceUnavailable, code, "records could not be decided")
@@ -95,19 +101,20 @@ func EnforcedRecords(d *decision.Decision, customerIDs []string) map[string]deci
 	return out
 }
 
-// decideRecords evaluates the response phase of in: in one evaluation, or - for a page larger
-// than pipeline.records_per_evaluation on a machine with several cores - in up to GOMAXPROCS
+// decideRecords evaluates the response phase of in with pol, the policy that decided the
+// request (see policySource): in one evaluation, or - for a page larger than
+// pipeline.records_per_evaluation on a machine with several cores - in up to GOMAXPROCS
 // evaluations of consecutive slices of in.Records run in parallel, whose per-record outcomes
 // are merged. The request-level decision is the first slice's; slices that disagree on it,
-// or that were decided by different policy revisions (a bundle activated in between), are
-// decided again in one evaluation.
-func (p *Pipeline) decideRecords(ctx context.Context, in *input.Input) (*decision.Decision, error) {
+// or that were decided by different policy revisions (an engine that cannot be handed pol,
+// where a bundle activated in between), are decided again in one evaluation.
+func (p *Pipeline) decideRecords(ctx context.Context, pol *engine.Prepared, in *input.Input) (*decision.Decision, error) {
 	parts := 1
 	if per := p.cfg.RecordsPerEvaluation; per > 0 && len(in.Records) > per {
 		parts = min(runtime.GOMAXPROCS(0), (len(in.Records)+per-1)/per)
 	}
 	if parts <= 1 {
-		return p.decideOnce(ctx, in)
+		return p.decideOnce(ctx, pol, in)
 	}
 	size := (len(in.Records) + parts - 1) / parts
 	results := make([]*engine.Result, parts)
@@ -119,7 +126,7 @@ func (p *Pipeline) decideRecords(ctx context.Context, in *input.Input) (*decisio
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i], errs[i] = p.deps.Engine.Decide(ctx, &part)
+			results[i], errs[i] = p.decide(ctx, pol, &part)
 		}()
 	}
 	wg.Wait()
@@ -136,7 +143,7 @@ func (p *Pipeline) decideRecords(ctx context.Context, in *input.Input) (*decisio
 	merged.Records = make(map[string]decision.Record, len(in.Records))
 	for _, r := range results {
 		if r.Revision != first.Revision || !sameRequestDecision(r.Decision, first.Decision) {
-			return p.decideOnce(ctx, in)
+			return p.decideOnce(ctx, pol, in)
 		}
 		for id, rec := range r.Decision.Records {
 			merged.Records[id] = rec
@@ -145,8 +152,8 @@ func (p *Pipeline) decideRecords(ctx context.Context, in *input.Input) (*decisio
 	return &merged, nil
 }
 
-func (p *Pipeline) decideOnce(ctx context.Context, in *input.Input) (*decision.Decision, error) {
-	res, err := p.deps.Engine.Decide(ctx, in)
+func (p *Pipeline) decideOnce(ctx context.Context, pol *engine.Prepared, in *input.Input) (*decision.Decision, error) {
+	res, err := p.decide(ctx, pol, in)
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,9 @@ type Options struct {
 	Engine engine.Config
 	// Sign, when set, signs the bundle.
 	Sign *SignOptions
+	// MaxSizeBytes is the sidecar's policy.max_size_bytes the bundle must fit (see maxSize):
+	// Build refuses (too_large) a bundle such a sidecar would refuse.
+	MaxSizeBytes int64
 	// Now is the clock for the default revision (tests).
 	Now func() time.Time
 }
@@ -47,7 +50,8 @@ var ErrTestsFailed = errors.New("policy tests failed")
 // Build compiles, tests and packages the policy directory dir. A compile or type-check
 // failure returns an *engine.CompileError (one that does not finish within
 // engine.activation_timeout, an error wrapping engine.ErrActivationTimeout); a policy without
-// data.consentry.decision, a no_decision *bundle.RejectError; failing tests return an error
+// data.consentry.decision, a no_decision *bundle.RejectError; a bundle a sidecar with
+// policy.max_size_bytes opts.MaxSizeBytes would refuse, a too_large one; failing tests return an error
 // wrapping ErrTestsFailed (with the report in the Result), a scenario file that cannot be
 // read one wrapping verify.ErrScenarioFile.
 func Build(ctx context.Context, dir string, opts Options) (*Result, error) {
@@ -97,6 +101,11 @@ func Build(ctx context.Context, dir string, opts Options) (*Result, error) {
 		}
 	}
 	if res.Tarball, err = bundle.WriteTarball(b); err != nil {
+		return nil, err
+	}
+	// What `bundle sign` and the sidecar check (the tarball as the sidecar reads it): a bundle
+	// every sidecar under this limit refuses is neither written nor left signed.
+	if err := checkSize(res.Tarball, maxSize(opts.MaxSizeBytes)); err != nil {
 		return nil, err
 	}
 	res.Revision = rev

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +96,67 @@ func within(t *testing.T, d time.Duration, what string, f func()) {
 	case <-done:
 	case <-time.After(d):
 		t.Fatalf("%s still runs after %s", what, d)
+	}
+}
+
+// `bundle build`, `bundle sign` and `bundle verify` take the sidecar's policy.max_size_bytes as
+// MaxSizeBytes (--max-size-bytes): a bundle that fits a raised limit is signed and verified, one
+// that does not is refused (too_large) by all three, build included, with an error naming the
+// flag (the setting these commands never read would send the operator to the wrong place).
+func TestSizeLimitIsTheCommandsOwn(t *testing.T) {
+	const small, raised = 2048, 8192
+	blob := strings.Repeat("a", 4096) // one 4 KiB+ data file: over small, under raised
+	dir := t.TempDir()
+	for name, src := range map[string]string{
+		"consentry/decision.rego":      "package consentry\n\ndecision := {\"allow\": false}\n",
+		"data/consentry/big/data.json": `{"blob":"` + blob + `"}`,
+	} {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := bundletest.DevES256(t)
+	sign := &build.SignOptions{KeyFile: key.Private, Algorithm: key.Alg, KeyID: key.ID}
+	vc := bundle.VerificationConfig{Keys: []bundle.KeyConfig{{ID: key.ID, Algorithm: key.Alg, KeyFile: key.Public}}}
+	ctx := context.Background()
+	tooLarge := func(what string, err error) {
+		t.Helper()
+		if bundle.ReasonOf(err) != bundle.ReasonTooLarge || !strings.Contains(err.Error(), build.MaxSizeFlag) || strings.Contains(err.Error(), bundle.LimitSetting) {
+			t.Errorf("%s under %d bytes: %v, want too_large naming %s", what, small, err, build.MaxSizeFlag)
+		}
+	}
+
+	_, err := build.Build(ctx, dir, build.Options{SkipTests: true, Sign: sign, MaxSizeBytes: small})
+	tooLarge("build --signing-key", err)
+	res, err := build.Build(ctx, dir, build.Options{SkipTests: true, Sign: sign, MaxSizeBytes: raised})
+	if err != nil {
+		t.Fatalf("build under %d bytes: %v", raised, err)
+	}
+	signed := res.Tarball
+
+	_, err = build.Sign(signed, build.SignOptions{KeyFile: key.Private, Algorithm: key.Alg, KeyID: key.ID, MaxSizeBytes: small})
+	tooLarge("sign", err)
+	if _, err := build.Sign(signed, build.SignOptions{KeyFile: key.Private, Algorithm: key.Alg, KeyID: key.ID, MaxSizeBytes: raised}); err != nil {
+		t.Errorf("sign under %d bytes: %v", raised, err)
+	}
+
+	_, err = build.Verify(ctx, signed, build.VerifyOptions{Verification: vc, MaxSizeBytes: small})
+	tooLarge("verify", err)
+	if _, err := build.Verify(ctx, signed, build.VerifyOptions{Verification: vc, MaxSizeBytes: raised}); err != nil {
+		t.Errorf("verify under %d bytes: %v", raised, err)
+	}
+	// And the sidecar under the same limits agrees.
+	for limit, ok := range map[int64]bool{small: false, raised: true} {
+		v, err := bundle.NewVerifier(vc, true, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.ReadTarball(signed); (err == nil) != ok {
+			t.Errorf("sidecar with policy.max_size_bytes %d: %v", limit, err)
+		}
 	}
 }

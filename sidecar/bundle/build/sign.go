@@ -36,6 +36,31 @@ type SignOptions struct {
 	KeyID string
 	// Scope is an optional scope claim the verifier must be configured to expect.
 	Scope string
+	// MaxSizeBytes is the limit Sign reads the tarball under (see maxSize).
+	MaxSizeBytes int64
+}
+
+// MaxSizeFlag is the flag of `bundle build`, `bundle sign` and `bundle verify` that sets their
+// size limit (Options, SignOptions and VerifyOptions .MaxSizeBytes); their too_large errors
+// name it, since they read no configuration and policy.max_size_bytes does not apply to them.
+const MaxSizeFlag = "--max-size-bytes"
+
+// maxSize is the size limit of a command: n, the sidecar's policy.max_size_bytes it should
+// match, or bundle.DefaultMaxSizeBytes (the sidecar's default) when n is not positive.
+func maxSize(n int64) int64 {
+	if n <= 0 {
+		return bundle.DefaultMaxSizeBytes
+	}
+	return n
+}
+
+// checkSize refuses (too_large) a tarball a sidecar whose policy.max_size_bytes is limit
+// refuses: larger than limit, or failing bundle.PrescanTarball.
+func checkSize(raw []byte, limit int64) error {
+	if int64(len(raw)) > limit {
+		return &bundle.RejectError{Reason: bundle.ReasonTooLarge, Err: fmt.Errorf("bundle is %d bytes, %s is %d", len(raw), MaxSizeFlag, limit)}
+	}
+	return bundle.PrescanTarball(raw, limit, MaxSizeFlag)
 }
 
 func (o SignOptions) validate() error {
@@ -90,15 +115,13 @@ func signBundle(b *opabundle.Bundle, o SignOptions) error {
 }
 
 // Sign (re-)signs a bundle tarball, replacing any existing signature. It reads raw under
-// the sidecar's default limits (bundle.DefaultMaxSizeBytes for the tarball and each file,
-// bundle.PrescanTarball before OPA's reader buffers it): a bundle a sidecar would refuse as
-// too_large is not worth signing, and a small tar bomb must not cost the signer gigabytes.
+// the sidecar's limits (o.MaxSizeBytes, default bundle.DefaultMaxSizeBytes, for the tarball
+// and each file; bundle.PrescanTarball before OPA's reader buffers it): a bundle a sidecar
+// would refuse as too_large is not worth signing, and a small tar bomb must not cost the
+// signer gigabytes.
 func Sign(raw []byte, o SignOptions) ([]byte, error) {
-	const limit = bundle.DefaultMaxSizeBytes
-	if int64(len(raw)) > limit {
-		return nil, &bundle.RejectError{Reason: bundle.ReasonTooLarge, Err: fmt.Errorf("bundle is %d bytes, more than %d", len(raw), limit)}
-	}
-	if err := bundle.PrescanTarball(raw, limit); err != nil {
+	limit := maxSize(o.MaxSizeBytes)
+	if err := checkSize(raw, limit); err != nil {
 		return nil, err
 	}
 	loader := opabundle.NewTarballLoader(bytes.NewReader(raw)).WithSizeLimitBytes(limit)
@@ -117,6 +140,8 @@ type VerifyOptions struct {
 	Verification bundle.VerificationConfig
 	// Engine is the configuration the bundle must compile under.
 	Engine engine.Config
+	// MaxSizeBytes is the sidecar's policy.max_size_bytes to verify under (see maxSize).
+	MaxSizeBytes int64
 }
 
 // Verify checks what the sidecar would check before activating raw (signature, file list,
@@ -125,10 +150,11 @@ type VerifyOptions struct {
 // data.consentry.routes that parses), except anti-rollback,
 // which needs the active revision.
 func Verify(ctx context.Context, raw []byte, o VerifyOptions) (*bundle.Verified, error) {
-	v, err := bundle.NewVerifier(o.Verification, true, bundle.DefaultMaxSizeBytes)
+	v, err := bundle.NewVerifier(o.Verification, true, maxSize(o.MaxSizeBytes))
 	if err != nil {
 		return nil, err
 	}
+	v.WithLimitName(MaxSizeFlag)
 	vb, err := v.ReadTarball(raw)
 	if err != nil {
 		return nil, err
