@@ -154,35 +154,7 @@ func (l *listIDs) text(s string) string {
 
 // replaceTree applies l.replace to every string and map key of a generic JSON value, as
 // replaceIDs does for the event's ids.
-func (l *listIDs) replaceTree(v any) any {
-	switch x := v.(type) {
-	case string:
-		return l.replace(x)
-	case []any:
-		for i, e := range x {
-			x[i] = l.replaceTree(e)
-		}
-		return x
-	case map[string]any:
-		type kv struct {
-			k string
-			v any
-		}
-		all := make([]kv, 0, len(x))
-		for k, e := range x {
-			all = append(all, kv{k, l.replaceTree(e)})
-		}
-		for _, p := range all {
-			nk := l.replace(p.k)
-			if nk != p.k {
-				delete(x, p.k)
-			}
-			x[nk] = p.v
-		}
-		return x
-	}
-	return v
-}
+func (l *listIDs) replaceTree(v any) any { return rewriteStrings(v, l.replace) }
 
 // replaceMembers applies l to the members of a generic input or result document except
 // "records", the list's per-customer part, which listDetails pseudonymized record by record.

@@ -286,12 +286,17 @@ func upsertAt(root map[string]any, toks []string, v any) bool {
 // values (whole, or as a word inside text such as request.path or a reason message) and map keys. Equality between ids is kept, so a
 // replayed policy still sees case.customer_id == resource.customer_id.
 func replaceIDs(v any, ids idSet) any {
+	return rewriteStrings(v, func(s string) string { return replaceInText(s, ids) })
+}
+
+// rewriteStrings applies f to every string and map key of a generic JSON value, in place.
+func rewriteStrings(v any, f func(string) string) any {
 	switch x := v.(type) {
 	case string:
-		return replaceInText(x, ids)
+		return f(x)
 	case []any:
 		for i, e := range x {
-			x[i] = replaceIDs(e, ids)
+			x[i] = rewriteStrings(e, f)
 		}
 		return x
 	case map[string]any:
@@ -302,10 +307,10 @@ func replaceIDs(v any, ids idSet) any {
 		}
 		all := make([]kv, 0, len(x))
 		for k, e := range x {
-			all = append(all, kv{k, replaceIDs(e, ids)})
+			all = append(all, kv{k, rewriteStrings(e, f)})
 		}
 		for _, p := range all {
-			nk := replaceInText(p.k, ids)
+			nk := f(p.k)
 			if nk != p.k {
 				delete(x, p.k)
 			}
