@@ -343,12 +343,7 @@ func (w *encoder) enforcement(e *audit.Enforcement) {
 		if lr.Input == nil {
 			w.null()
 		} else {
-			w.b = append(w.b, '[')
-			for i := range lr.Input {
-				w.sep()
-				w.inputRecord(&lr.Input[i])
-			}
-			w.b = append(w.b, ']')
+			w.inputRecords(lr.Input)
 		}
 		w.key("Decisions")
 		if lr.Decisions == nil {
@@ -363,6 +358,16 @@ func (w *encoder) enforcement(e *audit.Enforcement) {
 		w.close()
 	}
 	w.close()
+}
+
+// inputRecords writes an input's records (input.records) as a JSON array.
+func (w *encoder) inputRecords(recs []input.Record) {
+	w.b = append(w.b, '[')
+	for i := range recs {
+		w.sep()
+		w.inputRecord(&recs[i])
+	}
+	w.b = append(w.b, ']')
 }
 
 func (w *encoder) inputRecord(r *input.Record) {
@@ -472,12 +477,7 @@ func (w *encoder) input(in *input.Input) {
 	w.optStr("phase", in.Phase)
 	if len(in.Records) > 0 {
 		w.key("records")
-		w.b = append(w.b, '[')
-		for i := range in.Records {
-			w.sep()
-			w.inputRecord(&in.Records[i])
-		}
-		w.b = append(w.b, ']')
+		w.inputRecords(in.Records)
 	}
 	w.key("time")
 	w.open()
