@@ -399,10 +399,15 @@ func (x *ExtProc) finish(ctx context.Context, ex *exchange, resp *extprocv3.Proc
 
 // upstreamMutation sets consentry's headers and removes caller-supplied reserved ones. When
 // the response will be transformed it also removes what would make the CRM answer with less
-// than the whole record (a range, or on reads a validator to compare): the proxy's rule.
+// than the whole record (a range, or on reads a validator to compare) and asks for an
+// identity encoding: the proxy's rules. A gzip or br answer cannot be minimized (the
+// transformer refuses it, 502 response.encoded), so a caller's Accept-Encoding would make
+// every compressing CRM's answer a 502.
 func (x *ExtProc) upstreamMutation(ex *exchange) *extprocv3.HeaderMutation {
 	m := &extprocv3.HeaderMutation{SetHeaders: setHeaders(ex.out.UpstreamHeaders), RemoveHeaders: append([]string(nil), ex.out.RemoveHeaders...)}
 	if transform.NeedsBody(ex.out) {
+		m.SetHeaders = append(m.SetHeaders, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "accept-encoding", RawValue: []byte("identity")},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD})
 		method := strings.ToUpper(ex.req.Method)
 		read := method == http.MethodGet || method == http.MethodHead
 		for k := range ex.req.Headers {

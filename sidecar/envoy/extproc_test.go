@@ -365,7 +365,7 @@ func TestExtProc(t *testing.T) {
 	t.Run("ranges and validators never reach the CRM or the caller", func(t *testing.T) {
 		send := stream(t, sim.client)
 		h := map[string]string{":method": "GET", ":path": "/api/customers/c-1001", ":authority": "crm.test", ":scheme": "http",
-			"range": "bytes=53-70", "if_range": "x", "if-none-match": `"abc"`, "accept": "application/json"}
+			"range": "bytes=53-70", "if_range": "x", "if-none-match": `"abc"`, "accept": "application/json", "accept-encoding": "gzip, br"}
 		for k, v := range auth(e.Agent(), tt.Support, "case-7") {
 			h[k] = v
 		}
@@ -378,6 +378,17 @@ func TestExtProc(t *testing.T) {
 		}
 		if slices.Contains(removed, "accept") {
 			t.Error("accept removed")
+		}
+		// A compressed answer could not be minimized: the CRM is asked for an identity encoding.
+		identity := false
+		for _, o := range resp.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
+			if o.GetHeader().GetKey() == "accept-encoding" && string(o.GetHeader().GetRawValue()) == "identity" &&
+				o.GetAppendAction() == corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+				identity = true
+			}
+		}
+		if !identity {
+			t.Errorf("accept-encoding not set to identity: %v", resp.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders())
 		}
 		resp = send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: hdrs(map[string]string{
 			":status": "206", "content-type": "application/json", "content-range": "bytes 53-70/200", "etag": `"v1"`, "digest": "sha-256=x"}, false)}})
