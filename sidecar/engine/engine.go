@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -127,7 +128,12 @@ type Prepared struct {
 	by *Engine
 	// routes is the route map published with the policy (WithRoutes), nil for none.
 	routes *routes.Map
+	// gen tells this compile from every other one of the process (see CacheID).
+	gen uint64
 }
+
+// preparedGen numbers compiles (Prepare), process-wide.
+var preparedGen atomic.Uint64
 
 // WithRoutes returns p carrying m, the route map whose routes (names, actions, customer
 // binding) the policy decides: Activate publishes both in one atomic swap, so a request
@@ -154,6 +160,17 @@ func (p *Prepared) Revision() (string, map[string]string) {
 	return p.p.revision, p.p.bundles
 }
 
+// CacheID names p for a cache of its decisions: its revision and which compile it is. The
+// revision alone is not enough: a bundle republished with other policies under the same
+// revision (a hot fix without a new .manifest revision) is accepted, and its decisions must
+// not be served from the previous policy's ("" when p is nil).
+func (p *Prepared) CacheID() string {
+	if p == nil || p.p.revision == "" {
+		return ""
+	}
+	return p.p.revision + "#" + strconv.FormatUint(p.gen, 10)
+}
+
 // Prepare compiles ps (within engine.activation_timeout) without activating it, for a caller
 // that must swap something else in step with the policy (the route map of a bundle) between
 // the compile, which may fail, and the swap, which cannot.
@@ -162,7 +179,7 @@ func (e *Engine) Prepare(ctx context.Context, ps *PolicySet) (*Prepared, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &Prepared{p: p, modules: len(ps.Modules), by: e}, nil
+	return &Prepared{p: p, modules: len(ps.Modules), by: e, gen: preparedGen.Add(1)}, nil
 }
 
 // Owns reports whether p was prepared by e (and so is, or was, a policy of e's): a caller

@@ -403,12 +403,17 @@ func (p *Pipeline) check(ctx context.Context, req *Request, out *Outcome) error 
 	var lead *flight
 	cacheable := p.cache != nil && len(in.Enrichment.Errors) == 0
 	if cacheable {
+		// Keyed by the compile, not only the revision: a bundle republished under the same
+		// revision must not be answered with the previous policy's decisions.
+		cacheID := ""
 		if p.policies != nil {
 			keyRev, _ = pol.Revision()
+			cacheID = pol.CacheID()
 		} else {
 			keyRev, _ = p.deps.Engine.(revisioner).Revision()
+			cacheID = keyRev
 		}
-		key, cacheable = p.cache.key(keyRev, in)
+		key, cacheable = p.cache.key(cacheID, in)
 	}
 	if cacheable {
 		hit, ok := p.cache.get(key, out.start)
