@@ -29,6 +29,10 @@ type routesCheckReport struct {
 	Routes []routeSummary `json:"routes"`
 	// Request, when --request was given: the route it matched and what its response keeps.
 	Request *responseCheck `json:"request,omitempty"`
+	// PlaintextPersonalFields are the fields the routes carry whose catalogue category is
+	// personal data (user.*) and that have no key_scope: stored in plaintext, so
+	// crypto-erasure does not make them unreadable in the CRM's backups (docs/key-model.md).
+	PlaintextPersonalFields []string `json:"plaintext_personal_fields"`
 }
 
 type routeSummary struct {
@@ -83,10 +87,11 @@ func runRoutesCheck(_ context.Context, env *Env, args []string) error {
 	if err != nil {
 		return Exit(ExitConfig, err)
 	}
-	if err := checkCatalogFields(m, *catalog); err != nil {
+	plain, err := checkCatalogFields(m, *catalog)
+	if err != nil {
 		return Exit(ExitConfig, err)
 	}
-	rep := &routesCheckReport{}
+	rep := &routesCheckReport{PlaintextPersonalFields: plain}
 	for _, r := range m.Routes() {
 		rep.Routes = append(rep.Routes, routeSummary{Route: r.Name(), Action: r.Action, Public: r.Public, Unlisted: r.Unlisted,
 			Fields: len(r.Fields), Passthrough: r.Passthrough, Envelope: r.Envelope})
@@ -127,36 +132,50 @@ const defaultCatalog = "policies/data/consentry/catalog/data.json"
 
 // checkCatalogFields refuses a route field the catalogue does not know: the policy denies an
 // unknown field, and on a pass route the CRM's real member (name, for a misspelt nmae) would
-// then be served unchecked. Without --catalog the default is used only when it exists.
-func checkCatalogFields(m *routes.Map, catalog string) error {
+// then be served unchecked. Without --catalog the default is used only when it exists. It
+// returns the personal-data fields the routes carry that have no key_scope (sorted).
+func checkCatalogFields(m *routes.Map, catalog string) ([]string, error) {
+	plain := []string{}
 	if catalog == "" {
 		if _, err := os.Stat(defaultCatalog); err != nil {
-			return nil
+			return plain, nil
 		}
 		catalog = defaultCatalog
 	}
 	raw, err := os.ReadFile(catalog)
 	if err != nil {
-		return fmt.Errorf("--catalog: %w", err)
+		return nil, fmt.Errorf("--catalog: %w", err)
 	}
 	var doc struct {
-		Fields map[string]json.RawMessage `json:"fields"`
+		Fields map[string]struct {
+			Category string `json:"category"`
+			KeyScope string `json:"key_scope"`
+		} `json:"fields"`
 	}
 	if err := json.Unmarshal(raw, &doc); err != nil || len(doc.Fields) == 0 {
-		return fmt.Errorf("--catalog %s: not a catalogue with fields (%v)", catalog, err)
+		return nil, fmt.Errorf("--catalog %s: not a catalogue with fields (%v)", catalog, err)
 	}
 	var unknown []string
 	for _, r := range m.Routes() {
 		for _, f := range r.Fields {
-			if _, ok := doc.Fields[f]; !ok {
+			cf, ok := doc.Fields[f]
+			if !ok {
 				unknown = append(unknown, fmt.Sprintf("%s: %q", r.Name(), f))
+				continue
+			}
+			// The record's id is left out: it names the record (and its keys), so it cannot be
+			// ciphertext; the CRM deletes the row.
+			if cf.KeyScope == "" && (cf.Category == "user" || strings.HasPrefix(cf.Category, "user.")) &&
+				cf.Category != "user.unique_id" && !slices.Contains(plain, f) {
+				plain = append(plain, f)
 			}
 		}
 	}
 	if len(unknown) > 0 {
-		return fmt.Errorf("fields the catalogue %s does not know (the policy denies them; a misspelt field leaves the real member unchecked): %s", catalog, strings.Join(unknown, "; "))
+		return nil, fmt.Errorf("fields the catalogue %s does not know (the policy denies them; a misspelt field leaves the real member unchecked): %s", catalog, strings.Join(unknown, "; "))
 	}
-	return nil
+	slices.Sort(plain)
+	return plain, nil
 }
 
 // checkResponse runs the response phase on resp for the route requestLine matches, with a
@@ -229,6 +248,10 @@ func printRoutesCheck(w io.Writer, path string, rep *routesCheckReport) {
 			}
 			fmt.Fprintf(w, "  %-45s %-13s unlisted: %-4s %d fields%s\n", r.Route, r.Action, r.Unlisted, r.Fields, extra)
 		}
+	}
+	if len(rep.PlaintextPersonalFields) > 0 {
+		fmt.Fprintf(w, "personal data stored in plaintext (no key_scope; crypto-erasure does not reach it, docs/key-model.md): %s\n",
+			strings.Join(rep.PlaintextPersonalFields, ", "))
 	}
 	rc := rep.Request
 	if rc == nil {

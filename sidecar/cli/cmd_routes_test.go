@@ -73,3 +73,36 @@ func mustRead(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestRoutesCheckNamesPlaintextPersonalFields: the personal-data fields a map carries without a
+// key_scope are named, since crypto-erasure leaves them readable in the CRM's backups; the
+// record id, system fields and encrypted fields are not.
+func TestRoutesCheckNamesPlaintextPersonalFields(t *testing.T) {
+	dir := t.TempDir()
+	m := filepath.Join(dir, "map.yaml")
+	cat := filepath.Join(dir, "catalog.json")
+	if err := os.WriteFile(m, []byte(`routes:
+  - {method: GET, path: "/a/{id}", action: read, resource: customer, customer_param: id, fields: [id, name, contact.email, created_at]}
+  - {method: GET, path: "/a/{id}/notes", action: read, resource: note, customer_param: id, fields: [id, notes, name]}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cat, []byte(`{"fields": {
+  "id": {"category": "user.unique_id"}, "name": {"category": "user.name"},
+  "contact.email": {"category": "user.contact.email", "key_scope": "contact"},
+  "notes": {"category": "user.content.private"}, "created_at": {"category": "system.operations"}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, "", "routes", "check", m, "--catalog", cat, "--json")
+	var rep routesCheckReport
+	if code != ExitOK || json.Unmarshal([]byte(out), &rep) != nil {
+		t.Fatalf("exit %d %s %s", code, out, errOut)
+	}
+	if got := strings.Join(rep.PlaintextPersonalFields, ","); got != "name,notes" {
+		t.Fatalf("plaintext_personal_fields = %q, want name,notes", got)
+	}
+	code, out, _ = run(t, "", "routes", "check", m, "--catalog", cat)
+	if code != ExitOK || !strings.Contains(out, "crypto-erasure does not reach it, docs/key-model.md): name, notes") {
+		t.Fatalf("exit %d %s", code, out)
+	}
+}
