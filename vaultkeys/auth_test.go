@@ -55,7 +55,7 @@ func TestAppRoleReauthAfterRevocation(t *testing.T) {
 	if plain, w := ks.DecryptFields(d, map[string]string{"e": ct}); len(plain) != 0 || len(w) != 1 || w[0].Reason != ReasonUnauthenticated {
 		t.Fatalf("revoked: plain %v withheld %+v", plain, w)
 	}
-	eventually(t, 10*time.Second, "re-authentication", func() bool {
+	eventually(t, 30*time.Second, "re-authentication", func() bool {
 		ks, err := m.Release(ctx, "a1", d)
 		if err != nil {
 			return false
@@ -102,7 +102,7 @@ func TestTokenFileRotation(t *testing.T) {
 	if err := os.WriteFile(cfg.Auth.TokenFile, []byte(srv.CreateToken(t, time.Hour, "consentry")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "token file pickup", func() bool { return m.Ready(ctx) == nil })
+	eventually(t, 20*time.Second, "token file pickup", func() bool { return m.Ready(ctx) == nil })
 	if _, err := m.ReleaseForWrite(ctx, "t1", d); err != nil {
 		t.Fatal(err)
 	}
@@ -221,13 +221,13 @@ func TestAppRoleReloginAtMaxTTL(t *testing.T) {
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond}
 	m := newManager(t, cfg, Options{})
 	first := m.client.Token()
-	eventually(t, 10*time.Second, "a new token after max TTL", func() bool {
+	eventually(t, 30*time.Second, "a new token after max TTL", func() bool {
 		return m.client.Token() != first && m.Ready(context.Background()) == nil
 	})
 	time.Sleep(1500 * time.Millisecond) // past the first token's max TTL
 	// Tokens keep expiring every 2s; consentry keeps logging in (a request that lands in the
 	// gap between expiry and re-login is withheld, and the next one succeeds).
-	eventually(t, 5*time.Second, "release after max TTL", func() bool {
+	eventually(t, 20*time.Second, "release after max TTL", func() bool {
 		_, err := m.ReleaseForWrite(context.Background(), "ttl1", allow(map[string]string{"e": "contact"}))
 		return err == nil
 	})

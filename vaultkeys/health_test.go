@@ -122,8 +122,9 @@ func TestReadinessFollowsVaultAvailabilityWithoutTraffic(t *testing.T) {
 			m := newManager(t, cfg, Options{}) // the default probe interval
 			ctx := context.Background()
 			// Detection and recovery: one probe interval plus one probe timeout, with slack
-			// for a loaded machine.
-			bound := DefaultHealthInterval + cfg.Timeout + time.Second
+			// for a loaded machine (5s: a busy CI machine stalls for seconds). Still far below
+			// the 30s login backoff that recovery must cut short.
+			bound := DefaultHealthInterval + cfg.Timeout + 5*time.Second
 			if err := m.Ready(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +147,7 @@ func TestReadinessFollowsVaultAvailabilityWithoutTraffic(t *testing.T) {
 				t.Fatalf("status with Vault down: %v", st)
 			}
 			if tc.loginFails {
-				eventually(t, 10*time.Second, "the login to fail", func() bool { ok, _ := m.auth.authenticated(); return !ok })
+				eventually(t, 30*time.Second, "the login to fail", func() bool { ok, _ := m.auth.authenticated(); return !ok })
 				time.Sleep(100 * time.Millisecond) // into the backoff
 			} else {
 				// The token itself is still valid: the gauge says so, availability says the rest.
@@ -222,7 +223,7 @@ func TestFailedVaultCallMarksUnavailableUntilNextSuccess(t *testing.T) {
 			}
 			proxy.SetDelay(0)
 			proxy.SetStatus(0)
-			eventually(t, 5*time.Second, "a successful release", func() bool {
+			eventually(t, 20*time.Second, "a successful release", func() bool {
 				_, err := m.Release(ctx, "c1", d)
 				return err == nil
 			})
@@ -245,9 +246,9 @@ func TestLocalLoginErrorIsNotVaultUnavailable(t *testing.T) {
 	if err := m.Ready(ctx); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("Ready = %v", err)
 	}
-	eventually(t, 5*time.Second, "the first probe", func() bool { ok, _ := m.health.available(); return ok })
+	eventually(t, 20*time.Second, "the first probe", func() bool { ok, _ := m.health.available(); return ok })
 	if err := os.WriteFile(cfg.Auth.TokenFile, []byte(srv.Token), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "login", func() bool { return m.Ready(ctx) == nil })
+	eventually(t, 20*time.Second, "login", func() bool { return m.Ready(ctx) == nil })
 }

@@ -119,7 +119,8 @@ func transitPaths(reqs []vaulttest.AuditRequest) []string {
 	return out
 }
 
-// eventually polls cond until it holds or the timeout passes.
+// eventually polls cond until it holds or the timeout passes. Callers allow 20-30 s where the
+// time is not what the test checks: a busy 2-core CI machine stalls for seconds.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)

@@ -26,7 +26,8 @@ func waitHealth(t *testing.T, addr string, want healthpb.HealthCheckResponse_Ser
 	}
 	defer cc.Close()
 	var last string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	// 20s: generous for a busy machine (activating the policy compiles it under -race).
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		hr, err := healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{Service: "envoy.service.auth.v3.Authorization"})
 		if err == nil && hr.GetStatus() == want {
 			return

@@ -59,7 +59,8 @@ func TestDeferredSignatureSurvivesRollback(t *testing.T) {
 	s := &remoteSigner{key: f.signer}
 	l := f.openSigned(t, s)
 	appendN(t, l, 0, 1) // a decision and a deferred checkpoint
-	for deadline := time.Now().Add(5 * time.Second); len(l.async.results) == 0; time.Sleep(time.Millisecond) {
+	// 20s: generous for a busy machine; the signer answers at once.
+	for deadline := time.Now().Add(20 * time.Second); len(l.async.results) == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the deferred checkpoint was not signed")
 		}
@@ -98,11 +99,13 @@ func TestReadinessRecoversWhenIdleAfterDiskFull(t *testing.T) {
 	}
 	undo() // space freed
 	c0 := l.Committed()
-	deadline := time.Now().Add(3 * time.Second) // the retry is at most once a second
+	// The retry is at most once a second; 15s leaves a stalled machine room while still
+	// telling "recovers when idle" from "never recovers".
+	deadline := time.Now().Add(15 * time.Second)
 	for l.Healthy() != nil && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if err := l.Healthy(); err != nil {
-		t.Fatalf("idle for 3s after space was freed (%d time checkpoints committed), still unhealthy: %v", l.Committed()-c0, err)
+		t.Fatalf("idle for 15s after space was freed (%d time checkpoints committed), still unhealthy: %v", l.Committed()-c0, err)
 	}
 }

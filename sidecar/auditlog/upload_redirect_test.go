@@ -45,7 +45,7 @@ func TestUploadRedirectIsNotDelivery(t *testing.T) {
 			f.cfg.Upload = uploadCfg(srv.URL + "/logs")
 			l, logs := openLogged(t, f)
 			appendN(t, l, 0, 14)
-			deadline := time.Now().Add(10 * time.Second)
+			deadline := time.Now().Add(30 * time.Second) // generous: a busy machine may be slow to retry
 			for {
 				if _, _, answers := c.snapshot(); len(answers) >= 3 {
 					break

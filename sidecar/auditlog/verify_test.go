@@ -201,7 +201,14 @@ func TestEmptyCheckpointsWhenIdle(t *testing.T) {
 	f := newFixture(t)
 	f.cfg.CheckpointInterval = 20 * time.Millisecond
 	l := f.open(t)
-	time.Sleep(300 * time.Millisecond) // ~15 intervals; at least 2 time checkpoints even on a starved machine
+	time.Sleep(300 * time.Millisecond) // ~15 intervals
+	// A starved machine may not have fired the interval timer twice in 300ms: wait until the
+	// open checkpoint and two time checkpoints (seqs 0-2, no decisions) are committed.
+	for deadline := time.Now().Add(20 * time.Second); l.Committed() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("idle log: %d records committed after 20s, want the open and two time checkpoints", l.Committed()+1)
+		}
+	}
 	l.Close()
 	rep := f.verify(t)
 	if !rep.OK() || rep.Checkpoints < 4 || rep.Decisions != 0 {

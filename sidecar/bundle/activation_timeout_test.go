@@ -162,18 +162,18 @@ func TestActivationTimeoutRetriedOnceAfterDelay(t *testing.T) {
 		bundle.SetClock(mgr, now)
 		f := &fixture{eng: eng, mgr: mgr, reg: reg}
 		f.run(t)
-		eventually(t, 10*time.Second, "the first timeout", func() bool { return f.rejections(bundle.ReasonActivationTimeout) == 1 })
-		eventually(t, 5*time.Second, "conditional polls answered 304", func() bool { return srv.count(304) >= 3 })
+		eventually(t, 30*time.Second, "the first timeout", func() bool { return f.rejections(bundle.ReasonActivationTimeout) == 1 })
+		eventually(t, 20*time.Second, "conditional polls answered 304", func() bool { return srv.count(304) >= 3 })
 		if n := srv.count(200); n != 1 {
 			t.Fatalf("downloaded %d times before the retry delay, want 1", n)
 		}
 		advance(bundle.ActivationRetryDelay)
-		eventually(t, 10*time.Second, "the retry", func() bool { return f.rejections(bundle.ReasonActivationTimeout) == 2 })
+		eventually(t, 30*time.Second, "the retry", func() bool { return f.rejections(bundle.ReasonActivationTimeout) == 2 })
 		polled := srv.count(304)
-		eventually(t, 5*time.Second, "polls after the retry", func() bool { return srv.count(304) >= polled+3 })
+		eventually(t, 20*time.Second, "polls after the retry", func() bool { return srv.count(304) >= polled+3 })
 		advance(time.Hour)
 		polled = srv.count(304)
-		eventually(t, 5*time.Second, "polls an hour later", func() bool { return srv.count(304) >= polled+3 })
+		eventually(t, 20*time.Second, "polls an hour later", func() bool { return srv.count(304) >= polled+3 })
 		if n, got := f.rejections(bundle.ReasonActivationTimeout), srv.count(200); n != 2 || got != 2 {
 			t.Fatalf("%v timeouts, %d downloads: want one retry (2, 2)", n, got)
 		}

@@ -125,13 +125,13 @@ func TestHTTPSourceETagPersistenceAndStartWhenServerDown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = f.mgr.Run(ctx) }()
-	eventually(t, 10*time.Second, "revision 1", revisionIs(f.mgr, "1"))
-	eventually(t, 5*time.Second, "conditional polls answered 304", func() bool { return srv.count(304) >= 3 })
+	eventually(t, 30*time.Second, "revision 1", revisionIs(f.mgr, "1"))
+	eventually(t, 20*time.Second, "conditional polls answered 304", func() bool { return srv.count(304) >= 3 })
 	if srv.count(200) != 1 {
 		t.Fatalf("bundle downloaded %d times; ETag polling should download it once", srv.count(200))
 	}
 	srv.publish(signedBundle(t, "2", es, ""))
-	eventually(t, 5*time.Second, "revision 2", revisionIs(f.mgr, "2"))
+	eventually(t, 20*time.Second, "revision 2", revisionIs(f.mgr, "2"))
 	cancel()
 	<-done
 
@@ -152,7 +152,7 @@ func TestHTTPSourceETagPersistenceAndStartWhenServerDown(t *testing.T) {
 	if a := g.mgr.Active(); a.Revision != "2" || !strings.HasPrefix(a.Source, "persisted:") {
 		t.Fatalf("active %+v", a)
 	}
-	eventually(t, 5*time.Second, "fetch errors counted", func() bool { return g.counter("consentry_bundle_fetch_errors_total") >= 1 })
+	eventually(t, 20*time.Second, "fetch errors counted", func() bool { return g.counter("consentry_bundle_fetch_errors_total") >= 1 })
 	st := g.mgr.Status().(bundle.Status)
 	if st.LastFetchError == "" || !st.Ready {
 		t.Fatalf("status: %+v", st)
@@ -169,7 +169,7 @@ func TestHTTPSourceETagPersistenceAndStartWhenServerDown(t *testing.T) {
 	}
 	h := newFixture(t, cfg)
 	h.run(t)
-	eventually(t, 5*time.Second, "hash_mismatch rejection of the persisted bundle", func() bool { return h.rejections(bundle.ReasonHashMismatch) == 1 })
+	eventually(t, 20*time.Second, "hash_mismatch rejection of the persisted bundle", func() bool { return h.rejections(bundle.ReasonHashMismatch) == 1 })
 	if h.mgr.Ready(context.Background()) == nil {
 		t.Fatal("ready on a tampered persisted bundle")
 	}
@@ -184,11 +184,13 @@ func TestHTTPSourceLongPolling(t *testing.T) {
 	f := newFixture(t, bundle.Config{URL: ts.URL, NoPersist: true, Polling: bundle.PollingConfig{
 		MinDelay: time.Hour, MaxDelay: time.Hour, LongPollTimeout: 20 * time.Second}})
 	f.run(t)
-	eventually(t, 10*time.Second, "revision 1", revisionIs(f.mgr, "1"))
+	eventually(t, 30*time.Second, "revision 1", revisionIs(f.mgr, "1"))
 	time.Sleep(200 * time.Millisecond) // the next request is now held by the server
 	start := time.Now()
 	srv.publish(signedBundle(t, "2", es, ""))
-	eventually(t, 5*time.Second, "revision 2 via long poll", revisionIs(f.mgr, "2"))
+	// 15 s: room for a slow activation on a busy machine, yet below the 20 s long-poll
+	// timeout and far below the hour between plain polls.
+	eventually(t, 15*time.Second, "revision 2 via long poll", revisionIs(f.mgr, "2"))
 	t.Logf("new bundle active %s after publish", time.Since(start))
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
@@ -205,7 +207,7 @@ func TestHTTPSourceBackoffAndRejectedBundle(t *testing.T) {
 	t.Cleanup(ts.Close)
 	f := newFixture(t, bundle.Config{URL: ts.URL, NoPersist: true, Polling: fastPolling()})
 	f.run(t)
-	eventually(t, 10*time.Second, "revision 1 after the server recovered", revisionIs(f.mgr, "1"))
+	eventually(t, 30*time.Second, "revision 1 after the server recovered", revisionIs(f.mgr, "1"))
 	if got := f.counter("consentry_bundle_fetch_errors_total"); got != 3 {
 		t.Fatalf("fetch errors %v, want 3", got)
 	}
@@ -215,9 +217,9 @@ func TestHTTPSourceBackoffAndRejectedBundle(t *testing.T) {
 	srv.publish(bundletest.Rewrite(t, good2, func(files map[string][]byte) {
 		files["consentry/backdoor.rego"] = []byte("package consentry.backdoor\n\nallow := true\n")
 	}))
-	eventually(t, 5*time.Second, "extra_file rejection", func() bool { return f.rejections(bundle.ReasonExtraFile) == 1 })
+	eventually(t, 20*time.Second, "extra_file rejection", func() bool { return f.rejections(bundle.ReasonExtraFile) == 1 })
 	polls := srv.count(304)
-	eventually(t, 5*time.Second, "more polls", func() bool { return srv.count(304) > polls+3 })
+	eventually(t, 20*time.Second, "more polls", func() bool { return srv.count(304) > polls+3 })
 	if got := f.rejections(bundle.ReasonExtraFile); got != 1 {
 		t.Fatalf("the same rejected bundle was rejected %v times", got)
 	}
@@ -225,7 +227,7 @@ func TestHTTPSourceBackoffAndRejectedBundle(t *testing.T) {
 		t.Fatalf("active %s", a.Revision)
 	}
 	srv.publish(good2)
-	eventually(t, 5*time.Second, "revision 2", revisionIs(f.mgr, "2"))
+	eventually(t, 20*time.Second, "revision 2", revisionIs(f.mgr, "2"))
 }
 
 func TestHTTPSourceTimeout(t *testing.T) {
@@ -236,7 +238,7 @@ func TestHTTPSourceTimeout(t *testing.T) {
 	t.Cleanup(ts.Close)
 	f := newFixture(t, bundle.Config{URL: ts.URL, NoPersist: true, Timeout: 100 * time.Millisecond, Polling: fastPolling()})
 	f.run(t)
-	eventually(t, 5*time.Second, "timed-out fetches", func() bool { return f.counter("consentry_bundle_fetch_errors_total") >= 2 })
+	eventually(t, 20*time.Second, "timed-out fetches", func() bool { return f.counter("consentry_bundle_fetch_errors_total") >= 2 })
 	st := f.mgr.Status().(bundle.Status)
 	if st.Ready || !strings.Contains(st.LastFetchError, "deadline") {
 		t.Fatalf("status %+v", st)
@@ -261,7 +263,7 @@ func TestHTTPSourceNoTightLoop(t *testing.T) {
 	f := newFixture(t, bundle.Config{URL: ts.URL, NoPersist: true, Polling: bundle.PollingConfig{
 		MinDelay: 200 * time.Millisecond, MaxDelay: 300 * time.Millisecond, LongPollTimeout: 10 * time.Second}})
 	f.run(t)
-	eventually(t, 10*time.Second, "revision 1", revisionIs(f.mgr, "1"))
+	eventually(t, 30*time.Second, "revision 1", revisionIs(f.mgr, "1"))
 	mu.Lock()
 	start := requests
 	mu.Unlock()

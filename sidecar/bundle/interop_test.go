@@ -53,9 +53,12 @@ func copyFile(t *testing.T, from, to string) {
 
 func runOPA(t *testing.T, stdin string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	opa := bundletest.OPA(t) // may build opa first: not counted against the timeout below
+	// Only a guard against a hung opa: generous, since a busy CI machine under -race has been
+	// seen to take more than a minute.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bundletest.OPA(t), args...)
+	cmd := exec.CommandContext(ctx, opa, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -132,7 +135,7 @@ func TestBundleDirSignedByOPASignActivates(t *testing.T) {
 	}
 	f := newFixture(t, bundle.Config{Dir: dir, Polling: bundle.PollingConfig{MinDelay: time.Hour, MaxDelay: time.Hour}})
 	f.run(t)
-	eventually(t, 10*time.Second, "the opa-signed bundle directory", func() bool {
+	eventually(t, 30*time.Second, "the opa-signed bundle directory", func() bool {
 		if st := f.mgr.Status().(bundle.Status); st.LastRejection != nil {
 			t.Fatalf("rejected: %+v", st.LastRejection)
 		}
@@ -147,7 +150,7 @@ func TestBundleDirSignedByOPASignActivates(t *testing.T) {
 	if err := os.WriteFile(p, append(b, "\n# edited\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "hash_mismatch rejection", func() bool { return f.rejections(bundle.ReasonHashMismatch) >= 1 })
+	eventually(t, 20*time.Second, "hash_mismatch rejection", func() bool { return f.rejections(bundle.ReasonHashMismatch) >= 1 })
 	if f.mgr.Active().Revision != "7" {
 		t.Fatal("active bundle changed")
 	}

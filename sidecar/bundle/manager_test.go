@@ -97,6 +97,9 @@ func (f *fixture) counter(name string) float64 {
 	return total
 }
 
+// eventually polls cond for up to within. Callers give 20-30 s where the time is not what
+// the test checks: activating a bundle compiles it, which under -race on a busy 2-core CI
+// machine has taken more than the 5 s these waits used to allow.
 func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -276,6 +279,9 @@ func TestActivationIsAtomicUnderLoad(t *testing.T) {
 		}
 	}
 	time.Sleep(50 * time.Millisecond)
+	// On a stalled machine the deciders may not have run yet: wait for some decisions rather
+	// than failing on "0 decisions" below.
+	eventually(t, 20*time.Second, "decisions during the activations", func() bool { return decided.Load() > 0 })
 	stop.Store(true)
 	wg.Wait()
 	close(errs)
@@ -313,9 +319,9 @@ func TestFileSourceHotReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	replace(signedBundle(t, "2", es, ""))
-	eventually(t, 5*time.Second, "revision 2 from the replaced file", revisionIs(f.mgr, "2"))
+	eventually(t, 20*time.Second, "revision 2 from the replaced file", revisionIs(f.mgr, "2"))
 	replace(signedBundle(t, "0", es, ""))
-	eventually(t, 5*time.Second, "rollback rejection", func() bool { return f.rejections(bundle.ReasonRollback) == 1 })
+	eventually(t, 20*time.Second, "rollback rejection", func() bool { return f.rejections(bundle.ReasonRollback) == 1 })
 	if a := f.mgr.Active(); a.Revision != "2" || !strings.HasPrefix(a.Source, "file:") {
 		t.Fatalf("active %+v", a)
 	}
@@ -344,7 +350,7 @@ func TestDirSourceHotReload(t *testing.T) {
 	if err := os.WriteFile(util, append(src, "\n# touched by the hot reload test\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a hot reload", func() bool { return f.mgr.Active().Revision != first.Revision })
+	eventually(t, 20*time.Second, "a hot reload", func() bool { return f.mgr.Active().Revision != first.Revision })
 	second := f.mgr.Active()
 	if c, err := bundle.CompareRevisions(second.Revision, first.Revision); err != nil || c != 1 {
 		t.Fatalf("reload revision %s does not order after %s: %d %v", second.Revision, first.Revision, c, err)
@@ -353,7 +359,7 @@ func TestDirSourceHotReload(t *testing.T) {
 	if err := os.WriteFile(util, append(src, "\nbroken :=\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a compile rejection", func() bool { return f.rejections(bundle.ReasonCompile) >= 1 })
+	eventually(t, 20*time.Second, "a compile rejection", func() bool { return f.rejections(bundle.ReasonCompile) >= 1 })
 	if f.mgr.Active().Revision != second.Revision || !f.eng.Ready() {
 		t.Fatal("a broken edit replaced the active policy")
 	}
@@ -362,7 +368,7 @@ func TestDirSourceHotReload(t *testing.T) {
 func TestDirSourceNeedsSignatures(t *testing.T) {
 	f := newFixture(t, bundle.Config{Dir: bundletest.Policies(t), Polling: bundle.PollingConfig{MinDelay: time.Hour, MaxDelay: time.Hour}})
 	f.run(t)
-	eventually(t, 5*time.Second, "signature_missing rejection", func() bool { return f.rejections(bundle.ReasonSignatureMissing) == 1 })
+	eventually(t, 20*time.Second, "signature_missing rejection", func() bool { return f.rejections(bundle.ReasonSignatureMissing) == 1 })
 	if f.mgr.Ready(context.Background()) == nil {
 		t.Fatal("unsigned policy directory activated while signatures are required")
 	}
@@ -412,7 +418,7 @@ func TestRejectedDirNotReRejectedEveryPoll(t *testing.T) {
 			f := newFixture(t, bundle.Config{Dir: tc.dir(t), RequireSignatures: tc.required,
 				Polling: bundle.PollingConfig{MinDelay: 20 * time.Millisecond, MaxDelay: 20 * time.Millisecond}})
 			f.run(t)
-			eventually(t, 5*time.Second, "the first rejection", func() bool { return f.rejections(tc.reason) >= 1 })
+			eventually(t, 20*time.Second, "the first rejection", func() bool { return f.rejections(tc.reason) >= 1 })
 			time.Sleep(500 * time.Millisecond)
 			if n := f.rejections(tc.reason); n != 1 {
 				t.Fatalf("the same unchanged directory was rejected %v times in 0.5 s", n)

@@ -36,14 +36,14 @@ func TestSymlinkedModuleFixedAfterRejectionIsLoaded(t *testing.T) {
 	f := newFixture(t, bundle.Config{Dir: dir, RequireSignatures: &off,
 		Polling: bundle.PollingConfig{MinDelay: 20 * time.Millisecond, MaxDelay: 20 * time.Millisecond}})
 	f.run(t)
-	eventually(t, 10*time.Second, "first activation", func() bool { return f.mgr.Active() != nil })
+	eventually(t, 30*time.Second, "first activation", func() bool { return f.mgr.Active() != nil })
 	first := f.mgr.Active().Revision
 	if err := os.WriteFile(target, append(append([]byte{}, src...), "\nbroken :=\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a compile rejection", func() bool { return f.rejections(bundle.ReasonCompile) >= 1 })
+	eventually(t, 20*time.Second, "a compile rejection", func() bool { return f.rejections(bundle.ReasonCompile) >= 1 })
 	if err := os.WriteFile(target, append(append([]byte{}, src...), "\n# fixed\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the fixed policy to activate", func() bool { return f.mgr.Active().Revision != first })
+	eventually(t, 20*time.Second, "the fixed policy to activate", func() bool { return f.mgr.Active().Revision != first })
 }

@@ -118,8 +118,9 @@ func TestMixedFleetDeadlockIsRetried(t *testing.T) {
 			}
 			done <- err
 		}()
-		// Until the new replica holds second's key and waits for first's.
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		// Until the new replica holds second's key and waits for first's (20s: a busy machine
+		// may be slow to get there, and giving up early would test no deadlock at all).
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 			var waiting int
 			if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`).Scan(&waiting); err != nil {
 				t.Fatal(err)

@@ -28,7 +28,9 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) ti
 }
 
 // Two store instances (two replicas) on one PostgreSQL: a change through one is visible on
-// the other within 1 s, through LISTEN/NOTIFY.
+// the other within 1 s, through LISTEN/NOTIFY. The waits below allow 10 s so that a stalled CI
+// machine does not fail them; the resync safety net is 5 minutes away, so a change seen within
+// them still came through the change feed (e2e TestReplicasShareStateWithinOneSecond times it).
 func TestReplicasPostgres(t *testing.T) {
 	ctx := context.Background()
 	cfg := testConfig(t, "postgres")
@@ -48,12 +50,12 @@ func TestReplicasPostgres(t *testing.T) {
 	if status(a, "cust-r") != KindGranted {
 		t.Fatal("writer does not see its own grant at once")
 	}
-	lag := eventually(t, time.Second, "grant on replica b", func() bool { return status(b, "cust-r") == KindGranted })
+	lag := eventually(t, 10*time.Second, "grant on replica b", func() bool { return status(b, "cust-r") == KindGranted })
 	t.Logf("grant visible on replica after %s", lag)
 	if _, err := b.Withdraw(ctx, ConsentInput{CustomerID: "cust-r", Purpose: p}, "bob"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "withdrawal on replica a", func() bool { return status(a, "cust-r") == KindWithdrawn })
+	eventually(t, 10*time.Second, "withdrawal on replica a", func() bool { return status(a, "cust-r") == KindWithdrawn })
 	if _, err := a.PutCase(ctx, Case{ID: "R1", CustomerID: "cust-r", Assignees: []string{"alice"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +66,7 @@ func TestReplicasPostgres(t *testing.T) {
 	if _, err := a.MarkErased(ctx, "cust-r", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "case, agreement, erasure on replica b", func() bool {
+	eventually(t, 10*time.Second, "case, agreement, erasure on replica b", func() bool {
 		e, _ := b.Enrich(ctx, enrich.Query{CustomerID: "cust-r", CaseID: "R1", ProcessorID: "proc"})
 		return e.Case != nil && e.Agreement != nil && e.Customer != nil && e.Customer.Erased
 	})
@@ -79,7 +81,7 @@ func TestReplicasPostgres(t *testing.T) {
 	if _, err := a.Grant(ctx, grantInput("cust-s", p), "alice"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "grant on replica b after its LISTEN connection dropped", func() bool { return status(b, "cust-s") == KindGranted })
+	eventually(t, 15*time.Second, "grant on replica b after its LISTEN connection dropped", func() bool { return status(b, "cust-s") == KindGranted })
 }
 
 // gate is a TCP forwarder to PostgreSQL that can stop taking new connections while the
@@ -177,7 +179,8 @@ func gatedReplicas(t *testing.T, maxFeedGap time.Duration) *replicas {
 	if _, err := r.b.Grant(ctx, grantInput("cust-f", r.purpose), "bob"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "grant on replica a", func() bool { st, _ := r.lookup(); return st == KindGranted })
+	// 10 s: generous for a stalled machine, far below the 5-minute resync.
+	eventually(t, 10*time.Second, "grant on replica a", func() bool { st, _ := r.lookup(); return st == KindGranted })
 	return r
 }
 
@@ -196,17 +199,22 @@ func TestFeedDownFailsClosed(t *testing.T) {
 
 	g.open.Store(false)
 	terminateListen(t, cfg.Postgres.Schema)
-	eventually(t, 2*time.Second, "readiness reports the feed down", func() bool {
+	eventually(t, 10*time.Second, "readiness reports the feed down", func() bool {
 		err := a.Ready(ctx)
 		return err != nil && strings.Contains(err.Error(), "change feed down")
 	})
 	if _, err := b.Withdraw(ctx, ConsentInput{CustomerID: "cust-f", Purpose: p}, "bob"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "lookups fail closed after max_feed_gap", func() bool {
+	// The wait is generous (a stalled machine); the bound that matters is checked on every
+	// lookup. The gap is read before the lookup: it only grows while the feed is down, so a
+	// lookup made when it already exceeded max_feed_gap must fail closed. Read after it, a
+	// stall between the two would blame the lookup for time that passed later.
+	eventually(t, 10*time.Second, "lookups fail closed after max_feed_gap", func() bool {
+		gap := a.feedGap()
 		st, errs := lookup()
-		if st == KindGranted && len(errs) == 0 && a.feedGap() > acfg.Postgres.MaxFeedGap+50*time.Millisecond {
-			t.Fatalf("withdrawn consent served as granted %s after the feed went down", a.feedGap())
+		if st == KindGranted && len(errs) == 0 && gap > acfg.Postgres.MaxFeedGap+50*time.Millisecond {
+			t.Fatalf("withdrawn consent served as granted %s after the feed went down", gap)
 		}
 		return len(errs) > 0 && st == ""
 	})
@@ -233,10 +241,14 @@ func TestSilentFeedFailsClosed(t *testing.T) {
 	if _, err := b.Withdraw(ctx, ConsentInput{CustomerID: "cust-f", Purpose: p}, "bob"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 3*time.Second, "lookups fail closed on a silent feed", func() bool {
+	// As in TestFeedDownFailsClosed: a generous wait, the bound checked on every lookup with
+	// the time read before the lookup (read after it, a stall in between would be blamed on
+	// the lookup).
+	eventually(t, 15*time.Second, "lookups fail closed on a silent feed", func() bool {
+		silent := time.Since(frozenAt)
 		st, errs := lookup()
-		if st == KindGranted && len(errs) == 0 && time.Since(frozenAt) > acfg.Postgres.MaxFeedGap+150*time.Millisecond {
-			t.Fatalf("withdrawn consent served as granted %s after the network went silent", time.Since(frozenAt))
+		if st == KindGranted && len(errs) == 0 && silent > acfg.Postgres.MaxFeedGap+150*time.Millisecond {
+			t.Fatalf("withdrawn consent served as granted %s after the network went silent", silent)
 		}
 		return len(errs) > 0
 	})

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -306,16 +307,18 @@ func TestJWKSRecoversQuicklyFromAFailedFirstFetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; calls.Load() == 0; i++ {
-		if i > 500 {
+	// Polled against a generous deadline: a loaded CI machine may be slow to run the fetch.
+	for deadline := time.Now().Add(20 * time.Second); calls.Load() == 0; {
+		if time.Now().After(deadline) {
 			t.Fatal("no background fetch")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	tok := bearer(sign(t, is, jose.RS256, is.Claims("e")))
 	// Not 30s (the min refresh interval) of failures: a key set that never loaded is retried
-	// after at most a second.
-	deadline := time.Now().Add(3 * time.Second)
+	// after at most a second. The deadline leaves a loaded machine room for its stalls while
+	// staying well below the 30s a rate-limited retry would take.
+	deadline := time.Now().Add(15 * time.Second)
 	for {
 		_, err := a.Authenticate(context.Background(), tok)
 		if err == nil {
@@ -337,16 +340,27 @@ func TestJWKSRefreshOutlivesTheRequest(t *testing.T) {
 	old, next := rotatedIssuers(t)
 	var rotated atomic.Bool
 	var fetches atomic.Int32
+	// The rotated key set is held until the test releases it, not for a fixed 300ms: on a
+	// loaded machine signing the 20 tokens below can take longer than that, and the fetch
+	// would be over before the request that must find it still running.
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseFetch := func() { releaseOnce.Do(func() { close(release) }) }
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fetches.Add(1)
 		if !rotated.Load() {
 			_ = json.NewEncoder(w).Encode(old.JWKS())
 			return
 		}
-		time.Sleep(300 * time.Millisecond) // slower than a request's deadline
+		select { // slower than a request's deadline
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
 		_ = json.NewEncoder(w).Encode(next.JWKS())
 	}))
 	defer srv.Close()
+	defer releaseFetch()
 	now := time.Now()
 	var clock atomic.Int64
 	clock.Store(now.UnixNano())
@@ -375,8 +389,10 @@ func TestJWKSRefreshOutlivesTheRequest(t *testing.T) {
 	if !errors.As(err, &ie) || ie.Code != ReasonKeySetUnavailable {
 		t.Fatalf("request while the slow fetch runs: %v", err)
 	}
-	// Once the fetch completes: the new key is served and the removed one is not.
-	deadline := time.Now().Add(3 * time.Second)
+	releaseFetch()
+	// Once the fetch completes: the new key is served and the removed one is not. A generous
+	// deadline: a loaded machine may take a while to finish the fetch.
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		_, err := a.Authenticate(context.Background(), newTok)
 		if err == nil {
@@ -416,8 +432,9 @@ func urlAuthenticator(t *testing.T, is *identitytest.Issuer, url string, minRefr
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; a.Ready() != nil; i++ {
-		if i > 500 {
+	// Polled against a generous deadline: a loaded CI machine may be slow to run the fetch.
+	for deadline := time.Now().Add(20 * time.Second); a.Ready() != nil; {
+		if time.Now().After(deadline) {
 			t.Fatal("key set never loaded")
 		}
 		time.Sleep(10 * time.Millisecond)

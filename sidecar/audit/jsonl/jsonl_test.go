@@ -111,8 +111,9 @@ func TestGroupCommit(t *testing.T) {
 		for i := 0; i < n; i++ {
 			go func() { errs <- s.Append(context.Background(), entry("queued")) }()
 		}
-		// Wait until every line is queued behind the blocked write.
-		for deadline := time.Now().Add(5 * time.Second); ; {
+		// Wait until every line is queued behind the blocked write (20s: the 20 goroutines may
+		// be slow to run on a busy machine).
+		for deadline := time.Now().Add(20 * time.Second); ; {
 			s.mu.Lock()
 			queued := 0
 			if s.pending != nil {
@@ -178,7 +179,7 @@ func TestWriterPanicIsAnError(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(20 * time.Second): // a wedged sink never answers; generous for a busy machine
 		t.Fatal("sink wedged after a panic")
 	}
 }
