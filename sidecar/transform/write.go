@@ -3,6 +3,7 @@ package transform
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -143,8 +144,16 @@ func (t *Transformer) Request(ctx context.Context, out *pipeline.Outcome, body [
 		}
 		ct, err := ks.Encrypt(df.KeyScope, plain)
 		if err != nil {
-			// Never forward the plaintext of a field that must be stored encrypted.
-			return t.refuse(w, out, http.StatusServiceUnavailable, ReasonWriteKeys, fmt.Errorf("encrypt %s: %w (%s)", f.name, err, vaultkeys.Reason(err)))
+			// Never forward the plaintext of a field that must be stored encrypted. Failures
+			// that retrying cannot cure are not a 503.
+			err = fmt.Errorf("encrypt %s: %w (%s)", f.name, err, vaultkeys.Reason(err))
+			switch {
+			case errors.Is(err, vaultkeys.ErrInvalidCustomer):
+				return t.refuse(w, out, http.StatusUnprocessableEntity, ReasonWriteCustomerKey, err)
+			case errors.Is(err, vaultkeys.ErrErased):
+				return t.refuse(w, out, http.StatusGone, ReasonWriteErased, err)
+			}
+			return t.refuse(w, out, http.StatusServiceUnavailable, ReasonWriteKeys, err)
 		}
 		scopes[df.KeyScope] = true
 		edits = append(edits, edit{span: f.v, repl: appendString(nil, ct)})
@@ -159,8 +168,13 @@ func (t *Transformer) refuse(w *Write, out *pipeline.Outcome, status int, code s
 	t.log.Info("write refused", "decision_id", out.DecisionID, "code", code, "error", err)
 	w.Status, w.Codes, w.Err = status, []string{code}, err
 	msg := err.Error()
-	if code == ReasonWriteKeys {
+	switch code {
+	case ReasonWriteKeys:
 		msg = "sensitive fields cannot be encrypted right now"
+	case ReasonWriteCustomerKey:
+		msg = "the customer id cannot name an encryption key (docs/key-model.md)"
+	case ReasonWriteErased:
+		msg = "the customer's keys were erased: nothing is stored for this customer again"
 	}
 	w.DenyBody = DenyBody(out.DecisionID, code, msg)
 	w.Enforcement = audit.Enforcement{Status: status}
