@@ -3,7 +3,8 @@
 # description: |
 #   A purpose whose legal basis is consent needs the customer's opt-in for that purpose (or a
 #   parent purpose): granted (not dated in the future), not taken back by a later withdrawal
-#   covering the purpose, not expired. Decided per customer record.
+#   covering the purpose, not expired, and - when the purpose names a min_notice_version in the
+#   catalogue - given under that privacy notice or a later one. Decided per customer record.
 package consentry.consent
 
 import data.consentry.util
@@ -18,7 +19,7 @@ record_deny(rec) := {r |
 
 # One chain, each test run once: a granted, unexpired consent covering the purpose says
 # nothing; otherwise explain the best we know, most specific first (withdrawn, expired,
-# missing).
+# outdated notice, missing).
 _consent_reasons(consents) := set() if {
 	some c in consents
 	_valid(c)
@@ -31,6 +32,11 @@ _consent_reasons(consents) := set() if {
 	some c in consents
 	_covers(c)
 	_expired(c)
+} else := {util.reason("consent.notice_outdated", 451, sprintf("the customer's consent for %q was given under a notice older than %q", [input.purpose, _min_notice]))} if {
+	some c in consents
+	c.status == "granted"
+	_covers(c)
+	not _notice_ok(c)
 } else := {util.reason("consent.missing", 451, sprintf("the customer has not opted in to %q", [input.purpose]))}
 
 # A consent covers the declared purpose when given for it or for a parent purpose: its
@@ -42,7 +48,16 @@ _valid(c) if {
 	_covers(c)
 	not _expired(c)
 	util.in_effect(c)
+	_notice_ok(c)
 }
+
+# A purpose may name the oldest privacy notice (min_notice_version) under which a consent still
+# counts: a customer who agreed to an older text has not agreed to what the notice says now.
+# Versions compare as strings, so they must sort (e.g. "2026-03"); a consent naming no version
+# is older than any. Without min_notice_version every consent passes ("" >= "").
+_notice_ok(c) if object.get(c, "notice_version", "") >= _min_notice
+
+_min_notice := object.get(util.purpose, "min_notice_version", "")
 
 # A withdrawal covering the declared purpose that takes the grant back (util.takes_back).
 _vetoed(g, consents) if {

@@ -125,3 +125,63 @@ test_grant_within_clock_skew_counts if {
 	soon := object.union(fx.granted(p), {"granted_at": "2026-11-22T09:02:00Z"})
 	count(codes(fx.marketing, [soon])) == 0
 }
+
+# A purpose may require consent under a given privacy notice or a later one
+# (purposes[p].min_notice_version): a consent to an older text, or one naming no notice, no
+# longer counts. Both paths of the decision agree.
+_notice_catalog := object.union(data.consentry.catalog, {"purposes": {p: {"min_notice_version": "2026-06"}}})
+
+_under(version) := object.union(fx.granted(p), {"notice_version": version})
+
+_notice_decision(consents) := [d, full] if {
+	inp := fx.replace(fx.marketing, {"enrichment": {"consents": consents, "customer": fx.customer}})
+	d := consentry.decision with input as inp with data.consentry.catalog as _notice_catalog
+	full := consentry.full_decision with input as inp with data.consentry.catalog as _notice_catalog
+}
+
+test_consent_under_an_older_notice_does_not_count if {
+	[d, full] := _notice_decision([fx.granted(p)])
+	d == full
+	not d.allow
+	d.reasons == [{"code": "consent.notice_outdated", "message": "the customer's consent for \"marketing.communications.email\" was given under a notice older than \"2026-06\""}]
+}
+
+test_consent_without_a_notice_does_not_count_when_one_is_required if {
+	[d, full] := _notice_decision([object.remove(fx.granted(p), ["notice_version"])])
+	d == full
+	fx.codes(d) == {"consent.notice_outdated"}
+}
+
+test_consent_under_the_required_notice_or_later_counts if {
+	[d, full] := _notice_decision([_under("2026-06")])
+	d == full
+	d.allow
+	[d2, full2] := _notice_decision([fx.granted(p), _under("2026-09")])
+	d2 == full2
+	d2.allow
+}
+
+test_withdrawal_and_expiry_explain_before_the_notice if {
+	[d, full] := _notice_decision([fx.granted(p), object.union(_under("2026-06"), {"status": "withdrawn"})])
+	d == full
+	fx.codes(d) == {"consent.withdrawn"}
+}
+
+test_without_min_notice_version_any_notice_counts if {
+	count(codes(fx.marketing, [object.remove(fx.granted(p), ["notice_version"])])) == 0
+}
+
+# The list response phase decides each record with the same notice rule.
+_rec_of(id, c) := {"customer_id": id, "enrichment": {"consents": [c], "customer": object.union(fx.customer, {"id": id})}}
+
+test_list_records_check_the_notice if {
+	inp := fx.replace(fx.marketing, {
+		"action": "list", "phase": "response",
+		"resource": {"type": "customer", "fields": ["id", "contact.email"]}, "enrichment": {"consents": []},
+		"records": [_rec_of("c-1", fx.granted(p)), _rec_of("c-2", _under("2026-07"))],
+	})
+	d := consentry.decision with input as inp with data.consentry.catalog as _notice_catalog
+	d == consentry.full_decision with input as inp with data.consentry.catalog as _notice_catalog
+	d.records["c-1"].reasons[0].code == "consent.notice_outdated"
+	d.records["c-2"].allow
+}

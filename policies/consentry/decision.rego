@@ -76,7 +76,7 @@ _state_denials(rec) := {util.reason("state.unavailable", 503, sprintf("customer 
 	count(object.get(rec.enrichment, "errors", [])) > 0
 } else := set()
 
-_record_denials(rec) := ((((_state_denials(rec) | consent.record_deny(rec)) | cases.record_deny(rec)) | rights.record_deny(rec)) | retention.record_deny(rec)) | _custom_record_denials(rec)
+_record_denials(rec) := (((((_state_denials(rec) | consent.record_deny(rec)) | cases.record_deny(rec)) | rights.record_deny(rec)) | retention.record_deny(rec)) | breakglass.record_deny(rec)) | _custom_record_denials(rec)
 
 # The record a single-customer request touches.
 _single := {"customer_id": input.resource.customer_id, "enrichment": input.enrichment}
@@ -157,11 +157,21 @@ full_decision := {
 	"reasons": _public(_reasons),
 	"fields": _fields,
 	"key_scopes": _key_scopes,
-	"obligations": [o | some o in (breakglass.obligations | _list_obligations)],
+	"obligations": [o | some o in (_breakglass_obligations | _list_obligations)],
 	"headers": _headers,
-	"flags": [f | some f in breakglass.flags],
+	"flags": _flags,
 	"records": records,
 }
+
+# Break-glass marks and obligates an access that happened: a denied request carries neither
+# (its input, justification included, is in the decision log anyway).
+_breakglass_obligations := breakglass.obligations if allow
+
+else := set()
+
+_flags := [f | some f in breakglass.flags] if allow
+
+else := []
 
 # A denied decision serves no field: each requested field is reported denied with its category
 # (the decoder turns any outcome of a denied decision into deny), which needs only the

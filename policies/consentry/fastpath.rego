@@ -67,6 +67,7 @@ decision := {
 	count(object.get(input.enrichment, "errors", [])) == 0
 	cust := input.enrichment.customer
 	not cust.erased == true
+	not cust.erased_at
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
 } else := {
 	"allow": true,
@@ -106,6 +107,7 @@ decision := {
 	cases.purpose_ok(cs)
 	cust := input.enrichment.customer
 	not cust.erased == true
+	not cust.erased_at
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
 } else := {
 	"allow": true,
@@ -140,6 +142,7 @@ decision := {
 	_consent_ok(input.enrichment.consents, s)
 	cust := input.enrichment.customer
 	not cust.erased == true
+	not cust.erased_at
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
 } else := {
 	"allow": true,
@@ -180,6 +183,7 @@ decision := {
 	cases.purpose_ok(cs)
 	cust := input.enrichment.customer
 	not cust.erased == true
+	not cust.erased_at
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
 } else := {
 	"allow": false,
@@ -215,6 +219,7 @@ decision := {
 	_record_case_ok(rec, s)
 	cust := input.enrichment.customer
 	not cust.erased == true
+	not cust.erased_at
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
 } else := {
 	"allow": false,
@@ -248,6 +253,7 @@ decision := {
 	_record_consent_ok(rec, s)
 	cust := input.enrichment.customer
 	not cust.erased == true
+	not cust.erased_at
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
 } else := {
 	"allow": true,
@@ -285,6 +291,7 @@ decision := {
 	count(object.get(input.enrichment, "errors", [])) == 0
 	cust := input.enrichment.customer
 	not cust.erased == true
+	not cust.erased_at
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
 } else := {
 	"allow": true,
@@ -304,8 +311,11 @@ decision := {
 	},
 } if {
 	# The response phase of a list: the same request-level checks, then one outcome per record.
+	# An action or purpose that needs one named customer and names none is left to the full
+	# rules (request: resource.customer_missing).
 	input.phase == "response"
 	_case_known
+	not data.consentry.request._customer_missing
 	input.subject.type in {"employee", "service"}
 	input.subject.id != ""
 	not input.break_glass
@@ -343,6 +353,7 @@ _record(rec, s, served) := o if {
 	_record_case_ok(rec, s)
 	cust := rec.enrichment.customer
 	not cust.erased == true
+	not cust.erased_at
 	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
 	o := _record_by_consent(rec, s, served)
 } else := data.consentry.record_outcome(rec)
@@ -369,6 +380,7 @@ _consent_ok(consents, s) if {
 	c.purpose in s.covering
 	_unexpired(c)
 	util.in_effect(c)
+	object.get(c, "notice_version", "") >= s.min_notice_version
 	not _vetoed(c, consents, s)
 }
 
@@ -390,7 +402,7 @@ _record_case_ok(rec, _) if {
 }
 
 # The reasons (public form) the full rules give when no consent covers the purpose and
-# nothing else denies the record: withdrawn before expired before missing.
+# nothing else denies the record: withdrawn before expired before an outdated notice before missing.
 _consent_denial(consents, s) := s.consent_denials.withdrawn if {
 	some c in consents
 	util.withdrawn(c)
@@ -399,6 +411,11 @@ _consent_denial(consents, s) := s.consent_denials.withdrawn if {
 	some c in consents
 	c.purpose in s.covering
 	_expired(c)
+} else := s.consent_denials.notice_outdated if {
+	some c in consents
+	c.status == "granted"
+	c.purpose in s.covering
+	not object.get(c, "notice_version", "") >= s.min_notice_version
 } else := s.consent_denials.missing
 
 _expired(c) if c.status == "expired"
@@ -472,9 +489,11 @@ _section(p, pdef, r, mfa) := {
 	"key_fields": object.remove(t.key_fields, blocked),
 	"allowed": object.remove(t.allowed, blocked),
 	"covering": util.covering(p),
+	"min_notice_version": object.get(pdef, "min_notice_version", ""),
 	"consent_denials": {
 		"withdrawn": [{"code": "consent.withdrawn", "message": sprintf("the customer withdrew consent for %q", [p])}],
 		"expired": [{"code": "consent.expired", "message": sprintf("the customer's consent for %q has expired", [p])}],
+		"notice_outdated": [{"code": "consent.notice_outdated", "message": sprintf("the customer's consent for %q was given under a notice older than %q", [p, object.get(pdef, "min_notice_version", "")])}],
 		"missing": [{"code": "consent.missing", "message": sprintf("the customer has not opted in to %q", [p])}],
 	},
 	"info": {f: rs |

@@ -43,6 +43,8 @@ _list := fx.replace(fx.marketing, {
 		_rec("c-8", [fx.granted("marketing.communications.email")], {"retention_until": "2020-01-01T00:00:00Z"}),
 		{"customer_id": "c-9", "enrichment": {"consents": [], "customer": fx.customer, "errors": ["consent"]}},
 		{"customer_id": "c-10", "enrichment": {"consents": [fx.granted("marketing.communications.email")]}},
+		_rec("c-11", [fx.granted("marketing.communications.email")], {"erased_at": "2026-10-01T00:00:00Z"}),
+		{"customer_id": "c-12", "enrichment": {"consents": [fx.granted("marketing.communications.email")], "customer": {"id": "c-12", "erased": false}}},
 	],
 })
 
@@ -121,6 +123,15 @@ _full_inputs := [
 	fx.replace(_list, {"subject": {"id": "emp-1", "type": "employee", "roles": ["analyst"]}}),
 	fx.replace(_list, {"break_glass": {"justification": "campaign audit, consent store suspected wrong"}}),
 	fx.replace(_list, {"phase": "later"}),
+	# An erasure time without the erased flag, no retention deadline: the full rules deny.
+	fx.replace(fx.support, {"enrichment": object.union(fx.support.enrichment, {"customer": object.union(fx.customer, {"erased_at": "2026-10-01T00:00:00Z"})})}),
+	fx.replace(fx.support, {"enrichment": fx.replace(fx.support.enrichment, {"customer": {"id": "c-1", "erased": false}})}),
+	fx.replace(fx.self_read, {"enrichment": {"consents": [], "customer": object.union(fx.customer, {"erased_at": "2026-10-01T00:00:00Z"})}}),
+	_with_consents(fx.replace(fx.marketing, {"enrichment": {"consents": [], "customer": {"id": "c-1", "erased": false}}}), []),
+	# A write in the response phase that names no customer (resource.customer_missing).
+	fx.replace(_support_list, {"action": "update", "resource": {"type": "customer", "fields": ["contact.email"]}}),
+	# A processor or a customer listing employee roles.
+	fx.replace(fx.support, {"subject": {"id": "svc-1", "type": "processor", "processor_id": "p-mail", "roles": ["support_agent"]}}),
 ]
 
 # The loops below serve the tables as the engine does (computed once here), so that each input
@@ -176,7 +187,7 @@ test_materialized_sections_give_same_decisions if {
 
 test_sections_withhold_special_categories if {
 	s := fastpath.tables["essential.service.payment_processing"].billing_agent
-	s["true"].fields["payment.card_number"].outcome == "allow"
+	s["true"].fields["payment.card_number"].outcome == "mask"
 	s["false"].fields["payment.card_number"].outcome == "deny"
 	s["true"].fields["health.notes"].outcome == "deny"
 	count(s["false"].info["payment.card_number"]) == 1
@@ -194,7 +205,7 @@ test_sections_only_for_permitted_roles if {
 test_special_category_without_mfa_needs_role_only if {
 	cats := {"user.financial": {"title": "Payment data", "require_mfa": false, "roles": ["billing_agent"]}}
 	s := fastpath.tables["essential.service.payment_processing"].billing_agent with data.consentry.catalog.special_categories as cats
-	s["false"].fields["payment.card_number"].outcome == "allow"
+	s["false"].fields["payment.card_number"] == {"outcome": "mask", "mask": "last4", "category": "user.financial.credit_card", "key_scope": "financial"}
 	not s["false"].info["payment.card_number"]
 }
 
@@ -210,6 +221,8 @@ test_list_records_decided_per_record if {
 	d.records["c-8"].reasons[0].code == "retention.expired"
 	"state.unavailable" in {r.code | some r in d.records["c-9"].reasons}
 	d.records["c-10"].reasons[0].code == "customer.unknown"
+	d.records["c-11"].reasons[0].code == "customer.erased"
+	d.records["c-12"].reasons[0].code == "retention.unset"
 	d.records["c-1"].key_scopes == {"contact"}
 }
 

@@ -4,9 +4,12 @@
 #   Each requested field gets an outcome for the declared purpose: allow, mask (with a mask
 #   kind) or deny. A field outside the catalogue is denied. Special categories (payment, health)
 #   additionally need a role that the category names and a multi-factor credential; otherwise
-#   the field is denied.
+#   the field is denied. Under break-glass the role the category names must itself be one that
+#   may use break-glass for the purpose: holding one role that may break glass and another that
+#   may see health data does not add up to emergency access to health data.
 package consentry.minimization
 
+import data.consentry.breakglass
 import data.consentry.fastpath
 import data.consentry.processor
 import data.consentry.util
@@ -44,7 +47,9 @@ denied_fields := object.union(known, _unknown(known)) if {
 # processor agreement applies to employees and services), so the full rules read them from it
 # instead of recomputing them: a request the fast path leaves to the full rules (a missing
 # consent or case, break-glass, an unknown field, a write the purpose forbids) pays for the
-# record checks only.
+# record checks only. Under active break-glass the section still holds: the caller's one role
+# then may use break-glass for the purpose (breakglass.active), so it sees a special category
+# exactly when the category names it, as the section says.
 _section := fastpath._sec if input.subject.type in {"employee", "service"}
 
 _requested := object.get(input.resource, "fields", [])
@@ -120,6 +125,7 @@ _special_fields(k, s) := {f: m |
 	m := {
 		"mfa": sprintf("%s withheld: needs a multi-factor credential", [f]),
 		"role": sprintf("%s withheld: none of the caller's roles may see %s", [f, s.title]),
+		"break_glass": sprintf("%s withheld: under break-glass access only a role that may use break-glass may see %s", [f, s.title]),
 	}
 }
 
@@ -153,9 +159,32 @@ _mfa_ok(s) if not s.require_mfa
 
 _mfa_ok(_) if input.subject.mfa == true
 
-_role_in(s) if {
+# A processor is a system acting under a recorded agreement that must cover the category
+# (processor.category_covered), not a person who could present a second factor: a category may
+# exempt it from the MFA condition.
+_mfa_ok(s) if {
+	s.mfa_exempt_processors == true
+	input.subject.type == "processor"
+}
+
+# The caller holds a role the category names.
+_holds_role(s) if {
 	some role in util.roles
 	role in s.roles
+}
+
+# The caller may see the category: a role it names, and under break-glass one role that is
+# named by the category and may itself use break-glass for the purpose.
+_role_in(s) if {
+	not breakglass.active
+	_holds_role(s)
+}
+
+_role_in(s) if {
+	breakglass.active
+	some role in util.roles
+	role in s.roles
+	breakglass.emergency_role(role)
 }
 
 # METADATA
@@ -169,16 +198,34 @@ info := {util.reason(r.code, 200, r.message) |
 } else := _info
 
 _info contains util.reason("special_category.mfa_required", 200, m.mfa) if {
-	not input.subject.mfa == true
 	some k, s in util.catalog.special_categories
-	s.require_mfa
+	not _mfa_ok(s)
 	some m in object.filter(_tables.special_fields[k], _known_names)
 }
 
 _info contains util.reason("special_category.role_required", 200, m.role) if {
 	some k, s in util.catalog.special_categories
+	not _holds_role(s)
+	some m in object.filter(_tables.special_fields[k], _known_names)
+}
+
+_info contains util.reason("special_category.break_glass_role_required", 200, m.break_glass) if {
+	some k, s in util.catalog.special_categories
+	_holds_role(s)
 	not _role_in(s)
 	some m in object.filter(_tables.special_fields[k], _known_names)
+}
+
+# METADATA
+# title: Special-category fields released
+# description: |
+#   The requested special-category fields served in some form (allowed or masked): with
+#   break-glass, what the decision flags for review (consentry.breakglass).
+special_released := {f |
+	some f, o in fields
+	o.outcome != "deny"
+	some k, _ in util.catalog.special_categories
+	_tables.special_fields[k][f]
 }
 
 # METADATA

@@ -3,6 +3,7 @@
 # description: Allow, mask and deny cases for consentry.minimization.
 package consentry.minimization_test
 
+import data.consentry
 import data.consentry.fastpath
 import data.consentry.fixtures_test as fx
 import data.consentry.minimization
@@ -61,14 +62,17 @@ test_special_category_with_role_and_mfa if {
 	"health" in minimization.key_scopes with input as inp
 }
 
-test_billing_sees_card_with_mfa if {
+# PCI DSS: a person handling billing sees the card masked to its last four digits, never the
+# full number (which only a payment processor receives: processor_test.rego).
+test_billing_sees_card_last4_with_mfa if {
 	inp := fx.replace(fx.support, {
 		"subject": {"id": "emp-8", "type": "employee", "roles": ["billing_agent"], "mfa": true},
 		"purpose": "essential.service.payment_processing",
 		"case_id": "",
 	})
-	fields(inp)["payment.card_number"].outcome == "allow"
+	fields(inp)["payment.card_number"] == {"outcome": "mask", "mask": "last4", "category": "user.financial.credit_card", "key_scope": "financial"}
 	fields(inp)["health.notes"].outcome == "deny"
+	"financial" in minimization.key_scopes with input as inp
 }
 
 test_redacted_mask_needs_no_key if {
@@ -165,4 +169,42 @@ test_denied_fields_report_every_requested_field_denied if {
 		"contact.email": {"outcome": "deny", "category": "user.contact.email", "key_scope": "contact"},
 		"no.such.field": {"outcome": "deny", "category": "unknown"},
 	} with input as inp
+}
+
+_live(id) := {"customer_id": id, "enrichment": {"consents": [], "customer": object.union(fx.customer, {"id": id})}}
+
+# A billing agent's search returns every matching customer with the card masked to its last
+# four digits: never a page of full card numbers.
+test_billing_search_returns_no_full_card_numbers if {
+	inp := fx.replace(fx.support, {
+		"subject": {"id": "emp-9", "type": "employee", "roles": ["billing_agent"], "mfa": true},
+		"purpose": "essential.service.payment_processing", "case_id": "", "phase": "response",
+		"resource": {"type": "customer", "fields": ["id", "payment.card_number", "payment.card_expiry"]},
+		"enrichment": {"consents": []},
+		"records": [_live("c-1"), _live("c-2")],
+	})
+	d := consentry.decision with input as inp
+	d.allow
+	count(d.records) == 2
+	every _, r in d.records {
+		r.allow
+		r.fields["payment.card_number"].mask == "last4"
+		r.fields["payment.card_expiry"].mask == "last4"
+	}
+}
+
+# The shipped catalogue gives no role but the processor's a full card number, for any purpose,
+# with MFA or without: employees and services (billing included) and customers see at most the
+# last four digits.
+test_only_processors_see_full_card_numbers if {
+	card_fields := {f | some f, def in data.consentry.catalog.fields; startswith(def.category, "user.financial.credit_card")}
+	count(card_fields) > 0
+	full := {[p, r, m] |
+		some p, sections in fastpath.tables
+		some r, by_mfa in sections
+		some m, s in by_mfa
+		some f in card_fields
+		s.fields[f].outcome == "allow"
+	}
+	{r | some [_, r, _] in full} == {"processor"}
 }

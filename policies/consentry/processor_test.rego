@@ -67,3 +67,63 @@ test_employees_unaffected if {
 	count(codes(fx.support)) == 0
 	processor.category_covered("user.health_and_medical") with input as fx.support
 }
+
+# Full card numbers go to a payment processor only: under an agreement that covers the charge
+# purpose (or its parent) and payment data, for one named customer, read only. A processor is a
+# system, not a person: the payment category exempts it from the MFA claim.
+_charge_agreement := {"processor_id": "p-pay", "purposes": ["essential.service.payment_processing"], "categories": ["user.unique_id", "user.name", "user.financial"], "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2027-01-01T00:00:00Z"}
+
+_charge := fx.replace(fx.processor, {
+	"subject": {"id": "svc-pay", "type": "processor", "processor_id": "p-pay"},
+	"purpose": "essential.service.payment_processing.charge",
+	"resource": {"type": "customer", "customer_id": "c-1", "fields": ["id", "name", "payment.card_number", "payment.card_expiry", "contact.email", "health.notes"]},
+	"enrichment": {"consents": [], "customer": fx.customer, "agreement": _charge_agreement},
+})
+
+test_payment_processor_gets_the_full_card if {
+	d := consentry.decision with input as _charge
+	d.allow
+	d.fields["payment.card_number"].outcome == "allow"
+	d.fields["payment.card_expiry"].outcome == "allow"
+	d.fields["contact.email"].outcome == "deny"
+	d.fields["health.notes"].outcome == "deny"
+	d.key_scopes == ["financial"]
+	not _mfa_reason(d, "payment.card_number")
+}
+
+_mfa_reason(d, f) if {
+	some r in d.reasons
+	r.code == "special_category.mfa_required"
+	startswith(r.message, f)
+}
+
+test_payment_processor_needs_payment_data_in_its_agreement if {
+	a := object.union(_charge_agreement, {"categories": ["user.unique_id", "user.name"]})
+	d := consentry.decision with input as fx.replace(_charge, {"enrichment": object.union(_charge.enrichment, {"agreement": a})})
+	d.allow
+	d.fields["payment.card_number"].outcome == "deny"
+	d.fields.name.outcome == "allow"
+}
+
+test_payment_processor_charges_one_named_customer_only if {
+	d := consentry.decision with input as fx.replace(_charge, {"resource": {"type": "customer", "fields": ["payment.card_number"]}})
+	not d.allow
+	"resource.customer_missing" in fx.codes(d)
+	l := consentry.decision with input as fx.replace(_charge, {"action": "list"})
+	not l.allow
+}
+
+test_mail_processor_gets_no_card if {
+	# The mailing processor's agreement covers neither the purpose nor payment data.
+	d := consentry.decision with input as fx.replace(_charge, {"subject": fx.processor.subject, "enrichment": fx.processor.enrichment})
+	not d.allow
+	"processor.purpose_not_covered" in fx.codes(d)
+}
+
+test_mfa_exemption_is_for_processors_only if {
+	# A category without the exemption asks a processor for MFA like anyone else.
+	cats := object.union(data.consentry.catalog.special_categories, {"user.financial": {"mfa_exempt_processors": false}})
+	d := consentry.decision with input as _charge with data.consentry.catalog.special_categories as cats
+	d.fields["payment.card_number"].outcome == "deny"
+	_mfa_reason(d, "payment.card_number")
+}

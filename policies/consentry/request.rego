@@ -31,6 +31,7 @@ _well_formed if {
 	util.purpose
 	_role_allows_purpose
 	input.action in util.purpose.actions
+	not _customer_missing
 }
 
 _deny contains util.reason("subject.unauthenticated", 401, "no verified credential") if {
@@ -89,6 +90,31 @@ _deny contains util.reason("purpose.action_not_allowed", 403, sprintf("purpose %
 	util.purpose
 	input.action in _actions
 	not input.action in util.purpose.actions
+}
+
+# A change to one customer's data (update, delete, erase) or a question about it (access
+# report) runs the record checks (consent, case, rights, erasure, retention) for that
+# customer: on a route that names no customer none of them could run, so it is denied. A
+# create is exempt (its customer does not exist yet), and reads, lists and exports without a
+# customer are filtered record by record in the response phase (filter_records). A purpose
+# with customer_required in the catalogue serves one named customer per request, whatever
+# the action but create.
+_customer_actions := {"update", "delete", "erase", "access_report"}
+
+_customer_missing if {
+	object.get(input.resource, "customer_id", "") == ""
+	_customer_bound
+}
+
+_customer_bound if input.action in _customer_actions
+
+_customer_bound if {
+	util.purpose.customer_required == true
+	input.action != "create"
+}
+
+_deny contains util.reason("resource.customer_missing", 403, sprintf("action %q for purpose %q needs a route that names one customer (no customer id was mapped)", [input.action, input.purpose])) if {
+	_customer_missing
 }
 
 _role_allows_purpose if {

@@ -91,3 +91,55 @@ test_unknown_phase_denies if {
 	not consentry.decision.allow with input as inp
 	not consentry.full_decision.allow with input as inp
 }
+
+# A change to one customer's data, or a question about it, on a route that names no customer
+# would run no record check (consent, case, rights, erasure, retention): denied.
+test_customer_actions_need_a_customer if {
+	every action in ["update", "delete", "erase", "access_report"] {
+		inp := fx.replace(fx.support, {"action": action, "resource": {"type": "customer", "fields": []}})
+		"resource.customer_missing" in codes(inp)
+	}
+}
+
+test_update_without_customer_is_denied if {
+	inp := fx.replace(fx.support, {
+		"case_id": "", "action": "update",
+		"resource": {"type": "customer", "fields": ["contact.email", "notes"]},
+		"enrichment": {"consents": []},
+	})
+	d := consentry.decision with input as inp
+	not d.allow
+	fx.codes(d) == {"resource.customer_missing"}
+	d.status == 403
+}
+
+test_erase_without_customer_is_denied if {
+	inp := fx.replace(fx.support, {
+		"subject": {"id": "emp-5", "type": "employee", "roles": ["dpo"]},
+		"purpose": "essential.legal", "case_id": "", "action": "erase",
+		"resource": {"type": "customer", "fields": []},
+		"enrichment": {"consents": []},
+	})
+	d := consentry.decision with input as inp
+	not d.allow
+	"resource.customer_missing" in fx.codes(d)
+}
+
+# A create names no customer yet; reads, lists and exports without one are filtered per record.
+test_create_read_list_export_need_no_customer if {
+	count(codes(fx.replace(fx.support, {"action": "create", "resource": {"type": "customer", "fields": ["name"]}}))) == 0
+	every action in ["read", "list", "export"] {
+		not "resource.customer_missing" in codes(fx.replace(fx.marketing, {"action": action, "resource": {"type": "customer", "fields": ["id"]}}))
+	}
+	d := consentry.decision with input as fx.replace(fx.marketing, {"action": "list", "resource": {"type": "customer", "fields": ["id"]}, "enrichment": {"consents": []}})
+	d.allow
+	d.obligations == [{"type": "filter_records", "params": {}}]
+}
+
+# A purpose marked customer_required serves one named customer per request, whatever the action.
+test_customer_required_purpose_needs_a_customer if {
+	inp := fx.replace(fx.processor, {"purpose": "essential.service.payment_processing.charge", "resource": {"type": "customer", "fields": ["payment.card_number"]}})
+	"resource.customer_missing" in codes(inp)
+	not "resource.customer_missing" in codes(fx.replace(inp, {"resource": {"type": "customer", "customer_id": "c-1", "fields": ["payment.card_number"]}}))
+	not "resource.customer_missing" in codes(fx.replace(inp, {"action": "create"}))
+}

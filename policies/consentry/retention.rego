@@ -3,7 +3,10 @@
 # description: |
 #   Records past their retention deadline are not served, erased customers are never served,
 #   and a customer the state store does not know is not served either (missing state denies).
-#   The rights actions (erase, access_report) are not refused for retention or erasure.
+#   A customer record that names an erasure time is erased, whatever its erased flag says, and
+#   one without a retention deadline is not served unless the catalogue allows it
+#   (retention.allow_unset). The rights actions (erase, access_report) are not refused for
+#   retention or erasure.
 package consentry.retention
 
 import data.consentry.util
@@ -18,7 +21,27 @@ record_deny(rec) := {util.reason("customer.unknown", 403, "no state is known for
 	# period, erasing again, or asking what is held must not be refused because of them.
 	input.action in {"erase", "access_report"}
 } else := {util.reason("customer.erased", 451, "the customer's data was erased")} if {
-	rec.enrichment.customer.erased == true
+	erased(rec.enrichment.customer)
+} else := {util.reason("retention.unset", 451, "the customer has no retention deadline")} if {
+	not rec.enrichment.customer.retention_until
+	not allow_unset
 } else := {util.reason("retention.expired", 451, "the record is past its retention period")} if {
 	util.ns(rec.enrichment.customer.retention_until) <= util.now_ns
 } else := set()
+
+# METADATA
+# title: Erased customer
+# description: |
+#   True when customer state c says the customer was erased: the erased flag, or an erasure
+#   time (a record that names one and says erased: false contradicts itself and fails closed,
+#   as a consent record naming a withdrawal does).
+erased(c) if c.erased == true
+
+erased(c) if c.erased_at
+
+# METADATA
+# title: Customers without a retention deadline
+# description: |
+#   True when the catalogue (retention.allow_unset) lets customers without a retention_until
+#   be served; by default they are not: data kept with no deadline is data kept forever.
+allow_unset if util.catalog.retention.allow_unset == true

@@ -3,6 +3,7 @@
 # description: Allow and deny cases for consentry.retention.
 package consentry.retention_test
 
+import data.consentry
 import data.consentry.fixtures_test as fx
 import data.consentry.retention
 
@@ -14,8 +15,25 @@ test_live_customer_served if {
 	count(codes(fx.customer)) == 0
 }
 
-test_no_retention_deadline_served if {
-	count(codes({"id": "c-1", "erased": false})) == 0
+# Data kept with no deadline is kept forever: not served unless the catalogue allows it.
+test_no_retention_deadline_denied if {
+	codes({"id": "c-1", "erased": false}) == {"retention.unset"}
+}
+
+test_no_retention_deadline_served_when_the_catalogue_allows_it if {
+	x := {r.code | some r in retention.record_deny({"customer_id": "c-1", "enrichment": {"consents": [], "customer": {"id": "c-1", "erased": false}}})} with input as fx.support
+		with data.consentry.catalog.retention as {"allow_unset": true}
+	count(x) == 0
+}
+
+test_no_retention_deadline_does_not_block_rights if {
+	count(rights_codes("erase", {"id": "c-1", "erased": false})) == 0
+}
+
+# A record naming an erasure time is erased, whatever its flag says (fail closed).
+test_erasure_time_without_flag_is_erased if {
+	codes({"id": "c-1", "erased": false, "erased_at": "2026-10-01T00:00:00Z", "retention_until": "2030-01-01T00:00:00Z"}) == {"customer.erased"}
+	codes({"id": "c-1", "erased_at": "2026-10-01T00:00:00Z", "retention_until": "2030-01-01T00:00:00Z"}) == {"customer.erased"}
 }
 
 test_unknown_customer_denied if {
@@ -51,4 +69,20 @@ test_rights_actions_outlive_retention_and_erasure if {
 
 test_rights_actions_need_a_known_customer if {
 	{r.code | some r in retention.record_deny({"customer_id": "c-1", "enrichment": {"consents": []}})} with input as fx.replace(fx.support, {"action": "erase"}) == {"customer.unknown"}
+}
+
+test_decision_denies_erasure_time_without_flag if {
+	cust := object.union(fx.customer, {"erased_at": "2026-10-01T00:00:00Z"})
+	d := consentry.decision with input as fx.replace(fx.marketing, {"enrichment": {"consents": [fx.granted("marketing.communications.email")], "customer": cust}})
+	not d.allow
+	fx.codes(d) == {"customer.erased"}
+}
+
+test_decision_denies_customer_without_retention_deadline if {
+	inp := fx.replace(fx.marketing, {"enrichment": {"consents": [fx.granted("marketing.communications.email")], "customer": {"id": "c-1", "erased": false}}})
+	d := consentry.decision with input as inp
+	not d.allow
+	d.status == 451
+	fx.codes(d) == {"retention.unset"}
+	consentry.decision.allow with input as inp with data.consentry.catalog.retention.allow_unset as true
 }

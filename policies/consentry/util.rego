@@ -21,7 +21,9 @@ purpose := catalog.purposes[input.purpose]
 #   The caller's roles; customers and processors also hold the role named by their type.
 #   The roles "customer" and "processor" stand for a subject type and are held only by a
 #   subject of that type: a token claiming them for an employee or a service grants nothing,
-#   since the self-service and processor checks run by type.
+#   since the self-service and processor checks run by type. A customer or a processor holds
+#   that one role only: a token listing employee roles for them (support_lead, billing_agent)
+#   grants nothing either, since those roles are for the organisation's own staff and systems.
 # (A complete rule, not a partial set: complete rules are evaluated once per query.)
 roles := {r | some r in object.get(input.subject, "roles", []); type_role_ok(r)} | _type_role
 
@@ -31,8 +33,13 @@ else := set()
 
 # METADATA
 # title: Role allowed for the subject type
-# description: False for the type-bound roles "customer" and "processor" held by another type.
-type_role_ok(r) if not r in {"customer", "processor"}
+# description: |
+#   False for the type-bound roles "customer" and "processor" held by another type, and for
+#   any other role held by a customer or a processor.
+type_role_ok(r) if {
+	not r in {"customer", "processor"}
+	not input.subject.type in {"customer", "processor"}
+}
 
 type_role_ok(r) if r == input.subject.type
 

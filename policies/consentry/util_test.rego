@@ -79,3 +79,11 @@ test_records_of_a_list_response if {
 test_no_records_for_a_list_request if {
 	count(util.records) == 0 with input as fx.replace(fx.marketing, {"resource": {"type": "customer", "customer_id": "", "fields": []}})
 }
+
+# Employee roles are for the organisation's own staff and systems: a processor's or a
+# customer's token listing them grants nothing.
+test_processors_and_customers_hold_no_employee_roles if {
+	util.roles == {"processor"} with input as fx.replace(fx.processor, {"subject": {"id": "svc-mail", "type": "processor", "processor_id": "p-mail", "roles": ["support_lead", "billing_agent"]}})
+	util.roles == {"customer"} with input as fx.replace(fx.self_read, {"subject": {"id": "u-1", "type": "customer", "customer_id": "c-1", "roles": ["customer", "marketing"]}})
+	util.roles == {"support_lead", "billing_agent"} with input as fx.replace(fx.support, {"subject": {"id": "svc-1", "type": "service", "roles": ["support_lead", "billing_agent"]}})
+}
