@@ -59,7 +59,7 @@ func (a *authenticator) set(ok bool, err error) {
 }
 
 // invalidate is called when Vault answered 403 with the current token: stop using it at once
-// and wake the loop to log in again.
+// and wake the loop to log in again. err is reported as the reason: it must be sanitized.
 func (a *authenticator) invalidate(err error) {
 	a.set(false, fmt.Errorf("token rejected: %w", err))
 	a.wake()
@@ -86,17 +86,20 @@ func (a *authenticator) run(ctx context.Context, first chan<- error) {
 	backoff := a.cfg.BackoffMin
 	for {
 		secret, err := a.login(ctx)
+		// Reported (readiness, /status, the log) without the Vault client's text, which
+		// quotes URLs (sanitizeVaultErr).
+		safe := sanitizeVaultErr(a.cfg.Method+" login", err, "", nil)
 		if ctx.Err() == nil {
-			a.health.observe(err)
+			a.health.observe(err, safe)
 		}
 		if err != nil {
 			a.metrics.logins.WithLabelValues("error").Inc()
-			a.set(false, err)
+			a.set(false, safe)
 			if first != nil {
 				first <- err
 				first = nil
 			}
-			a.logger.Warn("vault login failed", "method", a.cfg.Method, "retry_in", backoff, "err", err)
+			a.logger.Warn("vault login failed", "method", a.cfg.Method, "retry_in", backoff, "err", safe)
 			select {
 			case <-ctx.Done():
 				return
@@ -162,7 +165,7 @@ func (a *authenticator) watch(ctx context.Context, secret *api.Secret) bool {
 			// Renewal failed, or the token reached its max TTL: log in again now, while the
 			// current token may still be valid for its grace period.
 			if err != nil {
-				a.logger.Warn("vault token renewal failed", "err", err)
+				a.logger.Warn("vault token renewal failed", "err", sanitizeVaultErr("token renewal", err, "", nil))
 			}
 			return true
 		case <-w.RenewCh():
@@ -170,9 +173,13 @@ func (a *authenticator) watch(ctx context.Context, secret *api.Secret) bool {
 	}
 }
 
+// loginTimeout bounds one login attempt: longer than vault.timeout, since a login may be slow
+// (a Kubernetes login makes Vault call the TokenReview API), and nothing waits for it.
+const loginTimeout = 10 * time.Second
+
 // login authenticates with the configured method and installs the token on the client.
 func (a *authenticator) login(ctx context.Context) (*api.Secret, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, loginTimeout)
 	defer cancel()
 	switch a.cfg.Method {
 	case AuthToken:

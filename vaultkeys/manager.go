@@ -82,7 +82,9 @@ type Manager struct {
 }
 
 // New builds a Manager and starts its Vault login loop. It waits for the first login attempt
-// (bounded by ctx) but does not fail when Vault is unreachable: until a login succeeds, key
+// (bounded by ctx) while Vault is not known to be unavailable: a Vault that refuses
+// connections, or accepts them and does not answer the health probe within vault.timeout,
+// ends the wait. It does not fail when Vault is unreachable: until a login succeeds, key
 // releases fail closed with ErrUnauthenticated and Ready reports the cause.
 func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
 	cfg = cfg.WithDefaults()
@@ -183,9 +185,15 @@ func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
 		wg.Wait()
 		close(m.done)
 	}()
+	// Not for the whole login attempt once Vault is known to be down: it may take up to
+	// loginTimeout, and a Vault that accepts connections but never answers would hold up the
+	// sidecar's start-up that long. The sidecar starts unready instead, the login goes on in
+	// the background. A Vault that answers is waited for, so that the sidecar (and the CLI)
+	// starts logged in even when the login is slower than vault.timeout.
 	select {
 	case <-first:
 	case <-ctx.Done():
+	case <-m.health.down:
 	}
 	return m, nil
 }
@@ -315,7 +323,7 @@ func (m *Manager) release(ctx context.Context, customerID string, scopes []strin
 		}
 		m.metrics.misses.Inc()
 		if m.cache.isBlocked(name) {
-			ks.scopeErr(s, fmt.Errorf("%w: key %s", ErrErased, name))
+			ks.scopeErr(s, fmt.Errorf("%w: key %s", ErrErased, m.keyRef(name)))
 			continue
 		}
 		misses = append(misses, miss{s, name})
@@ -423,7 +431,7 @@ func (m *Manager) refreshKey(customerID string, old *classKey) (*classKey, error
 // erasedErr is ErrErased when key name is blocked or the customer's pseudonym is in the ledger.
 func (m *Manager) erasedErr(customerID, name string) error {
 	if m.cache.isBlocked(name) {
-		return fmt.Errorf("%w: key %s", ErrErased, name)
+		return fmt.Errorf("%w: key %s", ErrErased, m.keyRef(name))
 	}
 	if m.ledger.Erased(m.Pseudonym(customerID)) {
 		return fmt.Errorf("%w: customer %s", ErrErased, m.Pseudonym(customerID))
@@ -479,7 +487,7 @@ func (m *Manager) fetch(ctx context.Context, customerID, pseudonym, name string,
 	})
 	select {
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, name, ctx.Err())
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, m.keyRef(name), ctx.Err())
 	case r := <-ch:
 		if r.Err != nil {
 			return nil, r.Err
@@ -491,7 +499,7 @@ func (m *Manager) fetch(ctx context.Context, customerID, pseudonym, name string,
 // export reads all versions of the key and caches them with the pseudonym of their customer.
 func (m *Manager) export(ctx context.Context, name, pseudonym string) (*classKey, error) {
 	if m.cache.isBlocked(name) {
-		return nil, fmt.Errorf("%w: key %s", ErrErased, name)
+		return nil, fmt.Errorf("%w: key %s", ErrErased, m.keyRef(name))
 	}
 	s, err := m.call(ctx, "export", func() (*api.Secret, error) {
 		return m.client.Logical().ReadWithContext(ctx, m.cfg.TransitMount+"/export/encryption-key/"+name)
@@ -499,28 +507,28 @@ func (m *Manager) export(ctx context.Context, name, pseudonym string) (*classKey
 	if err != nil {
 		var re *api.ResponseError
 		if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "not exportable") {
-			return nil, fmt.Errorf("%w: %s", ErrNotExportable, name)
+			return nil, fmt.Errorf("%w: %s", ErrNotExportable, m.keyRef(name))
 		}
 		return nil, err
 	}
 	if s == nil || s.Data == nil {
-		return nil, fmt.Errorf("%w: %s", ErrNoKey, name)
+		return nil, fmt.Errorf("%w: %s", ErrNoKey, m.keyRef(name))
 	}
 	typ, _ := s.Data["type"].(string)
 	newAEAD, ok := aeadTypes[typ]
 	if !ok {
-		return nil, fmt.Errorf("%w: key %s has type %q; consentry reads aes256-gcm96, aes128-gcm96, chacha20-poly1305", ErrDecrypt, name, typ)
+		return nil, fmt.Errorf("%w: key %s has type %q; consentry reads aes256-gcm96, aes128-gcm96, chacha20-poly1305", ErrDecrypt, m.keyRef(name), typ)
 	}
 	raw, versions, err := decodeExport(s.Data["keys"])
 	if err != nil {
-		return nil, fmt.Errorf("%w: export of %s: %v", ErrUnavailable, name, err)
+		return nil, fmt.Errorf("%w: export of %s: %v", ErrUnavailable, m.keyRef(name), err)
 	}
 	k := &classKey{name: name, pseudonym: pseudonym, aeads: make(map[int]cipher.AEAD, len(versions))}
 	for i, v := range versions {
 		a, err := newAEAD(raw[i])
 		if err != nil {
 			zeroAll(raw)
-			return nil, fmt.Errorf("%w: key %s version %d: %v", ErrDecrypt, name, v, err)
+			return nil, fmt.Errorf("%w: key %s version %d: %v", ErrDecrypt, m.keyRef(name), v, err)
 		}
 		k.aeads[v] = a
 		k.latest = max(k.latest, v)
@@ -528,7 +536,7 @@ func (m *Manager) export(ctx context.Context, name, pseudonym string) (*classKey
 	m.cache.put(name, k, raw, m.now())
 	// An erasure may have run while the export was in flight: put refused it, and so do we.
 	if m.cache.isBlocked(name) {
-		return nil, fmt.Errorf("%w: key %s", ErrErased, name)
+		return nil, fmt.Errorf("%w: key %s", ErrErased, m.keyRef(name))
 	}
 	return k, nil
 }
@@ -542,10 +550,10 @@ func (m *Manager) createKey(ctx context.Context, customerID, name string) error 
 	if lerr != nil {
 		// Erasures another process recorded may be unknown here: creating a key could revive
 		// an erased customer's.
-		return fmt.Errorf("%w: shredded-keys ledger unreadable, not creating key %s: %v", ErrUnavailable, name, lerr)
+		return fmt.Errorf("%w: shredded-keys ledger unreadable, not creating key %s: %v", ErrUnavailable, m.keyRef(name), lerr)
 	}
 	if err := m.erasedErr(customerID, name); err != nil {
-		return fmt.Errorf("refusing to create key %s: %w", name, err)
+		return fmt.Errorf("refusing to create key %s: %w", m.keyRef(name), err)
 	}
 	_, err := m.call(ctx, "create", func() (*api.Secret, error) {
 		return m.client.Logical().WriteWithContext(ctx, m.cfg.TransitMount+"/keys/"+name,
@@ -560,9 +568,9 @@ func (m *Manager) createKey(ctx context.Context, customerID, name string) error 
 	m.refreshLedger(true)
 	if m.erasedErr(customerID, name) != nil {
 		if derr := m.destroyKey(context.WithoutCancel(ctx), name); derr != nil {
-			m.logger.Error("a key created during an erasure could not be destroyed; run consentry keys replay-erasures", "key", name, "err", derr)
+			m.logger.Error("a key created during an erasure could not be destroyed; run consentry keys replay-erasures", "key", m.keyRef(name), "err", strings.ReplaceAll(derr.Error(), name, m.keyRef(name)))
 		}
-		return fmt.Errorf("%w: customer erased while key %s was created", ErrErased, name)
+		return fmt.Errorf("%w: customer erased while key %s was created", ErrErased, m.keyRef(name))
 	}
 	return nil
 }

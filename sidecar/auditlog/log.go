@@ -208,7 +208,7 @@ func Open(cfg Config, opts Options) (*Log, error) {
 		}
 		l.signer = s
 	}
-	l.m = newMetrics(opts.Registerer)
+	l.m = newMetrics(opts.Registerer, func() int { return len(l.queue) })
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("decision_log.dir: %w", err)
 	}

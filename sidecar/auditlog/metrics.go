@@ -16,12 +16,18 @@ type metrics struct {
 	uploaded     prometheus.Counter
 	uploadFails  prometheus.Counter
 	uploadLag    prometheus.Gauge
+	// queued is the backlog: events handed to the writer and not yet taken into a commit.
+	// append_seconds includes the wait in it; commit is the writer's own share.
+	queued prometheus.GaugeFunc
+	commit prometheus.Histogram
 }
 
 // newMetrics creates the log's metrics and registers them when reg is not nil. The alarm on
 // drops is consentry_decision_log_dropped_total > 0: in async mode it counts every accepted
 // event that is not in the log, whether the buffer was full or its write failed.
-func newMetrics(reg prometheus.Registerer) *metrics {
+// queued reports the events waiting for the writer (read at scrape time: nothing on the
+// append path).
+func newMetrics(reg prometheus.Registerer, queued func() int) *metrics {
 	ns := "consentry_decision_log_"
 	m := &metrics{
 		events:       prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "events_total", Help: "Decision events durably appended."}),
@@ -38,9 +44,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		uploaded:    prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "uploaded_total", Help: "Events acknowledged by the upload service."}),
 		uploadFails: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "upload_failures_total", Help: "Failed upload attempts (retried from the on-disk log)."}),
 		uploadLag:   prometheus.NewGauge(prometheus.GaugeOpts{Name: ns + "upload_lag_events", Help: "Committed records not yet uploaded."}),
+		queued: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: ns + "queue_events", Help: "Events waiting for the writer (decision_log.queue_size at most; async mode drops beyond it)."},
+			func() float64 { return float64(queued()) }),
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: ns + "commit_seconds", Help: "Time the writer spends writing one group commit and, in strict mode, fsyncing it (async mode: the write only).",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, 1}}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.events, m.dropped, m.errors, m.checkpoints, m.segments, m.recovered, m.preallocated, m.latency, m.batch, m.uploaded, m.uploadFails, m.uploadLag} {
+		for _, c := range []prometheus.Collector{m.events, m.dropped, m.errors, m.checkpoints, m.segments, m.recovered, m.preallocated, m.latency, m.batch, m.uploaded, m.uploadFails, m.uploadLag, m.queued, m.commit} {
 			_ = reg.Register(c)
 		}
 	}

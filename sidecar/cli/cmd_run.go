@@ -43,7 +43,8 @@ func init() {
 			if ce := compileOrError(err); ce != err {
 				return ce
 			}
-			return Exit(ExitConfig, err)
+			// A section's Validate error names its dotted key: point at the file's line.
+			return Exit(ExitConfig, cfg.KeyError(err))
 		}
 		if *check {
 			defer a.Close()

@@ -6,9 +6,7 @@ package config
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
 	"sort"
@@ -61,6 +59,7 @@ func Parse(path string, raw []byte) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	decoded := &root
 	if expanded {
 		var buf bytes.Buffer
 		enc := yaml.NewEncoder(&buf)
@@ -69,12 +68,15 @@ func Parse(path string, raw []byte) (*Config, error) {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		raw = buf.Bytes()
+		// The re-encoded text has its own line numbers: errors are mapped back through it.
+		decoded = &yaml.Node{}
+		if err := yaml.Unmarshal(raw, decoded); err != nil {
+			return nil, located(path, err)
+		}
 	}
 	c := &Config{path: path, root: &root}
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, located(path, err)
+	if err := decodeStrict(path, "", raw, decoded, &root, c); err != nil {
+		return nil, err
 	}
 	for name := range c.Sections {
 		if !knownSections[name] {
@@ -106,40 +108,47 @@ func Parse(path string, raw []byte) (*Config, error) {
 }
 
 // Section decodes the named top-level section into out (strictly: unknown keys are errors).
-// A missing section leaves out unchanged. ok reports whether the section was present.
+// A missing section leaves out unchanged. ok reports whether the section was present. Errors
+// name the file's line and the dotted key ("c.yaml:16: decision_log.preallocate_bytes: ...").
 func (c *Config) Section(name string, out any) (ok bool, err error) {
 	node, present := c.Sections[name]
 	if !present {
 		return false, nil
 	}
+	// The file's own node (expanded, with the file's lines); the decoded copy otherwise.
+	orig := c.sectionNode(name)
+	if orig == nil {
+		orig = &node
+	}
+	// The strict decoder reads text: the section is re-encoded, and its errors mapped back.
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
-	if err := enc.Encode(&node); err != nil {
-		return true, err
+	if err := enc.Encode(orig); err != nil {
+		return true, fmt.Errorf("%s:%d: %s: %w", c.path, orig.Line, name, err)
 	}
-	dec := yaml.NewDecoder(&buf)
-	dec.KnownFields(true)
-	if err := dec.Decode(out); err != nil {
-		// Re-encoding loses line numbers; point at the section instead.
-		return true, fmt.Errorf("%s:%d: %s: %w", c.path, node.Line, name, err)
+	var decoded yaml.Node
+	if err := yaml.Unmarshal(buf.Bytes(), &decoded); err != nil {
+		return true, fmt.Errorf("%s:%d: %s: %w", c.path, orig.Line, name, err)
 	}
-	return true, nil
+	return true, decodeStrict(c.path, name, buf.Bytes(), &decoded, &yaml.Node{Kind: yaml.DocumentNode, Line: orig.Line, Content: []*yaml.Node{orig}}, out)
 }
 
-// KeyError adds file:line to an error that starts with a dotted key ("engine.timeout: ...").
+// KeyError adds file:line to an error that names a dotted key ("engine.timeout: ...", also
+// after a prefix: "vault: vault.timeout: ..."): the line of the most specific key it names
+// that the file has. An error that already starts with the file's name is returned as is.
 func (c *Config) KeyError(err error) error {
 	msg := err.Error()
-	key, _, ok := strings.Cut(msg, ":")
-	if !ok || strings.ContainsAny(key, " \t") {
-		return fmt.Errorf("%s: %w", c.path, err)
+	if strings.HasPrefix(msg, c.path+":") {
+		return err
 	}
-	if line := c.LineOf(key); line > 0 {
-		return fmt.Errorf("%s:%d: %w", c.path, line, err)
+	if key := c.keyIn(msg); key != "" {
+		return fmt.Errorf("%s:%d: %w", c.path, c.LineOf(key), err)
 	}
 	return fmt.Errorf("%s: %w", c.path, err)
 }
 
-// LineOf returns the line of a dotted key ("a.b.c") in the file, or 0.
+// LineOf returns the line of a dotted key ("a.b.c", "a.b[2].c") in the file, or 0; of its
+// longest prefix the file has when the file does not set the key itself.
 func (c *Config) LineOf(key string) int {
 	if c.root == nil || len(c.root.Content) == 0 {
 		return 0
@@ -147,6 +156,7 @@ func (c *Config) LineOf(key string) int {
 	node := c.root.Content[0]
 	line := 0
 	for _, part := range strings.Split(key, ".") {
+		part, index := splitIndex(part)
 		if node.Kind != yaml.MappingNode {
 			return line
 		}
@@ -162,11 +172,31 @@ func (c *Config) LineOf(key string) int {
 		if !found {
 			return line
 		}
+		if index >= 0 {
+			if node.Kind != yaml.SequenceNode || index >= len(node.Content) {
+				return line
+			}
+			node = node.Content[index]
+			line = node.Line
+		}
 	}
 	return line
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+// splitIndex splits "mask[2]" into "mask", 2 (-1: no index).
+func splitIndex(part string) (string, int) {
+	name, rest, ok := strings.Cut(part, "[")
+	if !ok || !strings.HasSuffix(rest, "]") {
+		return part, -1
+	}
+	i, err := strconv.Atoi(strings.TrimSuffix(rest, "]"))
+	if err != nil || i < 0 {
+		return part, -1
+	}
+	return name, i
+}
 
 // located rewrites yaml.v3's "yaml: line N: msg" as "path:N: msg".
 func located(path string, err error) error {

@@ -29,6 +29,9 @@ type Eraser interface {
 
 // Options are the collaborators of a Store.
 type Options struct {
+	// Logger receives the store's log lines, as given: the caller names the component on it
+	// (the sidecar passes its logger With("component", "state"); adding it here too wrote
+	// the key twice in every JSON line). nil: slog.Default() with component "state".
 	Logger *slog.Logger
 	// Eraser is required when erase_on_withdrawal is on (may be set later with SetEraser).
 	Eraser Eraser
@@ -105,12 +108,11 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, log: opts.Logger, now: opts.Now, client: opts.HTTPClient, purposes: purposes, eraser: opts.Eraser}
 	if s.log == nil {
-		s.log = slog.Default()
+		s.log = slog.Default().With("component", "state")
 	}
 	if s.metrics, err = newMetrics(opts.Registry, s); err != nil {
 		return nil, fmt.Errorf("state metrics: %w", err)
 	}
-	s.log = s.log.With("component", "state")
 	if s.now == nil {
 		s.now = time.Now
 	}
