@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
-	"slices"
 	"sort"
-	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -61,21 +59,23 @@ func (x *ExtProc) Register(s *grpc.Server) { extprocv3.RegisterExternalProcessor
 
 // exchange is the state of one HTTP request's stream.
 type exchange struct {
-	req       *pipeline.Request
-	out       *pipeline.Outcome
-	reqBody   []byte
-	respBody  []byte
-	status    int
-	ctype     string
-	cenc      string
-	crange    string
+	req      *pipeline.Request
+	out      *pipeline.Outcome
+	reqBody  []byte
+	respBody []byte
+	status   int
+	ctype    string
+	cenc     string
+	crange   string
+	// writeEnf is what encrypting the write released (key scopes, fields): the CRM has the
+	// ciphertext whatever it answers, so every record of the outcome names it (record).
 	writeEnf  audit.Enforcement
 	protocol  *extprocv3.ProtocolConfiguration
-	recorded  bool
 	awaitBody bool // decision waits for the request body
 	// respAwait: the response headers were answered and the buffered response body is due;
-	// respDone: it was transformed and answered.
-	respAwait, respDone bool
+	// respDone: it was transformed and answered; respSettled: the response was settled (and
+	// recorded) on its headers, its route needing no body.
+	respAwait, respDone, respSettled bool
 }
 
 // Process serves one stream (one HTTP request). It never ends a stream with an error for a
@@ -89,10 +89,10 @@ func (x *ExtProc) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err
 			x.log.Error("ext_proc panic", "panic", r, "stack", string(debug.Stack()))
 			err = stream.Send(immediate(http.StatusServiceUnavailable, "", ReasonExtProcInternal, transform.DenyBody("", ReasonExtProcInternal, "internal error"), nil))
 		}
-		// A stream that ends early (client gone, Envoy reset) is still recorded.
-		if ex.out != nil && !ex.recorded {
-			_ = x.p.Record(ctx, ex.out, audit.Enforcement{})
-		}
+		// A stream that ends early (client gone, Envoy reset) is still recorded, with the keys
+		// a write it forwarded was encrypted with; an outcome already recorded is not again
+		// (Pipeline.Record records an outcome once).
+		_ = x.record(ctx, ex, audit.Enforcement{})
 	}()
 	for {
 		msg, rerr := stream.Recv()
@@ -159,7 +159,7 @@ func (x *ExtProc) handle(ctx context.Context, ex *exchange, msg *extprocv3.Proce
 			ex.respAwait, ex.respDone = false, true
 			ex.respBody = r.ResponseBody.GetBody()
 			return x.responseBody(ctx, ex)
-		case ex.out != nil && ex.recorded && !ex.respDone:
+		case ex.respSettled:
 			// The response was settled on its headers (the route needs no body): it passes.
 			return bodyContinue(false, nil, nil)
 		case ex.respDone:
@@ -181,6 +181,14 @@ func (x *ExtProc) handle(ctx context.Context, ex *exchange, msg *extprocv3.Proce
 }
 
 func (x *ExtProc) requestHeaders(ctx context.Context, ex *exchange, msg *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	if ex.req != nil {
+		// One stream carries one HTTP request: Envoy never sends a second request's headers
+		// on it. Should some client do so, the first request's outcome (perhaps forwarded to
+		// the CRM) is recorded, not overwritten, and the second is refused undecided: no
+		// decision goes unlogged.
+		_ = x.record(ctx, ex, audit.Enforcement{})
+		return undecided("a second request on one stream")
+	}
 	ex.req = requestFromHeaders(h, msg.GetAttributes())
 	if h.GetEndOfStream() {
 		// No body coming: the request is decided on its headers (a write carries no field).
@@ -272,8 +280,7 @@ func (x *ExtProc) decide(ctx context.Context, ex *exchange, out *pipeline.Outcom
 		// Refuse before the CRM runs the request. (Without protocol_config the mode is
 		// unknown; responseHeaders refuses then.)
 		x.log.Error("ext_proc: response body mode is not BUFFERED; requests whose responses need minimizing are refused (see docs/front-doors.md)", "mode", bodyModeName(ex.protocol, false))
-		ex.recorded = true
-		_ = x.p.Record(ctx, ex.out, audit.Enforcement{Status: http.StatusBadGateway})
+		_ = x.record(ctx, ex, audit.Enforcement{Status: http.StatusBadGateway})
 		return immediate(http.StatusBadGateway, ex.out.DecisionID, ReasonBodyNotBuffered,
 			transform.DenyBody(ex.out.DecisionID, ReasonBodyNotBuffered, "the response body is not buffered to consentry"), nil)
 	}
@@ -291,8 +298,7 @@ func (x *ExtProc) writeBody(ctx context.Context, ex *exchange) *extprocv3.Proces
 	}
 	w := x.t.Request(ctx, ex.out, ex.reqBody)
 	if w.Status != 0 {
-		ex.recorded = true
-		if err := x.p.Record(ctx, ex.out, w.Enforcement); err != nil {
+		if err := x.record(ctx, ex, w.Enforcement); err != nil {
 			return x.deny(ctx, ex)
 		}
 		return immediate(w.Status, ex.out.DecisionID, w.Codes[0], w.DenyBody, ex.out.ResponseHeaders)
@@ -302,99 +308,15 @@ func (x *ExtProc) writeBody(ctx context.Context, ex *exchange) *extprocv3.Proces
 	return bodyContinue(true, mut, w.Body)
 }
 
-// deny records the denied outcome and answers with it.
+// deny records the denied outcome and answers with it. An outcome already recorded (a
+// decision log failure turned it into a 503 deny) is not recorded again.
 func (x *ExtProc) deny(ctx context.Context, ex *exchange) *extprocv3.ProcessingResponse {
-	if !ex.recorded {
-		ex.recorded = true
-		_ = x.p.Record(ctx, ex.out, audit.Enforcement{Status: ex.out.Status})
-	}
+	_ = x.record(ctx, ex, audit.Enforcement{Status: ex.out.Status})
 	code := ""
 	if ex.out.Decision != nil && len(ex.out.Decision.Reasons) > 0 {
 		code = ex.out.Decision.Reasons[0].Code
 	}
 	return immediate(ex.out.Status, ex.out.DecisionID, code, ex.out.Body, ex.out.ResponseHeaders)
-}
-
-func (x *ExtProc) responseHeaders(ctx context.Context, ex *exchange, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	if ex.out == nil {
-		// No decision before the CRM answered: Envoy did not send the request (or its body)
-		// to consentry. The CRM already had the request; its answer is withheld.
-		x.log.Error("ext_proc: the CRM answered a request consentry never decided; check processing_mode (request_header_mode SEND, request_body_mode BUFFERED; see docs/front-doors.md)")
-		return immediate(http.StatusServiceUnavailable, "", ReasonBodyNotBuffered, transform.DenyBody("", ReasonBodyNotBuffered, "no decision for this request"), nil)
-	}
-	for _, hv := range h.GetHeaders().GetHeaders() {
-		v := headerValue(hv)
-		switch strings.ToLower(hv.GetKey()) {
-		case ":status":
-			ex.status, _ = strconv.Atoi(v)
-		case "content-type":
-			ex.ctype = v
-		case "content-encoding":
-			ex.cenc = v
-		case "content-range":
-			ex.crange = v
-		}
-	}
-	mut := &extprocv3.HeaderMutation{SetHeaders: setHeaders(ex.out.ResponseHeaders)}
-	if transform.NeedsBody(ex.out) {
-		// Removed whether a body follows or not (a HEAD carries them too).
-		mut.RemoveHeaders = bodyDerived(h.GetHeaders())
-	}
-	if h.GetEndOfStream() || !transform.NeedsBody(ex.out) {
-		return x.finish(ctx, ex, headersContinue(false, mut), audit.Enforcement{Status: ex.status})
-	}
-	if ex.protocol == nil || ex.protocol.GetResponseBodyMode() != extprocfilterv3.ProcessingMode_BUFFERED {
-		// A response consentry cannot see cannot be minimized: never pass it (without
-		// protocol_config the mode is unknown, and NONE would pass the body unseen).
-		x.log.Error("ext_proc: response body mode is not BUFFERED; responses that need minimizing are refused (see docs/front-doors.md)", "mode", bodyModeName(ex.protocol, false))
-		ex.recorded = true
-		_ = x.p.Record(ctx, ex.out, audit.Enforcement{Status: http.StatusBadGateway})
-		return immediate(http.StatusBadGateway, ex.out.DecisionID, ReasonBodyNotBuffered,
-			transform.DenyBody(ex.out.DecisionID, ReasonBodyNotBuffered, "the response body is not buffered to consentry"), nil)
-	}
-	if !slices.Contains(mut.RemoveHeaders, "content-length") {
-		mut.RemoveHeaders = append(mut.RemoveHeaders, "content-length") // the body will change
-	}
-	ex.respAwait = true
-	return headersContinue(false, mut)
-}
-
-func (x *ExtProc) responseBody(ctx context.Context, ex *exchange) *extprocv3.ProcessingResponse {
-	if ex.out == nil {
-		return immediate(http.StatusServiceUnavailable, "", ReasonExtProcInternal, transform.DenyBody("", ReasonExtProcInternal, "response before a decision"), nil)
-	}
-	res := x.t.Response(ctx, x.p, ex.out, transform.Response{Status: ex.status, ContentType: ex.ctype, ContentEncoding: ex.cenc, ContentRange: ex.crange, Body: ex.respBody})
-	enf := res.Enforcement
-	enf.KeyScopes = union(enf.KeyScopes, ex.writeEnf.KeyScopes)
-	enf.FieldsReleased = union(enf.FieldsReleased, ex.writeEnf.FieldsReleased)
-	if res.Status != ex.status {
-		// The transformer refused the response (fail closed): replace it entirely.
-		enf.Status = res.Status
-		ex.recorded = true
-		if err := x.p.Record(ctx, ex.out, enf); err != nil {
-			return x.deny(ctx, ex)
-		}
-		return immediate(res.Status, ex.out.DecisionID, "", res.Body, nil)
-	}
-	mut := &extprocv3.HeaderMutation{SetHeaders: setHeaders(res.Headers)}
-	var body []byte
-	if res.Changed {
-		body = res.Body
-	}
-	return x.finish(ctx, ex, bodyContinue(false, mut, body), enf)
-}
-
-// finish records the enforcement before the response is released (no durable record, no
-// response) and returns resp, or a 503 deny when the log cannot store it.
-func (x *ExtProc) finish(ctx context.Context, ex *exchange, resp *extprocv3.ProcessingResponse, enf audit.Enforcement) *extprocv3.ProcessingResponse {
-	if enf.Status == 0 {
-		enf.Status = ex.status
-	}
-	ex.recorded = true
-	if err := x.p.Record(ctx, ex.out, enf); err != nil {
-		return x.deny(ctx, ex)
-	}
-	return resp
 }
 
 // upstreamMutation sets consentry's headers and removes caller-supplied reserved ones. When
@@ -517,24 +439,6 @@ func bodyModeName(pc *extprocv3.ProtocolConfiguration, request bool) string {
 		return pc.GetRequestBodyMode().String()
 	}
 	return pc.GetResponseBodyMode().String()
-}
-
-// bodyDerived names the headers (or trailers) of hm that describe the CRM's record before
-// minimization (transform.BodyDerivedHeaders: length, range, validators, digests), once each.
-func bodyDerived(hm *corev3.HeaderMap) []string {
-	var out []string
-	for _, hv := range hm.GetHeaders() {
-		if k := strings.ToLower(hv.GetKey()); normalize.HeaderIn(k, transform.BodyDerivedHeaders) && !slices.Contains(out, k) {
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
-// clearBody answers a body message by removing its bytes.
-func clearBody() *extprocv3.ProcessingResponse {
-	cr := &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_ClearBody{ClearBody: true}}}
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{Response: cr}}}
 }
 
 func immediate(status int, decisionID, code string, body []byte, headers map[string]string) *extprocv3.ProcessingResponse {

@@ -7,6 +7,10 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 )
 
+// maxFraming is what an ext_proc body message adds to the body (field tags, lengths, and
+// attributes on the first message of a phase), generously.
+const maxFraming = 16 << 10
+
 // TestEnvoyExtProcConfig parses deploy/envoy/envoy-ext-proc.yaml with go-control-plane's types,
 // runs Envoy's validation rules, and checks the settings response-side enforcement needs.
 func TestEnvoyExtProcConfig(t *testing.T) {
@@ -45,6 +49,15 @@ func TestEnvoyExtProcConfig(t *testing.T) {
 					t.Error("headers must be sent both ways")
 				case ep.GetAllowModeOverride():
 					t.Error("allow_mode_override must be false")
+				case !ep.GetMutationRules().GetAllowEnvoy().GetValue():
+					// Envoy's default rules silently drop an external processor's mutation of
+					// x-envoy-* headers: a caller's x-envoy-original-path would reach the CRM.
+					t.Error("mutation_rules.allow_envoy must be true (consentry removes caller-supplied x-envoy-* headers)")
+				}
+				// One ext_proc message carries the whole buffered body: a body at Envoy's
+				// buffer limit, with its framing, must fit consentry's default message limit.
+				if limit := l.GetPerConnectionBufferLimitBytes().GetValue(); limit == 0 || int(limit)+maxFraming > DefaultMaxRecvMsgBytes {
+					t.Errorf("%s: per_connection_buffer_limit_bytes %d (+%d framing) exceeds envoy.max_recv_msg_bytes' default %d", l.GetName(), limit, maxFraming, DefaultMaxRecvMsgBytes)
 				}
 				n++
 			}
