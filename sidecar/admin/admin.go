@@ -13,6 +13,8 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
@@ -44,6 +46,10 @@ type Server struct {
 	app      *fiber.App
 	api      fiber.Router
 	registry *prometheus.Registry
+
+	// draining: shutdown has begun (SetDraining); /ready answers 503 while the listeners
+	// still serve.
+	draining atomic.Bool
 
 	mu     sync.Mutex
 	checks map[string]ReadinessCheck
@@ -112,21 +118,57 @@ func (s *Server) Serve(ctx context.Context) error {
 	return s.ServeListener(ctx, ln)
 }
 
-// ServeListener serves on ln until ctx is done.
+// shutdownTimeout bounds the admin listener's own drain (probes and scrapes are short).
+const shutdownTimeout = 5 * time.Second
+
+// ServeListener serves on ln until ctx is done, then drains for at most shutdownTimeout.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	cl := &closeOnce{Listener: ln}
 	errc := make(chan error, 1)
-	go func() { errc <- s.app.Listener(ln) }()
+	go func() { errc <- s.app.Listener(cl) }()
 	select {
 	case <-ctx.Done():
-		return s.app.ShutdownWithTimeout(5e9)
 	case err := <-errc:
 		return err
 	}
+	// Close the listener ourselves too: fasthttp's Shutdown does nothing before Serve has
+	// registered it (a stop right at start), and Serve would then accept forever.
+	_ = cl.Close()
+	err := s.app.ShutdownWithTimeout(shutdownTimeout)
+	<-errc
+	return err
 }
+
+// closeOnce is a listener whose Close can be called twice (ServeListener, then fasthttp).
+type closeOnce struct {
+	net.Listener
+	once sync.Once
+	err  error
+}
+
+func (l *closeOnce) Close() error {
+	l.once.Do(func() { l.err = l.Listener.Close() })
+	return l.err
+}
+
+// ReasonShuttingDown is the readiness failure of a sidecar that is shutting down.
+const ReasonShuttingDown = "shutting down"
+
+// SetDraining marks the sidecar as shutting down: /ready answers 503 "shutting down" (and the
+// gRPC health service, which follows Unready, NOT_SERVING) while every listener keeps serving,
+// so load balancers stop sending new connections before the listeners close.
+func (s *Server) SetDraining() { s.draining.Store(true) }
+
+// Draining reports whether SetDraining was called.
+func (s *Server) Draining() bool { return s.draining.Load() }
 
 func (s *Server) ready(c *fiber.Ctx) error {
 	if failed := s.Unready(c.UserContext()); len(failed) > 0 {
-		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready", "failed": failed})
+		status := "not ready"
+		if s.Draining() {
+			status = ReasonShuttingDown
+		}
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": status, "failed": failed})
 	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }
@@ -141,6 +183,9 @@ func (s *Server) Unready(ctx context.Context) map[string]string {
 	}
 	s.mu.Unlock()
 	failed := map[string]string{}
+	if s.Draining() {
+		failed["shutdown"] = ReasonShuttingDown
+	}
 	for name, check := range checks {
 		if err := check(ctx); err != nil {
 			failed[name] = err.Error()

@@ -1,8 +1,10 @@
 package admin
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"time"
 )
 
 // Config is the `admin:` section: the admin listener (health, readiness, metrics, status and
@@ -19,6 +21,16 @@ type Config struct {
 	Token string `yaml:"token" json:"token"`
 	// AdminRoles are JWT roles that may use the admin API. Default ["consentry-admin"].
 	AdminRoles []string `yaml:"admin_roles" json:"admin_roles"`
+	// ShutdownDelay is how long consentry keeps serving after the first SIGTERM or SIGINT before
+	// its listeners drain. Meanwhile /ready answers 503 "shutting down" and the gRPC health
+	// service NOT_SERVING, so load balancers (and Kubernetes, which removes a terminating pod's
+	// endpoints while the signal is already on its way) stop sending new connections before
+	// the listeners would refuse them. Default 0, drain at once: outside a load-balanced
+	// deployment nobody needs telling, and a terminal's Ctrl-C, the demo and tests should stop
+	// without waiting. Behind a load balancer set it to the time the balancer needs to notice
+	// (5s suits Kubernetes) and cover it in the pod's terminationGracePeriodSeconds
+	// (docs/operations.md, Shutdown). A second signal exits at once.
+	ShutdownDelay time.Duration `yaml:"shutdown_delay" json:"shutdown_delay"`
 }
 
 // WithDefaults fills defaults.
@@ -36,6 +48,9 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("admin.listen: %q is not host:port: %w", c.Listen, err)
+	}
+	if c.ShutdownDelay < 0 {
+		return errors.New("admin.shutdown_delay: must not be negative")
 	}
 	return nil
 }

@@ -127,10 +127,23 @@ func (a *App) Add(c Component) { a.components = append(a.components, c) }
 func (a *App) AddCloser(c Closer) { a.closers = append(a.closers, c) }
 
 // Run runs every component and the admin server until ctx is done or one fails; then it stops
-// them all and releases resources.
+// them all and releases resources. When ctx ends (the first SIGTERM/SIGINT) shutdown goes:
+//  1. /ready answers 503 "shutting down" and the gRPC health service NOT_SERVING, while every
+//     listener keeps serving for admin.shutdown_delay (load balancers move traffic away);
+//  2. the components stop: each listener stops accepting and drains its in-flight requests
+//     (proxy.shutdown_timeout, envoy.shutdown_grace), then waits for the handlers still
+//     running so their decisions are recorded;
+//  3. the decision log (and every other resource) is closed.
+//
+// A component failing ends the shutdown delay early.
 func (a *App) Run(ctx context.Context) error {
-	defer a.close()
-	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		a.close()
+		a.Log.Info("consentry stopped")
+	}()
+	// The components run on their own context: the signal must not stop them before the
+	// shutdown delay has passed.
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	errc := make(chan error, len(a.components)+2) // one per goroutine run starts: admin, grpc-health, components
 	var wg sync.WaitGroup
@@ -138,9 +151,16 @@ func (a *App) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("%s: %w", name, err)
+			if err := f(cctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, http.ErrServerClosed) {
+				err = fmt.Errorf("%s: %w", name, err)
+				// Logged now, not when Run returns: stopping the others can take a while (or,
+				// if one of them hangs, forever), and the cause must be visible meanwhile.
+				a.Log.Error("component failed; stopping consentry", "component", name, "error", err)
+				errc <- err
 				return
+			}
+			if cctx.Err() == nil {
+				a.Log.Warn("component ended; stopping consentry", "component", name)
 			}
 			errc <- nil
 		}()
@@ -156,11 +176,39 @@ func (a *App) Run(ctx context.Context) error {
 	var first error
 	select {
 	case <-ctx.Done():
+		first = a.drainWindow(ctx, errc)
 	case first = <-errc:
 	}
+	a.Log.Info("stopping: listeners drain their in-flight requests")
 	cancel()
 	wg.Wait()
+	a.Log.Info("components stopped; closing the decision log")
 	return first
+}
+
+// drainWindow is the first step of a requested shutdown: the sidecar reports itself not ready
+// (/ready 503, gRPC health NOT_SERVING) and keeps serving for admin.shutdown_delay, so that
+// load balancers stop sending new connections before the listeners close. A component failing
+// ends it early (its error is returned).
+func (a *App) drainWindow(ctx context.Context, errc <-chan error) error {
+	delay := a.Config.Admin.ShutdownDelay
+	a.Log.Info("shutdown requested; /ready now answers 503", "cause", context.Cause(ctx).Error(), "shutdown_delay", delay)
+	a.Admin.SetDraining()
+	if a.Envoy != nil {
+		a.Envoy.Drain()
+	}
+	if delay <= 0 {
+		return nil
+	}
+	a.Log.Info("still serving until shutdown_delay has passed; a second signal exits at once", "shutdown_delay", delay)
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case err := <-errc:
+		return err
+	}
 }
 
 // readinessPoll is how often the gRPC health service re-reads readiness.

@@ -224,7 +224,13 @@ func (a *App) assembleDecisionLog(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.AddCloser(lg)
+	a.AddCloser(closeFunc(func() error {
+		if err := lg.Close(); err != nil {
+			return fmt.Errorf("decision log: %w", err)
+		}
+		a.Log.Info("decision log closed", "committed", lg.Committed())
+		return nil
+	}))
 	a.Decisions = lg
 	a.Admin.AddReadiness("decision_log", func(context.Context) error { return lg.Healthy() })
 	if vs != nil {

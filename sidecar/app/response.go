@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"time"
 
 	"github.com/consentry/consentry/sidecar/envoy"
 	"github.com/consentry/consentry/sidecar/proxy"
@@ -27,15 +28,23 @@ func (a *App) assembleResponseSide(context.Context) error {
 		return err
 	}
 	a.Transform = tr
+	var vaultTimeout time.Duration
+	if a.Keys != nil {
+		vaultTimeout = a.Keys.Config().Timeout
+	}
 	if a.Envoy != nil {
 		envoy.NewExtProc(a.Pipeline, tr, a.Log.With("component", "ext_proc")).Register(a.Envoy.GRPC())
+		// How long shutdown waits for a cancelled call: its check, the Vault calls of its
+		// transforms and its decision log write (none of which the cancel cuts short).
+		pc := a.Pipeline.Config().WithDefaults()
+		a.Envoy.SetHandlerBound(pc.Timeout + 2*vaultTimeout + pc.AuditTimeout + time.Second)
 	}
 	var pc proxy.Config
 	ok, err := a.Config.Section("proxy", &pc)
 	if err != nil || !ok {
 		return err
 	}
-	px, err := proxy.New(pc, proxy.Deps{Pipeline: a.Pipeline, Transform: tr, Logger: a.Log.With("component", "proxy"), Registerer: a.Registry})
+	px, err := proxy.New(pc, proxy.Deps{Pipeline: a.Pipeline, Transform: tr, Logger: a.Log.With("component", "proxy"), Registerer: a.Registry, VaultTimeout: vaultTimeout})
 	if err != nil {
 		return err
 	}

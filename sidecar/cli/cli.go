@@ -88,9 +88,21 @@ func Register(c *Command) {
 
 // Main runs the CLI and returns the process exit code.
 func Main(args []string, env *Env) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 	return Run(ctx, args, env)
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM (a graceful stop: `run` drains its
+// listeners and closes the decision log). That first signal also restores the default
+// handling, so a second one ends the process at once instead of waiting for the drain.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	return ctx, stop
 }
 
 // Run dispatches args to a command.

@@ -48,7 +48,11 @@ type Config struct {
 	TrustedProxies []string `yaml:"trusted_proxies" json:"trusted_proxies"`
 	// PreserveHost forwards the caller's Host header instead of the upstream's host.
 	PreserveHost bool `yaml:"preserve_host" json:"preserve_host"`
-	// ShutdownTimeout bounds the graceful drain of in-flight requests on shutdown. Default 10s.
+	// ShutdownTimeout bounds the graceful drain of in-flight requests on shutdown (after
+	// admin.shutdown_delay); connections still open then are closed. Requests still waiting for
+	// the CRM are then waited for, at most upstream_timeout + pipeline.timeout +
+	// pipeline.audit_timeout + 2 x vault.timeout + 1s, so that what reached the CRM is recorded
+	// before the decision log closes. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" json:"shutdown_timeout"`
 	// TLS serves HTTPS; with client_ca_file, mTLS: the verified client certificate's SPIFFE id
 	// is the request's source principal, which identity.services maps to a service subject

@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/consentry/consentry/sidecar/identity"
@@ -58,6 +59,9 @@ type Deps struct {
 	Transform  *transform.Transformer
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// VaultTimeout is vault.timeout (0 without Vault): with upstream_timeout and the pipeline's
+	// timeouts it bounds one request, so how long shutdown waits for in-flight ones (serve.go).
+	VaultTimeout time.Duration
 }
 
 // Server is the reverse proxy.
@@ -75,6 +79,9 @@ type Server struct {
 	// (chunked), by the request's header: a body over the limit makes fasthttp reset the
 	// request before errorHandler runs, which must still say who tried what.
 	unframed sync.Map // *fasthttp.RequestHeader -> *fasthttp.RequestHeader
+	// inflight counts running handlers: shutdown waits for them so their decisions are
+	// recorded before the decision log closes (serve.go).
+	inflight atomic.Int64
 }
 
 // The app runs the proxy as a component with a Close step.
@@ -139,13 +146,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		DisableStartupMessage: true,
 		// The Date header and keep-alive handling stay fasthttp's; the server name is not sent.
 		ServerHeader:                 "",
-		ErrorHandler:                 s.errorHandler,
+		ErrorHandler:                 s.trackedError(s.errorHandler),
 		DisablePreParseMultipartForm: true,
 		// Our own strings are copies; this only protects against fiber internals we call.
 		Immutable: false,
 	})
 	s.app.Server().HeaderReceived = s.headerReceived
-	s.app.Use(s.handle)
+	s.app.Use(s.tracked(s.handle))
 	return s, nil
 }
 
@@ -163,99 +170,6 @@ func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfi
 
 // Name names the component for the app's lifecycle.
 func (s *Server) Name() string { return "proxy" }
-
-// Run listens on cfg.Listen and serves until ctx ends, then drains gracefully.
-func (s *Server) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("proxy.listen %s: %w", s.cfg.Listen, err)
-	}
-	return s.ServeListener(ctx, ln)
-}
-
-// ServeListener serves on ln until ctx ends (tests, socket activation). On shutdown,
-// in-flight requests get shutdown_timeout to finish; connections still open after that
-// (including accepted ones that never sent a request, which fasthttp does not count as idle)
-// are closed.
-func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
-	tl := &trackingListener{Listener: ln, conns: map[net.Conn]struct{}{}}
-	var serve net.Listener = tl
-	if s.tls != nil {
-		// TLS outside the tracking: fasthttp must see *tls.Conn to expose the peer certificate,
-		// and shutdown closes the raw connections underneath.
-		serve = tls.NewListener(tl, s.tls)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.app.Listener(serve) }()
-	select {
-	case err := <-errc:
-		if err != nil {
-			return fmt.Errorf("proxy: serve: %w", err)
-		}
-		return nil
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-	defer cancel()
-	if err := s.app.ShutdownWithContext(sctx); err != nil {
-		s.log.Warn("proxy: graceful shutdown incomplete; closing remaining connections", "error", err)
-		tl.closeAll()
-	}
-	<-errc
-	return nil
-}
-
-// trackingListener remembers open connections so shutdown can close stragglers.
-type trackingListener struct {
-	net.Listener
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-}
-
-func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	tc := &trackedConn{Conn: c, l: l}
-	l.mu.Lock()
-	l.conns[tc] = struct{}{}
-	l.mu.Unlock()
-	return tc, nil
-}
-
-func (l *trackingListener) closeAll() {
-	l.mu.Lock()
-	conns := make([]net.Conn, 0, len(l.conns))
-	for c := range l.conns {
-		conns = append(conns, c)
-	}
-	l.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Close()
-	}
-}
-
-type trackedConn struct {
-	net.Conn
-	l    *trackingListener
-	once sync.Once
-}
-
-func (c *trackedConn) Close() error {
-	c.once.Do(func() {
-		c.l.mu.Lock()
-		delete(c.l.conns, c)
-		c.l.mu.Unlock()
-	})
-	return c.Conn.Close()
-}
-
-// Close stops serving immediately and closes idle upstream connections.
-func (s *Server) Close() error {
-	s.client.CloseIdleConnections()
-	return s.app.Shutdown()
-}
 
 // errorHandler answers what fasthttp/fiber rejected before the handler ran (body over the
 // limit, malformed request): with a coded JSON body, and recorded in the decision log.
