@@ -88,16 +88,25 @@ func Register(c *Command) {
 
 // Main runs the CLI and returns the process exit code.
 func Main(args []string, env *Env) int {
-	ctx, stop := signalContext()
+	ctx, stop := signalContext(secondSignalExits(args))
 	defer stop()
 	return Run(ctx, args, env)
 }
 
+// secondSignalExits: only `run` lets a second signal end it at once, since its drain holds
+// nothing that outlives the process. `demo` stops child processes (Vault, the demo CRM) in
+// their own process groups on the way out; killed half-way, it would leave them running.
+func secondSignalExits(args []string) bool { return len(args) > 0 && args[0] == "run" }
+
 // signalContext is cancelled by the first SIGINT or SIGTERM (a graceful stop: `run` drains its
-// listeners and closes the decision log). That first signal also restores the default
-// handling, so a second one ends the process at once instead of waiting for the drain.
-func signalContext() (context.Context, context.CancelFunc) {
+// listeners and closes the decision log). With secondSignalExits that first signal also
+// restores the default handling, so a second one ends the process at once instead of waiting
+// for the drain; without, later signals are caught and ignored until the command returns.
+func signalContext(secondSignalExits bool) (context.Context, context.CancelFunc) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if !secondSignalExits {
+		return ctx, stop
+	}
 	go func() {
 		<-ctx.Done()
 		stop()

@@ -39,6 +39,12 @@ func init() {
 			opts = append(opts, app.CheckOnly())
 		}
 		a, err := app.New(ctx, cfg, log, opts...)
+		if err != nil && ctx.Err() != nil {
+			// Stopped (SIGTERM/SIGINT) while starting: a graceful stop, not a configuration
+			// error a supervisor or a reader would go looking for.
+			log.Info("stopped during start-up", "cause", err)
+			return nil
+		}
 		if err != nil {
 			if ce := compileOrError(err); ce != err {
 				return ce

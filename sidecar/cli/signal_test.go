@@ -15,23 +15,87 @@ import (
 const signalHelperEnv = "CONSENTRY_TEST_SIGNAL_HELPER"
 
 func init() {
-	if os.Getenv(signalHelperEnv) != "1" {
-		return
+	switch os.Getenv(signalHelperEnv) {
+	case "run":
+		ctx, stop := signalContext(true)
+		defer stop()
+		os.Stdout.WriteString("ready\n")
+		<-ctx.Done()
+		os.Stdout.WriteString("draining\n")
+		time.Sleep(30 * time.Second) // a drain far longer than the test waits
+		os.Exit(0)
+	case "demo":
+		// demo's way out: stopping child processes that a killed parent would orphan.
+		ctx, stop := signalContext(false)
+		defer stop()
+		os.Stdout.WriteString("ready\n")
+		<-ctx.Done()
+		os.Stdout.WriteString("draining\n")
+		time.Sleep(1500 * time.Millisecond)
+		os.Stdout.WriteString("children stopped\n")
+		os.Exit(0)
 	}
-	ctx, stop := signalContext()
-	defer stop()
-	os.Stdout.WriteString("ready\n")
-	<-ctx.Done()
-	os.Stdout.WriteString("draining\n")
-	time.Sleep(30 * time.Second) // a drain far longer than the test waits
-	os.Exit(0)
+}
+
+// TestSecondSignalDoesNotInterruptDemoCleanup: a second Ctrl-C while `demo` stops its Vault and
+// demo CRM must not kill it half-way (the children, in their own process groups, would keep
+// running with a known root token).
+func TestSecondSignalDoesNotInterruptDemoCleanup(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), signalHelperEnv+"=demo")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	lines := bufio.NewScanner(out)
+	expect := func(want string) {
+		t.Helper()
+		if !lines.Scan() || lines.Text() != want {
+			t.Fatalf("helper said %q (%v), want %q", lines.Text(), lines.Err(), want)
+		}
+	}
+	expect("ready")
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	expect("draining")
+	for range 3 {
+		time.Sleep(100 * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGINT)
+	}
+	expect("children stopped")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("helper exited with %v, want 0 after its cleanup", err)
+	}
+}
+
+// TestOnlyRunExitsOnASecondSignal: Main picks the handling by command.
+func TestOnlyRunExitsOnASecondSignal(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"run", "--config", "c.yaml"}, true},
+		{[]string{"demo"}, false},
+		{[]string{"demo", "--exit"}, false},
+		{[]string{"audit", "verify"}, false},
+		{nil, false},
+	} {
+		if got := secondSignalExits(c.args); got != c.want {
+			t.Errorf("secondSignalExits(%q) = %v, want %v", c.args, got, c.want)
+		}
+	}
 }
 
 // The first SIGTERM starts a graceful stop; a second one, sent while that stop is still
 // draining, ends the process at once (it used to be swallowed until the drain ended).
 func TestSecondSignalExitsAtOnce(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), signalHelperEnv+"=1")
+	cmd.Env = append(os.Environ(), signalHelperEnv+"=run")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
