@@ -51,7 +51,8 @@ active if {
 # title: Request-level denials
 # description: |
 #   A break-glass request that is not permitted, not justified or not bound to one named
-#   customer (a list, a search, an export, a route without a customer id) is denied outright:
+#   customer (a list or an export - even on a route naming a customer -, a search, a route
+#   without a customer id) is denied outright:
 #   emergency access opens one customer's record, never every record a query returns.
 deny contains util.reason("break_glass.not_permitted", 403, "none of the caller's roles may use break-glass access") if {
 	_requested
@@ -66,6 +67,13 @@ deny contains util.reason("break_glass.justification_missing", 400, sprintf("bre
 deny contains util.reason("break_glass.customer_required", 403, "break-glass access opens one named customer's record: the request names no customer") if {
 	_requested
 	_customer_id == ""
+}
+
+# A list or an export returns many records whatever customer id the route carries: emergency
+# access never opens one.
+deny contains util.reason("break_glass.customer_required", 403, sprintf("break-glass access opens one named customer's record, never a list or an export (action %q)", [input.action])) if {
+	_requested
+	input.action in {"list", "export"}
 }
 
 # METADATA

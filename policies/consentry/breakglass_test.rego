@@ -122,6 +122,20 @@ test_break_glass_needs_a_named_customer if {
 	d.obligations == [{"type": "filter_records", "params": {}}]
 }
 
+# A list or an export returns many records whatever customer id its route names: break-glass
+# is denied for it outright, not filtered.
+test_break_glass_list_or_export_naming_a_customer_denied if {
+	dpo := {"id": "emp-9", "type": "employee", "roles": ["dpo"], "mfa": true}
+	inp := fx.replace(emergency, {"subject": dpo, "purpose": "essential.legal", "action": "export", "resource": {"type": "customer", "customer_id": "c-1", "fields": ["id", "name"]}})
+	consentry.decision.allow with input as object.union(inp, {"action": "read"})
+	d := consentry.decision with input as inp
+	not d.allow
+	fx.codes(d) == {"break_glass.customer_required"}
+	d.flags == []
+	l := consentry.decision with input as fx.replace(emergency, {"action": "list"}) with data.consentry.catalog.purposes["essential.service.operations.support"].actions as ["read", "list"]
+	"break_glass.customer_required" in fx.codes(l)
+}
+
 _live(id) := {"customer_id": id, "enrichment": {"consents": [], "customer": object.union(fx.customer, {"id": id})}}
 
 test_break_glass_does_not_open_a_whole_search if {

@@ -32,7 +32,7 @@ _consent_reasons(consents) := set() if {
 	some c in consents
 	_covers(c)
 	_expired(c)
-} else := {util.reason("consent.notice_outdated", 451, sprintf("the customer's consent for %q was given under a notice older than %q", [input.purpose, _min_notice]))} if {
+} else := {util.reason("consent.notice_outdated", 451, util.notice_outdated_message(input.purpose, util.purpose))} if {
 	some c in consents
 	c.status == "granted"
 	_covers(c)
@@ -53,11 +53,9 @@ _valid(c) if {
 
 # A purpose may name the oldest privacy notice (min_notice_version) under which a consent still
 # counts: a customer who agreed to an older text has not agreed to what the notice says now.
-# Versions compare as strings, so they must sort (e.g. "2026-03"); a consent naming no version
-# is older than any. Without min_notice_version every consent passes ("" >= "").
-_notice_ok(c) if object.get(c, "notice_version", "") >= _min_notice
-
-_min_notice := object.get(util.purpose, "min_notice_version", "")
+# Versions are dates "YYYY-MM" or "YYYY-MM-DD" (util.notice_ok): a consent naming no version,
+# or one in another format, is older than any; a minimum in another format fails closed.
+_notice_ok(c) if util.notice_ok(c, util.purpose)
 
 # A withdrawal covering the declared purpose that takes the grant back (util.takes_back).
 _vetoed(g, consents) if {

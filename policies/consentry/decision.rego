@@ -76,7 +76,7 @@ _state_denials(rec) := {util.reason("state.unavailable", 503, sprintf("customer 
 	count(object.get(rec.enrichment, "errors", [])) > 0
 } else := set()
 
-_record_denials(rec) := (((((_state_denials(rec) | consent.record_deny(rec)) | cases.record_deny(rec)) | rights.record_deny(rec)) | retention.record_deny(rec)) | breakglass.record_deny(rec)) | _custom_record_denials(rec)
+_record_denials(rec) := ((((((_state_denials(rec) | request.record_deny(rec)) | consent.record_deny(rec)) | cases.record_deny(rec)) | rights.record_deny(rec)) | retention.record_deny(rec)) | breakglass.record_deny(rec)) | _custom_record_denials(rec)
 
 # The record a single-customer request touches.
 _single := {"customer_id": input.resource.customer_id, "enrichment": input.enrichment}

@@ -68,7 +68,7 @@ decision := {
 	cust := input.enrichment.customer
 	not cust.erased == true
 	not cust.erased_at
-	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+	_retained(cust)
 } else := {
 	"allow": true,
 	"status": 200,
@@ -108,7 +108,7 @@ decision := {
 	cust := input.enrichment.customer
 	not cust.erased == true
 	not cust.erased_at
-	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+	_retained(cust)
 } else := {
 	"allow": true,
 	"status": 200,
@@ -143,7 +143,7 @@ decision := {
 	cust := input.enrichment.customer
 	not cust.erased == true
 	not cust.erased_at
-	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+	_retained(cust)
 } else := {
 	"allow": true,
 	"status": 200,
@@ -184,7 +184,7 @@ decision := {
 	cust := input.enrichment.customer
 	not cust.erased == true
 	not cust.erased_at
-	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+	_retained(cust)
 } else := {
 	"allow": false,
 	"status": 451,
@@ -199,9 +199,9 @@ decision := {
 	# Denied for want of consent and for nothing else: the request passes every request-level
 	# check (as in the branches above), the record's state, case and lifecycle pass, and no
 	# granted, unexpired consent covers the purpose. The full rules then give exactly one
-	# reason (withdrawn, else expired, else missing: consent.record_deny), status 451 and the
-	# fields every denied decision reports; a request that fails anything else as well is
-	# left to them.
+	# reason (withdrawn, else expired, else notice_outdated, else missing: consent.record_deny),
+	# status 451 and the fields every denied decision reports; a request that fails anything
+	# else as well is left to them.
 	s := _sec
 	s.consent_required == true
 	object.get(input, "phase", "request") == "request"
@@ -220,7 +220,7 @@ decision := {
 	cust := input.enrichment.customer
 	not cust.erased == true
 	not cust.erased_at
-	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+	_retained(cust)
 } else := {
 	"allow": false,
 	"status": 403,
@@ -254,7 +254,7 @@ decision := {
 	cust := input.enrichment.customer
 	not cust.erased == true
 	not cust.erased_at
-	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+	_retained(cust)
 } else := {
 	"allow": true,
 	"status": 200,
@@ -292,7 +292,7 @@ decision := {
 	cust := input.enrichment.customer
 	not cust.erased == true
 	not cust.erased_at
-	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+	_retained(cust)
 } else := {
 	"allow": true,
 	"status": 200,
@@ -350,11 +350,12 @@ _list_obligations := [{"type": "filter_records", "params": {}}] if {
 # full rules for that record. The checks that do not depend on consent run once per record.
 _record(rec, s, served) := o if {
 	object.get(rec.enrichment, "errors", []) == []
+	_record_customer_ok(rec, s)
 	_record_case_ok(rec, s)
 	cust := rec.enrichment.customer
 	not cust.erased == true
 	not cust.erased_at
-	time.parse_rfc3339_ns(cust.retention_until) > input.time.now_ns
+	_retained(cust)
 	o := _record_by_consent(rec, s, served)
 } else := data.consentry.record_outcome(rec)
 
@@ -380,7 +381,7 @@ _consent_ok(consents, s) if {
 	c.purpose in s.covering
 	_unexpired(c)
 	util.in_effect(c)
-	object.get(c, "notice_version", "") >= s.min_notice_version
+	util.notice_ok(c, s.notice)
 	not _vetoed(c, consents, s)
 }
 
@@ -389,6 +390,12 @@ _vetoed(g, consents, s) if {
 	w.purpose in s.covering
 	util.takes_back(w, g)
 }
+
+# A purpose with customer_required serves the named customer's records only (else the full
+# rules deny the record: request.record_deny).
+_record_customer_ok(_, s) if not s.customer_required
+
+_record_customer_ok(rec, _) if rec.customer_id == input.resource.customer_id
 
 _record_case_ok(_, s) if not s.case_required
 
@@ -415,7 +422,7 @@ _consent_denial(consents, s) := s.consent_denials.withdrawn if {
 	some c in consents
 	c.status == "granted"
 	c.purpose in s.covering
-	not object.get(c, "notice_version", "") >= s.min_notice_version
+	not util.notice_ok(c, s.notice)
 } else := s.consent_denials.missing
 
 _expired(c) if c.status == "expired"
@@ -458,6 +465,14 @@ _customer_sec := data.consentry.generated.fastpath_tables[input.purpose].custome
 # of another type has no section and is left to the full rules).
 _mfa_key := {true: "true", false: "false"}
 
+# Customer state c names a retention deadline that has not passed. A missing, null or
+# malformed one is left to the full rules (retention.unset, retention.invalid), its shape
+# checked first so that it is not a built-in error here.
+_retained(c) if {
+	util.timestamp_shape(c.retention_until)
+	time.parse_rfc3339_ns(c.retention_until) > input.time.now_ns
+}
+
 _unexpired(c) if not c.expires_at
 
 _unexpired(c) if time.parse_rfc3339_ns(c.expires_at) > input.time.now_ns
@@ -489,11 +504,14 @@ _section(p, pdef, r, mfa) := {
 	"key_fields": object.remove(t.key_fields, blocked),
 	"allowed": object.remove(t.allowed, blocked),
 	"covering": util.covering(p),
-	"min_notice_version": object.get(pdef, "min_notice_version", ""),
+	# The purpose's minimum privacy notice, if any ({} or {"min_notice_version": v}), for
+	# util.notice_ok.
+	"notice": object.filter(pdef, ["min_notice_version"]),
+	"customer_required": _flag(pdef, "customer_required"),
 	"consent_denials": {
 		"withdrawn": [{"code": "consent.withdrawn", "message": sprintf("the customer withdrew consent for %q", [p])}],
 		"expired": [{"code": "consent.expired", "message": sprintf("the customer's consent for %q has expired", [p])}],
-		"notice_outdated": [{"code": "consent.notice_outdated", "message": sprintf("the customer's consent for %q was given under a notice older than %q", [p, object.get(pdef, "min_notice_version", "")])}],
+		"notice_outdated": [{"code": "consent.notice_outdated", "message": _notice_message(p, pdef)}],
 		"missing": [{"code": "consent.missing", "message": sprintf("the customer has not opted in to %q", [p])}],
 	},
 	"info": {f: rs |
@@ -509,6 +527,11 @@ _section(p, pdef, r, mfa) := {
 		some f, _ in minimization.tables.special_fields[k]
 	}
 }
+
+# The consent.notice_outdated message; only a purpose with a minimum can give that reason.
+_notice_message(p, pdef) := util.notice_outdated_message(p, pdef) if {
+	"min_notice_version" in object.keys(pdef)
+} else := ""
 
 _flag(o, k) if o[k]
 

@@ -280,3 +280,17 @@ test_list_response_with_unknown_case_is_the_full_decision if {
 	consentry.decision == consentry.full_decision with input as inp
 	not consentry.decision.allow with input as inp
 }
+
+# A purpose with customer_required: in the response phase the fast path serves the named
+# customer's record and leaves another customer's to the full rules, which deny it.
+test_customer_required_response_phase_is_the_full_decision if {
+	k := "essential.service.payment_processing"
+	ps := fx.replace(data.consentry.catalog.purposes, {k: object.union(data.consentry.catalog.purposes[k], {"customer_required": true})})
+	cat := fx.replace(data.consentry.catalog, {"purposes": ps})
+	inp := fx.replace(_billing, {"phase": "response", "records": [_rec("c-1", [], {}), _rec("c-2", [], {})]})
+	d := fastpath.decision with input as inp with data.consentry.catalog as cat
+	d == consentry.full_decision with input as inp with data.consentry.catalog as cat
+	d.records["c-1"].allow
+	[r] := d.records["c-2"].reasons
+	r.code == "resource.other_customer"
+}

@@ -193,18 +193,60 @@ test_billing_search_returns_no_full_card_numbers if {
 	}
 }
 
-# The shipped catalogue gives no role but the processor's a full card number, for any purpose,
-# with MFA or without: employees and services (billing included) and customers see at most the
-# last four digits.
+# The shipped catalogue gives no one but a processor a full card number, for any purpose, with
+# MFA or without: employees and services (billing included) and customers see at most the last
+# four digits. Full decisions, one per purpose x role x subject type x MFA, each request set up
+# to pass every other check (consent, an assigned case, a processor agreement naming the purpose
+# and every category), so that the card field's outcome is the catalogue's.
+_card_fields := {f | some f, def in data.consentry.catalog.fields; startswith(def.category, "user.financial.credit_card")}
+
+_subject(r, "customer", mfa) := {"id": "u-1", "type": "customer", "customer_id": "c-1", "roles": [r], "mfa": mfa}
+
+_subject(r, "processor", mfa) := {"id": "svc-p", "type": "processor", "processor_id": "p-1", "roles": [r], "mfa": mfa}
+
+_subject(r, t, mfa) := {"id": "emp-1", "type": t, "roles": [r], "mfa": mfa} if t in {"employee", "service"}
+
+_types(r) := {r} if r in {"customer", "processor"}
+
+else := {"employee", "service"}
+
+_card_input(p, pdef, r, t, mfa) := {
+	"subject": _subject(r, t, mfa),
+	"purpose": p,
+	"case_id": "case-1",
+	"action": [a | some a in ["read", "access_report", "export", "update"]; a in pdef.actions][0],
+	"resource": {"type": "customer", "customer_id": "c-1", "fields": array.concat(["id"], sort(_card_fields))},
+	"enrichment": {
+		"consents": [fx.granted(p)],
+		"customer": fx.customer,
+		"case": {"id": "case-1", "customer_id": "c-1", "assignees": ["emp-1"], "status": "open"},
+		"agreement": {"processor_id": "p-1", "purposes": [p], "categories": ["user", "system"], "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2027-01-01T00:00:00Z"},
+	},
+	"time": fx.support.time,
+}
+
+_card_decisions := {[p, r, t, mfa]: d |
+	some p, pdef in data.consentry.catalog.purposes
+	some r, rdef in data.consentry.catalog.roles
+	p in rdef.purposes
+	some t in _types(r)
+	some mfa in [true, false]
+	d := consentry.full_decision with input as _card_input(p, pdef, r, t, mfa)
+}
+
 test_only_processors_see_full_card_numbers if {
-	card_fields := {f | some f, def in data.consentry.catalog.fields; startswith(def.category, "user.financial.credit_card")}
-	count(card_fields) > 0
-	full := {[p, r, m] |
-		some p, sections in fastpath.tables
-		some r, by_mfa in sections
-		some m, s in by_mfa
-		some f in card_fields
-		s.fields[f].outcome == "allow"
+	count(_card_fields) > 0
+
+	# Every request is allowed (the probe reaches the field outcomes) ...
+	every _, d in _card_decisions {
+		d.allow
 	}
-	{r | some [_, r, _] in full} == {"processor"}
+
+	# ... and the payment processor, MFA or not, is the one that gets the full card.
+	full := {[p, t, mfa] |
+		some [p, _, t, mfa], d in _card_decisions
+		some f in _card_fields
+		d.fields[f].outcome == "allow"
+	}
+	full == {["essential.service.payment_processing.charge", "processor", true], ["essential.service.payment_processing.charge", "processor", false]}
 }

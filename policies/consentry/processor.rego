@@ -2,7 +2,8 @@
 # title: Sub-processors (principle 7)
 # description: |
 #   A third party gets data only under a recorded agreement that names it, is in force now,
-#   covers the declared purpose, and - field by field - the data categories it receives.
+#   covers the declared purpose (names it or a parent purpose; the purpose itself when the
+#   catalogue marks it agreement_exact), and - field by field - the data categories it receives.
 package consentry.processor
 
 import data.consentry.util
@@ -57,9 +58,18 @@ deny contains util.reason("processor.purpose_not_covered", 403, sprintf("the pro
 	not _purpose_covered
 }
 
+# An agreement for the purpose or a parent of it covers the purpose, unless the catalogue marks
+# the purpose agreement_exact: then only an agreement naming the purpose itself does (charging
+# a card is not "operating the service").
 _purpose_covered if {
+	not util.purpose.agreement_exact == true
 	some p in _agreement.purposes
 	p in util.covering_purposes
+}
+
+_purpose_covered if {
+	util.purpose.agreement_exact == true
+	input.purpose in _agreement.purposes
 }
 
 # METADATA

@@ -68,10 +68,10 @@ test_employees_unaffected if {
 	processor.category_covered("user.health_and_medical") with input as fx.support
 }
 
-# Full card numbers go to a payment processor only: under an agreement that covers the charge
-# purpose (or its parent) and payment data, for one named customer, read only. A processor is a
+# Full card numbers go to a payment processor only: under an agreement that names the charge
+# purpose itself (catalogue agreement_exact) and covers payment data, for one named customer, read only. A processor is a
 # system, not a person: the payment category exempts it from the MFA claim.
-_charge_agreement := {"processor_id": "p-pay", "purposes": ["essential.service.payment_processing"], "categories": ["user.unique_id", "user.name", "user.financial"], "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2027-01-01T00:00:00Z"}
+_charge_agreement := {"processor_id": "p-pay", "purposes": ["essential.service.payment_processing.charge"], "categories": ["user.unique_id", "user.name", "user.financial"], "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2027-01-01T00:00:00Z"}
 
 _charge := fx.replace(fx.processor, {
 	"subject": {"id": "svc-pay", "type": "processor", "processor_id": "p-pay"},
@@ -95,6 +95,36 @@ _mfa_reason(d, f) if {
 	some r in d.reasons
 	r.code == "special_category.mfa_required"
 	startswith(r.message, f)
+}
+
+# An agreement for a parent purpose ("run the service", "handle billing") does not reach the
+# charge purpose: agreement_exact asks for the purpose itself.
+test_payment_processor_agreement_names_the_charge_purpose_itself if {
+	every parent in ["essential.service", "essential.service.payment_processing"] {
+		a := object.union(_charge_agreement, {"purposes": [parent], "categories": ["user"]})
+		d := consentry.decision with input as fx.replace(_charge, {"enrichment": object.union(_charge.enrichment, {"agreement": a})})
+		not d.allow
+		fx.codes(d) == {"processor.purpose_not_covered"}
+	}
+}
+
+test_agreement_for_a_parent_covers_a_purpose_without_agreement_exact if {
+	a := object.union(_charge_agreement, {"purposes": ["essential.service.payment_processing"]})
+	k := "essential.service.payment_processing.charge"
+	ps := fx.replace(data.consentry.catalog.purposes, {k: object.remove(data.consentry.catalog.purposes[k], ["agreement_exact"])})
+	d := consentry.decision with input as fx.replace(_charge, {"enrichment": object.union(_charge.enrichment, {"agreement": a})})
+		with data.consentry.catalog as fx.replace(data.consentry.catalog, {"purposes": ps})
+	d.allow
+}
+
+_rec(id) := {"customer_id": id, "enrichment": {"consents": [], "customer": object.union(fx.customer, {"id": id})}}
+
+# customer_required binds the response phase too: a record of another customer is not served.
+test_payment_processor_response_phase_serves_the_named_customer_only if {
+	d := consentry.decision with input as object.union(_charge, {"phase": "response", "records": [_rec("c-1"), _rec("c-2")]})
+	d.records["c-1"].allow
+	not d.records["c-2"].allow
+	{r.code | some r in d.records["c-2"].reasons} == {"resource.other_customer"}
 }
 
 test_payment_processor_needs_payment_data_in_its_agreement if {

@@ -121,3 +121,13 @@ _role_allows_purpose if {
 	some role in util.roles
 	input.purpose in util.catalog.roles[role].purposes
 }
+
+# METADATA
+# title: Record denials
+# description: |
+#   A purpose with customer_required serves the customer the request names and no other: a
+#   record of another customer (a response phase carrying several) is denied.
+record_deny(rec) := {util.reason("resource.other_customer", 403, sprintf("purpose %q serves the named customer's record only, not customer %q's", [input.purpose, rec.customer_id]))} if {
+	util.purpose.customer_required == true
+	rec.customer_id != object.get(input.resource, "customer_id", "")
+} else := set()

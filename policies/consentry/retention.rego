@@ -5,8 +5,9 @@
 #   and a customer the state store does not know is not served either (missing state denies).
 #   A customer record that names an erasure time is erased, whatever its erased flag says, and
 #   one without a retention deadline is not served unless the catalogue allows it
-#   (retention.allow_unset). The rights actions (erase, access_report) are not refused for
-#   retention or erasure.
+#   (retention.allow_unset) or the customer reads or corrects their own record; a deadline that
+#   is not an RFC 3339 timestamp is not served either. The rights actions (erase,
+#   access_report) are not refused for retention or erasure.
 package consentry.retention
 
 import data.consentry.util
@@ -23,11 +24,32 @@ record_deny(rec) := {util.reason("customer.unknown", 403, "no state is known for
 } else := {util.reason("customer.erased", 451, "the customer's data was erased")} if {
 	erased(rec.enrichment.customer)
 } else := {util.reason("retention.unset", 451, "the customer has no retention deadline")} if {
-	not rec.enrichment.customer.retention_until
+	_unset(rec.enrichment.customer)
 	not allow_unset
+	not _own_record(rec)
+} else := set() if {
+	_unset(rec.enrichment.customer)
+} else := {util.reason("retention.invalid", 451, "the customer's retention deadline is not an RFC 3339 timestamp")} if {
+	not util.timestamp(rec.enrichment.customer.retention_until)
 } else := {util.reason("retention.expired", 451, "the record is past its retention period")} if {
 	util.ns(rec.enrichment.customer.retention_until) <= util.now_ns
 } else := set()
+
+# No retention deadline: none recorded, or null.
+_unset(c) if not "retention_until" in object.keys(c)
+
+_unset(c) if c.retention_until == null
+
+# A customer reading or correcting their own record (GDPR Art. 15, 16) is not refused for want
+# of a retention deadline: the deadline is the organisation's to set, and a customer
+# auto-created by recording a consent has none until it is. A deadline that has passed, or one
+# that is malformed, still denies.
+_own_record(rec) if {
+	input.subject.type == "customer"
+	input.action in {"read", "update"}
+	object.get(input.subject, "customer_id", "") != ""
+	rec.customer_id == input.subject.customer_id
+}
 
 # METADATA
 # title: Erased customer

@@ -86,3 +86,36 @@ test_decision_denies_customer_without_retention_deadline if {
 	fx.codes(d) == {"retention.unset"}
 	consentry.decision.allow with input as inp with data.consentry.catalog.retention.allow_unset as true
 }
+
+# A customer reads and corrects their own record (GDPR Art. 15, 16) though it has no retention
+# deadline (a customer auto-created by recording a consent has none until one is set); a
+# deadline that has passed still denies, and the exemption is theirs alone.
+_self(action, cust) := fx.replace(fx.self_read, {"action": action, "resource": {"type": "customer", "customer_id": "c-1", "fields": ["contact.email"]}, "enrichment": {"consents": [], "customer": cust}})
+
+test_customer_reads_and_corrects_own_record_without_retention_deadline if {
+	every action in ["read", "update"] {
+		d := consentry.decision with input as _self(action, {"id": "c-1", "erased": false})
+		d.allow
+		d == consentry.full_decision with input as _self(action, {"id": "c-1", "erased": false})
+		consentry.decision.allow with input as _self(action, {"id": "c-1", "erased": false, "retention_until": null})
+		fx.codes(consentry.decision) == {"retention.expired"} with input as _self(action, object.union(fx.customer, {"retention_until": "2026-01-01T00:00:00Z"}))
+	}
+	other := fx.replace(_self("read", {"id": "c-2", "erased": false}), {"resource": {"type": "customer", "customer_id": "c-2", "fields": ["id"]}})
+	"retention.unset" in fx.codes(consentry.decision) with input as other
+}
+
+# A retention deadline that is present but not an RFC 3339 timestamp is not served, under
+# strict and non-strict built-in errors alike (the shape is checked before parsing).
+test_malformed_retention_deadline_denied if {
+	every v in ["", "never", "2030-01-01", "2030-13-01T00:00:00Z", 1893456000, true, {}] {
+		codes({"id": "c-1", "erased": false, "retention_until": v}) == {"retention.invalid"}
+		d := consentry.decision with input as fx.replace(fx.support, {"enrichment": object.union(fx.support.enrichment, {"customer": object.union(fx.customer, {"retention_until": v})})})
+		fx.codes(d) == {"retention.invalid"}
+		d.status == 451
+	}
+}
+
+# A null deadline is no deadline.
+test_null_retention_deadline_is_unset if {
+	codes({"id": "c-1", "erased": false, "retention_until": null}) == {"retention.unset"}
+}

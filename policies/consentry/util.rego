@@ -106,6 +106,64 @@ reason(code, status, message) := {"code": code, "status": status, "message": mes
 ns(ts) := time.parse_rfc3339_ns(ts)
 
 # METADATA
+# title: RFC 3339 timestamp
+# description: |
+#   True when v is a string that parses as an RFC 3339 timestamp. The shape is checked before
+#   parsing (timestamp_shape), so that a malformed value ("", null, a number, "next year") is
+#   reported by the caller instead of failing the decision (strict built-in errors) or silently
+#   passing a check whose comparison is undefined (non-strict). A well-shaped date that does
+#   not exist ("2030-02-31T00:00:00Z") still fails to parse: an error under strict built-in
+#   errors (the request is denied), not a timestamp otherwise.
+timestamp(v) if {
+	timestamp_shape(v)
+	time.parse_rfc3339_ns(v)
+}
+
+# METADATA
+# title: RFC 3339 shape
+# description: True when v is a string shaped like an RFC 3339 timestamp (see timestamp).
+timestamp_shape(v) if {
+	is_string(v)
+	regex.match(`^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`, v)
+}
+
+# METADATA
+# title: Privacy notice version format
+# description: |
+#   True when v is a privacy notice version consentry can order: a zero-padded date "YYYY-MM"
+#   or "YYYY-MM-DD". These sort as strings in date order ("2026-10" > "2026-09"; a month sorts
+#   before its days, so "2026-10" is older than a minimum of "2026-10-05").
+notice_version_format(v) if {
+	is_string(v)
+	regex.match(`^[0-9]{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$`, v)
+}
+
+# METADATA
+# title: Notice version accepted
+# description: |
+#   True when consent record c meets the minimum privacy notice of purpose definition pdef
+#   (catalogue min_notice_version). Without a minimum every consent passes, whatever its
+#   notice_version. With one, the consent must name a version in notice_version_format that is
+#   not older; a minimum that is not in that format (a number, "1.10", "") fails closed: no
+#   consent meets it, since consentry cannot tell which notices are older.
+notice_ok(_, pdef) if not "min_notice_version" in object.keys(pdef)
+
+notice_ok(c, pdef) if {
+	m := pdef.min_notice_version
+	notice_version_format(m)
+	v := c.notice_version
+	notice_version_format(v)
+	v >= m
+}
+
+# METADATA
+# title: Outdated notice message
+# description: The message of consent.notice_outdated for purpose p with definition pdef.
+notice_outdated_message(p, pdef) := sprintf("the customer's consent for %q was given under a notice older than %q", [p, pdef.min_notice_version]) if {
+	notice_version_format(pdef.min_notice_version)
+} else := sprintf("the catalogue's min_notice_version for %q is not a YYYY-MM or YYYY-MM-DD date, so no consent meets it", [p])
+
+# METADATA
 # title: Withdrawal takes a grant back
 # description: |
 #   True when consent record w is a withdrawal and grant g is not later: the customer's latest

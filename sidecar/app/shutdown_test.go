@@ -254,7 +254,7 @@ func TestKubernetesGracePeriodCoversShutdown(t *testing.T) {
 		t.Error("admin.shutdown_delay is not set: the pod refuses connections Kubernetes still sends it")
 	}
 	const logClose = 5 * time.Second // the final checkpoint, signed through Vault
-	inFlight := pl.Timeout + 2*vt.Timeout + px.UpstreamTimeout + pl.AuditTimeout + time.Second
+	inFlight := 3*pl.Timeout + 2*vt.Timeout + px.UpstreamTimeout + pl.AuditTimeout + time.Second // proxy handlerBound
 	budget := ad.ShutdownDelay + px.ShutdownTimeout + inFlight + logClose
 	if time.Duration(grace)*time.Second < budget {
 		t.Errorf("terminationGracePeriodSeconds %d, want at least %v (shutdown_delay %v + shutdown_timeout %v + in-flight wait %v + log close %v)",

@@ -98,11 +98,12 @@ func (s *Server) drain(tl *trackingListener, errc <-chan error) {
 }
 
 // handlerBound is the longest one request's handler can run: the policy check, the Vault
-// calls of the request and response transforms, the exchange with the CRM and the decision
-// log write, plus drainMargin.
+// calls of the request and response transforms, the exchange with the CRM, a list's response
+// phase (up to two more evaluations, each bounded like the check) and the decision log write,
+// plus drainMargin.
 func (s *Server) handlerBound() time.Duration {
 	pc := s.deps.Pipeline.Config().WithDefaults()
-	return pc.Timeout + 2*s.deps.VaultTimeout + s.cfg.UpstreamTimeout + pc.AuditTimeout + drainMargin
+	return 3*pc.Timeout + 2*s.deps.VaultTimeout + s.cfg.UpstreamTimeout + pc.AuditTimeout + drainMargin
 }
 
 // waitZero waits until c is zero or d has passed and returns the last value seen.
