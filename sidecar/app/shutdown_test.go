@@ -253,7 +253,7 @@ func TestKubernetesGracePeriodCoversShutdown(t *testing.T) {
 	if ad.ShutdownDelay <= 0 {
 		t.Error("admin.shutdown_delay is not set: the pod refuses connections Kubernetes still sends it")
 	}
-	const logClose = 5 * time.Second // the final checkpoint, signed through Vault
+	const logClose = 5 * time.Second                                                             // the final checkpoint, signed through Vault
 	inFlight := 3*pl.Timeout + 2*vt.Timeout + px.UpstreamTimeout + pl.AuditTimeout + time.Second // proxy handlerBound
 	budget := ad.ShutdownDelay + px.ShutdownTimeout + inFlight + logClose
 	if time.Duration(grace)*time.Second < budget {
