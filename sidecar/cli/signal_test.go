@@ -41,23 +41,7 @@ func init() {
 // demo CRM must not kill it half-way (the children, in their own process groups, would keep
 // running with a known root token).
 func TestSecondSignalDoesNotInterruptDemoCleanup(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), signalHelperEnv+"=demo")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	lines := bufio.NewScanner(out)
-	expect := func(want string) {
-		t.Helper()
-		if !lines.Scan() || lines.Text() != want {
-			t.Fatalf("helper said %q (%v), want %q", lines.Text(), lines.Err(), want)
-		}
-	}
+	cmd, expect := startSignalHelper(t, "demo")
 	expect("ready")
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -94,23 +78,7 @@ func TestOnlyRunExitsOnASecondSignal(t *testing.T) {
 // The first SIGTERM starts a graceful stop; a second one, sent while that stop is still
 // draining, ends the process at once (it used to be swallowed until the drain ended).
 func TestSecondSignalExitsAtOnce(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), signalHelperEnv+"=run")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	lines := bufio.NewScanner(out)
-	expect := func(want string) {
-		t.Helper()
-		if !lines.Scan() || lines.Text() != want {
-			t.Fatalf("helper said %q (%v), want %q", lines.Text(), lines.Err(), want)
-		}
-	}
+	cmd, expect := startSignalHelper(t, "run")
 	expect("ready")
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -138,6 +106,29 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 		case <-deadline:
 			t.Fatal("a second SIGTERM did not end the process while it was draining")
+		}
+	}
+}
+
+// startSignalHelper starts this test binary as the signal helper in mode (see init) and
+// returns it with a check of its next line of output.
+func startSignalHelper(t *testing.T, mode string) (*exec.Cmd, func(want string)) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), signalHelperEnv+"="+mode)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	lines := bufio.NewScanner(out)
+	return cmd, func(want string) {
+		t.Helper()
+		if !lines.Scan() || lines.Text() != want {
+			t.Fatalf("helper said %q (%v), want %q", lines.Text(), lines.Err(), want)
 		}
 	}
 }
