@@ -16,9 +16,9 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/consentry/consentry/sidecar/internal/inflight"
 	"github.com/consentry/consentry/sidecar/tlsserver"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -40,7 +40,7 @@ type Server struct {
 	// inflight counts running RPC handlers: grpc's Stop cancels them but does not wait, and an
 	// ext_proc stream records its decision as its handler ends, so shutdown waits for them
 	// before the app closes the decision log.
-	inflight atomic.Int64
+	inflight inflight.Counter
 	// handlerBound is how long a handler can still run once cancelled (SetHandlerBound).
 	handlerBound time.Duration
 	// mu guards draining: once draining, health stays NOT_SERVING whatever SetServing is told.
@@ -200,23 +200,11 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	waited := s.inflight.Load()
 	if waited > 0 {
 		s.log.Info("envoy: waiting for cancelled calls to finish and be recorded", "in_flight", waited, "max_wait", s.handlerBound)
-		if left := waitZero(&s.inflight, s.handlerBound); left > 0 {
+		if left := s.inflight.Wait(s.handlerBound); left > 0 {
 			s.log.Error("envoy: calls still running after the wait; their decisions may be missing from the decision log",
 				"still_running", left, "waited", s.handlerBound, "alarm", "shutdown_unrecorded")
 		}
 	}
 	s.log.Info("envoy: stopped", "waited_for", waited, "took", time.Since(start).Round(time.Millisecond))
 	return nil
-}
-
-// waitZero waits until n is zero or d has passed and returns the last value seen.
-func waitZero(n *atomic.Int64, d time.Duration) int64 {
-	deadline := time.Now().Add(d)
-	for {
-		v := n.Load()
-		if v <= 0 || !time.Now().Before(deadline) {
-			return v
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

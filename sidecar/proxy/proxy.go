@@ -24,10 +24,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/consentry/consentry/sidecar/identity"
+	"github.com/consentry/consentry/sidecar/internal/inflight"
 	"github.com/consentry/consentry/sidecar/tlsserver"
 
 	"github.com/gofiber/fiber/v2"
@@ -81,7 +81,7 @@ type Server struct {
 	unframed sync.Map // *fasthttp.RequestHeader -> *fasthttp.RequestHeader
 	// inflight counts running handlers: shutdown waits for them so their decisions are
 	// recorded before the decision log closes (serve.go).
-	inflight atomic.Int64
+	inflight inflight.Counter
 }
 
 // The app runs the proxy as a component with a Close step.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -16,9 +15,6 @@ import (
 // in-flight handlers: the time between those steps (policy evaluation, copying) is not bounded
 // by any of them.
 const drainMargin = time.Second
-
-// inflightPoll is how often shutdown looks whether the in-flight handlers have finished.
-const inflightPoll = 10 * time.Millisecond
 
 // Run listens on cfg.Listen and serves until ctx ends, then drains gracefully.
 func (s *Server) Run(ctx context.Context) error {
@@ -89,7 +85,7 @@ func (s *Server) drain(tl *trackingListener, errc <-chan error) {
 	}
 	bound := s.handlerBound()
 	s.log.Info("proxy: waiting for in-flight requests to finish and be recorded", "in_flight", waited, "max_wait", bound)
-	left := waitZero(&s.inflight, bound)
+	left := s.inflight.Wait(bound)
 	if left > 0 {
 		s.log.Error("proxy: requests still running after the wait; their decisions may be missing from the decision log",
 			"still_running", left, "waited", bound, "alarm", "shutdown_unrecorded")
@@ -104,18 +100,6 @@ func (s *Server) drain(tl *trackingListener, errc <-chan error) {
 func (s *Server) handlerBound() time.Duration {
 	pc := s.deps.Pipeline.Config().WithDefaults()
 	return 3*pc.Timeout + 2*s.deps.VaultTimeout + s.cfg.UpstreamTimeout + pc.AuditTimeout + drainMargin
-}
-
-// waitZero waits until c is zero or d has passed and returns the last value seen.
-func waitZero(c *atomic.Int64, d time.Duration) int64 {
-	deadline := time.Now().Add(d)
-	for {
-		n := c.Load()
-		if n <= 0 || !time.Now().Before(deadline) {
-			return n
-		}
-		time.Sleep(inflightPoll)
-	}
 }
 
 // tracked counts a handler as in flight while it runs (shutdown waits for it).
