@@ -6,6 +6,7 @@ package audit
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/consentry/consentry/sidecar/decision"
@@ -57,6 +58,24 @@ type Enforcement struct {
 	// (pipeline.DecideRecords); nil when no record was decided per record. The log names the
 	// customers a list served from it: the request's own input and decision name none.
 	Records *ListRecords
+}
+
+// AddWrite adds what a create/update's request body used (the key classes that encrypted its
+// sensitive fields, the fields written) to e, the enforcement of its response: both doors
+// record one entry per request, and the write's key use must be in it whatever the CRM answered.
+func (e *Enforcement) AddWrite(w Enforcement) {
+	e.KeyScopes = sortedUnion(e.KeyScopes, w.KeyScopes)
+	e.FieldsReleased = sortedUnion(e.FieldsReleased, w.FieldsReleased)
+}
+
+// sortedUnion is a and b without repeats, sorted; a itself when b is empty.
+func sortedUnion(a, b []string) []string {
+	if len(b) == 0 {
+		return a
+	}
+	out := append(append(make([]string, 0, len(a)+len(b)), a...), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // ListRecords is what the response phase of a list decided and what the front door did with

@@ -456,19 +456,3 @@ func immediate(status int, decisionID, code string, body []byte, headers map[str
 		Details: code,
 	}}}
 }
-
-func union(a, b []string) []string {
-	if len(b) == 0 {
-		return a
-	}
-	set := map[string]bool{}
-	for _, s := range append(append([]string(nil), a...), b...) {
-		set[s] = true
-	}
-	out := make([]string, 0, len(set))
-	for s := range set {
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
-}

@@ -170,8 +170,7 @@ func (x *ExtProc) record(ctx context.Context, ex *exchange, enf audit.Enforcemen
 	if ex.out == nil {
 		return nil
 	}
-	enf.KeyScopes = union(enf.KeyScopes, ex.writeEnf.KeyScopes)
-	enf.FieldsReleased = union(enf.FieldsReleased, ex.writeEnf.FieldsReleased)
+	enf.AddWrite(ex.writeEnf)
 	return x.p.Record(ctx, ex.out, enf)
 }
 

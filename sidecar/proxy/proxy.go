@@ -21,7 +21,6 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -270,10 +269,7 @@ func (s *Server) handle(c *fiber.Ctx) (err error) {
 	})
 	enf := res.Enforcement
 	enf.Status = res.Status
-	if len(writeEnf.KeyScopes) > 0 || len(writeEnf.FieldsReleased) > 0 {
-		enf.KeyScopes = mergeSorted(enf.KeyScopes, writeEnf.KeyScopes)
-		enf.FieldsReleased = mergeSorted(enf.FieldsReleased, writeEnf.FieldsReleased)
-	}
+	enf.AddWrite(writeEnf)
 	// No durable record, no response: a log failure turns the answer into a 503 deny.
 	if err := s.deps.Pipeline.Record(ctx, out, enf); err != nil {
 		return s.deny(c, out)
@@ -501,20 +497,4 @@ func upstreamError(err error) (int, string, string) {
 	default:
 		return http.StatusBadGateway, ReasonUpstreamDown, "the CRM could not be reached"
 	}
-}
-
-func mergeSorted(a, b []string) []string {
-	set := map[string]bool{}
-	for _, s := range a {
-		set[s] = true
-	}
-	for _, s := range b {
-		set[s] = true
-	}
-	out := make([]string, 0, len(set))
-	for s := range set {
-		out = append(out, s)
-	}
-	slices.Sort(out)
-	return out
 }
