@@ -21,9 +21,9 @@ import (
 // timeout, no healthy upstream, connection reset), as the HTTP proxy names its upstream
 // failures.
 const (
-	ReasonUpstreamTimeout = "upstream.timeout"
-	ReasonUpstreamDown    = "upstream.unavailable"
-	ReasonUpstreamError   = "upstream.error"
+	ReasonUpstreamTimeout = transform.ReasonUpstreamTimeout
+	ReasonUpstreamDown    = transform.ReasonUpstreamDown
+	ReasonUpstreamError   = transform.ReasonUpstreamError
 )
 
 // reservedResponsePrefix is the namespace of the headers consentry sets on responses: the

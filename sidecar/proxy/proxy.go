@@ -45,8 +45,8 @@ const FrontDoor = "proxy"
 // Reason codes the proxy adds.
 const (
 	ReasonBodyTooLarge     = "request.body_too_large"
-	ReasonUpstreamTimeout  = "upstream.timeout"
-	ReasonUpstreamDown     = "upstream.unavailable"
+	ReasonUpstreamTimeout  = transform.ReasonUpstreamTimeout
+	ReasonUpstreamDown     = transform.ReasonUpstreamDown
 	ReasonUpstreamTooLarge = "upstream.response_too_large"
 	ReasonRequestInvalid   = "request.invalid"
 	ReasonInternal         = "proxy.internal"

@@ -80,6 +80,15 @@ const (
 	ReasonWriteBody   = "request.body_invalid"
 )
 
+// Reason codes of a CRM that failed to give an answer that is a record (timed out, could not
+// be reached, or an error page), one spelling for both doors: the proxy names its own upstream
+// failures with them, ext_proc the local replies Envoy sends in the CRM's place.
+const (
+	ReasonUpstreamTimeout = "upstream.timeout"
+	ReasonUpstreamDown    = "upstream.unavailable"
+	ReasonUpstreamError   = "upstream.error"
+)
+
 // HeaderWithheld names the fields withheld from a response (their keys were unavailable).
 const HeaderWithheld = "x-consentry-withheld"
 
