@@ -20,7 +20,10 @@ func startStack(t *testing.T, o demo.Options) *demo.Stack {
 	if o.Customers == 0 {
 		o.Customers = 120
 	}
-	o.Proxy, o.Admin, o.GRPC, o.CRM = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	o.Proxy, o.Admin, o.GRPC = freeAddr(t), freeAddr(t), freeAddr(t)
+	if o.CRM == "" {
+		o.CRM = freeAddr(t)
+	}
 	var progress bytes.Buffer
 	o.Progress = &progress
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

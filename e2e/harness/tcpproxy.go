@@ -16,6 +16,10 @@ type TCPProxy struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[net.Conn]struct{}
+	// release is non-nil while replies are held (HoldReplies): closed to let them pass.
+	release chan struct{}
+	// heldReply is closed once a reply byte arrived while replies were held.
+	heldReply chan struct{}
 }
 
 // NewTCPProxy starts forwarding a free port to target.
@@ -55,7 +59,7 @@ func (p *TCPProxy) accept(ln net.Listener) {
 		p.mu.Lock()
 		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
 		p.mu.Unlock()
-		go p.pipe(c, up)
+		go p.pipeReplies(c, up)
 		go p.pipe(up, c)
 	}
 }
@@ -68,6 +72,62 @@ func (p *TCPProxy) pipe(dst, src net.Conn) {
 	delete(p.conns, dst)
 	delete(p.conns, src)
 	p.mu.Unlock()
+}
+
+// pipeReplies copies the target's replies to the client, holding them while HoldReplies is
+// in force: the server has answered, the client has not heard it yet.
+func (p *TCPProxy) pipeReplies(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			release, held := p.release, p.heldReply
+			p.mu.Unlock()
+			if release != nil {
+				select {
+				case <-held:
+				default:
+					close(held)
+				}
+				<-release
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	dst.Close()
+	src.Close()
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
+}
+
+// HoldReplies holds every reply from the target from now on (requests still pass) until
+// ReleaseReplies: the moment between a server's answer and its client hearing it, made to
+// last. It returns a channel closed once a reply is held.
+func (p *TCPProxy) HoldReplies() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.release == nil {
+		p.release, p.heldReply = make(chan struct{}), make(chan struct{})
+	}
+	return p.heldReply
+}
+
+// ReleaseReplies lets held and later replies pass.
+func (p *TCPProxy) ReleaseReplies() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.release != nil {
+		close(p.release)
+		p.release = nil
+	}
 }
 
 // Cut stops accepting and drops every connection.

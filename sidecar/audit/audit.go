@@ -36,6 +36,12 @@ type Entry struct {
 	RequestedBy string
 	// Metrics are timings in nanoseconds: timer_rego_query_eval_ns, timer_server_handler_ns, ...
 	Metrics map[string]int64
+	// Intent marks a write-ahead entry: the request may change the CRM's state and is about
+	// to be forwarded to it; the entry with the same DecisionID and Intent false follows once
+	// the CRM has answered. A sink that cannot tell the two apart may skip intents (they are
+	// only a guarantee for a durable log: a crash between the CRM's answer and the decision's
+	// entry must not leave a change with no trace).
+	Intent bool
 }
 
 // Enforcement records what happened after the decision. Never field values: names, counts,

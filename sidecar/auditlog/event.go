@@ -25,6 +25,14 @@ const (
 	TypeCheckpoint = "checkpoint"
 	TypeRetention  = "retention"
 	TypeErasure    = "erasure"
+	// TypeIntent is a write-ahead record: a state-changing request (a write, a delete, any
+	// method but GET, HEAD, OPTIONS and TRACE) is about to be forwarded to the CRM. It carries
+	// the members its decision record would carry at that moment (no CRM status yet) and is
+	// followed by the decision record with the same decision_id once the CRM has answered. An
+	// intent with no such decision record after it is a request the CRM may have executed
+	// while its outcome was never recorded (the sidecar stopped in between): query, report and
+	// verify show it.
+	TypeIntent = "intent"
 )
 
 // Event is one record of the log as read back (policies/schema/decision_log_event.json).
@@ -329,7 +337,11 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 	// The copies were read before ids were replaced in the input: replace them there too.
 	c.pseudonymize(ids, in.Subject.Type == input.SubjectCustomer)
 	c.pseudonymizeList(lids, in.Subject.Type == input.SubjectCustomer)
-	r.addString("type", TypeDecision)
+	typ := TypeDecision
+	if e.Intent {
+		typ = TypeIntent
+	}
+	r.addString("type", typ)
 	r.addString("decision_id", id)
 	r.addString("timestamp", ts.UTC().Format(time.RFC3339Nano))
 	path := e.Path
@@ -406,7 +418,7 @@ func (b *builder) build(ctx context.Context, e *audit.Entry) (*record, error) {
 	}
 	addStr("outcome", outcome)
 	status := e.Enforcement.Status
-	if status == 0 {
+	if status == 0 && !e.Intent { // an intent's request has no answer yet
 		status = d.Status
 	}
 	if status != 0 {

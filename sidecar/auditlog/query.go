@@ -15,7 +15,9 @@ import (
 )
 
 // Filter selects decision records, and the erasure records of a customer when only Customer
-// and the time range are set. Empty fields match everything.
+// and the time range are set. Empty fields match everything. QueryLog also selects the
+// unresolved intent records that match as the decisions they announce; Match and Prefilter
+// do not.
 type Filter struct {
 	// Customer is a customer pseudonym (Pseudonymizer.Customer of the raw id); it matches the
 	// decision's customer and list records' customers.
@@ -84,7 +86,11 @@ func (f *Filter) erasures() bool {
 // value must appear in the line's bytes as the log encodes it (JSON-escaped: a subject
 // "CORP\jdoe" is stored as "CORP\\jdoe"); of the subject's two forms, one. Match decides. The
 // values are escaped once, here, not once per line.
-func (f *Filter) Prefilter() func(line []byte) bool {
+func (f *Filter) Prefilter() func(line []byte) bool { return f.prefilter(false) }
+
+// prefilter is Prefilter, letting intent records through too when intents is set (QueryLog
+// holds those that would match as decisions; see heldIntents).
+func (f *Filter) prefilter(intents bool) func(line []byte) bool {
 	needle := func(s string) []byte {
 		q := appendString(nil, s)
 		return q[1 : len(q)-1]
@@ -110,7 +116,8 @@ func (f *Filter) Prefilter() func(line []byte) bool {
 		if len(subject) > 0 && !slices.ContainsFunc(subject, func(n []byte) bool { return bytes.Contains(line, n) }) {
 			return false
 		}
-		return bytes.Contains(line, []byte(`"type":"decision"`)) || (erasures && bytes.Contains(line, []byte(`"type":"erasure"`)))
+		return bytes.Contains(line, []byte(`"type":"decision"`)) || (intents && bytes.Contains(line, []byte(`"type":"intent"`))) ||
+			(erasures && bytes.Contains(line, []byte(`"type":"erasure"`)))
 	}
 }
 
@@ -121,9 +128,9 @@ type Progress struct {
 	Matched int
 }
 
-// Query streams the decision records of dir matching f to fn, in log order. progress, when not
-// nil, is called at every segment start and every 100,000 records. It is QueryLog without the
-// statistics.
+// Query streams the decision records of dir matching f to fn, in log order, then the
+// unresolved intents that match (see QueryLog). progress, when not nil, is called at every
+// segment start and every 100,000 records. It is QueryLog without the statistics.
 func Query(ctx context.Context, dir string, f Filter, fn func(ev *Event, line []byte) error, progress func(Progress)) error {
 	_, err := QueryLog(ctx, dir, f, fn, progress)
 	return err
@@ -135,6 +142,13 @@ func Query(ctx context.Context, dir string, f Filter, fn func(ev *Event, line []
 // in the time range that only a pseudonym could match were written with another pseudonym
 // key; not for a subject that matched by its id as logged (an employee). The statistics are
 // returned with either error.
+//
+// Unresolved intents come last: an intent record (Event.Type TypeIntent) that would match f
+// as a decision is held until a later decision record with its decision_id resolves it,
+// whether or not that decision matches f (its answer is then in the log, as a match or not).
+// The ones still held when the scan ends - state-changing requests forwarded to the CRM whose
+// outcome was never recorded - are passed to fn after every other record, in log order.
+// Memory holds only the matching intents not yet resolved.
 func QueryLog(ctx context.Context, dir string, f Filter, fn func(ev *Event, line []byte) error, progress func(Progress)) (QueryStats, error) {
 	var st QueryStats
 	if err := ctx.Err(); err != nil {
@@ -151,12 +165,21 @@ func QueryLog(ctx context.Context, dir string, f Filter, fn func(ev *Event, line
 		return st, fmt.Errorf("%w: %s holds no segment-*.jsonl file", ErrNoLog, dir)
 	}
 	st.Segments = len(segs)
-	keep := f.Prefilter()
+	keep := f.prefilter(true)
 	sc := newStatsScan(&f, &st)
 	var p Progress
 	// employee: a subject matched by its id as logged, which only an employee's is (a
 	// customer subject is logged by pseudonym): the key cannot make that search wrong.
 	employee := false
+	pass := func(ev *Event, line []byte) error {
+		if f.Customer == "" && f.Subject != "" && ev.Subject != nil && ev.Subject.ID == f.Subject {
+			employee = true
+		}
+		p.Matched++
+		st.Matched++
+		return fn(ev, line)
+	}
+	held := heldIntents{}
 	err = scanSegments(dir, segs, func(seg string, line []byte) error {
 		if seg != p.Segment {
 			p.Segment = seg
@@ -177,24 +200,33 @@ func QueryLog(ctx context.Context, dir string, f Filter, fn func(ev *Event, line
 		if err := sc.line(seg, line); err != nil {
 			return err
 		}
-		if !keep(line) {
+		// A decision that f rejects by its bytes is read still when it resolves a held intent.
+		if !keep(line) && !held.resolvedBy(line) {
 			return nil
 		}
 		var ev Event
 		if err := json.Unmarshal(line, &ev); err != nil {
 			return fmt.Errorf("%s: %w", seg, err)
 		}
+		switch ev.Type {
+		case TypeDecision:
+			held.resolve(ev.DecisionID)
+		case TypeIntent:
+			if f.matchIntent(&ev) {
+				held.hold(ev.DecisionID, ev.Seq, line)
+			}
+			return nil
+		}
 		if !f.Match(&ev) {
 			return nil
 		}
-		if f.Customer == "" && f.Subject != "" && ev.Subject != nil && ev.Subject.ID == f.Subject {
-			employee = true
-		}
-		p.Matched++
-		st.Matched++
-		return fn(&ev, line)
+		return pass(&ev, line)
 	})
 	sc.finish()
+	if err == nil {
+		st.Unresolved = held.len()
+		err = held.emit(ctx, pass)
+	}
 	if err != nil {
 		return st, err
 	}
@@ -217,6 +249,10 @@ func NewTableWriter(w io.Writer) *TableWriter {
 	return &TableWriter{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
 }
 
+// OutcomeForwarded is the OUTCOME TableWriter prints for an unresolved intent: the request was
+// forwarded to the CRM and no result was recorded.
+const OutcomeForwarded = "forwarded, no result"
+
 // Write prints one event row.
 func (t *TableWriter) Write(ev *Event) {
 	if !t.header {
@@ -231,8 +267,13 @@ func (t *TableWriter) Write(ev *Event) {
 	if ev.Fields != nil {
 		rel, mask, drop = ev.Fields.Released, ev.Fields.Masked, ev.Fields.Dropped
 	}
+	outcome := ev.Outcome
+	if ev.Type == TypeIntent {
+		// An unresolved intent: the policy's outcome is not what happened at the CRM.
+		outcome = OutcomeForwarded
+	}
 	fmt.Fprintf(t.tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Timestamp.UTC().Format(time.RFC3339), ev.DecisionID, dash(subj),
-		dash(ev.Purpose), dash(ev.CaseID), dash(ev.Customer), dash(ev.Action), ev.Outcome, dash(strings.Join(ev.Reasons, ",")),
+		dash(ev.Purpose), dash(ev.CaseID), dash(ev.Customer), dash(ev.Action), outcome, dash(strings.Join(ev.Reasons, ",")),
 		dash(strings.Join(rel, ",")), dash(strings.Join(mask, ",")), dash(strings.Join(drop, ",")))
 }
 

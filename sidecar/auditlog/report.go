@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,6 +38,8 @@ type Report struct {
 	ByPurpose   []PurposeCount `json:"by_purpose"`
 	Revisions   []string       `json:"policy_revisions"`
 	Employees   string         `json:"employees"` // "pseudonymized" or "named"
+	// Unrecorded counts the accesses whose outcome is OutcomeUnrecorded.
+	Unrecorded int `json:"unrecorded"`
 	// Erasures lists when the customer's data was erased (keys destroyed), if it was.
 	Erasures []ReportErasure `json:"erasures,omitempty"`
 	// RecordsSearched is the number of decision records (everyone's) in the period searched.
@@ -57,8 +60,18 @@ type ReportErasure struct {
 	Reason  string    `json:"reason"`
 	Classes []string  `json:"classes"`
 	// at is the number of accesses logged before it: where it goes among them in the CSV.
-	at int
+	at  int
+	seq uint64
 }
+
+// OutcomeUnrecorded is a report row's outcome for an unresolved intent: a request that would
+// change the customer's data was allowed and sent to the CRM, and its result was never
+// recorded (the sidecar stopped before the CRM's answer was logged). The change may or may
+// not have been made.
+const OutcomeUnrecorded = "unrecorded"
+
+// unrecordedNote says what OutcomeUnrecorded means, in the row (JSON, CSV).
+const unrecordedNote = "the change was allowed and sent to the CRM, but its result was not recorded (the service stopped before the answer was logged): it may or may not have been made"
 
 // ReportRow is one access (or refused attempt).
 type ReportRow struct {
@@ -77,16 +90,25 @@ type ReportRow struct {
 	Withheld   []string  `json:"fields_withheld,omitempty"`
 	KeyScopes  []string  `json:"key_scopes,omitempty"`
 	Revision   string    `json:"policy_revision,omitempty"`
+	// Note explains an unusual outcome (OutcomeUnrecorded).
+	Note string `json:"note,omitempty"`
+	seq  uint64
 }
 
-// PurposeCount summarizes accesses per purpose.
+// PurposeCount summarizes accesses per purpose. An access whose result was not recorded
+// (OutcomeUnrecorded) counts in Unrecorded only: the policy allowed it, but whether the CRM
+// acted on it is unknown, so counting it as allowed would report a completed access, and as
+// refused one that cannot have happened.
 type PurposeCount struct {
-	Purpose string `json:"purpose"`
-	Allowed int    `json:"allowed"`
-	Denied  int    `json:"denied"`
+	Purpose    string `json:"purpose"`
+	Allowed    int    `json:"allowed"`
+	Denied     int    `json:"denied"`
+	Unrecorded int    `json:"unrecorded"`
 }
 
-// BuildReport scans dir for the customer's decisions.
+// BuildReport scans dir for the customer's decisions. An unresolved intent (see QueryLog) is a
+// row with outcome OutcomeUnrecorded, placed among the others in log order (by the intent
+// record's seq), and counted in PurposeCount.Unrecorded and Unrecorded.
 func BuildReport(ctx context.Context, dir string, o ReportOptions) (*Report, error) {
 	if o.CustomerID == "" || o.Pseudonymizer == nil {
 		return nil, fmt.Errorf("report: customer id and pseudonym key are required")
@@ -112,11 +134,11 @@ func BuildReport(ctx context.Context, dir string, o ReportOptions) (*Report, err
 	st, err := QueryLog(ctx, dir, f, func(ev *Event, _ []byte) error {
 		if ev.Type == TypeErasure {
 			r.Erasures = append(r.Erasures, ReportErasure{Time: ev.Timestamp.UTC(), Reason: ev.Erasure.Reason, Classes: ev.Erasure.Classes,
-				at: len(r.Accesses)})
+				at: len(r.Accesses), seq: ev.Seq})
 			return nil
 		}
 		row := ReportRow{Time: ev.Timestamp.UTC(), DecisionID: ev.DecisionID, Purpose: ev.Purpose, Case: ev.CaseID, Action: ev.Action,
-			Outcome: ev.Outcome, Reasons: distinct(ev.Reasons), KeyScopes: ev.KeyScopes, Revision: ev.PolicyRevision}
+			Outcome: ev.Outcome, Reasons: distinct(ev.Reasons), KeyScopes: ev.KeyScopes, Revision: ev.PolicyRevision, seq: ev.Seq}
 		if ev.Subject != nil {
 			row.WhoType, row.Roles = ev.Subject.Type, ev.Subject.Roles
 			switch {
@@ -136,15 +158,21 @@ func BuildReport(ctx context.Context, dir string, o ReportOptions) (*Report, err
 			row.Released, row.Masked = ev.Fields.Released, ev.Fields.Masked
 			row.Withheld = append(append([]string(nil), ev.Fields.Dropped...), ev.Fields.Withheld...)
 		}
-		r.Accesses = append(r.Accesses, row)
 		pc := r.summary[ev.Purpose]
 		if pc == nil {
 			pc = &PurposeCount{Purpose: ev.Purpose}
 			r.summary[ev.Purpose] = pc
 		}
-		if ev.Outcome == "allow" {
+		switch {
+		case ev.Type == TypeIntent:
+			row.Outcome, row.Note = OutcomeUnrecorded, unrecordedNote
+			r.insertUnrecorded(row)
+			pc.Unrecorded++
+		case ev.Outcome == "allow":
+			r.Accesses = append(r.Accesses, row)
 			pc.Allowed++
-		} else {
+		default:
+			r.Accesses = append(r.Accesses, row)
 			pc.Denied++
 		}
 		if ev.PolicyRevision != "" {
@@ -169,6 +197,20 @@ func BuildReport(ctx context.Context, dir string, o ReportOptions) (*Report, err
 	}
 	sort.Strings(r.Revisions)
 	return r, nil
+}
+
+// insertUnrecorded puts the row of an unresolved intent among the accesses in log order.
+// QueryLog passes unresolved intents after every other record, so the rows and erasures they
+// go among are all there.
+func (r *Report) insertUnrecorded(row ReportRow) {
+	i := sort.Search(len(r.Accesses), func(i int) bool { return r.Accesses[i].seq > row.seq })
+	r.Accesses = slices.Insert(r.Accesses, i, row)
+	for j := range r.Erasures {
+		if r.Erasures[j].seq > row.seq {
+			r.Erasures[j].at++
+		}
+	}
+	r.Unrecorded++
 }
 
 // WriteJSON writes the report as indented JSON.
@@ -214,7 +256,7 @@ func (r *Report) WriteCSV(w io.Writer) error {
 		erasure(i)
 		write([]string{a.Time.Format(time.RFC3339), a.Who, a.WhoType, strings.Join(a.Roles, ";"), a.Purpose, a.Case, a.Action, a.Outcome,
 			strings.Join(a.Reasons, ";"), strings.Join(a.Released, ";"), strings.Join(a.Masked, ";"), strings.Join(a.Withheld, ";"), a.Revision,
-			a.DecisionID, "access", ""})
+			a.DecisionID, "access", a.Note})
 	}
 	erasure(len(r.Accesses))
 	cw.Flush()
@@ -288,6 +330,7 @@ th,td{border:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;vertical-ali
 th{background:#f6f8fa}
 .allow{color:#116329;font-weight:600}
 .deny{color:#a40e26;font-weight:600}
+.unrecorded{color:#9a6700;font-weight:600}
 .note{background:#f6f8fa;border-left:4px solid #0969da;padding:.6rem 1rem;margin:1rem 0}
 </style>
 </head>
@@ -297,18 +340,19 @@ th{background:#f6f8fa}
 <div class="note">This report lists every request that touched your data, as recorded in our tamper-evident decision log:
 who asked (employees are shown as {{.Employees}} identifiers), for which purpose, which fields were shown, masked or withheld,
 and whether the request was allowed. Refused attempts are listed too.</div>
-{{if .DeletedBefore}}<div class="note">{{if .DeletedByRetention}}Records before {{dateUp .DeletedBefore.UTC}} were deleted by retention{{else}}Records before {{dateUp .DeletedBefore.UTC}} are missing from the log{{end}}: accesses before then cannot be shown.</div>
+{{if .Unrecorded}}<div class="note">{{itoa .Unrecorded}} {{if eq .Unrecorded 1}}request{{else}}requests{{end}} to change your data {{if eq .Unrecorded 1}}was{{else}}were{{end}} allowed and sent to our customer system, but the service stopped before the result was recorded: the change may or may not have been made. {{if eq .Unrecorded 1}}It is{{else}}They are{{end}} listed below as "sent, result not recorded".</div>
+{{end}}{{if .DeletedBefore}}<div class="note">{{if .DeletedByRetention}}Records before {{dateUp .DeletedBefore.UTC}} were deleted by retention{{else}}Records before {{dateUp .DeletedBefore.UTC}} are missing from the log{{end}}: accesses before then cannot be shown.</div>
 {{end}}
 <h2>Summary by purpose</h2>
 {{if .ByPurpose}}<table>
-<tr><th>Purpose</th><th>Allowed</th><th>Refused</th></tr>
-{{range .ByPurpose}}<tr><td>{{purpose .Purpose}}</td><td>{{.Allowed}}</td><td>{{.Denied}}</td></tr>
+<tr><th>Purpose</th><th>Allowed</th><th>Refused</th>{{if .Unrecorded}}<th>Result not recorded</th>{{end}}</tr>
+{{$unrecorded := .Unrecorded}}{{range .ByPurpose}}<tr><td>{{purpose .Purpose}}</td><td>{{.Allowed}}</td><td>{{.Denied}}</td>{{if $unrecorded}}<td>{{.Unrecorded}}</td>{{end}}</tr>
 {{end}}</table>{{else}}<p>No access to your data was recorded in this period.</p>{{end}}
 {{range .Erasures}}<p class="meta">Your data was erased on <strong>{{date .Time}}</strong> ({{.Reason}}): the keys that decrypted it ({{join .Classes}}) were destroyed.</p>
 {{end}}<h2>Accesses ({{itoa (len .Accesses)}})</h2>
 {{if .Accesses}}<table>
 <tr><th>When</th><th>Who</th><th>Purpose</th><th>Case</th><th>Action</th><th>Outcome</th><th>Fields shown</th><th>Fields masked</th><th>Fields withheld</th><th>Reasons</th></tr>
-{{range .Accesses}}<tr><td>{{date .Time}}</td><td>{{.Who}}{{if .WhoType}} ({{.WhoType}}{{if .Roles}}: {{join .Roles}}{{end}}){{end}}</td><td>{{purpose .Purpose}}</td><td>{{.Case}}</td><td>{{.Action}}</td><td class="{{.Outcome}}">{{if eq .Outcome "allow"}}allowed{{else}}refused{{end}}</td><td>{{join .Released}}</td><td>{{join .Masked}}</td><td>{{join .Withheld}}</td><td>{{join .Reasons}}</td></tr>
+{{range .Accesses}}<tr><td>{{date .Time}}</td><td>{{.Who}}{{if .WhoType}} ({{.WhoType}}{{if .Roles}}: {{join .Roles}}{{end}}){{end}}</td><td>{{purpose .Purpose}}</td><td>{{.Case}}</td><td>{{.Action}}</td><td class="{{.Outcome}}">{{if eq .Outcome "allow"}}allowed{{else if eq .Outcome "unrecorded"}}sent, result not recorded{{else}}refused{{end}}</td><td>{{join .Released}}</td><td>{{join .Masked}}</td><td>{{join .Withheld}}</td><td>{{join .Reasons}}</td></tr>
 {{end}}</table>{{end}}
 <p class="meta">Policy revisions: {{join .Revisions}}. Reference: {{.Pseudonym}}.</p>
 </body>

@@ -66,6 +66,7 @@ type VerifyReport struct {
 	Segments     int       `json:"segments"`
 	Records      int       `json:"records"`
 	Decisions    int       `json:"decisions"`
+	Intents      int       `json:"intents"`
 	Erasures     int       `json:"erasures"`
 	Checkpoints  int       `json:"checkpoints"`
 	FirstSeq     uint64    `json:"first_seq"`
@@ -74,6 +75,11 @@ type VerifyReport struct {
 	UnsealedTail int       `json:"unsealed_tail"`
 	ProblemCount int       `json:"problem_count"`
 	Problems     []Problem `json:"problems"`
+	// UnresolvedIntents are the intent records no decision record of the same decision_id
+	// follows, in log order: state-changing requests forwarded to the CRM whose outcome was
+	// never recorded. Not a problem (the chain is intact, OK is unaffected), but a reviewer
+	// must see them: the CRM may have made the change.
+	UnresolvedIntents []UnresolvedIntent `json:"unresolved_intents"`
 }
 
 // OK reports whether the log verified.
@@ -97,6 +103,8 @@ type verifier struct {
 	// unsigned; the records after it are the unsealed tail.
 	sealed    bool
 	sealedSeq uint64
+	// intents are the intent records seen and not yet resolved by their decision record.
+	intents openIntents
 }
 
 type deferredCkpt struct {
@@ -124,7 +132,7 @@ func Verify(dir string, opts VerifyOptions) (*VerifyReport, error) {
 	if opts.MaxProblems == 0 {
 		opts.MaxProblems = 100
 	}
-	v := &verifier{opts: opts, rep: &VerifyReport{}, ckpts: map[uint64]string{}, deferred: map[uint64]deferredCkpt{}}
+	v := &verifier{opts: opts, rep: &VerifyReport{UnresolvedIntents: []UnresolvedIntent{}}, ckpts: map[uint64]string{}, deferred: map[uint64]deferredCkpt{}}
 	// Segments an operator compressed in place are verified through gzip.
 	segs, err := listScanSegments(dir)
 	if err != nil {
@@ -350,6 +358,13 @@ func (v *verifier) record(s segInfo, line []byte, h lineHeader, err error, first
 	case TypeDecision:
 		v.rep.Decisions++
 		v.sinceCkpt++
+		v.intents.resolve(h.decisionID)
+	case TypeIntent:
+		// The writer appends an intent like any decision (appendRecord): it counts toward the
+		// checkpoint's events.
+		v.rep.Intents++
+		v.sinceCkpt++
+		v.intents.open(s.name, h)
 	case TypeErasure:
 		v.rep.Erasures++
 		v.sinceCkpt++
@@ -394,6 +409,9 @@ func (v *verifier) checkpoint(s segInfo, h lineHeader) {
 	}
 	if !b.Deferred {
 		v.sealed, v.sealedSeq = true, h.seq
+	}
+	if b.Reason == CheckpointOpen || b.Reason == CheckpointClose {
+		v.intents.settle(h.seq)
 	}
 	if v.sawCkpt || v.rep.FirstSeq == 0 {
 		if b.Every > 0 && v.sinceCkpt > b.Every {
@@ -497,6 +515,7 @@ func (v *verifier) carried(s segInfo, at uint64, b CheckpointBody) {
 }
 
 func (v *verifier) finish(dir string, ckptLimit int64) {
+	v.rep.UnresolvedIntents = v.intents.unresolved()
 	if v.rep.Records == 0 {
 		v.problem(ProblemTruncated, "", 0, "the log holds no records")
 		return

@@ -142,9 +142,10 @@ func auditVerifyCmd() *Command {
 			_ = enc.Encode(rep)
 		} else {
 			el := time.Since(start)
-			fmt.Fprintf(env.Stdout, "%d segments, %d records (%d decisions, %d erasures, %d checkpoints), seq %d..%d, head %s, %d unsealed, %s (%.0f records/s)\n",
-				rep.Segments, rep.Records, rep.Decisions, rep.Erasures, rep.Checkpoints, rep.FirstSeq, rep.LastSeq, rep.Head, rep.UnsealedTail,
+			fmt.Fprintf(env.Stdout, "%d segments, %d records (%d decisions, %d intents, %d erasures, %d checkpoints), seq %d..%d, head %s, %d unsealed, %s (%.0f records/s)\n",
+				rep.Segments, rep.Records, rep.Decisions, rep.Intents, rep.Erasures, rep.Checkpoints, rep.FirstSeq, rep.LastSeq, rep.Head, rep.UnsealedTail,
 				el.Round(time.Millisecond), float64(rep.Records)/max(el.Seconds(), 1e-9))
+			printUnresolvedIntents(env.Stdout, rep.UnresolvedIntents)
 			for _, p := range rep.Problems {
 				fmt.Fprintf(env.Stdout, "FAIL %-18s seq %-8d %s %s\n", p.Kind, p.Seq, p.Segment, p.Message)
 			}
@@ -158,6 +159,31 @@ func auditVerifyCmd() *Command {
 		return nil
 	}
 	return c
+}
+
+// printUnresolvedIntents warns of each intent record no decision record resolved: not a
+// finding (the chain is intact, verify passes), but a change the CRM may have made unrecorded.
+func printUnresolvedIntents(w io.Writer, us []auditlog.UnresolvedIntent) {
+	for _, u := range us {
+		why := "the sidecar stopped before the CRM's answer was logged"
+		if u.Pending {
+			// No open or close checkpoint after it: a live log may still be waiting for it.
+			why += ", or, on a live log, the answer is still on its way"
+		}
+		fmt.Fprintf(w, "warning: decision %s (seq %d, %s, %s): a state-changing request was forwarded to the CRM but its outcome was never recorded (%s)\n",
+			u.DecisionID, u.Seq, u.Timestamp.UTC().Format(time.RFC3339Nano), u.Segment, why)
+	}
+	if len(us) > 0 {
+		fmt.Fprintf(w, "warning: %d unresolved %s: check the CRM for %s (not a tamper finding)\n", len(us),
+			plural(len(us), "intent", "intents"), plural(len(us), "this change", "these changes"))
+	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // logFilterFlags registers the query filters shared by query, report and replay.
@@ -248,18 +274,24 @@ func searchError(err error) error {
 }
 
 // warnSearch tells the operator, on stderr, when an empty result may not mean "nothing
-// recorded": no decision in the range, or a key the log cannot confirm; and when older
-// records were deleted.
+// recorded": no decision in the range, or a key the log cannot confirm; when older records
+// were deleted; and when writes were forwarded to the CRM with no outcome recorded.
 func warnSearch(w io.Writer, st auditlog.QueryStats, f auditlog.Filter) {
 	span := func() string {
 		return fmt.Sprintf("%s to %s", st.First.UTC().Format(time.RFC3339), st.Last.UTC().Format(time.RFC3339))
 	}
+	if st.Unresolved > 0 {
+		// Query lists them last (a table's OUTCOME says auditlog.OutcomeForwarded), the report
+		// among the accesses as "unrecorded".
+		fmt.Fprintf(w, "warning: %d state-changing %s forwarded to the CRM but no outcome was recorded (unresolved intent records): the sidecar stopped before the CRM's answer was logged; check the CRM\n",
+			st.Unresolved, plural(st.Unresolved, "request was", "requests were"))
+	}
 	switch {
-	case st.Decisions == 0 && st.Matched > 0:
+	case st.Decisions == 0 && st.Matched > st.Unresolved:
 		// The customer's erasure records matched (query --customer and report return them).
 		fmt.Fprintf(w, "note: no decision record in the time range (%d records in %d segments searched): no access is recorded there, only erasures (%d shown)\n",
-			st.Records, st.Segments, st.Matched)
-	case st.Decisions == 0:
+			st.Records, st.Segments, st.Matched-st.Unresolved)
+	case st.Decisions == 0 && st.Matched == 0:
 		fmt.Fprintf(w, "warning: no decision record in the time range: %d records in %d segments searched, none could match\n", st.Records, st.Segments)
 	case st.Matched == 0 && f.KeyFingerprint != "" && st.KeyChecked == 0 && st.KeyUnknown > 0:
 		fmt.Fprintf(w, "warning: nothing matched in %d decision records (%s), and the log does not name the pseudonym key they were written with "+

@@ -43,6 +43,9 @@ type Options struct {
 	StateBackend, PostgresURL string
 	// Extra is appended to the generated consentry.yaml (tests).
 	Extra string
+	// Upstream is the URL the proxy forwards to. Default: the CRM's (http://<CRM>); tests put
+	// a fault-injecting forwarder in between.
+	Upstream string
 	// DecisionDir is the decision log directory. Default <Dir>/decisions.
 	DecisionDir string
 	// Progress receives one line per start-up step (nil: discarded).
@@ -272,6 +275,10 @@ func (s *Stack) StartConsentry(ctx context.Context) error {
 // config is the consentry.yaml the demo runs with: embedded defaults plus the demo's paths.
 func (s *Stack) config(jwks string) string {
 	o := s.Opts
+	upstream := o.Upstream
+	if upstream == "" {
+		upstream = "http://" + o.CRM
+	}
 	state := fmt.Sprintf("  backend: sqlite\n  data_dir: %s\n", filepath.Join(o.Dir, "state"))
 	if o.StateBackend == "postgres" {
 		state = fmt.Sprintf("  backend: postgres\n  postgres:\n    url: %q\n    schema: demo\n", o.PostgresURL)
@@ -312,7 +319,7 @@ proxy:
   listen: %[12]s
   upstream: %[13]s
 %[14]s`, o.Root, o.Admin, s.AdminToken, s.Issuer.Name, jwks, state, s.DecisionDir, s.KeysDir,
-		s.Vault.Addr, s.ConsentryToken, o.GRPC, o.Proxy, "http://"+o.CRM, o.Extra, filepath.Join(o.Dir, "vaultkeys", "shredded-keys.jsonl"))
+		s.Vault.Addr, s.ConsentryToken, o.GRPC, o.Proxy, upstream, o.Extra, filepath.Join(o.Dir, "vaultkeys", "shredded-keys.jsonl"))
 }
 
 // Close stops consentry, the CRM and Vault (in that order).

@@ -287,14 +287,24 @@ func (x *ExtProc) decide(ctx context.Context, ex *exchange, out *pipeline.Outcom
 	if !onHeaders {
 		return x.writeBody(ctx, ex)
 	}
-	return headersContinue(true, x.upstreamMutation(ex))
+	return x.release(ctx, ex, headersContinue(true, x.upstreamMutation(ex)))
+}
+
+// release returns resp, the answer that lets the request go on to the CRM, once the
+// write-ahead entry of a request that may change the CRM's state is in the log (the
+// pipeline writes it once per request); if it cannot be written, a 503 deny instead.
+func (x *ExtProc) release(ctx context.Context, ex *exchange, resp *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+	if err := x.p.RecordIntent(ctx, ex.out, ex.writeEnf); err != nil {
+		return x.deny(ctx, ex)
+	}
+	return resp
 }
 
 // writeBody checks and encrypts a write body, answering the request body phase.
 func (x *ExtProc) writeBody(ctx context.Context, ex *exchange) *extprocv3.ProcessingResponse {
 	mut := x.upstreamMutation(ex)
 	if !transform.IsWrite(ex.out) {
-		return bodyContinue(true, mut, nil)
+		return x.release(ctx, ex, bodyContinue(true, mut, nil))
 	}
 	w := x.t.Request(ctx, ex.out, ex.reqBody)
 	if w.Status != 0 {
@@ -305,7 +315,7 @@ func (x *ExtProc) writeBody(ctx context.Context, ex *exchange) *extprocv3.Proces
 	}
 	ex.writeEnf = w.Enforcement
 	mut.RemoveHeaders = append(mut.RemoveHeaders, "content-length")
-	return bodyContinue(true, mut, w.Body)
+	return x.release(ctx, ex, bodyContinue(true, mut, w.Body))
 }
 
 // deny records the denied outcome and answers with it. An outcome already recorded (a

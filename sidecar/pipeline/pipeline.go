@@ -197,6 +197,8 @@ type Outcome struct {
 	frontDoor string
 	start     time.Time
 	recorded  bool
+	// intended: the write-ahead entry is in the log (RecordIntent).
+	intended bool
 }
 
 // Allowed reports whether the request may proceed.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/consentry/consentry/sidecar/audit"
 	"github.com/consentry/consentry/sidecar/decision"
+	"github.com/consentry/consentry/sidecar/input"
 )
 
 // denyBody is what a denied caller receives.
@@ -87,11 +88,52 @@ func (p *Pipeline) Record(ctx context.Context, out *Outcome, enf audit.Enforceme
 		return nil
 	}
 	out.recorded = true
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.AuditTimeout)
-	defer cancel()
 	if enf.Status == 0 && !out.Allowed() {
 		enf.Status = out.Status
 	}
+	return p.append(ctx, out, p.entry(out, enf))
+}
+
+// RecordIntent writes the write-ahead entry of an allowed request that may change the CRM's
+// state (ChangesState), before the front door forwards it: enf is what the door did to the
+// request (a write's key use). Record still records the outcome once the CRM has answered;
+// the intent is what remains if the sidecar dies in between, when the CRM may have executed
+// the change and no decision entry says so. In strict mode RecordIntent returns once the
+// entry is durable. If the log cannot store it, the outcome becomes a 503 deny
+// (audit.unavailable) and the error is returned: the door must not forward the request.
+// RecordIntent does nothing for a request that changes nothing, for an outcome recorded or
+// intended already, and for a denied one.
+func (p *Pipeline) RecordIntent(ctx context.Context, out *Outcome, enf audit.Enforcement) error {
+	if out == nil || out.recorded || out.intended || !out.Allowed() || !ChangesState(out) {
+		return nil
+	}
+	out.intended = true
+	e := p.entry(out, enf)
+	e.Intent = true
+	return p.append(ctx, out, e)
+}
+
+// ChangesState reports whether out's request may change the CRM's state: its method is not
+// one HTTP defines as safe (GET, HEAD, OPTIONS, TRACE), or its route's action writes
+// (create, update, delete, erase) whatever the method. A POST search counts: an intent too
+// many costs one record, one too few loses a change.
+func ChangesState(out *Outcome) bool {
+	if out == nil || out.Input == nil {
+		return false
+	}
+	switch out.Input.Action {
+	case input.ActionCreate, input.ActionUpdate, input.ActionDelete, input.ActionErase:
+		return true
+	}
+	switch out.Input.Request.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return false
+	}
+	return true
+}
+
+// entry is the decision log entry of out with enf.
+func (p *Pipeline) entry(out *Outcome, enf audit.Enforcement) *audit.Entry {
 	e := &audit.Entry{
 		DecisionID:  out.DecisionID,
 		Timestamp:   out.start.UTC(),
@@ -111,6 +153,14 @@ func (p *Pipeline) Record(ctx context.Context, out *Outcome, enf audit.Enforceme
 	if out.Err != nil {
 		e.Error = out.Err.Error()
 	}
+	return e
+}
+
+// append hands e to the decision log on a context detached from the request's cancellation
+// and bounded by audit_timeout; a failure turns out into a 503 deny (audit.unavailable).
+func (p *Pipeline) append(ctx context.Context, out *Outcome, e *audit.Entry) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.AuditTimeout)
+	defer cancel()
 	if err := p.deps.Log.Append(actx, e); err != nil {
 		p.metrics.auditFailures.Inc()
 		p.log.Error("decision log unavailable: denying", "decision_id", out.DecisionID, "error", err)

@@ -230,6 +230,11 @@ func (s *Server) handle(c *fiber.Ctx) (err error) {
 		}
 		upBody, writeEnf = w.Body, w.Enforcement
 	}
+	// Write-ahead: a request that may change the CRM's state is in the log before the CRM
+	// sees it, so a crash between the CRM's answer and the decision's entry leaves a trace.
+	if err := s.deps.Pipeline.RecordIntent(ctx, out, writeEnf); err != nil {
+		return s.deny(c, out)
+	}
 
 	ureq := fasthttp.AcquireRequest()
 	uresp := fasthttp.AcquireResponse()

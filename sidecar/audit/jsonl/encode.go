@@ -21,6 +21,11 @@ func appendEntry(b []byte, e *audit.Entry) ([]byte, error) {
 	w.open()
 	w.key("decision_id")
 	w.str(e.DecisionID)
+	if e.Intent {
+		// A write-ahead line: the decision's own line, with the CRM's status, follows.
+		w.key("intent")
+		w.b = append(w.b, "true"...)
+	}
 	w.key("timestamp")
 	w.time(e.Timestamp.UTC())
 	w.key("path")

@@ -72,7 +72,9 @@ func newSink(w io.Writer, f *os.File, syncEach bool) *Sink {
 
 // Event is one line.
 type Event struct {
-	DecisionID  string             `json:"decision_id"`
+	DecisionID string `json:"decision_id"`
+	// Intent marks a write-ahead line (audit.Entry.Intent): the decision's own line follows.
+	Intent      bool               `json:"intent,omitempty"`
 	Timestamp   time.Time          `json:"timestamp"`
 	Path        string             `json:"path"`
 	Input       *input.Input       `json:"input,omitempty"`
@@ -95,7 +97,7 @@ type bundle struct {
 // the same document without building it).
 func EventOf(e *audit.Entry) Event {
 	ev := Event{
-		DecisionID: e.DecisionID, Timestamp: e.Timestamp.UTC(), Path: e.Path, Input: e.Input, Result: e.Decision,
+		DecisionID: e.DecisionID, Intent: e.Intent, Timestamp: e.Timestamp.UTC(), Path: e.Path, Input: e.Input, Result: e.Decision,
 		Revision: e.Revision, Error: e.Error, Enforcement: e.Enforcement, Labels: e.Labels,
 		TraceID: e.TraceID, RequestedBy: e.RequestedBy, Metrics: e.Metrics,
 	}

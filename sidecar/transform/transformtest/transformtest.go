@@ -381,12 +381,18 @@ func (c *Capture) Entries() []*audit.Entry {
 	return append([]*audit.Entry(nil), c.entries...)
 }
 
-// Find returns the entry of a decision id (nil when absent).
-func (c *Capture) Find(id string) *audit.Entry {
+// Find returns the decision entry of a decision id (nil when absent); not its write-ahead
+// intent (FindIntent).
+func (c *Capture) Find(id string) *audit.Entry { return c.find(id, false) }
+
+// FindIntent returns the write-ahead entry of a decision id (nil when absent).
+func (c *Capture) FindIntent(id string) *audit.Entry { return c.find(id, true) }
+
+func (c *Capture) find(id string, intent bool) *audit.Entry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, e := range c.entries {
-		if e.DecisionID == id {
+		if e.DecisionID == id && e.Intent == intent {
 			return e
 		}
 	}
