@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,6 +62,9 @@ func TestCrashAfterTheCRMWroteLeavesATrace(t *testing.T) {
 
 	if err := s.StartConsentry(ctx); err != nil {
 		t.Fatalf("restart after SIGKILL with an unresolved intent: %v", err)
+	}
+	if l := s.Consentry.Log(1 << 20); !strings.Contains(l, `"alarm":"decision_log_unresolved_intents"`) {
+		t.Errorf("the restarted sidecar does not raise the alarm on the unresolved write:\n%s", l)
 	}
 	if err := s.Consentry.Stop(); err != nil { // closes the log: the tail is checkpointed
 		t.Fatal(err)

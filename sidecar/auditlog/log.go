@@ -13,6 +13,7 @@ package auditlog
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -312,6 +314,7 @@ func (l *Log) recover() error {
 		if st.lastAnchor != nil {
 			l.anchor, anchorSeq = anchorOf(st.lastAnchor), st.anchorSeq
 		}
+		l.reportUnresolved(segs[i].name, st.intents)
 		break
 	}
 	l.committed.Store(int64(l.seq) - 1)
@@ -337,6 +340,30 @@ func (l *Log) recover() error {
 		}
 	}
 	return nil
+}
+
+// reportUnresolved raises the alarm on the intents of the last segment that no decision
+// record follows: the sidecar stopped (a crash: a clean stop waits for its requests) after
+// forwarding those state-changing requests to the CRM and before recording what the CRM
+// answered. The CRM may have executed them. The operator hears it at start, without waiting
+// for someone to run audit verify (which also finds those in older segments).
+func (l *Log) reportUnresolved(segment string, intents map[string]uint64) {
+	if len(intents) == 0 {
+		return
+	}
+	ids := make([]string, 0, len(intents))
+	for id := range intents {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b string) int { return cmp.Compare(intents[a], intents[b]) })
+	l.m.unresolved.Set(float64(len(ids)))
+	const shown = 10
+	more := len(ids) - shown
+	if more > 0 {
+		ids = ids[:shown]
+	}
+	l.log.Warn("decision log: state-changing requests were forwarded to the CRM before the last stop and their outcome was never recorded; check them in the CRM (consentry audit verify lists them)",
+		"alarm", "decision_log_unresolved_intents", "segment", segment, "unresolved_intents", len(intents), "decision_ids", ids, "more", max(more, 0))
 }
 
 // anchorOf returns the key ledger head a checkpoint body records, nil when none.

@@ -162,6 +162,9 @@ type tailState struct {
 	// head (a copy; nil: none), anchorSeq its seq.
 	lastAnchor []byte
 	anchorSeq  uint64
+	// intents are the segment's intent records no decision record of theirs follows: decision
+	// id -> seq (nil: none).
+	intents map[string]uint64
 }
 
 // recoverSegment validates one segment file and cuts what follows its last valid record: a
@@ -216,8 +219,16 @@ func recoverSegment(path string, firstSeq uint64, st *tailState) (torn int64, er
 					return 0, fmt.Errorf("%w: %s: invalid record at offset %d followed by valid ones", ErrCorrupt, filepath.Base(path), badAt)
 				}
 				st.head, st.nextSeq, st.lastTime = h.hash, h.seq+1, h.timestamp
-				if h.typ == TypeCheckpoint && bytes.Contains(h.checkpoint, []byte(`"key_ledger"`)) {
+				switch {
+				case h.typ == TypeCheckpoint && bytes.Contains(h.checkpoint, []byte(`"key_ledger"`)):
 					st.lastAnchor, st.anchorSeq = append(st.lastAnchor[:0], h.checkpoint...), h.seq
+				case h.typ == TypeIntent:
+					if st.intents == nil {
+						st.intents = map[string]uint64{}
+					}
+					st.intents[h.decisionID] = h.seq
+				case h.typ == TypeDecision && len(st.intents) > 0:
+					delete(st.intents, h.decisionID)
 				}
 				goodEnd = off + int64(len(line))
 			}

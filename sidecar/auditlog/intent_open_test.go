@@ -1,0 +1,67 @@
+package auditlog
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TestOpenRaisesTheAlarmOnUnresolvedIntents: a log whose last segment ends with intents no
+// decision record follows (the sidecar died between forwarding writes and recording the CRM's
+// answers) reports them at open - a warning naming the decision ids, in log order, and the
+// gauge consentry_decision_log_unresolved_intents_at_open - so the operator checks the CRM.
+// Resolved intents raise nothing.
+func TestOpenRaisesTheAlarmOnUnresolvedIntents(t *testing.T) {
+	tests := []struct {
+		name  string
+		steps []intentStep
+		want  []string // unresolved decision ids, in log order
+	}{
+		{"no intents", []intentStep{decisionOf(1), decisionOf(2)}, nil},
+		{"resolved", []intentStep{intentOf(1), decisionOf(1), decisionOf(2)}, nil},
+		{"two unresolved among resolved", []intentStep{intentOf(3), intentOf(1), decisionOf(1), intentOf(2), decisionOf(4)}, []string{decID(3), decID(2)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := intentLog(t, tt.steps)
+			out := &syncBuffer{}
+			reg := prometheus.NewRegistry()
+			l, err := Open(f.cfg, Options{Logger: slog.New(slog.NewTextHandler(out, nil)), Registerer: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if got := gaugeValue(t, reg, "consentry_decision_log_unresolved_intents_at_open"); got != float64(len(tt.want)) {
+				t.Errorf("unresolved_intents_at_open = %v, want %d", got, len(tt.want))
+			}
+			logged := out.String()
+			if len(tt.want) == 0 {
+				if strings.Contains(logged, "outcome was never recorded") {
+					t.Errorf("warning without unresolved intents: %s", logged)
+				}
+				return
+			}
+			if !strings.Contains(logged, "outcome was never recorded") || !strings.Contains(logged, "decision_ids=\"["+strings.Join(tt.want, " ")+"]\"") {
+				t.Errorf("warning does not name %v in log order: %s", tt.want, logged)
+			}
+		})
+	}
+}
+
+// gaugeValue reads a gauge from reg.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
+}
