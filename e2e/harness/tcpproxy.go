@@ -66,6 +66,11 @@ func (p *TCPProxy) accept(ln net.Listener) {
 
 func (p *TCPProxy) pipe(dst, src net.Conn) {
 	_, _ = io.Copy(dst, src)
+	p.drop(dst, src)
+}
+
+// drop closes a connection pair and forgets it.
+func (p *TCPProxy) drop(dst, src net.Conn) {
 	dst.Close()
 	src.Close()
 	p.mu.Lock()
@@ -100,12 +105,7 @@ func (p *TCPProxy) pipeReplies(dst, src net.Conn) {
 			break
 		}
 	}
-	dst.Close()
-	src.Close()
-	p.mu.Lock()
-	delete(p.conns, dst)
-	delete(p.conns, src)
-	p.mu.Unlock()
+	p.drop(dst, src)
 }
 
 // HoldReplies holds every reply from the target from now on (requests still pass) until

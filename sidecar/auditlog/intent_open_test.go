@@ -33,7 +33,7 @@ func TestOpenRaisesTheAlarmOnUnresolvedIntents(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			if got := gaugeValue(t, reg, "consentry_decision_log_unresolved_intents_at_open"); got != float64(len(tt.want)) {
+			if got := metricFamily(t, reg, "consentry_decision_log_unresolved_intents_at_open").GetGauge().GetValue(); got != float64(len(tt.want)) {
 				t.Errorf("unresolved_intents_at_open = %v, want %d", got, len(tt.want))
 			}
 			logged := out.String()
@@ -48,20 +48,4 @@ func TestOpenRaisesTheAlarmOnUnresolvedIntents(t *testing.T) {
 			}
 		})
 	}
-}
-
-// gaugeValue reads a gauge from reg.
-func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no gauge %s", name)
-	return 0
 }

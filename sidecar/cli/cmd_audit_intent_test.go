@@ -3,8 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,16 +19,7 @@ import (
 // with keys made by `audit keygen`.
 func intentAuditLog(t *testing.T) (logDir, keys string) {
 	t.Helper()
-	keys = t.TempDir()
-	if code, out, errs := run(t, "", "audit", "keygen", "--out", keys); code != 0 {
-		t.Fatalf("keygen: %d %s %s", code, out, errs)
-	}
-	logDir = t.TempDir()
-	l, err := auditlog.Open(auditlog.Config{Dir: logDir, SigningKeyFile: filepath.Join(keys, "signing.pem"), PseudonymKeyFile: filepath.Join(keys, "pseudonym.key")},
-		auditlog.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, logDir, keys := keygenLog(t)
 	raw, err := os.ReadFile(policies + "/examples/support-read.json")
 	if err != nil {
 		t.Fatal(err)

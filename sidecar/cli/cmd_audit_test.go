@@ -21,8 +21,8 @@ import (
 	"github.com/consentry/consentry/sidecar/input"
 )
 
-// auditFixture logs 12 real decisions (default policies) with keys made by `audit keygen`.
-func auditFixture(t *testing.T) (logDir, keys string) {
+// keygenLog opens a new decision log with keys made by `audit keygen`.
+func keygenLog(t *testing.T) (l *auditlog.Log, logDir, keys string) {
 	t.Helper()
 	keys = t.TempDir()
 	if code, out, errs := run(t, "", "audit", "keygen", "--out", keys); code != 0 {
@@ -34,6 +34,13 @@ func auditFixture(t *testing.T) (logDir, keys string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l, logDir, keys
+}
+
+// auditFixture logs 12 real decisions (default policies) with keys made by `audit keygen`.
+func auditFixture(t *testing.T) (logDir, keys string) {
+	t.Helper()
+	l, logDir, keys := keygenLog(t)
 	ps, err := engine.LoadDir(policies, engine.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -2,37 +2,20 @@ package envoy_test
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"net/http"
 	"slices"
-	"sync/atomic"
 	"testing"
 
-	"github.com/consentry/consentry/sidecar/audit"
 	"github.com/consentry/consentry/sidecar/pipeline"
 	tt "github.com/consentry/consentry/sidecar/transform/transformtest"
 )
-
-// intentSink captures entries and, when failIntents is set, refuses write-ahead entries.
-type intentSink struct {
-	tt.Capture
-	failIntents atomic.Bool
-}
-
-func (s *intentSink) Append(ctx context.Context, e *audit.Entry) error {
-	if e.Intent && s.failIntents.Load() {
-		return errors.New("disk full")
-	}
-	return s.Capture.Append(ctx, e)
-}
 
 // TestExtProcWriteAheadIntent: the answer that lets a write go on to the CRM is sent only
 // once the write-ahead entry is in the log, with the write's key use; the decision's own entry
 // waits for the CRM's answer. A read gets no intent. An intent that cannot be written stops
 // the write with a 503 audit.unavailable instead of the encrypted body.
 func TestExtProcWriteAheadIntent(t *testing.T) {
-	sink := &intentSink{}
+	sink := &tt.IntentCapture{}
 	e := tt.Start(t, tt.Options{Sink: sink})
 	client := startExtProc(t, e.Pipeline, e.Transformer)
 
@@ -69,8 +52,8 @@ func TestExtProcWriteAheadIntent(t *testing.T) {
 		}
 	})
 	t.Run("intent cannot be written", func(t *testing.T) {
-		sink.failIntents.Store(true)
-		defer sink.failIntents.Store(false)
+		sink.FailIntents.Store(true)
+		defer sink.FailIntents.Store(false)
 		send := stream(t, client)
 		h := requestHeaders("PATCH", "/api/customers/c-1001", map[string]string{"authorization": "Bearer " + e.Agent(),
 			"x-purpose": tt.Support, "x-case-id": "case-7", "content-type": "application/json"})

@@ -2,8 +2,6 @@ package proxy_test
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -11,25 +9,10 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/consentry/consentry/sidecar/audit"
 	"github.com/consentry/consentry/sidecar/pipeline"
 	"github.com/consentry/consentry/sidecar/proxy"
 	tt "github.com/consentry/consentry/sidecar/transform/transformtest"
 )
-
-// intentSink captures entries and, when failIntents is set, refuses write-ahead entries (a
-// full disk at the moment a write is about to be forwarded).
-type intentSink struct {
-	tt.Capture
-	failIntents atomic.Bool
-}
-
-func (s *intentSink) Append(ctx context.Context, e *audit.Entry) error {
-	if e.Intent && s.failIntents.Load() {
-		return errors.New("disk full")
-	}
-	return s.Capture.Append(ctx, e)
-}
 
 // TestWriteAheadIntentBeforeTheCRM: a request that may change the CRM's state is in the
 // decision log before the CRM sees it (checked by the CRM itself, at the moment the request
@@ -37,7 +20,7 @@ func (s *intentSink) Append(ctx context.Context, e *audit.Entry) error {
 // status. Reads and denied requests get no intent. If the intent cannot be written, the CRM
 // gets nothing and the caller a 503 audit.unavailable.
 func TestWriteAheadIntentBeforeTheCRM(t *testing.T) {
-	sink := &intentSink{}
+	sink := &tt.IntentCapture{}
 	e := tt.Start(t, tt.Options{Sink: sink})
 	var (
 		mu   sync.Mutex
@@ -107,8 +90,8 @@ func TestWriteAheadIntentBeforeTheCRM(t *testing.T) {
 	}
 
 	t.Run("intent cannot be written", func(t *testing.T) {
-		sink.failIntents.Store(true)
-		defer sink.failIntents.Store(false)
+		sink.FailIntents.Store(true)
+		defer sink.FailIntents.Store(false)
 		before := hits.Load()
 		r := do(t, "PATCH", url+"/api/customers/c-1001", e.Agent(), tt.Support, "case-7", `{"contact":{"email":"x@example.test"}}`, nil)
 		if r.status != http.StatusServiceUnavailable || !bytes.Contains(r.body, []byte(pipeline.ReasonAuditUnavailable)) {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -379,6 +381,23 @@ func (c *Capture) Entries() []*audit.Entry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]*audit.Entry(nil), c.entries...)
+}
+
+// IntentCapture is a Capture that refuses write-ahead entries while FailIntents is set: a
+// full disk at the moment a write is about to be forwarded.
+type IntentCapture struct {
+	Capture
+	FailIntents atomic.Bool
+}
+
+var _ audit.Sink = (*IntentCapture)(nil)
+
+// Append stores e, or fails for an intent while FailIntents is set.
+func (c *IntentCapture) Append(ctx context.Context, e *audit.Entry) error {
+	if e.Intent && c.FailIntents.Load() {
+		return errors.New("disk full")
+	}
+	return c.Capture.Append(ctx, e)
 }
 
 // Find returns the decision entry of a decision id (nil when absent); not its write-ahead
