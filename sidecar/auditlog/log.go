@@ -314,7 +314,14 @@ func (l *Log) recover() error {
 		if st.lastAnchor != nil {
 			l.anchor, anchorSeq = anchorOf(st.lastAnchor), st.anchorSeq
 		}
-		l.reportUnresolved(segs[i].name, st.intents)
+		intents := st.intents
+		if !st.opened && i > 0 && !isCompressed(segs[i-1].name) {
+			// The last run rotated: a write forwarded just before its rotation has its intent in
+			// the segment before (a run's intents are resolved within its upstream timeout, so
+			// one segment back is enough).
+			intents = l.earlierIntents(segs[i-1].name, segs[i].name, intents)
+		}
+		l.reportUnresolved(segs[i].name, intents)
 		break
 	}
 	l.committed.Store(int64(l.seq) - 1)
@@ -342,8 +349,8 @@ func (l *Log) recover() error {
 	return nil
 }
 
-// reportUnresolved raises the alarm on the intents of the last segment that no decision
-// record follows: the sidecar stopped (a crash: a clean stop waits for its requests) after
+// reportUnresolved raises the alarm on the intents of the last run (its last segment, and the
+// one before when it rotated: earlierIntents) that no decision record follows: the sidecar stopped (a crash: a clean stop waits for its requests) after
 // forwarding those state-changing requests to the CRM and before recording what the CRM
 // answered. The CRM may have executed them. The operator hears it at start, without waiting
 // for someone to run audit verify (which also finds those in older segments).
@@ -364,6 +371,37 @@ func (l *Log) reportUnresolved(segment string, intents map[string]uint64) {
 	}
 	l.log.Warn("decision log: state-changing requests were forwarded to the CRM before the last stop and their outcome was never recorded; check them in the CRM (consentry audit verify lists them)",
 		"alarm", "decision_log_unresolved_intents", "segment", segment, "unresolved_intents", len(intents), "decision_ids", ids, "more", max(more, 0))
+}
+
+// earlierIntents adds to intents (the last segment's unresolved ones) those of the segment
+// prev that no decision record in prev or last resolves. Read only; a segment that cannot be
+// read adds nothing (the alarm is a convenience: audit verify is the complete check).
+func (l *Log) earlierIntents(prev, last string, intents map[string]uint64) map[string]uint64 {
+	open := map[string]uint64{}
+	scan := func(name string) {
+		_ = scanFile(filepath.Join(l.dir, name), func(line []byte) error {
+			h, err := parseHeader(line)
+			switch {
+			case err != nil:
+			case h.typ == TypeIntent && name == prev:
+				open[h.decisionID] = h.seq
+			case h.typ == TypeDecision:
+				delete(open, h.decisionID)
+			}
+			return nil
+		})
+	}
+	scan(prev)
+	if len(open) > 0 {
+		scan(last)
+	}
+	if len(open) == 0 {
+		return intents
+	}
+	for id, seq := range intents {
+		open[id] = seq
+	}
+	return open
 }
 
 // anchorOf returns the key ledger head a checkpoint body records, nil when none.

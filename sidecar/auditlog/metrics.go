@@ -33,14 +33,14 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, queued func() int) *metrics {
 	ns := "consentry_decision_log_"
 	m := &metrics{
-		events:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "events_total", Help: "Decision events durably appended."}),
+		events:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "events_total", Help: "Decision and intent records durably appended (a write logs an intent and a decision)."}),
 		dropped:     prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "dropped_total", Help: "Async-mode events lost: the buffer was full, or their write failed (alarm on > 0)."}),
 		errors:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "errors_total", Help: "Append, write, fsync or signing failures."}),
 		checkpoints: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "checkpoints_total", Help: "Checkpoints written (with a remote signer, deferred ones before their signature)."}),
 		segments:    prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "segments_opened_total", Help: "Segments opened (rotation)."}),
 		recovered:   prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "recovery_truncated_bytes_total", Help: "Bytes of torn records truncated at open."}),
 		unresolved: prometheus.NewGauge(prometheus.GaugeOpts{Name: ns + "unresolved_intents_at_open",
-			Help: "State-changing requests forwarded to the CRM before the last stop whose outcome was never recorded (intents without a decision record in the last segment at open; alarm on > 0)."}),
+			Help: "State-changing requests forwarded to the CRM before the last stop whose outcome was never recorded (intents without a decision record in the last run's last segment, or the one before when it rotated; alarm on > 0)."}),
 		preallocated: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "preallocated_bytes_total", Help: "Zero-filled bytes written ahead of the active segment's records (decision_log.preallocate_bytes)."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: ns + "append_seconds", Help: "Time from Append to durable commit.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25}}),

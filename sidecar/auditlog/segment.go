@@ -165,6 +165,8 @@ type tailState struct {
 	// intents are the segment's intent records no decision record of theirs follows: decision
 	// id -> seq (nil: none).
 	intents map[string]uint64
+	// opened: the segment holds an open checkpoint (a run of the sidecar started in it).
+	opened bool
 }
 
 // recoverSegment validates one segment file and cuts what follows its last valid record: a
@@ -222,6 +224,8 @@ func recoverSegment(path string, firstSeq uint64, st *tailState) (torn int64, er
 				switch {
 				case h.typ == TypeCheckpoint && bytes.Contains(h.checkpoint, []byte(`"key_ledger"`)):
 					st.lastAnchor, st.anchorSeq = append(st.lastAnchor[:0], h.checkpoint...), h.seq
+				case h.typ == TypeCheckpoint && bytes.Contains(h.checkpoint, []byte(`"reason":"`+CheckpointOpen+`"`)):
+					st.opened = true
 				case h.typ == TypeIntent:
 					if st.intents == nil {
 						st.intents = map[string]uint64{}

@@ -89,10 +89,7 @@ func (x *ExtProc) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err
 			x.log.Error("ext_proc panic", "panic", r, "stack", string(debug.Stack()))
 			err = stream.Send(immediate(http.StatusServiceUnavailable, "", ReasonExtProcInternal, transform.DenyBody("", ReasonExtProcInternal, "internal error"), nil))
 		}
-		// A stream that ends early (client gone, Envoy reset) is still recorded, with the keys
-		// a write it forwarded was encrypted with; an outcome already recorded is not again
-		// (Pipeline.Record records an outcome once).
-		_ = x.record(ctx, ex, audit.Enforcement{})
+		x.recordEnded(ctx, ex)
 	}()
 	for {
 		msg, rerr := stream.Recv()
@@ -186,7 +183,7 @@ func (x *ExtProc) requestHeaders(ctx context.Context, ex *exchange, msg *extproc
 		// on it. Should some client do so, the first request's outcome (perhaps forwarded to
 		// the CRM) is recorded, not overwritten, and the second is refused undecided: no
 		// decision goes unlogged.
-		_ = x.record(ctx, ex, audit.Enforcement{})
+		x.recordEnded(ctx, ex)
 		return undecided("a second request on one stream")
 	}
 	ex.req = requestFromHeaders(h, msg.GetAttributes())

@@ -166,6 +166,25 @@ func (x *ExtProc) finish(ctx context.Context, ex *exchange, resp *extprocv3.Proc
 // (key scopes, fields) merged in, as the HTTP proxy does: the CRM has the ciphertext whether
 // it answers with a body, with none (204), or the stream ends first. Pipeline.Record records
 // an outcome once; later calls return nil.
+// recordEnded records the outcome of a request whose stream ends (client gone, Envoy reset, a
+// second request on it) before its response was settled, with the keys a write it forwarded
+// was encrypted with and the CRM's status if its headers came through; an outcome already
+// recorded is not again (Pipeline.Record records an outcome once). A request that reached the
+// CRM under a write-ahead intent and whose answer never came back is not recorded: what the
+// CRM did is unknown, and a decision record would claim the policy's status for it and resolve
+// the intent. The intent stays unresolved, and audit verify and query show it so.
+func (x *ExtProc) recordEnded(ctx context.Context, ex *exchange) {
+	if ex.out == nil {
+		return
+	}
+	if ex.status == 0 && ex.out.Intended() {
+		x.log.Warn("ext_proc: the stream ended before the CRM's answer to a forwarded write; its outcome stays unrecorded (an unresolved intent)",
+			"decision_id", ex.out.DecisionID)
+		return
+	}
+	_ = x.record(ctx, ex, audit.Enforcement{Status: ex.status})
+}
+
 func (x *ExtProc) record(ctx context.Context, ex *exchange, enf audit.Enforcement) error {
 	if ex.out == nil {
 		return nil

@@ -25,7 +25,9 @@ func TestChangesState(t *testing.T) {
 		{"PATCH", input.ActionUpdate, true},
 		{"PUT", input.ActionUpdate, true},
 		{"DELETE", input.ActionDelete, true},
-		{"POST", input.ActionRead, true},     // a POST search: an intent too many costs a record
+		{"POST", input.ActionRead, true},  // an intent too many costs a record
+		{"POST", input.ActionList, false}, // a search: its customers come with the response
+		{"POST", input.ActionExport, false},
 		{"GET", input.ActionErase, true},     // a route that writes whatever its method
 		{"MERGE", input.ActionUpdate, true},  // OData
 		{"PROPFIND", input.ActionRead, true}, // not a method HTTP defines as safe

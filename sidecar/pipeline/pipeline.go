@@ -201,6 +201,10 @@ type Outcome struct {
 	intended bool
 }
 
+// Intended reports whether the request's write-ahead entry is in the decision log
+// (Pipeline.RecordIntent): it may have reached the CRM.
+func (o *Outcome) Intended() bool { return o.intended }
+
 // Allowed reports whether the request may proceed.
 func (o *Outcome) Allowed() bool { return o.Decision != nil && o.Decision.Allow }
 

@@ -113,10 +113,13 @@ func (p *Pipeline) RecordIntent(ctx context.Context, out *Outcome, enf audit.Enf
 	return p.append(ctx, out, e)
 }
 
-// ChangesState reports whether out's request may change the CRM's state: its method is not
-// one HTTP defines as safe (GET, HEAD, OPTIONS, TRACE), or its route's action writes
-// (create, update, delete, erase) whatever the method. A POST search counts: an intent too
-// many costs one record, one too few loses a change.
+// ChangesState reports whether out's request may change the CRM's state: its route's action
+// writes (create, update, delete, erase) whatever the method, or its method is not one HTTP
+// defines as safe (GET, HEAD, OPTIONS, TRACE) - a POST on a read route counts: an intent too
+// many costs one record, one too few loses a change - unless its route declares a list or an
+// export (a POST search). Those read by declaration, and their customers are known only from
+// the response: an intent written before it could not pseudonymize a customer id the request
+// names in free text (a case id, a query), which the decision's record does.
 func ChangesState(out *Outcome) bool {
 	if out == nil || out.Input == nil {
 		return false
@@ -124,6 +127,8 @@ func ChangesState(out *Outcome) bool {
 	switch out.Input.Action {
 	case input.ActionCreate, input.ActionUpdate, input.ActionDelete, input.ActionErase:
 		return true
+	case input.ActionList, input.ActionExport:
+		return false
 	}
 	switch out.Input.Request.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
