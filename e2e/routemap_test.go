@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/consentry/consentry/sidecar/demo"
@@ -53,6 +54,10 @@ func testShippedRouteMapServesTheCRM(t *testing.T, s *demo.Stack) {
 				if _, ok := rec[k]; !ok {
 					t.Errorf("record member %q dropped: %s", k, r.Body)
 				}
+			}
+			// Encrypted members (a note's body among them) arrive decrypted, never as ciphertext.
+			if strings.Contains(string(r.Body), "vault:v") {
+				t.Errorf("ciphertext served: %s", r.Body)
 			}
 		})
 	}

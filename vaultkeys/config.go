@@ -32,7 +32,7 @@ type Config struct {
 	// Default "consentry-{customer}-{class}".
 	KeyName string `yaml:"key_name" json:"key_name"`
 	// Classes are the key classes (decision key scopes) consentry manages; erasure destroys the
-	// customer's key of every class. Default contact, identity, financial, health. Classes
+	// customer's key of every class. Default contact, identity, financial, health, notes. Classes
 	// that would give two customers the same key name are refused: with the default key_name,
 	// health and mental-health would make customer x's mental-health key and customer
 	// x-mental's health key both consentry-x-mental-health (customer ids may contain '-').
@@ -116,7 +116,7 @@ const (
 const DefaultKeyName = "consentry-{customer}-{class}"
 
 // DefaultClasses are the key classes of the default policy library's catalog.
-var DefaultClasses = []string{"contact", "identity", "financial", "health"}
+var DefaultClasses = []string{"contact", "identity", "financial", "health", "notes"}
 
 // WithDefaults returns c with zero values replaced by defaults.
 func (c Config) WithDefaults() Config {

@@ -75,7 +75,7 @@ func TestEraseShredsBackups(t *testing.T) {
 	if k := byName["consentry-cust-9-contact"]; !k.Existed || len(k.Versions) != 2 {
 		t.Fatalf("contact key record %+v, want 2 versions", k)
 	}
-	if k := byName["consentry-cust-9-financial"]; k.Existed || len(rec.Keys) != 4 {
+	if k := byName["consentry-cust-9-financial"]; k.Existed || len(rec.Keys) != len(DefaultClasses) {
 		t.Fatalf("financial never existed: %+v; keys %d", k, len(rec.Keys))
 	}
 	if len(sink.recs) != 1 || sink.recs[0].Hash != rec.Hash {
@@ -184,7 +184,7 @@ func TestReplayErasuresAfterRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Records != 1 || len(rep.Destroyed) != 1 || rep.Destroyed[0] != "consentry-r1-contact" || rep.Absent != 3 {
+	if rep.Records != 1 || len(rep.Destroyed) != 1 || rep.Destroyed[0] != "consentry-r1-contact" || rep.Absent != len(DefaultClasses)-1 {
 		t.Fatalf("replay report %+v", rep)
 	}
 	if _, err := transitDecrypt(t, srv, "consentry-r1-contact", backupCT); err == nil {
@@ -192,7 +192,7 @@ func TestReplayErasuresAfterRestore(t *testing.T) {
 	}
 	// Idempotent.
 	rep, err = cli.ReplayErasures(ctx)
-	if err != nil || len(rep.Destroyed) != 0 || rep.Absent != 4 {
+	if err != nil || len(rep.Destroyed) != 0 || rep.Absent != len(DefaultClasses) {
 		t.Fatalf("second replay %+v %v", rep, err)
 	}
 }

@@ -3,7 +3,7 @@
 // crypto-shreds a customer by destroying their keys in Vault.
 //
 // Key model (docs/key-model.md): one exportable transit key per customer and key class
-// (contact, identity, financial, health), named from Config.KeyName. A decision's key scopes
+// (contact, identity, financial, health, notes), named from Config.KeyName. A decision's key scopes
 // select which of the customer's keys are exported from Vault; the keys are cached in memory
 // (bounded, TTL, zeroed on eviction) and decrypt transit ciphertext "vault:vN:..." locally,
 // so a CRM that already stores transit ciphertext works unchanged. Erasure deletes the keys

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +55,7 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 	c := base()
-	if c.Cache.TTL != 30*time.Second || c.TransitMount != "transit" || c.KeyName != DefaultKeyName || len(c.Classes) != 4 {
+	if c.Cache.TTL != 30*time.Second || c.TransitMount != "transit" || c.KeyName != DefaultKeyName || !slices.Equal(c.Classes, DefaultClasses) {
 		t.Fatalf("defaults %+v", c)
 	}
 }

@@ -17,7 +17,7 @@ import (
 type Erasure struct {
 	// Customer is the customer's pseudonym (the same one decisions carry).
 	Customer string `json:"customer"`
-	// Classes are the key classes destroyed (contact, identity, financial, health, ...).
+	// Classes are the key classes destroyed (contact, identity, financial, health, notes, ...).
 	Classes []string `json:"classes"`
 	Actor   string   `json:"actor"`
 	Reason  string   `json:"reason"`

@@ -48,7 +48,7 @@ func TestWriteAheadIntentBeforeTheCRM(t *testing.T) {
 		{name: "update with an encrypted field", method: "PATCH", path: "/api/customers/c-1001", token: e.Agent(), purpose: tt.Support, caseID: "case-7",
 			body: `{"contact":{"email":"new@example.test"}}`, status: 200, intent: true, scopes: []string{"contact"}},
 		{name: "create a note", method: "POST", path: "/api/customers/c-1001/notes", token: e.Agent(), purpose: tt.Support, caseID: "case-7",
-			body: `{"body":"called back"}`, status: 200, intent: true},
+			body: `{"body":"called back"}`, status: 200, intent: true, scopes: []string{"notes"}},
 		{name: "read", method: "GET", path: "/api/customers/c-1001", token: e.Agent(), purpose: tt.Support, caseID: "case-7", status: 200},
 		{name: "denied delete", method: "DELETE", path: "/api/customers/c-1001", token: e.Agent(), purpose: tt.Support, caseID: "case-7", status: 403},
 	}

@@ -250,7 +250,7 @@ func (e *Env) seed(tb testing.TB, seeder *vaultkeys.Manager, c Customer) {
 	}
 	e.Plain[c.ID] = c
 	if c.ID == "c-1001" {
-		note, _ := json.Marshal(map[string]string{"body": "called about the invoice", "author": "emp-17"})
+		note, _ := json.Marshal(map[string]string{"body": enc("notes", NoteBody), "author": "emp-17"})
 		resp, err := http.Post(e.CRM+"/api/customers/c-1001/notes", "application/json", bytes.NewReader(note))
 		if err != nil {
 			tb.Fatal(err)
@@ -258,6 +258,9 @@ func (e *Env) seed(tb testing.TB, seeder *vaultkeys.Manager, c Customer) {
 		resp.Body.Close()
 	}
 }
+
+// NoteBody is the plaintext of c-1001's note (stored encrypted under its notes key).
+const NoteBody = "called about the invoice"
 
 // TransitEncrypt encrypts with Vault's transit/encrypt as root.
 func (e *Env) TransitEncrypt(tb testing.TB, key, plaintext string) string {

@@ -2,7 +2,7 @@
 //
 // It plays the "existing CRM" that consentry is attached to, so it deliberately knows
 // nothing about consentry. Sensitive fields (contact, address, date of birth, payment card,
-// health notes) are stored exactly as written by the client; when seeded against Vault they
+// health notes, note bodies) are stored exactly as written by the client; when seeded against Vault they
 // hold transit ciphertext (vault:v1:...) under per-customer, per-class keys, and the CRM
 // never decrypts them.
 package crm
@@ -84,10 +84,13 @@ const (
 	ClassIdentity  = "identity"
 	ClassFinancial = "financial"
 	ClassHealth    = "health"
+	// ClassNotes encrypts the bodies of a customer's notes: free text that may name anything
+	// about the customer, so that erasing the customer's keys makes old copies unreadable too.
+	ClassNotes = "notes"
 )
 
 // Classes lists the key classes in a fixed order.
-var Classes = []string{ClassContact, ClassIdentity, ClassFinancial, ClassHealth}
+var Classes = []string{ClassContact, ClassIdentity, ClassFinancial, ClassHealth, ClassNotes}
 
 // FieldClasses maps each sensitive field (dotted JSON path) to its key class.
 var FieldClasses = map[string]string{

@@ -69,7 +69,7 @@ func Seed(ctx context.Context, store *Store, opts SeedOptions) (SeedStats, error
 	stats := SeedStats{Customers: len(d.Customers), Notes: len(d.Notes), Cases: len(d.Cases)}
 	if !opts.Plaintext {
 		t := time.Now()
-		if err := encryptAll(ctx, opts.Vault, opts.Mount, d.Customers, opts.Workers); err != nil {
+		if err := encryptAll(ctx, opts.Vault, opts.Mount, d.Customers, d.Notes, opts.Workers); err != nil {
 			return stats, fmt.Errorf("seed: %w", err)
 		}
 		stats.Keys = len(d.Customers) * len(Classes)
@@ -107,9 +107,13 @@ func classFields(c *Customer, class string) []*string {
 // Transit batches only within one key, and keys are per customer and class, so the unit of
 // work is one (customer, class): create the key, then one encrypt with batch_input for all of
 // the class's fields. Workers run those units in parallel.
-func encryptAll(ctx context.Context, client *vault.Client, mount string, customers []Customer, workers int) error {
+func encryptAll(ctx context.Context, client *vault.Client, mount string, customers []Customer, notes []Note, workers int) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	bodies := map[string][]*string{} // customer id -> its notes' bodies (class notes)
+	for i := range notes {
+		bodies[notes[i].CustomerID] = append(bodies[notes[i].CustomerID], &notes[i].Body)
+	}
 	jobs := make(chan int)
 	var (
 		wg       sync.WaitGroup
@@ -123,7 +127,11 @@ func encryptAll(ctx context.Context, client *vault.Client, mount string, custome
 			defer wg.Done()
 			for i := range jobs {
 				for _, class := range Classes {
-					if err := encryptFields(ctx, client, mount, customers[i].ID, class, classFields(&customers[i], class)); err != nil {
+					fields := classFields(&customers[i], class)
+					if class == ClassNotes {
+						fields = bodies[customers[i].ID]
+					}
+					if err := encryptFields(ctx, client, mount, customers[i].ID, class, fields); err != nil {
 						once.Do(func() { firstErr = err; failed.Store(true); cancel() })
 						break
 					}
@@ -142,7 +150,8 @@ func encryptAll(ctx context.Context, client *vault.Client, mount string, custome
 	return firstErr
 }
 
-// encryptFields encrypts the non-empty fields in place under the customer's class key.
+// encryptFields creates the customer's class key (every customer gets one of each class, so a
+// note written later has its key) and encrypts the non-empty fields in place under it.
 func encryptFields(ctx context.Context, client *vault.Client, mount, customerID, class string, fields []*string) error {
 	var targets []*string
 	var batch []map[string]any
@@ -153,9 +162,6 @@ func encryptFields(ctx context.Context, client *vault.Client, mount, customerID,
 		targets = append(targets, f)
 		batch = append(batch, map[string]any{"plaintext": base64.StdEncoding.EncodeToString([]byte(*f))})
 	}
-	if len(batch) == 0 {
-		return nil
-	}
 	key := KeyName(customerID, class)
 	// consentry's key model exports keys to decrypt locally, so they must be created
 	// exportable; an encrypt-time upsert would create a non-exportable key. Writing an
@@ -165,6 +171,9 @@ func encryptFields(ctx context.Context, client *vault.Client, mount, customerID,
 		"exportable": true,
 	}); err != nil {
 		return fmt.Errorf("transit create key %s: %w", key, err)
+	}
+	if len(batch) == 0 {
+		return nil
 	}
 	secret, err := client.Logical().WriteWithContext(ctx, mount+"/encrypt/"+key, map[string]any{
 		"batch_input": batch,

@@ -163,6 +163,25 @@ func TestSeedWithVault(t *testing.T) {
 			}
 		}
 	}
+	// Note bodies are ciphertext under the customer's notes key (free text: erasure must reach it).
+	wantNotes := map[string]string{}
+	for _, n := range want.Notes {
+		wantNotes[n.ID] = n.Body
+	}
+	seen := 0
+	for _, plain := range want.Customers {
+		stored := decode[List[Note]](t, do(t, srv, "GET", "/api/customers/"+plain.ID+"/notes", "", nil).body)
+		for _, n := range stored.Items {
+			got, err := decrypt(KeyName(plain.ID, ClassNotes), n.Body)
+			if !strings.HasPrefix(n.Body, "vault:v1:") || err != nil || got != wantNotes[n.ID] {
+				t.Fatalf("note %s of %s stored as %.24q, decrypts to %q (%v), want %q", n.ID, plain.ID, n.Body, got, err, wantNotes[n.ID])
+			}
+			seen++
+		}
+	}
+	if seen != len(want.Notes) || seen == 0 {
+		t.Fatalf("checked %d notes of %d", seen, len(want.Notes))
+	}
 	// Keys are per customer: another customer's key must not open this ciphertext.
 	first, _ := store.GetCustomer(ctx, "c-000001")
 	if _, err := decrypt(KeyName("c-000002", ClassContact), first.Contact.Email); err == nil {
