@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net"
 	"os"
@@ -68,6 +69,24 @@ func TestKeysCommands(t *testing.T) {
 	sec, err := srv.Client(t).Logical().Write("transit/decrypt/consentry-c1-contact", map[string]any{"ciphertext": rec.Contact.Email})
 	if err != nil || sec.Data["plaintext"] != "YWRhQGV4YW1wbGUub3Jn" {
 		t.Fatalf("transit decrypt of migrated value: %v %v", sec, err)
+	}
+
+	// The notes migration operations.md gives for an upgrade: an export of notes (customer id
+	// in customer_id) gets its bodies encrypted under each customer's notes key.
+	notesIn, notesOut := filepath.Join(dir, "notes.jsonl"), filepath.Join(dir, "notes-encrypted.jsonl")
+	if err := os.WriteFile(notesIn, []byte(`{"id":"n-1","customer_id":"c1","body":"prefers calls after 5pm","author":"emp-17"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := run("keys", "encrypt", "--config", cfgPath, "--in", notesIn, "--out", notesOut, "--fields", "body=notes", "--customer-field", "customer_id"); code != ExitOK || !strings.Contains(stderr, "1 records, 1 fields encrypted") {
+		t.Fatalf("keys encrypt of notes: %d %s", code, stderr)
+	}
+	var note struct{ Body string }
+	nb, _ := os.ReadFile(notesOut)
+	if err := json.Unmarshal(nb, &note); err != nil || !strings.HasPrefix(note.Body, "vault:v1:") {
+		t.Fatalf("encrypted notes export: %v %s", err, nb)
+	}
+	if sec, err := srv.Client(t).Logical().Write("transit/decrypt/consentry-c1-notes", map[string]any{"ciphertext": note.Body}); err != nil || sec.Data["plaintext"] != base64.StdEncoding.EncodeToString([]byte("prefers calls after 5pm")) {
+		t.Fatalf("transit decrypt of a migrated note: %v %v", sec, err)
 	}
 
 	// A field map that matches nothing is an error, and writes no "encrypted" export.
