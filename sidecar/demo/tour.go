@@ -335,13 +335,15 @@ func (t *Tour) erasure(ctx context.Context) error {
 	if err := copyFile(t.S.CRMDB, backup); err != nil {
 		return err
 	}
-	ct, err := backupCiphertext(backup, "c-000003")
+	ct, noteCT, err := backupCiphertext(backup, "c-000003")
 	if err != nil {
 		return err
 	}
 	t.say("backup of the CRM database taken: %s", rel(t.S.Opts.Root, backup))
 	_, derr := t.S.transitDecrypt("consentry-c-000003-contact", ct)
 	t.check(derr == nil, "before: c-000003's e-mail in the backup (%.20s...) decrypts with Vault's root token", ct)
+	_, nerr := t.S.transitDecrypt("consentry-c-000003-notes", noteCT)
+	t.check(nerr == nil, "before: a note about c-000003 in the backup (%.20s...) decrypts too", noteCT)
 	body := `{"customer_id": "c-000003", "purpose": "` + PurposeService + `", "channel": "account-settings"}`
 	t.say("\033[36mPOST /v1/consents/withdrawals\033[0m (admin API) %s", body)
 	code, resp, err := t.S.Admin(ctx, "POST", "/v1/consents/withdrawals", "application/json", []byte(body))
@@ -361,6 +363,8 @@ func (t *Tour) erasure(ctx context.Context) error {
 		"the destruction is in the decision log's hash chain: %s", describeErasure(erasure))
 	_, derr = t.S.transitDecrypt("consentry-c-000003-contact", ct)
 	t.check(derr != nil, "after: the same backup ciphertext no longer decrypts, not even as root (%v)", firstLine(derr))
+	_, nerr = t.S.transitDecrypt("consentry-c-000003-notes", noteCT)
+	t.check(nerr != nil, "after: nor does the note, free text that could say anything about the customer (%v)", firstLine(nerr))
 	r, err := t.call(ctx, Request{As: Customer3, Method: "GET", Path: "/api/customers/c-000003", Purpose: PurposeService}, 451)
 	if err != nil {
 		return err
@@ -443,17 +447,21 @@ func (s *Stack) transitDecrypt(key, ciphertext string) (string, error) {
 	return fmt.Sprint(sec.Data["plaintext"]), nil
 }
 
-func backupCiphertext(path, customer string) (string, error) {
+// backupCiphertext reads a customer's stored e-mail and the body of one of their notes from a
+// copy of the CRM database, as an attacker with a stolen backup would.
+func backupCiphertext(path, customer string) (email, note string, err error) {
 	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer db.Close()
-	var email string
 	if err := db.QueryRow(`SELECT email FROM customers WHERE id = ?`, customer).Scan(&email); err != nil {
-		return "", fmt.Errorf("read backup: %w", err)
+		return "", "", fmt.Errorf("read backup: %w", err)
 	}
-	return email, nil
+	if err := db.QueryRow(`SELECT body FROM notes WHERE customer_id = ? ORDER BY id LIMIT 1`, customer).Scan(&note); err != nil {
+		return "", "", fmt.Errorf("read backup notes: %w", err)
+	}
+	return email, note, nil
 }
 
 func copyFile(src, dst string) error {

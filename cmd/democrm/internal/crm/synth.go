@@ -114,8 +114,11 @@ func Generate(n int, seed uint64) Dataset {
 	}
 	for i := range max(n/4, 1) {
 		cust := d.Customers[rng.IntN(n)]
-		if i == 0 {
+		switch {
+		case i == 0:
 			cust = d.Customers[0]
+		case i == 1 && n > 2:
+			cust = d.Customers[2] // the demo tour's erasure shows a note of c-000003 unreadable
 		}
 		d.Notes = append(d.Notes, Note{
 			ID: fmt.Sprintf("n-%06d", i+1), CustomerID: cust.ID, Body: pick(noteBodies),
