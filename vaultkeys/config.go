@@ -32,7 +32,9 @@ type Config struct {
 	// Default "consentry-{customer}-{class}".
 	KeyName string `yaml:"key_name" json:"key_name"`
 	// Classes are the key classes (decision key scopes) consentry manages; erasure destroys the
-	// customer's key of every class. Default contact, identity, financial, health, notes. Classes
+	// customer's key of every class. Default contact, identity, financial, health, notes. A
+	// policy whose catalogue gives a field a key_scope outside these is refused at activation
+	// (at start and for every bundle): an erasure would leave that class's keys alive. Classes
 	// that would give two customers the same key name are refused: with the default key_name,
 	// health and mental-health would make customer x's mental-health key and customer
 	// x-mental's health key both consentry-x-mental-health (customer ids may contain '-').

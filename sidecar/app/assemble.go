@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -73,6 +74,10 @@ func (a *App) assemblePolicy(ctx context.Context) error {
 		pc.NoPersist = true
 	}
 	act := &activator{eng: a.Engine, routes: &a.routes, fromBundle: a.routesCfg.FromBundle}
+	var vc vaultkeys.Config
+	if ok, err := a.Config.Section("vault", &vc); err == nil && ok {
+		act.keyClasses = vc.WithDefaults().Classes
+	}
 	mgr, err := bundle.NewManager(pc, act, a.Registry, a.Log)
 	if err != nil {
 		return err
@@ -95,11 +100,17 @@ type activator struct {
 	eng        *engine.Engine
 	routes     *routes.Holder
 	fromBundle bool
+	// keyClasses are vault.classes (nil without a vault section): a policy whose catalogue
+	// gives a field a key scope outside them is refused (checkKeyScopes).
+	keyClasses []string
 }
 
 var _ bundle.Activator = (*activator)(nil)
 
 func (v *activator) Load(ctx context.Context, ps *engine.PolicySet) error {
+	if err := checkKeyScopes(ps.Data, v.keyClasses); err != nil {
+		return err
+	}
 	var m *routes.Map
 	if v.fromBundle {
 		var ok bool
@@ -128,6 +139,33 @@ func (v *activator) Load(ctx context.Context, ps *engine.PolicySet) error {
 	}
 	v.eng.Activate(p)
 	return nil
+}
+
+// checkKeyScopes refuses a policy whose catalogue gives a field a key scope that is not one
+// of classes (vault.classes), when a vault section is configured. Erasure destroys the
+// customer's keys of vault.classes only: a key of another class - created by a replica or a
+// migration that knows it, or by the CRM - would survive an erasure, and the data under it
+// would stay readable in backups, while this sidecar withholds the field forever.
+func checkKeyScopes(data map[string]any, classes []string) error {
+	if classes == nil {
+		return nil
+	}
+	cons, _ := data["consentry"].(map[string]any)
+	cat, _ := cons["catalog"].(map[string]any)
+	fields, _ := cat["fields"].(map[string]any)
+	var missing []string
+	for name, def := range fields {
+		d, _ := def.(map[string]any)
+		if scope, _ := d["key_scope"].(string); scope != "" && !slices.Contains(classes, scope) {
+			missing = append(missing, fmt.Sprintf("%s (%s)", scope, name))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	slices.Sort(missing)
+	return fmt.Errorf("policy catalogue: key scopes %s are not in vault.classes %v: an erasure would not destroy those keys; add the classes to vault.classes",
+		strings.Join(missing, ", "), classes)
 }
 
 // assembleVault connects to Vault when the `vault:` section is present. Without it every

@@ -62,6 +62,17 @@ func TestAsyncWriteFailureCountsDrops(t *testing.T) {
 			fault: func(t *testing.T, f *fixture, l *Log, add func(int, int), advance func(time.Duration)) func() {
 				advance(2 * time.Hour)
 				add(50, 1) // rotates: one closed segment, within retain_segments
+				// Wait for that rotation itself, not for seq 3: the jump in time can make the
+				// writer log an interval checkpoint first, and a rotation after the next jump
+				// would start the segment at the later time and remove nothing.
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+					if segs, err := listSegments(f.dir); err == nil && len(segs) == 2 {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("the writer did not rotate")
+					}
+				}
 				waitCommitted(t, l, 3)
 				l.retentionFault = func() error { return errors.New("injected: no space left on device") }
 				advance(2 * time.Hour) // the next batch rotates and removes the oldest segment
