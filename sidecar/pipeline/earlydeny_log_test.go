@@ -12,7 +12,7 @@ import (
 )
 
 // auditlogPipeline is the fixture's pipeline writing to a real decision log with a pseudonym key.
-func auditlogPipeline(t *testing.T) (*pipeline.Pipeline, *auditlog.Log, string) {
+func auditlogPipeline(t testing.TB) (*pipeline.Pipeline, *auditlog.Log, string) {
 	t.Helper()
 	dir := t.TempDir()
 	key := filepath.Join(t.TempDir(), "pseudonym.key")

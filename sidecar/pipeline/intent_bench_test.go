@@ -2,15 +2,11 @@ package pipeline_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/consentry/consentry/sidecar/audit"
-	"github.com/consentry/consentry/sidecar/auditlog"
-	"github.com/consentry/consentry/sidecar/pipeline"
 )
 
 // BenchmarkStrictWrite is what the write-ahead intent costs a write: an allowed update decided
@@ -21,20 +17,8 @@ import (
 //
 //	go test -run '^$' -bench StrictWrite -benchtime 4000x ./sidecar/pipeline/
 func BenchmarkStrictWrite(b *testing.B) {
-	dir := b.TempDir()
-	key := filepath.Join(b.TempDir(), "pseudonym.key")
-	if err := os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef-pseudonym"), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	lg, err := auditlog.Open(auditlog.Config{Dir: dir, UnsignedCheckpoints: true, PseudonymKeyFile: key}, auditlog.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	p, lg, _ := auditlogPipeline(b)
 	defer lg.Close()
-	p, err := fx.WithConfigAndLog(pipeline.Config{}, lg)
-	if err != nil {
-		b.Fatal(err)
-	}
 	ctx := context.Background()
 	h := hdr{"authorization": bearer(fx.Agent()), "x-purpose": {support}, "x-case-id": {"case-7"}, "content-type": {"application/json"}}
 	used := audit.Enforcement{KeyScopes: []string{"contact"}, FieldsReleased: []string{"contact.email"}}
