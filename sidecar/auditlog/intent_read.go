@@ -42,11 +42,15 @@ type openIntents struct {
 }
 
 func (o *openIntents) open(seg string, h lineHeader) {
+	ts, _ := time.Parse(time.RFC3339Nano, h.timestamp) // a bad one is the record's problem
+	o.add(UnresolvedIntent{DecisionID: h.decisionID, Seq: h.seq, Segment: seg, Timestamp: ts})
+}
+
+func (o *openIntents) add(u UnresolvedIntent) {
 	if o.byID == nil {
 		o.byID = map[string]UnresolvedIntent{}
 	}
-	ts, _ := time.Parse(time.RFC3339Nano, h.timestamp) // a bad one is the record's problem
-	o.byID[h.decisionID] = UnresolvedIntent{DecisionID: h.decisionID, Seq: h.seq, Segment: seg, Timestamp: ts}
+	o.byID[u.DecisionID] = u
 }
 
 func (o *openIntents) resolve(decisionID string) {

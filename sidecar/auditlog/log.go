@@ -13,7 +13,6 @@ package auditlog
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,7 +21,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -314,14 +312,13 @@ func (l *Log) recover() error {
 		if st.lastAnchor != nil {
 			l.anchor, anchorSeq = anchorOf(st.lastAnchor), st.anchorSeq
 		}
-		intents := st.intents
 		if !st.opened && i > 0 && !isCompressed(segs[i-1].name) {
 			// The last run rotated: a write forwarded just before its rotation has its intent in
 			// the segment before (a run's intents are resolved within its upstream timeout, so
 			// one segment back is enough).
-			intents = l.earlierIntents(segs[i-1].name, segs[i].name, intents)
+			l.earlierIntents(segs[i-1].name, segs[i].name, &st.intents)
 		}
-		l.reportUnresolved(segs[i].name, intents)
+		l.reportUnresolved(segs[i].name, st.intents.unresolved())
 		break
 	}
 	l.committed.Store(int64(l.seq) - 1)
@@ -354,54 +351,45 @@ func (l *Log) recover() error {
 // forwarding those state-changing requests to the CRM and before recording what the CRM
 // answered. The CRM may have executed them. The operator hears it at start, without waiting
 // for someone to run audit verify (which also finds those in older segments).
-func (l *Log) reportUnresolved(segment string, intents map[string]uint64) {
+func (l *Log) reportUnresolved(segment string, intents []UnresolvedIntent) {
 	if len(intents) == 0 {
 		return
 	}
-	ids := make([]string, 0, len(intents))
-	for id := range intents {
-		ids = append(ids, id)
-	}
-	slices.SortFunc(ids, func(a, b string) int { return cmp.Compare(intents[a], intents[b]) })
-	l.m.unresolved.Set(float64(len(ids)))
+	l.m.unresolved.Set(float64(len(intents)))
 	const shown = 10
-	more := len(ids) - shown
-	if more > 0 {
-		ids = ids[:shown]
+	ids := make([]string, 0, min(len(intents), shown))
+	for _, u := range intents[:min(len(intents), shown)] {
+		ids = append(ids, u.DecisionID)
 	}
 	l.log.Warn("decision log: state-changing requests were forwarded to the CRM before the last stop and their outcome was never recorded; check them in the CRM (consentry audit verify lists them)",
-		"alarm", "decision_log_unresolved_intents", "segment", segment, "unresolved_intents", len(intents), "decision_ids", ids, "more", max(more, 0))
+		"alarm", "decision_log_unresolved_intents", "segment", segment, "unresolved_intents", len(intents), "decision_ids", ids, "more", len(intents)-len(ids))
 }
 
 // earlierIntents adds to intents (the last segment's unresolved ones) those of the segment
 // prev that no decision record in prev or last resolves. Read only; a segment that cannot be
 // read adds nothing (the alarm is a convenience: audit verify is the complete check).
-func (l *Log) earlierIntents(prev, last string, intents map[string]uint64) map[string]uint64 {
-	open := map[string]uint64{}
+func (l *Log) earlierIntents(prev, last string, intents *openIntents) {
+	var open openIntents
 	scan := func(name string) {
 		_ = scanFile(filepath.Join(l.dir, name), func(line []byte) error {
 			h, err := parseHeader(line)
 			switch {
 			case err != nil:
 			case h.typ == TypeIntent && name == prev:
-				open[h.decisionID] = h.seq
+				open.open(prev, h)
 			case h.typ == TypeDecision:
-				delete(open, h.decisionID)
+				open.resolve(h.decisionID)
 			}
 			return nil
 		})
 	}
 	scan(prev)
-	if len(open) > 0 {
+	if len(open.byID) > 0 {
 		scan(last)
 	}
-	if len(open) == 0 {
-		return intents
+	for _, u := range open.byID {
+		intents.add(u)
 	}
-	for id, seq := range intents {
-		open[id] = seq
-	}
-	return open
 }
 
 // anchorOf returns the key ledger head a checkpoint body records, nil when none.

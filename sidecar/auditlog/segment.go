@@ -162,9 +162,8 @@ type tailState struct {
 	// head (a copy; nil: none), anchorSeq its seq.
 	lastAnchor []byte
 	anchorSeq  uint64
-	// intents are the segment's intent records no decision record of theirs follows: decision
-	// id -> seq (nil: none).
-	intents map[string]uint64
+	// intents are the segment's intent records no decision record of theirs follows.
+	intents openIntents
 	// opened: the segment holds an open checkpoint (a run of the sidecar started in it).
 	opened bool
 }
@@ -227,12 +226,9 @@ func recoverSegment(path string, firstSeq uint64, st *tailState) (torn int64, er
 				case h.typ == TypeCheckpoint && bytes.Contains(h.checkpoint, []byte(`"reason":"`+CheckpointOpen+`"`)):
 					st.opened = true
 				case h.typ == TypeIntent:
-					if st.intents == nil {
-						st.intents = map[string]uint64{}
-					}
-					st.intents[h.decisionID] = h.seq
-				case h.typ == TypeDecision && len(st.intents) > 0:
-					delete(st.intents, h.decisionID)
+					st.intents.open(filepath.Base(path), h)
+				case h.typ == TypeDecision:
+					st.intents.resolve(h.decisionID)
 				}
 				goodEnd = off + int64(len(line))
 			}
