@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,25 +24,9 @@ import (
 	"github.com/consentry/consentry/sidecar/pipeline/pipelinetest"
 	"github.com/consentry/consentry/sidecar/proxy"
 	"github.com/consentry/consentry/vaultkeys"
+
+	"github.com/consentry/consentry/sidecar/internal/syncbuf"
 )
-
-// logBuf is a goroutine-safe log destination the test can read while the app runs.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestShutdownDelayKeepsServingWhileNotReady: after the stop request (the first SIGTERM),
 // /ready answers 503 "shutting down" and gRPC health NOT_SERVING while the proxy still
@@ -86,7 +68,7 @@ proxy:
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuf{}
+	logs := &syncbuf.Buffer{}
 	a, err := app.New(context.Background(), cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +145,7 @@ func (s slowStop) Run(ctx context.Context) error {
 // every other component has stopped (a component slow to stop, or one that never does, hid the
 // cause: the process sat there without a word).
 func TestComponentFailureLoggedAtOnce(t *testing.T) {
-	logs := &logBuf{}
+	logs := &syncbuf.Buffer{}
 	cfg := &config.Config{Admin: admin.Config{Listen: freeAddr(t)}}
 	a := &app.App{Config: cfg, Log: slog.New(slog.NewJSONHandler(logs, nil)), Admin: admin.New(cfg.Admin, prometheus.NewRegistry())}
 	cause := errors.New("listen tcp 127.0.0.1:9400: bind: address already in use")

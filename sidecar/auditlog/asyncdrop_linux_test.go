@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/consentry/consentry/sidecar/internal/syncbuf"
 )
 
 // TestAsyncWriteFailureCountsDrops: in async mode Append returns nil before the event is
@@ -89,7 +91,7 @@ func TestAsyncWriteFailureCountsDrops(t *testing.T) {
 			tc.cfg(&f.cfg)
 			var clock atomic.Int64
 			clock.Store(time.Now().UnixNano())
-			var logs lockedBuffer
+			var logs syncbuf.Buffer
 			l := f.openLogging(t, &logs, func() time.Time { return time.Unix(0, clock.Load()) })
 			accepted := 0
 			add := func(from, n int) {

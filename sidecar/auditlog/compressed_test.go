@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/consentry/consentry/sidecar/internal/syncbuf"
 )
 
 // gzipSegment compresses a segment file in place as an operator would (gzip, or gzip -k when
@@ -77,7 +79,7 @@ func TestRetentionRemovesCompressedSegments(t *testing.T) {
 					gzipSegment(t, filepath.Join(f.dir, s.name), tc.keep, 0)
 				}
 			}
-			var logs lockedBuffer
+			var logs syncbuf.Buffer
 			l = f.openLogging(t, &logs, nil)
 			appendN(t, l, 100, 60) // rotations, each with retention
 			l.Close()

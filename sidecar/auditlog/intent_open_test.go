@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/consentry/consentry/sidecar/internal/syncbuf"
 )
 
 // TestOpenRaisesTheAlarmOnUnresolvedIntents: a log whose last segment ends with intents no
@@ -27,7 +29,7 @@ func TestOpenRaisesTheAlarmOnUnresolvedIntents(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := intentLog(t, tt.steps)
-			out := &syncBuffer{}
+			out := &syncbuf.Buffer{}
 			reg := prometheus.NewRegistry()
 			l, err := Open(f.cfg, Options{Logger: slog.New(slog.NewTextHandler(out, nil)), Registerer: reg})
 			if err != nil {
@@ -74,7 +76,7 @@ func TestOpenAlarmLooksBeforeTheLastRunsRotation(t *testing.T) {
 		t.Fatalf("verify lists %+v, want %s alone", rep.UnresolvedIntents, decID(1))
 	}
 	reg := prometheus.NewRegistry()
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	l2, err := Open(f.cfg, Options{Logger: slog.New(slog.NewTextHandler(out, nil)), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)

@@ -7,30 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/consentry/consentry/sidecar/internal/syncbuf"
 )
 
-// lockedBuffer collects log output written by the writer goroutine and read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-func (f *fixture) openLogging(t testing.TB, logs *lockedBuffer, now func() time.Time) *Log {
+func (f *fixture) openLogging(t testing.TB, logs *syncbuf.Buffer, now func() time.Time) *Log {
 	t.Helper()
 	l, err := Open(f.cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), Now: now})
 	if err != nil {
@@ -103,7 +86,7 @@ func TestRetentionDoesNotCoverMissingRecords(t *testing.T) {
 			if rep := f.verify(t); rep.OK() != (keep == "") {
 				t.Fatalf("precondition: verify before retention: %s", kindsOf(rep))
 			}
-			var logs lockedBuffer
+			var logs syncbuf.Buffer
 			l = f.openLogging(t, &logs, nil)
 			appendN(t, l, 100, 20) // rotations, each with retention
 			l.Close()
@@ -178,7 +161,7 @@ func TestRetainAgeJudgesByLastRecord(t *testing.T) {
 			f.cfg.PreallocateBytes = -1
 			f.cfg.RetainAge = 90 * 24 * time.Hour
 			then := time.Now().Add(-tc.recordsAge)
-			var logs lockedBuffer
+			var logs syncbuf.Buffer
 			l := f.openLogging(t, &logs, func() time.Time { return then })
 			appendAt(t, l, 0, 20, then)
 			l.Close()

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/consentry/consentry/sidecar/internal/syncbuf"
 )
 
 // testCollector is a real HTTP decision-log service whose answers a test chooses: it records,
@@ -105,27 +107,9 @@ func (c *testCollector) snapshot() (got map[string]int, accepted, answers []sent
 	return got, append([]sentBatch(nil), c.accepted...), append([]sentBatch(nil), c.answers...)
 }
 
-// syncBuffer collects the log's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func openLogged(t *testing.T, f *fixture) (*Log, *syncBuffer) {
+func openLogged(t *testing.T, f *fixture) (*Log, *syncbuf.Buffer) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	l, err := Open(f.cfg, Options{Logger: slog.New(slog.NewTextHandler(out, nil))})
 	if err != nil {
 		t.Fatal(err)

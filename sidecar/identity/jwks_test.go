@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"encoding/pem"
@@ -12,11 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/consentry/consentry/sidecar/internal/syncbuf"
 )
 
 // unusableKeys are keys identity providers publish beside their signing keys that consentry
@@ -49,24 +49,6 @@ func jwksWith(t *testing.T, keys jose.JSONWebKeySet, extra ...string) []byte {
 	return raw
 }
 
-// lockedBuffer is a log destination safe for the background fetch goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestJWKSSkipsUnusableKeys: one key consentry cannot use (an X25519 encryption key, a
 // secp256k1 key, a kty it does not know, a symmetric key) must not make the whole key set
 // unreadable: New would fail on a file, and a URL set would never refresh. They are skipped
@@ -92,7 +74,7 @@ func TestJWKSSkipsUnusableKeys(t *testing.T) {
 	}
 
 	// Over a URL: every refresh still loads, and the skipped keys are logged once.
-	var log lockedBuffer
+	var log syncbuf.Buffer
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(jwksWith(t, is.JWKS(), unusableKeys...))
 	}))
